@@ -1,0 +1,1 @@
+"""The local Live API server: protocol-faithful, limits enforced, time-scalable."""

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# One entry point for a fresh Debian 12 / Raspberry Pi OS Bookworm machine:
+#   bash tools/bootstrap.sh demo   -> installs what the demo needs, then runs `voiced demo`
+#   bash tools/bootstrap.sh test   -> installs what the tests need, then runs the whole suite
+# It installs Debian packages with apt (sudo when not root) and Python packages
+# into ./.venv with pip. Nothing else is needed by hand.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+job="${1:-}"; shift || true
+case "$job" in demo|test) ;; *) echo "usage: bash tools/bootstrap.sh demo|test [args...]" >&2; exit 2;; esac
+
+SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+# Build deps for pyaudio (portaudio19-dev) and systemd-python (libsystemd-dev, pkg-config);
+# espeak-ng gives the local server real speech; the test suite adds a private PulseAudio
+# (virtual mic and speaker), sox and systemd-analyze.
+apt_pkgs=(python3 python3-venv python3-dev gcc pkg-config portaudio19-dev libsystemd-dev espeak-ng)
+if [ "$job" = test ]; then
+  apt_pkgs+=(pulseaudio pulseaudio-utils libasound2-plugins sox systemd)
+fi
+missing=()
+for p in "${apt_pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ "${#missing[@]}" -gt 0 ]; then
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+PY="${PYTHON:-python3}"
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null
+if [ "$job" = test ]; then
+  .venv/bin/python -m pip install -q -e '.[test]'
+  exec .venv/bin/python -m pytest "$@"
+else
+  .venv/bin/python -m pip install -q -e .
+  exec .venv/bin/voiced demo "$@"
+fi
