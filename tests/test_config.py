@@ -1,0 +1,88 @@
+"""Configuration: every error names the key, the value and what is allowed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from daemon import config
+from daemon.errors import ConfigError
+
+
+def test_defaults_without_a_file() -> None:
+    cfg = config.parse({}, environ={})
+    assert cfg.live.endpoint == "auto" and cfg.live.model == "gemini-3.8-live"
+    assert cfg.service.hw == "pi"
+    assert set(cfg.sections) == set(config.SECTIONS)
+
+
+def test_file_values_and_env_overrides(tmp_path: Path) -> None:
+    p = tmp_path / "voiced.toml"
+    p.write_text('[live]\nmodel = "gemini-2.5-flash-native-audio-preview-12-2025"\nvoice = "Kore"\n'
+                 '[service]\nhw = "pi"\n')
+    cfg = config.load(p, environ={"VOICED_HW": "sim", "VOICED_ENDPOINT": "ws://127.0.0.1:9"})
+    assert cfg.live.model == "gemini-2.5-flash-native-audio-preview-12-2025" and cfg.live.voice == "Kore"
+    assert cfg.service.hw == "sim", "environment beats the file"
+    assert cfg.live.endpoint == "ws://127.0.0.1:9"
+    assert cfg.source == str(p)
+
+
+@pytest.mark.parametrize("data, key, says", [
+    ({"live": {"modle": "x"}}, "live.modle", "unknown key; known keys in [live]: endpoint"),
+    ({"lives": {}}, "lives", "unknown section; known sections: live"),
+    ({"live": "gemini"}, "live", "must be a [section] table"),
+    ({"live": {"endpoint": "http://x"}}, "live.endpoint", 'one of "auto", "gemini"'),
+    ({"live": {"api_version": "v1"}}, "live.api_version", '"v1alpha", "v1beta"'),
+    ({"live": {"local_time_scale": "fast"}}, "live.local_time_scale", "must be a number"),
+    ({"live": {"local_time_scale": 0}}, "live.local_time_scale", "a number > 0"),
+    ({"live": {"voice": 3}}, "live.voice", "must be a string"),
+    ({"service": {"hw": "raspberry"}}, "service.hw", "one of 'pi', 'sim'"),
+    ({"service": {"log_level": "LOUD"}}, "service.log_level", "one of 'DEBUG'"),
+])
+def test_errors_name_key_value_and_what_is_allowed(data: dict, key: str, says: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        config.parse(data, environ={})
+    assert info.value.key == key
+    assert says in str(info.value)
+    assert key in str(info.value)
+
+
+def test_invalid_toml_and_missing_file_are_config_errors(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[live\nmodel = 1")
+    with pytest.raises(ConfigError, match="is not valid TOML"):
+        config.load(bad, environ={})
+    with pytest.raises(ConfigError, match="file not found"):
+        config.load(tmp_path / "nope.toml", environ={})
+
+
+def test_api_key_sources_in_order(tmp_path: Path) -> None:
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "api-key").write_text("from-credential\n")
+    keyfile = tmp_path / "key"
+    keyfile.write_text("from-file")
+    live = config.LiveSettings(key_file=str(keyfile))
+    env = {"CREDENTIALS_DIRECTORY": str(creds), "VOICED_API_KEY": "from-env"}
+    assert config.resolve_api_key(live, env).reveal() == "from-credential"
+    assert config.resolve_api_key(live, {"VOICED_API_KEY": "from-env"}).reveal() == "from-file"
+    assert config.resolve_api_key(config.LiveSettings(), {"VOICED_API_KEY": "from-env"}).reveal() == "from-env"
+    assert config.resolve_api_key(config.LiveSettings(), {}) is None
+    (creds / "api-key").write_text("")
+    with pytest.raises(ConfigError, match="empty"):
+        config.resolve_api_key(live, env)
+    with pytest.raises(ConfigError, match="live.key_file"):
+        config.resolve_api_key(config.LiveSettings(key_file=str(tmp_path / "missing")), {})
+
+
+def test_effective_config_never_shows_the_key(tmp_path: Path) -> None:
+    cfg = config.load(None, environ={"VOICED_CONFIG": str(tmp_path / "none.toml"), "VOICED_API_KEY": "AIzaSECRET123"})
+    assert cfg.api_key.reveal() == "AIzaSECRET123"
+    text = config.to_toml(cfg)
+    assert "AIzaSECRET123" not in text and "api key: set (redacted)" in text
+    assert "AIzaSECRET123" not in repr(cfg) and "AIzaSECRET123" not in repr(cfg.api_key)
+    # The printed configuration loads back to the same settings.
+    p = tmp_path / "round.toml"
+    p.write_text(text)
+    assert config.load(p, environ={}).sections == cfg.sections
