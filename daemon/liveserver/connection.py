@@ -104,6 +104,10 @@ class LiveConnection:
         self._attach(params, session, resumed)
         if await self._setup_complete():
             async for frame in self.ws:
+                if self.stalled:
+                    # Stalled: read nothing more; the socket stays open until someone closes it.
+                    await self.ws.wait_closed()
+                    return
                 self._received()
                 if self.silent or self._closing:
                     continue  # goAway then silence: hear nothing, answer nothing

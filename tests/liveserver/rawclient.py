@@ -51,7 +51,7 @@ class RawClient:
 
     async def setup(self, config: wire.SetupConfig | None = None, expect_complete: bool = True,
                     **overrides: Any) -> dict[str, Any] | None:
-        config = config or wire.SetupConfig(model=MODEL, **overrides)
+        config = config or wire.SetupConfig(**{"model": MODEL, **overrides})
         await self.send(wire.setup_message(config))
         if not expect_complete:
             return None
@@ -126,3 +126,20 @@ def audio_of(messages: list[dict[str, Any]]) -> bytes:
 
 def text_of(messages: list[dict[str, Any]], key: str = "outputTranscription") -> str:
     return "".join(m.get("serverContent", {}).get(key, {}).get("text", "") for m in messages)
+
+
+def run(body: Callable[[], Any], timeout: float = 20.0) -> Any:
+    """Run an async test body under a hard timeout (no pytest-asyncio)."""
+    async def main() -> Any:
+        async with asyncio.timeout(timeout):
+            return await body()
+    return asyncio.run(main())
+
+
+async def no_message(client: RawClient, seconds: float) -> None:
+    """Assert nothing arrives for *seconds* (wall)."""
+    try:
+        msg = await client.recv(timeout=seconds)
+    except (asyncio.TimeoutError, TimeoutError):
+        return
+    raise AssertionError(f"unexpected message {str(msg)[:200]}")
