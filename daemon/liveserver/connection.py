@@ -178,6 +178,11 @@ class LiveConnection:
             self.record.faults.append(f"close_next:{close[0]}")
             await self.close(*close)
             return False
+        # Right after setup nothing is generating, so a resume would lose nothing: hand
+        # out a handle at once, so that even a session idle for a whole connection can be
+        # resumed. [UNCERTAIN] whether the real API does this before the first turn
+        # (LIVE_PROTOCOL.md §4 only shows updates after turnComplete).
+        await self._turn_boundary()
         return True
 
     # --- sending and closing ---------------------------------------------------------------

@@ -40,6 +40,7 @@ class RawClient:
         self.ws = ws
         self.received: list[dict[str, Any]] = []
         self.frame_types: list[type] = []
+        self.handle: str | None = None
 
     @classmethod
     async def open(cls, url: str, headers: dict[str, str] | None = None, **kw: Any) -> RawClient:
@@ -57,6 +58,11 @@ class RawClient:
             return None
         msg = await self.recv()
         assert msg == {"setupComplete": {}}, msg
+        if config.resumable or config.handle:
+            # The server hands out a handle right after setupComplete.
+            update = (await self.recv())["sessionResumptionUpdate"]
+            assert update["resumable"] is True and update["newHandle"], update
+            self.handle = update["newHandle"]
         return msg
 
     async def recv(self, timeout: float = 5.0) -> dict[str, Any]:

@@ -62,9 +62,12 @@ def test_resumption_handle_restores_history_and_tokens():
             await first.setup()
             msgs = await first.ptt_turn(tone(0.8))
             msgs.append(await first.recv())  # the update after turnComplete
-            # Mid-reply updates are resumable:false with no handle; a boundary brings one.
+            # Right after setup and at each turn boundary: a handle; mid-reply: resumable
+            # false with no handle (proto3 JSON omits both defaults: {}).
             updates = [m["sessionResumptionUpdate"] for m in msgs if "sessionResumptionUpdate" in m]
-            assert updates[0] == {} and updates[-1]["resumable"] is True
+            assert first.handle  # the one right after setupComplete
+            assert len(updates) == 2 and updates[0] == {}
+            assert updates[1]["resumable"] is True and updates[1]["newHandle"] != first.handle
             handle = handle_of(msgs)
             assert handle
             tokens = server.sessions[0].tokens

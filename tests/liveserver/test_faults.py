@@ -110,7 +110,7 @@ def test_close_next_closes_right_after_setup_complete():
         async with LiveServer(limits=FAST, voice="synthetic") as server:
             server.faults.close_next(1011, "The service is currently unavailable.")
             client = await RawClient.open(server.endpoint())
-            await client.setup()
+            await client.setup(resumable=False)
             closed = await client.expect_close()
             assert (closed.code, closed.reason) == (1011, "The service is currently unavailable.")
     run(body)
@@ -154,7 +154,8 @@ def test_send_oversized_frame_trips_the_client_max_size():
             assert server.connections[0].close_code == 1009
             # A client with a generous max_size gets the frame whole.
             ws = await connect(server.endpoint(), max_size=4 * 1024 * 1024)
-            await ws.send(wire.encode(wire.setup_message(wire.SetupConfig(model="gemini-3.8-live"))))
+            await ws.send(wire.encode(wire.setup_message(wire.SetupConfig(model="gemini-3.8-live",
+                                                                          resumable=False))))
             await ws.recv()
             server.faults.send_oversized(2 * 1024 * 1024)
             frame = await ws.recv()
