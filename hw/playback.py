@@ -82,6 +82,11 @@ class PlaybackQueue:
         return self._phase
 
     @property
+    def earcon_pending(self) -> bool:
+        """An earcon is still being mixed into the output."""
+        return bool(self._earcon)
+
+    @property
     def queued_bytes(self) -> int:
         """Reply bytes waiting to be played."""
         return self._queued
