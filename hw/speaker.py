@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -80,13 +81,13 @@ class ReplyPath:
     """play()/flush()/earcon() logic shared by the PyAudio and simulated speakers."""
 
     def __init__(self, settings: SpeakerSettings, post: Callable[[Event], None],
-                 rate: int) -> None:
+                 rate: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.settings = settings
         self._lock = threading.Lock()
         self._resampler = Resampler(REPLY_RATE, rate)
         self.queue = PlaybackQueue(post, rate, jitter_ms=settings.jitter_ms,
                                    tail_ms=settings.tail_ms, drain_ms=settings.drain_ms,
-                                   on_end=self._resampler_tail)
+                                   clock=clock, on_end=self._resampler_tail)
         self.queue.volume = settings.volume
 
     def set_rate(self, rate: int) -> None:
