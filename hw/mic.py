@@ -186,11 +186,12 @@ class Mic:
         stream = pa.open(format=pyaudio.paInt16, channels=channels, rate=rate, input=True,
                          input_device_index=device.index,
                          frames_per_buffer=rate * self.settings.frame_ms // 1000,
-                         stream_callback=self._callback, start=True)
+                         stream_callback=self.on_audio, start=True)
         return stream, rate
 
-    def _callback(self, in_data: bytes | None, frame_count: int, time_info: Any,
-                  status_flags: int) -> tuple[None, int]:
+    def on_audio(self, in_data: bytes | None, frame_count: int, time_info: Any,
+                 status_flags: int) -> tuple[None, int]:
+        """The PortAudio stream callback (PortAudio's thread): count, frame, post."""
         import pyaudio
 
         self._keeper.heartbeat()
