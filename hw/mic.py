@@ -1,0 +1,207 @@
+"""Microphone adapter: PyAudio callback stream → 16 kHz mono ``MicFrame`` events.
+
+The mic reports, it never decides: it posts every frame, in order, whether a
+turn is active or not (the session core keeps the pre-roll ring and chooses what
+to send). PITFALLS.md "Device side" items handled here:
+
+* device by name (substring, case-insensitive), index, or default — not a
+  card number that moves (:mod:`hw.devices`);
+* 16 kHz if the device takes it, else its native rate resampled properly
+  (:mod:`hw.resample`); one chosen channel of a multi-channel HAT;
+* input overflow is counted (``status_flags & paInputOverflow``) and posted as
+  ``MicOverflow``, never fatal — callback mode has no ``exception_on_overflow``
+  to trip over;
+* a device that vanishes is reopened with backoff, re-initialising PortAudio
+  (:class:`hw.pastream.StreamKeeper`), with ``DeviceLost``/``DeviceRestored``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from daemon.errors import ConfigError, DeviceError
+from daemon.events import Event, MicFrame, MicOverflow
+
+from .devices import AudioDevice, pick_rate
+from .pastream import StreamKeeper
+from .resample import Resampler
+
+__all__ = ["Mic", "MicSettings", "CaptureFramer", "MIC_RATE"]
+
+log = logging.getLogger(__name__)
+
+MIC_RATE = 16000
+"""The Live API's input rate (LIVE_PROTOCOL.md: audio/pcm;rate=16000)."""
+
+
+@dataclass(frozen=True)
+class MicSettings:
+    """Microphone settings (``[mic]`` in the config)."""
+
+    device: str | int | None = None
+    """Device name substring (case-insensitive), index, or None for the default."""
+    frame_ms: int = 20
+    """Length of each posted frame in milliseconds (20–40; 20 ms = 640 bytes)."""
+    channel: int = 0
+    """Which input channel to use on a multi-channel device (0 = first)."""
+    channels: int | None = None
+    """Channels to open; None = ``channel + 1`` (some HATs only open as stereo)."""
+    device_rate: int | None = None
+    """Open the device at this rate; None = 16 kHz if it takes it, else its native rate."""
+    fallback_to_default: bool = True
+    """If no device matches ``device``, use the default one (with a warning)."""
+    stall_timeout: float = 2.5
+    """Seconds without an audio callback before the device is considered lost."""
+    reopen_initial: float = 0.25
+    """First delay before reopening a lost device, in seconds (then doubles)."""
+    reopen_max: float = 5.0
+    """Longest delay between reopen attempts, in seconds."""
+
+    def __post_init__(self) -> None:
+        if not 10 <= self.frame_ms <= 60:
+            raise ConfigError("mic.frame_ms", self.frame_ms, "must be 10..60 (20–40 advised)")
+        if self.device_rate is not None and not 8000 <= self.device_rate <= 192000:
+            raise ConfigError("mic.device_rate", self.device_rate, "must be 8000..192000 or unset")
+        if self.channel < 0:
+            raise ConfigError("mic.channel", self.channel, "must be 0 or more")
+        if self.channels is not None and self.channels <= self.channel:
+            raise ConfigError("mic.channels", self.channels, "must be more than mic.channel")
+        if self.stall_timeout <= 0 or self.reopen_initial <= 0 or self.reopen_max <= 0:
+            raise ConfigError("mic.stall_timeout/reopen_*", self.stall_timeout,
+                              "timeouts must be positive")
+
+    @property
+    def frame_bytes(self) -> int:
+        """Bytes per posted frame (16 kHz, 16-bit mono)."""
+        return MIC_RATE * self.frame_ms // 1000 * 2
+
+
+class CaptureFramer:
+    """Device audio → one channel → 16 kHz → fixed-size ``MicFrame`` posts.
+
+    Thread-confined: called from one capture thread at a time.
+    """
+
+    def __init__(self, post: Callable[[Event], None], frame_bytes: int) -> None:
+        self._post = post
+        self._frame_bytes = frame_bytes
+        self._pending = bytearray()
+        self._resampler = Resampler(MIC_RATE, MIC_RATE)
+        self._channels = 1
+        self._channel = 0
+        self.frames_posted = 0
+
+    def configure(self, rate: int, channels: int, channel: int) -> None:
+        """Set the device format (on open and reopen); restarts the resampler."""
+        self._resampler = Resampler(rate, MIC_RATE)
+        self._channels, self._channel = channels, channel
+        self._pending.clear()
+
+    def feed(self, data: bytes) -> None:
+        """Take interleaved s16le device audio; post every complete frame."""
+        if self._channels > 1:
+            usable = len(data) // (2 * self._channels) * 2 * self._channels
+            samples = np.frombuffer(data[:usable], dtype="<i2").reshape(-1, self._channels)
+            data = samples[:, self._channel].tobytes()
+        self._pending += self._resampler.process(data)
+        size = self._frame_bytes
+        while len(self._pending) >= size:
+            frame = bytes(self._pending[:size])
+            del self._pending[:size]
+            self.frames_posted += 1
+            self._post(MicFrame(frame))
+
+
+class Mic:
+    """PyAudio microphone posting ``MicFrame``/``MicOverflow``/``DeviceLost``/``DeviceRestored``."""
+
+    def __init__(self, settings: MicSettings, post: Callable[[Event], None]) -> None:
+        self.settings = settings
+        self._post = post
+        self._framer = CaptureFramer(post, settings.frame_bytes)
+        self._overflows = 0
+        self._lock = threading.Lock()
+        self._keeper = StreamKeeper(
+            "mic", "input", settings.device, post, self._open_stream,
+            fallback_to_default=settings.fallback_to_default,
+            stall_timeout=settings.stall_timeout, reopen_initial=settings.reopen_initial,
+            reopen_max=settings.reopen_max)
+
+    @property
+    def device_name(self) -> str:
+        """Name of the capture device in use."""
+        return self._keeper.device_name
+
+    @property
+    def device_rate(self) -> int:
+        """Rate the device is opened at (16000 if it takes it)."""
+        return self._keeper.device_rate
+
+    @property
+    def overflows(self) -> int:
+        """Input overflows seen so far (each also posted as ``MicOverflow``)."""
+        return self._overflows
+
+    @property
+    def is_open(self) -> bool:
+        """True while the capture stream is open and healthy."""
+        return self._keeper.is_open
+
+    @property
+    def frames_posted(self) -> int:
+        """``MicFrame`` events posted so far."""
+        return self._framer.frames_posted
+
+    def start(self) -> None:
+        """Open the device and start posting frames.
+
+        Raises:
+            DeviceError: no device matches and there is no default to fall back to.
+        """
+        self._keeper.start()
+
+    def stop(self) -> None:
+        """Stop capturing (same as :meth:`close`; a stopped mic is not restarted)."""
+        self.close()
+
+    def close(self) -> None:
+        """Close the stream and PortAudio. Idempotent."""
+        self._keeper.close()
+
+    # -- PortAudio side ------------------------------------------------------
+    def _open_stream(self, pa: Any, device: AudioDevice) -> tuple[Any, int]:
+        import pyaudio
+
+        channels = self.settings.channels or self.settings.channel + 1
+        if channels > device.max_input_channels:
+            raise DeviceError(f"{device.name!r} has {device.max_input_channels} input "
+                              f"channel(s); mic.channel={self.settings.channel} needs {channels}")
+        rate = self.settings.device_rate or pick_rate(pa, device, MIC_RATE, channels, "input")
+        self._framer.configure(rate, channels, self.settings.channel)
+        stream = pa.open(format=pyaudio.paInt16, channels=channels, rate=rate, input=True,
+                         input_device_index=device.index,
+                         frames_per_buffer=rate * self.settings.frame_ms // 1000,
+                         stream_callback=self.on_audio, start=True)
+        return stream, rate
+
+    def on_audio(self, in_data: bytes | None, frame_count: int, time_info: Any,
+                 status_flags: int) -> tuple[None, int]:
+        """The PortAudio stream callback (PortAudio's thread): count, frame, post."""
+        import pyaudio
+
+        self._keeper.heartbeat()
+        if status_flags & pyaudio.paInputOverflow:
+            # Count, report, carry on (Picovoice/porcupine#10: -9981 killed naive loops).
+            self._overflows += 1
+            self._post(MicOverflow(self._overflows))
+        if in_data:
+            try:
+                self._framer.feed(in_data)
+            except Exception:  # never let a bug kill the PortAudio thread silently
+                log.exception("mic frame handling failed")
+        return None, pyaudio.paContinue

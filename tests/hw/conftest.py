@@ -1,0 +1,215 @@
+"""Fixtures for hardware tests: a private PulseAudio (VIRTUAL_AUDIO.md) and mock pins.
+
+Topology (tested advice from VIRTUAL_AUDIO.md):
+
+* the test plays into null sink ``micfeed``; ``vmic`` (module-remap-source of
+  ``micfeed.monitor``) is the virtual microphone our Mic opens by name;
+* our Speaker plays into null sink ``vspk``; the test records ``vspk.monitor``;
+* ALSA names ``vmic``/``vspk``/``micfeed``/``vspk_monitor`` come from an asoundrc
+  under a private ``XDG_CONFIG_HOME`` so PortAudio lists them by name;
+* one keep-alive ``pacat`` per sink so idle null sinks don't stall new streams
+  (pitfall 1). Every child is killed by PID in the finaliser.
+
+The environment is in place before any ``pyaudio.PyAudio()`` in this process:
+PortAudio builds its device list at initialisation.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+PA_CONFIG = """\
+load-module module-native-protocol-unix auth-anonymous=1 socket={sock}
+load-module module-null-sink sink_name=micfeed rate=48000 channels=1
+load-module module-null-sink sink_name=vspk rate=48000 channels=1
+load-module module-remap-source source_name=vmic master=micfeed.monitor
+set-default-sink vspk
+set-default-source vmic
+"""
+
+ASOUNDRC = """\
+pcm.vmic { type pulse device "vmic" }
+ctl.vmic { type pulse }
+pcm.vspk { type pulse device "vspk" }
+ctl.vspk { type pulse }
+pcm.micfeed { type pulse device "micfeed" }
+pcm.vspk_monitor { type pulse device "vspk.monitor" }
+pcm.!default { type pulse }
+ctl.!default { type pulse }
+"""
+
+
+def _need(tool: str) -> str:
+    path = shutil.which(tool)
+    if path is None:  # fail loudly, never skip (common.md)
+        raise RuntimeError(f"{tool} is required for tests/hw (apt: pulseaudio pulseaudio-utils)")
+    return path
+
+
+@dataclass
+class Pulse:
+    """A running private PulseAudio and helpers to drive it from tests."""
+
+    root: Path
+    env: dict[str, str]
+    proc: subprocess.Popen[bytes] | None = None
+    children: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def pactl(self, *args: str) -> str:
+        """Run pactl against our server; return stdout."""
+        out = subprocess.run([_need("pactl"), *args], env=self.env, capture_output=True,
+                             timeout=10, check=True)
+        return out.stdout.decode()
+
+    def spawn(self, *argv: str, stdin: int | None = None) -> subprocess.Popen[bytes]:
+        """A child process with our env, killed by PID at teardown."""
+        proc = subprocess.Popen(list(argv), env=self.env, stdin=stdin,
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        if stdin is not None and stdin > 2:
+            os.close(stdin)  # the child has its copy
+        self.children.append(proc)
+        return proc
+
+    def start_server(self) -> None:
+        """Start (or restart) the pulseaudio child and its keep-alive streams."""
+        sock = self.root / "native"
+        pa_file = self.root / "test.pa"
+        pa_file.write_text(PA_CONFIG.format(sock=sock))
+        self.proc = subprocess.Popen(
+            [_need("pulseaudio"), "-n", "-F", str(pa_file), "--daemonize=no",
+             "--exit-idle-time=-1", "--use-pid-file=no", "--disallow-exit", "-v"],
+            env=self.env, stdout=subprocess.DEVNULL, stderr=open(self.root / "pulse.log", "ab"))
+        deadline = time.monotonic() + 10
+        while True:
+            if subprocess.run([_need("pactl"), "info"], env=self.env, capture_output=True,
+                              timeout=10).returncode == 0:
+                break
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise RuntimeError("private pulseaudio did not start; see "
+                                   f"{self.root / 'pulse.log'}")
+            time.sleep(0.05)
+        for sink in ("micfeed", "vspk"):  # pitfall 1: keep null sinks awake
+            self.spawn(_need("pacat"), "-p", "-d", sink, "--latency-msec=10", "--raw",
+                       "--format=s16le", "--rate=48000", "--channels=1",
+                       stdin=os.open("/dev/zero", os.O_RDONLY))
+        time.sleep(2.1)  # let the sinks honour the low latency (pitfall 1)
+
+    def stop_server(self) -> None:
+        """Kill the keep-alives and pulseaudio by PID."""
+        for proc in self.children:
+            _kill(proc)
+        self.children.clear()
+        if self.proc is not None:
+            _kill(self.proc)
+            self.proc = None
+
+    def play_into_mic(self, pcm: bytes, rate: int) -> subprocess.Popen[bytes]:
+        """Play s16le mono ``pcm`` at ``rate`` into the virtual mic (returns the pacat)."""
+        proc = subprocess.Popen(
+            [_need("pacat"), "-p", "-d", "micfeed", "--raw", "--format=s16le",
+             f"--rate={rate}", "--channels=1", "--latency-msec=20"],
+            env=self.env, stdin=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        self.children.append(proc)
+        assert proc.stdin is not None
+        proc.stdin.write(pcm)
+        proc.stdin.close()
+        return proc
+
+    def record_speaker(self, rate: int) -> "Recorder":
+        """Start recording ``vspk.monitor`` as s16le mono at ``rate``."""
+        proc = self.spawn(_need("pacat"), "-r", "-d", "vspk.monitor", "--raw",
+                          "--format=s16le", f"--rate={rate}", "--channels=1",
+                          "--latency-msec=10")
+        return Recorder(proc)
+
+
+class Recorder:
+    """Drains a recording pacat's stdout on a thread (a full pipe would stall it)."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+        self.data = bytearray()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        while chunk := self.proc.stdout.read1(65536):
+            self.data += chunk
+
+    def stop(self) -> bytes:
+        """Kill the recorder (by PID) and return everything recorded."""
+        _kill(self.proc)
+        self._thread.join(timeout=5)
+        return bytes(self.data)
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        try:
+            os.kill(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+@pytest.fixture(scope="session")
+def pulse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pulse]:
+    """A private PulseAudio for the whole hw test session; env set for PyAudio."""
+    root = tmp_path_factory.mktemp("pulse")
+    (root / "xdg" / "alsa").mkdir(parents=True)
+    (root / "xdg" / "alsa" / "asoundrc").write_text(ASOUNDRC)
+    (root / "runtime").mkdir(mode=0o700)
+    overrides = {
+        "PULSE_SERVER": f"unix:{root / 'native'}",
+        "XDG_CONFIG_HOME": str(root / "xdg"),
+        "XDG_RUNTIME_DIR": str(root / "runtime"),
+        "HOME": str(root),
+        "JACK_NO_START_SERVER": "1",
+        "PULSE_STATE_PATH": str(root / "state"),
+    }
+    saved = {k: os.environ.get(k) for k in overrides}
+    os.environ.update(overrides)  # before any pyaudio.PyAudio() in this process
+    pulse = Pulse(root=root, env=dict(os.environ))
+    try:
+        pulse.start_server()
+        yield pulse
+    finally:
+        pulse.stop_server()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def speech(tmp_path_factory: pytest.TempPathFactory) -> dict[int, bytes]:
+    """'what is the capital of France' (espeak-ng) as s16le mono at 16k, 24k and 48k (sox)."""
+    import wave
+
+    root = tmp_path_factory.mktemp("speech")
+    raw = root / "speech.wav"
+    subprocess.run([_need("espeak-ng"), "-w", str(raw), "what is the capital of France"],
+                   check=True, capture_output=True, timeout=30)
+    out: dict[int, bytes] = {}
+    for rate in (16000, 24000, 48000):
+        path = root / f"speech{rate}.wav"
+        subprocess.run([_need("sox"), str(raw), "-r", str(rate), "-c", "1", "-b", "16",
+                        str(path)], check=True, capture_output=True, timeout=30)
+        with wave.open(str(path), "rb") as w:
+            out[rate] = w.readframes(w.getnframes())
+    return out
