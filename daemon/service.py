@@ -407,11 +407,14 @@ async def status_loop(
 
 def read_credential(name: str, environ: Mapping[str, str] | None = None) -> str | None:
     """The credential ``name`` handed over by ``LoadCredential=``, stripped, or None
-    when not running with credentials (``$CREDENTIALS_DIRECTORY`` unset).
+    when there is none: ``$CREDENTIALS_DIRECTORY`` unset, or the file empty
+    (tools/install.sh leaves an empty key file when no key was given, because
+    systemd 252 refuses to start a unit whose LoadCredential= file is missing).
+    Whether "no key" is fatal is the config's decision (it is, for Gemini).
 
     Raises:
-        ConfigError: the directory is set but the credential is missing, unreadable
-            or empty. The message names the file, never its content.
+        ConfigError: the directory is set but the credential is missing or
+            unreadable. The message names the file, never its content.
     """
     env = os.environ if environ is None else environ
     directory = env.get("CREDENTIALS_DIRECTORY")
@@ -423,6 +426,4 @@ def read_credential(name: str, environ: Mapping[str, str] | None = None) -> str 
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"credential {name}", str(path),
                           f"cannot be read ({type(exc).__name__})") from None
-    if not value:
-        raise ConfigError(f"credential {name}", str(path), "is empty")
-    return value
+    return value or None

@@ -96,12 +96,14 @@ def test_read_credential(tmp_path: Path):
     env = {"CREDENTIALS_DIRECTORY": str(tmp_path)}
     assert read_credential("api-key", env) == "the-key"
     assert read_credential("api-key", {}) is None
+    (tmp_path / "api-key").write_text(" \n")  # install.sh's "no key yet"
+    assert read_credential("api-key", env) is None
 
 
-@pytest.mark.parametrize("content", [None, "", "\n \n", b"\xff\xfe"])
+@pytest.mark.parametrize("content", [None, b"\xff\xfe", "directory"])
 def test_read_credential_bad_file_is_a_config_error_without_content(tmp_path: Path, content):
-    if isinstance(content, str):
-        (tmp_path / "api-key").write_text(content)
+    if content == "directory":
+        (tmp_path / "api-key").mkdir()
     elif isinstance(content, bytes):
         (tmp_path / "api-key").write_bytes(content)
     with pytest.raises(ConfigError) as info:
