@@ -25,7 +25,7 @@ import logging
 import os
 import string
 import sys
-from typing import Iterable, Mapping, TextIO
+from typing import Callable, Iterable, Mapping, TextIO
 
 __all__ = [
     "FIELDS", "REDACTED", "Redactor", "StructuredJournalHandler", "StderrFormatter",
@@ -116,7 +116,8 @@ class StructuredJournalHandler(logging.Handler):
         sender: ``systemd.journal.send`` by default.
     """
 
-    def __init__(self, identifier: str = "voiced", sender: object | None = None,
+    def __init__(self, identifier: str = "voiced",
+                 sender: Callable[..., object] | None = None,
                  level: int = logging.NOTSET) -> None:
         super().__init__(level)
         if sender is None:
@@ -145,7 +146,7 @@ class StructuredJournalHandler(logging.Handler):
             for name, value in record.__dict__.items():
                 if name not in _STANDARD_ATTRS and _is_field_name(name) and value is not None:
                     fields[name] = value
-            self._send(message, CODE_FILE=record.pathname, CODE_LINE=record.lineno,  # type: ignore[operator]
+            self._send(message, CODE_FILE=record.pathname, CODE_LINE=record.lineno,
                        CODE_FUNC=record.funcName, **fields)
         except Exception:  # noqa: BLE001 — logging must never raise
             self.handleError(record)

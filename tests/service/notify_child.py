@@ -11,15 +11,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
 import sys
 import threading
 import time
 
 from daemon.logs import setup_logging
 from daemon.service import (
-    EXIT_OK, Notifier, PipelineHeartbeat, WatchdogGate, format_status, read_credential,
-    watchdog_loop,
+    EXIT_OK, Notifier, PipelineHeartbeat, WatchdogGate, format_status, install_signal_handlers,
+    read_credential, watchdog_loop,
 )
 
 log = logging.getLogger("voiced.child")
@@ -75,19 +74,13 @@ async def main(loop_limit: float, mic_limit: float) -> int:
         for line in sys.stdin:
             loop.call_soon_threadsafe(command, line)
 
-    def on_term() -> None:
-        notifier.stopping("stopping")
-        stop.set()
-
-    def on_hup() -> None:
-        notifier.reloading()
+    def reload() -> None:
         nonlocal key
         key = read_credential("api-key")
         redactor.set_secrets([key] if key else [])
         notifier.ready(status="reloaded")
 
-    loop.add_signal_handler(signal.SIGTERM, on_term)
-    loop.add_signal_handler(signal.SIGHUP, on_hup)
+    install_signal_handlers(loop, notifier, stop=stop.set, reload=reload)
     threading.Thread(target=read_stdin, daemon=True).start()
     gate = WatchdogGate(started_at=time.monotonic(), loop_limit=loop_limit, mic_limit=mic_limit)
     tasks = [asyncio.create_task(ticker()),

@@ -83,7 +83,8 @@ def test_structured_journal_handler_sends_clean_fields():
     assert m1 == "= state listening"
     assert f1["STATE"] == "listening" and f1["SESSION_ID"] == "s-1"
     assert f1["PRIORITY"] == "6" and f1["SYSLOG_IDENTIFIER"] == "voiced"
-    assert f1["LOGGER"] == "voiced.test" and f1["CODE_FUNC"] == "test_structured_journal_handler_sends_clean_fields"
+    assert f1["LOGGER"] == "voiced.test"
+    assert f1["CODE_FUNC"] == "test_structured_journal_handler_sends_clean_fields"
     assert (f2["CLOSE_CODE"], f2["REASON"], f2["PRIORITY"]) == (1011, "Deadline expired", "4")
     for fields in (f1, f2):
         assert not {"lowercase", "_TRUSTED", "MSG", "ARGS", "EXC_INFO", "CODE_ARGS"} & set(fields)

@@ -48,7 +48,9 @@ def test_child_sends_ready_status_watchdog_and_stopping(notify_listener, spawn_c
     os.kill(child.proc.pid, signal.SIGTERM)
     rc, _, err = child.finish()
     assert rc == 0, err
-    notify_listener.wait_for("STOPPING=1", after=sent)
+    stopping = notify_listener.wait_for("STOPPING=1", after=sent)
+    message = [m for t, m in notify_listener.snapshot() if t == stopping][0]
+    assert "STATUS=stopping (SIGTERM)" in message.split("\n")
     assert "stopped" in err
 
 

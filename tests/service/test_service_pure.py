@@ -1,4 +1,4 @@
-"""Pure parts of daemon.service: the watchdog gate, STATUS text, credentials, exit codes."""
+"""daemon.health (watchdog gate, STATUS text) and daemon.service's credentials and exit codes."""
 
 from __future__ import annotations
 
@@ -8,16 +8,15 @@ from pathlib import Path
 import pytest
 
 from daemon.errors import ConfigError, DeviceError
-from daemon.service import (
-    EXIT_CONFIG, EXIT_SOFTWARE, STATUS_MAX, PipelineHeartbeat, WatchdogGate, exit_code_for,
-    format_status, read_credential,
-)
+from daemon.health import STATUS_MAX, PipelineHeartbeat, WatchdogGate, format_status
+from daemon.service import EXIT_CONFIG, EXIT_SOFTWARE, exit_code_for, read_credential
 
 GATE = WatchdogGate(started_at=100.0, loop_limit=5.0, mic_limit=3.0)
 
 
 def test_gate_pings_while_loop_and_mic_move():
-    verdict = GATE.decide(now=200.0, last_loop_tick=199.9, last_mic_frame=199.98, mic_expected=True)
+    verdict = GATE.decide(now=200.0, last_loop_tick=199.9, last_mic_frame=199.98,
+                          mic_expected=True)
     assert verdict.ping and verdict.reason == "loop and mic moving"
 
 
@@ -29,7 +28,8 @@ def test_gate_gives_a_start_up_grace_before_the_first_tick_and_frame():
 
 
 def test_gate_stops_when_the_supervisor_loop_stalls():
-    verdict = GATE.decide(now=200.0, last_loop_tick=194.0, last_mic_frame=199.99, mic_expected=True)
+    verdict = GATE.decide(now=200.0, last_loop_tick=194.0, last_mic_frame=199.99,
+                          mic_expected=True)
     assert not verdict.ping and "supervisor loop stalled for 6.0s" == verdict.reason
     # A stalled loop is unhealthy even when the mic is lost.
     assert not GATE.decide(200.0, 194.0, None, False).ping
@@ -80,7 +80,8 @@ def test_format_status_full():
     # malformed values are left out, not crashed on
     ({"state": "idle", "session_age": "soon", "connection_age": float("nan"),
       "tokens_used": True, "last_error": None}, "idle"),
-    ({"state": "error", "last_error": "line one\nline two"}, "error; last error: line one line two"),
+    ({"state": "error", "last_error": "line one\nline two"},
+     "error; last error: line one line two"),
 ])
 def test_format_status_cases(stats, expected):
     assert format_status(stats) == expected

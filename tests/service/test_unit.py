@@ -63,7 +63,8 @@ def test_unit_verifies_clean(verifiable_unit: Path):
 
 def test_unit_verify_catches_a_bad_key(verifiable_unit: Path):
     # The check above can fail: a typo'd key prints a warning on stderr.
-    verifiable_unit.write_text(verifiable_unit.read_text().replace("NotifyAccess=", "NotifyAcess="))
+    text = verifiable_unit.read_text().replace("NotifyAccess=", "NotifyAcess=")
+    verifiable_unit.write_text(text)
     result = subprocess.run([_tool("systemd-analyze"), "verify", str(verifiable_unit)],
                             capture_output=True, text=True, timeout=60)
     assert "NotifyAcess" in result.stderr
@@ -125,8 +126,8 @@ def test_sysusers_creates_user_and_groups(tmp_path: Path):
 
 def test_tmpfiles_makes_config_dir_readable_by_the_service_only(tmp_path: Path):
     (tmp_path / "etc").mkdir()
-    (tmp_path / "etc" / "passwd").write_text("root:x:0:0::/root:/bin/sh\n"
-                                             "voiced:x:990:990::/var/lib/voiced:/usr/sbin/nologin\n")
+    (tmp_path / "etc" / "passwd").write_text(
+        "root:x:0:0::/root:/bin/sh\nvoiced:x:990:990::/var/lib/voiced:/usr/sbin/nologin\n")
     (tmp_path / "etc" / "group").write_text("root:x:0:\nvoiced:x:990:\n")
     result = subprocess.run([_tool("systemd-tmpfiles"), f"--root={tmp_path}", "--create",
                              str(SYSTEMD / "voiced.tmpfiles")],
