@@ -75,7 +75,9 @@ class WatchdogGate:
     """Pure decision: is the daemon alive enough to ping the watchdog?
 
     Args:
-        started_at: when the pipeline started (grace for the first tick/frame).
+        started_at: when the pipeline started (grace for the first tick/frame):
+            build the gate right when sending READY=1 — systemd arms the
+            watchdog only once start-up is complete (systemd.service(5)).
         loop_limit: max age of the supervisor's last loop iteration, seconds.
         mic_limit: max age of the last mic frame while a mic is expected. A
             real mic delivers a frame every 20–40 ms all the time, so a few

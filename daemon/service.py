@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 from typing import Callable, Mapping
 
-from daemon.errors import ConfigError
+from daemon.errors import ConfigError, DeviceError
 from daemon.health import (
     STATUS_MAX, Heartbeat, PipelineHeartbeat, WatchdogGate, WatchdogVerdict, format_status,
 )
@@ -70,13 +70,24 @@ fallback). The unit's ``RestartPreventExitStatus=78`` stops the restart loop tha
 would otherwise end in "Start request repeated too quickly" (PITFALLS.md)."""
 
 
-def exit_code_for(exc: BaseException) -> int:
+def exit_code_for(exc: BaseException, *, starting: bool = False) -> int:
     """The process exit code for an exception that reached the top of ``voiced run``.
 
-    Only configuration errors are final; anything else may be transient (a
-    device late at boot, a network error) and is worth a restart.
+    Args:
+        starting: True if it happened before READY=1 (config load, hardware open).
+
+    A :exc:`ConfigError` is always final (:data:`EXIT_CONFIG`). A
+    :exc:`DeviceError` while *starting* is final too: hw adapters raise it from
+    ``start()`` only when no device matches the configured name and there is no
+    fallback (hw_interface.md) — issue 5 item 7's "unknown device with no
+    fallback". Restarting every few seconds cannot fix a typo; the unit shows
+    the message in ``systemctl status`` instead. Once running, a lost device is
+    handled by the adapter's own reopen loop, so a DeviceError that still gets
+    here is unexpected and worth a restart, like anything else.
     """
     if isinstance(exc, ConfigError):
+        return EXIT_CONFIG
+    if starting and isinstance(exc, DeviceError):
         return EXIT_CONFIG
     return EXIT_SOFTWARE
 

@@ -192,3 +192,41 @@ def test_status_is_one_line_and_redacted(notify_listener, monkeypatch):
 ])
 def test_watchdog_interval_is_half_the_timeout(env, pid, expected):
     assert watchdog_interval(env, pid) == expected
+
+
+def test_watchdog_loop_without_a_watchdog_returns_at_once(monkeypatch):
+    import asyncio
+
+    from daemon.service import PipelineHeartbeat, WatchdogGate, watchdog_loop
+
+    monkeypatch.delenv("WATCHDOG_USEC", raising=False)
+    sent: list[str] = []
+
+    async def body() -> None:
+        async with asyncio.timeout(2):
+            await watchdog_loop(Notifier(send=lambda m: sent.append(m) or True),
+                                WatchdogGate(started_at=0.0), PipelineHeartbeat())
+
+    asyncio.run(body())
+    assert sent == []
+
+
+def test_status_loop_sends_only_changes(notify_listener, monkeypatch):
+    import asyncio
+
+    from daemon.service import status_loop
+
+    monkeypatch.setenv("NOTIFY_SOCKET", notify_listener.address)
+    stats = {"state": "idle", "session_age": 1.2}
+
+    async def body() -> None:
+        task = asyncio.create_task(status_loop(Notifier(), lambda: stats, period=0.02))
+        await asyncio.sleep(0.2)
+        stats["state"] = "listening"
+        await asyncio.sleep(0.2)
+        task.cancel()
+
+    asyncio.run(body())
+    time.sleep(0.1)
+    statuses = [m for _, m in notify_listener.snapshot()]
+    assert statuses == ["STATUS=idle; session 1s", "STATUS=listening; session 1s"]

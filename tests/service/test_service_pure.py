@@ -119,4 +119,7 @@ def test_exit_codes():
     assert EXIT_CONFIG == 78
     assert exit_code_for(ConfigError("audio.mic", "USB PnP", "no such device")) == EXIT_CONFIG
     assert exit_code_for(DeviceError("mic gone")) == EXIT_SOFTWARE
+    # hw start(): no device matches the configured name and no fallback
+    assert exit_code_for(DeviceError("no mic matches 'USB'"), starting=True) == EXIT_CONFIG
+    assert exit_code_for(OSError("network"), starting=True) == EXIT_SOFTWARE
     assert exit_code_for(RuntimeError()) == EXIT_SOFTWARE
