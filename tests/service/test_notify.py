@@ -3,6 +3,7 @@ process that uses the real Notifier and watchdog_loop (tests/service/notify_chil
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
@@ -12,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from daemon.service import Notifier, watchdog_interval
+from daemon.service import (
+    Notifier, PipelineHeartbeat, WatchdogGate, status_loop, watchdog_interval, watchdog_loop,
+)
 
 # WATCHDOG_USEC=200 ms -> a ping every 100 ms (half the timeout).
 WATCHDOG_USEC = "200000"
@@ -195,10 +198,6 @@ def test_watchdog_interval_is_half_the_timeout(env, pid, expected):
 
 
 def test_watchdog_loop_without_a_watchdog_returns_at_once(monkeypatch):
-    import asyncio
-
-    from daemon.service import PipelineHeartbeat, WatchdogGate, watchdog_loop
-
     monkeypatch.delenv("WATCHDOG_USEC", raising=False)
     sent: list[str] = []
 
@@ -212,19 +211,16 @@ def test_watchdog_loop_without_a_watchdog_returns_at_once(monkeypatch):
 
 
 def test_status_loop_sends_only_changes(notify_listener, monkeypatch):
-    import asyncio
-
-    from daemon.service import status_loop
-
     monkeypatch.setenv("NOTIFY_SOCKET", notify_listener.address)
     stats = {"state": "idle", "session_age": 1.2}
 
     async def body() -> None:
-        task = asyncio.create_task(status_loop(Notifier(), lambda: stats, period=0.02))
-        await asyncio.sleep(0.2)
-        stats["state"] = "listening"
-        await asyncio.sleep(0.2)
-        task.cancel()
+        async with asyncio.timeout(5):
+            task = asyncio.create_task(status_loop(Notifier(), lambda: stats, period=0.02))
+            await asyncio.sleep(0.2)
+            stats["state"] = "listening"
+            await asyncio.sleep(0.2)
+            task.cancel()
 
     asyncio.run(body())
     time.sleep(0.1)
