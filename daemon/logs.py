@@ -25,11 +25,12 @@ import logging
 import os
 import string
 import sys
+import threading
 from typing import Callable, Iterable, Mapping, TextIO
 
 __all__ = [
     "FIELDS", "REDACTED", "Redactor", "StructuredJournalHandler", "StderrFormatter",
-    "stderr_is_journal", "use_journal", "setup_logging",
+    "stderr_is_journal", "use_journal", "setup_logging", "install_excepthooks",
 ]
 
 REDACTED = "[redacted]"
@@ -228,7 +229,34 @@ def setup_logging(
     handler.addFilter(redactor)
     root.addHandler(handler)
     root.setLevel(level)
+    install_excepthooks()
     # Python's own "Task exception was never retrieved" etc. go through logging too;
     # warnings.warn text should pass the same filter.
     logging.captureWarnings(True)
     return redactor
+
+
+def install_excepthooks() -> None:
+    """Route uncaught exceptions (main thread and other threads) through logging.
+
+    Python's default hooks print the traceback straight to stderr — under
+    systemd that is the journal — bypassing the :class:`Redactor`. An exception
+    whose message quotes the key would then leak on the way down.
+    """
+    crash_logger = logging.getLogger("voiced.crash")
+
+    def main_hook(exc_type: type[BaseException], exc: BaseException, tb: object) -> None:
+        if issubclass(exc_type, KeyboardInterrupt):
+            sys.__excepthook__(exc_type, exc, tb)  # type: ignore[arg-type]
+            return
+        crash_logger.critical("uncaught %s", exc_type.__name__, exc_info=(exc_type, exc, tb))
+
+    def thread_hook(args: threading.ExceptHookArgs) -> None:
+        if args.exc_type is SystemExit:
+            return
+        name = args.thread.name if args.thread else "?"
+        crash_logger.critical("uncaught %s in thread %s", args.exc_type.__name__, name,
+                              exc_info=(args.exc_type, args.exc_value, args.exc_traceback))
+
+    sys.excepthook = main_hook
+    threading.excepthook = thread_hook

@@ -9,6 +9,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -178,6 +179,7 @@ def test_setup_logging_to_stderr_is_readable_and_redacted():
     stream = io.StringIO()
     root = logging.getLogger()
     saved = (root.handlers[:], root.level)
+    hooks = (sys.excepthook, threading.excepthook)
     try:
         redactor = setup_logging(logging.INFO, secrets=[KEY], environ={}, stream=stream)
         log = logging.getLogger("daemon.connection")
@@ -188,7 +190,32 @@ def test_setup_logging_to_stderr_is_readable_and_redacted():
     finally:
         root.handlers[:], _ = saved
         root.setLevel(saved[1])
+        sys.excepthook, threading.excepthook = hooks
+        logging.captureWarnings(False)
     lines = stream.getvalue().splitlines()
     assert len(lines) == 2
     assert lines[0].endswith("INFO daemon.connection: x closed 1000 bye [close_code=1000]")
     assert lines[1].endswith(f"using {REDACTED}")
+
+
+CRASH_CHILD = f"""
+import logging, threading
+from daemon.logs import setup_logging
+setup_logging(logging.INFO, secrets=[{KEY!r}], journal=False)
+def callback():
+    raise PermissionError("401 for key {KEY}")
+t = threading.Thread(target=callback, name="pyaudio-callback")
+t.start(); t.join()
+raise RuntimeError("setup rejected key={KEY}")
+"""
+
+
+def test_uncaught_exceptions_go_through_the_redactor():
+    result = subprocess.run([sys.executable, "-c", CRASH_CHILD], capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=30)
+    assert result.returncode == 1
+    assert KEY not in result.stderr
+    assert "CRITICAL voiced.crash: uncaught PermissionError in thread pyaudio-callback" \
+        in result.stderr
+    assert "PermissionError: 401 for key [redacted]" in result.stderr
+    assert "RuntimeError: setup rejected key=[redacted]" in result.stderr
