@@ -1,0 +1,179 @@
+"""
+Pure health decisions for the systemd side: is the pipeline moving (the
+watchdog gate), and the one-line STATUS text. No asyncio, no I/O: time comes
+in as ``now`` (``time.monotonic()`` seconds, which is also asyncio's
+``loop.time()`` on Linux). daemon/service.py runs these from the event loop
+and re-exports them.
+
+Why "mic lost" counts as healthy: see daemon/service.py's module docstring.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Mapping, Protocol
+
+__all__ = [
+    "Heartbeat", "PipelineHeartbeat", "WatchdogGate", "WatchdogVerdict",
+    "format_status", "STATUS_MAX",
+]
+
+
+# --- the watchdog decision -----------------------------------------------------------
+
+class Heartbeat(Protocol):
+    """What the supervisor exposes to the watchdog (times from ``time.monotonic``,
+    which is also what asyncio's ``loop.time()`` returns on Linux)."""
+
+    @property
+    def last_loop_tick(self) -> float | None: ...
+    @property
+    def last_mic_frame(self) -> float | None: ...
+    @property
+    def mic_expected(self) -> bool: ...
+
+
+@dataclass
+class PipelineHeartbeat:
+    """A ready-made :class:`Heartbeat` the supervisor can own and update.
+
+    Call :meth:`tick` once per supervisor loop iteration, :meth:`mic_frame` per
+    mic frame, :meth:`mic_lost` / :meth:`mic_restored` on DeviceLost /
+    DeviceRestored for the mic.
+    """
+
+    last_loop_tick: float | None = None
+    last_mic_frame: float | None = None
+    mic_expected: bool = True
+
+    def tick(self, now: float) -> None:
+        self.last_loop_tick = now
+
+    def mic_frame(self, now: float) -> None:
+        self.last_mic_frame = now
+
+    def mic_lost(self) -> None:
+        self.mic_expected = False
+
+    def mic_restored(self, now: float) -> None:
+        # The restored stream gets a fresh grace period before its first frame.
+        self.mic_expected = True
+        self.last_mic_frame = now
+
+
+@dataclass(frozen=True)
+class WatchdogVerdict:
+    """Whether to ping now, and why (logged when the answer changes)."""
+
+    ping: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class WatchdogGate:
+    """Pure decision: is the daemon alive enough to ping the watchdog?
+
+    Args:
+        started_at: when the pipeline started (grace for the first tick/frame):
+            build the gate right when sending READY=1 — systemd arms the
+            watchdog only once start-up is complete (systemd.service(5)).
+        loop_limit: max age of the supervisor's last loop iteration, seconds.
+        mic_limit: max age of the last mic frame while a mic is expected. A
+            real mic delivers a frame every 20–40 ms all the time, so a few
+            seconds of silence from the driver means it is stuck.
+
+    Both limits must be well below the unit's ``WatchdogSec=`` (30 s) so a
+    wedge is noticed before systemd's own timeout runs out.
+    """
+
+    started_at: float
+    loop_limit: float = 5.0
+    mic_limit: float = 5.0
+
+    def decide(
+        self,
+        now: float,
+        last_loop_tick: float | None,
+        last_mic_frame: float | None,
+        mic_expected: bool,
+    ) -> WatchdogVerdict:
+        """Ping only if the loop ticked recently and (when a mic is expected)
+        mic frames are moving. ``None`` times count from ``started_at``."""
+        tick = self.started_at if last_loop_tick is None else last_loop_tick
+        loop_age = now - tick
+        if loop_age > self.loop_limit:
+            return WatchdogVerdict(False, f"supervisor loop stalled for {loop_age:.1f}s")
+        if not mic_expected:
+            # Device lost: the adapter is reopening it; LED shows error. Healthy.
+            return WatchdogVerdict(True, "loop moving; mic lost, adapter reopening it")
+        frame = self.started_at if last_mic_frame is None else last_mic_frame
+        mic_age = now - frame
+        if mic_age > self.mic_limit:
+            return WatchdogVerdict(False, f"no mic frame for {mic_age:.1f}s")
+        return WatchdogVerdict(True, "loop and mic moving")
+
+
+# --- STATUS ---------------------------------------------------------------------------
+
+def _age(seconds: float) -> str:
+    """Coarse human duration: 45s, 12m03s, 2h05m (coarse keeps STATUS churn low)."""
+    s = max(0, int(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+
+
+def _count(n: float) -> str:
+    n = float(n)
+    if n >= 1_000_000:
+        return f"{n / 1_000_000:.1f}M"
+    if n >= 1000:
+        return f"{n / 1000:.1f}k"
+    return f"{int(n)}"
+
+
+def _number(stats: Mapping[str, object], key: str) -> float | None:
+    value = stats.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+STATUS_MAX = 200
+"""STATUS text is cut to this many characters (systemctl shows one line)."""
+
+
+def format_status(stats: Mapping[str, object]) -> str:
+    """One-line human summary for STATUS=, from a plain mapping.
+
+    Keys (all optional; missing or malformed ones are left out):
+    ``state`` (str or enum with ``.value``), ``session_age``, ``connection_age``,
+    ``next_resume_in``, ``next_rollover_in``, ``next_retry_in`` (seconds),
+    ``tokens_used``, ``token_window`` (counts), ``last_error`` (str).
+
+    Example: ``idle; session 12m03s; connection 4m10s; rollover in 6m00s;
+    tokens 12.3k/128.0k; last error: 1011 deadline expired``.
+    """
+    state = stats.get("state")
+    state = getattr(state, "value", state)
+    parts = [str(state) if state else "starting"]
+    for key, label in (("session_age", "session"), ("connection_age", "connection")):
+        value = _number(stats, key)
+        if value is not None:
+            parts.append(f"{label} {_age(value)}")
+    for key, label in (("next_resume_in", "resume in"), ("next_rollover_in", "rollover in"),
+                       ("next_retry_in", "retry in")):
+        value = _number(stats, key)
+        if value is not None:
+            parts.append(f"{label} {_age(value)}")
+    used, window = _number(stats, "tokens_used"), _number(stats, "token_window")
+    if used is not None:
+        parts.append(f"tokens {_count(used)}" + (f"/{_count(window)}" if window else ""))
+    error = stats.get("last_error")
+    if error:
+        parts.append(f"last error: {error}")
+    text = " ".join("; ".join(parts).split())
+    return text if len(text) <= STATUS_MAX else text[: STATUS_MAX - 1] + "…"
