@@ -1,1 +1,60 @@
-"""The local Live API server: protocol-faithful, limits enforced, time-scalable."""
+"""
+The local Live API server: protocol-faithful, limits enforced, time-scalable.
+
+It stands in for the Gemini Live API (BidiGenerateContent) offline and in every
+test; LIVE_PROTOCOL.md is its spec and §8 its checklist. The official
+google-genai SDK referees it (tests/liveserver/).
+
+Public API::
+
+    from daemon.liveserver import LiveServer, ServerLimits
+
+    limits = ServerLimits(time_scale=600.0)   # nominal seconds / time_scale = wall seconds
+    async with LiveServer(host="127.0.0.1", port=0, limits=limits,
+                          api_keys=None,       # or {"k1"}: only those keys
+                          voice="auto") as server:   # "espeak" | "synthetic"
+        server.port, server.url                # "ws://127.0.0.1:PORT"
+        server.endpoint()                      # Gemini v1beta BidiGenerateContent URL
+        server.endpoint(api="gemini", version="v1alpha", constrained=True)
+        server.endpoint(api="vertex")          # …aiplatform.v1beta1.LlmBidiService/BidiGenerateContent
+        server.now()                           # server clock, nominal seconds
+
+        # inspection (records in store.py; read-only)
+        server.sessions[i].history             # [(role, text)] incl. clientContent & system turns
+        server.sessions[i].audio_digest        # sha256 of ALL realtime audio, all connections
+        server.sessions[i].audio_bytes_received, .tokens, .video_received, .ended, .ended_why
+        server.sessions[i].user_turns[k]       # .audio_bytes/.audio_seconds/.audio_digest/.text/
+                                               # .replies/.interrupted/.reply_text/.source
+        server.sessions[i].connections[j]      # .opened_at/.closed_at/.close_code/.close_reason/
+                                               # .resumed/.goaway_at/.faults
+        server.connections, server.user_turns  # server-wide
+        await server.wait_connections(n)       # n connections got setupComplete
+        await server.wait_turns(k)             # k user turns answered (or interrupted)
+        await server.wait_closed(n); await server.wait_for(predicate)
+
+        # fault injection (faults.py)
+        server.faults.close_now(1011, "Internal error occurred.")   # 1006 = drop TCP
+        server.faults.stall(); server.faults.go_away_now(time_left=30)
+        server.faults.silent_after_goaway(now=True | False)
+        server.faults.delay_setup_complete(5); server.faults.withhold_setup_complete()
+        server.faults.close_next(1011, "…")
+        server.faults.send_malformed(); .send_unknown_field(); .send_oversized()
+        server.faults.refuse_next_resume(); server.faults.expire_all_handles()
+
+    with LiveServerThread(limits=...) as server: ...   # for synchronous callers
+
+Command line: ``voiced live-server [--host] [--port] [--time-scale F]
+[--api-key K ...] [--voice auto|espeak|synthetic]``.
+
+Replies say what was heard, e.g. "Turn 3: I heard 1.40 seconds of audio,
+digest 3fa2c1." (digest = first 6 hex digits of the sha256 of the turn's
+audio); inputTranscription is "[1.40 seconds of audio, digest 3fa2c1]".
+Tokens: audio at ``audio_tokens_per_second`` (25/s), text at ~4 chars/token.
+"""
+
+from __future__ import annotations
+
+from daemon.liveserver.limits import ServerLimits
+from daemon.liveserver.server import LiveServer, LiveServerThread
+
+__all__ = ["LiveServer", "LiveServerThread", "ServerLimits"]

@@ -1,0 +1,83 @@
+"""``voiced live-server``: run the local Live API server until Ctrl-C or SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+__all__ = ["add_arguments", "main"]
+
+log = logging.getLogger(__name__)
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be greater than 0")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``voiced live-server``."""
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=8765, help="port (0 = any free port; default: %(default)s)")
+    parser.add_argument("--time-scale", type=_positive, default=1.0, metavar="F",
+                        help="run every limit F times faster: with 60, the 10-minute connection cap "
+                             "lasts 10 s (default: %(default)s)")
+    parser.add_argument("--api-key", action="append", metavar="K", dest="api_keys",
+                        help="accept only this key (repeatable; default: accept any key or none)")
+    parser.add_argument("--voice", choices=("auto", "espeak", "synthetic"), default="auto",
+                        help="reply voice: espeak-ng if installed (auto), or a synthetic "
+                             "speech-like signal (default: %(default)s)")
+    parser.add_argument("--log-level", default="INFO",
+                        choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="(default: %(default)s)")
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    from daemon.liveserver import LiveServer, ServerLimits
+
+    try:
+        server = LiveServer(args.host, args.port, limits=ServerLimits(time_scale=args.time_scale),
+                            api_keys=args.api_keys, voice=args.voice)
+    except ValueError as exc:
+        print(f"voiced live-server: {exc}", file=sys.stderr)
+        return 2
+    try:
+        await server.start()
+    except OSError as exc:
+        print(f"voiced live-server: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return 1
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"voiced live-server: listening (time scale {args.time_scale:g}, voice {server.voice.kind}, "
+          f"{'keys required' if args.api_keys else 'any key accepted'})", flush=True)
+    for label, url in (("gemini", server.endpoint()),
+                       ("gemini v1alpha", server.endpoint(version="v1alpha")),
+                       ("ephemeral", server.endpoint(version="v1alpha", constrained=True)),
+                       ("vertex", server.endpoint(api="vertex"))):
+        print(f"  {label:15} {url}", flush=True)
+    print("Ctrl-C stops.", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await server.stop()
+        sessions = server.sessions
+        turns = sum(len(s.user_turns) for s in sessions)
+        print(f"voiced live-server: stopped after {len(server.connections)} connections, "
+              f"{len(sessions)} sessions, {turns} turns", flush=True)
+    return 0
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run the server until Ctrl-C / SIGTERM; returns the exit status."""
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(message)s")
+    return asyncio.run(_serve(args))
