@@ -229,6 +229,7 @@ class Session:
         self._phase_deadline: float | None = None
         self._after_close: Failure | bool = False  # after CLOSING: a failure, or open(fresh)
         self._resuming = False
+        self._resume_refusals = 0
         self._ready_at: float | None = None
         self._last_server_at = now
         self._goaway: _Due | None = None
@@ -435,7 +436,11 @@ class Session:
         soft = [d for d in dues if d.soft <= now]
         if hard or (soft and self._safe_to_switch(soft)):
             wanted = hard + soft
-            fresh = any(d.fresh for d in wanted) or not self._handle_usable() or self._handle_stale
+            # A rollover due within one rollover window anyway is done now, instead of a
+            # resume followed shortly by a second switch.
+            soon = now + self.settings.rollover_window
+            fresh = (any(d.fresh for d in wanted) or not self._handle_usable()
+                     or self._handle_stale or any(d.fresh and d.soft <= soon for d in dues))
             self._switch(fresh, wanted[0].reason, forced=bool(hard))
             return
         if not soft:
@@ -526,6 +531,7 @@ class Session:
         now = self._now
         self._phase_deadline = None
         self._ready_at = now
+        self._resume_refusals = 0
         self._backoff.connected(now)
         if self._resuming:
             self.counts["resumes"] += 1
@@ -596,6 +602,14 @@ class Session:
         else:
             failure = classify_failure(None, event.detail, event.error_kind, event.status,
                                        resuming=self._resuming)
+        if (failure.kind is FailureKind.RETRYABLE and self.phase is CONNECTING and self._resuming
+                and isinstance(event, ConnectionClosed) and event.code not in (None, 1006)):
+            # The server is reachable but would not take the resume (e.g. 1011 while it
+            # still thinks the old socket is open). Twice in a row means the handle is
+            # no good to us: go fresh with context instead of retrying forever.
+            self._resume_refusals += 1
+            if self._resume_refusals >= 2:
+                failure = Failure(FailureKind.HANDLE_REFUSED, failure.message)
         self._connection_gone()
         self._act_on_failure(failure)
 

@@ -192,3 +192,17 @@ def test_unanswered_turn_sent_twice_is_dropped_not_looped() -> None:
     starts = kinds(h.sent()).count("start")
     assert starts == 2
     assert h.session.phase.value == "live"
+
+
+def test_a_resume_refused_twice_by_a_reachable_server_goes_fresh() -> None:
+    """E.g. 1011 "previous connection still open" after a stall (PITFALLS.md "Resume while
+    the old socket is open → 1011"): retrying the same handle forever never recovers."""
+    h = live()
+    h.feed(ConnectionClosed(h.conn, 1006, ""))
+    for attempt in range(2):
+        h.reconnect()
+        assert h.setups()[-1]["sessionResumption"] == {"handle": "h0"}
+        h.feed(ConnectionOpened(h.conn))
+        h.feed(ConnectionClosed(h.conn, 1011, "Internal error occurred."))
+    h.reconnect(limit=1.0) if h.session.phase.value != "connecting" else None
+    assert h.setups()[-1]["sessionResumption"] == {}
