@@ -186,7 +186,8 @@ class Connection:
                 max_size=MAX_FRAME_BYTES,
                 # Base64 PCM barely deflates; skipping permessage-deflate saves a Pi's CPU.
                 compression=None, ssl=self._ssl)
-        except InvalidURI as exc:
+        except (InvalidURI, ValueError) as exc:
+            # A malformed URL can fail in urllib before websockets sees it (ValueError).
             kind, detail = "invalid", str(exc)
         except InvalidStatus as exc:
             kind, status = "http", exc.response.status_code

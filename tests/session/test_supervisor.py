@@ -165,3 +165,53 @@ def test_unreachable_server_backs_off_without_a_storm(caplog: Any) -> None:
     with caplog.at_level(logging.WARNING):
         run(body)
     assert any("reconnecting in" in r.getMessage() for r in caplog.records)
+
+
+def test_typed_input_instruction_and_new_session_through_the_api() -> None:
+    """Items 5 and 6 end to end: context (history only), a typed question (answered),
+    an instruction change (a rollover on this model, which has no contextUpdate), and a
+    new conversation (fresh session, nothing restored)."""
+    async def body() -> None:
+        scale = 200.0
+        async with LiveServer(limits=ServerLimits(time_scale=scale), voice="synthetic") as server:
+            async with Rig(server, SessionSettings(), scale) as rig:
+                await until(lambda: rig.phase == "live")
+                rig.sup.context("The user's name is Ana.")
+                rig.sup.send_text("What is my name?")
+                turns = await server.wait_turns(1)
+                assert turns[0].replies == 1 and "What is my name?" in turns[0].text
+                first = server.sessions[0]
+                assert ("user", "The user's name is Ana.") in first.history
+                await until(lambda: DeviceState.IDLE in rig.sup.states(), what="idle")
+                rig.sup.instruct("Answer in French.")
+                await until(lambda: len(server.sessions) == 2 and rig.phase == "live",
+                            what="rollover for the instruction")
+                second = server.sessions[1]
+                assert second.system_instruction == "Answer in French."
+                await until(lambda: any("The user's name is Ana." in text and role == "user"
+                                        for role, text in second.history),
+                            what="context restored")
+                rig.sup.new_session()
+                await until(lambda: len(server.sessions) == 3 and rig.phase == "live",
+                            what="new conversation")
+                await asyncio.sleep(0.05)
+                assert server.sessions[2].history == []
+                assert server.sessions[2].system_instruction == "Answer in French."
+                assert rig.sup.stats().rollovers == 2
+    run(body)
+
+
+def test_heartbeat_moves_while_idle_and_stops_with_the_loop() -> None:
+    async def body() -> None:
+        async with LiveServer(limits=ServerLimits(time_scale=SCALE), voice="synthetic") as server:
+            rig = Rig(server, SessionSettings(), SCALE)
+            rig.sup.wake_interval = 0.02
+            async with rig:
+                await until(lambda: rig.phase == "live")
+                n = rig.sup.heartbeat.iterations
+                await asyncio.sleep(0.2)
+                assert rig.sup.heartbeat.iterations >= n + 5, "loop did not wake while idle"
+                assert rig.sup.heartbeat.last_mic_frame is None
+                rig.mic.feed(1)
+                await until(lambda: rig.sup.heartbeat.last_mic_frame is not None)
+    run(body)
