@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
-from daemon.liveserver import protocol as p
+from daemon.liveserver import handshake as hs
 from daemon.liveserver.connection import LiveConnection
 from daemon.liveserver.faults import Faults
 from daemon.liveserver.limits import ServerLimits
@@ -115,10 +115,10 @@ class LiveServer:
                  constrained: bool = False) -> str:
         """The full WebSocket URL of an API path (LIVE_PROTOCOL.md §1)."""
         if api == "vertex":
-            ep = p.Endpoint("vertex", version or "v1beta1", "BidiGenerateContent")
+            ep = hs.Endpoint("vertex", version or "v1beta1", "BidiGenerateContent")
         elif api == "gemini":
             method = "BidiGenerateContentConstrained" if constrained else "BidiGenerateContent"
-            ep = p.Endpoint("gemini", version or "v1beta", method)
+            ep = hs.Endpoint("gemini", version or "v1beta", method)
         else:
             raise ValueError(f"api {api!r}: must be gemini or vertex")
         return self.url + ep.path
@@ -199,10 +199,10 @@ class LiveServer:
     # --- handshake -------------------------------------------------------------------------
 
     def is_known_model(self, model: str, api: str) -> bool:
-        return model in self.extra_models or p.is_known_model(model, api)
+        return model in self.extra_models or hs.is_known_model(model, api)
 
     def _route(self, connection: ServerConnection, request: Request) -> Response | None:
-        if p.parse_path(request.path) is None:
+        if hs.parse_path(request.path) is None:
             return connection.respond(HTTPStatus.NOT_FOUND, "Not Found\n")
         return None
 
@@ -218,10 +218,10 @@ class LiveServer:
         request = ws.request
         assert request is not None
         record = self.store.new_connection(request.path.split("?", 1)[0], self.now())
-        endpoint = p.parse_path(request.path)
+        endpoint = hs.parse_path(request.path)
         assert endpoint is not None  # _route answered 404 otherwise
         record.api, record.version, record.method = endpoint.api, endpoint.version, endpoint.method
-        ok, record.auth_source = self._authorise(p.credentials(request.path, request.headers))
+        ok, record.auth_source = self._authorise(hs.credentials(request.path, request.headers))
         conn = LiveConnection(self, ws, record, endpoint, ok)
         self._live.add(conn)
         self.changed()

@@ -114,6 +114,7 @@ class SessionRecord:
     """Sliding-window compressions applied."""
     handles: list[str] = field(default_factory=list)
     _digest: "hashlib._Hash" = field(default_factory=hashlib.sha256, repr=False)
+    _turn_digest: "hashlib._Hash" = field(default_factory=hashlib.sha256, repr=False)
 
     @property
     def history(self) -> list[tuple[str, str]]:
@@ -131,6 +132,13 @@ class SessionRecord:
         return self._digest.hexdigest()
 
     @property
+    def turn_audio_digest(self) -> str:
+        """sha256 hex of the audio of every user turn, in turn order: unlike
+        ``audio_digest`` it leaves out audio outside turns (and audio of a turn cut
+        off by a close, which a client may send again after resuming)."""
+        return self._turn_digest.hexdigest()
+
+    @property
     def open_connection(self) -> ConnectionRecord | None:
         return next((c for c in self.connections if c.is_open), None)
 
@@ -142,6 +150,10 @@ class SessionRecord:
     def add_audio(self, pcm: bytes) -> None:
         self.audio_bytes_received += len(pcm)
         self._digest.update(pcm)
+
+    def add_turn(self, turn: UserTurn, audio: bytes) -> None:
+        self.user_turns.append(turn)
+        self._turn_digest.update(audio)
 
     def append(self, role: str, text: str, tokens: int, user_turn_start: bool = False) -> None:
         self.entries.append(HistoryEntry(role, text, tokens, user_turn_start))

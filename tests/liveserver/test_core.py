@@ -81,6 +81,7 @@ def test_resumption_handle_restores_history_and_tokens():
             session = server.sessions[0]
             assert [c.resumed for c in session.connections] == [False, True]
             assert session.audio_digest == hashlib.sha256(tone(0.8) + tone(0.6)).hexdigest()
+            assert session.turn_audio_digest == session.audio_digest  # all audio was in turns
             assert [r for r, _ in session.history] == ["user", "model", "user", "model"]
             await second.close()
     run(body)

@@ -8,7 +8,7 @@ import time
 
 from daemon import wire
 from daemon.liveserver import LiveServer, ServerLimits
-from daemon.liveserver.connection import CONTEXT_EXHAUSTED
+from daemon.liveserver.turns import CONTEXT_EXHAUSTED
 from tests.liveserver.rawclient import Closed, RawClient, handle_of, no_message, run, text_of, tone
 
 FAST = ServerLimits(time_scale=600.0)
