@@ -81,3 +81,14 @@ def test_thread_runner_for_synchronous_callers():
             return text_of(await client.until_turn_complete())
         assert run(talk) == "Turn 1: you wrote \u201chi\u201d."
         assert server.sessions[0].user_turns[0].replies == 1
+
+
+def test_cli_demo_runs_a_scripted_conversation(server_process):
+    proc = server_process("--demo", "--port", "0", "--time-scale", "600", "--voice", "synthetic",
+                          "--log-level", "WARNING")
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out + err
+    assert "Turn 1: I heard" in out and "Turn 3: you wrote" in out
+    assert "goAway: timeLeft 60 s" in out
+    assert "closed by server: 1011 Deadline expired before operation could complete." in out
+    assert "server saw: 2 connections, 3 turns" in out and out.rstrip().endswith("demo: OK")
