@@ -156,6 +156,8 @@ class LiveConnection:
         await self.send(m.setup_complete())
         self.record.setup_completed_at = self.server.now()
         self.server.changed()
+        log.info("= connection %d: session %s %s, model %s", self.record.id, self.record.session_id,
+                 "resumed" if self.record.resumed else "new", self.record.model)
         close = self.server.faults.take_close_after_setup()
         if close:
             self.record.faults.append(f"close_next:{close[0]}")
@@ -210,6 +212,8 @@ class LiveConnection:
             rec.close_code = self.ws.close_code if self.ws.close_code is not None else 1006
             rec.close_reason = self.ws.close_reason or ""
             rec.closed_by = "client"
+        log.info("x connection %d closed by %s: %s %s", rec.id, rec.closed_by, rec.close_code,
+                 rec.close_reason)
         self.server.changed()
 
     # --- timers ----------------------------------------------------------------------------

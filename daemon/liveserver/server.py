@@ -245,8 +245,8 @@ class LiveServerThread:
         with LiveServerThread(limits=ServerLimits(time_scale=10)) as server:
             print(server.endpoint())
 
-    Inspection works as on :class:`LiveServer`; fault injection and waits must
-    be run on the server's loop (``run(coro)``).
+    Inspection works as on :class:`LiveServer`; fault injection must run on the
+    server's loop (``call(fn, ...)``), and so must waits (``run(coro)``).
     """
 
     def __init__(self, **kwargs: Any) -> None:
@@ -266,6 +266,13 @@ class LiveServerThread:
     def run(self, coro: Any, timeout: float | None = 30.0) -> Any:
         """Run *coro* on the server's loop and return its result."""
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Call *fn* on the server's loop thread (e.g. ``call(server.faults.close_now, 1011)``)
+        and return its result: fault injection is not thread-safe otherwise."""
+        async def wrapper() -> Any:
+            return fn(*args, **kwargs)
+        return self.run(wrapper())
 
     def stop(self) -> None:
         if self.server is not None:

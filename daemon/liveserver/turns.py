@@ -21,6 +21,7 @@ cuts the reply: ``interrupted`` then ``turnComplete``, no generationComplete.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import TYPE_CHECKING
 
 from daemon.liveserver import messages as m
@@ -38,6 +39,8 @@ CONTEXT_EXHAUSTED = "Resource has been exhausted (e.g. check quota)."
 """Close reason (1011) when the context window overflows without compression. No
 real text is on record for this case; this is the closest real 1011 text
 (LIVE_PROTOCOL.md §6): the context window is the resource that ran out."""
+
+log = logging.getLogger(__name__)
 
 _VAD_KEEP_BYTES = 32_000  # 1 s of 16 kHz audio kept before speech starts
 
@@ -254,6 +257,7 @@ class Conversation:
             response = audio_tokens(sent_seconds, limits)
             session.append("model", said_text, max(response, text_tokens(said_text, limits)))
             turn.interrupted += 1
+            log.info("> session %s turn %d interrupted", session.id, turn.index)
             await send(m.interrupted())
             await send(m.turn_complete(prompt_tokens, response, self.conn.endpoint.api))
             await self.turn_boundary()
@@ -265,6 +269,7 @@ class Conversation:
                                                    ("TEXT", text_tokens(turn.text, limits))]))
         session.append("model", text, response)
         turn.replies += 1
+        log.info("> session %s turn %d (%s) answered: %s", session.id, turn.index, turn.source, text)
         turn.prompt_tokens, turn.response_tokens = prompt_tokens, response
         await self.turn_boundary()
 
