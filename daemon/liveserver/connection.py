@@ -71,6 +71,7 @@ class LiveConnection:
         except ConnectionClosed:
             pass
         finally:
+            self.closing = True  # a reply cut off here says nothing more
             self._cancel_all()
             self._record_close()
 
@@ -118,7 +119,7 @@ class LiveConnection:
             self.record.faults.append("refuse_resume")
             raise p.ClientRefused(1008, p.SESSION_NOT_FOUND, "refused by fault injection")
         try:
-            session = self.server.store.resume(params.handle, now)
+            session, snapshot = self.server.store.resume(params.handle, now)
         except HandleRefused as exc:
             raise p.ClientRefused(1008, p.SESSION_NOT_FOUND, str(exc)) from None
         if session.open_connection is not None:
@@ -127,6 +128,7 @@ class LiveConnection:
         if session.model != params.model:
             # Config may change on resume, except the model (LIVE_PROTOCOL.md §2).
             raise p.ClientRefused(1007, p.INVALID_ARGUMENT, "model changed on resume")
+        session.restore(snapshot)
         return session, True
 
     def _attach(self, params: p.SetupParams, session: SessionRecord, resumed: bool) -> Conversation:

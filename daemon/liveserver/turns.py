@@ -252,6 +252,8 @@ class Conversation:
                 await asyncio.sleep(max(0.0, start + limits.reply_wall_seconds(sent_seconds) - loop.time()))
         except asyncio.CancelledError:
             if self.conn.quiet:
+                turn.dropped += 1
+                self.conn.server.changed()
                 raise  # closing, stalled or silent: say nothing more
             said_text = " ".join(words[:spoken_words])
             response = audio_tokens(sent_seconds, limits)

@@ -202,3 +202,31 @@ def test_context_overflow_without_compression_ends_the_session():
             assert session.ended and "context window" in session.ended_why
             assert session.tokens > 300
     run(body)
+
+
+def test_drop_mid_reply_then_resume_with_the_last_handle_loses_that_turn():
+    """A handle is the state it was issued for: mid-generation updates say resumable
+    false because a resume would lose the turn being answered (LIVE_PROTOCOL.md §4)."""
+    limits = ServerLimits(time_scale=1.0, reply_pace=8.0)
+
+    async def body():
+        async with LiveServer(limits=limits, voice="synthetic") as server:
+            client = await RawClient.open(server.endpoint())
+            await client.setup()
+            handle = client.handle  # issued right after setupComplete: empty history
+            await client.send(wire.activity_start_message())
+            await client.send(wire.encode_audio(tone(0.4)))
+            await client.send(wire.activity_end_message())
+            msgs = await client.recv_until(lambda m: "modelTurn" in m.get("serverContent", {}))
+            assert {"sessionResumptionUpdate": {}} in msgs  # resumable false while generating
+            await client.close()
+            await server.wait_closed(1)
+            session = server.sessions[0]
+            assert session.user_turns[0].dropped == 1 and session.user_turns[0].replies == 0
+            resumed = await RawClient.open(server.endpoint())
+            await resumed.setup(handle=handle)
+            assert session.history == [] and session.user_turns[0].rolled_back
+            msgs = await resumed.ptt_turn(tone(0.4))
+            assert "I heard 0.40 seconds" in text_of(msgs)
+            assert [r for r, _ in session.history] == ["user", "model"]
+    run(body)
