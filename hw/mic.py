@@ -181,7 +181,14 @@ class Mic:
         if channels > device.max_input_channels:
             raise DeviceError(f"{device.name!r} has {device.max_input_channels} input "
                               f"channel(s); mic.channel={self.settings.channel} needs {channels}")
-        rate = self.settings.device_rate or pick_rate(pa, device, MIC_RATE, channels, "input")
+        try:
+            rate = self.settings.device_rate or pick_rate(pa, device, MIC_RATE, channels, "input")
+        except DeviceError:
+            if self.settings.channels or channels == device.max_input_channels:
+                raise
+            # Some HATs (e.g. 4-mic arrays) only open with all their channels.
+            channels = device.max_input_channels
+            rate = pick_rate(pa, device, MIC_RATE, channels, "input")
         self._framer.configure(rate, channels, self.settings.channel)
         stream = pa.open(format=pyaudio.paInt16, channels=channels, rate=rate, input=True,
                          input_device_index=device.index,

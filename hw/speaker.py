@@ -23,7 +23,7 @@ from daemon.events import Event
 from .devices import AudioDevice, pick_rate
 from .earcons import EarconSettings, render
 from .pastream import StreamKeeper
-from .playback import PlaybackQueue
+from .playback import Phase, PlaybackQueue
 from .resample import Resampler
 
 __all__ = ["Speaker", "SpeakerSettings", "REPLY_RATE", "ReplyPath"]
@@ -158,7 +158,7 @@ class Speaker:
     @property
     def is_playing(self) -> bool:
         """True from the first queued reply audio until it has drained or been flushed."""
-        return self._reply.queue.phase.value != "idle"
+        return self._reply.queue.phase is not Phase.IDLE
 
     @property
     def underruns(self) -> int:

@@ -142,3 +142,34 @@ def test_mic_settings_reject_bad_values():
     with pytest.raises(ConfigError, match="channels"):
         MicSettings(channel=2, channels=2)
     assert MicSettings().frame_bytes == 640
+
+
+def test_mic_recovers_when_its_device_is_unplugged_and_plugged_back(pulse):
+    """Unload the vmic source and kill our stream (what a USB unplug does), reload it."""
+    inbox = Inbox()
+    mic = Mic(MicSettings(device="vmic", device_rate=48000, stall_timeout=0.5,
+                          reopen_initial=0.1, reopen_max=0.3), inbox)
+    mic.start()
+    try:
+        assert inbox.wait_for(lambda ev: len(ev) > 10, 3)
+        module = next(line.split()[0] for line in pulse.pactl("list", "short", "modules")
+                      .splitlines() if "source_name=vmic" in line)
+        pulse.pactl("unload-module", module)
+        # PulseAudio "rescues" orphaned streams onto another source; a vanished USB
+        # device kills them instead, so do that.
+        for line in pulse.pactl("list", "short", "source-outputs").splitlines():
+            pulse.cli(f"kill-source-output {line.split()[0]}")
+        assert inbox.wait_for(lambda ev: any(isinstance(e, DeviceLost) for e in ev), 3)
+        time.sleep(1.0)  # reopen attempts fail while the device is gone
+        assert not inbox.of(DeviceRestored)
+        pulse.pactl("load-module", "module-remap-source", "source_name=vmic",
+                    "master=micfeed.monitor")
+        assert inbox.wait_for(lambda ev: any(isinstance(e, DeviceRestored) for e in ev), 10)
+        mark = len(inbox.events)
+        pulse.play_into_mic(tone(440, 48000, 0.6, 0.5), 48000).wait(timeout=10)
+        time.sleep(0.3)
+        x = samples(b"".join(e.pcm for e in inbox.events[mark:] if isinstance(e, MicFrame)))
+        freqs, db = spectrum_db(x[slice(*loud_span(x, 0.05))], 16000)
+        assert abs(freqs[np.argmax(db)] - 440) < 4
+    finally:
+        mic.close()
