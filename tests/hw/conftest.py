@@ -134,7 +134,7 @@ class Pulse:
         """Play s16le mono ``pcm`` at ``rate`` into the virtual mic (returns the pacat)."""
         proc = subprocess.Popen(
             [_need("pacat"), "-p", "-d", "micfeed", "--raw", "--format=s16le",
-             f"--rate={rate}", "--channels=1", "--latency-msec=20"],
+             f"--rate={rate}", "--channels=1", "--latency-msec=250"],
             env=self.env, stdin=subprocess.PIPE, stderr=subprocess.DEVNULL)
         self.children.append(proc)
         assert proc.stdin is not None
