@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from daemon.errors import ConfigError, DeviceError
@@ -60,8 +60,6 @@ class SpeakerSettings:
     """First delay before reopening a lost device, in seconds (then doubles)."""
     reopen_max: float = 5.0
     """Longest delay between reopen attempts, in seconds."""
-    earcons: EarconSettings = field(default_factory=EarconSettings)
-    """Which earcons play, and how loud."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.volume <= 2.0:
@@ -81,8 +79,10 @@ class ReplyPath:
     """play()/flush()/earcon() logic shared by the PyAudio and simulated speakers."""
 
     def __init__(self, settings: SpeakerSettings, post: Callable[[Event], None],
-                 rate: int, clock: Callable[[], float] = time.monotonic) -> None:
+                 rate: int, clock: Callable[[], float] = time.monotonic,
+                 earcons: EarconSettings | None = None) -> None:
         self.settings = settings
+        self.earcons = earcons or EarconSettings()
         self._lock = threading.Lock()
         self._resampler = Resampler(REPLY_RATE, rate)
         self.queue = PlaybackQueue(post, rate, jitter_ms=settings.jitter_ms,
@@ -120,7 +120,7 @@ class ReplyPath:
 
     def earcon(self, name: str) -> None:
         """Play earcon "press", "release" or "error" if enabled (mixed over the output)."""
-        cfg = self.settings.earcons
+        cfg = self.earcons
         if cfg.enabled(name):
             self.queue.add_earcon(render(name, self.queue.rate, cfg.volume))
 
@@ -131,11 +131,17 @@ class ReplyPath:
 
 
 class Speaker:
-    """PyAudio speaker. Posts PlaybackStarted/Drained/Underrun and DeviceLost/Restored."""
+    """PyAudio speaker. Posts PlaybackStarted/Drained/Underrun and DeviceLost/Restored.
 
-    def __init__(self, settings: SpeakerSettings, post: Callable[[Event], None]) -> None:
+    ``earcons`` is the ``[earcons]`` section (its own flat section, so the config
+    loader needs no nesting); None = defaults.
+    """
+
+    def __init__(self, settings: SpeakerSettings, post: Callable[[Event], None],
+                 earcons: EarconSettings | None = None) -> None:
         self.settings = settings
-        self._reply = ReplyPath(settings, post, settings.device_rate or REPLY_RATE)
+        self._reply = ReplyPath(settings, post, settings.device_rate or REPLY_RATE,
+                                earcons=earcons)
         self._frames_written = 0
         self._keeper = StreamKeeper(
             "speaker", "output", settings.device, post, self._open_stream,
