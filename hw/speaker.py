@@ -54,6 +54,9 @@ class SpeakerSettings:
     """Device buffer length in ms; a flush is heard within about one of these."""
     fallback_to_default: bool = True
     """If no device matches ``device``, use the default one (with a warning)."""
+    wait_for_device: bool = True
+    """If the device can't be opened at start, post DeviceLost and keep retrying
+    (USB device or sound server not up yet at boot) instead of raising DeviceError."""
     stall_timeout: float = 2.5
     """Seconds without an audio callback before the device is considered lost."""
     reopen_initial: float = 0.25
@@ -196,9 +199,10 @@ class Speaker:
         """Open the device and start the (silent) output stream.
 
         Raises:
-            DeviceError: no device matches and there is no default to fall back to.
+            DeviceError: no device matches and there is no default to fall back to,
+                and ``settings.wait_for_device`` is false.
         """
-        self._keeper.start()
+        self._keeper.start(self.settings.wait_for_device)
 
     def play(self, pcm: bytes, rate: int = REPLY_RATE) -> None:
         """Queue reply audio (s16le mono at ``rate``); returns at once."""

@@ -113,9 +113,36 @@ def test_mic_overflow_is_counted_not_fatal():
 
 
 def test_mic_unknown_device_is_a_clear_error_without_fallback(pulse):
-    mic = Mic(MicSettings(device="no such mic", fallback_to_default=False), Inbox())
+    mic = Mic(MicSettings(device="no such mic", fallback_to_default=False,
+                          wait_for_device=False), Inbox())
     with pytest.raises(DeviceError, match="no such mic.*vmic"):
         mic.start()
+    assert not mic.is_open
+
+
+def test_mic_missing_at_start_is_waited_for(pulse):
+    """A sound source not up yet at boot: DeviceLost, then DeviceRestored when it appears."""
+    module = next(line.split()[0] for line in pulse.pactl("list", "short", "modules")
+                  .splitlines() if "source_name=vmic" in line)
+    pulse.pactl("unload-module", module)
+    inbox = Inbox()
+    mic = Mic(MicSettings(device="vmic", stall_timeout=0.5, reopen_initial=0.1,
+                          reopen_max=0.3), inbox)
+    try:
+        mic.start()  # does not raise
+        assert inbox.wait_for(lambda ev: any(isinstance(e, DeviceLost) for e in ev), 3)
+        assert not mic.is_open and "vmic" in inbox.of(DeviceLost)[0].reason
+        time.sleep(0.5)
+        assert not inbox.of(DeviceRestored) and not inbox.of(MicFrame)
+    finally:
+        pulse.pactl("load-module", "module-remap-source", "source_name=vmic",
+                    "master=micfeed.monitor")
+    try:
+        assert inbox.wait_for(lambda ev: any(isinstance(e, DeviceRestored) for e in ev), 10)
+        assert inbox.wait_for(lambda ev: any(isinstance(e, MicFrame) for e in ev), 3)
+        assert len(inbox.of(DeviceLost)) == 1
+    finally:
+        mic.close()
 
 
 def test_mic_unknown_device_falls_back_to_default(pulse):
