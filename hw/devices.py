@@ -7,13 +7,19 @@ substring matched case-insensitively (an exact name wins over a substring).
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import json
 import logging
+import os
 from dataclasses import dataclass
-from typing import Any, Literal
+from dataclasses import asdict
+from typing import Any, Iterator, Literal
 
 from daemon.errors import DeviceError
 
-__all__ = ["AudioDevice", "list_devices", "find_device", "pick_rate", "format_devices"]
+__all__ = ["AudioDevice", "list_devices", "find_device", "pick_rate", "format_devices",
+           "add_arguments", "main"]
 
 log = logging.getLogger(__name__)
 
@@ -134,3 +140,42 @@ def format_devices(devices: list[AudioDevice]) -> str:
         lines.append(f"{d.index:>3}  {d.max_input_channels:>3} {d.max_output_channels:>3}  "
                      f"{d.default_rate:>6}  {d.host_api[:6]:<6} {d.name}")
     return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def quiet_stderr() -> Iterator[None]:
+    """Silence fd 2 (ALSA/JACK probing noise at ``PyAudio()``). Single-threaded use only."""
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``voiced devices`` options."""
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show PortAudio's ALSA/JACK probing messages")
+
+
+def main(args: argparse.Namespace) -> int:
+    """``voiced devices``: list audio inputs and outputs with names, channels and rates."""
+    import pyaudio
+
+    ctx = contextlib.nullcontext() if args.verbose else quiet_stderr()
+    with ctx:
+        pa = pyaudio.PyAudio()
+    try:
+        devices = list_devices(pa)
+    finally:
+        pa.terminate()
+    if args.json:
+        print(json.dumps([asdict(d) for d in devices], indent=2))
+    else:
+        print(format_devices(devices) if devices else "no audio devices found")
+        print("\nPick one by name in the config: [mic] device = \"<part of the name>\"")
+    return 0

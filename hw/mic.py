@@ -55,6 +55,9 @@ class MicSettings:
     """Open the device at this rate; None = 16 kHz if it takes it, else its native rate."""
     fallback_to_default: bool = True
     """If no device matches ``device``, use the default one (with a warning)."""
+    wait_for_device: bool = True
+    """If the device can't be opened at start, post DeviceLost and keep retrying
+    (USB device or sound server not up yet at boot) instead of raising DeviceError."""
     stall_timeout: float = 2.5
     """Seconds without an audio callback before the device is considered lost."""
     reopen_initial: float = 0.25
@@ -161,9 +164,10 @@ class Mic:
         """Open the device and start posting frames.
 
         Raises:
-            DeviceError: no device matches and there is no default to fall back to.
+            DeviceError: no device matches and there is no default to fall back to,
+                and ``settings.wait_for_device`` is false.
         """
-        self._keeper.start()
+        self._keeper.start(self.settings.wait_for_device)
 
     def stop(self) -> None:
         """Stop capturing (same as :meth:`close`; a stopped mic is not restarted)."""
@@ -181,7 +185,14 @@ class Mic:
         if channels > device.max_input_channels:
             raise DeviceError(f"{device.name!r} has {device.max_input_channels} input "
                               f"channel(s); mic.channel={self.settings.channel} needs {channels}")
-        rate = self.settings.device_rate or pick_rate(pa, device, MIC_RATE, channels, "input")
+        try:
+            rate = self.settings.device_rate or pick_rate(pa, device, MIC_RATE, channels, "input")
+        except DeviceError:
+            if self.settings.channels or channels == device.max_input_channels:
+                raise
+            # Some HATs (e.g. 4-mic arrays) only open with all their channels.
+            channels = device.max_input_channels
+            rate = pick_rate(pa, device, MIC_RATE, channels, "input")
         self._framer.configure(rate, channels, self.settings.channel)
         stream = pa.open(format=pyaudio.paInt16, channels=channels, rate=rate, input=True,
                          input_device_index=device.index,

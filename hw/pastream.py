@@ -95,11 +95,24 @@ class StreamKeeper:
         self._last_beat = time.monotonic()
 
     # -- lifecycle ---------------------------------------------------------
-    def start(self) -> None:
-        """Open the device now (raises DeviceError), then watch it on a thread."""
-        self._open()
-        self._thread = threading.Thread(target=self._watch, name=f"{self.kind}-keeper",
-                                        daemon=True)
+    def start(self, wait_for_device: bool = False) -> None:
+        """Open the device now, then watch it on a thread.
+
+        Raises:
+            DeviceError: the device cannot be opened — unless ``wait_for_device``,
+                in which case ``DeviceLost`` is posted and it is retried with
+                backoff like a lost device (a USB mic or sound server that is
+                not up yet at boot: PITFALLS.md "Audio server at boot").
+        """
+        missing: str | None = None
+        try:
+            self._open()
+        except DeviceError as exc:
+            if not wait_for_device:
+                raise
+            missing = str(exc)
+        self._thread = threading.Thread(target=self._watch, args=(missing,),
+                                        name=f"{self.kind}-keeper", daemon=True)
         self._thread.start()
 
     def close(self) -> None:
@@ -167,9 +180,10 @@ class StreamKeeper:
             return f"no audio callback for {since:.1f} s"
         return None
 
-    def _watch(self) -> None:
-        while not self._stop.wait(self._poll):
-            reason = self._problem()
+    def _watch(self, missing_at_start: str | None = None) -> None:
+        reason = missing_at_start
+        while reason is not None or not self._stop.wait(self._poll):
+            reason = reason or self._problem()
             if reason is None:
                 continue
             name = self.device_name
@@ -177,6 +191,7 @@ class StreamKeeper:
             log.warning("%s %r lost: %s; reopening with backoff", self.kind, name, reason)
             self._post(DeviceLost(kind=self.kind, name=name, reason=reason))
             self._teardown()
+            reason = None
             if self._reopen():
                 log.info("%s %r restored", self.kind, self.device_name)
                 self._post(DeviceRestored(kind=self.kind, name=self.device_name))

@@ -25,6 +25,7 @@ from daemon.errors import DeviceError
 from daemon.events import Event
 
 from .button import Button, ButtonSettings
+from .earcons import EarconSettings
 from .led import Led, LedSettings
 from .mic import MIC_RATE, CaptureFramer, MicSettings
 from .playback import Phase
@@ -188,13 +189,14 @@ class SimSpeaker:
     """A speaker that "plays" into memory (and a WAV file), paced at ``speed`` × realtime."""
 
     def __init__(self, settings: SpeakerSettings, post: Callable[[Event], None],
-                 path: str | Path | None = None, speed: float | None = 1.0) -> None:
+                 path: str | Path | None = None, speed: float | None = 1.0,
+                 earcons: EarconSettings | None = None) -> None:
         if speed is not None and speed <= 0:
             raise ValueError(f"sim speaker speed must be positive or None, got {speed!r}")
         self.settings = settings
         self.speed = speed
         self._rate = settings.device_rate or REPLY_RATE
-        self._reply = ReplyPath(settings, post, self._rate)
+        self._reply = ReplyPath(settings, post, self._rate, earcons=earcons)
         self._path = Path(path) if path is not None else None
         self._wav: wave.Wave_write | None = None
         self.recorded = bytearray()
@@ -348,14 +350,15 @@ class SimHardware:
 def make_sim_hardware(post: Callable[[Event], None], *,
                       mic: MicSettings | None = None, speaker: SpeakerSettings | None = None,
                       button: ButtonSettings | None = None, led: LedSettings | None = None,
-                      mic_source: Audio | None = None, speaker_path: str | Path | None = None,
+                      earcons: EarconSettings | None = None, mic_source: Audio | None = None, speaker_path: str | Path | None = None,
                       speed: float | None = 1.0) -> SimHardware:
     """Build (not start) simulated hardware; call ``mic.start()``/``speaker.start()``."""
     button = button or ButtonSettings()
     factory = mock_pin_factory()
     return SimHardware(
         mic=SimMic(mic or MicSettings(), post, source=mic_source, speed=speed),
-        speaker=SimSpeaker(speaker or SpeakerSettings(), post, path=speaker_path, speed=speed),
+        speaker=SimSpeaker(speaker or SpeakerSettings(), post, path=speaker_path, speed=speed,
+                           earcons=earcons),
         button=Button(button, post, pin_factory=factory),
         led=Led(led or LedSettings(), pin_factory=factory),
         soft_button=SoftButton(factory, button.pin, button.pull_up),

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from daemon.errors import ConfigError, DeviceError
@@ -23,7 +23,7 @@ from daemon.events import Event
 from .devices import AudioDevice, pick_rate
 from .earcons import EarconSettings, render
 from .pastream import StreamKeeper
-from .playback import PlaybackQueue
+from .playback import Phase, PlaybackQueue
 from .resample import Resampler
 
 __all__ = ["Speaker", "SpeakerSettings", "REPLY_RATE", "ReplyPath"]
@@ -54,14 +54,15 @@ class SpeakerSettings:
     """Device buffer length in ms; a flush is heard within about one of these."""
     fallback_to_default: bool = True
     """If no device matches ``device``, use the default one (with a warning)."""
+    wait_for_device: bool = True
+    """If the device can't be opened at start, post DeviceLost and keep retrying
+    (USB device or sound server not up yet at boot) instead of raising DeviceError."""
     stall_timeout: float = 2.5
     """Seconds without an audio callback before the device is considered lost."""
     reopen_initial: float = 0.25
     """First delay before reopening a lost device, in seconds (then doubles)."""
     reopen_max: float = 5.0
     """Longest delay between reopen attempts, in seconds."""
-    earcons: EarconSettings = field(default_factory=EarconSettings)
-    """Which earcons play, and how loud."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.volume <= 2.0:
@@ -81,8 +82,10 @@ class ReplyPath:
     """play()/flush()/earcon() logic shared by the PyAudio and simulated speakers."""
 
     def __init__(self, settings: SpeakerSettings, post: Callable[[Event], None],
-                 rate: int, clock: Callable[[], float] = time.monotonic) -> None:
+                 rate: int, clock: Callable[[], float] = time.monotonic,
+                 earcons: EarconSettings | None = None) -> None:
         self.settings = settings
+        self.earcons = earcons or EarconSettings()
         self._lock = threading.Lock()
         self._resampler = Resampler(REPLY_RATE, rate)
         self.queue = PlaybackQueue(post, rate, jitter_ms=settings.jitter_ms,
@@ -120,7 +123,7 @@ class ReplyPath:
 
     def earcon(self, name: str) -> None:
         """Play earcon "press", "release" or "error" if enabled (mixed over the output)."""
-        cfg = self.settings.earcons
+        cfg = self.earcons
         if cfg.enabled(name):
             self.queue.add_earcon(render(name, self.queue.rate, cfg.volume))
 
@@ -131,11 +134,17 @@ class ReplyPath:
 
 
 class Speaker:
-    """PyAudio speaker. Posts PlaybackStarted/Drained/Underrun and DeviceLost/Restored."""
+    """PyAudio speaker. Posts PlaybackStarted/Drained/Underrun and DeviceLost/Restored.
 
-    def __init__(self, settings: SpeakerSettings, post: Callable[[Event], None]) -> None:
+    ``earcons`` is the ``[earcons]`` section (its own flat section, so the config
+    loader needs no nesting); None = defaults.
+    """
+
+    def __init__(self, settings: SpeakerSettings, post: Callable[[Event], None],
+                 earcons: EarconSettings | None = None) -> None:
         self.settings = settings
-        self._reply = ReplyPath(settings, post, settings.device_rate or REPLY_RATE)
+        self._reply = ReplyPath(settings, post, settings.device_rate or REPLY_RATE,
+                                earcons=earcons)
         self._frames_written = 0
         self._keeper = StreamKeeper(
             "speaker", "output", settings.device, post, self._open_stream,
@@ -158,7 +167,7 @@ class Speaker:
     @property
     def is_playing(self) -> bool:
         """True from the first queued reply audio until it has drained or been flushed."""
-        return self._reply.queue.phase.value != "idle"
+        return self._reply.queue.phase is not Phase.IDLE
 
     @property
     def underruns(self) -> int:
@@ -190,9 +199,10 @@ class Speaker:
         """Open the device and start the (silent) output stream.
 
         Raises:
-            DeviceError: no device matches and there is no default to fall back to.
+            DeviceError: no device matches and there is no default to fall back to,
+                and ``settings.wait_for_device`` is false.
         """
-        self._keeper.start()
+        self._keeper.start(self.settings.wait_for_device)
 
     def play(self, pcm: bytes, rate: int = REPLY_RATE) -> None:
         """Queue reply audio (s16le mono at ``rate``); returns at once."""

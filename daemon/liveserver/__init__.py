@@ -22,6 +22,7 @@ Public API::
         # inspection (records in store.py; read-only)
         server.sessions[i].history             # [(role, text)] incl. clientContent & system turns
         server.sessions[i].audio_digest        # sha256 of ALL realtime audio, all connections
+        server.sessions[i].turn_audio_digest   # sha256 of the audio of user turns only, in order
         server.sessions[i].audio_bytes_received, .tokens, .video_received, .ended, .ended_why
         server.sessions[i].user_turns[k]       # .audio_bytes/.audio_seconds/.audio_digest/.text/
                                                # .replies/.interrupted/.reply_text/.source

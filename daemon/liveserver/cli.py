@@ -27,14 +27,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``voiced live-server``."""
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     parser.add_argument("--port", type=int, default=8765, help="port (0 = any free port; default: %(default)s)")
-    parser.add_argument("--time-scale", type=_positive, default=1.0, metavar="F",
+    parser.add_argument("--time-scale", type=_positive, default=None, metavar="F",
                         help="run every limit F times faster: with 60, the 10-minute connection cap "
-                             "lasts 10 s (default: %(default)s)")
+                             "lasts 10 s (default: 1)")
     parser.add_argument("--api-key", action="append", metavar="K", dest="api_keys",
                         help="accept only this key (repeatable; default: accept any key or none)")
     parser.add_argument("--voice", choices=("auto", "espeak", "synthetic"), default="auto",
                         help="reply voice: espeak-ng if installed (auto), or a synthetic "
                              "speech-like signal (default: %(default)s)")
+    parser.add_argument("--demo", action="store_true",
+                        help="run a short scripted conversation against the server, print what "
+                             "happened and exit (time scale 100 unless --time-scale is given)")
     parser.add_argument("--log-level", default="INFO",
                         choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="(default: %(default)s)")
 
@@ -42,6 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 async def _serve(args: argparse.Namespace) -> int:
     from daemon.liveserver import LiveServer, ServerLimits
 
+    if args.time_scale is None:
+        args.time_scale = 100.0 if args.demo else 1.0
     try:
         server = LiveServer(args.host, args.port, limits=ServerLimits(time_scale=args.time_scale),
                             api_keys=args.api_keys, voice=args.voice)
@@ -54,6 +59,8 @@ async def _serve(args: argparse.Namespace) -> int:
         print(f"voiced live-server: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}",
               file=sys.stderr)
         return 1
+    if args.demo:
+        return await _demo(server, args)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -75,6 +82,25 @@ async def _serve(args: argparse.Namespace) -> int:
         print(f"voiced live-server: stopped after {len(server.connections)} connections, "
               f"{len(sessions)} sessions, {turns} turns", flush=True)
     return 0
+
+
+async def _demo(server: object, args: argparse.Namespace) -> int:
+    from daemon.liveserver.demo import scripted_conversation
+    from daemon.liveserver.server import LiveServer
+
+    assert isinstance(server, LiveServer)
+    try:
+        ok = await scripted_conversation(server.endpoint(),
+                                         api_key=args.api_keys[0] if args.api_keys else None)
+    finally:
+        await server.stop()
+    session = server.sessions[0] if server.sessions else None
+    if session is not None:
+        print(f"server saw: {len(session.connections)} connections, {len(session.user_turns)} turns, "
+              f"{session.audio_bytes_received} audio bytes (sha256 {session.audio_digest[:12]}…), "
+              f"{session.tokens} tokens in context", flush=True)
+    print("demo: OK" if ok else "demo: FAILED", flush=True)
+    return 0 if ok else 1
 
 
 def main(args: argparse.Namespace) -> int:

@@ -1,10 +1,10 @@
 """
-The server side of the Live API wire protocol (pure, sans-I/O).
+What clients send to the local Live server, parsed (pure, sans-I/O).
 
-Parses what clients send (handshake path and credentials, ``setup``, then
-``realtimeInput``, ``clientContent``, ``toolResponse``, ``contextUpdate``) into
-frozen dataclasses, and builds the server messages as dicts in canonical
-camelCase proto3 JSON with default-valued fields left out (LIVE_PROTOCOL.md §4).
+Parses ``setup``, then ``realtimeInput``, ``clientContent``, ``toolResponse``
+and ``contextUpdate`` into frozen dataclasses (LIVE_PROTOCOL.md §2–§3). The
+handshake (paths, credentials, models) is in :mod:`.handshake`; what the
+server sends is built by :mod:`.messages`.
 
 A client message the real API would refuse raises :class:`ClientRefused`,
 which carries the WebSocket close code and the real reason text
@@ -20,22 +20,17 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence, Union
-from urllib.parse import parse_qs, urlsplit
+from typing import Any, Union
 
 from daemon.errors import ProtocolError
-from daemon.wire import b64decode, b64encode, format_duration, normalize
+from daemon.wire import b64decode, normalize
 
 __all__ = [
-    "ClientRefused", "Endpoint", "parse_path", "credentials", "INVALID_ARGUMENT", "BAD_KEY",
-    "SESSION_NOT_FOUND", "DEADLINE_EXPIRED", "INTERNAL", "model_not_found", "model_id",
-    "is_known_model", "GEMINI_MODELS", "VERTEX_MODELS", "RETIRED_MODELS",
-    "SetupParams", "parse_setup", "parse_first_message",
+    "ClientRefused", "INVALID_ARGUMENT", "BAD_KEY", "SESSION_NOT_FOUND", "DEADLINE_EXPIRED",
+    "INTERNAL", "model_id", "SetupParams", "parse_setup", "parse_first_message",
     "RealtimeAudio", "RealtimeVideo", "RealtimeText", "ActivityStart", "ActivityEnd",
     "AudioStreamEnd", "ClientContent", "ToolResponse", "ContextUpdate", "ClientInput",
-    "parse_client_message", "encode_server",
-    "setup_complete", "model_audio", "output_transcription", "input_transcription",
-    "interrupted", "generation_complete", "turn_complete", "go_away", "resumption_update",
+    "parse_client_message",
 ]
 
 # ---------------------------------------------------------------------------------------------
@@ -61,104 +56,9 @@ class ClientRefused(ProtocolError):
         super().__init__(f"{code} {reason}" + (f" ({detail})" if detail else ""))
 
 
-# ---------------------------------------------------------------------------------------------
-# Handshake: path and credentials (LIVE_PROTOCOL.md §1)
-
-_GEMINI_PATH = re.compile(
-    r"^/ws/google\.ai\.generativelanguage\.(v1alpha|v1beta)\.GenerativeService\."
-    r"(BidiGenerateContent|BidiGenerateContentConstrained)$")
-_VERTEX_PATH = re.compile(
-    r"^/ws/google\.cloud\.aiplatform\.(v1beta1|v1)\.LlmBidiService/(BidiGenerateContent)$")
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """What the request path selects: ``api`` is "gemini" or "vertex"."""
-
-    api: str
-    version: str
-    method: str
-
-    @property
-    def path(self) -> str:
-        if self.api == "vertex":
-            return f"/ws/google.cloud.aiplatform.{self.version}.LlmBidiService/{self.method}"
-        return f"/ws/google.ai.generativelanguage.{self.version}.GenerativeService.{self.method}"
-
-
-def parse_path(path: str) -> Endpoint | None:
-    """The endpoint for a request path (query string allowed), or None (→ HTTP 404)."""
-    route = urlsplit(path).path
-    if m := _GEMINI_PATH.match(route):
-        return Endpoint("gemini", m.group(1), m.group(2))
-    if m := _VERTEX_PATH.match(route):
-        return Endpoint("vertex", m.group(1), m.group(2))
-    return None
-
-
-def credentials(path: str, headers: Mapping[str, str]) -> list[tuple[str, str]]:
-    """Every credential the client presented, as ``(source, value)`` pairs.
-
-    Sources: ``x-goog-api-key`` header and ``Authorization: Token …`` (SDK ≥1.30),
-    ``Authorization: Bearer …`` (Vertex OAuth), ``?key=`` and ``?access_token=``
-    (SDK ≤1.20 and browser clients). LIVE_PROTOCOL.md §1.
-    """
-    found: list[tuple[str, str]] = []
-    header_key = headers.get("x-goog-api-key")
-    if header_key:
-        found.append(("x-goog-api-key", header_key.strip()))
-    auth = headers.get("authorization")
-    if auth:
-        scheme, _, value = auth.strip().partition(" ")
-        if scheme.lower() in ("token", "bearer") and value.strip():
-            found.append((f"authorization-{scheme.lower()}", value.strip()))
-    query = parse_qs(urlsplit(path).query)
-    for name in ("key", "access_token"):
-        for value in query.get(name, []):
-            if value:
-                found.append((name, value))
-    return found
-
-
-# ---------------------------------------------------------------------------------------------
-# Models (LIVE_PROTOCOL.md §2 "Models for native-audio Live")
-
-GEMINI_MODELS = frozenset({
-    "gemini-3.8-live", "gemini-3.8-live-extended-thinking", "gemini-3.1-flash-live-preview",
-    "gemini-2.5-flash-native-audio-preview-12-2025", "gemini-2.5-flash-native-audio-preview-09-2025",
-    "gemini-2.5-flash-native-audio-latest",
-})
-VERTEX_MODELS = frozenset({
-    "gemini-3.8-live", "gemini-live-2.5-flash-native-audio",
-    "gemini-live-2.5-flash-preview-native-audio-09-2025",
-})
-RETIRED_MODELS = frozenset({"gemini-live-2.5-flash-preview", "gemini-2.0-flash-exp", "gemini-2.0-flash"})
-
-
 def model_id(name: str) -> str:
     """``models/X`` or ``projects/…/publishers/google/models/X`` → ``X``."""
     return name.rsplit("/", 1)[-1]
-
-
-def is_known_model(model: str, api: str) -> bool:
-    """Whether *model* (a bare id) serves bidiGenerateContent on *api*."""
-    if model in RETIRED_MODELS:
-        return False
-    return model in (VERTEX_MODELS if api == "vertex" else GEMINI_MODELS)
-
-
-def model_not_found(model: str, endpoint: Endpoint) -> ClientRefused:
-    """1008 with the real API's text (LIVE_PROTOCOL.md §6).
-
-    The Gemini text is verbatim from the table. For Vertex no Live close text is
-    on record; we reuse the same sentence with the Vertex version rather than
-    invent one.
-    """
-    return ClientRefused(
-        1008,
-        f"models/{model} is not found for API version {endpoint.version}, or is not supported "
-        f"for bidiGenerateContent. Call ListModels to see the list of available models and "
-        f"their supported methods.")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -485,80 +385,3 @@ def _realtime(rt: dict[str, Any]) -> list[ClientInput]:
         raise ClientRefused(1007, f'Invalid JSON payload received. Unknown name "{unknown[0]}" at '
                                   f"'realtime_input': Cannot find field.")
     return out
-
-
-# ---------------------------------------------------------------------------------------------
-# Server messages: dicts in canonical camelCase, default fields omitted (LIVE_PROTOCOL.md §4)
-
-
-def encode_server(message: Mapping[str, Any]) -> bytes:
-    """UTF-8 JSON for a binary frame, as the real server sends (LIVE_PROTOCOL.md §4)."""
-    return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-
-
-def setup_complete() -> dict[str, Any]:
-    return {"setupComplete": {}}
-
-
-def model_audio(pcm: bytes, rate: int = 24_000) -> dict[str, Any]:
-    return {"serverContent": {"modelTurn": {"role": "model", "parts": [
-        {"inlineData": {"mimeType": f"audio/pcm;rate={rate}", "data": b64encode(pcm)}}]}}}
-
-
-def output_transcription(text: str) -> dict[str, Any]:
-    return {"serverContent": {"outputTranscription": {"text": text}}}
-
-
-def input_transcription(text: str, finished: bool = True) -> dict[str, Any]:
-    body: dict[str, Any] = {"text": text}
-    if finished:
-        body["finished"] = True
-    return {"serverContent": {"inputTranscription": body}}
-
-
-def interrupted() -> dict[str, Any]:
-    return {"serverContent": {"interrupted": True}}
-
-
-def generation_complete() -> dict[str, Any]:
-    return {"serverContent": {"generationComplete": True}}
-
-
-def turn_complete(prompt_tokens: int, response_tokens: int, api: str = "gemini",
-                  response_modality: str = "AUDIO",
-                  prompt_details: Sequence[tuple[str, int]] = ()) -> dict[str, Any]:
-    """``turnComplete`` with ``usageMetadata`` in the same message (LIVE_PROTOCOL.md §4).
-
-    Vertex names the response count ``candidatesTokenCount``.
-    """
-    usage: dict[str, Any] = {}
-    if prompt_tokens:
-        usage["promptTokenCount"] = prompt_tokens
-    response_key = "candidatesTokenCount" if api == "vertex" else "responseTokenCount"
-    if response_tokens:
-        usage[response_key] = response_tokens
-    usage["totalTokenCount"] = prompt_tokens + response_tokens
-    details = [{"modality": m, "tokenCount": n} for m, n in prompt_details if n]
-    if details:
-        usage["promptTokensDetails"] = details
-    if response_tokens:
-        details_key = "candidatesTokensDetails" if api == "vertex" else "responseTokensDetails"
-        usage[details_key] = [{"modality": response_modality, "tokenCount": response_tokens}]
-    return {"serverContent": {"turnComplete": True}, "usageMetadata": usage}
-
-
-def go_away(time_left: float) -> dict[str, Any]:
-    """``goAway`` with a Duration string: ``"50s"``, ``"9.5s"`` (LIVE_PROTOCOL.md §4)."""
-    return {"goAway": {"timeLeft": format_duration(max(0.0, time_left))}}
-
-
-def resumption_update(handle: str | None, last_index: int | None = None) -> dict[str, Any]:
-    """``{newHandle, resumable:true}`` at a boundary; ``{}`` (resumable false) otherwise."""
-    body: dict[str, Any] = {}
-    if handle:
-        body["newHandle"] = handle
-        body["resumable"] = True
-    if last_index is not None:
-        # int64 → JSON string (proto3 JSON); Vertex transparent mode only.
-        body["lastConsumedClientMessageIndex"] = str(last_index)
-    return {"sessionResumptionUpdate": body}

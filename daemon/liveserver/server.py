@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
-from daemon.liveserver import protocol as p
+from daemon.liveserver import handshake as hs
 from daemon.liveserver.connection import LiveConnection
 from daemon.liveserver.faults import Faults
 from daemon.liveserver.limits import ServerLimits
@@ -115,10 +115,10 @@ class LiveServer:
                  constrained: bool = False) -> str:
         """The full WebSocket URL of an API path (LIVE_PROTOCOL.md §1)."""
         if api == "vertex":
-            ep = p.Endpoint("vertex", version or "v1beta1", "BidiGenerateContent")
+            ep = hs.Endpoint("vertex", version or "v1beta1", "BidiGenerateContent")
         elif api == "gemini":
             method = "BidiGenerateContentConstrained" if constrained else "BidiGenerateContent"
-            ep = p.Endpoint("gemini", version or "v1beta", method)
+            ep = hs.Endpoint("gemini", version or "v1beta", method)
         else:
             raise ValueError(f"api {api!r}: must be gemini or vertex")
         return self.url + ep.path
@@ -199,10 +199,10 @@ class LiveServer:
     # --- handshake -------------------------------------------------------------------------
 
     def is_known_model(self, model: str, api: str) -> bool:
-        return model in self.extra_models or p.is_known_model(model, api)
+        return model in self.extra_models or hs.is_known_model(model, api)
 
     def _route(self, connection: ServerConnection, request: Request) -> Response | None:
-        if p.parse_path(request.path) is None:
+        if hs.parse_path(request.path) is None:
             return connection.respond(HTTPStatus.NOT_FOUND, "Not Found\n")
         return None
 
@@ -218,10 +218,10 @@ class LiveServer:
         request = ws.request
         assert request is not None
         record = self.store.new_connection(request.path.split("?", 1)[0], self.now())
-        endpoint = p.parse_path(request.path)
+        endpoint = hs.parse_path(request.path)
         assert endpoint is not None  # _route answered 404 otherwise
         record.api, record.version, record.method = endpoint.api, endpoint.version, endpoint.method
-        ok, record.auth_source = self._authorise(p.credentials(request.path, request.headers))
+        ok, record.auth_source = self._authorise(hs.credentials(request.path, request.headers))
         conn = LiveConnection(self, ws, record, endpoint, ok)
         self._live.add(conn)
         self.changed()
@@ -245,8 +245,8 @@ class LiveServerThread:
         with LiveServerThread(limits=ServerLimits(time_scale=10)) as server:
             print(server.endpoint())
 
-    Inspection works as on :class:`LiveServer`; fault injection and waits must
-    be run on the server's loop (``run(coro)``).
+    Inspection works as on :class:`LiveServer`; fault injection must run on the
+    server's loop (``call(fn, ...)``), and so must waits (``run(coro)``).
     """
 
     def __init__(self, **kwargs: Any) -> None:
@@ -266,6 +266,13 @@ class LiveServerThread:
     def run(self, coro: Any, timeout: float | None = 30.0) -> Any:
         """Run *coro* on the server's loop and return its result."""
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Call *fn* on the server's loop thread (e.g. ``call(server.faults.close_now, 1011)``)
+        and return its result: fault injection is not thread-safe otherwise."""
+        async def wrapper() -> Any:
+            return fn(*args, **kwargs)
+        return self.run(wrapper())
 
     def stop(self) -> None:
         if self.server is not None:

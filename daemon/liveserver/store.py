@@ -53,7 +53,11 @@ class UserTurn:
     replies: int = 0
     """Replies that completed (``generationComplete``) for this turn."""
     interrupted: int = 0
-    """Replies to this turn cut short by ``interrupted``."""
+    """Replies to this turn cut short by ``interrupted`` (a barge-in)."""
+    dropped: int = 0
+    """Replies to this turn cut off because the connection ended (close, stall, silence)."""
+    rolled_back: bool = False
+    """A resume with an older handle undid this turn: it is no longer in the history."""
     prompt_tokens: int = 0
     response_tokens: int = 0
 
@@ -114,6 +118,7 @@ class SessionRecord:
     """Sliding-window compressions applied."""
     handles: list[str] = field(default_factory=list)
     _digest: "hashlib._Hash" = field(default_factory=hashlib.sha256, repr=False)
+    _turn_digest: "hashlib._Hash" = field(default_factory=hashlib.sha256, repr=False)
 
     @property
     def history(self) -> list[tuple[str, str]]:
@@ -131,6 +136,13 @@ class SessionRecord:
         return self._digest.hexdigest()
 
     @property
+    def turn_audio_digest(self) -> str:
+        """sha256 hex of the audio of every user turn, in turn order: unlike
+        ``audio_digest`` it leaves out audio outside turns (and audio of a turn cut
+        off by a close, which a client may send again after resuming)."""
+        return self._turn_digest.hexdigest()
+
+    @property
     def open_connection(self) -> ConnectionRecord | None:
         return next((c for c in self.connections if c.is_open), None)
 
@@ -142,6 +154,10 @@ class SessionRecord:
     def add_audio(self, pcm: bytes) -> None:
         self.audio_bytes_received += len(pcm)
         self._digest.update(pcm)
+
+    def add_turn(self, turn: UserTurn, audio: bytes) -> None:
+        self.user_turns.append(turn)
+        self._turn_digest.update(audio)
 
     def append(self, role: str, text: str, tokens: int, user_turn_start: bool = False) -> None:
         self.entries.append(HistoryEntry(role, text, tokens, user_turn_start))
@@ -169,6 +185,15 @@ class SessionRecord:
             self.trims += 1
         return cut
 
+    def restore(self, snapshot: Snapshot) -> None:
+        """Go back to the state a handle stands for. Turns after it are marked
+        ``rolled_back``: a turn still being answered when the connection dropped is
+        lost, which is why updates mid-generation say resumable false (§4)."""
+        self.entries = list(snapshot.entries)
+        self.system_instruction, self.system_tokens = snapshot.system_instruction, snapshot.system_tokens
+        for turn in self.user_turns[snapshot.turn_count:]:
+            turn.rolled_back = True
+
     def end(self, why: str, now: float) -> None:
         if not self.ended:
             self.ended, self.ended_why, self.ended_at = True, why, now
@@ -178,10 +203,21 @@ class HandleRefused(Exception):
     """A resumption handle that is unknown, expired or refused on purpose."""
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """The session state a handle stands for ("newHandle: state that can be resumed")."""
+
+    entries: tuple[HistoryEntry, ...]
+    system_instruction: str
+    system_tokens: int
+    turn_count: int
+
+
 @dataclass
 class _Handle:
     session_id: str
     issued_at: float
+    snapshot: Snapshot
 
 
 class Store:
@@ -212,12 +248,15 @@ class Store:
     def issue_handle(self, session: SessionRecord, now: float) -> str:
         """A new resumption handle for *session* (opaque, like the real ones)."""
         handle = f"h-{secrets.token_urlsafe(24)}"
-        self._handles[handle] = _Handle(session.id, now)
+        snapshot = Snapshot(tuple(session.entries), session.system_instruction,
+                            session.system_tokens, len(session.user_turns))
+        self._handles[handle] = _Handle(session.id, now, snapshot)
         session.handles.append(handle)
         return handle
 
-    def resume(self, handle: str, now: float) -> SessionRecord:
-        """The session *handle* resumes, or :class:`HandleRefused`.
+    def resume(self, handle: str, now: float) -> tuple[SessionRecord, Snapshot]:
+        """The session *handle* resumes and the state it stands for, or
+        :class:`HandleRefused`. Apply the state with :meth:`SessionRecord.restore`.
 
         Handles live ``handle_ttl`` after the later of their issue and the
         session's last disconnect (LIVE_PROTOCOL.md §5: "valid for 2 hours after
@@ -233,7 +272,7 @@ class Store:
             since = max(entry.issued_at, session.last_closed_at or entry.issued_at)
             if now - since > self.limits.handle_ttl:
                 raise HandleRefused("handle expired")
-        return session
+        return session, entry.snapshot
 
     def expire_all_handles(self) -> int:
         """Forget every handle (fault injection). Returns how many there were."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -30,6 +31,7 @@ import pytest
 
 PA_CONFIG = """\
 load-module module-native-protocol-unix auth-anonymous=1 socket={sock}
+load-module module-cli-protocol-unix socket={cli}
 load-module module-null-sink sink_name=micfeed rate=48000 channels=1
 load-module module-null-sink sink_name=vspk rate=48000 channels=1
 load-module module-remap-source source_name=vmic master=micfeed.monitor
@@ -68,8 +70,23 @@ class Pulse:
     def pactl(self, *args: str) -> str:
         """Run pactl against our server; return stdout."""
         out = subprocess.run([_need("pactl"), *args], env=self.env, capture_output=True,
-                             timeout=10, check=True)
+                             timeout=10)
+        if out.returncode:
+            raise RuntimeError(f"pactl {' '.join(args)}: {out.stderr.decode().strip()}")
         return out.stdout.decode()
+
+    def cli(self, command: str) -> str:
+        """One command on PulseAudio's CLI socket (pactl 16 has no kill-source-output)."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(5)
+            sock.connect(str(self.root / "cli"))
+            sock.sendall(command.encode() + b"\n")
+            sock.shutdown(socket.SHUT_WR)  # EOF ends the CLI session (its "exit" would
+            # try to stop the daemon)
+            chunks = []
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        return b"".join(chunks).decode(errors="replace")
 
     def spawn(self, *argv: str, stdin: int | None = None) -> subprocess.Popen[bytes]:
         """A child process with our env, killed by PID at teardown."""
@@ -84,7 +101,7 @@ class Pulse:
         """Start (or restart) the pulseaudio child and its keep-alive streams."""
         sock = self.root / "native"
         pa_file = self.root / "test.pa"
-        pa_file.write_text(PA_CONFIG.format(sock=sock))
+        pa_file.write_text(PA_CONFIG.format(sock=sock, cli=self.root / "cli"))
         self.proc = subprocess.Popen(
             [_need("pulseaudio"), "-n", "-F", str(pa_file), "--daemonize=no",
              "--exit-idle-time=-1", "--use-pid-file=no", "--disallow-exit", "-v"],
@@ -117,7 +134,7 @@ class Pulse:
         """Play s16le mono ``pcm`` at ``rate`` into the virtual mic (returns the pacat)."""
         proc = subprocess.Popen(
             [_need("pacat"), "-p", "-d", "micfeed", "--raw", "--format=s16le",
-             f"--rate={rate}", "--channels=1", "--latency-msec=20"],
+             f"--rate={rate}", "--channels=1", "--latency-msec=250"],
             env=self.env, stdin=subprocess.PIPE, stderr=subprocess.DEVNULL)
         self.children.append(proc)
         assert proc.stdin is not None

@@ -113,9 +113,36 @@ def test_mic_overflow_is_counted_not_fatal():
 
 
 def test_mic_unknown_device_is_a_clear_error_without_fallback(pulse):
-    mic = Mic(MicSettings(device="no such mic", fallback_to_default=False), Inbox())
+    mic = Mic(MicSettings(device="no such mic", fallback_to_default=False,
+                          wait_for_device=False), Inbox())
     with pytest.raises(DeviceError, match="no such mic.*vmic"):
         mic.start()
+    assert not mic.is_open
+
+
+def test_mic_missing_at_start_is_waited_for(pulse):
+    """A sound source not up yet at boot: DeviceLost, then DeviceRestored when it appears."""
+    module = next(line.split()[0] for line in pulse.pactl("list", "short", "modules")
+                  .splitlines() if "source_name=vmic" in line)
+    pulse.pactl("unload-module", module)
+    inbox = Inbox()
+    mic = Mic(MicSettings(device="vmic", stall_timeout=0.5, reopen_initial=0.1,
+                          reopen_max=0.3), inbox)
+    try:
+        mic.start()  # does not raise
+        assert inbox.wait_for(lambda ev: any(isinstance(e, DeviceLost) for e in ev), 3)
+        assert not mic.is_open and "vmic" in inbox.of(DeviceLost)[0].reason
+        time.sleep(0.5)
+        assert not inbox.of(DeviceRestored) and not inbox.of(MicFrame)
+    finally:
+        pulse.pactl("load-module", "module-remap-source", "source_name=vmic",
+                    "master=micfeed.monitor")
+    try:
+        assert inbox.wait_for(lambda ev: any(isinstance(e, DeviceRestored) for e in ev), 10)
+        assert inbox.wait_for(lambda ev: any(isinstance(e, MicFrame) for e in ev), 3)
+        assert len(inbox.of(DeviceLost)) == 1
+    finally:
+        mic.close()
 
 
 def test_mic_unknown_device_falls_back_to_default(pulse):
@@ -142,3 +169,34 @@ def test_mic_settings_reject_bad_values():
     with pytest.raises(ConfigError, match="channels"):
         MicSettings(channel=2, channels=2)
     assert MicSettings().frame_bytes == 640
+
+
+def test_mic_recovers_when_its_device_is_unplugged_and_plugged_back(pulse):
+    """Unload the vmic source and kill our stream (what a USB unplug does), reload it."""
+    inbox = Inbox()
+    mic = Mic(MicSettings(device="vmic", device_rate=48000, stall_timeout=0.5,
+                          reopen_initial=0.1, reopen_max=0.3), inbox)
+    mic.start()
+    try:
+        assert inbox.wait_for(lambda ev: len(ev) > 10, 3)
+        module = next(line.split()[0] for line in pulse.pactl("list", "short", "modules")
+                      .splitlines() if "source_name=vmic" in line)
+        pulse.pactl("unload-module", module)
+        # PulseAudio "rescues" orphaned streams onto another source; a vanished USB
+        # device kills them instead, so do that.
+        for line in pulse.pactl("list", "short", "source-outputs").splitlines():
+            pulse.cli(f"kill-source-output {line.split()[0]}")
+        assert inbox.wait_for(lambda ev: any(isinstance(e, DeviceLost) for e in ev), 3)
+        time.sleep(1.0)  # reopen attempts fail while the device is gone
+        assert not inbox.of(DeviceRestored)
+        pulse.pactl("load-module", "module-remap-source", "source_name=vmic",
+                    "master=micfeed.monitor")
+        assert inbox.wait_for(lambda ev: any(isinstance(e, DeviceRestored) for e in ev), 10)
+        mark = len(inbox.events)
+        pulse.play_into_mic(tone(440, 48000, 0.6, 0.5), 48000).wait(timeout=10)
+        time.sleep(0.3)
+        x = samples(b"".join(e.pcm for e in inbox.events[mark:] if isinstance(e, MicFrame)))
+        freqs, db = spectrum_db(x[slice(*loud_span(x, 0.05))], 16000)
+        assert abs(freqs[np.argmax(db)] - 440) < 4
+    finally:
+        mic.close()

@@ -73,11 +73,32 @@ def test_cli_port_in_use_is_a_clear_error(server_process):
 
 
 def test_thread_runner_for_synchronous_callers():
-    with LiveServerThread(limits=ServerLimits(time_scale=600), voice="synthetic") as server:
+    thread = LiveServerThread(limits=ServerLimits(time_scale=600), voice="synthetic")
+    with thread as server:
         async def talk():
             client = await RawClient.open(server.endpoint())
             await client.setup()
             await client.send(wire.text_message("hi"))
-            return text_of(await client.until_turn_complete())
+            said = text_of(await client.until_turn_complete())
+            await client.close()
+            return said
         assert run(talk) == "Turn 1: you wrote \u201chi\u201d."
         assert server.sessions[0].user_turns[0].replies == 1
+
+        async def closed_by_fault():
+            client = await RawClient.open(server.endpoint())
+            await client.setup()
+            assert thread.call(server.faults.close_now, 1011, "Internal error occurred.") == 1
+            return (await client.expect_close()).code
+        assert run(closed_by_fault) == 1011
+
+
+def test_cli_demo_runs_a_scripted_conversation(server_process):
+    proc = server_process("--demo", "--port", "0", "--time-scale", "600", "--voice", "synthetic",
+                          "--log-level", "WARNING")
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out + err
+    assert "Turn 1: I heard" in out and "Turn 3: you wrote" in out
+    assert "goAway: timeLeft 60 s" in out
+    assert "closed by server: 1011 Deadline expired before operation could complete." in out
+    assert "server saw: 2 connections, 3 turns" in out and out.rstrip().endswith("demo: OK")

@@ -81,6 +81,7 @@ def test_resumption_handle_restores_history_and_tokens():
             session = server.sessions[0]
             assert [c.resumed for c in session.connections] == [False, True]
             assert session.audio_digest == hashlib.sha256(tone(0.8) + tone(0.6)).hexdigest()
+            assert session.turn_audio_digest == session.audio_digest  # all audio was in turns
             assert [r for r, _ in session.history] == ["user", "model", "user", "model"]
             await second.close()
     run(body)
@@ -99,11 +100,12 @@ def test_goaway_before_connection_cap_then_1011():
             closed = await client.expect_close(timeout=3)
             close_at = time.monotonic() - start
             assert (closed.code, closed.reason) == (1011, "Deadline expired before operation could complete.")
-            # 540 and 600 nominal seconds at ×600 are 0.9 s and 1.0 s of wall time.
-            assert 0.85 <= goaway_at < 0.99 and 0.97 <= close_at < 1.3, (goaway_at, close_at)
+            # 540 and 600 nominal seconds at ×600 are 0.9 s and 1.0 s of wall time
+            # (timers never fire early; under load they may fire late).
+            assert 0.89 <= goaway_at < close_at and close_at >= 0.99, (goaway_at, close_at)
             rec = server.connections[0]
             assert (rec.close_code, rec.closed_by) == (1011, "server")
-            assert 535 <= rec.goaway_at <= 545
+            assert 540 <= rec.goaway_at - rec.opened_at < 600 <= rec.closed_at - rec.opened_at
     run(body)
 
 

@@ -142,9 +142,9 @@ def test_store_handles_expire_from_last_disconnect():
     handle = store.issue_handle(session, now=0.0)
     conn = store.new_connection("/p", now=0.0)
     session.connections.append(conn)
-    assert store.resume(handle, now=500.0) is session  # open connection: valid
+    assert store.resume(handle, now=500.0)[0] is session  # open connection: valid
     conn.closed_at = 400.0
-    assert store.resume(handle, now=499.0) is session
+    assert store.resume(handle, now=499.0)[0] is session
     with pytest.raises(HandleRefused, match="expired"):
         store.resume(handle, now=501.0)
     with pytest.raises(HandleRefused, match="unknown"):
@@ -152,3 +152,18 @@ def test_store_handles_expire_from_last_disconnect():
     session.end("test", now=1.0)
     with pytest.raises(HandleRefused, match="ended"):
         store.resume(handle, now=401.0)
+
+
+def test_store_resume_restores_the_state_the_handle_stands_for():
+    from daemon.liveserver.store import UserTurn
+    store = Store(ServerLimits())
+    session = store.new_session("m", "gemini", now=0.0)
+    session.append("user", "one", 5, user_turn_start=True)
+    session.add_turn(UserTurn(1, "text", 1, text="one"), b"")
+    handle = store.issue_handle(session, now=0.0)
+    session.append("user", "two", 5, user_turn_start=True)
+    session.add_turn(UserTurn(2, "text", 1, text="two"), b"")
+    restored, snapshot = store.resume(handle, now=1.0)
+    restored.restore(snapshot)
+    assert restored.history == [("user", "one")] and restored.tokens == 5
+    assert [t.rolled_back for t in restored.user_turns] == [False, True]

@@ -8,26 +8,28 @@ import json
 import pytest
 
 from daemon import wire
+from daemon.liveserver import handshake as hs
+from daemon.liveserver import messages as m
 from daemon.liveserver import protocol as p
 
 
 def test_parse_path_accepts_the_documented_paths_only():
-    assert p.parse_path("/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent?key=x") \
-        == p.Endpoint("gemini", "v1beta", "BidiGenerateContent")
-    assert p.parse_path("/ws/google.cloud.aiplatform.v1.LlmBidiService/BidiGenerateContent") \
-        == p.Endpoint("vertex", "v1", "BidiGenerateContent")
+    assert hs.parse_path("/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent?key=x") \
+        == hs.Endpoint("gemini", "v1beta", "BidiGenerateContent")
+    assert hs.parse_path("/ws/google.cloud.aiplatform.v1.LlmBidiService/BidiGenerateContent") \
+        == hs.Endpoint("vertex", "v1", "BidiGenerateContent")
     for bad in ("/ws/google.ai.generativelanguage.v1.GenerativeService.BidiGenerateContent",
                 "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent/x", ""):
-        assert p.parse_path(bad) is None
-    ep = p.Endpoint("gemini", "v1alpha", "BidiGenerateContentConstrained")
-    assert p.parse_path(ep.path) == ep
+        assert hs.parse_path(bad) is None
+    ep = hs.Endpoint("gemini", "v1alpha", "BidiGenerateContentConstrained")
+    assert hs.parse_path(ep.path) == ep
 
 
 def test_credentials_from_every_place():
     headers = {"x-goog-api-key": "A", "authorization": "Token auth_tokens/B"}
-    assert p.credentials("/x?key=C&access_token=D", headers) == [
+    assert hs.credentials("/x?key=C&access_token=D", headers) == [
         ("x-goog-api-key", "A"), ("authorization-token", "auth_tokens/B"), ("key", "C"), ("access_token", "D")]
-    assert p.credentials("/x", {"authorization": "Basic zzz"}) == []
+    assert hs.credentials("/x", {"authorization": "Basic zzz"}) == []
 
 
 def test_parse_setup_defaults_and_both_spellings():
@@ -96,17 +98,17 @@ def test_bad_client_messages_are_refused(frame):
 
 
 def test_builders_omit_defaults_and_use_real_shapes():
-    assert p.resumption_update(None) == {"sessionResumptionUpdate": {}}
-    assert p.resumption_update("h", 7) == {"sessionResumptionUpdate": {
+    assert m.resumption_update(None) == {"sessionResumptionUpdate": {}}
+    assert m.resumption_update("h", 7) == {"sessionResumptionUpdate": {
         "newHandle": "h", "resumable": True, "lastConsumedClientMessageIndex": "7"}}
-    assert p.go_away(9.5) == {"goAway": {"timeLeft": "9.5s"}}
-    assert p.go_away(60) == {"goAway": {"timeLeft": "60s"}}
-    assert p.turn_complete(0, 0) == {"serverContent": {"turnComplete": True},
+    assert m.go_away(9.5) == {"goAway": {"timeLeft": "9.5s"}}
+    assert m.go_away(60) == {"goAway": {"timeLeft": "60s"}}
+    assert m.turn_complete(0, 0) == {"serverContent": {"turnComplete": True},
                                      "usageMetadata": {"totalTokenCount": 0}}
-    vertex = p.turn_complete(10, 5, api="vertex")["usageMetadata"]
+    vertex = m.turn_complete(10, 5, api="vertex")["usageMetadata"]
     assert vertex == {"promptTokenCount": 10, "candidatesTokenCount": 5, "totalTokenCount": 15,
                       "candidatesTokensDetails": [{"modality": "AUDIO", "tokenCount": 5}]}
-    frame = p.encode_server(p.model_audio(b"\x01\x02"))
+    frame = m.encode_server(m.model_audio(b"\x01\x02"))
     assert isinstance(frame, bytes)
     events = wire.decode_server_message(frame)
     assert events == [wire.ModelAudio(b"\x01\x02", 24000)]

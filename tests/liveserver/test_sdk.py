@@ -200,3 +200,46 @@ def test_vertex_frames_validate_after_the_sdk_vertex_converter():
                     assert validated.usage_metadata.response_token_count == usage["candidatesTokenCount"]
             await raw.close()
     run(body)
+
+
+def test_sdk_rich_setup_text_client_content_context_update_and_vad():
+    """The SDK's full-featured setup (mixed spellings, tools, proactivity, compression)
+    is accepted; its send_* calls all land where they should."""
+    async def body():
+        async with LiveServer(limits=ServerLimits(time_scale=600.0), voice="synthetic") as server:
+            client = sdk_client(server)
+            config = types.LiveConnectConfig(
+                response_modalities=["AUDIO"],
+                system_instruction="You are terse.",
+                tools=[types.Tool(function_declarations=[types.FunctionDeclaration(
+                    name="turn_on_lights", description="x")])],
+                proactivity=types.ProactivityConfig(proactive_audio=True),
+                context_window_compression=types.ContextWindowCompressionConfig(
+                    trigger_tokens=25600, sliding_window=types.SlidingWindow(target_tokens=12800)),
+                realtime_input_config=types.RealtimeInputConfig(
+                    activity_handling=types.ActivityHandling.START_OF_ACTIVITY_INTERRUPTS),
+                session_resumption=types.SessionResumptionConfig(),
+                output_audio_transcription=types.AudioTranscriptionConfig(),
+            )
+            async with client.aio.live.connect(model="gemini-3.8-live", config=config) as session:
+                await session.send_client_content(
+                    turns=[types.Content(role="user", parts=[types.Part(text="my name is Ada")]),
+                           types.Content(role="model", parts=[types.Part(text="hello Ada")])],
+                    turn_complete=False)
+                await session.send_realtime_input(text="what is my name?")
+                said = summarize([msg async for msg in session.receive()])["said"]
+                assert said == "Turn 1: you wrote \u201cwhat is my name?\u201d."
+                await session.send_context_update(system_instruction="Be verbose.")
+                pcm = silence(0.2) + tone(0.8)
+                for i in range(0, len(pcm), 3200):
+                    await session.send_realtime_input(
+                        audio=types.Blob(data=pcm[i:i + 3200], mime_type="audio/pcm;rate=16000"))
+                await session.send_realtime_input(audio_stream_end=True)
+                said = summarize([msg async for msg in session.receive()])["said"]
+                assert said.startswith("Turn 2: I heard 0.80 seconds of audio")
+            record = server.sessions[0]
+            assert record.system_instruction == "Be verbose."
+            assert record.history[:3] == [("user", "my name is Ada"), ("model", "hello Ada"),
+                                          ("user", "what is my name?")]
+            assert [t.source for t in record.user_turns] == ["text", "vad"]
+    run(body)

@@ -103,6 +103,9 @@ def test_ptt_audio_outside_activity_is_received_but_not_a_turn():
             session = server.sessions[0]
             assert session.audio_bytes_received == int(0.7 * 32000)
             assert len(session.user_turns) == 1
+            # Audio outside a turn is in audio_digest only, not in turn_audio_digest.
+            assert session.audio_digest == hashlib.sha256(tone(0.4) + tone(0.3, freq=440)).hexdigest()
+            assert session.turn_audio_digest == hashlib.sha256(tone(0.3, freq=440)).hexdigest()
     run(body)
 
 

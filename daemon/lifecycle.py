@@ -1,0 +1,429 @@
+"""
+The vocabulary of the session core: its settings, the events it consumes besides the
+hardware ones, the effects it returns, its numbers, its snapshot, and the one function
+that classifies failures.
+
+Pure data and pure functions (no I/O, no clock). :mod:`daemon.session` holds the state
+machine and re-exports everything here, so callers import from ``daemon.session``.
+This module exists only so that session.py stays readable in one sitting.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from daemon.context import Entry
+from daemon.events import DeviceState, Event
+from daemon.wire import ServerEventT
+
+__all__ = [
+    "SessionSettings",
+    # inputs
+    "ConnectionOpened", "ServerEvents", "ConnectionClosed", "ConnectionFailed", "FrameRejected",
+    "TimerFired", "Start", "Shutdown", "SendText", "SetInstruction", "NewConversation",
+    "PttStart", "PttStop", "VideoFrame",
+    # outputs
+    "Effect", "OpenConnection", "SendFrame", "CloseConnection", "Play", "FlushPlayback", "Earcon",
+    "ShowStates", "Persist", "Notify",
+    # reporting and persistence
+    "SessionStats", "Snapshot",
+    # failures
+    "FailureKind", "Failure", "classify_failure",
+]
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    """Every margin, budget and timeout of the session core, in *nominal* seconds.
+
+    The config loader builds it from TOML; tests build it directly. The defaults follow
+    LIVE_PROTOCOL.md §5 (10-minute connections, goAway about a minute before, 15-minute
+    audio sessions, 2 with video, 128k-token window).
+    """
+
+    # -- connection cap (LIVE_PROTOCOL.md §5; PITFALLS.md "No one acts on goAway well")
+    resume_margin: float = 5.0
+    """Switch connections at the latest this long before goAway's ``timeLeft`` (or any
+    cap) runs out, even mid-turn."""
+    goaway_default_time_left: float = 10.0
+    """Assumed ``timeLeft`` when a goAway does not say."""
+    connection_cap: float = 600.0
+    """Backstop: assumed connection lifetime when the server never sends goAway (caps have
+    come without notice, and goAway as early as ~7 min)."""
+    connection_switch_window: float = 90.0
+    """Without a goAway, start looking for a safe point this long before ``connection_cap``."""
+
+    # -- session cap and context window
+    session_cap_audio: float = 900.0
+    """Lifetime of an audio-only session without compression (15 min)."""
+    session_cap_video: float = 120.0
+    """Lifetime once video was sent (2 min)."""
+    rollover_window: float = 120.0
+    """Start looking for a safe point to roll over this long before the session cap."""
+    compression: bool = False
+    """Configure ``contextWindowCompression`` (sliding window): no session cap and no
+    window rollover, the server trims old turns itself."""
+    compression_trigger_tokens: int | None = None
+    """``triggerTokens``; ``None`` lets the server use 80% of the window."""
+    compression_target_tokens: int | None = None
+    """``slidingWindow.targetTokens``; ``None`` lets the server use trigger / 2."""
+    context_window: int = 131_072
+    """Tokens the model holds (gemini-3.x live: 131,072)."""
+    context_threshold: float = 0.8
+    """Without compression, roll over with a summary once usage reaches this fraction."""
+    restore_budget_tokens: int = 8_000
+    """A fresh session gets the conversation turn by turn if it fits this many tokens,
+    else one summary message of at most this size."""
+    max_remembered_turns: int = 400
+    """Turns of conversation kept in memory and in the snapshot."""
+    handle_ttl: float = 7_200.0
+    """How long a resumption handle stays usable (documented: 2 h after the session ends;
+    one source says 24 h, so we take the shorter)."""
+
+    # -- timeouts (a connection that stops answering is found by timers, never by waiting)
+    setup_timeout: float = 15.0
+    """From asking for a connection to ``setupComplete``."""
+    reply_timeout: float = 30.0
+    """While a reply is owed or arriving: the longest silence from the server before we
+    call the connection stalled."""
+    close_timeout: float = 5.0
+    """How long we wait for our own close to finish before going on without it."""
+    playback_slack: float = 2.0
+    """If the speaker never reports ``PlaybackDrained``, playback counts as finished this
+    long after the audio we gave it should have ended."""
+
+    # -- audio
+    buffer_seconds: float = 60.0
+    """Bound of mic audio held while no connection can take it; beyond it frames are
+    dropped, counted and reported."""
+    pre_roll_ms: int = 300
+    """Mic audio from just before the press sent at the start of each turn, so the first
+    syllable is not clipped (PITFALLS.md)."""
+
+    # -- reconnect backoff (daemon/backoff.py)
+    backoff_base: float = 0.5
+    """Ceiling of the first reconnect delay (full jitter draws below it)."""
+    backoff_cap: float = 60.0
+    """Largest reconnect delay ceiling."""
+    backoff_stable_period: float = 60.0
+    """A connection up this long resets the backoff."""
+
+    # -- button
+    long_hold_action: str = "none"
+    """What a long hold (``ButtonHeld``) does: "none" or "new_conversation"."""
+
+    def __post_init__(self) -> None:
+        if self.long_hold_action not in ("none", "new_conversation"):
+            raise ValueError(f"long_hold_action {self.long_hold_action!r}: "
+                             "must be 'none' or 'new_conversation'")
+        if not 0 < self.context_threshold <= 1:
+            raise ValueError(f"context_threshold {self.context_threshold}: must be in (0, 1]")
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs (besides the hardware events of daemon/events.py)
+
+
+@dataclass(frozen=True)
+class ConnectionOpened(Event):
+    """The WebSocket handshake of ``conn_id`` succeeded (the setup frame went out)."""
+
+    conn_id: int
+
+
+@dataclass(frozen=True)
+class ServerEvents(Event):
+    """Decoded events of one server frame on ``conn_id``."""
+
+    conn_id: int
+    events: tuple[ServerEventT, ...]
+
+
+@dataclass(frozen=True)
+class ConnectionClosed(Event):
+    """``conn_id`` closed; ``code`` is the close code (1006 when no close frame came)."""
+
+    conn_id: int
+    code: int | None
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class ConnectionFailed(Event):
+    """Opening ``conn_id`` failed before any close code: ``error_kind`` is one of "dns",
+    "connect", "tls", "timeout", "http" (``status`` set), "invalid" (bad URI/config)."""
+
+    conn_id: int
+    error_kind: str
+    detail: str = ""
+    status: int | None = None
+
+
+@dataclass(frozen=True)
+class FrameRejected(Event):
+    """A server frame on ``conn_id`` could not be decoded (ProtocolError text in ``detail``)."""
+
+    conn_id: int
+    detail: str
+
+
+@dataclass(frozen=True)
+class TimerFired(Event):
+    """The supervisor's timer for :meth:`Session.deadline` ran out."""
+
+
+@dataclass(frozen=True)
+class Start(Event):
+    """Connect (at start-up, or to retry after a fatal error)."""
+
+
+@dataclass(frozen=True)
+class Shutdown(Event):
+    """Close everything; the session stops for good."""
+
+
+@dataclass(frozen=True)
+class SendText(Event):
+    """Typed input: context (``turn_complete`` false) or a question (true)."""
+
+    text: str
+    turn_complete: bool = True
+
+
+@dataclass(frozen=True)
+class SetInstruction(Event):
+    """Replace the system instruction, mid-session if possible."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class NewConversation(Event):
+    """Forget the conversation and start a fresh session with nothing restored."""
+
+
+@dataclass(frozen=True)
+class PttStart(Event):
+    """Push-to-talk start from the control socket (same as a button press)."""
+
+
+@dataclass(frozen=True)
+class PttStop(Event):
+    """Push-to-talk stop from the control socket (same as a release)."""
+
+
+@dataclass(frozen=True)
+class VideoFrame(Event):
+    """One JPEG frame for the model. Sending video shortens the session cap to 2 min."""
+
+    jpeg: bytes
+
+
+# ---------------------------------------------------------------------------------------------
+# Outputs
+
+
+class Effect:
+    """Base class of what the core asks the supervisor to do. Don't subclass the leaves."""
+
+    __slots__ = ()
+
+
+@dataclass(frozen=True)
+class OpenConnection(Effect):
+    """Open a WebSocket as ``conn_id`` and send ``setup_frame`` first."""
+
+    conn_id: int
+    setup_frame: str
+
+
+@dataclass(frozen=True)
+class SendFrame(Effect):
+    """Send one text frame on ``conn_id`` (dropped if that connection is gone)."""
+
+    conn_id: int
+    frame: str
+
+
+@dataclass(frozen=True)
+class CloseConnection(Effect):
+    """Close ``conn_id``; post ``ConnectionClosed`` when it is gone (abort after a timeout)."""
+
+    conn_id: int
+    code: int = 1000
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Play(Effect):
+    """Queue reply audio (16-bit mono PCM at ``rate``) on the speaker."""
+
+    pcm: bytes
+    rate: int
+
+
+@dataclass(frozen=True)
+class FlushPlayback(Effect):
+    """Drop everything queued or playing on the speaker (barge-in, ``interrupted``)."""
+
+
+@dataclass(frozen=True)
+class Earcon(Effect):
+    """A short cue: "press", "release", "error" or "new"."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class ShowStates(Effect):
+    """The device states changed (LED, STATUS)."""
+
+    states: frozenset[DeviceState]
+
+
+@dataclass(frozen=True)
+class Persist(Effect):
+    """Save this snapshot (handle, history, instruction) so a restart can continue."""
+
+    snapshot: "Snapshot"
+
+
+@dataclass(frozen=True)
+class Notify(Effect):
+    """A log line a human cares about; ``level`` is a logging level name."""
+
+    level: str
+    message: str
+
+
+# ---------------------------------------------------------------------------------------------
+# Numbers and persistence
+
+
+@dataclass(frozen=True)
+class SessionStats:
+    """Live numbers for STATUS and the demo timeline (times in nominal seconds)."""
+
+    phase: str
+    session_age: float | None
+    connection_age: float | None
+    next_switch_in: float | None
+    next_switch: str | None
+    tokens_used: int
+    context_window: int
+    sessions: int
+    resumes: int
+    rollovers: int
+    retries: int
+    turns: int
+    replies: int
+    frames_captured: int
+    frames_sent: int
+    frames_buffered: int
+    frames_dropped: int
+    bad_frames: int
+    mic_overflows: int
+    last_error: str | None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What survives a restart. Ages are in seconds at the time of the snapshot; the
+    persister adds the downtime when it restores (:meth:`Session.from_snapshot`)."""
+
+    handle: str | None
+    handle_age: float | None
+    session_age: float | None
+    video_sent: bool
+    system_instruction: str | None
+    history: tuple[Entry, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able form."""
+        return {
+            "handle": self.handle, "handle_age": self.handle_age, "session_age": self.session_age,
+            "video_sent": self.video_sent, "system_instruction": self.system_instruction,
+            "history": [{"role": e.role, "text": e.text, "kind": e.kind} for e in self.history],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Snapshot":
+        """Inverse of :meth:`to_dict`; raises ``ValueError`` naming what is wrong."""
+        try:
+            history = tuple(Entry(str(h["role"]), str(h["text"]), str(h.get("kind", "voice")))
+                            for h in data.get("history", []))
+            return cls(
+                handle=_opt(data.get("handle"), str), handle_age=_opt(data.get("handle_age"), float),
+                session_age=_opt(data.get("session_age"), float),
+                video_sent=bool(data.get("video_sent", False)),
+                system_instruction=_opt(data.get("system_instruction"), str), history=history)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"session snapshot is malformed: {exc!r}") from None
+
+
+def _opt(value: Any, kind: type) -> Any:
+    return None if value is None else kind(value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Failures (issue 3 item 8; LIVE_PROTOCOL.md §6; PITFALLS.md "1007 is not retryable")
+
+
+class FailureKind(enum.Enum):
+    FATAL = "fatal"                    # retrying cannot help: stop, show the server's reason
+    HANDLE_REFUSED = "handle_refused"  # drop the handle, start fresh with context restored
+    RETRYABLE = "retryable"            # reconnect with backoff
+
+
+@dataclass(frozen=True)
+class Failure:
+    kind: FailureKind
+    message: str
+
+
+_FATAL_HTTP = frozenset({400, 401, 403, 404})
+# 1007 reasons that are about the key or the caller, not the request we sent.
+_ACCOUNT_WORDS = ("api key", "location", "permission", "billing")
+
+
+def classify_failure(code: int | None = None, reason: str = "", error_kind: str | None = None,
+                     status: int | None = None, resuming: bool = False) -> Failure:
+    """Decide what a close or a failed connect means. The only place that decides it.
+
+    Args:
+        code: WebSocket close code (None when the connection failed without one).
+        reason: the server's close reason, verbatim.
+        error_kind: for failures before any close frame: "dns", "connect", "tls",
+            "timeout", "http", "invalid"; or "stall" when our own timer gave up.
+        status: HTTP status of a refused handshake.
+        resuming: the failing connection was resuming with a handle.
+    """
+    text = reason.lower()
+    what = f"{code} {reason}".strip() if code is not None else f"{error_kind}: {reason}".strip(": ")
+    if error_kind is not None and code is None:
+        if error_kind == "invalid" or (error_kind == "http" and status in _FATAL_HTTP):
+            # Wrong URL or credentials refused at the handshake: a retry sends the same.
+            return Failure(FailureKind.FATAL, what if status is None else f"HTTP {status} {reason}")
+        return Failure(FailureKind.RETRYABLE, what)
+    if code is None or code == 1006:
+        return Failure(FailureKind.RETRYABLE, what or "connection lost")
+    if "deadline expired" in text:
+        # End of a connection or session (1011, once seen as 1008): resume or roll over.
+        return Failure(FailureKind.RETRYABLE, what)
+    if "session not found" in text:
+        # 1008 "BidiGenerateContent session not found": the handle is stale (§6).
+        return Failure(FailureKind.HANDLE_REFUSED, what)
+    if code == 1007:
+        if resuming and not any(w in text for w in _ACCOUNT_WORDS):
+            # A resume sometimes fails with 1007 (PITFALLS.md "Sessions can end early"):
+            # treat it as a refused handle once; a fresh setup failing 1007 is fatal.
+            return Failure(FailureKind.HANDLE_REFUSED, what)
+        return Failure(FailureKind.FATAL, what)
+    if code == 1008:
+        # Model not found, key leaked, operation not supported: all need a human.
+        return Failure(FailureKind.FATAL, what)
+    # 1000 unexpected, 1001, 1011, 1012, 1013, 1014 and anything unknown: the backoff is
+    # capped and jittered, so retrying an unknown code can never become a storm.
+    return Failure(FailureKind.RETRYABLE, what)

@@ -1,0 +1,289 @@
+"""
+Turn taking and replies on one connection of the local Live server.
+
+A :class:`Conversation` receives the parsed client inputs of one connection,
+assembles user turns — push-to-talk (``activityStart``…``activityEnd``), the
+energy VAD (with ``audioStreamEnd``), ``realtimeInput.text``, ``clientContent``
+with ``turnComplete`` — accounts their tokens (compressing or ending the session
+at the context window) and streams the replies (LIVE_PROTOCOL.md §3–§4):
+
+    sessionResumptionUpdate{}  (resumable false: generating, §4)
+    inputTranscription         ("[1.40 seconds of audio, digest 3fa2c1]")
+    modelTurn audio chunks, interleaved with outputTranscription pieces
+    generationComplete
+    turnComplete + usageMetadata
+    sessionResumptionUpdate{newHandle, resumable:true}
+
+A barge-in (``activityStart``, VAD speech, ``clientContent`` turnComplete)
+cuts the reply: ``interrupted`` then ``turnComplete``, no generationComplete.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from daemon.liveserver import messages as m
+from daemon.liveserver import protocol as p
+from daemon.liveserver.limits import audio_tokens, text_tokens
+from daemon.liveserver.model import AudioSummary, EnergyVad, describe_audio, input_text, reply_text
+from daemon.liveserver.store import SessionRecord, UserTurn
+
+if TYPE_CHECKING:
+    from daemon.liveserver.connection import LiveConnection
+
+__all__ = ["Conversation", "CONTEXT_EXHAUSTED"]
+
+CONTEXT_EXHAUSTED = "Resource has been exhausted (e.g. check quota)."
+"""Close reason (1011) when the context window overflows without compression. No
+real text is on record for this case; this is the closest real 1011 text
+(LIVE_PROTOCOL.md §6): the context window is the resource that ran out."""
+
+log = logging.getLogger(__name__)
+
+_VAD_KEEP_BYTES = 32_000  # 1 s of 16 kHz audio kept before speech starts
+
+
+class Conversation:
+    """The turns of one connection (a resumed session gets a new Conversation)."""
+
+    def __init__(self, conn: LiveConnection, session: SessionRecord, params: p.SetupParams) -> None:
+        self.conn = conn
+        self.session = session
+        self.params = params
+        self.limits = conn.limits
+        self.reply: asyncio.Task[None] | None = None
+        self.messages = 0
+        """Client messages consumed after setup (Vertex lastConsumedClientMessageIndex)."""
+        # Push-to-talk turn
+        self._in_activity = False
+        self._turn_audio = bytearray()
+        self._turn_text: list[str] = []
+        # Automatic activity detection: audio since the last turn, and where speech began.
+        self._vad = self._new_vad() if params.automatic_vad else None
+        self._vad_buf = bytearray()
+        self._vad_base = 0
+        self._vad_start: int | None = None
+
+    def _new_vad(self) -> EnergyVad:
+        return EnergyVad(threshold_dbfs=self.limits.vad_threshold_dbfs,
+                         silence_ms=self.params.silence_ms or self.limits.vad_silence_ms,
+                         min_speech_ms=self.limits.vad_min_speech_ms)
+
+    # --- input -----------------------------------------------------------------------------
+
+    async def handle(self, item: p.ClientInput) -> None:
+        """Act on one client input. Raises :class:`~.protocol.ClientRefused`."""
+        session, params = self.session, self.params
+        if isinstance(item, p.RealtimeAudio):
+            session.add_audio(item.pcm)
+            self.conn.server.changed()
+            await (self._vad_audio(item.pcm) if self._vad else self._ptt_audio(item.pcm))
+        elif isinstance(item, p.ActivityStart):
+            if self._vad is not None:
+                # activityStart is only allowed with automatic detection disabled (§2).
+                raise p.ClientRefused(1007, p.INVALID_ARGUMENT, "activityStart with automatic VAD on")
+            if params.interrupts:
+                await self.interrupt()
+            self._in_activity = True
+            self._turn_audio.clear()
+            self._turn_text.clear()
+        elif isinstance(item, p.ActivityEnd):
+            if self._vad is not None:
+                raise p.ClientRefused(1007, p.INVALID_ARGUMENT, "activityEnd with automatic VAD on")
+            if self._in_activity:
+                self._in_activity = False
+                await self._user_turn("activity", bytes(self._turn_audio), " ".join(self._turn_text))
+        elif isinstance(item, p.AudioStreamEnd):
+            if self._vad is not None:
+                # Mic off: a turn in progress ends now; sending audio again reopens the stream.
+                if self._vad_start is not None:
+                    await self._vad_end(self._vad_base + len(self._vad_buf))
+                self._vad = self._new_vad()
+                self._vad_buf.clear()
+                self._vad_base = 0
+        elif isinstance(item, p.RealtimeText):
+            if self._in_activity:
+                self._turn_text.append(item.text)
+            else:
+                await self._user_turn("text", b"", item.text)
+        elif isinstance(item, p.RealtimeVideo):
+            first = not session.video_received
+            session.video_received += 1
+            if first:
+                self.conn.schedule_session_cap()  # 2 minutes once video arrived (§5)
+            self.conn.server.changed()
+        elif isinstance(item, p.ClientContent):
+            await self._client_content(item)
+        elif isinstance(item, p.ContextUpdate):
+            if not params.model.startswith("gemini-3.8-live"):
+                raise p.ClientRefused(1007, p.INVALID_ARGUMENT, "contextUpdate needs gemini-3.8-live")
+            if item.system_instruction is not None:
+                session.set_system_instruction(item.system_instruction, self.limits)
+            self.conn.server.changed()
+        # toolResponse: we never call tools, so there is nothing to answer.
+
+    async def _ptt_audio(self, pcm: bytes) -> None:
+        # Only audio inside activityStart…activityEnd is part of a turn
+        # (TURN_INCLUDES_ONLY_ACTIVITY, the default, LIVE_PROTOCOL.md §2).
+        if self._in_activity:
+            self._turn_audio += pcm
+
+    async def _vad_audio(self, pcm: bytes) -> None:
+        assert self._vad is not None
+        self._vad_buf += pcm
+        for event in self._vad.feed(pcm):
+            if event.kind == "start":
+                self._vad_start = max(event.offset, self._vad_base)
+                if self.params.interrupts:
+                    await self.interrupt()
+            elif self._vad_start is not None:
+                await self._vad_end(event.offset)
+        if self._vad_start is None and len(self._vad_buf) > _VAD_KEEP_BYTES:
+            drop = len(self._vad_buf) - _VAD_KEEP_BYTES
+            del self._vad_buf[:drop]
+            self._vad_base += drop
+
+    async def _vad_end(self, end: int) -> None:
+        assert self._vad_start is not None
+        audio = bytes(self._vad_buf[self._vad_start - self._vad_base:end - self._vad_base])
+        del self._vad_buf[:end - self._vad_base]
+        self._vad_base = end
+        self._vad_start = None
+        await self._user_turn("vad", audio, "")
+
+    async def _client_content(self, item: p.ClientContent) -> None:
+        if any(role == "system" for role, _ in item.turns) and self.conn.endpoint.api != "vertex":
+            # System-role turns are a Vertex feature (LIVE_PROTOCOL.md §3 notes).
+            raise p.ClientRefused(1007, p.INVALID_ARGUMENT, "role system on the Gemini API")
+        if item.turn_complete:
+            await self.interrupt()  # turnComplete=true interrupts generation (§3 notes)
+        for role, text in item.turns:
+            self.session.append(role, text, text_tokens(text, self.limits),
+                                user_turn_start=role == "user")
+        self.conn.server.changed()
+        if item.turn_complete:
+            last_user = next((t for r, t in reversed(item.turns) if r == "user"), "")
+            await self._user_turn("client_content", b"", last_user, in_history=True)
+
+    # --- turns -----------------------------------------------------------------------------
+
+    async def _user_turn(self, source: str, audio: bytes, text: str, in_history: bool = False) -> None:
+        """A user turn ended: account it, maybe compress, then answer it."""
+        session, params, limits = self.session, self.params, self.limits
+        summary = describe_audio(audio) if audio else None
+        tokens = audio_tokens(summary.seconds if summary else 0, limits) + (
+            0 if in_history else text_tokens(text, limits))
+        if params.compression:
+            trigger = params.trigger_tokens or limits.default_trigger_tokens()
+            target = params.target_tokens if params.target_tokens is not None else trigger // 2
+            if session.tokens + tokens > trigger:
+                # Sliding window, cut at the start of a user turn (LIVE_PROTOCOL.md §2).
+                session.trim(target)
+        turn = UserTurn(index=len(session.user_turns) + 1, source=source,
+                        connection_id=self.conn.record.id, text=text)
+        if summary:
+            turn.audio_bytes, turn.audio_seconds, turn.audio_digest = (
+                summary.bytes, summary.seconds, summary.digest)
+        if not in_history:
+            session.append("user", input_text(summary, text), tokens, user_turn_start=True)
+        session.add_turn(turn, audio)
+        self.conn.server.changed()
+        if not params.compression and session.tokens > limits.context_window:
+            session.end(f"context window of {limits.context_window} tokens overflowed",
+                        self.conn.server.now())
+            await self.conn.close(1011, CONTEXT_EXHAUSTED)
+            return
+        previous = self.reply
+        self.reply = asyncio.get_running_loop().create_task(self._answer(turn, summary, previous))
+
+    async def interrupt(self) -> None:
+        """Barge-in: stop the reply; it sends ``interrupted`` then ``turnComplete`` (§4)."""
+        task = self.reply
+        if task is None or task.done():
+            return
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+
+    def cancel(self) -> None:
+        """Stop replying at once, sending nothing (close, stall, silence)."""
+        if self.reply is not None:
+            self.reply.cancel()
+
+    # --- replies ---------------------------------------------------------------------------
+
+    async def _answer(self, turn: UserTurn, summary: AudioSummary | None,
+                      previous: asyncio.Task[None] | None) -> None:
+        session, params, limits, send = self.session, self.params, self.limits, self.conn.send
+        if previous is not None and not previous.done():
+            await asyncio.wait([previous])  # NO_INTERRUPTION: replies queue up
+        prompt_tokens = session.tokens
+        text = reply_text(turn.index, summary, turn.text)
+        turn.reply_text = text
+        words = text.split()
+        sent_seconds = 0.0
+        spoken_words = 0
+        try:
+            if params.resumption:
+                # Mid-generation a resume would lose data: resumable false, no handle (§4).
+                await send(m.resumption_update(None, self.last_index()))
+            if params.input_transcription and summary is not None:
+                await send(m.input_transcription(input_text(summary, turn.text)))
+            pcm = await asyncio.to_thread(self.conn.server.voice.speak, text, params.voice)
+            chunk = 24_000 * 2 * limits.reply_chunk_ms // 1000
+            chunks = [pcm[i:i + chunk] for i in range(0, len(pcm), chunk)] or [b""]
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            for i, piece in enumerate(chunks):
+                await send(m.model_audio(piece))
+                # Words are spread over the audio in proportion, as speech goes.
+                upto = -(-(i + 1) * len(words) // len(chunks))
+                if upto > spoken_words:
+                    if params.output_transcription:
+                        said = " ".join(words[spoken_words:upto])
+                        await send(m.output_transcription((" " if spoken_words else "") + said))
+                    spoken_words = upto
+                sent_seconds += len(piece) / 48_000
+                # Pace: reply_pace audio seconds per nominal second (PITFALLS.md, ~1.66x).
+                await asyncio.sleep(max(0.0, start + limits.reply_wall_seconds(sent_seconds) - loop.time()))
+        except asyncio.CancelledError:
+            if self.conn.quiet:
+                turn.dropped += 1
+                self.conn.server.changed()
+                raise  # closing, stalled or silent: say nothing more
+            said_text = " ".join(words[:spoken_words])
+            response = audio_tokens(sent_seconds, limits)
+            session.append("model", said_text, max(response, text_tokens(said_text, limits)))
+            turn.interrupted += 1
+            log.info("> session %s turn %d interrupted", session.id, turn.index)
+            await send(m.interrupted())
+            await send(m.turn_complete(prompt_tokens, response, self.conn.endpoint.api))
+            await self.turn_boundary()
+            return
+        response = audio_tokens(sent_seconds, limits)
+        await send(m.generation_complete())
+        await send(m.turn_complete(prompt_tokens, response, self.conn.endpoint.api,
+                                   prompt_details=[("AUDIO", audio_tokens(turn.audio_seconds, limits)),
+                                                   ("TEXT", text_tokens(turn.text, limits))]))
+        session.append("model", text, response)
+        turn.replies += 1
+        log.info("> session %s turn %d (%s) answered: %s", session.id, turn.index, turn.source, text)
+        turn.prompt_tokens, turn.response_tokens = prompt_tokens, response
+        await self.turn_boundary()
+
+    async def turn_boundary(self) -> None:
+        """Nothing is generating: hand out a fresh resumption handle (§4)."""
+        if self.params.resumption and not self.conn.quiet:
+            handle = self.conn.server.store.issue_handle(self.session, self.conn.server.now())
+            await self.conn.send(m.resumption_update(handle, self.last_index()))
+        self.conn.server.changed()
+
+    def last_index(self) -> int | None:
+        # lastConsumedClientMessageIndex: Vertex transparent mode only (LIVE_PROTOCOL.md §2).
+        if self.params.transparent and self.conn.endpoint.api == "vertex":
+            return self.messages
+        return None

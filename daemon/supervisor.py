@@ -1,0 +1,329 @@
+"""
+The supervisor: wires the pure session core to the world. The only place that creates
+tasks and hops threads.
+
+One inbox (an ``asyncio.Queue``) receives every event: hardware adapters post into it
+from their own threads through :meth:`Inbox.post` (thread-safe), the connection
+adapter posts from the loop, the control API calls the methods below. One loop takes
+events one at a time, feeds them with ``now`` to :class:`~daemon.session.Session`,
+and executes the effects in order; one timer (the timeout of the inbox wait) fires
+:class:`~daemon.session.TimerFired` when :meth:`Session.deadline` passes. The
+supervisor decides nothing.
+
+Time: ``now = (loop.time() - t0) * time_scale`` in nominal seconds, so a time-scaled
+LiveServer and the daemon's own deadlines agree (``time_scale`` is 1 in production).
+Keepalive and socket timeouts, which are wall-clock things inside websockets, are
+divided by the same scale.
+
+Hardware objects are shaped like hw_interface.md (``Mic.start/stop/close``,
+``Speaker.start/play/flush/earcon/close``, ``Button.close``, ``Led.show/close``); any
+of them may be ``None`` (a headless daemon, the CLI, tests).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from daemon.connection import Connection, Endpoint, Keepalive
+from daemon.events import DeviceState, Event, MicFrame
+from daemon.session import (CloseConnection, ConnectionClosed, Earcon, Effect, FlushPlayback,
+                            NewConversation, Notify, OpenConnection, Persist, Play, PttStart,
+                            PttStop, SendFrame, SendText, Session, SessionStateError,
+                            SessionStats, SetInstruction, ShowStates, Shutdown, Snapshot, Start,
+                            TimerFired)
+
+__all__ = ["Inbox", "Heartbeat", "Supervisor"]
+
+log = logging.getLogger(__name__)
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
+           "error": logging.ERROR}
+
+
+class Inbox:
+    """The single event inbox. ``post`` may be called from any thread, before or after
+    the supervisor's loop runs (events posted early wait in order)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._early: deque[Event] = deque()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._queue: asyncio.Queue[Event] | None = None
+
+    def post(self, event: Event) -> None:
+        """Deliver ``event`` to the supervisor (thread-safe, never blocks)."""
+        with self._lock:
+            if self._loop is None or self._queue is None:
+                self._early.append(event)
+                return
+            loop, queue = self._loop, self._queue
+        try:
+            loop.call_soon_threadsafe(queue.put_nowait, event)
+        except RuntimeError:
+            pass  # the loop is closed: the daemon is gone, the event has no one to go to
+
+    def _bind(self, loop: asyncio.AbstractEventLoop) -> asyncio.Queue[Event]:
+        queue: asyncio.Queue[Event] = asyncio.Queue()
+        with self._lock:
+            while self._early:
+                queue.put_nowait(self._early.popleft())
+            self._loop, self._queue = loop, queue
+        return queue
+
+    def _unbind(self) -> None:
+        with self._lock:
+            self._loop, self._queue = None, None
+
+
+@dataclass
+class Heartbeat:
+    """Wall times (``loop.time()``) the systemd watchdog reads: it pings only while the
+    pipeline moves (STYLE.md §7 rule 10; PITFALLS.md "Watchdog pinged from its own thread")."""
+
+    last_iteration: float = 0.0
+    last_mic_frame: float | None = None
+    iterations: int = 0
+
+
+class Supervisor:
+    """Runs one :class:`Session` against the Live API and the hardware.
+
+    Args:
+        session: the core (fresh, or built with ``Session.from_snapshot``).
+        endpoint: URL and credential headers of the Live API (or the local server).
+        inbox: the inbox hardware adapters were given; a new one if omitted.
+        mic, speaker, button, led: hardware adapters (hw_interface.md) or ``None``.
+        time_scale: nominal seconds per wall second (1 in production).
+        keepalive: WebSocket ping interval/timeout in nominal seconds.
+        wake_interval: longest wall sleep of the loop, so the heartbeat stays fresh.
+    """
+
+    def __init__(self, session: Session, endpoint: Endpoint, *, inbox: Inbox | None = None,
+                 mic: Any = None, speaker: Any = None, button: Any = None, led: Any = None,
+                 time_scale: float = 1.0, keepalive: Keepalive = Keepalive(),
+                 wake_interval: float = 1.0) -> None:
+        if time_scale <= 0:
+            raise ValueError(f"time_scale {time_scale!r}: must be > 0")
+        self.session = session
+        self.endpoint = endpoint
+        self.inbox = inbox or Inbox()
+        self.mic, self.speaker, self.button, self.led = mic, speaker, button, led
+        self.time_scale = time_scale
+        self.keepalive = keepalive
+        self.wake_interval = wake_interval
+        self.heartbeat = Heartbeat()
+        self.last_snapshot: Snapshot | None = None
+        self._listeners: list[Callable[[Effect], None]] = []
+        self._connections: dict[int, Connection] = {}
+        self._readers: dict[int, asyncio.Task[None]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._t0 = 0.0
+        self._stopping = False
+        self._stopped = asyncio.Event()
+
+    # -- the API other parts call (thread-safe: each only posts an event)
+
+    @property
+    def post(self) -> Callable[[Event], None]:
+        """The thread-safe ``post(event)`` to give hardware adapters."""
+        return self.inbox.post
+
+    def send_text(self, text: str) -> None:
+        """Ask a question by text (the model answers)."""
+        self.inbox.post(SendText(text, True))
+
+    def context(self, text: str) -> None:
+        """Add context the model should know (no answer)."""
+        self.inbox.post(SendText(text, False))
+
+    def instruct(self, text: str) -> None:
+        """Replace the system instruction, mid-session."""
+        self.inbox.post(SetInstruction(text))
+
+    def ptt_start(self) -> None:
+        self.inbox.post(PttStart())
+
+    def ptt_stop(self) -> None:
+        self.inbox.post(PttStop())
+
+    def new_session(self) -> None:
+        """Forget the conversation; continue in a fresh session."""
+        self.inbox.post(NewConversation())
+
+    def stop(self) -> None:
+        """Shut down: close the connection, persist, return from :meth:`run`."""
+        self.inbox.post(Shutdown())
+
+    def subscribe(self, listener: Callable[[Effect], None]) -> None:
+        """Call ``listener(effect)`` for every effect executed (loop thread): ShowStates for
+        the LED/STATUS mirror, Notify for the demo timeline, Persist for storage…"""
+        self._listeners.append(listener)
+
+    def now(self) -> float:
+        """The session's clock, nominal seconds."""
+        loop = self._loop or asyncio.get_running_loop()
+        return (loop.time() - self._t0) * self.time_scale
+
+    def stats(self) -> SessionStats:
+        return self.session.stats(self.now())
+
+    def states(self) -> frozenset[DeviceState]:
+        return self.session.states()
+
+    # -- running
+
+    async def run(self) -> None:
+        """Run until :meth:`stop`. Starts the hardware, connects, and serves."""
+        loop = asyncio.get_running_loop()
+        self._loop, self._t0 = loop, loop.time()
+        queue = self.inbox._bind(loop)
+        try:
+            self._start_hardware()
+            self._feed(Start())
+            while not self._stopping:
+                event = await self._next_event(queue, loop)
+                self.heartbeat.last_iteration = loop.time()
+                self.heartbeat.iterations += 1
+                if event is not None:
+                    self._feed(event)
+        finally:
+            await self._wind_down()
+            self.inbox._unbind()
+            self._stop_hardware()
+            self._stopped.set()
+
+    async def _next_event(self, queue: asyncio.Queue[Event],
+                          loop: asyncio.AbstractEventLoop) -> Event | None:
+        deadline = self.session.deadline()
+        wait = self.wake_interval
+        if deadline is not None:
+            wait = min(wait, max(0.0, (deadline - self.now()) / self.time_scale))
+        if not queue.empty():
+            return queue.get_nowait()
+        try:
+            async with asyncio.timeout(wait):
+                return await queue.get()
+        except TimeoutError:
+            d = self.session.deadline()
+            return TimerFired() if d is not None and d <= self.now() else None
+
+    def _feed(self, event: Event) -> None:
+        if isinstance(event, MicFrame):
+            self.heartbeat.last_mic_frame = self._loop.time() if self._loop else None
+        try:
+            effects = self.session.handle(event, self.now())
+        except SessionStateError:
+            # A bug on our side; never worth killing a device that otherwise works.
+            log.exception("! session refused %s", type(event).__name__)
+            return
+        for effect in effects:
+            self._execute(effect)
+            for listener in self._listeners:
+                try:
+                    listener(effect)
+                except Exception:
+                    log.exception("! listener failed on %s", type(effect).__name__)
+        if isinstance(event, Shutdown):
+            self._stopping = True
+
+    # -- effects
+
+    def _execute(self, effect: Effect) -> None:
+        if isinstance(effect, SendFrame):
+            conn = self._connections.get(effect.conn_id)
+            if conn is not None:
+                conn.send(effect.frame)
+        elif isinstance(effect, Play):
+            if self.speaker is not None:
+                self.speaker.play(effect.pcm, effect.rate)
+        elif isinstance(effect, OpenConnection):
+            self._open(effect)
+        elif isinstance(effect, CloseConnection):
+            self._close(effect)
+        elif isinstance(effect, FlushPlayback):
+            if self.speaker is not None:
+                self.speaker.flush()
+        elif isinstance(effect, Earcon):
+            if self.speaker is not None and hasattr(self.speaker, "earcon"):
+                self.speaker.earcon(effect.name)
+        elif isinstance(effect, ShowStates):
+            if self.led is not None:
+                self.led.show(effect.states)
+        elif isinstance(effect, Persist):
+            self.last_snapshot = effect.snapshot
+        elif isinstance(effect, Notify):
+            log.log(_LEVELS.get(effect.level, logging.INFO), "%s", effect.message)
+
+    def _open(self, effect: OpenConnection) -> None:
+        s, scale = self.session.settings, self.time_scale
+        conn = Connection(
+            effect.conn_id, self.endpoint, self.inbox.post,
+            keepalive=Keepalive(self.keepalive.interval / scale, self.keepalive.timeout / scale),
+            open_timeout=s.setup_timeout / scale, close_timeout=s.close_timeout / scale)
+        self._connections[effect.conn_id] = conn
+        self._readers[effect.conn_id] = self._spawn(
+            self._run_connection(conn, effect.setup_frame), f"conn-{effect.conn_id}")
+
+    async def _run_connection(self, conn: Connection, setup_frame: str) -> None:
+        writer = self._spawn(conn.send_loop(), f"conn-{conn.conn_id}-writer")
+        try:
+            await conn.run(setup_frame)
+        finally:
+            writer.cancel()
+            self._connections.pop(conn.conn_id, None)
+            self._readers.pop(conn.conn_id, None)
+
+    def _close(self, effect: CloseConnection) -> None:
+        conn = self._connections.get(effect.conn_id)
+        if conn is None:
+            # Never opened or already gone: tell the core at once so it need not wait.
+            self.inbox.post(ConnectionClosed(effect.conn_id, 1000, "not open"))
+            return
+        if not conn.is_open:
+            # Still connecting: stop trying (run() posts ConnectionClosed "cancelled").
+            reader = self._readers.get(effect.conn_id)
+            if reader is not None:
+                reader.cancel()
+            return
+        conn.close(effect.code, effect.reason)
+        # Backstop: a stalled peer never finishes the closing handshake, and our drain
+        # could wait forever; abort the TCP connection (websockets' own close_timeout
+        # does not cover a blocked drain).
+        assert self._loop is not None
+        self._loop.call_later(self.session.settings.close_timeout / self.time_scale, conn.abort)
+
+    def _spawn(self, coro: Any, name: str) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _wind_down(self) -> None:
+        for conn in list(self._connections.values()):
+            conn.close(1000, "shutting down")
+        if self._tasks:
+            _, pending = await asyncio.wait(
+                self._tasks, timeout=self.session.settings.close_timeout / self.time_scale)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=1.0)
+
+    def _start_hardware(self) -> None:
+        for device in (self.speaker, self.mic):
+            if device is not None and hasattr(device, "start"):
+                device.start()
+
+    def _stop_hardware(self) -> None:
+        for device in (self.mic, self.speaker, self.button, self.led):
+            if device is not None and hasattr(device, "close"):
+                try:
+                    device.close()
+                except Exception:
+                    log.exception("! closing %s failed", type(device).__name__)

@@ -1,0 +1,64 @@
+"""Device lookup by name through real PortAudio on the private PulseAudio."""
+
+from __future__ import annotations
+
+import pytest
+
+from daemon.errors import DeviceError
+from hw.devices import find_device, format_devices, list_devices, pick_rate
+
+
+@pytest.fixture
+def pa(pulse):
+    import pyaudio
+
+    instance = pyaudio.PyAudio()
+    yield instance
+    instance.terminate()
+
+
+def test_devices_listed_by_name_with_channels_and_rate(pa):
+    devices = {d.name: d for d in list_devices(pa)}
+    assert {"vmic", "vspk", "micfeed"} <= set(devices)
+    assert devices["vmic"].max_input_channels > 0 and devices["vmic"].default_rate > 0
+    table = format_devices(list(devices.values()))
+    assert "vmic" in table and "vspk" in table and table.startswith("idx")
+
+
+def test_devices_found_by_substring_case_insensitive_or_index(pa):
+    spk = find_device(pa, "VSP", "output")
+    assert spk.name == "vspk"
+    assert find_device(pa, spk.index, "output") == spk
+    assert find_device(pa, str(spk.index), "output") == spk
+    assert find_device(pa, "vmic", "input").name == "vmic"  # exact name beats substrings
+    assert find_device(pa, None, "input").max_input_channels > 0  # the default
+
+
+def test_devices_missing_name_lists_what_is_there(pa):
+    with pytest.raises(DeviceError) as err:
+        find_device(pa, "usb headset", "input")
+    assert "usb headset" in str(err.value) and "vmic" in str(err.value)
+    assert find_device(pa, "usb headset", "input", fallback_to_default=True)
+
+
+def test_devices_pick_rate_prefers_the_wanted_rate(pa):
+    vmic = find_device(pa, "vmic", "input")
+    assert pick_rate(pa, vmic, 16000, 1, "input") == 16000
+
+
+def test_devices_command_lists_the_virtual_devices(pulse):
+    import argparse
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", "import sys, argparse; from hw import devices; "
+                          "sys.exit(devices.main(argparse.Namespace(json=True, verbose=False)))"],
+                         capture_output=True, text=True, timeout=30, env=pulse.env, check=True)
+    names = {d["name"] for d in json.loads(out.stdout)}
+    assert {"vmic", "vspk"} <= names
+    assert "ALSA lib" not in out.stderr  # probing noise silenced
+    parser = argparse.ArgumentParser()
+    from hw.devices import add_arguments
+    add_arguments(parser)
+    assert parser.parse_args(["--json"]).json
