@@ -92,6 +92,12 @@ class ServiceSettings:
 # without the hardware libraries being importable.
 SECTIONS: dict[str, str] = {
     "live": "daemon.config:LiveSettings",
+    "session": "daemon.lifecycle:SessionSettings",
+    "mic": "hw.mic:MicSettings",
+    "speaker": "hw.speaker:SpeakerSettings",
+    "button": "hw.button:ButtonSettings",
+    "led": "hw.led:LedSettings",
+    "earcons": "hw.earcons:EarconSettings",
     "service": "daemon.config:ServiceSettings",
 }
 
@@ -101,6 +107,8 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "VOICED_MODEL": ("live", "model"),
     "VOICED_HW": ("service", "hw"),
     "VOICED_LOG_LEVEL": ("service", "log_level"),
+    "VOICED_MIC_DEVICE": ("mic", "device"),
+    "VOICED_SPEAKER_DEVICE": ("speaker", "device"),
 }
 
 # Extra checks beyond the type: "section.key" -> (predicate, what is allowed).
@@ -152,7 +160,7 @@ def _describe(tp: Any) -> str:
                            for a in typing.get_args(tp))
     if origin is tuple:
         args = typing.get_args(tp)
-        return f"a list of {_describe(args[0])}" if args else "a list"
+        return f"a list (each {_describe(args[0])})" if args else "a list"
     return getattr(tp, "__name__", str(tp))
 
 
@@ -209,8 +217,14 @@ def _build(section: str, cls: type, values: Mapping[str, Any]) -> Any:
     except ConfigError:
         raise
     except (TypeError, ValueError) as exc:
-        # A settings class's own __post_init__ check; keep its words, name the section.
-        raise ConfigError(section, dict(values), str(exc)) from None
+        # A settings class's own __post_init__ check: keep its words, and name the key when
+        # the message starts with one (they say "long_hold_action 'x': must be …").
+        text = str(exc)
+        first = text.split(" ", 1)[0]
+        if first in names:
+            raise ConfigError(f"{section}.{first}", values.get(first, getattr(cls, first, None)),
+                              text.split(": ", 1)[-1]) from None
+        raise ConfigError(section, dict(values), text) from None
 
 
 def parse(data: Mapping[str, Any], environ: Mapping[str, str] | None = None,

@@ -17,6 +17,19 @@ def test_defaults_without_a_file() -> None:
     assert set(cfg.sections) == set(config.SECTIONS)
 
 
+def test_every_section_maps_to_its_settings_class() -> None:
+    from daemon.lifecycle import SessionSettings
+    from hw.button import ButtonSettings
+    from hw.mic import MicSettings
+
+    cfg = config.parse({"session": {"pre_roll_ms": 500}, "mic": {"device": "USB"},
+                        "button": {"pin": 17, "toggle": True}}, environ={"VOICED_SPEAKER_DEVICE": "2"})
+    assert cfg.session == SessionSettings(pre_roll_ms=500)
+    assert cfg.mic == MicSettings(device="USB")
+    assert cfg.button == ButtonSettings(pin=17, toggle=True)
+    assert cfg.speaker.device == 2, "a numeric device from the environment is an index"
+
+
 def test_file_values_and_env_overrides(tmp_path: Path) -> None:
     p = tmp_path / "voiced.toml"
     p.write_text('[live]\nmodel = "gemini-2.5-flash-native-audio-preview-12-2025"\nvoice = "Kore"\n'
@@ -39,6 +52,16 @@ def test_file_values_and_env_overrides(tmp_path: Path) -> None:
     ({"live": {"voice": 3}}, "live.voice", "must be a string"),
     ({"service": {"hw": "raspberry"}}, "service.hw", "one of 'pi', 'sim'"),
     ({"service": {"log_level": "LOUD"}}, "service.log_level", "one of 'DEBUG'"),
+    # Checks that live in the settings classes themselves keep their words and their key.
+    ({"button": {"pin": 40}}, "button.pin", "must be a BCM pin 0..27"),
+    ({"led": {"rgb_pins": [1, 2]}}, "led.rgb_pins", "three BCM pins"),
+    ({"led": {"rgb_pins": [1, 2, "x"]}}, "led.rgb_pins", "a list (each a whole number)"),
+    ({"mic": {"frame_ms": 5}}, "mic.frame_ms", "frame_ms"),
+    ({"mic": {"device": 1.5}}, "mic.device", "a string or a whole number"),
+    ({"speaker": {"volume": 3.0}}, "speaker.volume", "volume"),
+    ({"earcons": {"volume": -1}}, "earcons.volume", "0.0..1.0"),
+    ({"session": {"long_hold_action": "reboot"}}, "session.long_hold_action", "'none' or 'new_conversation'"),
+    ({"session": {"context_threshold": 1.5}}, "session.context_threshold", "must be in (0, 1]"),
 ])
 def test_errors_name_key_value_and_what_is_allowed(data: dict, key: str, says: str) -> None:
     with pytest.raises(ConfigError) as info:
