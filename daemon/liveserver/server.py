@@ -83,9 +83,13 @@ class LiveServer:
         """Close every connection (1001) and stop listening."""
         if self._server is None:
             return
-        for conn in list(self._live):
+        live = list(self._live)
+        for conn in live:
             if conn.stalled:
                 conn.abort()  # a stalled socket would never finish a close handshake
+        # Close through our own path so records say who closed and why.
+        await asyncio.gather(*(c.close(1001, "") for c in live if not c.stalled),
+                             return_exceptions=True)
         self._server.close()
         await self._server.wait_closed()
         self._server = None

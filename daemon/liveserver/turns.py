@@ -58,16 +58,18 @@ class Conversation:
         """Client messages consumed after setup (Vertex lastConsumedClientMessageIndex)."""
         # Push-to-talk turn
         self._in_activity = False
+        self._rate = 16_000  # of the latest audio chunk; the mime type says (§3)
         self._turn_audio = bytearray()
         self._turn_text: list[str] = []
         # Automatic activity detection: audio since the last turn, and where speech began.
         self._vad = self._new_vad() if params.automatic_vad else None
+        self._vad_rate = self._rate
         self._vad_buf = bytearray()
         self._vad_base = 0
         self._vad_start: int | None = None
 
     def _new_vad(self) -> EnergyVad:
-        return EnergyVad(threshold_dbfs=self.limits.vad_threshold_dbfs,
+        return EnergyVad(rate=self._rate, threshold_dbfs=self.limits.vad_threshold_dbfs,
                          silence_ms=self.params.silence_ms or self.limits.vad_silence_ms,
                          min_speech_ms=self.limits.vad_min_speech_ms)
 
@@ -78,6 +80,7 @@ class Conversation:
         session, params = self.session, self.params
         if isinstance(item, p.RealtimeAudio):
             session.add_audio(item.pcm)
+            self._rate = item.rate
             self.conn.server.changed()
             await (self._vad_audio(item.pcm) if self._vad else self._ptt_audio(item.pcm))
         elif isinstance(item, p.ActivityStart):
@@ -100,7 +103,7 @@ class Conversation:
                 # Mic off: a turn in progress ends now; sending audio again reopens the stream.
                 if self._vad_start is not None:
                     await self._vad_end(self._vad_base + len(self._vad_buf))
-                self._vad = self._new_vad()
+                self._vad, self._vad_rate = self._new_vad(), self._rate
                 self._vad_buf.clear()
                 self._vad_base = 0
         elif isinstance(item, p.RealtimeText):
@@ -132,6 +135,11 @@ class Conversation:
 
     async def _vad_audio(self, pcm: bytes) -> None:
         assert self._vad is not None
+        if self._rate != self._vad_rate and self._vad_start is None:
+            # Another sample rate: windows are counted in samples, so start afresh.
+            self._vad, self._vad_rate = self._new_vad(), self._rate
+            self._vad_base = 0
+            self._vad_buf.clear()
         self._vad_buf += pcm
         for event in self._vad.feed(pcm):
             if event.kind == "start":
@@ -172,7 +180,7 @@ class Conversation:
     async def _user_turn(self, source: str, audio: bytes, text: str, in_history: bool = False) -> None:
         """A user turn ended: account it, maybe compress, then answer it."""
         session, params, limits = self.session, self.params, self.limits
-        summary = describe_audio(audio) if audio else None
+        summary = describe_audio(audio, self._rate) if audio else None
         tokens = audio_tokens(summary.seconds if summary else 0, limits) + (
             0 if in_history else text_tokens(text, limits))
         if params.compression:
