@@ -7,9 +7,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import json
 
 from google import genai
 from google.genai import errors, types
@@ -17,14 +15,8 @@ from google.genai import _live_converters as live_converters
 
 from daemon import wire
 from daemon.liveserver import LiveServer, ServerLimits
-from tests.liveserver.rawclient import RawClient, silence, tone
+from tests.liveserver.rawclient import RawClient, run, silence, tone
 
-
-def run(body, timeout: float = 30.0):
-    async def main():
-        async with asyncio.timeout(timeout):
-            return await body()
-    return asyncio.run(main())
 
 
 def sdk_client(server: LiveServer, vertex: bool = False) -> genai.Client:
