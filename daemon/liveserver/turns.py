@@ -21,8 +21,10 @@ cuts the reply: ``interrupted`` then ``turnComplete``, no generationComplete.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
-from typing import TYPE_CHECKING
+import re
+from typing import TYPE_CHECKING, Any
 
 from daemon.liveserver import messages as m
 from daemon.liveserver import protocol as p
@@ -42,6 +44,15 @@ real text is on record for this case; this is the closest real 1011 text
 
 log = logging.getLogger(__name__)
 
+TOOL_PENDING = "Operation is not implemented, or supported, or enabled."
+"""Close reason (1008) for realtime input while a blocking tool call is unanswered
+(PITFALLS.md). No text is on record for this case; this is a real 1008 text
+(LIVE_PROTOCOL.md §6)."""
+
+_CALL = re.compile(r"^\s*call\s+([A-Za-z_][\w.-]*)\s*(\{.*\})?\s*[.!?]?\s*$", re.S | re.I)
+_REALTIME = (p.RealtimeAudio, p.RealtimeText, p.RealtimeVideo, p.ActivityStart, p.ActivityEnd,
+             p.AudioStreamEnd)
+
 _VAD_KEEP_BYTES = 32_000  # 1 s of 16 kHz audio kept before speech starts
 
 
@@ -54,6 +65,9 @@ class Conversation:
         self.params = params
         self.limits = conn.limits
         self.reply: asyncio.Task[None] | None = None
+        self.pending_calls: dict[str, tuple[str, bool, asyncio.Future[Any]]] = {}
+        """Unanswered tool calls: id → (name, blocking, future of the response)."""
+        self._calls = 0
         self.messages = 0
         """Client messages consumed after setup (Vertex lastConsumedClientMessageIndex)."""
         # Push-to-talk turn
@@ -78,6 +92,9 @@ class Conversation:
     async def handle(self, item: p.ClientInput) -> None:
         """Act on one client input. Raises :class:`~.protocol.ClientRefused`."""
         session, params = self.session, self.params
+        if isinstance(item, _REALTIME) and any(b for _, b, _ in self.pending_calls.values()):
+            # Realtime input while a blocking tool call is unanswered → 1008 (PITFALLS.md).
+            raise p.ClientRefused(1008, TOOL_PENDING, "realtime input during a tool call")
         if isinstance(item, p.RealtimeAudio):
             session.add_audio(item.pcm)
             self._rate = item.rate
@@ -125,7 +142,12 @@ class Conversation:
             if item.system_instruction is not None:
                 session.set_system_instruction(item.system_instruction, self.limits)
             self.conn.server.changed()
-        # toolResponse: we never call tools, so there is nothing to answer.
+        elif isinstance(item, p.ToolResponse):
+            for call_id, name, response in item.responses:
+                match = self.pending_calls.get(call_id) or next(
+                    (c for c in self.pending_calls.values() if not call_id and c[0] == name), None)
+                if match is not None and not match[2].done():
+                    match[2].set_result(response)
 
     async def _ptt_audio(self, pcm: bytes) -> None:
         # Only audio inside activityStart…activityEnd is part of a turn
@@ -231,7 +253,6 @@ class Conversation:
             await asyncio.wait([previous])  # NO_INTERRUPTION: replies queue up
         prompt_tokens = session.tokens
         text = reply_text(turn.index, summary, turn.text)
-        turn.reply_text = text
         words = text.split()
         sent_seconds = 0.0
         spoken_words = 0
@@ -241,6 +262,9 @@ class Conversation:
                 await send(m.resumption_update(None, self.last_index()))
             if params.input_transcription and summary is not None:
                 await send(m.input_transcription(input_text(summary, turn.text)))
+            text = await self._maybe_call_tool(turn, text)
+            words = text.split()
+            turn.reply_text = text
             pcm = await asyncio.to_thread(self.conn.server.voice.speak, text, params.voice)
             chunk = 24_000 * 2 * limits.reply_chunk_ms // 1000
             chunks = [pcm[i:i + chunk] for i in range(0, len(pcm), chunk)] or [b""]
@@ -263,6 +287,10 @@ class Conversation:
                 turn.dropped += 1
                 self.conn.server.changed()
                 raise  # closing, stalled or silent: say nothing more
+            if self.pending_calls:
+                # Interrupting a turn cancels its calls (LIVE_PROTOCOL.md §4, §8.3).
+                await send(m.tool_call_cancellation(list(self.pending_calls)))
+                self.pending_calls.clear()
             said_text = " ".join(words[:spoken_words])
             response = audio_tokens(sent_seconds, limits)
             session.append("model", said_text, max(response, text_tokens(said_text, limits)))
@@ -282,6 +310,35 @@ class Conversation:
         log.info("> session %s turn %d (%s) answered: %s", session.id, turn.index, turn.source, text)
         turn.prompt_tokens, turn.response_tokens = prompt_tokens, response
         await self.turn_boundary()
+
+    async def _maybe_call_tool(self, turn: UserTurn, text: str) -> str:
+        """"call NAME {json args}" from the user calls a declared function: send
+        ``toolCall``, wait for the ``toolResponse``, and say what it returned."""
+        found = _CALL.match(turn.text or "")
+        declared = dict(self.params.functions)
+        if not found or found.group(1) not in declared:
+            return text
+        name = found.group(1)
+        try:
+            args = json.loads(found.group(2)) if found.group(2) else {}
+        except json.JSONDecodeError:
+            args = {"text": found.group(2)}
+        behavior = declared[name]
+        # gemini-3.8-live calls NON_BLOCKING by default, older models BLOCKING (§2).
+        blocking = behavior == "BLOCKING" or (
+            not behavior and not self.params.model.startswith("gemini-3.8-live"))
+        self._calls += 1
+        call_id = f"fc-{turn.index}-{self._calls}"
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.pending_calls[call_id] = (name, blocking, future)
+        self.session.append("model", f"[call {name} {json.dumps(args)}]", text_tokens(name, self.limits))
+        await self.conn.send(m.tool_call(call_id, name, args))
+        self.conn.server.changed()
+        response = await future
+        del self.pending_calls[call_id]
+        result = json.dumps(response, sort_keys=True, separators=(",", ":"))
+        self.session.append("user", f"[{name} returned {result}]", text_tokens(result, self.limits))
+        return f"Turn {turn.index}: {name} returned {result}."
 
     async def turn_boundary(self) -> None:
         """Nothing is generating: hand out a fresh resumption handle (§4)."""
