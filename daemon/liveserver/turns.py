@@ -15,7 +15,10 @@ at the context window) and streams the replies (LIVE_PROTOCOL.md §3–§4):
     sessionResumptionUpdate{newHandle, resumable:true}
 
 A barge-in (``activityStart``, VAD speech, ``clientContent`` turnComplete)
-cuts the reply: ``interrupted`` then ``turnComplete``, no generationComplete.
+cuts the reply: ``interrupted`` then ``turnComplete``, no generationComplete
+(and ``toolCallCancellation`` first for a pending tool call). A user turn
+"call NAME {json args}" naming a declared function makes a ``toolCall``; the
+``toolResponse`` is then spoken.
 """
 
 from __future__ import annotations
@@ -35,14 +38,14 @@ from daemon.liveserver.store import SessionRecord, UserTurn
 if TYPE_CHECKING:
     from daemon.liveserver.connection import LiveConnection
 
-__all__ = ["Conversation", "CONTEXT_EXHAUSTED"]
+__all__ = ["Conversation", "CONTEXT_EXHAUSTED", "TOOL_PENDING"]
+
+log = logging.getLogger(__name__)
 
 CONTEXT_EXHAUSTED = "Resource has been exhausted (e.g. check quota)."
 """Close reason (1011) when the context window overflows without compression. No
 real text is on record for this case; this is the closest real 1011 text
 (LIVE_PROTOCOL.md §6): the context window is the resource that ran out."""
-
-log = logging.getLogger(__name__)
 
 TOOL_PENDING = "Operation is not implemented, or supported, or enabled."
 """Close reason (1008) for realtime input while a blocking tool call is unanswered
