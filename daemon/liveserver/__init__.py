@@ -25,7 +25,9 @@ Public API::
         server.sessions[i].turn_audio_digest   # sha256 of the audio of user turns only, in order
         server.sessions[i].audio_bytes_received, .tokens, .video_received, .ended, .ended_why
         server.sessions[i].user_turns[k]       # .audio_bytes/.audio_seconds/.audio_digest/.text/
-                                               # .replies/.interrupted/.reply_text/.source
+                                               # .replies/.interrupted/.dropped/.rolled_back/
+                                               # .reply_text/.source ("activity"|"vad"|"text"|
+                                               # "client_content")
         server.sessions[i].connections[j]      # .opened_at/.closed_at/.close_code/.close_reason/
                                                # .resumed/.goaway_at/.faults
         server.connections, server.user_turns  # server-wide
@@ -46,6 +48,22 @@ Public API::
 
 Command line: ``voiced live-server [--host] [--port] [--time-scale F]
 [--api-key K ...] [--voice auto|espeak|synthetic]``.
+
+Semantics worth knowing:
+
+* a resumption handle is handed out right after ``setupComplete`` and at every
+  turn boundary; updates mid-reply are ``{}`` (resumable false). A handle stands
+  for the state it was issued for: resuming with it restores that history, and
+  user turns after it are marked ``rolled_back``;
+* ``audio_digest`` covers every realtime audio byte received, including audio
+  outside turns and audio of turns cut off by a close; ``turn_audio_digest``
+  covers only the audio of user turns, in order. Audio sent to a stalled or
+  silent connection is not received at all;
+* a reply cut by a barge-in counts in ``interrupted``; one cut because the
+  connection ended (close, stall, silence) counts in ``dropped``;
+* tool calls: a user turn "call NAME {json args}" calls a function declared in
+  setup (``toolCall``); the ``toolResponse`` is then spoken; realtime input
+  while a BLOCKING call is unanswered closes 1008.
 
 Replies say what was heard, e.g. "Turn 3: I heard 1.40 seconds of audio,
 digest 3fa2c1." (digest = first 6 hex digits of the sha256 of the turn's

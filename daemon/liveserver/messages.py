@@ -13,7 +13,7 @@ from daemon.wire import b64encode, format_duration
 
 __all__ = ["encode_server", "setup_complete", "model_audio", "output_transcription",
            "input_transcription", "interrupted", "generation_complete", "turn_complete",
-           "go_away", "resumption_update"]
+           "go_away", "resumption_update", "tool_call", "tool_call_cancellation"]
 
 
 def encode_server(message: Mapping[str, Any]) -> bytes:
@@ -70,6 +70,19 @@ def turn_complete(prompt_tokens: int, response_tokens: int, api: str = "gemini",
         details_key = "candidatesTokensDetails" if api == "vertex" else "responseTokensDetails"
         usage[details_key] = [{"modality": response_modality, "tokenCount": response_tokens}]
     return {"serverContent": {"turnComplete": True}, "usageMetadata": usage}
+
+
+def tool_call(call_id: str, name: str, args: Mapping[str, Any]) -> dict[str, Any]:
+    """``toolCall`` with one function call (LIVE_PROTOCOL.md §4)."""
+    call: dict[str, Any] = {"id": call_id, "name": name}
+    if args:
+        call["args"] = dict(args)
+    return {"toolCall": {"functionCalls": [call]}}
+
+
+def tool_call_cancellation(ids: Sequence[str]) -> dict[str, Any]:
+    """``toolCallCancellation``: the client interrupted the turn that made these calls."""
+    return {"toolCallCancellation": {"ids": list(ids)}}
 
 
 def go_away(time_left: float) -> dict[str, Any]:

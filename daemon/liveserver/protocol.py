@@ -96,6 +96,8 @@ class SetupParams:
     output_transcription: bool = False
     system_instruction: str = ""
     voice: str | None = None
+    functions: tuple[tuple[str, str], ...] = ()
+    """Declared functions as ``(name, behavior)``; behavior "" when unset."""
 
 
 def _text_of(content: Any, where: str) -> str:
@@ -139,6 +141,22 @@ def _obj(value: Any, where: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ClientRefused(1007, INVALID_ARGUMENT, f"{where}: expected an object")
     return value
+
+
+def _functions(tools: Any) -> tuple[tuple[str, str], ...]:
+    if tools is None:
+        return ()
+    if not isinstance(tools, list):
+        raise ClientRefused(1007, INVALID_ARGUMENT, "setup.tools: expected a list")
+    out = []
+    for i, tool in enumerate(tools):
+        for j, fd in enumerate(_obj(tool, f"setup.tools[{i}]").get("functionDeclarations", []) or []):
+            fd = _obj(fd, f"setup.tools[{i}].functionDeclarations[{j}]")
+            name = fd.get("name")
+            if not isinstance(name, str) or not name:
+                raise ClientRefused(1007, INVALID_ARGUMENT, f"functionDeclarations[{j}].name is required")
+            out.append((name, str(fd.get("behavior", ""))))
+    return tuple(out)
 
 
 def parse_setup(setup: Any) -> SetupParams:
@@ -201,6 +219,7 @@ def parse_setup(setup: Any) -> SetupParams:
         output_transcription="outputAudioTranscription" in setup,
         system_instruction=_text_of(setup.get("systemInstruction"), "setup.systemInstruction"),
         voice=voice,
+        functions=_functions(setup.get("tools")),
     )
 
 
@@ -249,7 +268,8 @@ class ClientContent:
 
 @dataclass(frozen=True)
 class ToolResponse:
-    ids: tuple[str, ...]
+    responses: tuple[tuple[str, str, Any], ...]
+    """``(id, name, response)`` of each function response."""
 
 
 @dataclass(frozen=True)
@@ -342,11 +362,11 @@ def parse_client_message(frame: str | bytes) -> list[ClientInput]:
         return [ClientContent(tuple(turns), bool(cc.get("turnComplete", False)))]
     if "toolResponse" in msg:
         tr = _obj(msg["toolResponse"], "toolResponse")
-        ids = []
-        for fr in tr.get("functionResponses", []) or []:
-            if isinstance(fr, dict) and isinstance(fr.get("id"), str):
-                ids.append(fr["id"])
-        return [ToolResponse(tuple(ids))]
+        responses = []
+        for i, fr in enumerate(tr.get("functionResponses", []) or []):
+            fr = _obj(fr, f"toolResponse.functionResponses[{i}]")
+            responses.append((str(fr.get("id", "")), str(fr.get("name", "")), fr.get("response")))
+        return [ToolResponse(tuple(responses))]
     cu = _obj(msg["contextUpdate"], "contextUpdate")
     si = cu.get("systemInstruction")
     return [ContextUpdate(_text_of(si, "contextUpdate.systemInstruction") if si is not None else None)]

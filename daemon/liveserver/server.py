@@ -39,6 +39,14 @@ class LiveServer:
 
     Use as ``async with LiveServer(...) as server:`` or ``await start()`` /
     ``await stop()``. See the package docstring for the whole API.
+
+    Args:
+        host, port: where to listen; port 0 picks a free port (read ``port``).
+        limits: caps, deadlines and the time scale (:class:`ServerLimits`).
+        api_keys: ``None`` accepts any key or none; a collection accepts only those
+            (compared with every credential the client presents, §1).
+        voice: "auto" (espeak-ng if installed), "espeak" or "synthetic".
+        models: extra model ids to accept besides the documented ones.
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *,
@@ -47,6 +55,8 @@ class LiveServer:
         self.host = host
         self._requested_port = port
         self.limits = limits or ServerLimits()
+        if isinstance(api_keys, str):
+            raise ValueError("LiveServer api_keys must be a collection of keys, not one string")
         self.api_keys = frozenset(api_keys) if api_keys is not None else None
         self.voice = Voice(voice)
         self.extra_models = frozenset(models or ())
@@ -83,9 +93,13 @@ class LiveServer:
         """Close every connection (1001) and stop listening."""
         if self._server is None:
             return
-        for conn in list(self._live):
+        live = list(self._live)
+        for conn in live:
             if conn.stalled:
                 conn.abort()  # a stalled socket would never finish a close handshake
+        # Close through our own path so records say who closed and why.
+        await asyncio.gather(*(c.close(1001, "") for c in live if not c.stalled),
+                             return_exceptions=True)
         self._server.close()
         await self._server.wait_closed()
         self._server = None

@@ -15,14 +15,19 @@ at the context window) and streams the replies (LIVE_PROTOCOL.md §3–§4):
     sessionResumptionUpdate{newHandle, resumable:true}
 
 A barge-in (``activityStart``, VAD speech, ``clientContent`` turnComplete)
-cuts the reply: ``interrupted`` then ``turnComplete``, no generationComplete.
+cuts the reply: ``interrupted`` then ``turnComplete``, no generationComplete
+(and ``toolCallCancellation`` first for a pending tool call). A user turn
+"call NAME {json args}" naming a declared function makes a ``toolCall``; the
+``toolResponse`` is then spoken.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
-from typing import TYPE_CHECKING
+import re
+from typing import TYPE_CHECKING, Any
 
 from daemon.liveserver import messages as m
 from daemon.liveserver import protocol as p
@@ -33,14 +38,23 @@ from daemon.liveserver.store import SessionRecord, UserTurn
 if TYPE_CHECKING:
     from daemon.liveserver.connection import LiveConnection
 
-__all__ = ["Conversation", "CONTEXT_EXHAUSTED"]
+__all__ = ["Conversation", "CONTEXT_EXHAUSTED", "TOOL_PENDING"]
+
+log = logging.getLogger(__name__)
 
 CONTEXT_EXHAUSTED = "Resource has been exhausted (e.g. check quota)."
 """Close reason (1011) when the context window overflows without compression. No
 real text is on record for this case; this is the closest real 1011 text
 (LIVE_PROTOCOL.md §6): the context window is the resource that ran out."""
 
-log = logging.getLogger(__name__)
+TOOL_PENDING = "Operation is not implemented, or supported, or enabled."
+"""Close reason (1008) for realtime input while a blocking tool call is unanswered
+(PITFALLS.md). No text is on record for this case; this is a real 1008 text
+(LIVE_PROTOCOL.md §6)."""
+
+_CALL = re.compile(r"^\s*call\s+([A-Za-z_][\w.-]*)\s*(\{.*\})?\s*[.!?]?\s*$", re.S | re.I)
+_REALTIME = (p.RealtimeAudio, p.RealtimeText, p.RealtimeVideo, p.ActivityStart, p.ActivityEnd,
+             p.AudioStreamEnd)
 
 _VAD_KEEP_BYTES = 32_000  # 1 s of 16 kHz audio kept before speech starts
 
@@ -54,20 +68,25 @@ class Conversation:
         self.params = params
         self.limits = conn.limits
         self.reply: asyncio.Task[None] | None = None
+        self.pending_calls: dict[str, tuple[str, bool, asyncio.Future[Any]]] = {}
+        """Unanswered tool calls: id → (name, blocking, future of the response)."""
+        self._calls = 0
         self.messages = 0
         """Client messages consumed after setup (Vertex lastConsumedClientMessageIndex)."""
         # Push-to-talk turn
         self._in_activity = False
+        self._rate = 16_000  # of the latest audio chunk; the mime type says (§3)
         self._turn_audio = bytearray()
         self._turn_text: list[str] = []
         # Automatic activity detection: audio since the last turn, and where speech began.
         self._vad = self._new_vad() if params.automatic_vad else None
+        self._vad_rate = self._rate
         self._vad_buf = bytearray()
         self._vad_base = 0
         self._vad_start: int | None = None
 
     def _new_vad(self) -> EnergyVad:
-        return EnergyVad(threshold_dbfs=self.limits.vad_threshold_dbfs,
+        return EnergyVad(rate=self._rate, threshold_dbfs=self.limits.vad_threshold_dbfs,
                          silence_ms=self.params.silence_ms or self.limits.vad_silence_ms,
                          min_speech_ms=self.limits.vad_min_speech_ms)
 
@@ -76,8 +95,12 @@ class Conversation:
     async def handle(self, item: p.ClientInput) -> None:
         """Act on one client input. Raises :class:`~.protocol.ClientRefused`."""
         session, params = self.session, self.params
+        if isinstance(item, _REALTIME) and any(b for _, b, _ in self.pending_calls.values()):
+            # Realtime input while a blocking tool call is unanswered → 1008 (PITFALLS.md).
+            raise p.ClientRefused(1008, TOOL_PENDING, "realtime input during a tool call")
         if isinstance(item, p.RealtimeAudio):
             session.add_audio(item.pcm)
+            self._rate = item.rate
             self.conn.server.changed()
             await (self._vad_audio(item.pcm) if self._vad else self._ptt_audio(item.pcm))
         elif isinstance(item, p.ActivityStart):
@@ -100,7 +123,7 @@ class Conversation:
                 # Mic off: a turn in progress ends now; sending audio again reopens the stream.
                 if self._vad_start is not None:
                     await self._vad_end(self._vad_base + len(self._vad_buf))
-                self._vad = self._new_vad()
+                self._vad, self._vad_rate = self._new_vad(), self._rate
                 self._vad_buf.clear()
                 self._vad_base = 0
         elif isinstance(item, p.RealtimeText):
@@ -122,7 +145,12 @@ class Conversation:
             if item.system_instruction is not None:
                 session.set_system_instruction(item.system_instruction, self.limits)
             self.conn.server.changed()
-        # toolResponse: we never call tools, so there is nothing to answer.
+        elif isinstance(item, p.ToolResponse):
+            for call_id, name, response in item.responses:
+                match = self.pending_calls.get(call_id) or next(
+                    (c for c in self.pending_calls.values() if not call_id and c[0] == name), None)
+                if match is not None and not match[2].done():
+                    match[2].set_result(response)
 
     async def _ptt_audio(self, pcm: bytes) -> None:
         # Only audio inside activityStart…activityEnd is part of a turn
@@ -132,6 +160,11 @@ class Conversation:
 
     async def _vad_audio(self, pcm: bytes) -> None:
         assert self._vad is not None
+        if self._rate != self._vad_rate and self._vad_start is None:
+            # Another sample rate: windows are counted in samples, so start afresh.
+            self._vad, self._vad_rate = self._new_vad(), self._rate
+            self._vad_base = 0
+            self._vad_buf.clear()
         self._vad_buf += pcm
         for event in self._vad.feed(pcm):
             if event.kind == "start":
@@ -172,7 +205,7 @@ class Conversation:
     async def _user_turn(self, source: str, audio: bytes, text: str, in_history: bool = False) -> None:
         """A user turn ended: account it, maybe compress, then answer it."""
         session, params, limits = self.session, self.params, self.limits
-        summary = describe_audio(audio) if audio else None
+        summary = describe_audio(audio, self._rate) if audio else None
         tokens = audio_tokens(summary.seconds if summary else 0, limits) + (
             0 if in_history else text_tokens(text, limits))
         if params.compression:
@@ -223,7 +256,6 @@ class Conversation:
             await asyncio.wait([previous])  # NO_INTERRUPTION: replies queue up
         prompt_tokens = session.tokens
         text = reply_text(turn.index, summary, turn.text)
-        turn.reply_text = text
         words = text.split()
         sent_seconds = 0.0
         spoken_words = 0
@@ -233,6 +265,9 @@ class Conversation:
                 await send(m.resumption_update(None, self.last_index()))
             if params.input_transcription and summary is not None:
                 await send(m.input_transcription(input_text(summary, turn.text)))
+            text = await self._maybe_call_tool(turn, text)
+            words = text.split()
+            turn.reply_text = text
             pcm = await asyncio.to_thread(self.conn.server.voice.speak, text, params.voice)
             chunk = 24_000 * 2 * limits.reply_chunk_ms // 1000
             chunks = [pcm[i:i + chunk] for i in range(0, len(pcm), chunk)] or [b""]
@@ -255,6 +290,10 @@ class Conversation:
                 turn.dropped += 1
                 self.conn.server.changed()
                 raise  # closing, stalled or silent: say nothing more
+            if self.pending_calls:
+                # Interrupting a turn cancels its calls (LIVE_PROTOCOL.md §4, §8.3).
+                await send(m.tool_call_cancellation(list(self.pending_calls)))
+                self.pending_calls.clear()
             said_text = " ".join(words[:spoken_words])
             response = audio_tokens(sent_seconds, limits)
             session.append("model", said_text, max(response, text_tokens(said_text, limits)))
@@ -274,6 +313,35 @@ class Conversation:
         log.info("> session %s turn %d (%s) answered: %s", session.id, turn.index, turn.source, text)
         turn.prompt_tokens, turn.response_tokens = prompt_tokens, response
         await self.turn_boundary()
+
+    async def _maybe_call_tool(self, turn: UserTurn, text: str) -> str:
+        """"call NAME {json args}" from the user calls a declared function: send
+        ``toolCall``, wait for the ``toolResponse``, and say what it returned."""
+        found = _CALL.match(turn.text or "")
+        declared = dict(self.params.functions)
+        if not found or found.group(1) not in declared:
+            return text
+        name = found.group(1)
+        try:
+            args = json.loads(found.group(2)) if found.group(2) else {}
+        except json.JSONDecodeError:
+            args = {"text": found.group(2)}
+        behavior = declared[name]
+        # gemini-3.8-live calls NON_BLOCKING by default, older models BLOCKING (§2).
+        blocking = behavior == "BLOCKING" or (
+            not behavior and not self.params.model.startswith("gemini-3.8-live"))
+        self._calls += 1
+        call_id = f"fc-{turn.index}-{self._calls}"
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.pending_calls[call_id] = (name, blocking, future)
+        self.session.append("model", f"[call {name} {json.dumps(args)}]", text_tokens(name, self.limits))
+        await self.conn.send(m.tool_call(call_id, name, args))
+        self.conn.server.changed()
+        response = await future
+        del self.pending_calls[call_id]
+        result = json.dumps(response, sort_keys=True, separators=(",", ":"))
+        self.session.append("user", f"[{name} returned {result}]", text_tokens(result, self.limits))
+        return f"Turn {turn.index}: {name} returned {result}."
 
     async def turn_boundary(self) -> None:
         """Nothing is generating: hand out a fresh resumption handle (§4)."""

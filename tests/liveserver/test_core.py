@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import time
 
-from daemon import wire
 from daemon.liveserver import LiveServer, ServerLimits
-from tests.liveserver.rawclient import (Closed, RawClient, audio_of, handle_of, silence, text_of,
-                                        tone)
+from tests.liveserver.rawclient import RawClient, audio_of, handle_of, run, text_of, tone
 
 FAST = ServerLimits(time_scale=600.0)
 
-
-def run(body, timeout: float = 20.0):
-    async def main():
-        async with asyncio.timeout(timeout):
-            return await body()
-    return asyncio.run(main())
 
 
 def test_ptt_turn_reply_names_the_audio_heard():

@@ -7,24 +7,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import json
 
+import pytest
 from google import genai
 from google.genai import errors, types
 from google.genai import _live_converters as live_converters
 
 from daemon import wire
 from daemon.liveserver import LiveServer, ServerLimits
-from tests.liveserver.rawclient import RawClient, silence, tone
+from tests.liveserver.rawclient import RawClient, run, silence, tone
 
-
-def run(body, timeout: float = 30.0):
-    async def main():
-        async with asyncio.timeout(timeout):
-            return await body()
-    return asyncio.run(main())
 
 
 def sdk_client(server: LiveServer, vertex: bool = False) -> genai.Client:
@@ -242,4 +235,22 @@ def test_sdk_rich_setup_text_client_content_context_update_and_vad():
             assert record.history[:3] == [("user", "my name is Ada"), ("model", "hello Ada"),
                                           ("user", "what is my name?")]
             assert [t.source for t in record.user_turns] == ["text", "vad"]
+    run(body)
+
+
+@pytest.mark.filterwarnings("ignore:The SDK's ephemeral token support is experimental")
+def test_sdk_ephemeral_token_uses_the_constrained_v1alpha_endpoint():
+    async def body():
+        async with LiveServer(limits=ServerLimits(time_scale=600.0), api_keys={"auth_tokens/t1"},
+                              voice="synthetic") as server:
+            client = genai.Client(api_key="auth_tokens/t1", http_options={"api_version": "v1alpha"})
+            client._api_client._websocket_base_url = lambda *a, **k: server.url
+            client._api_client._websocket_ssl_ctx = {}
+            async with client.aio.live.connect(model="gemini-3.8-live",
+                                               config=types.LiveConnectConfig(**PTT_CONFIG)) as session:
+                assert session is not None
+            rec = server.connections[0]
+            assert (rec.version, rec.method) == ("v1alpha", "BidiGenerateContentConstrained")
+            assert rec.auth_source in ("x-goog-api-key", "authorization-token")
+            assert rec.setup_completed_at is not None
     run(body)

@@ -271,3 +271,34 @@ def test_vertex_transparent_mode_reports_last_consumed_index():
             last = msgs[-1]["sessionResumptionUpdate"]
             assert last["resumable"] is True and last["lastConsumedClientMessageIndex"] == "4"
     run(body)
+
+
+def test_audio_at_another_rate_is_timed_by_its_mime_type():
+    async def body():
+        async with LiveServer(limits=FAST, voice="synthetic") as server:
+            client = await RawClient.open(server.endpoint())
+            await client.setup()
+            pcm = tone(0.5, rate=24_000)
+            await client.send(wire.activity_start_message())
+            await client.send(wire.encode_audio(pcm, rate=24_000))
+            await client.send(wire.activity_end_message())
+            assert "I heard 0.50 seconds" in text_of(await client.until_turn_complete())
+            vad = await RawClient.open(server.endpoint())
+            await vad.setup(push_to_talk=False)
+            audio = tone(0.6, rate=48_000) + silence(0.7, rate=48_000)
+            for i in range(0, len(audio), 1920):
+                await vad.send(wire.encode_audio(audio[i:i + 1920], rate=48_000))
+            assert "I heard 1.10 seconds" in text_of(await vad.until_turn_complete())
+    run(body)
+
+
+def test_server_stop_closes_open_connections_with_1001():
+    async def body():
+        async with LiveServer(limits=FAST, voice="synthetic") as server:
+            client = await RawClient.open(server.endpoint())
+            await client.setup()
+        closed = await client.expect_close()
+        assert closed.code == 1001
+        rec = server.connections[0]
+        assert (rec.close_code, rec.closed_by) == (1001, "server")
+    run(body)
