@@ -4,6 +4,7 @@ Topology (tested advice from VIRTUAL_AUDIO.md):
 
 * the test plays into null sink ``micfeed``; ``vmic`` (module-remap-source of
   ``micfeed.monitor``) is the virtual microphone our Mic opens by name;
+  ``vhat`` is a two-channel mic (``hatfeed.monitor``) for channel selection;
 * our Speaker plays into null sink ``vspk``; the test records ``vspk.monitor``;
 * ALSA names ``vmic``/``vspk``/``micfeed``/``vspk_monitor`` come from an asoundrc
   under a private ``XDG_CONFIG_HOME`` so PortAudio lists them by name;
@@ -35,6 +36,7 @@ load-module module-cli-protocol-unix socket={cli}
 load-module module-null-sink sink_name=micfeed rate=48000 channels=1
 load-module module-null-sink sink_name=vspk rate=48000 channels=1
 load-module module-remap-source source_name=vmic master=micfeed.monitor
+load-module module-null-sink sink_name=hatfeed rate=48000 channels=2
 set-default-sink vspk
 set-default-source vmic
 """
@@ -45,6 +47,7 @@ ctl.vmic { type pulse }
 pcm.vspk { type pulse device "vspk" }
 ctl.vspk { type pulse }
 pcm.micfeed { type pulse device "micfeed" }
+pcm.vhat { type pulse device "hatfeed.monitor" }
 pcm.vspk_monitor { type pulse device "vspk.monitor" }
 pcm.!default { type pulse }
 ctl.!default { type pulse }
@@ -115,7 +118,7 @@ class Pulse:
                 raise RuntimeError("private pulseaudio did not start; see "
                                    f"{self.root / 'pulse.log'}")
             time.sleep(0.05)
-        for sink in ("micfeed", "vspk"):  # pitfall 1: keep null sinks awake
+        for sink in ("micfeed", "vspk", "hatfeed"):  # pitfall 1: keep null sinks awake
             self.spawn(_need("pacat"), "-p", "-d", sink, "--latency-msec=10", "--raw",
                        "--format=s16le", "--rate=48000", "--channels=1",
                        stdin=os.open("/dev/zero", os.O_RDONLY))
@@ -130,11 +133,16 @@ class Pulse:
             _kill(self.proc)
             self.proc = None
 
-    def play_into_mic(self, pcm: bytes, rate: int) -> subprocess.Popen[bytes]:
-        """Play s16le mono ``pcm`` at ``rate`` into the virtual mic (returns the pacat)."""
+    def play_into_mic(self, pcm: bytes, rate: int, sink: str = "micfeed",
+                      channels: int = 1) -> subprocess.Popen[bytes]:
+        """Play s16le ``pcm`` at ``rate`` into the virtual mic (returns the pacat).
+
+        ``sink="hatfeed", channels=2`` feeds the two-channel ``vhat`` device instead.
+        A 250 ms buffer: 20 ms underran under full CPU load and broke correlation.
+        """
         proc = subprocess.Popen(
-            [_need("pacat"), "-p", "-d", "micfeed", "--raw", "--format=s16le",
-             f"--rate={rate}", "--channels=1", "--latency-msec=250"],
+            [_need("pacat"), "-p", "-d", sink, "--raw", "--format=s16le",
+             f"--rate={rate}", f"--channels={channels}", "--latency-msec=250"],
             env=self.env, stdin=subprocess.PIPE, stderr=subprocess.DEVNULL)
         self.children.append(proc)
         assert proc.stdin is not None
