@@ -52,8 +52,8 @@ def test_resample_passband_flat_within_0_1_db_to_7_khz(rate_in):
 
 
 def test_resample_chunking_does_not_matter():
-    pcm = (np.random.default_rng(1).normal(0, 3000, 30000)).astype("<i2").tobytes()
-    whole = run(Resampler(48000, 16000), pcm, len(pcm))
+    pcm = (np.random.default_rng(1).normal(0, 3000, 100000)).astype("<i2").tobytes()
+    whole = run(Resampler(48000, 16000), pcm, len(pcm))  # > 1 s: split internally
     for chunk in (2, 7, 640, 1919, 1920, 1921):  # odd byte counts included
         assert run(Resampler(48000, 16000), pcm, chunk) == whole, chunk
 
