@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator
 from daemon.errors import DeviceError
 from daemon.events import DeviceLost, DeviceRestored, Event
 
-from .devices import AudioDevice, Direction, find_device
+from .devices import AudioDevice, Direction, find_device, route_alsa_messages_to_log
 
 __all__ = ["StreamKeeper", "PORTAUDIO_LOCK", "backoff_delays"]
 
@@ -126,6 +126,7 @@ class StreamKeeper:
     def _open(self) -> None:
         import pyaudio
 
+        route_alsa_messages_to_log()  # not ~20 stderr lines per reopen attempt
         with PORTAUDIO_LOCK:
             pa = pyaudio.PyAudio()
             try:
