@@ -149,13 +149,12 @@ class StreamKeeper:
             stream, pa = self._stream, self._pa
             self._stream, self._pa = None, None
             if stream is not None:
-                try:
-                    stream.stop_stream()
-                except Exception:  # a dead stream may refuse; closing is what matters
-                    pass
+                # close() without stop_stream(): Pa_CloseStream aborts a running stream,
+                # while a stop waits for buffers to drain — which a vanished device may
+                # never do (and the pulse plugin does not drain anyway, pitfall 2).
                 try:
                     stream.close()
-                except Exception:
+                except Exception:  # a dead stream may complain; it is gone either way
                     pass
             if pa is not None:
                 try:
