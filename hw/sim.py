@@ -330,7 +330,8 @@ SimHardware = Hardware
 def make_sim_hardware(post: Callable[[Event], None], *,
                       mic: MicSettings | None = None, speaker: SpeakerSettings | None = None,
                       button: ButtonSettings | None = None, led: LedSettings | None = None,
-                      earcons: EarconSettings | None = None, mic_source: Audio | None = None, speaker_path: str | Path | None = None,
+                      earcons: EarconSettings | None = None, mic_source: Audio | None = None,
+                      speaker_path: str | Path | None = None,
                       speed: float | None = 1.0) -> Hardware:
     """Build (not start) simulated hardware; ``start()`` starts the mic and speaker clocks."""
     button = button or ButtonSettings()
