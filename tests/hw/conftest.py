@@ -11,8 +11,9 @@ Topology (tested advice from VIRTUAL_AUDIO.md):
 * one keep-alive ``pacat`` per sink so idle null sinks don't stall new streams
   (pitfall 1). Every child is killed by PID in the finaliser.
 
-The environment is in place before any ``pyaudio.PyAudio()`` in this process:
-PortAudio builds its device list at initialisation.
+The server is session-scoped; the environment that points PortAudio at it is
+set per test by the ``pulse`` fixture, before the test's ``pyaudio.PyAudio()``
+(PortAudio builds its device list at initialisation), and undone after it.
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ class Pulse:
 
     root: Path
     env: dict[str, str]
+    overrides: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
     children: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
@@ -192,8 +194,8 @@ def _kill(proc: subprocess.Popen[bytes]) -> None:
 
 
 @pytest.fixture(scope="session")
-def pulse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pulse]:
-    """A private PulseAudio for the whole hw test session; env set for PyAudio."""
+def pulse_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pulse]:
+    """A private PulseAudio for the whole test session (started on first use)."""
     root = tmp_path_factory.mktemp("pulse")
     (root / "xdg" / "alsa").mkdir(parents=True)
     (root / "xdg" / "alsa" / "asoundrc").write_text(ASOUNDRC)
@@ -206,19 +208,26 @@ def pulse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pulse]:
         "JACK_NO_START_SERVER": "1",
         "PULSE_STATE_PATH": str(root / "state"),
     }
-    saved = {k: os.environ.get(k) for k in overrides}
-    os.environ.update(overrides)  # before any pyaudio.PyAudio() in this process
-    pulse = Pulse(root=root, env=dict(os.environ))
+    # Children get the env directly; os.environ is only changed per test (``pulse``),
+    # so tests elsewhere in the same pytest run never see our HOME or PULSE_SERVER.
+    server = Pulse(root=root, env={**os.environ, **overrides}, overrides=overrides)
     try:
-        pulse.start_server()
-        yield pulse
+        server.start_server()
+        yield server
     finally:
-        pulse.stop_server()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        server.stop_server()
+
+
+@pytest.fixture
+def pulse(pulse_server: Pulse, monkeypatch: pytest.MonkeyPatch) -> Pulse:
+    """The private PulseAudio, with this test's env pointing PortAudio at it.
+
+    The env is in place before the test body runs, hence before any
+    ``pyaudio.PyAudio()`` it makes (PortAudio lists devices at init).
+    """
+    for key, value in pulse_server.overrides.items():
+        monkeypatch.setenv(key, value)
+    return pulse_server
 
 
 @pytest.fixture(scope="session")
