@@ -90,6 +90,18 @@ class StreamKeeper:
         """True while a stream is open and believed healthy."""
         return self._stream is not None
 
+    @property
+    def latency(self) -> float:
+        """PortAudio's reported latency of the open stream in seconds (0 if none)."""
+        stream = self._stream
+        if stream is None:
+            return 0.0
+        try:
+            return float(stream.get_input_latency() if self.direction == "input"
+                         else stream.get_output_latency())
+        except Exception:  # closed under us
+            return 0.0
+
     def heartbeat(self) -> None:
         """Called from the stream callback: proves the stream is moving."""
         self._last_beat = time.monotonic()
