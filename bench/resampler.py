@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     print("targets: alias rejection >= 80 dB, passband ripple <= 0.1 dB, >= 1000x realtime\n")
     print(f"{'pair':>13}  {'':5} {'rejection dB':>12} {'ripple dB':>10} {'x realtime':>11}")
     for row in results:
-        pair = f"{row['from'] // 1000}k->{row['to'] / 1000:g}k"
+        pair = f"{row['from'] / 1000:g}k->{row['to'] / 1000:g}k"
         for name in ("ours", "soxr"):
             m = row[name]
             if m is None:

@@ -8,7 +8,10 @@ substring matched case-insensitively (an exact name wins over a substring).
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
+import ctypes
+import ctypes.util
 import json
 import logging
 import os
@@ -19,7 +22,7 @@ from typing import Any, Iterator, Literal
 from daemon.errors import DeviceError
 
 __all__ = ["AudioDevice", "list_devices", "find_device", "pick_rate", "format_devices",
-           "add_arguments", "main"]
+           "route_alsa_messages_to_log", "add_arguments", "main"]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +58,41 @@ def _device(pa: Any, info: dict[str, Any]) -> AudioDevice:
         default_rate=int(round(float(info["defaultSampleRate"]))),
         host_api=api,
     )
+
+
+_alsa_handler: Any = None  # keep the ctypes callback alive for the process lifetime
+
+
+def route_alsa_messages_to_log() -> bool:
+    """Send libasound's messages to our logger (DEBUG) instead of stderr. Idempotent.
+
+    PortAudio's ALSA probing prints ~20 "ALSA lib ... Unknown PCM" lines at every
+    ``PyAudio()``; a device being reopened with backoff would fill the journal.
+    Returns False if libasound can't be loaded (then nothing changes).
+    """
+    global _alsa_handler
+    if _alsa_handler is not None:
+        return True
+    try:
+        lib = ctypes.CDLL(ctypes.util.find_library("asound") or "libasound.so.2")
+    except OSError:
+        return False
+    # void handler(const char *file, int line, const char *function, int err, const char *fmt, ...)
+    # We read only the fixed arguments (fine on x86-64 and AArch64 Linux).
+    prototype = ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                                 ctypes.c_int, ctypes.c_char_p)
+
+    def handler(file: bytes | None, line: int, function: bytes | None, err: int,
+                fmt: bytes | None) -> None:
+        log.debug("alsa %s:%d %s: %s (err %d)", (file or b"?").decode(errors="replace"), line,
+                  (function or b"?").decode(errors="replace"),
+                  (fmt or b"").decode(errors="replace"), err)
+
+    _alsa_handler = prototype(handler)
+    lib.snd_lib_error_set_handler(_alsa_handler)
+    # Back to libasound's default before the interpreter goes away under the callback.
+    atexit.register(lib.snd_lib_error_set_handler, None)
+    return True
 
 
 def list_devices(pa: Any) -> list[AudioDevice]:
@@ -166,8 +204,10 @@ def main(args: argparse.Namespace) -> int:
     """``voiced devices``: list audio inputs and outputs with names, channels and rates."""
     import pyaudio
 
+    if not args.verbose:
+        route_alsa_messages_to_log()
     ctx = contextlib.nullcontext() if args.verbose else quiet_stderr()
-    with ctx:
+    with ctx:  # JACK and PortAudio print too; the CLI is single-threaded so fd 2 can go
         pa = pyaudio.PyAudio()
     try:
         devices = list_devices(pa)

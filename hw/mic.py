@@ -141,6 +141,11 @@ class Mic:
         return self._keeper.device_name
 
     @property
+    def latency(self) -> float:
+        """Device capture latency PortAudio reports, in seconds (0 when closed)."""
+        return self._keeper.latency
+
+    @property
     def device_rate(self) -> int:
         """Rate the device is opened at (16000 if it takes it)."""
         return self._keeper.device_rate

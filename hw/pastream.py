@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator
 from daemon.errors import DeviceError
 from daemon.events import DeviceLost, DeviceRestored, Event
 
-from .devices import AudioDevice, Direction, find_device
+from .devices import AudioDevice, Direction, find_device, route_alsa_messages_to_log
 
 __all__ = ["StreamKeeper", "PORTAUDIO_LOCK", "backoff_delays"]
 
@@ -90,6 +90,18 @@ class StreamKeeper:
         """True while a stream is open and believed healthy."""
         return self._stream is not None
 
+    @property
+    def latency(self) -> float:
+        """PortAudio's reported latency of the open stream in seconds (0 if none)."""
+        stream = self._stream
+        if stream is None:
+            return 0.0
+        try:
+            return float(stream.get_input_latency() if self.direction == "input"
+                         else stream.get_output_latency())
+        except Exception:  # closed under us
+            return 0.0
+
     def heartbeat(self) -> None:
         """Called from the stream callback: proves the stream is moving."""
         self._last_beat = time.monotonic()
@@ -126,6 +138,7 @@ class StreamKeeper:
     def _open(self) -> None:
         import pyaudio
 
+        route_alsa_messages_to_log()  # not ~20 stderr lines per reopen attempt
         with PORTAUDIO_LOCK:
             pa = pyaudio.PyAudio()
             try:
@@ -148,13 +161,12 @@ class StreamKeeper:
             stream, pa = self._stream, self._pa
             self._stream, self._pa = None, None
             if stream is not None:
-                try:
-                    stream.stop_stream()
-                except Exception:  # a dead stream may refuse; closing is what matters
-                    pass
+                # close() without stop_stream(): Pa_CloseStream aborts a running stream,
+                # while a stop waits for buffers to drain — which a vanished device may
+                # never do (and the pulse plugin does not drain anyway, pitfall 2).
                 try:
                     stream.close()
-                except Exception:
+                except Exception:  # a dead stream may complain; it is gone either way
                     pass
             if pa is not None:
                 try:

@@ -149,7 +149,12 @@ class Resampler:
             return pcm
         new = np.frombuffer(pcm, dtype="<i2").astype(np.float32)
         self._fed += len(new)
-        return self._run(np.concatenate((self._buf, new)))
+        if len(new) <= self.rate_in:
+            return self._run(np.concatenate((self._buf, new)))
+        # Long inputs (a whole WAV in the sim) in 1 s pieces: the gathered window
+        # matrix is ~3x the input, so this bounds memory without changing the result.
+        return b"".join(self._run(np.concatenate((self._buf, new[i:i + self.rate_in])))
+                        for i in range(0, len(new), self.rate_in))
 
     def flush(self) -> bytes:
         """End of stream: push out everything still held (zero-padded) and reset."""

@@ -17,7 +17,6 @@ import threading
 import time
 import wave
 from collections import deque
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,6 +25,7 @@ from daemon.events import Event
 
 from .button import Button, ButtonSettings
 from .earcons import EarconSettings
+from .factory import Hardware
 from .led import Led, LedSettings
 from .mic import MIC_RATE, CaptureFramer, MicSettings
 from .playback import Phase
@@ -323,39 +323,20 @@ class SoftButton:
             self._pin.drive_low()
 
 
-@dataclass
-class SimHardware:
-    """Everything ``--hw sim`` gives the supervisor, plus the soft button to drive it."""
-
-    mic: SimMic
-    speaker: SimSpeaker
-    button: Button
-    led: Led
-    soft_button: SoftButton
-    pin_factory: Any
-    closed: bool = field(default=False)
-
-    def close(self) -> None:
-        """Close every adapter (button first so a held press is released)."""
-        if self.closed:
-            return
-        self.closed = True
-        self.button.close()
-        self.led.close()
-        self.mic.close()
-        self.speaker.close()
-        self.pin_factory.close()
+SimHardware = Hardware
+"""``--hw sim``'s bundle: the common :class:`hw.factory.Hardware` with a soft button."""
 
 
 def make_sim_hardware(post: Callable[[Event], None], *,
                       mic: MicSettings | None = None, speaker: SpeakerSettings | None = None,
                       button: ButtonSettings | None = None, led: LedSettings | None = None,
-                      earcons: EarconSettings | None = None, mic_source: Audio | None = None, speaker_path: str | Path | None = None,
-                      speed: float | None = 1.0) -> SimHardware:
-    """Build (not start) simulated hardware; call ``mic.start()``/``speaker.start()``."""
+                      earcons: EarconSettings | None = None, mic_source: Audio | None = None,
+                      speaker_path: str | Path | None = None,
+                      speed: float | None = 1.0) -> Hardware:
+    """Build (not start) simulated hardware; ``start()`` starts the mic and speaker clocks."""
     button = button or ButtonSettings()
     factory = mock_pin_factory()
-    return SimHardware(
+    return Hardware(
         mic=SimMic(mic or MicSettings(), post, source=mic_source, speed=speed),
         speaker=SimSpeaker(speaker or SpeakerSettings(), post, path=speaker_path, speed=speed,
                            earcons=earcons),

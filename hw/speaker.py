@@ -180,6 +180,11 @@ class Speaker:
         return self._keeper.device_name
 
     @property
+    def latency(self) -> float:
+        """Device playback latency PortAudio reports, in seconds (0 when closed)."""
+        return self._keeper.latency
+
+    @property
     def device_rate(self) -> int:
         """Rate the device is opened at."""
         return self._keeper.device_rate

@@ -4,14 +4,16 @@ Topology (tested advice from VIRTUAL_AUDIO.md):
 
 * the test plays into null sink ``micfeed``; ``vmic`` (module-remap-source of
   ``micfeed.monitor``) is the virtual microphone our Mic opens by name;
+  ``vhat`` is a two-channel mic (``hatfeed.monitor``) for channel selection;
 * our Speaker plays into null sink ``vspk``; the test records ``vspk.monitor``;
 * ALSA names ``vmic``/``vspk``/``micfeed``/``vspk_monitor`` come from an asoundrc
   under a private ``XDG_CONFIG_HOME`` so PortAudio lists them by name;
 * one keep-alive ``pacat`` per sink so idle null sinks don't stall new streams
   (pitfall 1). Every child is killed by PID in the finaliser.
 
-The environment is in place before any ``pyaudio.PyAudio()`` in this process:
-PortAudio builds its device list at initialisation.
+The server is session-scoped; the environment that points PortAudio at it is
+set per test by the ``pulse`` fixture, before the test's ``pyaudio.PyAudio()``
+(PortAudio builds its device list at initialisation), and undone after it.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ load-module module-cli-protocol-unix socket={cli}
 load-module module-null-sink sink_name=micfeed rate=48000 channels=1
 load-module module-null-sink sink_name=vspk rate=48000 channels=1
 load-module module-remap-source source_name=vmic master=micfeed.monitor
+load-module module-null-sink sink_name=hatfeed rate=48000 channels=2
 set-default-sink vspk
 set-default-source vmic
 """
@@ -45,6 +48,7 @@ ctl.vmic { type pulse }
 pcm.vspk { type pulse device "vspk" }
 ctl.vspk { type pulse }
 pcm.micfeed { type pulse device "micfeed" }
+pcm.vhat { type pulse device "hatfeed.monitor" }
 pcm.vspk_monitor { type pulse device "vspk.monitor" }
 pcm.!default { type pulse }
 ctl.!default { type pulse }
@@ -64,6 +68,7 @@ class Pulse:
 
     root: Path
     env: dict[str, str]
+    overrides: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
     children: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
@@ -115,7 +120,7 @@ class Pulse:
                 raise RuntimeError("private pulseaudio did not start; see "
                                    f"{self.root / 'pulse.log'}")
             time.sleep(0.05)
-        for sink in ("micfeed", "vspk"):  # pitfall 1: keep null sinks awake
+        for sink in ("micfeed", "vspk", "hatfeed"):  # pitfall 1: keep null sinks awake
             self.spawn(_need("pacat"), "-p", "-d", sink, "--latency-msec=10", "--raw",
                        "--format=s16le", "--rate=48000", "--channels=1",
                        stdin=os.open("/dev/zero", os.O_RDONLY))
@@ -130,11 +135,16 @@ class Pulse:
             _kill(self.proc)
             self.proc = None
 
-    def play_into_mic(self, pcm: bytes, rate: int) -> subprocess.Popen[bytes]:
-        """Play s16le mono ``pcm`` at ``rate`` into the virtual mic (returns the pacat)."""
+    def play_into_mic(self, pcm: bytes, rate: int, sink: str = "micfeed",
+                      channels: int = 1) -> subprocess.Popen[bytes]:
+        """Play s16le ``pcm`` at ``rate`` into the virtual mic (returns the pacat).
+
+        ``sink="hatfeed", channels=2`` feeds the two-channel ``vhat`` device instead.
+        A 250 ms buffer: 20 ms underran under full CPU load and broke correlation.
+        """
         proc = subprocess.Popen(
-            [_need("pacat"), "-p", "-d", "micfeed", "--raw", "--format=s16le",
-             f"--rate={rate}", "--channels=1", "--latency-msec=250"],
+            [_need("pacat"), "-p", "-d", sink, "--raw", "--format=s16le",
+             f"--rate={rate}", f"--channels={channels}", "--latency-msec=250"],
             env=self.env, stdin=subprocess.PIPE, stderr=subprocess.DEVNULL)
         self.children.append(proc)
         assert proc.stdin is not None
@@ -184,8 +194,8 @@ def _kill(proc: subprocess.Popen[bytes]) -> None:
 
 
 @pytest.fixture(scope="session")
-def pulse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pulse]:
-    """A private PulseAudio for the whole hw test session; env set for PyAudio."""
+def pulse_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pulse]:
+    """A private PulseAudio for the whole test session (started on first use)."""
     root = tmp_path_factory.mktemp("pulse")
     (root / "xdg" / "alsa").mkdir(parents=True)
     (root / "xdg" / "alsa" / "asoundrc").write_text(ASOUNDRC)
@@ -198,19 +208,26 @@ def pulse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pulse]:
         "JACK_NO_START_SERVER": "1",
         "PULSE_STATE_PATH": str(root / "state"),
     }
-    saved = {k: os.environ.get(k) for k in overrides}
-    os.environ.update(overrides)  # before any pyaudio.PyAudio() in this process
-    pulse = Pulse(root=root, env=dict(os.environ))
+    # Children get the env directly; os.environ is only changed per test (``pulse``),
+    # so tests elsewhere in the same pytest run never see our HOME or PULSE_SERVER.
+    server = Pulse(root=root, env={**os.environ, **overrides}, overrides=overrides)
     try:
-        pulse.start_server()
-        yield pulse
+        server.start_server()
+        yield server
     finally:
-        pulse.stop_server()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        server.stop_server()
+
+
+@pytest.fixture
+def pulse(pulse_server: Pulse, monkeypatch: pytest.MonkeyPatch) -> Pulse:
+    """The private PulseAudio, with this test's env pointing PortAudio at it.
+
+    The env is in place before the test body runs, hence before any
+    ``pyaudio.PyAudio()`` it makes (PortAudio lists devices at init).
+    """
+    for key, value in pulse_server.overrides.items():
+        monkeypatch.setenv(key, value)
+    return pulse_server
 
 
 @pytest.fixture(scope="session")

@@ -200,3 +200,25 @@ def test_mic_recovers_when_its_device_is_unplugged_and_plugged_back(pulse):
         assert abs(freqs[np.argmax(db)] - 440) < 4
     finally:
         mic.close()
+
+
+def test_mic_picks_one_channel_of_a_two_channel_device(pulse):
+    left = np.frombuffer(tone(440, 48000, 1.0, 0.4), "<i2")
+    right = np.frombuffer(tone(1000, 48000, 1.0, 0.4), "<i2")
+    stereo = np.stack([left, right], axis=1).astype("<i2").tobytes()
+    for channel, want in ((0, 440), (1, 1000)):
+        inbox = Inbox()
+        mic = Mic(MicSettings(device="vhat", channel=channel, channels=2, device_rate=48000),
+                  inbox)
+        mic.start()
+        try:
+            time.sleep(0.2)
+            pulse.play_into_mic(stereo, 48000, sink="hatfeed", channels=2).wait(timeout=10)
+            time.sleep(0.3)
+        finally:
+            mic.close()
+        x = samples(_pcm(inbox))
+        freqs, db = spectrum_db(x[slice(*loud_span(x, 0.05))], 16000)
+        assert abs(freqs[np.argmax(db)] - want) < 4, channel
+        other = 1000 if want == 440 else 440
+        assert db[np.abs(freqs - other) < 20].max() < -60  # the other channel is not mixed in

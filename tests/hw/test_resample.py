@@ -52,8 +52,8 @@ def test_resample_passband_flat_within_0_1_db_to_7_khz(rate_in):
 
 
 def test_resample_chunking_does_not_matter():
-    pcm = (np.random.default_rng(1).normal(0, 3000, 30000)).astype("<i2").tobytes()
-    whole = run(Resampler(48000, 16000), pcm, len(pcm))
+    pcm = (np.random.default_rng(1).normal(0, 3000, 100000)).astype("<i2").tobytes()
+    whole = run(Resampler(48000, 16000), pcm, len(pcm))  # > 1 s: split internally
     for chunk in (2, 7, 640, 1919, 1920, 1921):  # odd byte counts included
         assert run(Resampler(48000, 16000), pcm, chunk) == whole, chunk
 
@@ -76,3 +76,22 @@ def test_resample_equal_rates_pass_through():
 def test_resample_rejects_bad_rates():
     with pytest.raises(ValueError, match="positive"):
         Resampler(0, 16000)
+
+
+def test_resample_any_chunking_gives_the_same_bytes():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    pcm = (np.random.default_rng(7).normal(0, 4000, 6000)).astype("<i2").tobytes()
+    expected = {pair: run(Resampler(*pair), pcm, len(pcm)) for pair in PAIRS}
+
+    @settings(max_examples=40, deadline=None)
+    @given(pair=st.sampled_from(PAIRS),
+           cuts=st.lists(st.integers(min_value=0, max_value=len(pcm)), max_size=12))
+    def check(pair, cuts):
+        rs = Resampler(*pair)
+        edges = [0, *sorted(cuts), len(pcm)]
+        out = b"".join(rs.process(pcm[a:b]) for a, b in zip(edges, edges[1:])) + rs.flush()
+        assert out == expected[pair]
+
+    check()

@@ -64,6 +64,7 @@ def test_speaker_flush_silences_within_one_frame(pulse):
         assert inbox.wait_for(lambda ev: any(isinstance(e, PlaybackStarted) for e in ev), 3)
         time.sleep(0.5)
         played_at_flush = spk.reply_frames_played
+        latency = spk.latency
         spk.flush()  # `interrupted` / barge-in
         assert not spk.is_playing
         time.sleep(0.5)
@@ -78,6 +79,10 @@ def test_speaker_flush_silences_within_one_frame(pulse):
     # plus at most the one buffer the callback was filling.
     assert heard <= played_at_flush + frame + 96, (heard, played_at_flush)
     assert heard < 48000 * 1.5  # far from the 3 s that was queued
+    # What was still in the device's buffer is heard: at most its latency's worth.
+    assert 0 < latency < 0.5
+    print(f"flush: device latency {latency * 1000:.0f} ms, heard {heard} frames, "
+          f"handed over {played_at_flush}")
     assert not drained(inbox.events)  # a flush is not a drain
 
 
