@@ -15,6 +15,7 @@ from typing import Sequence
 # name -> (module, one-line help). Order is the order shown by --help.
 COMMANDS: dict[str, tuple[str, str]] = {
     "live-server": ("daemon.liveserver.cli", "run the local Live API server (no key, no network)"),
+    "devices": ("hw.devices", "list audio devices (name, channels, rate) to pick in the config"),
 }
 
 
