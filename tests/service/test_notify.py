@@ -226,3 +226,29 @@ def test_status_loop_sends_only_changes(notify_listener, monkeypatch):
     time.sleep(0.1)
     statuses = [m for _, m in notify_listener.snapshot()]
     assert statuses == ["STATUS=idle; session 1s", "STATUS=listening; session 1s"]
+
+
+def test_notify_cost(notify_listener, monkeypatch):
+    """Benchmark, not an assertion on time: one WATCHDOG=1 through systemd-python.
+
+    Sent in batches of 8: Linux queues at most net.unix.max_dgram_qlen (10)
+    datagrams per receiver, and systemd-python's notify() blocks in sendmsg
+    *holding the GIL* when the queue is full — so a reader thread in this
+    same process could never drain it. (PID 1 reads promptly; a wedged PID 1
+    would stall our loop, and then the whole system is in trouble anyway.)
+    """
+    monkeypatch.setenv("NOTIFY_SOCKET", notify_listener.address)
+    notifier = Notifier()
+    batches, batch = 100, 8
+    spent = 0.0
+    for i in range(batches):
+        t0 = time.perf_counter()
+        for _ in range(batch):
+            notifier.watchdog()
+        spent += time.perf_counter() - t0
+        deadline = time.monotonic() + 5
+        while (len(notify_listener.times_of("WATCHDOG=1")) < (i + 1) * batch
+               and time.monotonic() < deadline):
+            time.sleep(0.0005)
+    print(f"sd_notify WATCHDOG=1: {spent / (batches * batch) * 1e6:.1f} µs per call")
+    assert len(notify_listener.times_of("WATCHDOG=1")) == batches * batch  # none lost
