@@ -223,6 +223,11 @@ async def watchdog_loop(
     Runs until cancelled. ``interval`` defaults to :func:`watchdog_interval`;
     without a systemd watchdog it returns at once. The supervisor creates the
     task; a wedged loop cannot run this coroutine, so the pings stop.
+
+    While the gate says no, it looks again every ``interval / 5``: a transient
+    stall (a slow SD-card fsync, a GC pause) that is over well before
+    systemd's deadline gets its ping in time instead of waiting a full
+    interval, which would land exactly on the deadline.
     """
     if interval is None:
         interval = watchdog_interval()
@@ -242,7 +247,7 @@ async def watchdog_loop(
                 logger.error("watchdog: withholding pings, systemd will restart us (%s)",
                              verdict.reason)
             pinging = verdict.ping
-        await asyncio.sleep(interval)
+        await asyncio.sleep(interval if verdict.ping else interval / 5)
 
 
 async def status_loop(

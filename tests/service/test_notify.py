@@ -226,3 +226,57 @@ def test_status_loop_sends_only_changes(notify_listener, monkeypatch):
     time.sleep(0.1)
     statuses = [m for _, m in notify_listener.snapshot()]
     assert statuses == ["STATUS=idle; session 1s", "STATUS=listening; session 1s"]
+
+
+def test_notify_cost(notify_listener, monkeypatch):
+    """Benchmark, not an assertion on time: one WATCHDOG=1 through systemd-python.
+
+    Sent in batches of 8: Linux queues at most net.unix.max_dgram_qlen (10)
+    datagrams per receiver, and systemd-python's notify() blocks in sendmsg
+    *holding the GIL* when the queue is full — so a reader thread in this
+    same process could never drain it. (PID 1 reads promptly; a wedged PID 1
+    would stall our loop, and then the whole system is in trouble anyway.)
+    """
+    monkeypatch.setenv("NOTIFY_SOCKET", notify_listener.address)
+    notifier = Notifier()
+    batches, batch = 100, 8
+    spent = 0.0
+    for i in range(batches):
+        t0 = time.perf_counter()
+        for _ in range(batch):
+            notifier.watchdog()
+        spent += time.perf_counter() - t0
+        deadline = time.monotonic() + 5
+        while (len(notify_listener.times_of("WATCHDOG=1")) < (i + 1) * batch
+               and time.monotonic() < deadline):
+            time.sleep(0.0005)
+    print(f"sd_notify WATCHDOG=1: {spent / (batches * batch) * 1e6:.1f} µs per call")
+    assert len(notify_listener.times_of("WATCHDOG=1")) == batches * batch  # none lost
+
+
+def test_watchdog_loop_rechecks_soon_after_a_transient_stall():
+    """A stall that ends shortly after a withheld ping is followed by a ping
+    within interval/5, not a whole interval later (which is systemd's deadline)."""
+    sent: list[float] = []
+    clock_now = [0.0]
+    heartbeat = PipelineHeartbeat()
+    gate = WatchdogGate(started_at=0.0, loop_limit=5.0, mic_limit=5.0)
+
+    async def body() -> None:
+        async with asyncio.timeout(5):
+            notifier = Notifier(send=lambda m: sent.append(clock_now[0]) or True)
+            # Heartbeat stale (stall) at the first check, fresh from t=11 on.
+            heartbeat.tick(-10.0)
+            heartbeat.mic_frame(-10.0)
+            task = asyncio.create_task(watchdog_loop(notifier, gate, heartbeat, interval=0.5,
+                                                     clock=lambda: clock_now[0]))
+            await asyncio.sleep(0.05)
+            assert sent == []  # withheld
+            clock_now[0] = 11.0
+            heartbeat.tick(11.0)
+            heartbeat.mic_frame(11.0)
+            await asyncio.sleep(0.2)  # < interval, > interval / 5
+            assert sent == [11.0]
+            task.cancel()
+
+    asyncio.run(body())
