@@ -310,7 +310,13 @@ class SessionStats:
     session_age: float | None
     connection_age: float | None
     next_switch_in: float | None
+    """Until the next switch of any kind may happen (its soft time)."""
     next_switch: str | None
+    """Why: "goAway", "connection age", "session cap", "context window", …"""
+    next_resume_in: float | None
+    """Until the next connection switch (resume) may happen."""
+    next_rollover_in: float | None
+    """Until the next session switch (rollover); None with compression on."""
     tokens_used: int
     context_window: int
     sessions: int

@@ -348,10 +348,10 @@ class Session:
 
     def stats(self, now: float) -> SessionStats:
         """Live numbers for STATUS."""
-        nxt = None
-        if self.phase is LIVE:
-            dues = sorted(self._dues(), key=lambda d: d.soft)
-            nxt = dues[0] if dues else None
+        dues = sorted(self._dues(), key=lambda d: d.soft) if self.phase is LIVE else []
+        nxt = dues[0] if dues else None
+        resume = next((d.soft for d in dues if not d.fresh), None)
+        rollover = next((d.soft for d in dues if d.fresh), None)
         c = self.counts
         return SessionStats(
             phase=self.phase.value,
@@ -360,6 +360,8 @@ class Session:
             else now - self._ready_at,
             next_switch_in=None if nxt is None else max(0.0, nxt.soft - now),
             next_switch=None if nxt is None else nxt.reason,
+            next_resume_in=None if resume is None else max(0.0, resume - now),
+            next_rollover_in=None if rollover is None else max(0.0, rollover - now),
             tokens_used=self._tokens, context_window=self.settings.context_window,
             sessions=c["sessions"], resumes=c["resumes"], rollovers=c["rollovers"],
             retries=c["retries"], turns=c["turns"], replies=c["replies"],
@@ -370,7 +372,9 @@ class Session:
 
     def snapshot(self) -> Snapshot:
         """What a restart needs to continue (see :meth:`from_snapshot`)."""
-        usable = self._handle_usable()
+        # A handle older than the last answered turn would resume without that turn:
+        # better a fresh session with the conversation restored.
+        usable = self._handle_usable() and not self._handle_stale
         return Snapshot(
             handle=self._handle if usable else None,
             handle_age=self._now - self._handle_at if usable else None,

@@ -40,6 +40,7 @@ from daemon.session import (CloseConnection, ConnectionClosed, Earcon, Effect, F
 __all__ = ["Inbox", "Heartbeat", "Supervisor"]
 
 log = logging.getLogger(__name__)
+_session_log = logging.getLogger("daemon.session")
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
            "error": logging.ERROR}
@@ -251,14 +252,18 @@ class Supervisor:
                 self.speaker.flush()
         elif isinstance(effect, Earcon):
             if self.speaker is not None and hasattr(self.speaker, "earcon"):
-                self.speaker.earcon(effect.name)
+                try:
+                    self.speaker.earcon(effect.name)
+                except (KeyError, ValueError):
+                    log.debug("- speaker has no earcon %r", effect.name)
         elif isinstance(effect, ShowStates):
             if self.led is not None:
                 self.led.show(effect.states)
         elif isinstance(effect, Persist):
             self.last_snapshot = effect.snapshot
         elif isinstance(effect, Notify):
-            log.log(_LEVELS.get(effect.level, logging.INFO), "%s", effect.message)
+            # Logged under the core's name: it is the core's decision being reported.
+            _session_log.log(_LEVELS.get(effect.level, logging.INFO), "%s", effect.message)
 
     def _open(self, effect: OpenConnection) -> None:
         s, scale = self.session.settings, self.time_scale

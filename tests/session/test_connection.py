@@ -55,7 +55,9 @@ async def slow_pong_server(scale: float, pong_delay: float):
 
     async def handler(ws: ServerConnection) -> None:
         await ws.recv()
-        await ws.send(b'{"setupComplete":{}}')
+        # A *text* frame, as the SDK-style bridges send (LiveServer sends binary):
+        # PITFALLS.md "Server frames are binary UTF-8 JSON … Accept both".
+        await ws.send('{"setupComplete":{}}')
 
         def pause() -> None:
             if ws.transport.is_closing():
@@ -89,6 +91,7 @@ def test_keepalive_survives_pongs_25_s_late_where_websockets_defaults_fail() -> 
         b = Driver(url, keepalive=Keepalive(defaults.interval / scale,
                                             defaults.timeout / scale)).start()
         await asyncio.sleep(200 / scale)          # 200 nominal seconds
+        assert isinstance(a.of(ServerEvents)[0].events[0], wire.SetupComplete)
         assert a.terminal() is None, f"our keepalive dropped a healthy connection: {a.terminal()}"
         end = b.terminal()
         assert isinstance(end, ConnectionClosed) and end.code == 1011

@@ -180,3 +180,21 @@ def test_playback_counts_as_finished_by_the_clock_if_the_speaker_never_says_so()
     assert not h.of(CloseConnection)
     h.advance(2.5)
     assert h.of(CloseConnection)
+
+
+def test_a_resume_due_shortly_before_the_rollover_point_becomes_the_rollover() -> None:
+    """One switch instead of two: a goAway inside the rollover window's reach goes fresh."""
+    s = SessionSettings(session_cap_audio=900, rollover_window=120, connection_cap=10_000)
+    h = live(s)
+    h.advance(600.0)
+    h.server(wire.ResumptionUpdate("h1", True))
+    h.server(wire.GoAway(50.0))         # at 600 the rollover (780) is > 120 s away: resume
+    h.finish_close()
+    assert h.setups()[-1]["sessionResumption"] == {"handle": "h1"}
+    h.feed(ConnectionOpened(h.conn))
+    h.server(wire.SetupComplete())
+    h.server(wire.ResumptionUpdate("h2", True))
+    h.advance(70.0)                     # 670: the rollover (780) is within 120 s
+    h.server(wire.GoAway(50.0))
+    h.finish_close()
+    assert h.setups()[-1]["sessionResumption"] == {}, "resumed, then would roll over soon after"

@@ -225,3 +225,21 @@ def test_shutdown_closes_persists_and_ignores_everything_after() -> None:
     assert h.session.states() == {S.OFFLINE}
     assert h.feed(MicFrame(frame(1))) == [] and h.feed(Start()) == []
     assert h.session.deadline() is None
+
+
+def test_snapshot_leaves_out_a_handle_older_than_the_last_answer() -> None:
+    h = live()
+    talk(h)
+    h.reply(chunks=1, handle=None)      # answered, no handle after it (yet)
+    assert h.session.snapshot().handle is None
+    h.server(wire.ResumptionUpdate("h9", True))
+    assert h.session.snapshot().handle == "h9"
+
+
+def test_stats_split_next_resume_and_next_rollover() -> None:
+    h = live(SessionSettings(connection_cap=600, connection_switch_window=90,
+                             session_cap_audio=900, rollover_window=120))
+    st = h.session.stats(h.now)
+    assert (st.next_resume_in, st.next_rollover_in) == (510.0, 780.0)
+    h2 = live(SessionSettings(compression=True))
+    assert h2.session.stats(h2.now).next_rollover_in is None

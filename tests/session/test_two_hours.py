@@ -1,7 +1,7 @@
 """End-to-end: a simulated two-hour conversation against the local Live server.
 
 Push-to-talk turns at seeded random moments, some deliberately pressed while a switch
-is pending or in progress; the server cuts connections at 7 min (goAway 50 s before,
+is pending or in progress; the server cuts connections at 6 min (goAway 50 s before,
 as users have seen) and sessions at 15 min. Faults are injected along the way
 (1006, 1011, stall, silent after goAway with the user talking, handle refused) and a
 1007 at the end. Checked against the server's own inspection:
@@ -20,9 +20,10 @@ import asyncio
 import hashlib
 import random
 
+from daemon.connection import Keepalive
 from daemon.events import ButtonPressed, ButtonReleased, DeviceState
 from daemon.liveserver import LiveServer, ServerLimits
-from daemon.session import SessionSettings
+from daemon.session import CloseConnection, Notify, OpenConnection, SessionSettings
 from tests.session.test_supervisor import Rig, run, until
 
 SCALE = 400.0
@@ -38,6 +39,7 @@ class Conversation:
         self.rng = random.Random(seed)
         self.turns: list[bytes] = []          # captured audio per turn (pre-roll + speech)
         self.held_across_switch = 0
+        self.timeline: list[str] = []
 
     def now(self) -> float:
         return self.rig.sup.now()
@@ -67,9 +69,15 @@ class Conversation:
         captured = b"".join(idle[-PRE_ROLL_FRAMES:] + spoken)
         self.turns.append(captured)
         digest = hashlib.sha256(captured).hexdigest()
-        await until(lambda: any(t.audio_digest == digest and t.replies
-                                for t in self.server.user_turns), timeout=20,
-                    what=f"an answer to turn {len(self.turns)}")
+        try:
+            await until(lambda: any(t.audio_digest == digest and t.replies
+                                    for t in self.server.user_turns), timeout=20,
+                        what=f"an answer to turn {len(self.turns)}")
+        except AssertionError:
+            print("\n".join(self.timeline)); print(*[(c.id, c.session_id, c.resumed, c.opened_at, c.closed_at, c.close_code, c.close_reason, c.faults) for c in self.server.connections], sep="\n")
+            print([(t.index, t.source, t.audio_digest[:6], t.replies, t.interrupted)
+                   for t in self.server.user_turns[-5:]], digest[:6], self.rig.sup.stats())
+            raise
         await until(lambda: rig.phase == "live" and not (
             rig.sup.states() & {DeviceState.THINKING, DeviceState.LISTENING}), timeout=20,
             what="the daemon back to idle")
@@ -78,13 +86,22 @@ class Conversation:
 
 def test_two_hour_conversation_across_every_limit_with_faults() -> None:
     async def body() -> None:
-        limits = ServerLimits(time_scale=SCALE, connection_cap=420, goaway_before=50,
+        limits = ServerLimits(time_scale=SCALE, connection_cap=360, goaway_before=50,
                               session_cap_audio=900)
-        settings = SessionSettings()    # production defaults
+        # Production defaults, except two timeouts: at ×400 every wall millisecond the
+        # shared event loop spends digesting a burst of audio counts as 0.4 s, so a 30 s
+        # reply timeout (75 ms wall) or a 60 s pong timeout would fire on a busy loop.
+        settings = SessionSettings(reply_timeout=120.0)
         async with LiveServer(limits=limits, voice="synthetic", api_keys={"k1"}) as server:
-            async with Rig(server, settings, SCALE, seed=11) as rig:
+            async with Rig(server, settings, SCALE, seed=11,
+                           keepalive=Keepalive(30.0, 400.0)) as rig:
                 conv = Conversation(rig, server, seed=2026)
                 await until(lambda: rig.phase == "live", what="first connection")
+                timeline: list[str] = []
+                rig.sup.subscribe(lambda e: timeline.append(f"{rig.sup.now():8.1f} {e}")
+                                  if isinstance(e, (Notify, OpenConnection, CloseConnection))
+                                  else None)
+                conv.timeline = timeline
                 faults = {1200: "1006", 2400: "1011", 3600: "stall", 4800: "silent",
                           6000: "refuse"}
                 outcomes: dict[str, str] = {}
