@@ -27,7 +27,7 @@ import logging
 import threading
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 from daemon.connection import Connection, Endpoint, Keepalive
 from daemon.events import DeviceState, Event, MicFrame
@@ -179,13 +179,23 @@ class Supervisor:
 
     # -- running
 
-    async def run(self) -> None:
-        """Run until :meth:`stop`. Starts the hardware, connects, and serves."""
+    async def run(self, *companions: Awaitable[Any]) -> None:
+        """Run until :meth:`stop`. Starts the hardware, connects, and serves.
+
+        ``companions`` are coroutines that live as long as the daemon does (the control
+        socket, the systemd watchdog and STATUS loops, the demo's script, an embedded
+        LiveServer): the supervisor runs them as tasks beside its loop — it stays the
+        only place that creates tasks — and cancels whatever is left at shutdown. A
+        companion that fails is logged; it does not take the device down.
+        """
         loop = asyncio.get_running_loop()
         self._loop, self._t0 = loop, loop.time()
         queue = self.inbox._bind(loop)
+        helpers: list[asyncio.Task[Any]] = []
         try:
             self._start_hardware()
+            for i, coro in enumerate(companions):
+                helpers.append(loop.create_task(self._companion(coro), name=f"companion-{i}"))
             self._feed(Start())
             while not self._stopping:
                 event = await self._next_event(queue, loop)
@@ -195,9 +205,22 @@ class Supervisor:
                     self._feed(event)
         finally:
             await self._wind_down()
+            for task in helpers:
+                task.cancel()
+            if helpers:
+                await asyncio.wait(helpers, timeout=2.0)
             self.inbox._unbind()
             self._stop_hardware()
             self._stopped.set()
+
+    @staticmethod
+    async def _companion(coro: Awaitable[Any]) -> None:
+        try:
+            await coro
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("! companion task failed")
 
     async def _next_event(self, queue: asyncio.Queue[Event],
                           loop: asyncio.AbstractEventLoop) -> Event | None:
