@@ -15,6 +15,8 @@ from typing import Sequence
 # name -> (module, one-line help). Order is the order shown by --help.
 COMMANDS: dict[str, tuple[str, str]] = {
     "live-server": ("daemon.liveserver.cli", "run the local Live API server (no key, no network)"),
+    "demo": ("daemon.demo", "the whole device on this machine: simulated hardware, local server, "
+             "a scripted conversation across goAway, resume and rollover"),
     "devices": ("hw.devices", "list audio devices (name, channels, rate) to pick in the config"),
 }
 

@@ -1,0 +1,349 @@
+"""
+``voiced demo``: the whole device on a laptop — no key, no network, no hardware.
+
+It starts the local Live server in-process at a time scale (default 20: the
+10-minute connection cap takes 30 s, the 15-minute session cap 45 s), runs the real
+daemon core (Session + Supervisor + websockets adapter) on simulated hardware (the
+real Button and Led code on gpiozero mock pins, a sim mic and speaker paced at the
+same time scale), and drives it through a scripted conversation (daemon/demoscript.py):
+push-to-talk turns with synthesized speech, a typed question, a barge-in, a turn
+spanning the server's goAway, one pressed during the resume, one during the
+15-minute rollover. It prints a timeline (daemon/demotrace.py), writes what the
+speaker played to a WAV file, and checks against the server's own inspection that
+every captured audio frame arrived, byte for byte.
+
+With ``--endpoint URL`` the same script runs against any Live server (plain ws://
+only for loopback); then delivery cannot be inspected and only replies are checked.
+
+Exit status: 0 when every turn got a reply, no frame was lost and nothing failed;
+1 otherwise; 2 for bad arguments or configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import json
+import logging
+import math
+import os
+import sys
+import tempfile
+import time
+import wave
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+from daemon.errors import ConfigError, VoicedError
+
+__all__ = ["DEFAULT_TIME_SCALE", "DemoError", "check_endpoint_url", "run_demo",
+           "add_arguments", "main"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIME_SCALE = 20.0
+"""goAway at ~25 s, the resume right after, the 15-minute rollover at ~40 s of wall time."""
+
+GOAWAY_BEFORE = 100.0
+"""The embedded server's goAway comes this long (nominal) before its 10-minute cap.
+Real servers say 50–60 s; the daemon starts its own age-based switch 90 s before the
+cap when idle (SessionSettings.connection_switch_window), so a realistic goAway would
+never be seen by an idle demo. 100 s lets the demo show the goAway path."""
+
+GEMINI_PATH = "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent"
+
+
+class DemoError(VoicedError, RuntimeError):
+    """The demo cannot run as asked (a bad endpoint, an unwritable output directory)."""
+
+
+def check_endpoint_url(url: str) -> str:
+    """``url`` as the demo will use it: ws(s)://, plain ws:// only to a loopback host;
+    a URL without a path gets the Gemini API path (LIVE_PROTOCOL.md §1)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("ws", "wss"):
+        raise DemoError(f"--endpoint {url!r}: must start with ws:// or wss://")
+    host = parts.hostname or ""
+    if not host:
+        raise DemoError(f"--endpoint {url!r}: has no host")
+    if parts.scheme == "ws" and not _is_loopback(host):
+        raise DemoError(f"--endpoint {url!r}: plain ws:// is allowed only to this machine "
+                        "(localhost, 127.0.0.0/8, ::1); use wss:// for a remote server")
+    if parts.path in ("", "/"):
+        url = url.rstrip("/") + GEMINI_PATH
+    return url
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+async def run_demo(args: argparse.Namespace, out: Callable[[str], None]) -> dict[str, Any]:
+    """Run the demo; return the totals (see :func:`main` for the exit rule)."""
+    from daemon import config as cfg
+    from daemon.connection import Endpoint
+    from daemon.demoscript import VOICE_LINES, Script, Utterance
+    from daemon.demotrace import Tap, Trace, fmt_nominal, speech
+    from daemon.session import Session
+    from daemon.supervisor import Inbox, Supervisor
+    from daemon import wire
+    from hw.sim import make_sim_hardware
+
+    scale = args.time_scale
+    conf = cfg.load(args.config, required=True) if args.config else cfg.parse({}, {})
+    api_key = cfg.resolve_api_key(conf.live, os.environ) if args.endpoint else None
+    outdir = _outdir(args.out)
+    wav_path = outdir / "replies.wav"
+
+    # What the simulated user says.
+    voice: dict[str, Utterance] = {}
+    kinds: set[str] = set()
+    for key, text in VOICE_LINES.items():
+        pcm, rate, kind = speech(text, outdir, use_espeak=not args.synthetic_speech)
+        voice[key] = Utterance(text, pcm, rate)
+        kinds.add(kind)
+    speech_kind = "espeak-ng" if kinds == {"espeak-ng"} else "synthetic"
+
+    # Simulated hardware at the time scale; the drain wait of the speaker is wall time
+    # (hw/playback.py), so it is scaled down with everything else.
+    spk = conf.speaker
+    spk = replace(spk, drain_ms=max(spk.frame_ms, math.ceil(spk.drain_ms / scale)))
+    inbox = Inbox()
+    tap = Tap(inbox.post)
+    hardware = make_sim_hardware(tap.post, mic=conf.mic, speaker=spk, button=conf.button,
+                                 led=conf.led, earcons=conf.earcons, speaker_path=wav_path,
+                                 speed=scale)
+    live = conf.live
+    setup = wire.SetupConfig(model=live.model, voice=live.voice or None,
+                             language=live.language or None,
+                             system_instruction=live.system_instruction or None)
+    settings = conf.session
+    t_start = time.monotonic()
+    totals: dict[str, Any]
+    try:
+        server = None
+        if args.endpoint:
+            url = check_endpoint_url(args.endpoint)
+            headers = {"x-goog-api-key": api_key.reveal()} if api_key else {}
+            endpoint = Endpoint(url, headers)
+            where = url.split("?")[0]
+        else:
+            from daemon.liveserver import LiveServer, ServerLimits
+
+            limits = ServerLimits(time_scale=scale, goaway_before=GOAWAY_BEFORE)
+            server = LiveServer(limits=limits, voice="auto")
+            await server.start()
+            endpoint = Endpoint(server.endpoint(), {})
+            where = f"embedded local Live server at {server.url} (voice: {server.voice.kind})"
+        sup = Supervisor(Session(settings, setup, "gemini", 0.0), endpoint, inbox=inbox,
+                         mic=hardware.mic, speaker=hardware.speaker, button=hardware.button,
+                         led=hardware.led, time_scale=scale)
+        trace = Trace(sup, out)
+        sup.subscribe(trace)
+        out(f"voiced demo — time scale {scale:g} (1 wall second = {scale:g} nominal seconds)")
+        out(f"  server:  {where}")
+        out(f"  speech:  {speech_kind}"
+            + (" (espeak-ng WAV → 16 kHz)" if speech_kind == "espeak-ng"
+               else " (a speech-shaped synthetic signal; install espeak-ng for real speech)"))
+        out(f"  replies: {wav_path}")
+        if server is not None:
+            out(f"  note:    the server sends goAway {GOAWAY_BEFORE:g} s before its 10-minute "
+                "cap (real: 50–60 s) so the idle daemon's own switch at 8:30 does not pre-empt it")
+        out(f"{'wall':>7}  {'real-time':>10}  {'what':<8} detail")
+
+        def goaway_at() -> float | None:
+            if server is None or not server.connections:
+                return None
+            first = server.connections[0]
+            offset = server.now() - sup.now()   # both nominal; the server started first
+            return first.opened_at + limits.connection_cap - limits.goaway_before - offset
+
+        script = Script(sup, hardware, trace, voice, scale, goaway_at)
+        budget = (settings.session_cap_audio + 400) / scale + 60
+        try:
+            async with asyncio.timeout(budget):
+                await sup.run(script.run())
+        except TimeoutError:
+            trace.error(f"the demo did not finish within {budget:.0f} s of wall time")
+        nominal = sup.now()
+        totals = _totals(sup, trace, tap, server, hardware.mic.settings.frame_bytes)
+        totals.update(speech=speech_kind, reply_wav=str(wav_path),
+                      reply_wav_seconds=_wav_seconds(wav_path), time_scale=scale,
+                      wall_seconds=round(time.monotonic() - t_start, 1),
+                      nominal_seconds=round(nominal, 1),
+                      endpoint="embedded" if server is not None else where)
+        _summary(out, trace, totals, fmt_nominal)
+    finally:
+        hardware.close()
+        if server is not None:
+            await server.stop()
+    return totals
+
+
+def _outdir(path: str | None) -> Path:
+    try:
+        if path is None:
+            return Path(tempfile.mkdtemp(prefix="voiced-demo-"))
+        p = Path(path)
+        p.mkdir(parents=True, exist_ok=True)
+        return p
+    except OSError as exc:
+        raise DemoError(f"--out {path!r}: cannot create the directory: {exc.strerror}") from None
+
+
+def _wav_seconds(path: Path) -> float:
+    try:
+        with wave.open(str(path), "rb") as w:
+            return round(w.getnframes() / w.getframerate(), 2)
+    except (OSError, wave.Error, EOFError):
+        return 0.0
+
+
+def _totals(sup: Any, trace: Any, tap: Any, server: Any, frame_bytes: int) -> dict[str, Any]:
+    st = sup.stats()
+    voice_turns = [t for t in trace.turns if t.kind == "voice"]
+    captured = tap.turns(sup.session.settings.pre_roll_ms)
+    import hashlib
+
+    tap_frames = 0
+    for turn, audio in zip(voice_turns, captured):
+        turn.frames = len(audio) // frame_bytes
+        turn.digest = hashlib.sha256(audio).hexdigest()
+        tap_frames += turn.frames
+    if len(captured) != len(voice_turns):
+        trace.error(f"{len(voice_turns)} push-to-talk turns scripted, {len(captured)} seen by the mic tap")
+    if tap_frames != st.frames_captured:
+        trace.error(f"the core counted {st.frames_captured} captured frames, the mic tap "
+                    f"{tap_frames}")
+    delivered: int | None = None
+    lost: int | None = None
+    if server is not None:
+        received = {t.audio_digest for t in server.user_turns
+                    if t.source == "activity" and not t.rolled_back}
+        delivered = 0
+        for turn in voice_turns:
+            turn.delivered = turn.digest in received
+            delivered += turn.frames if turn.delivered else 0
+        lost = tap_frames - delivered
+        unanswered = [t.index for t in server.user_turns
+                      if not t.rolled_back and t.replies + t.interrupted == 0]
+        if unanswered:
+            trace.error(f"the server has user turns with no reply: {unanswered}")
+    elif st.frames_dropped:
+        lost = st.frames_dropped
+    return {
+        "turns": len(trace.turns),
+        "replies": sum(1 for t in trace.turns if t.answered),
+        "goaways": trace.goaways,
+        "resumes": st.resumes,
+        "rollovers": st.rollovers,
+        "retries": st.retries,
+        "frames_captured": st.frames_captured,
+        "frames_delivered": delivered,
+        "frames_lost": lost,
+        "digests_match": None if server is None else all(t.delivered for t in voice_turns),
+        "led_states_seen": trace.led_states_seen,
+        "errors": len(trace.errors),
+    }
+
+
+def _summary(out: Callable[[str], None], trace: Any, totals: dict[str, Any],
+             fmt_nominal: Callable[[float], str]) -> None:
+    out("")
+    out("turn  kind   asked at    frames  delivered  answer")
+    for t in trace.turns:
+        asked = fmt_nominal(t.asked_at) if t.asked_at is not None else "-"
+        dl = {True: "exact", False: "NO", None: "-"}[t.delivered]
+        spans = f" [{', '.join(t.spans)}]" if t.spans else ""
+        answer = (t.reply[:48] + "…" if len(t.reply) > 49 else t.reply) if t.answered else "NONE"
+        out(f"{t.number:>4}  {t.kind:<5} {asked:>10}  {t.frames:>6}  {dl:>9}  {answer}{spans}")
+    out("")
+    out(f"turns {totals['turns']}, replies {totals['replies']}, goAways {totals['goaways']}, "
+        f"resumes {totals['resumes']}, rollovers {totals['rollovers']}, "
+        f"retries {totals['retries']}")
+    out(f"frames captured {totals['frames_captured']}, delivered {totals['frames_delivered']}, "
+        f"lost {totals['frames_lost']}; LED showed {', '.join(totals['led_states_seen'])}")
+    out(f"reply audio: {totals['reply_wav']} ({totals['reply_wav_seconds']:.1f} s); "
+        f"{totals['wall_seconds']:.1f} s wall for {totals['nominal_seconds']:.0f} s real-time")
+    for e in trace.errors:
+        out(f"error: {e}")
+
+
+def passed(totals: dict[str, Any]) -> bool:
+    """The exit rule: every turn answered, nothing lost, nothing failed."""
+    # frames_lost is None only against an external server (nothing to inspect).
+    return (totals["turns"] > 0 and totals["replies"] == totals["turns"]
+            and totals["frames_lost"] in (0, None) and totals["errors"] == 0
+            and (totals["frames_lost"] == 0 or totals["endpoint"] != "embedded"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+
+
+def _scale(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value <= 200:
+        raise argparse.ArgumentTypeError(f"{text!r} must be > 0 and at most 200")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``voiced demo`` options."""
+    parser.add_argument("--json", action="store_true",
+                        help="end with one JSON line of totals")
+    parser.add_argument("--endpoint", metavar="URL",
+                        help="run against this Live server instead of the embedded one "
+                             "(ws:// only for loopback; the key comes from the config or "
+                             "VOICED_API_KEY)")
+    parser.add_argument("--time-scale", type=_scale, default=None, metavar="F",
+                        help=f"nominal seconds per wall second (default {DEFAULT_TIME_SCALE:g}; "
+                             "with --endpoint: 1, or the scale that server runs at)")
+    parser.add_argument("--out", metavar="DIR",
+                        help="directory for replies.wav and the speech files (default: a new "
+                             "temporary directory)")
+    parser.add_argument("--config", metavar="FILE",
+                        help="take model, voice, session margins, audio and pin settings from "
+                             "this TOML file (default: built-in defaults)")
+    parser.add_argument("--hw", choices=("sim",), default="sim",
+                        help="hardware backend; the demo always simulates it (default: sim)")
+    parser.add_argument("--synthetic-speech", action="store_true",
+                        help="use the synthetic speech-like signal even if espeak-ng is installed")
+    parser.add_argument("--verbose", action="store_true", help="log the daemon's INFO lines too")
+
+
+def main(args: argparse.Namespace) -> int:
+    """``voiced demo``: see the module docstring."""
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if args.time_scale is None:
+        args.time_scale = 1.0 if args.endpoint else DEFAULT_TIME_SCALE
+    try:
+        if args.endpoint:
+            check_endpoint_url(args.endpoint)
+        totals = asyncio.run(run_demo(args, lambda line: print(line, flush=True)))
+    except (ConfigError, DemoError) as exc:
+        print(f"voiced demo: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("voiced demo: interrupted", file=sys.stderr)
+        return 130
+    ok = passed(totals)
+    print(f"\nresult: {'PASS' if ok else 'FAIL'}", flush=True)
+    if args.json:
+        print(json.dumps(totals, separators=(",", ":")), flush=True)
+    return 0 if ok else 1
