@@ -17,6 +17,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "live-server": ("daemon.liveserver.cli", "run the local Live API server (no key, no network)"),
     "demo": ("daemon.demo", "the whole device on this machine: simulated hardware, local server, "
              "a scripted conversation across goAway, resume and rollover"),
+    "status": ("daemon.ctl", "ask the running daemon what it is doing"),
+    "say": ("daemon.ctl", "ask the running daemon a question by text; the answer is spoken"),
+    "context": ("daemon.ctl", "tell the running daemon something to know, without an answer"),
+    "instruct": ("daemon.ctl", "replace the running daemon's system instruction"),
+    "ptt": ("daemon.ctl", "push-to-talk from the command line: start or stop"),
+    "new-session": ("daemon.ctl", "make the running daemon forget the conversation"),
     "devices": ("hw.devices", "list audio devices (name, channels, rate) to pick in the config"),
 }
 
