@@ -23,7 +23,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "instruct": ("daemon.ctl", "replace the running daemon's system instruction"),
     "ptt": ("daemon.ctl", "push-to-talk from the command line: start or stop"),
     "new-session": ("daemon.ctl", "make the running daemon forget the conversation"),
-    "devices": ("hw.devices", "list audio devices (name, channels, rate) to pick in the config"),
+    "devices": ("daemon.inventory", "list audio devices (name, channels, rate) and the GPIO pins "
+                "in use"),
+    "check": ("daemon.check", "try each part once: mic meter, speaker tone, LED walk, button, "
+              "connection and key"),
 }
 
 
