@@ -1,0 +1,76 @@
+"""``voiced demo`` end to end, as a user runs it: a child process, its output, its WAV."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from daemon.demo import DemoError, check_endpoint_url
+
+
+def test_demo_json_totals_show_every_limit_crossed_with_nothing_lost(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "daemon", "demo", "--json", "--out",
+                           str(tmp_path)], capture_output=True, text=True, timeout=150)
+    lines = proc.stdout.strip().splitlines()
+    print(proc.stdout[-3000:], proc.stderr[-2000:])
+    totals = json.loads(lines[-1])
+    assert proc.returncode == 0, totals
+    assert totals["turns"] >= 6 and totals["replies"] == totals["turns"]
+    assert totals["frames_captured"] > 0
+    assert totals["frames_lost"] == 0
+    assert totals["frames_delivered"] == totals["frames_captured"]
+    assert totals["digests_match"] is True
+    assert totals["goaways"] >= 1 and totals["resumes"] >= 1 and totals["rollovers"] >= 1
+    assert totals["errors"] == 0
+    assert {"idle", "listening", "thinking", "speaking", "going_away"} <= set(
+        totals["led_states_seen"])
+    assert totals["speech"] == "espeak-ng"  # installed here; the output says which
+    assert "speech:  espeak-ng" in proc.stdout
+    # The timeline names the session events in words a person reads.
+    for words in ("goAway:", "resumed session", "rolling over to a new session",
+                  "barge-in", "pressed while closing", "result: PASS"):
+        assert words in proc.stdout, words
+    # The reply audio: a real WAV, long enough, not silence.
+    wav = Path(totals["reply_wav"])
+    assert wav.parent == tmp_path
+    with wave.open(str(wav), "rb") as w:
+        assert (w.getnchannels(), w.getsampwidth()) == (1, 2)
+        pcm = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").astype(np.float64)
+        seconds = w.getnframes() / w.getframerate()
+    assert seconds > 10
+    assert np.sqrt(np.mean(pcm * pcm)) > 300, "the reply WAV is (nearly) silent"
+    print("demo wall seconds:", totals["wall_seconds"], "nominal:", totals["nominal_seconds"])
+
+
+@pytest.mark.parametrize("url, reason", [
+    ("ws://example.com/x", "plain ws:// is allowed only to this machine"),
+    ("ws://10.0.0.5:8765", "plain ws:// is allowed only to this machine"),
+    ("http://127.0.0.1:1", "must start with ws:// or wss://"),
+    ("ws:///nohost", "has no host"),
+])
+def test_endpoint_rules_refuse_with_a_reason(url: str, reason: str) -> None:
+    with pytest.raises(DemoError, match=reason):
+        check_endpoint_url(url)
+
+
+def test_endpoint_rules_accept_loopback_and_tls() -> None:
+    assert check_endpoint_url("ws://127.0.0.1:9") == (
+        "ws://127.0.0.1:9/ws/google.ai.generativelanguage.v1beta.GenerativeService."
+        "BidiGenerateContent")
+    assert check_endpoint_url("ws://[::1]:9/custom/path") == "ws://[::1]:9/custom/path"
+    assert check_endpoint_url("ws://localhost:9/").startswith("ws://localhost:9/ws/")
+    assert check_endpoint_url("wss://live.example.org/x") == "wss://live.example.org/x"
+
+
+def test_demo_refuses_a_remote_plain_ws_endpoint_before_starting() -> None:
+    proc = subprocess.run([sys.executable, "-m", "daemon", "demo", "--endpoint",
+                           "ws://192.0.2.7:8765"], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2
+    assert "plain ws:// is allowed only to this machine" in proc.stderr
+    assert proc.stdout == ""
