@@ -238,11 +238,14 @@ class Script:
         utterance = self.voice["goaway"]
         await self.at(goaway_at - min(2.5, utterance.seconds / 2))
         goaways = trace.goaways
-        switches = len(trace.switches)
-        # Arm first: the switch may come right after this turn's reply has played.
-        turn = await self.talk("goaway", spans=("goAway",),
-                               hold_until=lambda: trace.goaways > goaways
-                               or len(trace.switches) > switches)
+
+        def switch_due() -> bool:
+            # The goAway arrived, or (a server without goAway) the core's own switch is
+            # due: either way the user is now talking across a pending switch.
+            return trace.goaways > goaways or sup.stats().next_switch_in == 0.0
+
+        turn = await self.talk("goaway", hold_until=switch_due)
+        turn.spans.append("goAway" if trace.goaways > goaways else "switch due")
         resume_turn = self.arm(lambda e: e.reason.startswith("switching"), "resume", "resume")
         await self.answered(turn)
         await self.finish_armed(resume_turn, 200)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
+import time
 import wave
 from pathlib import Path
 
@@ -74,3 +76,37 @@ def test_demo_refuses_a_remote_plain_ws_endpoint_before_starting() -> None:
     assert proc.returncode == 2
     assert "plain ws:// is allowed only to this machine" in proc.stderr
     assert proc.stdout == ""
+
+
+def test_demo_against_an_external_live_server(tmp_path: Path) -> None:
+    """--endpoint: the same script against `voiced live-server` in another process (no
+    inspection there: replies are checked, delivery is reported as unknown)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "daemon", "live-server", "--port", str(port),
+                               "--time-scale", "50", "--voice", "synthetic"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        for _ in range(100):  # until it listens (at most 10 s)
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        proc = subprocess.run([sys.executable, "-m", "daemon", "demo", "--json", "--endpoint",
+                               f"ws://127.0.0.1:{port}", "--time-scale", "50",
+                               "--synthetic-speech", "--out", str(tmp_path)],
+                              capture_output=True, text=True, timeout=120)
+    finally:
+        server.kill()
+        server.wait(10)
+    print(proc.stdout[-2500:], proc.stderr[-1500:])
+    totals = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert proc.returncode == 0
+    assert totals["endpoint"].startswith(f"ws://127.0.0.1:{port}/ws/google.ai.")
+    assert totals["replies"] == totals["turns"] >= 6
+    assert totals["frames_delivered"] is None and totals["frames_lost"] is None
+    assert totals["resumes"] >= 1 and totals["rollovers"] >= 1
+    assert totals["speech"] == "synthetic"
+    assert "speech-shaped synthetic signal" in proc.stdout
