@@ -90,98 +90,48 @@ def _is_loopback(host: str) -> bool:
 
 
 async def run_demo(args: argparse.Namespace, out: Callable[[str], None]) -> dict[str, Any]:
-    """Run the demo; return the totals (see :func:`main` for the exit rule)."""
-    from daemon import config as cfg
-    from daemon.connection import Endpoint
-    from daemon.demoscript import VOICE_LINES, Script, Utterance
-    from daemon.demotrace import Tap, Trace, fmt_nominal, speech
+    """Run the demo; return the totals (:func:`passed` says whether they pass)."""
+    from daemon.demoscript import Script
+    from daemon.demotrace import Tap, Trace, fmt_nominal
     from daemon.session import Session
     from daemon.supervisor import Inbox, Supervisor
-    from daemon import wire
-    from hw.sim import make_sim_hardware
 
     scale = args.time_scale
-    conf = cfg.load(args.config, required=True) if args.config else cfg.parse({}, {})
-    api_key = cfg.resolve_api_key(conf.live, os.environ) if args.endpoint else None
+    conf = _load_config(args.config)
     outdir = _outdir(args.out)
     wav_path = outdir / "replies.wav"
-
-    # What the simulated user says.
-    voice: dict[str, Utterance] = {}
-    kinds: set[str] = set()
-    for key, text in VOICE_LINES.items():
-        pcm, rate, kind = speech(text, outdir, use_espeak=not args.synthetic_speech)
-        voice[key] = Utterance(text, pcm, rate)
-        kinds.add(kind)
-    speech_kind = "espeak-ng" if kinds == {"espeak-ng"} else "synthetic"
-
-    # Simulated hardware at the time scale; the drain wait of the speaker is wall time
-    # (hw/playback.py), so it is scaled down with everything else.
-    spk = conf.speaker
-    spk = replace(spk, drain_ms=max(spk.frame_ms, math.ceil(spk.drain_ms / scale)))
+    voice, speech_kind = _utterances(outdir, args.synthetic_speech)
     inbox = Inbox()
-    tap = Tap(inbox.post)
-    hardware = make_sim_hardware(tap.post, mic=conf.mic, speaker=spk, button=conf.button,
-                                 led=conf.led, earcons=conf.earcons, speaker_path=wav_path,
-                                 speed=scale)
-    live = conf.live
-    setup = wire.SetupConfig(model=live.model, voice=live.voice or None,
-                             language=live.language or None,
-                             system_instruction=live.system_instruction or None)
-    settings = conf.session
+    tap = Tap(inbox.post)   # sees every mic frame and button edge, in inbox order
+    hardware = _sim_hardware(conf, tap.post, scale, wav_path)
+    server: Any = None
     t_start = time.monotonic()
-    totals: dict[str, Any]
     try:
-        server = None
         if args.endpoint:
-            url = check_endpoint_url(args.endpoint)
-            headers = {"x-goog-api-key": api_key.reveal()} if api_key else {}
-            endpoint = Endpoint(url, headers)
-            where = url.split("?")[0]
+            endpoint = _external_endpoint(args.endpoint, conf)
+            where = endpoint.url
         else:
-            from daemon.liveserver import LiveServer, ServerLimits
-
-            limits = ServerLimits(time_scale=scale, goaway_before=GOAWAY_BEFORE)
-            server = LiveServer(limits=limits, voice="auto")
-            await server.start()
-            endpoint = Endpoint(server.endpoint(), {})
+            server = await _embedded_server(scale)
+            endpoint = _endpoint(server.endpoint(), {})
             where = f"embedded local Live server at {server.url} (voice: {server.voice.kind})"
-        sup = Supervisor(Session(settings, setup, "gemini", 0.0), endpoint, inbox=inbox,
-                         mic=hardware.mic, speaker=hardware.speaker, button=hardware.button,
-                         led=hardware.led, time_scale=scale)
+        sup = Supervisor(Session(conf.session, _setup(conf), "gemini", 0.0), endpoint,
+                         inbox=inbox, mic=hardware.mic, speaker=hardware.speaker,
+                         button=hardware.button, led=hardware.led, time_scale=scale)
         trace = Trace(sup, out)
         sup.subscribe(trace)
-        out(f"voiced demo — time scale {scale:g} (1 wall second = {scale:g} nominal seconds)")
-        out(f"  server:  {where}")
-        out(f"  speech:  {speech_kind}"
-            + (" (espeak-ng WAV → 16 kHz)" if speech_kind == "espeak-ng"
-               else " (a speech-shaped synthetic signal; install espeak-ng for real speech)"))
-        out(f"  replies: {wav_path}")
-        if server is not None:
-            out(f"  note:    the server sends goAway {GOAWAY_BEFORE:g} s before its 10-minute "
-                "cap (real: 50–60 s) so the idle daemon's own switch at 8:30 does not pre-empt it")
-        out(f"{'wall':>7}  {'real-time':>10}  {'what':<8} detail")
-
-        def goaway_at() -> float | None:
-            if server is None or not server.connections:
-                return None
-            first = server.connections[0]
-            offset = server.now() - sup.now()   # both nominal; the server started first
-            return first.opened_at + limits.connection_cap - limits.goaway_before - offset
-
-        script = Script(sup, hardware, trace, voice, scale, goaway_at)
-        budget = (settings.session_cap_audio + 400) / scale + 60
+        _header(out, scale, where, speech_kind, wav_path, embedded=server is not None)
+        script = Script(sup, hardware, trace, voice, scale, lambda: _goaway_at(server, sup))
+        budget = (conf.session.session_cap_audio + 400) / scale + 60
         try:
             async with asyncio.timeout(budget):
                 await sup.run(script.run())
         except TimeoutError:
             trace.error(f"the demo did not finish within {budget:.0f} s of wall time")
-        nominal = sup.now()
         totals = _totals(sup, trace, tap, server, hardware.mic.settings.frame_bytes)
         totals.update(speech=speech_kind, reply_wav=str(wav_path),
                       reply_wav_seconds=_wav_seconds(wav_path), time_scale=scale,
                       wall_seconds=round(time.monotonic() - t_start, 1),
-                      nominal_seconds=round(nominal, 1),
+                      nominal_seconds=round(sup.now(), 1),
                       endpoint="embedded" if server is not None else where)
         _summary(out, trace, totals, fmt_nominal)
     finally:
@@ -189,6 +139,95 @@ async def run_demo(args: argparse.Namespace, out: Callable[[str], None]) -> dict
         if server is not None:
             await server.stop()
     return totals
+
+
+def _load_config(path: str | None) -> Any:
+    """The file given with --config, else pure defaults: a demo on a configured Pi should
+    not pick up /etc/voiced/voiced.toml's margins unless asked to."""
+    from daemon import config as cfg
+
+    return cfg.load(path, required=True) if path else cfg.parse({}, {})
+
+
+def _utterances(outdir: Path, synthetic: bool) -> tuple[dict[str, Any], str]:
+    """Every line of the script as audio, and "espeak-ng" or "synthetic"."""
+    from daemon.demoscript import VOICE_LINES, Utterance
+    from daemon.demotrace import speech
+
+    voice: dict[str, Any] = {}
+    kinds: set[str] = set()
+    for key, text in VOICE_LINES.items():
+        pcm, rate, kind = speech(text, outdir, use_espeak=not synthetic)
+        voice[key] = Utterance(text, pcm, rate)
+        kinds.add(kind)
+    return voice, "espeak-ng" if kinds == {"espeak-ng"} else "synthetic"
+
+
+def _sim_hardware(conf: Any, post: Callable[[Any], None], scale: float, wav: Path) -> Any:
+    """hw/sim.py at the time scale. The speaker's drain wait is wall time (hw/playback.py:
+    the core does not call ``end_of_reply`` yet), so it is scaled down too."""
+    from hw.sim import make_sim_hardware
+
+    spk = conf.speaker
+    spk = replace(spk, drain_ms=max(spk.frame_ms, math.ceil(spk.drain_ms / scale)))
+    return make_sim_hardware(post, mic=conf.mic, speaker=spk, button=conf.button, led=conf.led,
+                             earcons=conf.earcons, speaker_path=wav, speed=scale)
+
+
+def _setup(conf: Any) -> Any:
+    from daemon import wire
+
+    live = conf.live
+    return wire.SetupConfig(model=live.model, voice=live.voice or None,
+                            language=live.language or None,
+                            system_instruction=live.system_instruction or None)
+
+
+def _endpoint(url: str, headers: dict[str, str]) -> Any:
+    from daemon.connection import Endpoint
+
+    return Endpoint(url, headers)
+
+
+def _external_endpoint(url: str, conf: Any) -> Any:
+    """--endpoint URL with the key from the config's key sources, if there is one."""
+    from daemon import config as cfg
+
+    key = conf.api_key or cfg.resolve_api_key(conf.live, os.environ)
+    return _endpoint(check_endpoint_url(url), {"x-goog-api-key": key.reveal()} if key else {})
+
+
+async def _embedded_server(scale: float) -> Any:
+    from daemon.liveserver import LiveServer, ServerLimits
+
+    server = LiveServer(limits=ServerLimits(time_scale=scale, goaway_before=GOAWAY_BEFORE),
+                        voice="auto")
+    await server.start()
+    return server
+
+
+def _goaway_at(server: Any, sup: Any) -> float | None:
+    """When the embedded server will send its first goAway, on the supervisor's clock."""
+    if server is None or not server.connections:
+        return None
+    limits = server.limits
+    offset = server.now() - sup.now()   # both nominal; the server started a little earlier
+    return server.connections[0].opened_at + limits.connection_cap - limits.goaway_before - offset
+
+
+def _header(out: Callable[[str], None], scale: float, where: str, speech_kind: str, wav: Path,
+            embedded: bool) -> None:
+    out(f"voiced demo — time scale {scale:g} (1 wall second = {scale:g} real-time seconds)")
+    out(f"  server:  {where.split('?')[0]}")
+    out(f"  speech:  {speech_kind}"
+        + (" (espeak-ng WAV → 16 kHz)" if speech_kind == "espeak-ng"
+           else " (a speech-shaped synthetic signal; install espeak-ng for real speech)"))
+    out(f"  replies: {wav}")
+    if embedded:
+        out(f"  note:    the server sends goAway {GOAWAY_BEFORE:g} s before its 10-minute cap "
+            "(real: 50–60 s), so that the daemon's own switch")
+        out("           at 8:30 (idle, connection_switch_window) does not come first")
+    out(f"{'wall':>7}  {'real-time':>10}  {'what':<8} detail")
 
 
 def _outdir(path: str | None) -> Path:
@@ -335,7 +374,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         if args.endpoint:
             check_endpoint_url(args.endpoint)
-        totals = asyncio.run(run_demo(args, lambda line: print(line, flush=True)))
+        totals = asyncio.run(run_demo(args, _print))
     except (ConfigError, DemoError) as exc:
         print(f"voiced demo: {exc}", file=sys.stderr)
         return 2
@@ -343,7 +382,18 @@ def main(args: argparse.Namespace) -> int:
         print("voiced demo: interrupted", file=sys.stderr)
         return 130
     ok = passed(totals)
-    print(f"\nresult: {'PASS' if ok else 'FAIL'}", flush=True)
+    _print(f"\nresult: {'PASS' if ok else 'FAIL'}")
     if args.json:
-        print(json.dumps(totals, separators=(",", ":")), flush=True)
+        _print(json.dumps(totals, separators=(",", ":")))
     return 0 if ok else 1
+
+
+def _print(line: str) -> None:
+    """print, surviving a closed stdout (``voiced demo | head``): the demo runs to its end
+    and its exit status still counts; later output goes nowhere."""
+    try:
+        print(line, flush=True)
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)

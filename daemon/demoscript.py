@@ -224,10 +224,13 @@ class Script:
 
             await self._goaway_turns()
             await self._rollover_turns()
+        except Exception as exc:  # our bug: say so in the totals, still shut down cleanly
+            trace.errors.append(f"the demo script failed: {exc!r}")
+            raise
         finally:
             self._armed = None
-            trace.line("demo", "script done; shutting down")
             sup.stop()
+            trace.line("demo", "script done; shutting down")
 
     async def _goaway_turns(self) -> None:
         sup, trace = self.sup, self.trace
