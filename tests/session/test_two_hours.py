@@ -185,6 +185,13 @@ async def inject(kind: str, conv: Conversation, rig: Rig, server: LiveServer) ->
                     and server.connections[-1].setup_completed_at is not None, timeout=30,
                     what=f"recovery from {kind}")
 
+    if kind in ("refuse", "silent"):
+        # A goAway close to the rollover point becomes the rollover (no resume).
+        await until(lambda: (rig.sup.stats().next_rollover_in or 0) > 300, timeout=30,
+                    what="a young session")
+    if kind in ("1006", "1011", "refuse"):
+        await conv.turn(1.0)     # so that the session has a handle to resume with
+        before, sessions_before = len(server.connections), len(server.sessions)
     if kind in ("1006", "1011"):
         server.faults.close_now(1006 if kind == "1006" else 1011, "Internal error occurred.")
         await back_live()
@@ -214,6 +221,8 @@ async def inject(kind: str, conv: Conversation, rig: Rig, server: LiveServer) ->
         server.faults.go_away_now(time_left=30.0)
         await until(lambda: len(server.sessions) > sessions_before and rig.phase == "live",
                     timeout=30, what="a fresh session after the refusal")
+        assert any("refuse_resume" in c.faults for c in server.connections[before:]), (
+            "\n".join(conv.timeline[-12:]))
         prev, s = server.sessions[-2], server.sessions[-1]
         last_model = [text for role, text in prev.history if role == "model"][-1]
         try:   # the restore is the first frame after setupComplete; let the server read it
