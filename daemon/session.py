@@ -74,7 +74,7 @@ import enum
 import logging
 import random
 from collections import deque
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Callable, Union
 
 from daemon import wire

@@ -102,6 +102,16 @@ def test_two_hour_conversation_across_every_limit_with_faults() -> None:
                                   if isinstance(e, (Notify, OpenConnection, CloseConnection))
                                   else None)
                 conv.timeline = timeline
+                switches: list[tuple[float, float]] = []   # (closed at, ready at), nominal
+
+                def on_effect(e: object) -> None:
+                    t = rig.sup.now()
+                    if isinstance(e, CloseConnection) and e.reason.startswith("switching"):
+                        switches.append((t, -1.0))
+                    elif (isinstance(e, Notify) and switches and switches[-1][1] < 0
+                          and e.message.startswith(("resumed session", "new session"))):
+                        switches[-1] = (switches[-1][0], t)
+                rig.sup.subscribe(on_effect)
                 faults = {1200: "1006", 2400: "1011", 3600: "stall", 4800: "silent",
                           6000: "refuse"}
                 outcomes: dict[str, str] = {}
@@ -135,6 +145,11 @@ def test_two_hour_conversation_across_every_limit_with_faults() -> None:
                       f"frames captured/sent/dropped {st.frames_captured}/{st.frames_sent}/"
                       f"{st.frames_dropped}; faults → {outcomes}")
 
+                gaps = sorted(b - a for a, b in switches if b >= 0)
+                print(f"planned switches: {len(gaps)}, close→ready median "
+                      f"{gaps[len(gaps) // 2] / SCALE * 1000:.2f} ms wall, max "
+                      f"{gaps[-1] / SCALE * 1000:.2f} ms wall (loopback; nominal "
+                      f"{gaps[len(gaps) // 2]:.2f} / {gaps[-1]:.2f} s at ×{SCALE:g})")
                 assert st.resumes >= 10 and st.rollovers >= 7, st
                 assert st.frames_dropped == 0
                 assert outcomes == {"1006": "resumed", "1011": "resumed", "stall": "recovered",
