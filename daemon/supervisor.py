@@ -126,7 +126,6 @@ class Supervisor:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._t0 = 0.0
         self._stopping = False
-        self._stopped = asyncio.Event()
 
     # -- the API other parts call (thread-safe: each only posts an event)
 
@@ -197,7 +196,6 @@ class Supervisor:
             await self._wind_down()
             self.inbox._unbind()
             self._stop_hardware()
-            self._stopped.set()
 
     async def _next_event(self, queue: asyncio.Queue[Event],
                           loop: asyncio.AbstractEventLoop) -> Event | None:
