@@ -264,6 +264,14 @@ class Supervisor:
             _session_log.log(_LEVELS.get(effect.level, logging.INFO), "%s", effect.message)
 
     def _open(self, effect: OpenConnection) -> None:
+        # The core only opens once the previous connection is closed or its close timed
+        # out; make the second case certain before the new socket exists (a resume while
+        # the old socket is open is refused with 1011, PITFALLS.md).
+        for old_id, old in list(self._connections.items()):
+            if old.is_open:
+                old.abort()
+            elif old_id in self._readers:
+                self._readers[old_id].cancel()
         s, scale = self.session.settings, self.time_scale
         conn = Connection(
             effect.conn_id, self.endpoint, self.inbox.post,
