@@ -55,11 +55,15 @@ What happens in LIVE, on top of the phase:
   (stored only when ``resumable``; PITFALLS.md "Handles"). Session-level ones, or a
   missing/expired/stale handle (an answered turn with no handle after it yet), start a
   *fresh* session and restore the conversation once (context.py). History is never
-  replayed into a resumed session.
+  replayed into a resumed session. A resume due while the session's rollover point is
+  less than ``rollover_window`` away becomes that rollover (one switch, not two).
 * **Failures** are classified by one function (lifecycle.classify_failure): fatal →
   FAILED with the server's reason; handle refused → fresh session with context;
-  retryable → BACKOFF (jittered, capped, reset after a stable period). A connection
-  that stops answering is caught by ``setup_timeout`` and ``reply_timeout``.
+  retryable → BACKOFF (jittered, capped, reset after a stable period). A server that
+  is reachable but refuses the same resume twice (e.g. 1011 while it still holds a
+  stalled socket) is treated as refusing the handle. A connection that stops answering
+  is caught by ``setup_timeout`` and ``reply_timeout``; an ask sent on two connections
+  without an answer is dropped (reported) rather than retried forever.
 
 Rule: everything that decides a transition lives in this file. ``TRANSITIONS`` says
 which handler runs for each (phase, event type); an event a phase does not expect
@@ -74,7 +78,7 @@ import enum
 import logging
 import random
 from collections import deque
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Callable, Union
 
 from daemon import wire

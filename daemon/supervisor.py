@@ -126,7 +126,6 @@ class Supervisor:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._t0 = 0.0
         self._stopping = False
-        self._stopped = asyncio.Event()
 
     # -- the API other parts call (thread-safe: each only posts an event)
 
@@ -211,7 +210,6 @@ class Supervisor:
                 await asyncio.wait(helpers, timeout=2.0)
             self.inbox._unbind()
             self._stop_hardware()
-            self._stopped.set()
 
     @staticmethod
     async def _companion(coro: Awaitable[Any]) -> None:
@@ -289,6 +287,14 @@ class Supervisor:
             _session_log.log(_LEVELS.get(effect.level, logging.INFO), "%s", effect.message)
 
     def _open(self, effect: OpenConnection) -> None:
+        # The core only opens once the previous connection is closed or its close timed
+        # out; make the second case certain before the new socket exists (a resume while
+        # the old socket is open is refused with 1011, PITFALLS.md).
+        for old_id, old in list(self._connections.items()):
+            if old.is_open:
+                old.abort()
+            elif old_id in self._readers:
+                self._readers[old_id].cancel()
         s, scale = self.session.settings, self.time_scale
         conn = Connection(
             effect.conn_id, self.endpoint, self.inbox.post,
