@@ -114,6 +114,8 @@ class Script:
         phase = self.sup.session.phase.value
         if phase != "live":
             turn.spans.append(f"pressed while {phase}")
+        if "barge-in" in turn.spans and DeviceState.SPEAKING not in self.sup.states():
+            turn.spans.append("too late: the reply had ended")  # a slow machine; say so
         self.hw.soft_button.press()
         self._last_edge = time.monotonic()
         self.hw.mic.feed(utterance.pcm, utterance.rate)
