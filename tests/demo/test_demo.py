@@ -110,3 +110,40 @@ def test_demo_against_an_external_live_server(tmp_path: Path) -> None:
     assert totals["resumes"] >= 1 and totals["rollovers"] >= 1
     assert totals["speech"] == "synthetic"
     assert "speech-shaped synthetic signal" in proc.stdout
+
+
+def test_tap_rebuilds_turns_with_the_cores_pre_roll_ring() -> None:
+    from daemon.demotrace import Tap
+    from daemon.events import ButtonPressed, ButtonReleased, MicFrame
+
+    seen: list[object] = []
+    tap = Tap(seen.append)
+    frames = [bytes([i]) * 640 for i in range(40)]       # 20 ms frames, distinguishable
+    for f in frames[:20]:
+        tap.post(MicFrame(f))
+    tap.post(ButtonPressed())
+    for f in frames[20:25]:
+        tap.post(MicFrame(f))
+    tap.post(ButtonReleased(0.1))
+    for f in frames[25:27]:                               # fewer than the pre-roll
+        tap.post(MicFrame(f))
+    tap.post(ButtonPressed())
+    tap.post(MicFrame(frames[27]))                        # still talking: an open turn
+    assert len(seen) == 31, "every event is forwarded, in order"
+    first, second = tap.turns(pre_roll_ms=300)            # 300 ms = 15 frames
+    assert first == b"".join(frames[5:25])
+    assert second == b"".join(frames[25:28])
+    assert tap.turns(pre_roll_ms=0)[0] == b"".join(frames[20:25])  # no pre-roll at all
+    assert tap.turns(pre_roll_ms=30)[0] == b"".join(frames[18:25])  # 30 ms: two 20 ms frames
+
+
+def test_exit_rule() -> None:
+    from daemon.demo import passed
+
+    good = {"turns": 8, "replies": 8, "frames_lost": 0, "errors": 0, "endpoint": "embedded"}
+    assert passed(good)
+    assert not passed({**good, "replies": 7})
+    assert not passed({**good, "frames_lost": 3})
+    assert not passed({**good, "frames_lost": None})      # embedded: delivery must be known
+    assert not passed({**good, "errors": 1})
+    assert passed({**good, "frames_lost": None, "endpoint": "ws://127.0.0.1:9/ws/x"})
