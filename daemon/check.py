@@ -56,7 +56,7 @@ class Result:
         return ok
 
 
-def _events_of(q: "queue.Queue[Any]", kind: type, timeout: float) -> Any:
+def _events_of(q: "queue.Queue[Any]", kind: type | tuple[type, ...], timeout: float) -> Any:
     """The next event of ``kind`` from ``q`` within ``timeout`` s (others are dropped)."""
     end = time.monotonic() + timeout
     while True:
@@ -149,7 +149,7 @@ def check_speaker(conf: Any, res: Result, seconds: float) -> bool:
         res.out(f"      speaker    playing a {seconds:g} s 440 Hz tone on {name}")
         spk.play(test_tone(seconds))
         spk.end_of_reply()
-        ev = _events_of(q, (PlaybackDrained, DeviceLost), seconds + 5)  # type: ignore[arg-type]
+        ev = _events_of(q, (PlaybackDrained, DeviceLost), seconds + 5)
     except DeviceError as exc:
         return res.report("speaker", False, str(exc))
     finally:

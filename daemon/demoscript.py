@@ -146,7 +146,7 @@ class Script:
         await self._finish_talking(turn, utterance, hold_until)
         return turn
 
-    def type(self, text: str) -> TurnRecord:
+    def ask_typed(self, text: str) -> TurnRecord:
         """Ask by text (``supervisor.send_text``)."""
         turn = self.trace.begin_turn("typed", text)
         self.trace.line("you", f"type {text!r}")
@@ -213,7 +213,7 @@ class Script:
             await self.answered(await self.talk("capital"))
 
             await self.at(max(sup.now() + 5, 25))
-            await self.answered(self.type(TYPED_LINES["typed"]))
+            await self.answered(self.ask_typed(TYPED_LINES["typed"]))
 
             await self.at(max(sup.now() + 5, 45))
             story = await self.talk("story")
@@ -262,4 +262,4 @@ class Script:
                         "rollover", "rollover")
         await self.finish_armed(turn, wait)
         await self.sleep(3)
-        await self.answered(self.type(TYPED_LINES["final"]))
+        await self.answered(self.ask_typed(TYPED_LINES["final"]))

@@ -176,7 +176,6 @@ class Trace:
         self.states_seen: set[DeviceState] = set()
         self.goaways = 0
         self.errors: list[str] = []
-        self.notes: list[str] = []
         self.switches: list[tuple[float, str]] = []   # (nominal, reason) of our closes
         self.turns: list[TurnRecord] = []
         self.current: TurnRecord | None = None        # the turn replies are attributed to
