@@ -25,6 +25,7 @@ import math
 import queue
 import sys
 import time
+from dataclasses import replace
 from typing import Any, Callable
 
 import numpy as np
@@ -43,10 +44,11 @@ _STATE_WORDS = {
 
 
 class Result:
-    """The PASS/FAIL lines printed so far."""
+    """The PASS/FAIL lines printed so far; ``verbose`` keeps PortAudio's stderr noise."""
 
-    def __init__(self, out: Out) -> None:
+    def __init__(self, out: Out, verbose: bool = True) -> None:
         self.out = out
+        self.verbose = verbose
         self.failed: list[str] = []
         self.passed: list[str] = []
 
@@ -54,6 +56,19 @@ class Result:
         (self.passed if ok else self.failed).append(part)
         self.out(f"{'PASS' if ok else 'FAIL'}  {part:<10} {detail}")
         return ok
+
+
+def _quiet(res: Result) -> Any:
+    """PortAudio's ALSA/JACK probing prints pages to fd 2 at start(); the PASS/FAIL line
+    says what matters (``--verbose`` keeps them)."""
+    import contextlib
+
+    from hw.devices import quiet_stderr, route_alsa_messages_to_log
+
+    if res.verbose:
+        return contextlib.nullcontext()
+    route_alsa_messages_to_log()
+    return quiet_stderr()
 
 
 def _events_of(q: "queue.Queue[Any]", kind: type | tuple[type, ...], timeout: float) -> Any:
@@ -82,10 +97,12 @@ def check_mic(conf: Any, res: Result, seconds: float, threshold_dbfs: float) -> 
     from hw.mic import Mic
 
     q: "queue.Queue[Any]" = queue.Queue()
-    mic = Mic(conf.mic, q.put)
+    # No waiting for a missing device here (the daemon waits; a check answers now).
+    mic = Mic(replace(conf.mic, wait_for_device=False), q.put)
     res.out(f"      mic        listening for {seconds:g} s — say something")
     try:
-        mic.start()
+        with _quiet(res):
+            mic.start()
         frames, peak, lost = 0, -120.0, None
         end = time.monotonic() + seconds
         window: list[bytes] = []
@@ -142,9 +159,10 @@ def check_speaker(conf: Any, res: Result, seconds: float) -> bool:
     from hw.speaker import Speaker
 
     q: "queue.Queue[Any]" = queue.Queue()
-    spk = Speaker(conf.speaker, q.put)
+    spk = Speaker(replace(conf.speaker, wait_for_device=False), q.put)
     try:
-        spk.start()
+        with _quiet(res):
+            spk.start()
         name = spk.device_name
         res.out(f"      speaker    playing a {seconds:g} s 440 Hz tone on {name}")
         spk.play(test_tone(seconds))
@@ -330,7 +348,8 @@ def check_connection(conf: Any, res: Result, override: str | None, timeout: floa
 # ---------------------------------------------------------------------------------------------
 
 
-def run_checks(args: argparse.Namespace, out: Out = print, pin_factory: Any = None) -> Result:
+def run_checks(args: argparse.Namespace, out: Out = print, pin_factory: Any = None,
+               verbose: bool = True) -> Result:
     """Run the parts ``args`` asks for; ``pin_factory`` is gpiozero's (None: its default).
 
     Raises:
@@ -339,7 +358,7 @@ def run_checks(args: argparse.Namespace, out: Out = print, pin_factory: Any = No
     from daemon import config as cfg
 
     conf = cfg.load(args.config)
-    res = Result(out)
+    res = Result(out, verbose)
     out(f"voiced check (configuration: {conf.source})")
     if not args.no_mic:
         check_mic(conf, res, args.mic_seconds, args.mic_threshold)
@@ -373,14 +392,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="how long each LED state is shown (default: %(default)s)")
     parser.add_argument("--button-timeout", type=float, default=15.0, metavar="S",
                         help="how long to wait for a press (default: %(default)s)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show PortAudio's probing messages and the adapters' log lines")
     parser.add_argument("--connect-timeout", type=float, default=10.0, metavar="S",
                         help="how long to wait for setupComplete (default: %(default)s)")
 
 
 def main(args: argparse.Namespace) -> int:
     """``voiced check``."""
+    import logging
+
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
-        res = run_checks(args, lambda line: print(line, flush=True))
+        res = run_checks(args, lambda line: print(line, flush=True), verbose=args.verbose)
     except ConfigError as exc:
         print(f"voiced check: {exc}", file=sys.stderr)
         return 2
