@@ -136,6 +136,15 @@ def test_check_command_exit_status_and_bad_config(server, tmp_path: Path) -> Non
                             env=env, capture_output=True, text=True, timeout=60)
     assert remote.returncode == 1
     assert "plain ws:// is allowed only to this machine" in remote.stdout
+    (tmp_path / "nomic.toml").write_text('[mic]\ndevice = "no-such-mic-xyz"\n'
+                                         'fallback_to_default = false\n')
+    nomic = subprocess.run([sys.executable, "-m", "daemon", "check", "--config",
+                            str(tmp_path / "nomic.toml"), "--no-speaker", "--no-led",
+                            "--no-button", "--no-connection"],
+                           env=env, capture_output=True, text=True, timeout=60)
+    assert nomic.returncode == 1
+    assert "FAIL  mic        no input device matches 'no-such-mic-xyz'" in nomic.stdout
+    assert nomic.stderr == "", "PortAudio's probing noise is hidden without --verbose"
     (tmp_path / "bad.toml").write_text("[button]\npin = 99\n")
     bad = subprocess.run(base[:-1] + [str(tmp_path / "bad.toml")], env=env,
                          capture_output=True, text=True, timeout=60)
