@@ -257,7 +257,12 @@ class Script:
 
     async def _rollover_turns(self) -> None:
         st = self.sup.stats()
-        wait = (st.next_rollover_in or 0.0) + 180
+        if st.next_rollover_in is None:
+            self.trace.line("demo", "context window compression is on: sessions have no "
+                            "15-minute cap, so there is no rollover to show")
+            await self.answered(self.ask_typed(TYPED_LINES["final"]))
+            return
+        wait = st.next_rollover_in + 180
         turn = self.arm(lambda e: "session cap" in e.reason or "context window" in e.reason,
                         "rollover", "rollover")
         await self.finish_armed(turn, wait)
