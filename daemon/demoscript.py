@@ -221,6 +221,7 @@ class Script:
                                 and DeviceState.SPEAKING in sup.states(), 60,
                                 "the story to start playing"):
                 story.answered = True  # it is answered; the user cuts it short on purpose
+                story.spans.append("reply cut short by the barge-in")
                 await self.sleep(0.5)
                 await self.answered(await self.talk("barge", spans=("barge-in",)))
 
