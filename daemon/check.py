@@ -32,7 +32,7 @@ import numpy as np
 
 from daemon.errors import ConfigError, DeviceError
 
-__all__ = ["Result", "run_checks", "resolve_endpoint", "add_arguments", "main"]
+__all__ = ["Result", "run_checks", "resolve_endpoint", "tone_pcm", "add_arguments", "main"]
 
 Out = Callable[[str], None]
 
@@ -142,7 +142,7 @@ def check_mic(conf: Any, res: Result, seconds: float, threshold_dbfs: float) -> 
     return res.report("mic", True, f"{name}: {frames} frames, peak {peak:.1f} dBFS")
 
 
-def test_tone(seconds: float = 1.0, freq: float = 440.0, rate: int = 24000) -> bytes:
+def tone_pcm(seconds: float = 1.0, freq: float = 440.0, rate: int = 24000) -> bytes:
     """A sine tone at -10 dBFS with 10 ms fades (no clicks)."""
     n = int(seconds * rate)
     t = np.arange(n) / rate
@@ -165,7 +165,7 @@ def check_speaker(conf: Any, res: Result, seconds: float) -> bool:
             spk.start()
         name = spk.device_name
         res.out(f"      speaker    playing a {seconds:g} s 440 Hz tone on {name}")
-        spk.play(test_tone(seconds))
+        spk.play(tone_pcm(seconds))
         spk.end_of_reply()
         ev = _events_of(q, (PlaybackDrained, DeviceLost), seconds + 5)
     except DeviceError as exc:
