@@ -91,7 +91,7 @@ from daemon.events import (ButtonHeld, ButtonPressed, ButtonReleased, DeviceLost
 from daemon.lifecycle import *  # noqa: F401,F403  (re-exported: the public vocabulary)
 from daemon.lifecycle import (CloseConnection, ConnectionClosed, ConnectionFailed,
                               ConnectionOpened, Earcon, Effect, Failure, FailureKind,
-                              FlushPlayback, FrameRejected, NewConversation, Notify,
+                              FlushPlayback, FrameRejected, ReplyEnded, NewConversation, Notify,
                               OpenConnection, Persist, Play, PttStart, PttStop, SendFrame,
                               SendText, ServerEvents, SessionSettings, SessionStats,
                               SetInstruction, ShowStates, Shutdown, Snapshot, Start,
@@ -694,6 +694,8 @@ class Session:
             self._playing = False
 
     def _on_turn_complete(self, ev: wire.TurnComplete) -> None:
+        if self._playing:
+            self._emit(ReplyEnded())
         ask = self._ask
         user = ask.text if isinstance(ask, _Question) else "".join(self._in_text)
         self.conversation.add_exchange(user, "".join(self._out_text),
