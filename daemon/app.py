@@ -94,10 +94,42 @@ def load_config(args: argparse.Namespace, environ: Mapping[str, str]) -> Config:
     return dataclasses.replace(cfg, sections={**cfg.sections, "live": live, "service": service})
 
 
+_KEY_FD = "VOICED_API_KEY_FD"
+
+
+def _key_out_of_environment() -> dict[str, str]:
+    """Our environment, with a key given as ``VOICED_API_KEY`` moved out of it.
+
+    ``/proc/<pid>/environ`` shows the environment the process was *started* with;
+    removing the variable from ``os.environ`` does not change it. So when the key came
+    that way, we re-execute ourselves (same PID: systemd's NotifyAccess=main still
+    holds) without it, handing it over through an inherited pipe instead. The
+    systemd credential and ``key_file`` never enter the environment at all.
+    """
+    env = dict(os.environ)
+    fd = env.pop(_KEY_FD, None)
+    if fd is not None:
+        with os.fdopen(int(fd), "rb") as pipe:
+            env["VOICED_API_KEY"] = pipe.read().decode("utf-8")
+        os.environ.pop(_KEY_FD, None)
+        return env
+    key = os.environ.get("VOICED_API_KEY")
+    if key and getattr(sys, "orig_argv", None):
+        read, write = os.pipe()
+        os.write(write, key.encode("utf-8"))  # far below the pipe buffer: never blocks
+        os.close(write)
+        os.set_inheritable(read, True)
+        child_env = {k: v for k, v in os.environ.items() if k != "VOICED_API_KEY"}
+        child_env[_KEY_FD] = str(read)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execve(sys.executable, sys.orig_argv, child_env)
+    return env
+
+
 def main(args: argparse.Namespace) -> int:
     """``voiced run``; returns the exit code."""
-    env = dict(os.environ)
-    # The key must not reach anything we might start, nor later environment dumps of ours.
+    env = _key_out_of_environment()
     os.environ.pop("VOICED_API_KEY", None)
     redactor = setup_logging(logging.INFO, environ=env)
     if env.get("VOICED_API_KEY"):
@@ -130,8 +162,8 @@ def _set_level(level: str) -> None:
 def _fatal(exc: Exception, hw: str | None, led: Any = None, starting: bool = True) -> int:
     code = exit_code_for(exc, starting=starting)
     what = "configuration error" if isinstance(exc, ConfigError) else "device error"
+    # One line on stderr (the journal, under systemd: `systemctl status` shows it).
     print(f"voiced: {what}: {exc}", file=sys.stderr, flush=True)
-    log.error("fatal %s (exit %d): %s", what, code, exc)
     if code == EXIT_CONFIG and hw == "pi":
         _show_error_led(led)
     return code

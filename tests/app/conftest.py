@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -94,22 +95,31 @@ def manager(tmp_path: Path) -> Iterator[Manager]:
     m.close()
 
 
-@pytest.fixture
-def live() -> Iterator[Any]:
-    """A Live server at SCALE; ``live.thread`` runs code on its loop."""
-    thread = LiveServerThread(limits=ServerLimits(time_scale=SCALE), voice="synthetic")
+@contextlib.contextmanager
+def live_server(api_keys: Any = None) -> Iterator[Any]:
+    """A Live server at SCALE on its own thread; ``server.thread.run(coro)`` waits on it."""
+    thread = LiveServerThread(limits=ServerLimits(time_scale=SCALE), voice="synthetic",
+                              api_keys=api_keys)
     server = thread.start()
     server.thread = thread  # type: ignore[attr-defined]
-    yield server
-    thread.stop()
+    try:
+        yield server
+    finally:
+        thread.stop()
+
+
+@pytest.fixture
+def live() -> Iterator[Any]:
+    """A Live server at SCALE that accepts any key."""
+    with live_server() as server:
+        yield server
 
 
 def write_config(path: Path, tmp: Path, extra: str = "", **service: Any) -> Path:
     """A config for a sim daemon with its directories under ``tmp``."""
-    lines = ["[service]", 'hw = "sim"', f'state_dir = "{tmp / "state"}"',
-             f'runtime_dir = "{tmp / "run"}"', 'log_level = "INFO"']
-    for key, value in service.items():
-        lines.append(f"{key} = {_toml(value)}")
+    values: dict[str, Any] = {"hw": "sim", "state_dir": str(tmp / "state"),
+                              "runtime_dir": str(tmp / "run"), "log_level": "INFO", **service}
+    lines = ["[service]", *(f"{key} = {_toml(value)}" for key, value in values.items())]
     path.write_text("\n".join(lines) + "\n" + extra)
     return path
 
