@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterator, Mapping
 from urllib.parse import urlsplit, urlunsplit
@@ -84,10 +83,9 @@ class BearerHeaders(Mapping[str, str]):
 
     def _headers(self) -> dict[str, str]:
         creds = self._credentials
-        expiry = getattr(creds, "expiry", None)
-        stale = not creds.token or (expiry is not None and
-                                    expiry.timestamp() - time.time() < 300)
-        if stale:
+        # google-auth's own test (token present, not within its refresh margin of expiry;
+        # expiry is naive UTC, which it handles).
+        if not creds.valid:
             from google.auth.transport.requests import Request
 
             creds.refresh(Request())
