@@ -54,7 +54,7 @@ from daemon.state import StateStore
 from daemon.wire import SetupConfig
 from daemon.wiring import AppControlServer, Controls, Pulse, StateKeeper, top_state
 
-__all__ = ["add_arguments", "main", "load_config", "App"]
+__all__ = ["add_arguments", "main", "load_config", "show_error_led", "App"]
 
 log = logging.getLogger(__name__)
 
@@ -165,24 +165,27 @@ def _fatal(exc: Exception, hw: str | None, led: Any = None, starting: bool = Tru
     # One line on stderr (the journal, under systemd: `systemctl status` shows it).
     print(f"voiced: {what}: {exc}", file=sys.stderr, flush=True)
     if code == EXIT_CONFIG and hw == "pi":
-        _show_error_led(led)
+        show_error_led(led)
     return code
 
 
-def _show_error_led(settings: Any) -> None:
-    """Blink "error" on the real LED for a few seconds, if it can be opened at all."""
+def show_error_led(settings: Any = None, *, linger: float = _ERROR_LINGER,
+                   pin_factory: Any = None) -> bool:
+    """Blink "error" on the LED for ``linger`` seconds, if it can be opened at all
+    (gpiozero's default pin factory unless one is given). Returns whether it could."""
     try:
         from hw.led import Led, LedSettings
 
-        led = Led(settings or LedSettings())
+        led = Led(settings or LedSettings(), pin_factory=pin_factory)
     except Exception as exc:  # no GPIO (not a Pi), pins busy, a bad [led] section…
         log.debug("cannot show the error on the LED: %s", exc)
-        return
+        return False
     try:
         led.show(frozenset({DeviceState.ERROR}))
-        time.sleep(_ERROR_LINGER)
+        time.sleep(linger)
     finally:
         led.close()
+    return True
 
 
 class App:
