@@ -49,7 +49,7 @@ from daemon.logs import Redactor, setup_logging
 from daemon.service import (EXIT_CONFIG, EXIT_OK, Notifier, WatchdogGate, exit_code_for,
                             format_status, install_signal_handlers, status_loop,
                             watchdog_interval, watchdog_loop)
-from daemon.session import Effect, Persist, ShowStates
+from daemon.session import Effect, OpenConnection, Persist, SendFrame, ShowStates
 from daemon.state import StateStore
 from daemon.wire import SetupConfig
 from daemon.wiring import AppControlServer, Controls, Pulse, StateKeeper, top_state
@@ -61,6 +61,7 @@ log = logging.getLogger(__name__)
 _ERROR_LINGER = 5.0
 """Seconds the LED shows "error" before a fatal start-up exit (``--hw pi`` only)."""
 _STATUS_PERIOD = 1.0
+_WIRE_LOG_CHARS = 400
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -302,6 +303,13 @@ class App:
             log.info("= %s", state, extra={"STATE": state})
             if self.ready:
                 self.notifier.status(self._status_text())
+        elif isinstance(effect, SendFrame) and log.isEnabledFor(logging.DEBUG):
+            # DEBUG has the wire (issue 5 item 3), except the 50-per-second mic frames.
+            if not effect.frame.startswith('{"realtimeInput":{"audio"'):
+                log.debug("> conn %d %s", effect.conn_id, effect.frame[:_WIRE_LOG_CHARS])
+        elif isinstance(effect, OpenConnection) and log.isEnabledFor(logging.DEBUG):
+            log.debug("> conn %d (opening) %s", effect.conn_id,
+                      effect.setup_frame[:_WIRE_LOG_CHARS * 4])
 
     def _reload(self) -> None:
         """SIGHUP: read the config again; apply what can change while running."""
