@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import os
@@ -46,7 +47,7 @@ from daemon.endpoints import Target, resolve
 from daemon.errors import ConfigError, DeviceError
 from daemon.events import DeviceState
 from daemon.logs import Redactor, setup_logging
-from daemon.service import (EXIT_CONFIG, EXIT_OK, Notifier, WatchdogGate, exit_code_for,
+from daemon.service import (EXIT_CONFIG, EXIT_OK, EXIT_SOFTWARE, Notifier, WatchdogGate, exit_code_for,
                             format_status, install_signal_handlers, status_loop,
                             watchdog_interval, watchdog_loop)
 from daemon.session import Effect, OpenConnection, Persist, SendFrame, ShowStates
@@ -133,24 +134,23 @@ def main(args: argparse.Namespace) -> int:
     env = _key_out_of_environment()
     os.environ.pop("VOICED_API_KEY", None)
     redactor = setup_logging(logging.INFO, environ=env)
-    if env.get("VOICED_API_KEY"):
-        redactor.set_secrets([env["VOICED_API_KEY"]])
+    secrets = [env["VOICED_API_KEY"]] if env.get("VOICED_API_KEY") else []
+    redactor.set_secrets(secrets)
     try:
         cfg = load_config(args, env)
         if cfg.api_key:
-            redactor.set_secrets([cfg.api_key.reveal()])
+            redactor.set_secrets([*secrets, cfg.api_key.reveal()])
         _set_level(cfg.service.log_level)
-        target = resolve(cfg.live, cfg.api_key)
+        app = App(cfg, resolve(cfg.live, cfg.api_key), redactor, args, env)
     except ConfigError as exc:
         return _fatal(exc, args.hw or env.get("VOICED_HW"))
-    app = App(cfg, target, redactor, args, env)
     try:
         return asyncio.run(app.run())
     except (ConfigError, DeviceError) as exc:
         return _fatal(exc, cfg.service.hw, led=cfg.led, starting=not app.ready)
     except Exception:
         log.exception("! voiced run failed")
-        return exit_code_for(RuntimeError(), starting=not app.ready)
+        return EXIT_SOFTWARE
 
 
 def _set_level(level: str) -> None:
@@ -204,6 +204,7 @@ class App:
         self.time_scale = scale
         self.supervisor: Any = None
         self.controls: Controls | None = None
+        self.keeper: StateKeeper | None = None
 
     # -- building
 
@@ -232,26 +233,37 @@ class App:
     # -- running
 
     async def run(self) -> int:
+        """Build everything, run until SIGTERM, clean up whatever was built (in reverse)."""
+        async with contextlib.AsyncExitStack() as cleanup:
+            await self._run(cleanup)
+        log.info("x stopped (state saved %d times)", self.keeper.saves if self.keeper else 0)
+        return EXIT_OK
+
+    async def _run(self, cleanup: contextlib.AsyncExitStack) -> None:
         from daemon.supervisor import Inbox, Supervisor
 
         cfg, target = self.cfg, self.target
-        server = None
         if target.local:
             from daemon.liveserver import LiveServer, ServerLimits
 
             server = await LiveServer(limits=ServerLimits(time_scale=self.time_scale)).start()
+            cleanup.push_async_callback(server.stop)
             target = self.target = target.at(server.endpoint())
             log.warning("no API key and endpoint %r: using the embedded local Live server; "
                         "answers are SIMULATED, not a model", cfg.live.endpoint)
         log.info("endpoint %s (model %s)", target.describe(), target.model)
-        keeper = StateKeeper(StateStore(self._dir("state_dir")),
-                             server="local" if target.local else target.endpoint.url,
-                             config_instruction=cfg.live.system_instruction,
-                             time_scale=self.time_scale)
+        keeper = self.keeper = StateKeeper(
+            StateStore(self._dir("state_dir")),
+            server="local" if target.local else target.endpoint.url,
+            config_instruction=cfg.live.system_instruction, time_scale=self.time_scale)
+        cleanup.callback(keeper.close)  # after the supervisor's final Persist
         session = keeper.restore(cfg.session, self._setup(), target.api)
         inbox = Inbox()
         pulse = Pulse()
         hardware = self._hardware(pulse.wrap(inbox.post))
+        # The supervisor closes the parts when it stops; this also covers a failure before
+        # it runs (every close is idempotent) and closes the mock pin factory of --hw sim.
+        cleanup.callback(hardware.close)
         # Pongs from Gemini come 8–30 s late (connection.Keepalive); at a time scale keep
         # at least 10 wall seconds of patience, or a busy test machine trips 1011.
         keepalive = Keepalive(30.0, max(60.0, 10.0 * self.time_scale))
@@ -261,25 +273,16 @@ class App:
             keepalive=keepalive, wake_interval=0.5)
         pulse.heartbeat = sup.heartbeat
         self.controls = Controls(sup, target.describe(), hardware.mic, hardware.speaker)
-        sup.subscribe(lambda effect: self._on_effect(effect, keeper))
+        sup.subscribe(self._on_effect)
         control = AppControlServer(self.controls, self._dir("runtime_dir"),
                                    cfg.service.control_group or None,
                                    debug=cfg.service.debug_commands, mic=hardware.mic)
         await control.start()
-        loop = asyncio.get_running_loop()
-        install_signal_handlers(loop, self.notifier, stop=sup.stop, reload=self._reload)
-        try:
-            await sup.run(self._watch(pulse), status_loop(self.notifier, self.controls.status,
-                                                          period=_STATUS_PERIOD))
-        finally:
-            await control.stop()
-            keeper.close()
-            if hardware.pin_factory is not None:
-                hardware.pin_factory.close()
-            if server is not None:
-                await server.stop()
-        log.info("x stopped (state saved %d times)", keeper.saves)
-        return EXIT_OK
+        cleanup.push_async_callback(control.stop)
+        install_signal_handlers(asyncio.get_running_loop(), self.notifier, stop=sup.stop,
+                                reload=self._reload)
+        await sup.run(self._watch(pulse),
+                      status_loop(self.notifier, self.controls.status, period=_STATUS_PERIOD))
 
     async def _watch(self, pulse: Pulse) -> None:
         """READY=1 (the supervisor runs companions once the hardware is open), then the
@@ -295,9 +298,9 @@ class App:
         assert self.controls is not None
         return format_status(self.controls.status())
 
-    def _on_effect(self, effect: Effect, keeper: StateKeeper) -> None:
-        if isinstance(effect, Persist):
-            keeper.save(effect.snapshot)
+    def _on_effect(self, effect: Effect) -> None:
+        if isinstance(effect, Persist) and self.keeper is not None:
+            self.keeper.save(effect.snapshot)
         elif isinstance(effect, ShowStates):
             state = top_state(effect.states).value
             log.info("= %s", state, extra={"STATE": state})
@@ -334,6 +337,8 @@ class App:
             log.warning("reload: %s changed; that takes effect at the next restart",
                         ", ".join(later + (["the API key"] if new.api_key != old.api_key else [])))
         self.cfg = new
+        if self.keeper is not None:
+            self.keeper.config_instruction = new.live.system_instruction
         self.notifier.ready(self._status_text())
         log.info("reloaded %s", new.source)
 
