@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.app.conftest import SCALE, WATCHDOG_USEC, Manager, write_config
 
 
@@ -146,3 +148,31 @@ def test_a_broken_notify_socket_never_kills_the_daemon(
     d.signal(signal.SIGTERM)
     assert d.wait() == 0
     assert "sd_notify failed" in d.log()
+
+
+@pytest.mark.parametrize("moment", ["mid-turn", "mid-reply"])
+def test_sigterm_mid_turn_or_mid_reply_closes_1000_persists_and_exits_0(
+        tmp_path: Path, manager: Manager, live: Any, spawn: Any, moment: str) -> None:
+    cfg = write_config(tmp_path / "voiced.toml", tmp_path)
+    d = spawn(cfg, live.endpoint(), manager)
+    d.wait_control()
+    d.wait_status(lambda st: st["state"] == "idle")
+    if moment == "mid-turn":
+        assert d.control("ptt", action="start")["ok"]
+        d.wait_status(lambda st: st["state"] == "listening")
+        time.sleep(0.3)
+    else:
+        assert d.control("say", text="tell me a long story please")["ok"]
+        d.wait_status(lambda st: st["state"] == "speaking")
+    t = time.monotonic()
+    d.signal(signal.SIGTERM)
+    assert manager.wait("STOPPING=1", after=t) - t < 1.0
+    assert d.wait() == 0
+    took = time.monotonic() - t
+    closed = live.thread.run(live.wait_closed(1))
+    assert closed[0].close_code == 1000 and closed[0].closed_by == "client"
+    log = d.log()
+    stop_at = log.index("SIGTERM: stopping")
+    assert "= offline" in log[stop_at:]  # the LED was told "offline", then closed (off)
+    assert (tmp_path / "state" / "state.json").exists()
+    print(f"\nSIGTERM {moment}: exit 0 after {took:.2f} s (TimeoutStopSec is 15 s)")
