@@ -22,9 +22,11 @@ def _gaps(times: list[float]) -> list[float]:
 def test_ready_status_watchdog_then_sigterm_closes_1000_and_exits_0(
         tmp_path: Path, manager: Manager, live: Any, spawn: Any) -> None:
     cfg = write_config(tmp_path / "voiced.toml", tmp_path)
+    t_spawn = time.monotonic()
     d = spawn(cfg, live.endpoint(), manager)
     ready = manager.wait("READY=1")
     assert live.thread.run(live.wait_connections(1))
+    t_live = time.monotonic()
     d.wait_control()
     assert d.control("say", text="what is the time")["ok"]
     live.thread.run(live.wait_turns(1))
@@ -34,7 +36,9 @@ def test_ready_status_watchdog_then_sigterm_closes_1000_and_exits_0(
     pings = manager.times("WATCHDOG=1", after=ready)
     gaps = _gaps(pings)
     interval = WATCHDOG_USEC / 2 / 1e6
-    print(f"\nwatchdog: {len(pings)} pings in {pings[-1] - pings[0]:.2f} s; gap median "
+    print(f"\nstart: READY=1 {ready - t_spawn:.2f} s after exec, setupComplete by "
+          f"{t_live - t_spawn:.2f} s")
+    print(f"watchdog: {len(pings)} pings in {pings[-1] - pings[0]:.2f} s; gap median "
           f"{statistics.median(gaps):.3f} s, max {max(gaps):.3f} s (interval {interval} s, "
           f"timeout {WATCHDOG_USEC / 1e6} s)")
     assert len(pings) >= 4
