@@ -116,7 +116,10 @@ def _key_out_of_environment() -> dict[str, str]:
         os.environ.pop(_KEY_FD, None)
         return env
     key = os.environ.get("VOICED_API_KEY")
-    if key and getattr(sys, "orig_argv", None):
+    # Only when we are the voiced program itself (console script or `python -m daemon`),
+    # never when main() is called from some other program that happens to hold the key.
+    ours = Path(sys.argv[0]).name in ("voiced", "__main__.py")
+    if key and ours and getattr(sys, "orig_argv", None) and sys.executable:
         read, write = os.pipe()
         os.write(write, key.encode("utf-8"))  # far below the pipe buffer: never blocks
         os.close(write)
@@ -125,7 +128,10 @@ def _key_out_of_environment() -> dict[str, str]:
         child_env[_KEY_FD] = str(read)
         sys.stdout.flush()
         sys.stderr.flush()
-        os.execve(sys.executable, sys.orig_argv, child_env)
+        try:
+            os.execve(sys.executable, sys.orig_argv, child_env)
+        except OSError:
+            os.close(read)  # carry on with the key where it was (it still works)
     return env
 
 
