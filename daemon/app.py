@@ -61,7 +61,8 @@ log = logging.getLogger(__name__)
 
 _ERROR_LINGER = 5.0
 """Seconds the LED shows "error" before a fatal start-up exit (``--hw pi`` only)."""
-_STATUS_PERIOD = 1.0
+_STATUS_PERIOD = 5.0
+"""STATUS= is refreshed this often (ages tick); state changes update it at once."""
 _WIRE_LOG_CHARS = 400
 
 
