@@ -133,3 +133,24 @@ def test_control_commands_change_what_the_server_sees(
     assert not bad["ok"] and "start" in bad["error"]
     d.signal(signal.SIGTERM)
     assert d.wait() == 0
+
+
+def test_a_clean_restart_while_idle_resumes_the_same_session(
+        tmp_path: Path, live: Any, spawn: Any) -> None:
+    """``systemctl restart``: SIGTERM persists the newest handle; the next run resumes."""
+    cfg = write_config(tmp_path / "voiced.toml", tmp_path)
+    first = spawn(cfg, live.endpoint(), None, watchdog_usec=None)
+    first.wait_control()
+    assert first.control("say", text="keep this in mind")["ok"]
+    live.thread.run(live.wait_turns(1))
+    _wait_saved_handle(tmp_path / "state", "keep this in mind")
+    first.wait_status(lambda s: s["state"] == "idle")
+    first.signal(signal.SIGTERM)
+    assert first.wait() == 0
+    second = spawn(cfg, live.endpoint(), None, watchdog_usec=None)
+    conns = live.thread.run(live.wait_connections(2))
+    assert conns[1].resumed and conns[1].session_id == conns[0].session_id
+    assert conns[0].close_code == 1000
+    second.wait_control()
+    second.signal(signal.SIGTERM)
+    assert second.wait() == 0
