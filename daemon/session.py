@@ -328,6 +328,10 @@ class Session:
 
     def states(self) -> frozenset[DeviceState]:
         """What the device is doing, for the LED and STATUS (several may hold)."""
+        if self.phase is STOPPED:
+            # Shut down: nothing else is true any more (a reply owed when SIGTERM came
+            # would otherwise keep "thinking" on the LED and in STATUS while we stop).
+            return frozenset({DeviceState.OFFLINE})
         out: set[DeviceState] = set()
         if self.phase in (NEW, STOPPED):
             out.add(DeviceState.OFFLINE)
