@@ -90,6 +90,9 @@ class ServiceSettings:
     """INFO: one line per event a human cares about. DEBUG: the wire."""
     control_group: str = "voiced"
     """Group allowed to use the control socket (mode 0660)."""
+    debug_commands: bool = False
+    """Test-only control commands (debug-wedge-loop, debug-stall-mic) that wedge the daemon on
+    purpose to prove the systemd watchdog; never enable on a device in use."""
 
 
 # Section name -> "module:Class". Imported lazily so that `voiced config` on a laptop works

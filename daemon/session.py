@@ -91,7 +91,7 @@ from daemon.events import (ButtonHeld, ButtonPressed, ButtonReleased, DeviceLost
 from daemon.lifecycle import *  # noqa: F401,F403  (re-exported: the public vocabulary)
 from daemon.lifecycle import (CloseConnection, ConnectionClosed, ConnectionFailed,
                               ConnectionOpened, Earcon, Effect, Failure, FailureKind,
-                              FlushPlayback, FrameRejected, NewConversation, Notify,
+                              FlushPlayback, FrameRejected, ReplyEnded, NewConversation, Notify,
                               OpenConnection, Persist, Play, PttStart, PttStop, SendFrame,
                               SendText, ServerEvents, SessionSettings, SessionStats,
                               SetInstruction, ShowStates, Shutdown, Snapshot, Start,
@@ -328,6 +328,10 @@ class Session:
 
     def states(self) -> frozenset[DeviceState]:
         """What the device is doing, for the LED and STATUS (several may hold)."""
+        if self.phase is STOPPED:
+            # Shut down: nothing else is true any more (a reply owed when SIGTERM came
+            # would otherwise keep "thinking" on the LED and in STATUS while we stop).
+            return frozenset({DeviceState.OFFLINE})
         out: set[DeviceState] = set()
         if self.phase in (NEW, STOPPED):
             out.add(DeviceState.OFFLINE)
@@ -694,6 +698,8 @@ class Session:
             self._playing = False
 
     def _on_turn_complete(self, ev: wire.TurnComplete) -> None:
+        if self._playing:
+            self._emit(ReplyEnded())
         ask = self._ask
         user = ask.text if isinstance(ask, _Question) else "".join(self._in_text)
         self.conversation.add_exchange(user, "".join(self._out_text),

@@ -32,7 +32,7 @@ from typing import Any, Awaitable, Callable
 from daemon.connection import Connection, Endpoint, Keepalive
 from daemon.events import DeviceState, Event, MicFrame
 from daemon.session import (CloseConnection, ConnectionClosed, Earcon, Effect, FlushPlayback,
-                            NewConversation, Notify, OpenConnection, Persist, Play, PttStart,
+                            NewConversation, Notify, OpenConnection, Persist, Play, PttStart, ReplyEnded,
                             PttStop, SendFrame, SendText, Session, SessionStateError,
                             SessionStats, SetInstruction, ShowStates, Shutdown, Snapshot, Start,
                             TimerFired)
@@ -271,6 +271,11 @@ class Supervisor:
         elif isinstance(effect, FlushPlayback):
             if self.speaker is not None:
                 self.speaker.flush()
+        elif isinstance(effect, ReplyEnded):
+            # Optional in the speaker contract: without it the speaker finds the end by a
+            # silence timer (hw.speaker drain_ms), which only delays PlaybackDrained.
+            if self.speaker is not None and hasattr(self.speaker, "end_of_reply"):
+                self.speaker.end_of_reply()
         elif isinstance(effect, Earcon):
             if self.speaker is not None and hasattr(self.speaker, "earcon"):
                 try:
