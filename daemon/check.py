@@ -250,40 +250,18 @@ def check_button(conf: Any, res: Result, timeout: float, pin_factory: Any) -> bo
 # The connection
 
 
-def resolve_endpoint(conf: Any, override: str | None) -> tuple[str | None, dict[str, str], str]:
-    """(URL or None for the embedded server, credential headers, description).
+def resolve_endpoint(conf: Any, override: str | None) -> Any:
+    """The :class:`daemon.endpoints.Target` `voiced run` would use (``--endpoint`` wins over
+    ``[live] endpoint``).
 
-    A small local version of the daemon's endpoint rules (issue 6 item 2; `voiced run`
-    has the full one). Raises ConfigError when the endpoint cannot work at all.
+    Raises:
+        ConfigError: the endpoint cannot work at all (no key for the Gemini API, plain
+            ws:// to another machine, …).
     """
-    from daemon.demo import DemoError, check_endpoint_url
+    from daemon.endpoints import resolve
 
-    live, key = conf.live, conf.api_key
-    headers = {"x-goog-api-key": key.reveal()} if key else {}
-    target = override or live.endpoint
-    if target == "auto":
-        target = "gemini" if key else "local"
-    if target == "local":
-        return None, {}, "the embedded local Live server (no key needed)"
-    if target == "gemini":
-        if not key:
-            raise ConfigError("live.endpoint", "gemini", "needs an API key (systemd credential "
-                              "api-key, live.key_file or VOICED_API_KEY)")
-        return ("wss://generativelanguage.googleapis.com/ws/google.ai.generativelanguage."
-                f"{live.api_version}.GenerativeService.BidiGenerateContent", headers,
-                "the Gemini API")
-    if target == "vertex":
-        if not key:
-            raise ConfigError("live.endpoint", "vertex", "the check needs an express-mode API "
-                              "key; OAuth tokens are not checked here")
-        return ("wss://aiplatform.googleapis.com/ws/google.cloud.aiplatform.v1beta1."
-                "LlmBidiService/BidiGenerateContent", headers, "Vertex AI (express mode)")
-    try:
-        url = check_endpoint_url(target)
-    except DemoError as exc:
-        raise ConfigError("live.endpoint" if not override else "--endpoint", target,
-                          str(exc).split(": ", 1)[-1]) from None
-    return url, headers, url.split("?")[0]
+    live = replace(conf.live, endpoint=override) if override else conf.live
+    return resolve(live, conf.api_key)
 
 
 async def _try_setup(url: str, headers: dict[str, str], setup: str,
@@ -319,22 +297,25 @@ async def _try_setup(url: str, headers: dict[str, str], setup: str,
     return False, f"the first answer was not setupComplete: {[type(e).__name__ for e in events]}"
 
 
-async def _check_connection_async(conf: Any, override: str | None, timeout: float) -> tuple[bool, str]:
+async def _check_connection_async(conf: Any, override: str | None,
+                                  timeout: float) -> tuple[bool, str]:
     from daemon import wire
 
-    url, headers, what = resolve_endpoint(conf, override)
+    target = resolve_endpoint(conf, override)
     live = conf.live
     setup = wire.encode(wire.setup_message(wire.SetupConfig(
-        model=live.model, voice=live.voice or None, language=live.language or None,
+        model=target.model, voice=live.voice or None, language=live.language or None,
         system_instruction=live.system_instruction or None)))
-    if url is not None:
-        ok, detail = await _try_setup(url, headers, setup, timeout)
-        return ok, f"{what}: {detail}" + (" (key accepted)" if ok and headers else "")
+    if not target.local:
+        headers = dict(target.endpoint.headers)  # a Bearer token is fetched here (Vertex)
+        ok, detail = await _try_setup(target.endpoint.url, headers, setup, timeout)
+        keyed = " (key accepted)" if ok and "x-goog-api-key" in headers else ""
+        return ok, f"{target.describe()}: {detail}{keyed}"
     from daemon.liveserver import LiveServer
 
     async with LiveServer(voice="synthetic") as server:
         ok, detail = await _try_setup(server.endpoint(), {}, setup, timeout)
-    return ok, f"{what}: {detail}"
+    return ok, f"the embedded local Live server (no key needed): {detail}"
 
 
 def check_connection(conf: Any, res: Result, override: str | None, timeout: float) -> bool:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ipaddress
 import json
 import logging
 import math
@@ -35,11 +34,10 @@ import wave
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
-from urllib.parse import urlsplit
 
 from daemon.errors import ConfigError, VoicedError
 
-__all__ = ["DEFAULT_TIME_SCALE", "DemoError", "check_endpoint_url", "run_demo",
+__all__ = ["DEFAULT_TIME_SCALE", "DemoError", "external_target", "passed", "run_demo",
            "add_arguments", "main"]
 
 log = logging.getLogger(__name__)
@@ -53,37 +51,23 @@ Real servers say 50–60 s; the daemon starts its own age-based switch 90 s befo
 cap when idle (SessionSettings.connection_switch_window), so a realistic goAway would
 never be seen by an idle demo. 100 s lets the demo show the goAway path."""
 
-GEMINI_PATH = "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent"
-
-
 class DemoError(VoicedError, RuntimeError):
-    """The demo cannot run as asked (a bad endpoint, an unwritable output directory)."""
+    """The demo cannot run as asked (an unwritable output directory)."""
 
 
-def check_endpoint_url(url: str) -> str:
-    """``url`` as the demo will use it: ws(s)://, plain ws:// only to a loopback host;
-    a URL without a path gets the Gemini API path (LIVE_PROTOCOL.md §1)."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("ws", "wss"):
-        raise DemoError(f"--endpoint {url!r}: must start with ws:// or wss://")
-    host = parts.hostname or ""
-    if not host:
-        raise DemoError(f"--endpoint {url!r}: has no host")
-    if parts.scheme == "ws" and not _is_loopback(host):
-        raise DemoError(f"--endpoint {url!r}: plain ws:// is allowed only to this machine "
-                        "(localhost, 127.0.0.0/8, ::1); use wss:// for a remote server")
-    if parts.path in ("", "/"):
-        url = url.rstrip("/") + GEMINI_PATH
-    return url
+def external_target(value: str, conf: Any) -> Any:
+    """``--endpoint VALUE`` resolved by the daemon's own rules (daemon/endpoints.py: plain
+    ws:// only to loopback, the Gemini path added to a bare URL, "local", "gemini", …),
+    with the key from the configuration's key sources.
 
+    Raises:
+        ConfigError: the endpoint cannot work (names it and says why).
+    """
+    from daemon import config as cfg
+    from daemon.endpoints import resolve
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    key = conf.api_key or cfg.resolve_api_key(conf.live, os.environ)
+    return resolve(replace(conf.live, endpoint=value), key)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -98,6 +82,7 @@ async def run_demo(args: argparse.Namespace, out: Callable[[str], None]) -> dict
 
     scale = args.time_scale
     conf = _load_config(args.config)
+    target = external_target(args.endpoint, conf) if args.endpoint else None
     outdir = _outdir(args.out)
     wav_path = outdir / "replies.wav"
     voice, speech_kind = _utterances(outdir, args.synthetic_speech)
@@ -107,14 +92,14 @@ async def run_demo(args: argparse.Namespace, out: Callable[[str], None]) -> dict
     server: Any = None
     t_start = time.monotonic()
     try:
-        if args.endpoint:
-            endpoint = _external_endpoint(args.endpoint, conf)
-            where = endpoint.url
+        if target is not None and not target.local:
+            endpoint, api, model, where = (target.endpoint, target.api, target.model,
+                                           target.describe())
         else:
             server = await _embedded_server(scale)
-            endpoint = _endpoint(server.endpoint(), {})
+            endpoint, api, model = _endpoint(server.endpoint(), {}), "gemini", conf.live.model
             where = f"embedded local Live server at {server.url} (voice: {server.voice.kind})"
-        sup = Supervisor(Session(conf.session, _setup(conf), "gemini", 0.0), endpoint,
+        sup = Supervisor(Session(conf.session, _setup(conf, model), api, 0.0), endpoint,
                          inbox=inbox, mic=hardware.mic, speaker=hardware.speaker,
                          button=hardware.button, led=hardware.led, time_scale=scale)
         trace = Trace(sup, out)
@@ -174,11 +159,11 @@ def _sim_hardware(conf: Any, post: Callable[[Any], None], scale: float, wav: Pat
                              earcons=conf.earcons, speaker_path=wav, speed=scale)
 
 
-def _setup(conf: Any) -> Any:
+def _setup(conf: Any, model: str) -> Any:
     from daemon import wire
 
     live = conf.live
-    return wire.SetupConfig(model=live.model, voice=live.voice or None,
+    return wire.SetupConfig(model=model, voice=live.voice or None,
                             language=live.language or None,
                             system_instruction=live.system_instruction or None)
 
@@ -187,14 +172,6 @@ def _endpoint(url: str, headers: dict[str, str]) -> Any:
     from daemon.connection import Endpoint
 
     return Endpoint(url, headers)
-
-
-def _external_endpoint(url: str, conf: Any) -> Any:
-    """--endpoint URL with the key from the config's key sources, if there is one."""
-    from daemon import config as cfg
-
-    key = conf.api_key or cfg.resolve_api_key(conf.live, os.environ)
-    return _endpoint(check_endpoint_url(url), {"x-goog-api-key": key.reveal()} if key else {})
 
 
 async def _embedded_server(scale: float) -> Any:
@@ -369,11 +346,13 @@ def main(args: argparse.Namespace) -> int:
     """``voiced demo``: see the module docstring."""
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    if args.time_scale is None:
-        args.time_scale = 1.0 if args.endpoint else DEFAULT_TIME_SCALE
     try:
-        if args.endpoint:
-            check_endpoint_url(args.endpoint)
+        # Resolve the endpoint before anything starts, so a bad one is a one-line error.
+        target = external_target(args.endpoint, _load_config(args.config)) if args.endpoint \
+            else None
+        if args.time_scale is None:   # a real server runs at 1; the embedded one at ours
+            args.time_scale = 1.0 if target is not None and not target.local \
+                else DEFAULT_TIME_SCALE
         totals = asyncio.run(run_demo(args, _print))
     except (ConfigError, DemoError) as exc:
         print(f"voiced demo: {exc}", file=sys.stderr)

@@ -135,7 +135,7 @@ def test_check_command_exit_status_and_bad_config(server, tmp_path: Path) -> Non
     remote = subprocess.run(base + ["--no-led", "--no-button", "--endpoint", "ws://192.0.2.1/x"],
                             env=env, capture_output=True, text=True, timeout=60)
     assert remote.returncode == 1
-    assert "plain ws:// is allowed only to this machine" in remote.stdout
+    assert "plain ws:// is allowed only for loopback hosts" in remote.stdout
     (tmp_path / "nomic.toml").write_text('[mic]\ndevice = "no-such-mic-xyz"\n'
                                          'fallback_to_default = false\n')
     nomic = subprocess.run([sys.executable, "-m", "daemon", "check", "--config",

@@ -13,7 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from daemon.demo import DemoError, check_endpoint_url
+from daemon import config
+from daemon.demo import external_target
+from daemon.errors import ConfigError
 
 
 def test_demo_json_totals_show_every_limit_crossed_with_nothing_lost(tmp_path: Path) -> None:
@@ -51,30 +53,34 @@ def test_demo_json_totals_show_every_limit_crossed_with_nothing_lost(tmp_path: P
 
 
 @pytest.mark.parametrize("url, reason", [
-    ("ws://example.com/x", "plain ws:// is allowed only to this machine"),
-    ("ws://10.0.0.5:8765", "plain ws:// is allowed only to this machine"),
-    ("http://127.0.0.1:1", "must start with ws:// or wss://"),
-    ("ws:///nohost", "has no host"),
+    ("ws://example.com/x", "plain ws:// is allowed only for loopback hosts"),
+    ("ws://10.0.0.5:8765", "plain ws:// is allowed only for loopback hosts"),
+    ("http://127.0.0.1:1", "or a ws:// / wss:// URL"),
+    ("ws:///nohost", "needs a host"),
 ])
 def test_endpoint_rules_refuse_with_a_reason(url: str, reason: str) -> None:
-    with pytest.raises(DemoError, match=reason):
-        check_endpoint_url(url)
+    conf = config.parse({}, {})
+    with pytest.raises(ConfigError, match=reason):
+        external_target(url, conf)
 
 
 def test_endpoint_rules_accept_loopback_and_tls() -> None:
-    assert check_endpoint_url("ws://127.0.0.1:9") == (
+    conf = config.parse({}, {})
+    assert external_target("ws://127.0.0.1:9", conf).endpoint.url == (
         "ws://127.0.0.1:9/ws/google.ai.generativelanguage.v1beta.GenerativeService."
         "BidiGenerateContent")
-    assert check_endpoint_url("ws://[::1]:9/custom/path") == "ws://[::1]:9/custom/path"
-    assert check_endpoint_url("ws://localhost:9/").startswith("ws://localhost:9/ws/")
-    assert check_endpoint_url("wss://live.example.org/x") == "wss://live.example.org/x"
+    assert external_target("ws://localhost:9/", conf).endpoint.url.startswith(
+        "ws://localhost:9/ws/")
+    assert external_target("wss://live.example.org/ws/x", conf).endpoint.url == \
+        "wss://live.example.org/ws/x"
+    assert external_target("local", conf).local
 
 
 def test_demo_refuses_a_remote_plain_ws_endpoint_before_starting() -> None:
     proc = subprocess.run([sys.executable, "-m", "daemon", "demo", "--endpoint",
                            "ws://192.0.2.7:8765"], capture_output=True, text=True, timeout=30)
     assert proc.returncode == 2
-    assert "plain ws:// is allowed only to this machine" in proc.stderr
+    assert "plain ws:// is allowed only for loopback hosts" in proc.stderr
     assert proc.stdout == ""
 
 
