@@ -1,18 +1,14 @@
 """The control commands, as child processes, against a running core: Supervisor + Session
-on simulated hardware (hw/sim.py), the real ControlServer, and the local Live server
-that shows what each command changed.
-
-``SupervisorTarget`` is a test-local ControlTarget over the supervisor's public API;
-`voiced run` has its own (daemon/app.py) — this test is about the CLI end to end."""
+on simulated hardware (hw/sim.py), the daemon's own control target (daemon/wiring.py
+``Controls``) behind the real ControlServer, and the local Live server that shows what
+each command changed. (tests/app runs the whole `voiced run`; this is about the CLI.)"""
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 from daemon import wire
 from daemon.connection import Endpoint
@@ -21,34 +17,10 @@ from daemon.liveserver import LiveServer, ServerLimits
 from daemon.liveserver.model import OUTPUT_RATE, synthetic_speech
 from daemon.session import Session, SessionSettings
 from daemon.supervisor import Inbox, Supervisor
-from hw.led import pick_state
+from daemon.wiring import Controls
 from hw.sim import make_sim_hardware
 
 SCALE = 20.0
-
-
-class SupervisorTarget:
-    def __init__(self, sup: Supervisor) -> None:
-        self.sup = sup
-
-    def status(self) -> dict[str, Any]:
-        return {"state": pick_state(self.sup.states()).value, "endpoint": "local",
-                **dataclasses.asdict(self.sup.stats())}
-
-    def say(self, text: str) -> None:
-        self.sup.send_text(text)
-
-    def context(self, text: str) -> None:
-        self.sup.context(text)
-
-    def instruct(self, text: str) -> None:
-        self.sup.instruct(text)
-
-    def ptt(self, start: bool) -> None:
-        self.sup.ptt_start() if start else self.sup.ptt_stop()
-
-    def new_session(self) -> None:
-        self.sup.new_session()
 
 
 def voiced(*argv: str) -> subprocess.CompletedProcess[str]:
@@ -67,7 +39,7 @@ def test_cli_commands_change_what_the_live_server_sees(tmp_path: Path) -> None:
             sup = Supervisor(Session(SessionSettings(), wire.SetupConfig(model="gemini-3.8-live")),
                              Endpoint(server.endpoint(), {}), inbox=inbox, mic=hw.mic,
                              speaker=hw.speaker, button=hw.button, led=hw.led, time_scale=SCALE)
-            control = ControlServer(SupervisorTarget(sup), tmp_path)
+            control = ControlServer(Controls(sup, "local", hw.mic, hw.speaker), tmp_path)
 
             async def run(name: str, *argv: str) -> None:
                 outputs[name] = await asyncio.to_thread(voiced, *argv, *rd)
@@ -111,6 +83,7 @@ def test_cli_commands_change_what_the_live_server_sees(tmp_path: Path) -> None:
 
     asyncio.run(body())
     status = outputs["status"].stdout
-    assert "state        idle" in status
+    assert "state        idle" in status and "endpoint     local" in status
+    assert "devices      mic sim, speaker sim" in status
     assert "counts       turns 1, replies 2" in status, status
     assert "new conversation" in outputs["new"].stdout
