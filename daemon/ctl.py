@@ -62,6 +62,18 @@ def send(runtime_dir: str, cmd: str, timeout: float = 5.0, **fields: Any) -> dic
     return reply
 
 
+def _configured_runtime_dir() -> str:
+    """``[service] runtime_dir`` of the daemon's configuration, or the default when the
+    file is missing or broken (the daemon would not be running with a broken one)."""
+    from daemon import config as cfg
+    from daemon.errors import ConfigError
+
+    try:
+        return cfg.load().service.runtime_dir or DEFAULT_RUNTIME_DIR
+    except ConfigError:
+        return DEFAULT_RUNTIME_DIR
+
+
 _DONE = {
     "say": "asked; the answer will be spoken",
     "context": "context added",
@@ -73,9 +85,10 @@ _DONE = {
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of the control sub-command this parser is for (its name ends ``prog``)."""
     name = parser.prog.rsplit(" ", 1)[-1]
-    parser.add_argument("--runtime-dir", default=DEFAULT_RUNTIME_DIR, metavar="DIR",
+    parser.add_argument("--runtime-dir", default=None, metavar="DIR",
                         help="the daemon's runtime directory, where control.sock lives "
-                             "(default: %(default)s)")
+                             "(default: [service] runtime_dir of /etc/voiced/voiced.toml, "
+                             f"else {DEFAULT_RUNTIME_DIR})")
     if name == "status":
         parser.add_argument("--json", action="store_true", help="print the raw status as JSON")
     elif name in ("say", "context", "instruct"):
@@ -97,7 +110,7 @@ def main(args: argparse.Namespace) -> int:
     elif cmd == "ptt":
         fields["action"] = args.action
     try:
-        reply = send(args.runtime_dir, cmd, **fields)
+        reply = send(args.runtime_dir or _configured_runtime_dir(), cmd, **fields)
     except ControlClientError as exc:
         print(f"voiced {cmd}: {exc}", file=sys.stderr)
         return exc.code

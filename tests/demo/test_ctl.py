@@ -159,3 +159,12 @@ def test_a_daemon_that_hangs_up_or_never_answers_is_reported(tmp_path: Path) -> 
     finally:
         release.set()
         t.join(5)
+
+
+def test_runtime_dir_comes_from_the_daemons_config_by_default(tmp_path: Path) -> None:
+    (tmp_path / "voiced.toml").write_text(f'[service]\nruntime_dir = "{tmp_path / "rd"}"\n')
+    proc = subprocess.run([sys.executable, "-m", "daemon", "status"], capture_output=True,
+                          text=True, timeout=30,
+                          env={**os.environ, "VOICED_CONFIG": str(tmp_path / "voiced.toml")})
+    assert proc.returncode == ctl.EXIT_NOT_RUNNING
+    assert str(tmp_path / "rd" / "control.sock") in proc.stderr
