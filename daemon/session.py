@@ -55,7 +55,11 @@ What happens in LIVE, on top of the phase:
   (stored only when ``resumable``; PITFALLS.md "Handles"). Session-level ones, or a
   missing/expired/stale handle (an answered turn with no handle after it yet), start a
   *fresh* session and restore the conversation once (context.py). History is never
-  replayed into a resumed session. A resume due while the session's rollover point is
+  replayed into a resumed session. A handle stands for the state the server had when
+  it issued it, so after content sent without a turn (the restore, typed context) no
+  handle is trusted until the server has answered a turn sent after that content:
+  resuming earlier could bring back a session without it (the local server hands out a
+  handle right after setupComplete, before it has read the restore). A resume due while the session's rollover point is
   less than ``rollover_window`` away becomes that rollover (one switch, not two).
 * **Failures** are classified by one function (lifecycle.classify_failure): fatal →
   FAILED with the server's reason; handle refused → fresh session with context;
@@ -140,6 +144,7 @@ class _UserTurn:
     conn: int | None = None   # connection its activity is open on (None: held)
     sent_at: float = 0.0
     attempts: int = 0         # connections it was sent on (a replay is attempt 2)
+    after_unread: bool = False  # sent after content the server may not have read yet
 
 
 @dataclass(eq=False)
@@ -150,6 +155,7 @@ class _Question:
     conn: int | None = None
     sent_at: float = 0.0
     attempts: int = 0
+    after_unread: bool = False
 
 
 _Ask = Union[_UserTurn, _Question]
@@ -241,6 +247,12 @@ class Session:
         self._handle: str | None = None
         self._handle_at = 0.0
         self._handle_stale = False         # an answered turn has no handle after it yet
+        # Content sent without a turn (restore, typed context, instruction) that the server
+        # may not have read yet: a handle issued before it was read stands for a state
+        # without it, and nothing in a Gemini API handle says which. The server reads our
+        # messages in order, so its answer to a turn we sent *after* the content proves
+        # it was read; until then no handle is trusted (see _on_resumption_update).
+        self._unread_content = False
         self._session_started_at: float | None = None
         self._video_sent = False
         self._tokens = 0
@@ -495,8 +507,10 @@ class Session:
         if any(d.fresh for d in soft) or not self._handle_usable():
             return True
         # A resume needs the handle of the last answered turn (it follows turnComplete);
-        # but a user waiting on a held turn outweighs it: go fresh then (see _tick).
-        return not self._handle_stale or turn is not None
+        # but a user waiting on a held turn outweighs it: go fresh then (see _tick). With
+        # content the server may not have read, only a turn could make a handle good, and
+        # a turn pressed now is held for the next connection: waiting is pointless.
+        return not self._handle_stale or turn is not None or self._unread_content
 
     def _handle_usable(self) -> bool:
         return (self._handle is not None
@@ -572,11 +586,13 @@ class Session:
         self._request = None
         self._instruction_pending = False  # the setup carried it
         self._handle_stale = False
+        self._unread_content = False
         turns = self.conversation.restore_turns(self.settings.restore_budget_tokens)
         if turns:
             # Once, turnComplete false: context, not a question (PITFALLS.md "Replaying history").
             self._send(wire.client_content_message(turns, turn_complete=False))
             self._handle_stale = True
+            self._unread_content = True
         self._notify("info", f"new session {self.counts['sessions']} (connection {self._conn}), "
                      f"{len(turns)} turns restored")
         self._persist_wanted = True
@@ -701,6 +717,10 @@ class Session:
         if self._playing:
             self._emit(ReplyEnded())
         ask = self._ask
+        if ask is not None and ask.after_unread and ask.conn == self._conn:
+            # The server answered a turn sent after the content: it has read the content,
+            # so the handle that follows this turnComplete includes it.
+            self._unread_content = False
         user = ask.text if isinstance(ask, _Question) else "".join(self._in_text)
         self.conversation.add_exchange(user, "".join(self._out_text),
                                        "typed" if isinstance(ask, _Question) else "voice")
@@ -732,7 +752,10 @@ class Session:
         # Only resumable updates carry a usable handle (PITFALLS.md "Handles").
         if ev.resumable and ev.new_handle:
             self._handle, self._handle_at = ev.new_handle, self._now
-            self._handle_stale = False
+            # It may have been issued before the server read content we sent: then it
+            # would resume a session without that content (the whole restored
+            # conversation, for a fresh session). Stale until a turn proves it was read.
+            self._handle_stale = self._unread_content
             self._persist_wanted = True
 
     def _on_tool_call(self, ev: wire.ToolCall) -> None:
@@ -817,6 +840,7 @@ class Session:
     def _open_activity(self, turn: _UserTurn) -> None:
         turn.conn = self._conn
         turn.attempts += 1
+        turn.after_unread = self._unread_content
         self._send(wire.activity_start_message())
         for pcm in turn.frames:
             self._send_audio(pcm)
@@ -857,6 +881,7 @@ class Session:
             ask.conn = self._conn
             ask.attempts += 1
             ask.sent_at = self._now
+            ask.after_unread = self._unread_content
             self._send(wire.client_content_message([wire.Turn("user", ask.text)], True))
 
     def _buffered_bytes(self) -> int:
@@ -931,6 +956,10 @@ class Session:
             else:
                 self._send(wire.context_update_message(item.text))
             self._handle_stale = True
+            if item.kind == "context":
+                # (A question is a turn: its answer proves itself. An instruction needs no
+                # proof: every resume's setup carries the current one, LIVE_PROTOCOL.md §2.)
+                self._unread_content = True
 
     def _on_video_frame(self, event: VideoFrame) -> None:
         if self.phase is LIVE and not self._switch_wanted():
