@@ -220,5 +220,14 @@ class Connection:
     def _terminal(self, event: Event) -> None:
         if not self._terminal_posted:
             self._terminal_posted = True
-            log.debug("x connection %d ended: %s", self.conn_id, event)
+            # One line per connection end, with journal fields (logs.py) so that
+            # `journalctl -u voiced CLOSE_CODE=1011` finds them.
+            if isinstance(event, ConnectionClosed):
+                log.info("x connection %d closed: %s %s", self.conn_id, event.code, event.reason,
+                         extra={"CONNECTION_ID": self.conn_id, "CLOSE_CODE": event.code,
+                                "REASON": event.reason})
+            else:
+                log.info("x connection %d failed: %s", self.conn_id, event,
+                         extra={"CONNECTION_ID": self.conn_id,
+                                "ERROR_KIND": getattr(event, "error_kind", "")})
             self._post(event)

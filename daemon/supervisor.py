@@ -289,7 +289,9 @@ class Supervisor:
             self.last_snapshot = effect.snapshot
         elif isinstance(effect, Notify):
             # Logged under the core's name: it is the core's decision being reported.
-            _session_log.log(_LEVELS.get(effect.level, logging.INFO), "%s", effect.message)
+            # SESSION_ID: the ordinal of the Live session in this run (journal field, logs.py).
+            _session_log.log(_LEVELS.get(effect.level, logging.INFO), "%s", effect.message,
+                             extra={"SESSION_ID": self.session.stats(self.now()).sessions})
 
     def _open(self, effect: OpenConnection) -> None:
         # The core only opens once the previous connection is closed or its close timed
