@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import time
@@ -119,8 +118,7 @@ def table(f: dict[str, Any]) -> str:
     lines = [f"voiced proving ground ({f['mode']} mode)", "",
              f"{'figure':<24} {'voiced':>9}  {'beside':<34} how"]
     for name, value, beside in rows:
-        key = "resume_gap_p50_ms" if name == "resume_gap_p50_ms" else name
-        lines.append(f"{name:<24} {value:>9}  {beside:<34} {how.get(key, '')}")
+        lines.append(f"{name:<24} {value:>9}  {beside:<34} {how.get(name, '')}")
     return "\n".join(lines)
 
 

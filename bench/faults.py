@@ -23,7 +23,6 @@ from typing import Awaitable, Callable
 from bench.faultrig import SCALE, FaultRig, until
 from daemon.events import DeviceLost, DeviceRestored, DeviceState, MicOverflow
 from daemon.liveserver import ServerLimits
-from daemon.session import SessionSettings
 
 __all__ = ["FaultResult", "FAULTS", "run_fault", "run_all", "markdown"]
 

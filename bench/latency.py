@@ -27,12 +27,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
-import json
 import threading
 import time
 from typing import Any, Callable
 
 from bench.common import MODEL, audio_frames, emit, percentile
+from bench.devices import PacedSpeaker
 from daemon import wire
 from daemon.connection import Endpoint
 from daemon.events import ButtonPressed, ButtonReleased, DeviceState, Event, MicFrame
@@ -143,49 +143,11 @@ class _TimingInbox(Inbox):
         super().post(event)
 
 
-class _PacedSpeaker:
-    """hw.speaker.ReplyPath pulled every 20 ms by a thread, as a device callback would;
-    notes ``(time, reply bytes played so far)`` after each pull."""
-
-    def __init__(self, post: Callable[[Event], None]) -> None:
-        from hw.speaker import ReplyPath, SpeakerSettings
-
-        self.path = ReplyPath(SpeakerSettings(), post, 24000)
-        self.pulls: list[tuple[float, int]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def play(self, pcm: bytes, rate: int = 24000) -> None:
-        self.path.play(pcm, rate)
-
-    def flush(self) -> None:
-        self.path.flush()
-
-    def earcon(self, name: str) -> None:
-        pass
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(2)
-
-    def _run(self) -> None:
-        queue = self.path.queue
-        next_at = time.monotonic()
-        while not self._stop.is_set():
-            queue.pull(960)  # 20 ms at 24 kHz
-            self.pulls.append((time.monotonic(), queue.bytes_played))
-            next_at += 0.02
-            self._stop.wait(max(0.0, next_at - time.monotonic()))
-
-
 async def playback(replies: int) -> dict[str, Any]:
     limits = ServerLimits(time_scale=1.0, reply_pace=1.0)
     async with LiveServer(limits=limits, voice="synthetic") as server:
         inbox = _TimingInbox()
-        speaker = _PacedSpeaker(inbox.post)
+        speaker = PacedSpeaker(inbox.post, speed=1.0, note_pulls=True)
         sup = _supervisor(server.url, 1.0, inbox, SessionSettings(), speaker=speaker)
         handed: list[float] = []
         sup.subscribe(lambda e: handed.append(time.monotonic()) if isinstance(e, Play) else None)
@@ -205,7 +167,7 @@ async def playback(replies: int) -> dict[str, Any]:
             sup.stop()
         await sup.run(drive())
         lat, pipe = [], []
-        pulls = speaker.pulls
+        pulls = speaker.pulls or []
         j = 0
         for k, (t_recv, offset) in enumerate(inbox.received):
             while j < len(pulls) and pulls[j][1] <= offset:

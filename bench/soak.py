@@ -76,7 +76,8 @@ def run_soak(hours: float = 24.0, scale: float = 500.0, seed: int = 1) -> dict[s
         "turns": len(captured), "frames_captured": sum(f for _, f in captured),
         "frames_lost": lost + child["stats"]["frames_dropped"], "answered_twice": twice,
         "resumes": child["stats"]["resumes"], "rollovers": child["stats"]["rollovers"],
-        "retries": child["stats"]["retries"], "connections": connections, "sessions": sessions,
+        "retries": child["stats"]["retries"], "last_error": child["stats"]["last_error"],
+        "connections": connections, "sessions": sessions,
         "rss_mb_start": first["rss_mb"], "rss_mb_end": last["rss_mb"],
         "rss_mb_max": max(s["rss_mb"] for s in child["samples"]),
         "fds_start": first["fds"], "fds_end": last["fds"],
@@ -99,7 +100,17 @@ def describe(r: dict[str, Any]) -> str:
         f"  {'open fds':14}{r['fds_start']:>8}{r['fds_end']:>8}",
         f"  {'asyncio tasks':14}{r['tasks_start']:>8}{r['tasks_end']:>8}",
         f"  {'threads':14}{r['threads_start']:>8}{r['threads_end']:>8}",
+        "  rss MB by nominal hour: " + ", ".join(
+            f"{x['nominal_h']:g}h {x['rss_mb']:.1f}" for x in _every(r["samples"], 8)),
+        f"  last error: {r['last_error']}",
     ])
+
+
+def _every(samples: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
+    """About ``n`` samples spread over the run, the first and last included."""
+    step = max(1, len(samples) // n)
+    picked = samples[::step]
+    return picked if picked[-1] is samples[-1] else picked + [samples[-1]]
 
 
 def main(argv: list[str] | None = None) -> int:
