@@ -16,6 +16,8 @@ from typing import Sequence
 COMMANDS: dict[str, tuple[str, str]] = {
     "live-server": ("daemon.liveserver.cli", "run the local Live API server (no key, no network)"),
     "devices": ("hw.devices", "list audio devices (name, channels, rate) to pick in the config"),
+    "run": ("daemon.app", "run the daemon (what the systemd service starts)"),
+    "config": ("daemon.config_cmd", "print the effective configuration, secrets redacted"),
 }
 
 

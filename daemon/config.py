@@ -16,8 +16,11 @@ secrets redacted.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import inspect
 import os
+import textwrap
 import tomllib
 import types
 import typing
@@ -29,7 +32,8 @@ from daemon.errors import ConfigError
 
 __all__ = [
     "DEFAULT_PATH", "LiveSettings", "ServiceSettings", "Config", "Secret",
-    "load", "parse", "resolve_api_key", "to_toml", "SECTIONS", "ENV_OVERRIDES",
+    "load", "parse", "resolve_api_key", "to_toml", "example_toml", "field_docs",
+    "SECTIONS", "ENV_OVERRIDES",
 ]
 
 DEFAULT_PATH = Path("/etc/voiced/voiced.toml")
@@ -86,6 +90,9 @@ class ServiceSettings:
     """INFO: one line per event a human cares about. DEBUG: the wire."""
     control_group: str = "voiced"
     """Group allowed to use the control socket (mode 0660)."""
+    debug_commands: bool = False
+    """Test-only control commands (debug-wedge-loop, debug-stall-mic) that wedge the daemon on
+    purpose to prove the systemd watchdog; never enable on a device in use."""
 
 
 # Section name -> "module:Class". Imported lazily so that `voiced config` on a laptop works
@@ -334,3 +341,46 @@ def _toml_value(value: Any) -> str:
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     text = str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
     return f'"{text}"'
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """The attribute docstrings of a settings dataclass (the string under each field)."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+    docs: dict[str, str] = {}
+    for node, after in zip(body, body[1:]):
+        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+                and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant)
+                and isinstance(after.value.value, str)):
+            docs[node.target.id] = " ".join(after.value.value.split())
+    return docs
+
+
+def example_toml() -> str:
+    """A documented configuration file with every key at its default, commented out.
+
+    ``systemd/voiced.toml.example`` is this text (a test keeps them equal); the
+    installer copies it to /etc/voiced/voiced.toml.
+    """
+    out = ["# voiced configuration: /etc/voiced/voiced.toml",
+           "# Every key is shown at its default, commented out: uncomment what you change.",
+           "# `voiced config` prints the effective configuration; `sudo systemctl reload voiced`",
+           "# applies a new system instruction mid-conversation (other keys need a restart).",
+           "# Environment overrides:"] + [f"#   {var} sets {sec}.{key}" for var, (sec, key) in ENV_OVERRIDES.items()] + [
+           "# The API key never goes here: see the README (systemd credential or live.key_file)."]
+    for name, target in SECTIONS.items():
+        cls = _import(target)
+        doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        out += ["", f"[{name}]"] + ([f"# {doc}"] if doc else [])
+        docs = field_docs(cls)
+        for f in dataclasses.fields(cls):
+            for line in textwrap.wrap(docs.get(f.name, ""), 96):
+                out.append(f"#   {line}")
+            default = getattr(cls, f.name, None) if f.default is not dataclasses.MISSING else None
+            if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+                default = f.default_factory()  # type: ignore[misc]
+            if default is None:
+                out.append(f"# {f.name} =   (not set)")
+            else:
+                out.append(f"# {f.name} = {_toml_value(default)}")
+    return "\n".join(out) + "\n"

@@ -25,7 +25,8 @@ __all__ = [
     "TimerFired", "Start", "Shutdown", "SendText", "SetInstruction", "NewConversation",
     "PttStart", "PttStop", "VideoFrame",
     # outputs
-    "Effect", "OpenConnection", "SendFrame", "CloseConnection", "Play", "FlushPlayback", "Earcon",
+    "Effect", "OpenConnection", "SendFrame", "CloseConnection", "Play", "FlushPlayback", "ReplyEnded",
+    "Earcon",
     "ShowStates", "Persist", "Notify",
     # reporting and persistence
     "SessionStats", "Snapshot",
@@ -267,6 +268,12 @@ class Play(Effect):
 @dataclass(frozen=True)
 class FlushPlayback(Effect):
     """Drop everything queued or playing on the speaker (barge-in, ``interrupted``)."""
+
+
+@dataclass(frozen=True)
+class ReplyEnded(Effect):
+    """The model's reply is complete (``turnComplete``): nothing more will be queued, so the
+    speaker can pad the tail and report ``PlaybackDrained`` without waiting for more."""
 
 
 @dataclass(frozen=True)

@@ -55,11 +55,15 @@ What happens in LIVE, on top of the phase:
   (stored only when ``resumable``; PITFALLS.md "Handles"). Session-level ones, or a
   missing/expired/stale handle (an answered turn with no handle after it yet), start a
   *fresh* session and restore the conversation once (context.py). History is never
-  replayed into a resumed session.
+  replayed into a resumed session. A resume due while the session's rollover point is
+  less than ``rollover_window`` away becomes that rollover (one switch, not two).
 * **Failures** are classified by one function (lifecycle.classify_failure): fatal →
   FAILED with the server's reason; handle refused → fresh session with context;
-  retryable → BACKOFF (jittered, capped, reset after a stable period). A connection
-  that stops answering is caught by ``setup_timeout`` and ``reply_timeout``.
+  retryable → BACKOFF (jittered, capped, reset after a stable period). A server that
+  is reachable but refuses the same resume twice (e.g. 1011 while it still holds a
+  stalled socket) is treated as refusing the handle. A connection that stops answering
+  is caught by ``setup_timeout`` and ``reply_timeout``; an ask sent on two connections
+  without an answer is dropped (reported) rather than retried forever.
 
 Rule: everything that decides a transition lives in this file. ``TRANSITIONS`` says
 which handler runs for each (phase, event type); an event a phase does not expect
@@ -74,7 +78,7 @@ import enum
 import logging
 import random
 from collections import deque
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Callable, Union
 
 from daemon import wire
@@ -87,7 +91,7 @@ from daemon.events import (ButtonHeld, ButtonPressed, ButtonReleased, DeviceLost
 from daemon.lifecycle import *  # noqa: F401,F403  (re-exported: the public vocabulary)
 from daemon.lifecycle import (CloseConnection, ConnectionClosed, ConnectionFailed,
                               ConnectionOpened, Earcon, Effect, Failure, FailureKind,
-                              FlushPlayback, FrameRejected, NewConversation, Notify,
+                              FlushPlayback, FrameRejected, ReplyEnded, NewConversation, Notify,
                               OpenConnection, Persist, Play, PttStart, PttStop, SendFrame,
                               SendText, ServerEvents, SessionSettings, SessionStats,
                               SetInstruction, ShowStates, Shutdown, Snapshot, Start,
@@ -324,6 +328,10 @@ class Session:
 
     def states(self) -> frozenset[DeviceState]:
         """What the device is doing, for the LED and STATUS (several may hold)."""
+        if self.phase is STOPPED:
+            # Shut down: nothing else is true any more (a reply owed when SIGTERM came
+            # would otherwise keep "thinking" on the LED and in STATUS while we stop).
+            return frozenset({DeviceState.OFFLINE})
         out: set[DeviceState] = set()
         if self.phase in (NEW, STOPPED):
             out.add(DeviceState.OFFLINE)
@@ -690,6 +698,8 @@ class Session:
             self._playing = False
 
     def _on_turn_complete(self, ev: wire.TurnComplete) -> None:
+        if self._playing:
+            self._emit(ReplyEnded())
         ask = self._ask
         user = ask.text if isinstance(ask, _Question) else "".join(self._in_text)
         self.conversation.add_exchange(user, "".join(self._out_text),

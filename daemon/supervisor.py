@@ -32,7 +32,7 @@ from typing import Any, Awaitable, Callable
 from daemon.connection import Connection, Endpoint, Keepalive
 from daemon.events import DeviceState, Event, MicFrame
 from daemon.session import (CloseConnection, ConnectionClosed, Earcon, Effect, FlushPlayback,
-                            NewConversation, Notify, OpenConnection, Persist, Play, PttStart,
+                            NewConversation, Notify, OpenConnection, Persist, Play, PttStart, ReplyEnded,
                             PttStop, SendFrame, SendText, Session, SessionStateError,
                             SessionStats, SetInstruction, ShowStates, Shutdown, Snapshot, Start,
                             TimerFired)
@@ -126,7 +126,6 @@ class Supervisor:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._t0 = 0.0
         self._stopping = False
-        self._stopped = asyncio.Event()
 
     # -- the API other parts call (thread-safe: each only posts an event)
 
@@ -211,7 +210,6 @@ class Supervisor:
                 await asyncio.wait(helpers, timeout=2.0)
             self.inbox._unbind()
             self._stop_hardware()
-            self._stopped.set()
 
     @staticmethod
     async def _companion(coro: Awaitable[Any]) -> None:
@@ -273,6 +271,11 @@ class Supervisor:
         elif isinstance(effect, FlushPlayback):
             if self.speaker is not None:
                 self.speaker.flush()
+        elif isinstance(effect, ReplyEnded):
+            # Optional in the speaker contract: without it the speaker finds the end by a
+            # silence timer (hw.speaker drain_ms), which only delays PlaybackDrained.
+            if self.speaker is not None and hasattr(self.speaker, "end_of_reply"):
+                self.speaker.end_of_reply()
         elif isinstance(effect, Earcon):
             if self.speaker is not None and hasattr(self.speaker, "earcon"):
                 try:
@@ -289,6 +292,14 @@ class Supervisor:
             _session_log.log(_LEVELS.get(effect.level, logging.INFO), "%s", effect.message)
 
     def _open(self, effect: OpenConnection) -> None:
+        # The core only opens once the previous connection is closed or its close timed
+        # out; make the second case certain before the new socket exists (a resume while
+        # the old socket is open is refused with 1011, PITFALLS.md).
+        for old_id, old in list(self._connections.items()):
+            if old.is_open:
+                old.abort()
+            elif old_id in self._readers:
+                self._readers[old_id].cancel()
         s, scale = self.session.settings, self.time_scale
         conn = Connection(
             effect.conn_id, self.endpoint, self.inbox.post,

@@ -1,4 +1,4 @@
-"""Earcons: short generated tones for press, release and error (pure numpy).
+"""Earcons: short generated tones for press, release, error and a new conversation (pure numpy).
 
 Played by the speaker mixed over whatever is playing, so they never delay or
 post playback events. Release is off by default (issue 4 §6): a beep on every
@@ -15,13 +15,14 @@ from daemon.errors import ConfigError
 
 __all__ = ["EarconSettings", "render", "EARCON_NAMES"]
 
-EARCON_NAMES = ("press", "release", "error")
+EARCON_NAMES = ("press", "release", "error", "new")
 
 # name -> notes as (frequency Hz, seconds); 0 Hz is a rest.
 _NOTES: dict[str, tuple[tuple[float, float], ...]] = {
     "press": ((880.0, 0.045), (1320.0, 0.055)),          # rising: "go ahead"
     "release": ((1320.0, 0.04), (880.0, 0.05)),          # falling: "got it"
     "error": ((330.0, 0.12), (0.0, 0.06), (330.0, 0.12)),  # low double: "something is wrong"
+    "new": ((660.0, 0.06), (880.0, 0.06), (1320.0, 0.09)),  # rising three: "fresh start"
 }
 
 
@@ -35,6 +36,8 @@ class EarconSettings:
     """Play a falling blip when the button goes up (off by default)."""
     error: bool = True
     """Play a low double tone on errors."""
+    new: bool = True
+    """Play a rising three-note chime when a long hold starts a new conversation."""
     volume: float = 0.25
     """Earcon loudness, 0.0–1.0 of full scale (before the speaker volume)."""
 

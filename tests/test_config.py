@@ -109,3 +109,18 @@ def test_effective_config_never_shows_the_key(tmp_path: Path) -> None:
     p = tmp_path / "round.toml"
     p.write_text(text)
     assert config.load(p, environ={}).sections == cfg.sections
+
+
+def test_shipped_example_is_the_generated_one_and_loads_to_defaults(tmp_path: Path) -> None:
+    shipped = Path(__file__).resolve().parent.parent / "systemd" / "voiced.toml.example"
+    assert shipped.read_text() == config.example_toml(), (
+        "regenerate: python -c 'from daemon import config; print(config.example_toml(), end=\"\")'"
+        " > systemd/voiced.toml.example")
+    assert config.load(shipped, environ={}).sections == config.parse({}, environ={}).sections
+    # Every key of every section is documented in it.
+    for name, target in config.SECTIONS.items():
+        cls = config._import(target)
+        docs = config.field_docs(cls)
+        for f in __import__("dataclasses").fields(cls):
+            assert docs.get(f.name), f"[{name}] {f.name} has no docstring"
+            assert f"# {f.name} =" in shipped.read_text()

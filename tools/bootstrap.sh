@@ -26,11 +26,17 @@ fi
 
 PY="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip >/dev/null
+# pip's chatter goes to a log; it is shown only when the install fails.
+pip_install() {
+  if ! .venv/bin/python -m pip install -q "$@" >.venv/pip.log 2>&1; then
+    tail -n 40 .venv/pip.log >&2; echo "pip install $* failed (full log: .venv/pip.log)" >&2; exit 1
+  fi
+}
+pip_install --upgrade pip
 if [ "$job" = test ]; then
-  .venv/bin/python -m pip install -q -e '.[test]'
+  pip_install -e '.[test]'
   exec .venv/bin/python -m pytest "$@"
 else
-  .venv/bin/python -m pip install -q -e .
+  pip_install -e .
   exec .venv/bin/voiced demo "$@"
 fi

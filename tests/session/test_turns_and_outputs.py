@@ -8,7 +8,7 @@ from daemon import wire
 from daemon.events import (ButtonHeld, ButtonPressed, ButtonReleased, DeviceLost, DeviceRestored,
                            DeviceState, MicFrame, PlaybackDrained)
 from daemon.session import (CloseConnection, ConnectionClosed, ConnectionOpened, Earcon,
-                            FlushPlayback, NewConversation, Notify, Persist, Play, PttStart,
+                            FlushPlayback, NewConversation, ReplyEnded, Notify, Persist, Play, PttStart,
                             PttStop, ServerEvents, Session, SessionSettings, SessionStateError,
                             ShowStates, Shutdown, Snapshot, Start)
 from tests.session.harness import MODEL, Harness, audio_sent, frame, kinds
@@ -79,6 +79,21 @@ def test_interrupted_flushes_playback() -> None:
     h.clear()
     h.server(wire.Interrupted())
     assert h.of(FlushPlayback)
+
+
+def test_turn_complete_tells_the_speaker_the_reply_has_ended() -> None:
+    """hw.speaker pads the tail and drains at once on end_of_reply (else after a silence timer)."""
+    h = live()
+    talk(h)
+    h.server(wire.ModelAudio(b"\1\0" * 100))
+    assert not h.of(ReplyEnded)
+    h.server(wire.GenerationComplete(), wire.TurnComplete())
+    assert len(h.of(ReplyEnded)) == 1
+    # A turn with no audio (nothing was played) has no reply to end.
+    h.clear()
+    talk(h)
+    h.server(wire.TurnComplete())
+    assert not h.of(ReplyEnded)
 
 
 def test_led_states_follow_the_conversation() -> None:

@@ -102,6 +102,16 @@ def test_two_hour_conversation_across_every_limit_with_faults() -> None:
                                   if isinstance(e, (Notify, OpenConnection, CloseConnection))
                                   else None)
                 conv.timeline = timeline
+                switches: list[tuple[float, float]] = []   # (closed at, ready at), nominal
+
+                def on_effect(e: object) -> None:
+                    t = rig.sup.now()
+                    if isinstance(e, CloseConnection) and e.reason.startswith("switching"):
+                        switches.append((t, -1.0))
+                    elif (isinstance(e, Notify) and switches and switches[-1][1] < 0
+                          and e.message.startswith(("resumed session", "new session"))):
+                        switches[-1] = (switches[-1][0], t)
+                rig.sup.subscribe(on_effect)
                 faults = {1200: "1006", 2400: "1011", 3600: "stall", 4800: "silent",
                           6000: "refuse"}
                 outcomes: dict[str, str] = {}
@@ -135,6 +145,11 @@ def test_two_hour_conversation_across_every_limit_with_faults() -> None:
                       f"frames captured/sent/dropped {st.frames_captured}/{st.frames_sent}/"
                       f"{st.frames_dropped}; faults → {outcomes}")
 
+                gaps = sorted(b - a for a, b in switches if b >= 0)
+                print(f"planned switches: {len(gaps)}, close→ready median "
+                      f"{gaps[len(gaps) // 2] / SCALE * 1000:.2f} ms wall, max "
+                      f"{gaps[-1] / SCALE * 1000:.2f} ms wall (loopback; nominal "
+                      f"{gaps[len(gaps) // 2]:.2f} / {gaps[-1]:.2f} s at ×{SCALE:g})")
                 assert st.resumes >= 10 and st.rollovers >= 7, st
                 assert st.frames_dropped == 0
                 assert outcomes == {"1006": "resumed", "1011": "resumed", "stall": "recovered",
@@ -185,6 +200,13 @@ async def inject(kind: str, conv: Conversation, rig: Rig, server: LiveServer) ->
                     and server.connections[-1].setup_completed_at is not None, timeout=30,
                     what=f"recovery from {kind}")
 
+    if kind in ("refuse", "silent"):
+        # A goAway close to the rollover point becomes the rollover (no resume).
+        await until(lambda: (rig.sup.stats().next_rollover_in or 0) > 300, timeout=30,
+                    what="a young session")
+    if kind in ("1006", "1011", "refuse"):
+        await conv.turn(1.0)     # so that the session has a handle to resume with
+        before, sessions_before = len(server.connections), len(server.sessions)
     if kind in ("1006", "1011"):
         server.faults.close_now(1006 if kind == "1006" else 1011, "Internal error occurred.")
         await back_live()
@@ -214,6 +236,8 @@ async def inject(kind: str, conv: Conversation, rig: Rig, server: LiveServer) ->
         server.faults.go_away_now(time_left=30.0)
         await until(lambda: len(server.sessions) > sessions_before and rig.phase == "live",
                     timeout=30, what="a fresh session after the refusal")
+        assert any("refuse_resume" in c.faults for c in server.connections[before:]), (
+            "\n".join(conv.timeline[-12:]))
         prev, s = server.sessions[-2], server.sessions[-1]
         last_model = [text for role, text in prev.history if role == "model"][-1]
         try:   # the restore is the first frame after setupComplete; let the server read it

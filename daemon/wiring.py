@@ -1,0 +1,240 @@
+"""
+Small adapters ``voiced run`` wires between the supervisor and the service side
+(daemon/app.py is the one that builds and runs them):
+
+* :class:`Pulse` — the watchdog's view of the pipeline (daemon/health.py's
+  ``Heartbeat`` protocol) over the supervisor's own heartbeat, plus whether a mic
+  is expected (a mic the adapter reported lost is *healthy*: it is reopening it).
+* :class:`Controls` — the control socket's :class:`~daemon.control.ControlTarget`
+  over the supervisor (status mapping, say, context, instruct, ptt, new-session).
+* :class:`AppControlServer` — the control server plus the test-only debug commands
+  (``debug-wedge-loop``, ``debug-stall-mic``), answered only when
+  ``[service] debug_commands = true``; otherwise they are unknown commands.
+* :class:`StateKeeper` — persists every ``Persist`` snapshot atomically, in order, on
+  one worker thread (an SD-card fsync must not stall the event loop), and restores
+  the session from the state file at start.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
+from typing import Any, Callable, Mapping
+
+from daemon import wire
+from daemon.control import ControlServer
+from daemon.events import LED_PRIORITY, DeviceLost, DeviceRestored, DeviceState, Event
+from daemon.session import Session, SessionSettings, Snapshot
+from daemon.state import StateStore
+
+__all__ = ["Pulse", "Controls", "AppControlServer", "StateKeeper", "top_state", "DEBUG_COMMANDS"]
+
+log = logging.getLogger(__name__)
+
+DEBUG_COMMANDS = ("debug-wedge-loop", "debug-stall-mic")
+_MAX_WEDGE = 120.0
+
+
+def top_state(states: frozenset[DeviceState]) -> DeviceState:
+    """The state the LED shows (first of LED_PRIORITY that holds)."""
+    return next((s for s in LED_PRIORITY if s in states), DeviceState.OFFLINE)
+
+
+class Pulse:
+    """``health.Heartbeat`` for the watchdog gate.
+
+    Args:
+        heartbeat: the supervisor's ``Heartbeat`` (``last_iteration`` / ``last_mic_frame``
+            in ``loop.time()``, which is ``time.monotonic()`` on Linux).
+        clock: monotonic clock (for the grace period after a mic comes back).
+    """
+
+    def __init__(self, heartbeat: Any = None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.heartbeat = heartbeat
+        """Set once the supervisor exists (the hardware, built first, posts through us)."""
+        self._clock = clock
+        self._restored_at: float | None = None
+        self.mic_expected = True
+
+    @property
+    def last_loop_tick(self) -> float | None:
+        return (self.heartbeat.last_iteration or None) if self.heartbeat is not None else None
+
+    @property
+    def last_mic_frame(self) -> float | None:
+        hb = self.heartbeat
+        times = [t for t in (hb and hb.last_mic_frame, self._restored_at) if t]
+        return max(times) if times else None
+
+    def observe(self, event: Event) -> None:
+        """See a hardware event on its way to the inbox (any thread)."""
+        if isinstance(event, DeviceLost) and event.kind == "mic":
+            self.mic_expected = False
+        elif isinstance(event, DeviceRestored) and event.kind == "mic":
+            self._restored_at = self._clock()
+            self.mic_expected = True
+
+    def wrap(self, post: Callable[[Event], None]) -> Callable[[Event], None]:
+        """A ``post`` for the hardware adapters that lets this pulse see their events."""
+        def observed(event: Event) -> None:
+            self.observe(event)
+            post(event)
+        return observed
+
+
+class Controls:
+    """The control socket's target: the supervisor, plus what ``status`` reports."""
+
+    def __init__(self, supervisor: Any, endpoint: str, mic: Any = None, speaker: Any = None) -> None:
+        self.supervisor = supervisor
+        self.endpoint = endpoint
+        self.mic, self.speaker = mic, speaker
+
+    def status(self) -> Mapping[str, Any]:
+        """One mapping for both STATUS= (daemon.health.format_status) and ``voiced status``
+        (daemon.control.format_status). Times are nominal seconds (real time at scale 1)."""
+        stats = self.supervisor.stats()
+        out: dict[str, Any] = dict(vars(stats))
+        states = self.supervisor.states()
+        out["state"] = top_state(states).value
+        out["states"] = sorted(s.value for s in states)
+        out["endpoint"] = self.endpoint
+        out["token_window"] = stats.context_window
+        out["mic"] = getattr(self.mic, "device_name", "none")
+        out["speaker"] = getattr(self.speaker, "device_name", "none")
+        return out
+
+    def say(self, text: str) -> None:
+        self.supervisor.send_text(text)
+
+    def context(self, text: str) -> None:
+        self.supervisor.context(text)
+
+    def instruct(self, text: str) -> None:
+        self.supervisor.instruct(text)
+
+    def ptt(self, start: bool) -> None:
+        if start:
+            self.supervisor.ptt_start()
+        else:
+            self.supervisor.ptt_stop()
+
+    def new_session(self) -> None:
+        self.supervisor.new_session()
+
+
+class AppControlServer(ControlServer):
+    """:class:`ControlServer` plus test-only debug commands when ``mic`` hooks are given.
+
+    ``debug-wedge-loop {"seconds": N}`` blocks the event loop for N seconds (so the
+    systemd watchdog pings stop, by construction); ``debug-stall-mic`` closes the mic
+    without telling anyone (frames stop, nobody reports a loss: the watchdog gate
+    withholds pings). Both exist to prove the watchdog; they are refused as unknown
+    commands unless ``[service] debug_commands = true``.
+    """
+
+    def __init__(self, target: Any, directory: Any, group: str | None = None, *,
+                 debug: bool = False, mic: Any = None) -> None:
+        super().__init__(target, directory, group)
+        self.debug = debug
+        self.mic = mic
+
+    def dispatch(self, line: bytes) -> dict[str, Any]:
+        if self.debug:
+            try:
+                req = json.loads(line)
+            except (ValueError, UnicodeDecodeError):
+                req = None
+            if isinstance(req, dict) and req.get("cmd") in DEBUG_COMMANDS:
+                return self._debug(req)
+        return super().dispatch(line)
+
+    def _debug(self, req: dict[str, Any]) -> dict[str, Any]:
+        if req["cmd"] == "debug-wedge-loop":
+            try:
+                seconds = min(_MAX_WEDGE, max(0.0, float(req.get("seconds", 10.0))))
+            except (TypeError, ValueError):
+                return {"ok": False, "error": "debug-wedge-loop needs a number of seconds"}
+            log.warning("debug: wedging the event loop for %.1f s on purpose", seconds)
+            time.sleep(seconds)  # on purpose: this is the wedge
+            return {"ok": True, "wedged": seconds}
+        log.warning("debug: stalling the mic on purpose (no DeviceLost)")
+        if self.mic is not None:
+            self.mic.close()
+        return {"ok": True}
+
+
+class StateKeeper:
+    """Saves snapshots to a :class:`StateStore` and builds the session from it.
+
+    The payload: ``{"snapshot": Snapshot.to_dict(), "saved_at": unix seconds,
+    "time_scale": nominal seconds per wall second, "server": where the handle is valid,
+    "config_instruction": the [live] system_instruction when it was saved}``.
+
+    Args:
+        store: the state file.
+        server: identifies the Live server the handles belong to ("local" for the
+            embedded server, whose handles die with the process).
+        config_instruction: the configured system instruction; a saved instruction wins
+            over it (``voiced instruct`` survives a restart) unless the config changed since.
+        time_scale: the supervisor's; downtime is converted to nominal seconds.
+    """
+
+    def __init__(self, store: StateStore, *, server: str, config_instruction: str,
+                 time_scale: float = 1.0, clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.server = server
+        self.config_instruction = config_instruction
+        self.time_scale = time_scale
+        self._clock = clock
+        self._worker = ThreadPoolExecutor(1, thread_name_prefix="state-save")
+        self.saves = 0
+
+    def save(self, snapshot: Snapshot) -> None:
+        """Queue an atomic save of ``snapshot`` (in order; returns at once)."""
+        payload = {"snapshot": snapshot.to_dict(), "saved_at": self._clock(),
+                   "time_scale": self.time_scale, "server": self.server,
+                   "config_instruction": self.config_instruction}
+        future = self._worker.submit(self.store.save, payload)
+        future.add_done_callback(self._saved)
+
+    def _saved(self, future: Future[bool]) -> None:
+        exc = future.exception()
+        if exc is not None:
+            log.error("! saving state failed: %s", exc)
+        elif future.result():
+            self.saves += 1
+
+    def close(self) -> None:
+        """Wait for queued saves to be on disk."""
+        self._worker.shutdown(wait=True)
+
+    def restore(self, settings: SessionSettings, setup: wire.SetupConfig, api: str) -> Session:
+        """The session to start with: continuing the saved one when the state file is
+        usable (resume within the handle's lifetime, else fresh with context), else new."""
+        payload = self.store.load()  # a corrupt file is set aside with a warning
+        if not payload:
+            log.info("no saved conversation: starting a new one")
+            return Session(settings, setup, api)
+        try:
+            snapshot = Snapshot.from_dict(payload["snapshot"])
+            downtime = max(0.0, self._clock() - float(payload["saved_at"])) * self.time_scale
+        except (KeyError, TypeError, ValueError) as exc:
+            log.warning("state file %s is unusable (%s); starting a new conversation",
+                        self.store.path, exc)
+            return Session(settings, setup, api)
+        if snapshot.handle and payload.get("server") != self.server:
+            # A handle from another server (or from an embedded server that died with
+            # the last process) would only be refused: keep the conversation, not the handle.
+            snapshot = replace(snapshot, handle=None, handle_age=None, session_age=None)
+        if payload.get("config_instruction") != self.config_instruction:
+            snapshot = replace(snapshot, system_instruction=None)  # the config changed: it wins
+        session = Session.from_snapshot(snapshot, settings, setup, api, now=0.0, downtime=downtime)
+        resuming = session.snapshot().handle is not None
+        log.info("restored the conversation (%d entries, down %.0f s): %s",
+                 len(snapshot.history), downtime,
+                 "resuming the same session" if resuming else "a fresh session with context")
+        return session

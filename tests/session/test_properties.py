@@ -1,0 +1,166 @@
+"""Random event sequences (hypothesis) against the core's invariants.
+
+A small model of the world answers the core like a server and a supervisor would;
+whatever happens, the core must never raise, never spin (deadline in the past),
+never send on a connection that is not ready, never open a connection while the
+previous one is still open (PITFALLS.md "Resume while the old socket is open"), and
+keep activityStart/activityEnd paired on every connection.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import event as note
+from hypothesis import strategies as st
+
+from daemon import wire
+from daemon.events import ButtonPressed, ButtonReleased, MicFrame, PlaybackDrained
+from daemon.session import (CloseConnection, ConnectionClosed, ConnectionFailed, ConnectionOpened,
+                            NewConversation, OpenConnection, SendFrame, SendText, ServerEvents,
+                            Session, SessionSettings, SetInstruction, Start, TimerFired)
+from tests.session.harness import MODEL, frame
+
+_TALK = st.sampled_from([("press",), ("release",), ("frames", 5), ("frames", 25), ("reply",),
+                         ("handle",), ("drained",)])
+ACTIONS = st.one_of(_TALK, _TALK, _TALK, st.tuples(st.just("advance"), st.floats(50.0, 400.0)),
+    st.just(("press",)), st.just(("release",)), st.tuples(st.just("frames"), st.integers(1, 30)),
+    st.tuples(st.just("advance"), st.floats(0.01, 200.0)), st.just(("ready",)),
+    st.just(("reply",)), st.tuples(st.just("goaway"), st.floats(0.0, 60.0)),
+    st.tuples(st.just("close"), st.sampled_from([1000, 1006, 1007, 1008, 1011])),
+    st.just(("fail",)), st.just(("handle",)), st.just(("question",)), st.just(("context",)),
+    st.just(("instruction",)), st.just(("new",)), st.just(("drained",)),
+    st.tuples(st.just("usage"), st.integers(0, 140_000)), st.just(("closed",)),
+    st.just(("start",)),
+)
+
+
+class World:
+    def __init__(self, seed: int) -> None:
+        self.now = 0.0
+        s = SessionSettings(connection_cap=300, session_cap_audio=500, rollover_window=60,
+                            context_window=100_000, reply_timeout=20, setup_timeout=10,
+                            backoff_cap=30, buffer_seconds=5)
+        self.core = Session(s, wire.SetupConfig(model=MODEL), "gemini", 0.0,
+                            rng=random.Random(seed).random)
+        self.conn: int | None = None        # the connection the world has open or opening
+        self.ready: set[int] = set()
+        self.closing: set[int] = set()
+        self.gone: set[int] = set()
+        self.activity: dict[int, bool] = {}
+        self.mic = 0
+        self.handles = 0
+
+    def feed(self, event: object) -> None:
+        effects = self.core.handle(event, self.now)  # must never raise
+        for e in effects:
+            if isinstance(e, OpenConnection):
+                # A connection we asked to close whose close did not finish in time is
+                # aborted by the supervisor before the next one opens.
+                assert self.conn is None or self.conn in self.gone | self.closing, (
+                    "opened a connection while the previous one was still open")
+                if self.conn is not None:
+                    self.gone.add(self.conn)
+                self.conn = e.conn_id
+            elif isinstance(e, SendFrame):
+                assert e.conn_id in self.ready and e.conn_id not in self.gone, "sent on a dead conn"
+                assert e.conn_id not in self.closing, "sent after asking to close"
+                msg = json.loads(e.frame)
+                ri = msg.get("realtimeInput", {})
+                if "activityStart" in ri:
+                    assert not self.activity.get(e.conn_id), "two activityStart in a row"
+                    self.activity[e.conn_id] = True
+                elif "activityEnd" in ri:
+                    assert self.activity.get(e.conn_id), "activityEnd without activityStart"
+                    self.activity[e.conn_id] = False
+            elif isinstance(e, CloseConnection):
+                self.closing.add(e.conn_id)
+                note(f"close: {e.reason.split(':')[0]}")
+        d = self.core.deadline()
+        assert d is None or d > self.now, f"deadline {d} not after now {self.now}: would spin"
+
+    def server(self, *events: wire.ServerEventT) -> None:
+        c = self.conn
+        if c is not None and c in self.ready and c not in self.gone and c not in self.closing:
+            self.feed(ServerEvents(c, tuple(events)))
+
+    def end(self, event_cls: type, *args: object) -> None:
+        c = self.conn
+        if c is not None and c not in self.gone:
+            self.gone.add(c)
+            self.feed(event_cls(c, *args))
+
+    def act(self, action: tuple) -> None:
+        kind = action[0]
+        # A mostly cooperative world: a pending connection comes up, a close we asked for
+        # completes, unless the action itself is about failing or waiting.
+        if kind not in ("fail", "close", "advance", "ready", "closed"):
+            self.act(("closed",))
+            self.act(("ready",))
+        c = self.conn
+        if kind == "press":
+            self.feed(ButtonPressed())
+        elif kind == "release":
+            self.feed(ButtonReleased(1.0))
+        elif kind == "frames":
+            for _ in range(action[1]):
+                self.mic += 1
+                self.feed(MicFrame(frame(self.mic)))
+                self.now += 0.02
+        elif kind == "advance":
+            target = self.now + action[1]
+            while (d := self.core.deadline()) is not None and d <= target:
+                self.now = d
+                self.feed(TimerFired())
+            self.now = target
+        elif kind == "ready":
+            if c is not None and c not in self.ready and c not in self.gone and c not in self.closing:
+                self.feed(ConnectionOpened(c))
+                self.ready.add(c)
+                self.feed(ServerEvents(c, (wire.SetupComplete(),)))
+        elif kind == "reply":
+            self.server(wire.ModelAudio(b"\0\0" * 480), wire.OutputTranscription("ok"))
+            self.server(wire.GenerationComplete(), wire.TurnComplete())
+        elif kind == "goaway":
+            self.server(wire.GoAway(action[1]))
+        elif kind == "handle":
+            self.handles += 1
+            self.server(wire.ResumptionUpdate(f"h{self.handles}", True))
+        elif kind == "usage":
+            self.server(wire.Usage(action[1], 0, action[1]))
+        elif kind == "close":
+            if c is not None and c not in self.closing:
+                self.end(ConnectionClosed, action[1], "x")
+        elif kind == "fail":
+            if c is not None and c not in self.ready and c not in self.closing:
+                self.end(ConnectionFailed, "connect", "refused")
+        elif kind == "closed":
+            if c is not None and c in self.closing:
+                self.end(ConnectionClosed, 1000, "")
+        elif kind == "question":
+            self.feed(SendText("what?", True))
+        elif kind == "context":
+            self.feed(SendText("fyi", False))
+        elif kind == "instruction":
+            self.feed(SetInstruction("be terse"))
+        elif kind == "new":
+            self.feed(NewConversation())
+        elif kind == "drained":
+            self.feed(PlaybackDrained())
+        elif kind == "start":
+            if self.core.phase.value in ("new", "failed"):
+                self.feed(Start())
+
+
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(ACTIONS, min_size=1, max_size=60), st.integers(0, 1000))
+def test_random_sequences_keep_the_invariants(actions: list[tuple], seed: int) -> None:
+    w = World(seed)
+    w.feed(Start())
+    for action in actions:
+        w.act(action)
+    note(f"final phase: {w.core.phase.value}")
+    st_ = w.core.stats(w.now)
+    note(f"resumed: {st_.resumes > 0}, rolled over: {st_.rollovers > 0}")
