@@ -15,6 +15,7 @@ from bench.faults import FAULTS, FaultResult, run_fault
 
 RECOVERABLE = [n for n, (_, expect, _) in FAULTS.items() if expect == "recover"]
 FATAL = [n for n, (_, expect, _) in FAULTS.items() if expect == "stop"]
+RESTART = [n for n, (_, expect, _) in FAULTS.items() if expect == "restart"]
 
 
 def test_the_matrix_has_at_least_15_faults() -> None:
@@ -41,6 +42,22 @@ def test_fatal_fault_stops_cleanly_without_retrying(name: str) -> None:
     assert r.led == "error", r
     assert r.retries == 0 and r.connections == 0, r
     assert r.detail.startswith(name[-4:]), r.detail  # the server's code and reason, verbatim
+
+
+@pytest.mark.parametrize("name", RESTART)
+def test_process_stopped_or_killed_mid_turn_restarts_into_the_same_session(name: str) -> None:
+    r = run_fault(name)
+    print(r)
+    x = r.extra
+    assert r.outcome == "restarted", r
+    assert x["resumed_same_session"] == 1, r
+    if name == "sigterm_mid_turn":
+        assert x["exit_code"] == 0 and x["stopping_noted"] == 1, r
+        assert x["close_code"] == 1000, r         # we closed the connection, cleanly
+    else:
+        assert x["exit_code"] == -9 and x["close_code"] == 1006, r
+    assert r.answered == 1 and r.frames_captured > 0 and r.frames_lost == 0, r
+    assert r.led == "idle" and r.retries == 0 and r.connections == 1, r
 
 
 def check_specifics(r: FaultResult) -> None:
