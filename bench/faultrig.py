@@ -68,9 +68,7 @@ class FaultRig:
         self.button = Button(button, self.inbox.post, pin_factory=self.pins)
         self.soft_button = SoftButton(self.pins, button.pin)
         self.button_pin = self.pins.pin(button.pin)
-        # drain_ms small: the core does not yet call end_of_reply (known gap), and a
-        # 300 ms wall wait per reply would only slow the matrix down.
-        self.speaker = SimSpeaker(SpeakerSettings(drain_ms=40), self.inbox.post, speed=SCALE)
+        self.speaker = SimSpeaker(SpeakerSettings(), self.inbox.post, speed=SCALE)
         self.rng = random.Random(seed)
         self.effects: list[Effect] = []
         self.sup: Supervisor | None = None

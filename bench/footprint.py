@@ -177,3 +177,54 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+# ------------------------------------------------------------------------------ `voiced run`
+
+def process_rss_mb(pid: int) -> float:
+    """VmRSS of another process, MB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"/proc/{pid}/status has no VmRSS")
+
+
+def voiced_run_footprint(turns: int, scale: float = 4.0) -> dict[str, Any]:
+    """Start the real ``voiced run --hw sim`` (this process plays systemd: NOTIFY_SOCKET),
+    talk ``turns`` push-to-talk turns through its control socket, read its RSS from /proc.
+
+    Returns ``ready_s`` (spawn → READY=1), ``idle_s`` (spawn → first IDLE seen on the
+    control socket: connected and set up), ``rss_mb`` after each turn.
+    """
+    import signal
+    import tempfile
+    from pathlib import Path
+
+    from bench.processrig import VoicedProcess
+    from daemon.liveserver import LiveServerThread, ServerLimits
+
+    async def drive(p: VoicedProcess, server: Any) -> dict[str, Any]:
+        out: dict[str, Any] = {"rss_mb": []}
+        out["ready_s"] = await p.wait_noted("READY=1") - p.started_at
+        await p.wait_status(lambda s: s["state"] == "idle")
+        out["idle_s"] = time.monotonic() - p.started_at
+        for i in range(turns):
+            await p.control("ptt", action="start")
+            await asyncio.sleep(0.5)
+            await p.control("ptt", action="stop")
+            await until(lambda: len(server.user_turns) > i and server.user_turns[i].replies,
+                        30, "the answer")
+            await p.wait_status(lambda s: s["state"] == "idle", 30)
+            out["rss_mb"].append(process_rss_mb(p.proc.pid))
+        p.signal(signal.SIGTERM)
+        out["exit_code"] = await p.wait_exit(20)
+        return out
+
+    with tempfile.TemporaryDirectory() as tmp, \
+            LiveServerThread(limits=ServerLimits(time_scale=scale), voice="synthetic") as server:
+        p = VoicedProcess(Path(tmp), server.endpoint(), scale)
+        try:
+            return asyncio.run(drive(p, server))
+        finally:
+            p.close()
