@@ -50,7 +50,8 @@ class FaultRig:
     """``async with FaultRig(...) as rig:`` — a running daemon and its server."""
 
     def __init__(self, *, limits: ServerLimits | None = None, proxy: bool = False,
-                 settings: SessionSettings | None = None, seed: int = 1) -> None:
+                 settings: SessionSettings | None = None, seed: int = 1,
+                 mic: Callable[[Callable[..., None]], Any] | None = None) -> None:
         from hw.button import Button, ButtonSettings
         from hw.led import Led, LedSettings
         from hw.sim import SimSpeaker, SoftButton, mock_pin_factory
@@ -69,6 +70,9 @@ class FaultRig:
         self.soft_button = SoftButton(self.pins, button.pin)
         self.button_pin = self.pins.pin(button.pin)
         self.speaker = SimSpeaker(SpeakerSettings(), self.inbox.post, speed=SCALE)
+        # ``mic(post)`` builds a real mic (e.g. hw.mic.Mic on a private PulseAudio); by
+        # default the rig posts the frames itself (``speak``).
+        self.mic = mic(self.inbox.post) if mic is not None else None
         self.rng = random.Random(seed)
         self.effects: list[Effect] = []
         self.sup: Supervisor | None = None
@@ -84,7 +88,8 @@ class FaultRig:
         session = Session(self.settings, wire.SetupConfig(model=MODEL, system_instruction="Be brief."),
                           "gemini", rng=self.rng.random)
         self.sup = Supervisor(session, Endpoint(url + path, {"x-goog-api-key": "k"}),
-                              inbox=self.inbox, speaker=self.speaker, button=self.button,
+                              inbox=self.inbox, mic=self.mic, speaker=self.speaker,
+                              button=self.button,
                               led=self.led, time_scale=SCALE)
         self.sup.subscribe(self.effects.append)
         self._task = asyncio.get_running_loop().create_task(self.sup.run())

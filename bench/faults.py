@@ -281,7 +281,8 @@ def markdown(results: list[FaultResult]) -> str:
     for r in results:
         notes = ", ".join(f"{k} {v:g}" for k, v in r.extra.items())
         if r.detail:
-            notes = f"last error: {r.detail[:60]}" + (f"; {notes}" if notes else "")
+            label = "" if r.expect == "restart" else "last error: "
+            notes = f"{label}{r.detail[:60]}" + (f"; {notes}" if notes else "")
         if r.led_during:
             notes = f"LED {r.led_during} while lost" + (f"; {notes}" if notes else "")
         lines.append(f"| {r.fault} | {r.expect} | {r.outcome} | "

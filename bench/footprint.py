@@ -7,8 +7,9 @@ frames all the time, paced speaker, the real gpiozero Button and Led on mock pin
 do the same job: push-to-talk turns, each answered and played out. Only the client stack
 differs:
 
-* ``voiced``: the daemon (Supervisor + Session + Connection), started as ``voiced run``
-  would start it (``ready`` = the first IDLE state: connected, set up, press to talk);
+* ``voiced``: the daemon's core (Supervisor + Session + Connection) on exactly this harness
+  (``ready`` = the first IDLE state: connected, set up, press to talk); the whole
+  ``voiced run`` process is measured from outside by :func:`voiced_run_footprint`;
 * ``sdk``: a cookbook-style app on google-genai 3.6.1 — mic frames forwarded with
   ``send_realtime_input`` while the button is down, reply audio handed to the speaker
   (``ready`` = ``connect()`` returned, i.e. setupComplete).

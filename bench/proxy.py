@@ -61,10 +61,13 @@ class TcpProxy:
                 self._server.close()
             for pipe in self._pipes:
                 pipe.abort()
+            # Aborted pipes end their pumps on their own; cancelling an accept task
+            # instead makes asyncio.streams log a spurious CancelledError.
             others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-            for task in others:
-                task.cancel()
-            await asyncio.gather(*others, return_exceptions=True)
+            if others:
+                _, stuck = await asyncio.wait(others, timeout=2)
+                for task in stuck:
+                    task.cancel()
         asyncio.run_coroutine_threadsafe(do(), self._loop).result(5)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)

@@ -72,7 +72,9 @@ def soak_md(s: dict[str, Any]) -> str:
         f"| asyncio tasks | {s['tasks_start']} | {s['tasks_end']} | "
         f"{max(x['tasks'] for x in s['samples'])} |",
         f"| threads | {s['threads_start']} | {s['threads_end']} | "
-        f"{max(x['threads'] for x in s['samples'])} |",
+        f"{max(x['threads'] for x in s['samples'])} |", "",
+        "Resident memory by nominal hour: " + ", ".join(
+            f"{x['nominal_h']:g} h {x['rss_mb']:.1f} MB" for x in s["samples"][::3]) + ".",
     ])
 
 
