@@ -67,6 +67,10 @@ def soak_md(s: dict[str, Any]) -> str:
         "| resource | after 1 h | at the end | max |", "|---|---|---|---|",
         f"| resident memory (MB) | {s['rss_mb_start']:.1f} | {s['rss_mb_end']:.1f} | "
         f"{s['rss_mb_max']:.1f} |",
+        f"| resident memory after malloc_trim (MB) | {s['rss_trimmed_mb_start']:.1f} | "
+        f"{s['rss_trimmed_mb_end']:.1f} | {max(x['rss_trimmed_mb'] for x in s['samples']):.1f} |",
+        f"| Python objects (MB, getsizeof of gc-tracked) | {s['py_heap_mb_start']:.2f} | "
+        f"{s['py_heap_mb_end']:.2f} | {max(x['py_heap_mb'] for x in s['samples']):.2f} |",
         f"| open file descriptors | {s['fds_start']} | {s['fds_end']} | "
         f"{max(x['fds'] for x in s['samples'])} |",
         f"| asyncio tasks | {s['tasks_start']} | {s['tasks_end']} | "

@@ -80,6 +80,8 @@ def run_soak(hours: float = 24.0, scale: float = 500.0, seed: int = 1) -> dict[s
         "connections": connections, "sessions": sessions,
         "rss_mb_start": first["rss_mb"], "rss_mb_end": last["rss_mb"],
         "rss_mb_max": max(s["rss_mb"] for s in child["samples"]),
+        "rss_trimmed_mb_start": first["rss_trimmed_mb"], "rss_trimmed_mb_end": last["rss_trimmed_mb"],
+        "py_heap_mb_start": first["py_heap_mb"], "py_heap_mb_end": last["py_heap_mb"],
         "fds_start": first["fds"], "fds_end": last["fds"],
         "tasks_start": first["tasks"], "tasks_end": last["tasks"],
         "threads_start": first["threads"], "threads_end": last["threads"],
@@ -97,6 +99,10 @@ def describe(r: dict[str, Any]) -> str:
         f"server connections {r['connections']}, sessions {r['sessions']}",
         f"  {'':14}{'start':>8}{'end':>8}",
         f"  {'rss MB':14}{r['rss_mb_start']:>8.1f}{r['rss_mb_end']:>8.1f}   (max {r['rss_mb_max']:.1f})",
+        f"  {'rss trimmed':14}{r['rss_trimmed_mb_start']:>8.1f}{r['rss_trimmed_mb_end']:>8.1f}"
+        "   (after malloc_trim: freed memory glibc kept)",
+        f"  {'python heap':14}{r['py_heap_mb_start']:>8.2f}{r['py_heap_mb_end']:>8.2f}"
+        "   (sys.getsizeof of every gc-tracked object)",
         f"  {'open fds':14}{r['fds_start']:>8}{r['fds_end']:>8}",
         f"  {'asyncio tasks':14}{r['tasks_start']:>8}{r['tasks_end']:>8}",
         f"  {'threads':14}{r['threads_start']:>8}{r['threads_end']:>8}",

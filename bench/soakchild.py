@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import gc
 import hashlib
 import random
+import sys
 import threading
 from dataclasses import asdict
 from typing import Any
@@ -25,6 +27,7 @@ from daemon.session import Session, SessionSettings
 from daemon.supervisor import Inbox, Supervisor
 
 PRE_ROLL_FRAMES = 15
+_LIBC = ctypes.CDLL("libc.so.6")
 
 
 def settings_for_soak() -> SessionSettings:
@@ -60,9 +63,15 @@ async def soak(url: str, hours: float, scale: float, seed: int) -> dict[str, Any
 
     def sample() -> None:
         gc.collect()
-        samples.append({"nominal_h": round(sup.now() / 3600, 2), "rss_mb": round(rss_mb(), 2),
-                        "fds": open_fds(), "tasks": len(asyncio.all_tasks()),
-                        "threads": threading.active_count()})
+        raw = rss_mb()
+        # Freed memory glibc keeps in its arenas shows up in RSS; trimming tells such
+        # retention apart from live objects that grow (a leak).
+        _LIBC.malloc_trim(0)
+        samples.append({"nominal_h": round(sup.now() / 3600, 2), "rss_mb": round(raw, 2),
+                        "rss_trimmed_mb": round(rss_mb(), 2), "fds": open_fds(),
+                        "tasks": len(asyncio.all_tasks()), "threads": threading.active_count(),
+                        "py_heap_mb": round(sum(sys.getsizeof(o) for o in gc.get_objects())
+                                            / 2**20, 2)})
 
     async def wait(pred: Any, what: str, timeout: float = 30.0) -> None:
         loop = asyncio.get_running_loop()
