@@ -62,6 +62,10 @@ async def soak(url: str, hours: float, scale: float, seed: int) -> dict[str, Any
     end = hours * 3600.0
 
     def sample() -> None:
+        # gpiozero's MockPin keeps every state change in ``pin.states`` (one PinState per
+        # LED PWM step): test-harness history, not ours — forget it before measuring.
+        for pin in (LedSettings().pin, ButtonSettings().pin):
+            pins.pin(pin).clear_states()
         gc.collect()
         raw = rss_mb()
         # Freed memory glibc keeps in its arenas shows up in RSS; trimming tells such
