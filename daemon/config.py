@@ -276,6 +276,10 @@ def load(path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] 
                 data = tomllib.load(f)
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(str(p), "...", f"is not valid TOML: {exc}") from None
+        except UnicodeDecodeError as exc:
+            # tomllib decodes the bytes itself and lets this escape (found by fuzzing).
+            raise ConfigError(str(p), "...", f"is not UTF-8 text (TOML must be): {exc.reason} "
+                              f"at byte {exc.start}") from None
         except OSError as exc:
             raise ConfigError(str(p), "...", f"cannot be read: {exc.strerror}") from None
         source = str(p)

@@ -1,0 +1,146 @@
+"""``python -m bench [--json] [--quick]``: the figures of issue 7 in one table.
+
+With ``--json`` the last line printed is one JSON object with every figure (and a
+``how`` object saying how each was measured). ``--quick`` is the CI mode (well under
+two minutes on two cores): fewer rounds, shorter streams, fewer goAways.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from typing import Any
+
+from bench.common import ROOT, run_child
+from bench.cpu import measure_cpu
+from bench.footprint import voiced_run_footprint
+from daemon.liveserver import LiveServerThread, ServerLimits
+
+MODES = {
+    #          cpu (audio s, rounds)  turns  goAways  replies  presses
+    "quick": dict(cpu=(20.0, 2), turns=2, goaways=40, replies=2, presses=20),
+    "full": dict(cpu=(60.0, 5), turns=6, goaways=200, replies=8, presses=100),
+}
+
+HOW = {
+    "cpu_ratio_vs_sdk": "voiced ÷ google-genai CPU s per audio-minute, per round, median; "
+                        "child processes side by side, same frames, same local server",
+    "cpu_s_per_audio_min": "process CPU (time.process_time) of a child streaming 20 ms "
+                           "16 kHz frames at {speed:g}× realtime in one push-to-talk activity "
+                           "to a loopback LiveServer, activityStart → first reply audio",
+    "rss_mb": "VmRSS (/proc) of `voiced run --hw sim` (sim mic/speaker, real Button/Led on "
+              "mock pins, control socket, state file) after {turns} push-to-talk turns",
+    "rss_ratio_vs_sdk": "voiced rss_mb ÷ a google-genai app doing the same job on the same "
+                        "hw.sim (send_realtime_input while pressed, receive → speaker); "
+                        "core-only child (Supervisor on the same harness) beside it",
+    "ready_s": "spawn of `voiced run --hw sim` → READY=1 on our NOTIFY_SOCKET (config, "
+               "hardware open); idle_s: → first IDLE on the control socket (connected)",
+    "resume_gap_p50_ms": "core handles goAway → first audio of the turn pressed into the "
+                         "switch sent on the new socket; {goaways} forced goAways, loopback",
+    "frames_lost": "captured frames of those turns the server did not get exactly "
+                   "(per-turn sha256 digest) + frames the core dropped",
+    "playback_latency_p99_ms": "reply chunk decoded off the socket → its first sample "
+                               "pulled by a 20 ms device clock through hw.speaker.ReplyPath "
+                               "(120 ms jitter buffer included); server at realtime pace",
+    "ptt_latency_p99_ms": "mock-pin edge (real hw.button.Button, other thread) → "
+                          "activityStart bytes read by a loopback TCP proxy; {presses} presses",
+    "resampler_alias_db": "bench/resampler.py, 48k→16k, worst alias of tones 8.5k–24k "
+                          "(soxr HQ beside)",
+    "resampler_x_realtime": "bench/resampler.py, 48k→16k in 20 ms frames, one core",
+}
+
+
+def footprint(turns: int) -> dict[str, Any]:
+    daemon = voiced_run_footprint(turns)
+    out: dict[str, Any] = {}
+    with LiveServerThread(limits=ServerLimits(time_scale=5.0), voice="synthetic") as server:
+        for kind in ("voiced", "sdk"):
+            got = run_child("footprint", kind, "--url", server.url, "--turns", str(turns),
+                            timeout=120)
+            out[kind] = {"rss_mb": got["rss_mb"][-1], "ready_s": got["ready_at"] - got["spawned_at"]}
+    return {"rss_mb": round(daemon["rss_mb"][-1], 1),
+            "rss_mb_core": round(out["voiced"]["rss_mb"], 1),
+            "rss_mb_sdk": round(out["sdk"]["rss_mb"], 1),
+            "rss_ratio_vs_sdk": round(daemon["rss_mb"][-1] / out["sdk"]["rss_mb"], 3),
+            "rss_ratio_core_vs_sdk": round(out["voiced"]["rss_mb"] / out["sdk"]["rss_mb"], 3),
+            "ready_s": round(daemon["ready_s"], 3), "idle_s": round(daemon["idle_s"], 3),
+            "ready_s_sdk": round(out["sdk"]["ready_s"], 3)}
+
+
+def resampler() -> dict[str, Any]:
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "resampler.py"), "--json"],
+                          capture_output=True, text=True, timeout=300, check=True)
+    rows = json.loads(proc.stdout)["results"]
+    row = next(r for r in rows if (r["from"], r["to"]) == (48000, 16000))
+    soxr = row.get("soxr") or {}
+    return {"resampler_alias_db": row["ours"]["alias_rejection_db"],
+            "resampler_x_realtime": row["ours"]["x_realtime"],
+            "soxr_alias_db": soxr.get("alias_rejection_db"),
+            "soxr_x_realtime": soxr.get("x_realtime")}
+
+
+def collect(mode: str) -> dict[str, Any]:
+    m = MODES[mode]
+    figures: dict[str, Any] = {"mode": mode}
+    seconds, rounds = m["cpu"]
+    figures.update(measure_cpu(seconds, rounds))
+    figures.update(footprint(m["turns"]))
+    figures.update(run_child("latency", "resume", "--count", str(m["goaways"]), timeout=600))
+    figures.update(run_child("latency", "playback", "--count", str(m["replies"]), timeout=600))
+    figures.update(run_child("latency", "ptt", "--count", str(m["presses"]), timeout=600))
+    figures.update(resampler())
+    figures.pop("spawned_at", None)
+    fill = dict(speed=figures["cpu_speed"], turns=m["turns"], goaways=m["goaways"],
+                presses=m["presses"])
+    figures["how"] = {k: v.format(**fill) for k, v in HOW.items()}
+    return figures
+
+
+def table(f: dict[str, Any]) -> str:
+    cpu = f["cpu_s_per_audio_min"]
+    rows = [
+        ("cpu_ratio_vs_sdk", f"{f['cpu_ratio_vs_sdk']:.2f}", f"vs floor {f['cpu_ratio_vs_floor']:.2f}"),
+        ("cpu_s_per_audio_min", f"{cpu['voiced']:.3f}",
+         f"sdk {cpu['sdk']:.3f}, floor {cpu['floor']:.3f}"),
+        ("rss_mb", f"{f['rss_mb']:.1f}", f"sdk {f['rss_mb_sdk']:.1f}, core {f['rss_mb_core']:.1f}"),
+        ("rss_ratio_vs_sdk", f"{f['rss_ratio_vs_sdk']:.2f}",
+         f"core only {f['rss_ratio_core_vs_sdk']:.2f}"),
+        ("ready_s", f"{f['ready_s']:.3f}", f"idle {f['idle_s']:.3f}; sdk {f['ready_s_sdk']:.3f}"),
+        ("resume_gap_p50_ms", f"{f['resume_gap_p50_ms']:.1f}",
+         f"p95 {f['resume_gap_p95_ms']:.1f}, max {f['resume_gap_max_ms']:.1f}"),
+        ("frames_lost", str(f["frames_lost"]), f"of {f['frames_captured']} captured"),
+        ("playback_latency_p99_ms", f"{f['playback_latency_p99_ms']:.1f}",
+         f"p50 {f['playback_latency_p50_ms']:.1f}; to speaker.play p99 "
+         f"{f['playback_pipeline_p99_ms']:.2f}"),
+        ("ptt_latency_p99_ms", f"{f['ptt_latency_p99_ms']:.2f}", f"p50 {f['ptt_latency_p50_ms']:.2f}"),
+        ("resampler_alias_db", f"{f['resampler_alias_db']:.1f}", f"soxr {f['soxr_alias_db']}"),
+        ("resampler_x_realtime", str(f["resampler_x_realtime"]), f"soxr {f['soxr_x_realtime']}"),
+    ]
+    how = f["how"]
+    lines = [f"voiced proving ground ({f['mode']} mode)", "",
+             f"{'figure':<24} {'voiced':>9}  {'beside':<34} how"]
+    for name, value, beside in rows:
+        lines.append(f"{name:<24} {value:>9}  {beside:<34} {how.get(name, '')}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="end with one JSON line of figures")
+    parser.add_argument("--quick", action="store_true", help="CI mode (well under 2 minutes)")
+    args = parser.parse_args(argv)
+    t0 = time.monotonic()
+    figures = collect("quick" if args.quick else "full")
+    figures["bench_wall_s"] = round(time.monotonic() - t0, 1)
+    print(table(figures))
+    print(f"\n({figures['bench_wall_s']} s)")
+    if args.json:
+        print(json.dumps(figures))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

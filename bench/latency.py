@@ -1,0 +1,249 @@
+"""Child process: the daemon's latencies on loopback — resume gap, playback, push-to-talk.
+
+    python -m bench.latency resume   --goaways 200
+    python -m bench.latency playback --replies 5
+    python -m bench.latency ptt      --presses 100
+
+Each mode runs the local Live server and the real Supervisor + Session + Connection in
+this process and prints one JSON line.
+
+* **resume**: idle, the server sends ``goAway``; as the switch starts the user presses
+  and talks. Gap = the core handling goAway → the first audio frame of that turn sent
+  on the new socket (close, TCP connect, WebSocket handshake, setup, setupComplete, the
+  held turn replayed). After each turn the server's per-turn audio digest is compared
+  with what was captured: ``frames_lost``.
+* **playback**: the server streams replies at realtime (``reply_pace`` 1); the speaker
+  is the real reply path (hw.speaker.ReplyPath: jitter buffer, queue) pulled every
+  20 ms by a paced thread as a device would. Latency = reply chunk decoded from the
+  socket (the connection posting it) → its first sample pulled by the output stream.
+  The 120 ms jitter buffer is part of it, by design.
+* **ptt**: the real hw.button.Button on a gpiozero mock pin, driven from another thread
+  (as gpiozero's would); a loopback TCP proxy (bench.proxy) between daemon and server
+  notes when the daemon's bytes arrive. Latency = pin edge → activityStart on the wire.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import threading
+import time
+from typing import Any, Callable
+
+from bench.common import MODEL, audio_frames, emit, percentile
+from bench.devices import PacedSpeaker
+from daemon import wire
+from daemon.connection import Endpoint
+from daemon.events import ButtonPressed, ButtonReleased, DeviceState, Event, MicFrame
+from daemon.liveserver import LiveServer, ServerLimits
+from daemon.session import (CloseConnection, Notify, Play, SendFrame, ServerEvents, Session,
+                            SessionSettings)
+from daemon.supervisor import Inbox, Supervisor
+
+PATH = "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent"
+
+
+async def until(pred: Callable[[], Any], timeout: float = 20.0, what: str = "") -> Any:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not (got := pred()):
+        if loop.time() > end:
+            raise RuntimeError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.001)
+    return got
+
+
+def _supervisor(url: str, scale: float, inbox: Inbox, settings: SessionSettings,
+                **hw: Any) -> Supervisor:
+    session = Session(settings, wire.SetupConfig(model=MODEL, system_instruction="Be brief."),
+                      "gemini")
+    return Supervisor(session, Endpoint(url + PATH, {"x-goog-api-key": "bench"}), inbox=inbox,
+                      time_scale=scale, **hw)
+
+
+def _idle(sup: Supervisor) -> bool:
+    return sup.session.phase.value == "live" and sup.states() == frozenset({DeviceState.IDLE})
+
+
+# ------------------------------------------------------------------------------ resume gap
+
+async def resume(goaways: int, scale: float = 50.0) -> dict[str, Any]:
+    async with LiveServer(limits=ServerLimits(time_scale=scale), voice="synthetic") as server:
+        inbox = Inbox()
+        sup = _supervisor(server.url, scale, inbox, SessionSettings(reply_timeout=300.0))
+        loop = asyncio.get_running_loop()
+        marks: dict[str, float] = {}
+        gaps: list[float] = []
+        state = {"conn": 0}
+
+        def watch(effect: object) -> None:
+            if isinstance(effect, Notify) and effect.message.startswith("goAway"):
+                marks["goaway"] = loop.time()
+                inbox.post(ButtonPressed())  # the user talks straight into the switch
+            elif isinstance(effect, CloseConnection) and "goaway" in marks:
+                state["conn"] = effect.conn_id
+            elif (isinstance(effect, SendFrame) and "goaway" in marks and "flow" not in marks
+                  and effect.conn_id > state["conn"] > 0 and '"audio"' in effect.frame[:40]):
+                marks["flow"] = loop.time()
+        sup.subscribe(watch)
+        captured: list[bytes] = []
+        seed = 0
+
+        async def drive() -> None:
+            nonlocal seed
+            await until(lambda: _idle(sup), what="first IDLE")
+            for _ in range(goaways):
+                marks.clear()
+                seed += 1
+                frames = audio_frames(0.8, seed)  # 15 pre-roll + 25 spoken
+                for pcm in frames[:15]:
+                    inbox.post(MicFrame(pcm))
+                server.faults.go_away_now(time_left=60.0)
+                await until(lambda: "goaway" in marks, what="goAway")
+                for pcm in frames[15:]:          # spoken while the switch runs: 2 ms apart
+                    inbox.post(MicFrame(pcm))
+                    await asyncio.sleep(0.002)
+                await until(lambda: "flow" in marks, what="audio on the new socket")
+                inbox.post(ButtonReleased(0.5))
+                captured.append(b"".join(frames))
+                gaps.append((marks["flow"] - marks["goaway"]) * 1000)
+                digest = hashlib.sha256(captured[-1]).hexdigest()
+                await until(lambda: any(t.audio_digest == digest and t.replies
+                                        for t in server.user_turns), what="the answer")
+                await until(lambda: _idle(sup), what="IDLE again")
+            sup.stop()
+        await sup.run(drive())
+        answered = {t.audio_digest for t in server.user_turns if t.replies}
+        lost = sum(len(c) // 640 for c in captured if hashlib.sha256(c).hexdigest() not in answered)
+        st = sup.stats()
+        return {"goaways": len(gaps), "resumes": st.resumes, "rollovers": st.rollovers,
+                "resume_gap_p50_ms": percentile(gaps, 50), "resume_gap_p95_ms": percentile(gaps, 95),
+                "resume_gap_max_ms": max(gaps), "frames_lost": lost + st.frames_dropped,
+                "frames_captured": sum(len(c) // 640 for c in captured)}
+
+
+# ------------------------------------------------------------------------------ playback
+
+class _TimingInbox(Inbox):
+    """An Inbox noting when each reply chunk was decoded off the socket (post is called
+    by the connection right after decoding) and its byte offset in the reply stream."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.received: list[tuple[float, int]] = []  # (time, offset of its first byte)
+        self.audio_bytes = 0
+
+    def post(self, event: Event) -> None:
+        if isinstance(event, ServerEvents):
+            for ev in event.events:
+                if isinstance(ev, wire.ModelAudio):
+                    self.received.append((time.monotonic(), self.audio_bytes))
+                    self.audio_bytes += len(ev.pcm)
+        super().post(event)
+
+
+async def playback(replies: int) -> dict[str, Any]:
+    limits = ServerLimits(time_scale=1.0, reply_pace=1.0)
+    async with LiveServer(limits=limits, voice="synthetic") as server:
+        inbox = _TimingInbox()
+        speaker = PacedSpeaker(inbox.post, speed=1.0, note_pulls=True)
+        sup = _supervisor(server.url, 1.0, inbox, SessionSettings(), speaker=speaker)
+        handed: list[float] = []
+        sup.subscribe(lambda e: handed.append(time.monotonic()) if isinstance(e, Play) else None)
+
+        async def drive() -> None:
+            await until(lambda: _idle(sup), what="first IDLE")
+            for i in range(replies):
+                inbox.post(ButtonPressed())
+                for pcm in audio_frames(0.4, i):
+                    inbox.post(MicFrame(pcm))
+                inbox.post(ButtonReleased(0.4))
+                await until(lambda: server.user_turns and server.user_turns[-1].replies
+                            and len(server.user_turns) == i + 1, what="the reply")
+                await until(lambda: speaker.path.queue.phase.value == "idle"
+                            and speaker.path.queue.bytes_played >= inbox.audio_bytes, 30,
+                            what="the reply played out")
+            sup.stop()
+        await sup.run(drive())
+        lat, pipe = [], []
+        pulls = speaker.pulls or []
+        j = 0
+        for k, (t_recv, offset) in enumerate(inbox.received):
+            while j < len(pulls) and pulls[j][1] <= offset:
+                j += 1
+            if j < len(pulls):
+                lat.append((pulls[j][0] - t_recv) * 1000)
+            if k < len(handed):
+                pipe.append((handed[k] - t_recv) * 1000)
+        return {"replies": replies, "chunks": len(lat),
+                "playback_latency_p50_ms": percentile(lat, 50),
+                "playback_latency_p99_ms": percentile(lat, 99),
+                "playback_pipeline_p99_ms": percentile(pipe, 99)}
+
+
+# ------------------------------------------------------------------------------ push-to-talk
+
+async def ptt(presses: int, scale: float = 20.0) -> dict[str, Any]:
+    from bench.proxy import TcpProxy
+    from hw.button import Button, ButtonSettings
+    from hw.sim import mock_pin_factory
+
+    async with LiveServer(limits=ServerLimits(time_scale=scale), voice="synthetic") as server:
+        with TcpProxy("127.0.0.1", server.port) as proxy:
+            inbox = Inbox()
+            factory = mock_pin_factory()
+            settings = ButtonSettings()
+            button = Button(settings, inbox.post, pin_factory=factory)
+            pin = factory.pin(settings.pin)
+            sup = _supervisor(proxy.url(), scale, inbox, SessionSettings(reply_timeout=300.0),
+                              button=button)
+            lat: list[float] = []
+
+            def edge(level: str, out: list[float]) -> None:
+                out.append(time.monotonic())
+                pin.drive_low() if level == "low" else pin.drive_high()
+
+            async def drive() -> None:
+                await until(lambda: _idle(sup), what="first IDLE")
+                for i in range(presses):
+                    await asyncio.sleep(0.03)  # past the debounce lock-out; the link is quiet
+                    n = len(proxy.client_chunks)
+                    t: list[float] = []
+                    thread = threading.Thread(target=edge, args=("low", t))
+                    thread.start()
+                    chunk = await until(lambda: len(proxy.client_chunks) > n
+                                        and proxy.client_chunks[n], what="activityStart")
+                    thread.join()
+                    lat.append((chunk[0] - t[0]) * 1000)
+                    for pcm in audio_frames(0.1, i):
+                        inbox.post(MicFrame(pcm))
+                    await asyncio.sleep(0.03)
+                    threading.Thread(target=edge, args=("high", [])).start()
+                    await until(lambda: len(server.user_turns) == i + 1
+                                and server.user_turns[-1].replies, what="the answer")
+                    await until(lambda: _idle(sup), what="IDLE again")
+                sup.stop()
+            await sup.run(drive())
+            factory.close()
+        return {"presses": presses, "ptt_latency_p50_ms": percentile(lat, 50),
+                "ptt_latency_p99_ms": percentile(lat, 99)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("mode", choices=("resume", "playback", "ptt"))
+    parser.add_argument("--count", type=int, default=None, help="goAways / replies / presses")
+    args = parser.parse_args(argv)
+    if args.mode == "resume":
+        out = asyncio.run(resume(args.count or 200))
+    elif args.mode == "playback":
+        out = asyncio.run(playback(args.count or 5))
+    else:
+        out = asyncio.run(ptt(args.count or 100))
+    emit({k: round(v, 2) if isinstance(v, float) else v for k, v in out.items()})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
