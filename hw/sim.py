@@ -66,11 +66,35 @@ def _as_16k(audio: Audio, rate: int) -> bytes:
     return rs.process(bytes(audio)) + rs.flush()
 
 
+_PIN_HISTORY = 4096
+"""State changes a simulated pin remembers (tests read the recent ones)."""
+
+
+class _RecentStates(list):  # type: ignore[type-arg]
+    """A pin's state history that keeps only the newest changes.
+
+    gpiozero's mock pins remember every change, and the LED patterns change the pin
+    25 times a second: a simulated device left running for a day would grow without
+    bound (seen in the soak). Still a list, so tests can index and slice it.
+    """
+
+    def append(self, item: Any) -> None:
+        super().append(item)
+        if len(self) > _PIN_HISTORY:
+            del self[: len(self) - _PIN_HISTORY // 2]
+
+
 def mock_pin_factory() -> Any:
-    """A gpiozero MockFactory whose pins do PWM (PWMLED needs MockPWMPin)."""
+    """A gpiozero MockFactory whose pins do PWM (PWMLED needs MockPWMPin) and keep a
+    bounded state history."""
     from gpiozero.pins.mock import MockFactory, MockPWMPin
 
-    return MockFactory(pin_class=MockPWMPin)
+    class SimPin(MockPWMPin):  # type: ignore[misc]
+        def clear_states(self) -> None:
+            super().clear_states()
+            self.states = _RecentStates(self.states)
+
+    return MockFactory(pin_class=SimPin)
 
 
 class SimMic:
@@ -188,6 +212,8 @@ class SimMic:
 class SimSpeaker:
     """A speaker that "plays" into memory (and a WAV file), paced at ``speed`` × realtime."""
 
+    RECORD_SECONDS = 600
+
     def __init__(self, settings: SpeakerSettings, post: Callable[[Event], None],
                  path: str | Path | None = None, speed: float | None = 1.0,
                  earcons: EarconSettings | None = None) -> None:
@@ -200,7 +226,9 @@ class SimSpeaker:
         self._path = Path(path) if path is not None else None
         self._wav: wave.Wave_write | None = None
         self.recorded = bytearray()
-        """Everything played while a reply or earcon was sounding (device rate, s16le)."""
+        """What was played while a reply or earcon was sounding (device rate, s16le): the
+        newest ``RECORD_SECONDS`` of it, so a simulated device left running stays small.
+        The WAV file, when there is one, has everything."""
         self._frames_written = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -286,6 +314,9 @@ class SimSpeaker:
             self._frames_written += frames
             if sounding:
                 self.recorded += out
+                excess = len(self.recorded) - self.RECORD_SECONDS * self._rate * 2
+                if excess > 0:
+                    del self.recorded[:excess]
                 if self._wav is not None:
                     self._wav.writeframes(out)
             if self.speed is None:

@@ -106,3 +106,20 @@ def test_sim_read_wav_rejects_what_it_cannot_use(tmp_path):
     write_wav(path, stereo.tobytes(), 8000, channels=2)
     pcm, rate = read_wav(path)
     assert rate == 8000 and set(np.frombuffer(pcm, "<i2")) == {7}  # first channel
+
+
+def test_sim_pins_keep_a_bounded_history() -> None:
+    """A simulated LED left running for hours must not grow memory (soak finding)."""
+    from hw.sim import _PIN_HISTORY, mock_pin_factory
+
+    factory = mock_pin_factory()
+    try:
+        pin = factory.pin(25)
+        pin.function = "output"
+        for i in range(3 * _PIN_HISTORY):
+            pin.state = i % 2
+        assert _PIN_HISTORY // 2 <= len(pin.states) <= _PIN_HISTORY
+        assert pin.states[-1].state == (3 * _PIN_HISTORY - 1) % 2
+        assert isinstance(pin.states[-3:], list)
+    finally:
+        factory.close()
