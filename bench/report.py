@@ -2,8 +2,10 @@
 
     python -m bench.report [--quick] [--soak-hours 24] [--out docs/proving.md]
 
-The README links or pastes this file; regenerate it with this command (full mode
-takes about ten minutes on two cores; ``--quick`` about two).
+It also puts the same text into README.md between the ``<!-- proving:start -->`` and
+``<!-- proving:end -->`` markers (headings one level down), so the README's tables are
+produced by this command too. Full mode takes about ten minutes on two cores;
+``--quick`` about two.
 """
 
 from __future__ import annotations
@@ -111,13 +113,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="quick benchmark mode")
     parser.add_argument("--soak-hours", type=float, default=24.0)
     parser.add_argument("--out", default=str(ROOT / "docs" / "proving.md"))
+    parser.add_argument("--readme", default=str(ROOT / "README.md"),
+                        help="README to update between the proving markers ('' for none)")
     args = parser.parse_args(argv)
     text = build(args.quick, args.soak_hours)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     print(f"wrote {out}")
+    if args.readme:
+        readme = Path(args.readme)
+        readme.write_text(into_readme(readme.read_text(), text))
+        print(f"updated {readme}")
     return 0
+
+
+START, END = "<!-- proving:start -->", "<!-- proving:end -->"
+
+
+def into_readme(readme: str, report: str) -> str:
+    """*readme* with the text between the proving markers replaced by *report*, its
+    headings one level down and its title dropped (the README has its own)."""
+    if START not in readme or END not in readme:
+        raise SystemExit(f"README has no {START} … {END} markers")
+    lines = report.splitlines()
+    if lines and lines[0].startswith("# "):
+        lines = lines[1:]
+    body = "\n".join("#" + line if line.startswith("#") else line for line in lines).strip()
+    head, rest = readme.split(START, 1)
+    _, tail = rest.split(END, 1)
+    return f"{head}{START}\n{body}\n{END}{tail}"
 
 
 if __name__ == "__main__":
