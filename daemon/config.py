@@ -310,7 +310,11 @@ def resolve_api_key(live: LiveSettings, environ: Mapping[str, str]) -> Secret | 
             raise ConfigError(what, str(path), f"cannot be read: {exc.strerror}") from None
         if text:
             return Secret(text)
-        raise ConfigError(what, str(path), "the file is empty; put the API key in it")
+        if what == "live.key_file":
+            raise ConfigError(what, str(path), "the file is empty; put the API key in it")
+        # An empty credential means "no key": tools/install.sh --no-key leaves an empty
+        # /etc/voiced/api-key because systemd 252 refuses to start a unit whose
+        # LoadCredential= file is missing. The next source is asked.
     env_key = environ.get("VOICED_API_KEY", "").strip()
     return Secret(env_key) if env_key else None
 

@@ -92,8 +92,12 @@ def test_api_key_sources_in_order(tmp_path: Path) -> None:
     assert config.resolve_api_key(live, {"VOICED_API_KEY": "from-env"}).reveal() == "from-file"
     assert config.resolve_api_key(config.LiveSettings(), {"VOICED_API_KEY": "from-env"}).reveal() == "from-env"
     assert config.resolve_api_key(config.LiveSettings(), {}) is None
+    # An empty credential (install.sh --no-key) is "no key there": the next source answers.
     (creds / "api-key").write_text("")
-    with pytest.raises(ConfigError, match="empty"):
+    assert config.resolve_api_key(live, env).reveal() == "from-file"
+    assert config.resolve_api_key(config.LiveSettings(), {"CREDENTIALS_DIRECTORY": str(creds)}) is None
+    keyfile.write_text("\n")
+    with pytest.raises(ConfigError, match="live.key_file.*empty"):
         config.resolve_api_key(live, env)
     with pytest.raises(ConfigError, match="live.key_file"):
         config.resolve_api_key(config.LiveSettings(key_file=str(tmp_path / "missing")), {})
