@@ -16,9 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -26,6 +24,7 @@ import pytest
 
 from daemon.control import request
 from daemon.liveserver import LiveServerThread, ServerLimits
+from tests.notify import NotifyListener
 
 REPO = Path(__file__).resolve().parents[2]
 SCALE = 4.0
@@ -34,54 +33,17 @@ WATCHDOG_USEC = 2_000_000
 """The watchdog timeout we give the daemon: it must ping at least every 2 s (every 1 s)."""
 
 
-@dataclass
-class Manager:
-    """Plays systemd's side of sd_notify."""
-
-    path: str
-    sock: socket.socket
-    messages: list[tuple[float, str]] = field(default_factory=list)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-    _stop: threading.Event = field(default_factory=threading.Event)
-
-    def start(self) -> None:
-        self.sock.settimeout(0.05)
-        threading.Thread(target=self._read, name="notify-reader", daemon=True).start()
-
-    def _read(self) -> None:
-        while not self._stop.is_set():
-            try:
-                data = self.sock.recv(65536)
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            with self._lock:
-                self.messages.append((time.monotonic(), data.decode("utf-8", "replace")))
-
-    def lines(self) -> list[tuple[float, str]]:
-        """Every assignment line received, with its datagram's arrival time."""
-        with self._lock:
-            return [(t, line) for t, m in self.messages for line in m.split("\n")]
+class Manager(NotifyListener):
+    """Plays systemd's side of sd_notify (tests/notify.py), with the daemon tests' words."""
 
     def times(self, assignment: str, after: float = 0.0) -> list[float]:
-        return [t for t, line in self.lines() if line == assignment and t >= after]
+        return self.times_of(assignment, after)
 
     def statuses(self) -> list[str]:
         return [line[len("STATUS="):] for _, line in self.lines() if line.startswith("STATUS=")]
 
     def wait(self, assignment: str, timeout: float = 15.0, after: float = 0.0) -> float:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            hits = self.times(assignment, after)
-            if hits:
-                return hits[0]
-            time.sleep(0.02)
-        raise AssertionError(f"no {assignment!r} within {timeout} s; got {self.lines()[-20:]!r}")
-
-    def close(self) -> None:
-        self._stop.set()
-        self.sock.close()
+        return self.wait_for(assignment, timeout, after)
 
 
 @pytest.fixture

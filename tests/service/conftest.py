@@ -8,65 +8,17 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
-import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
+from tests.notify import NotifyListener
+
 CHILD = Path(__file__).with_name("notify_child.py")
 REPO = Path(__file__).resolve().parents[2]
-
-
-@dataclass
-class NotifyListener:
-    """Binds NOTIFY_SOCKET like systemd does and records every datagram with its
-    arrival time (time.monotonic())."""
-
-    address: str  # what goes into NOTIFY_SOCKET ("/path" or "@name")
-    sock: socket.socket
-    messages: list[tuple[float, str]] = field(default_factory=list)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-    _stop: threading.Event = field(default_factory=threading.Event)
-
-    def start(self) -> None:
-        self.sock.settimeout(0.05)
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        while not self._stop.is_set():
-            try:
-                data = self.sock.recv(65536)
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            with self._lock:
-                self.messages.append((time.monotonic(), data.decode("utf-8", "replace")))
-
-    def snapshot(self) -> list[tuple[float, str]]:
-        with self._lock:
-            return list(self.messages)
-
-    def times_of(self, assignment: str) -> list[float]:
-        """Arrival times of datagrams containing the line ``assignment`` (e.g. WATCHDOG=1)."""
-        return [t for t, m in self.snapshot() if assignment in m.split("\n")]
-
-    def wait_for(self, assignment: str, timeout: float = 5.0, after: float = 0.0) -> float:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            hits = [t for t in self.times_of(assignment) if t >= after]
-            if hits:
-                return hits[0]
-            time.sleep(0.01)
-        raise AssertionError(f"no {assignment!r} within {timeout}s; got {self.snapshot()!r}")
-
-    def close(self) -> None:
-        self._stop.set()
-        self.sock.close()
 
 
 @pytest.fixture
