@@ -30,7 +30,7 @@ from .led import Led, LedSettings
 from .mic import MIC_RATE, CaptureFramer, MicSettings
 from .playback import Phase
 from .resample import Resampler
-from .speaker import REPLY_RATE, ReplyPath, SpeakerSettings
+from .speaker import REPLY_RATE, ReplyControls, ReplyPath, SpeakerSettings
 
 __all__ = ["SimMic", "SimSpeaker", "SoftButton", "SimHardware", "make_sim_hardware",
            "mock_pin_factory", "read_wav"]
@@ -209,7 +209,7 @@ class SimMic:
                     next_at = time.monotonic()  # fell far behind (suspended laptop): resync
 
 
-class SimSpeaker:
+class SimSpeaker(ReplyControls):
     """A speaker that "plays" into memory (and a WAV file), paced at ``speed`` × realtime."""
 
     RECORD_SECONDS = 600
@@ -233,22 +233,7 @@ class SimSpeaker:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    @property
-    def volume(self) -> float:
-        """Reply loudness multiplier (0.0–2.0)."""
-        return self._reply.queue.volume
-
-    @volume.setter
-    def volume(self, value: float) -> None:
-        if not 0.0 <= value <= 2.0:
-            raise ValueError(f"speaker volume {value!r} must be 0.0..2.0")
-        self._reply.queue.volume = float(value)
-
     device_name = "sim"
-    underruns = property(lambda self: self._reply.queue.underruns,
-                         doc="Times a reply ran dry mid-way and silence was played.")
-    is_playing = property(lambda self: self._reply.queue.phase is not Phase.IDLE,
-                          doc="True from the first queued reply audio until drained/flushed.")
 
     @property
     def device_rate(self) -> int:
@@ -259,11 +244,6 @@ class SimSpeaker:
     def frames_written(self) -> int:
         """Sample frames "played" so far (reply, earcons and silence)."""
         return self._frames_written
-
-    @property
-    def reply_frames_played(self) -> int:
-        """Reply sample frames played so far (not silence)."""
-        return self._reply.queue.bytes_played // 2
 
     def start(self) -> None:
         """Open the WAV file (if any) and start the playback clock."""
@@ -277,22 +257,6 @@ class SimSpeaker:
             self._wav.setframerate(self._rate)
         self._thread = threading.Thread(target=self._run, name="sim-speaker", daemon=True)
         self._thread.start()
-
-    def play(self, pcm: bytes, rate: int = REPLY_RATE) -> None:
-        """Queue reply audio; returns at once."""
-        self._reply.play(pcm, rate)
-
-    def end_of_reply(self) -> None:
-        """Optional: the reply is complete; play out and post PlaybackDrained promptly."""
-        self._reply.end_of_reply()
-
-    def flush(self) -> None:
-        """Drop queued audio now."""
-        self._reply.flush()
-
-    def earcon(self, name: str) -> None:
-        """Play an earcon if enabled."""
-        self._reply.earcon(name)
 
     def close(self) -> None:
         """Stop the clock and close the WAV file. Idempotent."""

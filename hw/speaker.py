@@ -26,7 +26,7 @@ from .pastream import StreamKeeper
 from .playback import Phase, PlaybackQueue
 from .resample import Resampler
 
-__all__ = ["Speaker", "SpeakerSettings", "REPLY_RATE", "ReplyPath"]
+__all__ = ["Speaker", "SpeakerSettings", "REPLY_RATE", "ReplyPath", "ReplyControls"]
 
 log = logging.getLogger(__name__)
 
@@ -133,26 +133,12 @@ class ReplyPath:
             return self._resampler.flush()
 
 
-class Speaker:
-    """PyAudio speaker. Posts PlaybackStarted/Drained/Underrun and DeviceLost/Restored.
+class ReplyControls:
+    """What the supervisor calls on any speaker, the real one or the simulated one: both
+    hand it to their :class:`ReplyPath` (``self._reply``), so the two cannot drift apart."""
 
-    ``earcons`` is the ``[earcons]`` section (its own flat section, so the config
-    loader needs no nesting); None = defaults.
-    """
+    _reply: ReplyPath
 
-    def __init__(self, settings: SpeakerSettings, post: Callable[[Event], None],
-                 earcons: EarconSettings | None = None) -> None:
-        self.settings = settings
-        self._reply = ReplyPath(settings, post, settings.device_rate or REPLY_RATE,
-                                earcons=earcons)
-        self._frames_written = 0
-        self._keeper = StreamKeeper(
-            "speaker", "output", settings.device, post, self._open_stream,
-            fallback_to_default=settings.fallback_to_default,
-            stall_timeout=settings.stall_timeout, reopen_initial=settings.reopen_initial,
-            reopen_max=settings.reopen_max)
-
-    # -- properties ----------------------------------------------------------
     @property
     def volume(self) -> float:
         """Reply loudness multiplier (0.0–2.0); takes effect on the next buffer."""
@@ -175,6 +161,48 @@ class Speaker:
         return self._reply.queue.underruns
 
     @property
+    def reply_frames_played(self) -> int:
+        """Reply sample frames handed to the device so far (not silence)."""
+        return self._reply.queue.bytes_played // 2
+
+    def play(self, pcm: bytes, rate: int = REPLY_RATE) -> None:
+        """Queue reply audio (s16le mono at ``rate``); returns at once."""
+        self._reply.play(pcm, rate)
+
+    def end_of_reply(self) -> None:
+        """Optional: the reply is complete; play out and post PlaybackDrained promptly."""
+        self._reply.end_of_reply()
+
+    def flush(self) -> None:
+        """Silence now: drop queued and playing audio (heard within one frame)."""
+        self._reply.flush()
+
+    def earcon(self, name: str) -> None:
+        """Play an earcon ("press", "release", "error", "new") if enabled in settings."""
+        self._reply.earcon(name)
+
+
+class Speaker(ReplyControls):
+    """PyAudio speaker. Posts PlaybackStarted/Drained/Underrun and DeviceLost/Restored.
+
+    ``earcons`` is the ``[earcons]`` section (its own flat section, so the config
+    loader needs no nesting); None = defaults.
+    """
+
+    def __init__(self, settings: SpeakerSettings, post: Callable[[Event], None],
+                 earcons: EarconSettings | None = None) -> None:
+        self.settings = settings
+        self._reply = ReplyPath(settings, post, settings.device_rate or REPLY_RATE,
+                                earcons=earcons)
+        self._frames_written = 0
+        self._keeper = StreamKeeper(
+            "speaker", "output", settings.device, post, self._open_stream,
+            fallback_to_default=settings.fallback_to_default,
+            stall_timeout=settings.stall_timeout, reopen_initial=settings.reopen_initial,
+            reopen_max=settings.reopen_max)
+
+    # -- properties ----------------------------------------------------------
+    @property
     def device_name(self) -> str:
         """Name of the playback device in use."""
         return self._keeper.device_name
@@ -194,11 +222,6 @@ class Speaker:
         """Sample frames handed to the device so far (reply, earcons and silence)."""
         return self._frames_written
 
-    @property
-    def reply_frames_played(self) -> int:
-        """Reply sample frames handed to the device so far (not silence)."""
-        return self._reply.queue.bytes_played // 2
-
     # -- commands --------------------------------------------------------------
     def start(self) -> None:
         """Open the device and start the (silent) output stream.
@@ -208,22 +231,6 @@ class Speaker:
                 and ``settings.wait_for_device`` is false.
         """
         self._keeper.start(self.settings.wait_for_device)
-
-    def play(self, pcm: bytes, rate: int = REPLY_RATE) -> None:
-        """Queue reply audio (s16le mono at ``rate``); returns at once."""
-        self._reply.play(pcm, rate)
-
-    def end_of_reply(self) -> None:
-        """Optional: the reply is complete; play out and post PlaybackDrained promptly."""
-        self._reply.end_of_reply()
-
-    def flush(self) -> None:
-        """Silence now: drop queued and playing audio (heard within one frame)."""
-        self._reply.flush()
-
-    def earcon(self, name: str) -> None:
-        """Play a "press", "release" or "error" earcon if enabled in settings."""
-        self._reply.earcon(name)
 
     def close(self) -> None:
         """Close the stream and PortAudio. Idempotent."""
