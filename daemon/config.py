@@ -306,8 +306,9 @@ def resolve_api_key(live: LiveSettings, environ: Mapping[str, str]) -> Secret | 
             if what == "live.key_file":
                 raise ConfigError("live.key_file", live.key_file, "file not found") from None
             continue
-        except OSError as exc:
-            raise ConfigError(what, str(path), f"cannot be read: {exc.strerror}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            # Name the file, never its content: no chained exception that could carry it.
+            raise ConfigError(what, str(path), f"cannot be read ({type(exc).__name__})") from None
         if text:
             return Secret(text)
         if what == "live.key_file":

@@ -35,7 +35,6 @@ import math
 import os
 import signal
 import time
-from pathlib import Path
 from typing import Callable, Mapping
 
 from daemon.errors import ConfigError, DeviceError
@@ -49,7 +48,7 @@ __all__ = [
     "Notifier", "watchdog_interval",
     "Heartbeat", "PipelineHeartbeat", "WatchdogGate", "WatchdogVerdict", "watchdog_loop",
     "format_status", "status_loop", "STATUS_MAX",
-    "read_credential", "install_signal_handlers",
+    "install_signal_handlers",
 ]
 
 logger = logging.getLogger(__name__)
@@ -265,32 +264,6 @@ async def status_loop(
             notifier.status(text)
             last = text
         await asyncio.sleep(period)
-
-
-# --- credentials ----------------------------------------------------------------------
-
-def read_credential(name: str, environ: Mapping[str, str] | None = None) -> str | None:
-    """The credential ``name`` handed over by ``LoadCredential=``, stripped, or None
-    when there is none: ``$CREDENTIALS_DIRECTORY`` unset, or the file empty
-    (tools/install.sh leaves an empty key file when no key was given, because
-    systemd 252 refuses to start a unit whose LoadCredential= file is missing).
-    Whether "no key" is fatal is the config's decision (it is, for Gemini).
-
-    Raises:
-        ConfigError: the directory is set but the credential is missing or
-            unreadable. The message names the file, never its content.
-    """
-    env = os.environ if environ is None else environ
-    directory = env.get("CREDENTIALS_DIRECTORY")
-    if not directory:
-        return None
-    path = Path(directory) / name
-    try:
-        value = path.read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"credential {name}", str(path),
-                          f"cannot be read ({type(exc).__name__})") from None
-    return value or None
 
 
 # --- signals --------------------------------------------------------------------------

@@ -128,3 +128,22 @@ def test_shipped_example_is_the_generated_one_and_loads_to_defaults(tmp_path: Pa
         for f in __import__("dataclasses").fields(cls):
             assert docs.get(f.name), f"[{name}] {f.name} has no docstring"
             assert f"# {f.name} =" in shipped.read_text()
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe", "directory"])
+def test_an_unreadable_credential_is_a_config_error_without_its_content(tmp_path: Path, content) -> None:
+    if content == "directory":
+        (tmp_path / "api-key").mkdir()
+    else:
+        (tmp_path / "api-key").write_bytes(content)
+    with pytest.raises(ConfigError) as info:
+        config.resolve_api_key(config.LiveSettings(), {"CREDENTIALS_DIRECTORY": str(tmp_path)})
+    assert "systemd credential api-key" in str(info.value)
+    # No chained exception whose text could carry the file's content.
+    assert info.value.__cause__ is None
+    assert info.value.__context__ is None or info.value.__suppress_context__
+
+
+def test_a_credential_is_stripped(tmp_path: Path) -> None:
+    (tmp_path / "api-key").write_text("  the-key\n")
+    assert config.resolve_api_key(config.LiveSettings(), {"CREDENTIALS_DIRECTORY": str(tmp_path)}).reveal() == "the-key"

@@ -18,15 +18,22 @@ import time
 from daemon.logs import setup_logging
 from daemon.service import (
     EXIT_OK, Notifier, PipelineHeartbeat, WatchdogGate, format_status, install_signal_handlers,
-    read_credential, watchdog_loop,
+    watchdog_loop,
 )
+from daemon.config import LiveSettings, resolve_api_key
 
 log = logging.getLogger("voiced.child")
 
 
+def read_key() -> str | None:
+    """The key as the daemon reads it (the systemd credential first), as plain text."""
+    secret = resolve_api_key(LiveSettings(), os.environ)
+    return secret.reveal() if secret else None
+
+
 async def main(loop_limit: float, mic_limit: float) -> int:
     redactor = setup_logging(logging.DEBUG, journal=False)
-    key = read_credential("api-key")
+    key = read_key()
     redactor.set_secrets([key] if key else [])
     notifier = Notifier(redact=redactor.redact)
     loop = asyncio.get_running_loop()
@@ -76,7 +83,7 @@ async def main(loop_limit: float, mic_limit: float) -> int:
 
     def reload() -> None:
         nonlocal key
-        key = read_credential("api-key")
+        key = read_key()
         redactor.set_secrets([key] if key else [])
         notifier.ready(status="reloaded")
 

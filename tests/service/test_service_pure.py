@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import enum
-from pathlib import Path
 
 import pytest
 
 from daemon.errors import ConfigError, DeviceError
 from daemon.health import STATUS_MAX, PipelineHeartbeat, WatchdogGate, format_status
-from daemon.service import EXIT_CONFIG, EXIT_SOFTWARE, exit_code_for, read_credential
+from daemon.service import EXIT_CONFIG, EXIT_SOFTWARE, exit_code_for
 
 GATE = WatchdogGate(started_at=100.0, loop_limit=5.0, mic_limit=3.0)
 
@@ -90,29 +89,6 @@ def test_format_status_cases(stats, expected):
 def test_format_status_is_bounded():
     text = format_status({"state": "error", "last_error": "x" * 1000})
     assert len(text) == STATUS_MAX and text.endswith("…")
-
-
-def test_read_credential(tmp_path: Path):
-    (tmp_path / "api-key").write_text("  the-key\n")
-    env = {"CREDENTIALS_DIRECTORY": str(tmp_path)}
-    assert read_credential("api-key", env) == "the-key"
-    assert read_credential("api-key", {}) is None
-    (tmp_path / "api-key").write_text(" \n")  # install.sh's "no key yet"
-    assert read_credential("api-key", env) is None
-
-
-@pytest.mark.parametrize("content", [None, b"\xff\xfe", "directory"])
-def test_read_credential_bad_file_is_a_config_error_without_content(tmp_path: Path, content):
-    if content == "directory":
-        (tmp_path / "api-key").mkdir()
-    elif isinstance(content, bytes):
-        (tmp_path / "api-key").write_bytes(content)
-    with pytest.raises(ConfigError) as info:
-        read_credential("api-key", {"CREDENTIALS_DIRECTORY": str(tmp_path)})
-    assert "credential api-key" in str(info.value)
-    # No chained exception whose text could carry the file's content.
-    assert info.value.__cause__ is None
-    assert info.value.__context__ is None or info.value.__suppress_context__
 
 
 def test_exit_codes():
