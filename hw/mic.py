@@ -28,7 +28,7 @@ from daemon.errors import ConfigError, DeviceError
 from daemon.events import Event, MicFrame, MicOverflow
 
 from .devices import AudioDevice, pick_rate
-from .pastream import StreamKeeper
+from .pastream import KeptStream, StreamKeeper
 from .resample import Resampler
 
 __all__ = ["Mic", "MicSettings", "CaptureFramer", "MIC_RATE"]
@@ -120,7 +120,7 @@ class CaptureFramer:
             self._post(MicFrame(frame))
 
 
-class Mic:
+class Mic(KeptStream):
     """PyAudio microphone posting ``MicFrame``/``MicOverflow``/``DeviceLost``/``DeviceRestored``."""
 
     def __init__(self, settings: MicSettings, post: Callable[[Event], None]) -> None:
@@ -136,29 +136,9 @@ class Mic:
             reopen_max=settings.reopen_max)
 
     @property
-    def device_name(self) -> str:
-        """Name of the capture device in use."""
-        return self._keeper.device_name
-
-    @property
-    def latency(self) -> float:
-        """Device capture latency PortAudio reports, in seconds (0 when closed)."""
-        return self._keeper.latency
-
-    @property
-    def device_rate(self) -> int:
-        """Rate the device is opened at (16000 if it takes it)."""
-        return self._keeper.device_rate
-
-    @property
     def overflows(self) -> int:
         """Input overflows seen so far (each also posted as ``MicOverflow``)."""
         return self._overflows
-
-    @property
-    def is_open(self) -> bool:
-        """True while the capture stream is open and healthy."""
-        return self._keeper.is_open
 
     @property
     def frames_posted(self) -> int:
@@ -178,9 +158,6 @@ class Mic:
         """Stop capturing (same as :meth:`close`; a stopped mic is not restarted)."""
         self.close()
 
-    def close(self) -> None:
-        """Close the stream and PortAudio. Idempotent."""
-        self._keeper.close()
 
     # -- PortAudio side ------------------------------------------------------
     def _open_stream(self, pa: Any, device: AudioDevice) -> tuple[Any, int]:

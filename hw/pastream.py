@@ -27,7 +27,7 @@ from daemon.events import DeviceLost, DeviceRestored, Event
 
 from .devices import AudioDevice, Direction, find_device, route_alsa_messages_to_log
 
-__all__ = ["StreamKeeper", "PORTAUDIO_LOCK", "backoff_delays"]
+__all__ = ["StreamKeeper", "KeptStream", "PORTAUDIO_LOCK", "backoff_delays"]
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,37 @@ def backoff_delays(initial: float, maximum: float, factor: float = 2.0) -> Itera
     while True:
         yield delay
         delay = min(maximum, delay * factor)
+
+
+class KeptStream:
+    """The device facts every PyAudio adapter (Mic, Speaker) reports from its
+    :class:`StreamKeeper` (``self._keeper``)."""
+
+    _keeper: "StreamKeeper"
+
+    @property
+    def device_name(self) -> str:
+        """Name of the device in use."""
+        return self._keeper.device_name
+
+    @property
+    def device_rate(self) -> int:
+        """Rate the device is opened at."""
+        return self._keeper.device_rate
+
+    @property
+    def is_open(self) -> bool:
+        """True while the stream is open and healthy."""
+        return self._keeper.is_open
+
+    @property
+    def latency(self) -> float:
+        """Device latency PortAudio reports, in seconds (0 when closed)."""
+        return self._keeper.latency
+
+    def close(self) -> None:
+        """Close the stream and PortAudio. Idempotent."""
+        self._keeper.close()
 
 
 class StreamKeeper:

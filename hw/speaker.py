@@ -22,7 +22,7 @@ from daemon.events import Event
 
 from .devices import AudioDevice, pick_rate
 from .earcons import EarconSettings, render
-from .pastream import StreamKeeper
+from .pastream import KeptStream, StreamKeeper
 from .playback import Phase, PlaybackQueue
 from .resample import Resampler
 
@@ -182,7 +182,7 @@ class ReplyControls:
         self._reply.earcon(name)
 
 
-class Speaker(ReplyControls):
+class Speaker(ReplyControls, KeptStream):
     """PyAudio speaker. Posts PlaybackStarted/Drained/Underrun and DeviceLost/Restored.
 
     ``earcons`` is the ``[earcons]`` section (its own flat section, so the config
@@ -203,21 +203,6 @@ class Speaker(ReplyControls):
 
     # -- properties ----------------------------------------------------------
     @property
-    def device_name(self) -> str:
-        """Name of the playback device in use."""
-        return self._keeper.device_name
-
-    @property
-    def latency(self) -> float:
-        """Device playback latency PortAudio reports, in seconds (0 when closed)."""
-        return self._keeper.latency
-
-    @property
-    def device_rate(self) -> int:
-        """Rate the device is opened at."""
-        return self._keeper.device_rate
-
-    @property
     def frames_written(self) -> int:
         """Sample frames handed to the device so far (reply, earcons and silence)."""
         return self._frames_written
@@ -232,9 +217,6 @@ class Speaker(ReplyControls):
         """
         self._keeper.start(self.settings.wait_for_device)
 
-    def close(self) -> None:
-        """Close the stream and PortAudio. Idempotent."""
-        self._keeper.close()
 
     # -- PortAudio side --------------------------------------------------------
     def _open_stream(self, pa: Any, device: AudioDevice) -> tuple[Any, int]:
