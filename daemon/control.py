@@ -23,7 +23,7 @@ import socket
 from pathlib import Path
 from typing import Any, Mapping, Protocol
 
-__all__ = ["SOCKET_NAME", "ControlTarget", "ControlServer", "request", "format_status", "COMMANDS"]
+__all__ = ["SOCKET_NAME", "ControlTarget", "ControlServer", "request", "format_report", "COMMANDS"]
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +175,7 @@ def _bar(used: int, total: int, width: int = 30) -> str:
     return "[" + "#" * filled + "." * (width - filled) + f"] {used:,}/{total:,} tokens ({frac:.0%})"
 
 
-def format_status(st: Mapping[str, Any]) -> str:
+def format_report(st: Mapping[str, Any]) -> str:
     """The human ``voiced status`` report from the daemon's status mapping."""
     lines = [
         f"state        {st.get('state', '?')}",

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from daemon.control import SOCKET_NAME, format_status, request
+from daemon.control import SOCKET_NAME, format_report, request
 
 __all__ = ["DEFAULT_RUNTIME_DIR", "EXIT_NOT_RUNNING", "EXIT_FORBIDDEN", "send", "add_arguments",
            "main"]
@@ -116,7 +116,7 @@ def main(args: argparse.Namespace) -> int:
         return exc.code
     if cmd == "status":
         status = reply.get("status", {})
-        print(json.dumps(status, indent=2, default=str) if args.json else format_status(status))
+        print(json.dumps(status, indent=2, default=str) if args.json else format_report(status))
     elif cmd == "ptt":
         print(f"push-to-talk {args.action}")
     else:

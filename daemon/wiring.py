@@ -95,7 +95,7 @@ class Controls:
 
     def status(self) -> Mapping[str, Any]:
         """One mapping for both STATUS= (daemon.health.format_status) and ``voiced status``
-        (daemon.control.format_status). Times are nominal seconds (real time at scale 1)."""
+        (daemon.control.format_report). Times are nominal seconds (real time at scale 1)."""
         stats = self.supervisor.stats()
         out: dict[str, Any] = dict(vars(stats))
         states = self.supervisor.states()

@@ -79,7 +79,7 @@ def test_status_and_its_human_format(tmp_path: Path) -> None:
 
     run_with_server(tmp_path, body)
     assert got["ok"] is True and got["status"]["resumes"] == 3
-    text = control.format_status(got["status"])
+    text = control.format_report(got["status"])
     assert "state        idle" in text
     assert "1,200/131,072 tokens (1%)" in text
     assert "resumes 3" in text

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from daemon.control import format_status
+from daemon.control import format_report
 from tests.app.conftest import Manager, write_config
 
 
@@ -118,7 +118,7 @@ def test_control_commands_change_what_the_server_sees(
     assert spoken.source == "activity" and 0.8 < spoken.audio_seconds < 2.5, spoken
     st = d.wait_status(lambda s: s["replies"] == 2 and s["state"] == "idle")
     assert st["turns"] == 1 and st["frames_sent"] > 0
-    report = format_status(st)
+    report = format_report(st)
     assert "replies 2" in report and "idle" in report
     print("\n" + report)
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from daemon.control import format_status
+from daemon.control import format_report
 from tests.app.conftest import REPO, Manager, live_server, write_config
 
 KEY_PREFIX = "AIzaSyTEST"
@@ -55,7 +55,7 @@ def test_a_known_key_leaves_no_trace(tmp_path: Path, manager: Manager, spawn: An
         dumps = {
             "cmdline": _dump(d.pid, "cmdline"),
             "environ": _dump(d.pid, "environ"),
-            "control status": json.dumps(status).encode() + format_status(status["status"]).encode(),
+            "control status": json.dumps(status).encode() + format_report(status["status"]).encode(),
             "notify": "\n".join(line for _, line in manager.lines()).encode(),
         }
         d.signal(signal.SIGTERM)
