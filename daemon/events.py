@@ -33,16 +33,24 @@ class DeviceState(enum.Enum):
     THINKING = "thinking"      # turn ended, waiting for the reply
     SPEAKING = "speaking"      # reply playing
     GOING_AWAY = "going_away"  # goAway received, switch pending (overlaps the others)
+    WORKING = "working"        # a tool call the model made is running on the device
+    MUTED = "muted"            # the mic is muted (Home Assistant switch / control): press ignored
+    QUOTA = "quota"            # quota or concurrent-session cap hit: long backoff (FIELD_REPORTS F12)
+    COOLDOWN = "cooldown"      # the same failure repeated: circuit breaker open, long cool-down
     ERROR = "error"            # fatal error, or a device is missing
 
 
 LED_PRIORITY: tuple[DeviceState, ...] = (
     DeviceState.ERROR,
+    DeviceState.QUOTA,
+    DeviceState.COOLDOWN,
     DeviceState.GOING_AWAY,
     DeviceState.LISTENING,
     DeviceState.SPEAKING,
+    DeviceState.WORKING,
     DeviceState.THINKING,
     DeviceState.CONNECTING,
+    DeviceState.MUTED,
     DeviceState.IDLE,
     DeviceState.OFFLINE,
 )

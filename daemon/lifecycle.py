@@ -23,10 +23,10 @@ __all__ = [
     # inputs
     "ConnectionOpened", "ServerEvents", "ConnectionClosed", "ConnectionFailed", "FrameRejected",
     "TimerFired", "Start", "Shutdown", "SendText", "SetInstruction", "NewConversation",
-    "PttStart", "PttStop", "VideoFrame",
+    "PttStart", "PttStop", "VideoFrame", "ToolDone",
     # outputs
     "Effect", "OpenConnection", "SendFrame", "CloseConnection", "Play", "FlushPlayback", "ReplyEnded",
-    "Earcon",
+    "Earcon", "RunTool", "CancelTool",
     "ShowStates", "Persist", "Notify",
     # reporting and persistence
     "SessionStats", "Snapshot",
@@ -222,6 +222,18 @@ class VideoFrame(Event):
     jpeg: bytes
 
 
+@dataclass(frozen=True)
+class ToolDone(Event):
+    """A tool the core asked for (:class:`RunTool`) finished: ``response`` is the JSON object
+    the model gets (``{"error": …}`` when it failed; never an exception). Posted from the
+    tool runner; the core answers the call with ``toolResponse`` (id and name echoed), or
+    holds the result for the next connection if this one is gone."""
+
+    call_id: str
+    name: str
+    response: Mapping[str, Any]
+
+
 # ---------------------------------------------------------------------------------------------
 # Outputs
 
@@ -281,6 +293,24 @@ class Earcon(Effect):
     """A short cue: "press", "release", "error" or "new"."""
 
     name: str
+
+
+@dataclass(frozen=True)
+class RunTool(Effect):
+    """Run the declared tool ``name`` with the model's ``args`` off the event loop; post
+    :class:`ToolDone` with the same ``call_id`` when it is done (or has failed)."""
+
+    call_id: str
+    name: str
+    args: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class CancelTool(Effect):
+    """The server cancelled ``call_id`` (``toolCallCancellation``): stop it if it can be
+    stopped; its result is never sent (the core drops a late :class:`ToolDone`)."""
+
+    call_id: str
 
 
 @dataclass(frozen=True)

@@ -240,6 +240,10 @@ class SetupConfig:
     output_transcription: bool = True
     temperature: float | None = None
     extra_generation_config: Mapping[str, Any] = field(default_factory=dict)
+    # Function declarations (name, description, parameters JSON schema, optional
+    # behavior "NON_BLOCKING"); sent as one ``tools`` entry, never as an empty list
+    # (FIELD_REPORTS.md F11: empty ``tools: []`` is refused by stricter models).
+    tools: tuple[Mapping[str, Any], ...] = ()
 
 
 def _model_name(model: str) -> str:
@@ -292,6 +296,8 @@ def setup_message(config: SetupConfig) -> dict[str, Any]:
         setup["inputAudioTranscription"] = {}
     if config.output_transcription:
         setup["outputAudioTranscription"] = {}
+    if config.tools:
+        setup["tools"] = [{"functionDeclarations": [dict(d) for d in config.tools]}]
     return {"setup": setup}
 
 

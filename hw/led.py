@@ -57,6 +57,10 @@ PATTERNS: dict[DeviceState, Pattern] = {
     DeviceState.THINKING: _fade(0.1, 1.0, 0.25, 0.25),
     DeviceState.SPEAKING: ((1.0, 0.4), (0.15, 0.4)),
     DeviceState.GOING_AWAY: ((1.0, 0.1), (0.0, 0.1), (1.0, 0.1), (0.0, 0.9)),
+    DeviceState.WORKING: ((1.0, 0.15), (0.3, 0.15)),
+    DeviceState.MUTED: ((0.02, float("inf")),),
+    DeviceState.QUOTA: ((1.0, 0.5), (0.0, 1.5)),
+    DeviceState.COOLDOWN: ((0.6, 0.2), (0.0, 1.8)),
     DeviceState.ERROR: ((1.0, 0.1), (0.0, 0.1)),
 }
 
@@ -68,6 +72,10 @@ COLOURS: dict[DeviceState, tuple[float, float, float]] = {
     DeviceState.THINKING: (0.0, 1.0, 1.0),
     DeviceState.SPEAKING: (0.4, 0.4, 1.0),
     DeviceState.GOING_AWAY: (1.0, 0.5, 0.0),
+    DeviceState.WORKING: (1.0, 1.0, 0.0),
+    DeviceState.MUTED: (0.3, 0.0, 0.0),
+    DeviceState.QUOTA: (1.0, 0.0, 1.0),
+    DeviceState.COOLDOWN: (1.0, 0.2, 0.0),
     DeviceState.ERROR: (1.0, 0.0, 0.0),
 }
 
