@@ -16,9 +16,11 @@ faster.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import random
-from typing import Any, Callable
+import time
+from typing import Any, Callable, Iterator
 
 from bench.common import MODEL
 from bench.proxy import TcpProxy
@@ -46,6 +48,31 @@ async def until(pred: Callable[[], Any], timeout: float = 15.0, what: str = "") 
     return got
 
 
+class HoldableClock:
+    """The rig Button's clock: ``time.monotonic``, unless a fault holds it at one instant.
+
+    A contact-bounce burst is over in microseconds, well inside the Button's lock-out; the
+    thread that emulates it can be descheduled for longer than the lock-out on a busy
+    machine, which would turn it into a slow burst (several accepted changes: right for
+    the Button, wrong for the fault). Held, every edge of the burst has the same time.
+    """
+
+    def __init__(self) -> None:
+        self._held: float | None = None
+
+    def __call__(self) -> float:
+        held = self._held
+        return time.monotonic() if held is None else held
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        self._held = time.monotonic()
+        try:
+            yield
+        finally:
+            self._held = None
+
+
 class FaultRig:
     """``async with FaultRig(...) as rig:`` — a running daemon and its server."""
 
@@ -66,7 +93,9 @@ class FaultRig:
         self.pins = mock_pin_factory()
         self.led = Led(LedSettings(), pin_factory=self.pins)
         button = ButtonSettings()
-        self.button = Button(button, self.inbox.post, pin_factory=self.pins)
+        self.button_clock = HoldableClock()
+        self.button = Button(button, self.inbox.post, pin_factory=self.pins,
+                             clock=self.button_clock)
         self.soft_button = SoftButton(self.pins, button.pin)
         self.button_pin = self.pins.pin(button.pin)
         self.speaker = SimSpeaker(SpeakerSettings(), self.inbox.post, speed=SCALE)

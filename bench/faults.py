@@ -236,14 +236,20 @@ async def button_bounce_storm(res: FaultResult) -> None:
         starts, ends = r.sent('"activityStart"'), r.sent('"activityEnd"')
 
         def bounce() -> None:
-            for i in range(400):
-                r.button_pin.drive_low() if i % 2 == 0 else r.button_pin.drive_high()
+            # The burst is one instant of the Button's clock, and holds the Button's lock
+            # so the lock-out's resync reads the pin after it: as a real burst, however
+            # long a busy machine deschedules this thread (HoldableClock).
+            with r.button_clock.held(), r.button._lock:
+                for i in range(400):
+                    r.button_pin.drive_low() if i % 2 == 0 else r.button_pin.drive_high()
         t = threading.Thread(target=bounce)
         t.start()
         t.join()
-        await asyncio.sleep(0.1)  # past the 20 ms lock-out: the final level wins
         try:
-            await until(r.is_idle, 20, "IDLE after the storm")
+            # The lock-out ends, the final level (up) wins, the turn ends and is answered.
+            await until(lambda: not r.button.is_active, 20, "the release after the storm")
+            await until(lambda: r.is_idle() and r.sent('"activityEnd"') > ends, 20,
+                        "IDLE after the storm")
             res.outcome = "recovered"
         except TimeoutError as exc:
             res.outcome = f"not recovered: {exc}"
