@@ -909,6 +909,11 @@ class Session:
     def _resolve(self, ask: _AskT, how: str) -> None:
         """``ask`` got its answer ("answered"), or a barge-in cut it ("interrupted")."""
         self._asks.remove(ask)
+        if isinstance(ask, _UserTurn):
+            # Frames never sent (a held turn the user cut with a new conversation) are
+            # gone with it: counted.
+            self.counts["frames_dropped"] += len(ask.frames) - ask.counted
+            ask.counted = len(ask.frames)
         if how == "answered":
             self.counts["asks_answered"] += 1
             self.counts["replies"] += 1

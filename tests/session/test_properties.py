@@ -14,6 +14,7 @@ machine is in daemon/turns.py's TURN_TABLE.
 from __future__ import annotations
 
 import json
+import os
 import random
 
 from hypothesis import HealthCheck, given, settings
@@ -197,7 +198,7 @@ class World:
                 self.server(wire.ToolCallCancellation((self.calls[0].call_id,)))
 
 
-@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=int(os.environ.get("VOICED_HYPOTHESIS_EXAMPLES", "1000")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(ACTIONS, min_size=1, max_size=60), st.integers(0, 1000))
 def test_random_sequences_keep_the_invariants(actions: list[tuple], seed: int) -> None:
     w = World(seed)
