@@ -270,6 +270,7 @@ class Session:
         # gemini-3.1-flash-live-preview takes clientContent only as initial history
         # (historyConfig.initialHistoryInClientContent; LIVE_PROTOCOL.md, FIELD_REPORTS F8).
         self._history_in_setup = model.startswith("gemini-3.1-flash-live")
+        self._tool_names = frozenset(settings.tools)
         self._blocking_tools = (settings.tools_blocking if settings.tools_blocking is not None
                                 else not model.startswith("gemini-3.8"))
         # connection
@@ -1184,7 +1185,7 @@ class Session:
                 self._notify("warning", f"not running {call.name}: no user asked (phantom call)")
                 self._send_tool_response(call_id, call.name,
                                          {"error": "no user asked for this; not run"})
-            elif call.name not in self.settings.tools:
+            elif call.name not in self._tool_names:
                 # F18: an undeclared name gets an answer at once, never silence.
                 self._notify("warning", f"the model called an unknown tool {call.name!r}")
                 self._send_tool_response(call_id, call.name,

@@ -51,7 +51,7 @@ class TableRunner:
 
 def test_a_declared_tool_runs_off_the_loop_and_its_result_is_spoken() -> None:
     async def body() -> None:
-        scale = 50.0
+        scale = 10.0  # slow enough for a loaded machine: setup timeout 1.5 s wall
         switched: list[bool] = []
         runner = TableRunner({"lights": lambda on: switched.append(on) or ("on" if on else "off")})
         async with LiveServer(limits=ServerLimits(time_scale=scale), voice="synthetic") as server:
@@ -65,25 +65,25 @@ def test_a_declared_tool_runs_off_the_loop_and_its_result_is_spoken() -> None:
             sup.subscribe(lambda e: seen.append(e.states) if hasattr(e, "states") else None)
             task = asyncio.get_running_loop().create_task(sup.run())
             try:
-                await until(lambda: session.phase.value == "live", what="live")
+                await until(lambda: session.phase.value == "live", timeout=30.0, what="live")
                 sup.send_text('call lights {"on": true}')
-                turns = await server.wait_turns(1)
+                turns = await server.wait_turns(1, timeout=30.0)
                 assert turns[0].replies == 1, turns[0]
                 assert "lights returned" in turns[0].reply_text and '"on"' in turns[0].reply_text
                 assert switched == [True]
                 assert [s[1] for s in runner.started] == ["lights"]
                 assert any(DeviceState.WORKING in s for s in seen), "WORKING never shown"
-                await until(lambda: session.stats(sup.now()).asks_answered == 1, what="answered")
+                await until(lambda: session.stats(sup.now()).asks_answered == 1, timeout=30.0, what="answered")
                 assert session.stats(sup.now()).tools_run == 1
             finally:
                 sup.stop()
                 await asyncio.wait_for(task, 10)
-    run(body)
+    run(body, timeout=120.0)
 
 
 def test_without_a_runner_a_call_is_answered_with_an_error_not_silence() -> None:
     async def body() -> None:
-        scale = 50.0
+        scale = 10.0  # slow enough for a loaded machine: setup timeout 1.5 s wall
         async with LiveServer(limits=ServerLimits(time_scale=scale), voice="synthetic") as server:
             settings = SessionSettings(tools=frozenset({"lights"}))
             session = Session(settings, wire.SetupConfig(model=MODEL, tools=(LIGHTS,)), "gemini",
@@ -92,11 +92,11 @@ def test_without_a_runner_a_call_is_answered_with_an_error_not_silence() -> None
                              time_scale=scale)
             task = asyncio.get_running_loop().create_task(sup.run())
             try:
-                await until(lambda: session.phase.value == "live", what="live")
+                await until(lambda: session.phase.value == "live", timeout=30.0, what="live")
                 sup.send_text('call lights {"on": false}')
-                turns = await server.wait_turns(1)
+                turns = await server.wait_turns(1, timeout=30.0)
                 assert "no tool runner" in turns[0].reply_text
             finally:
                 sup.stop()
                 await asyncio.wait_for(task, 10)
-    run(body)
+    run(body, timeout=120.0)
