@@ -721,12 +721,9 @@ class Session:
         self._handle_stale = False
         self._unread_content = False
         self._system_turn_conn = None
-        # Tool calls of the old session can no longer be answered there: what they
-        # returned becomes context of the conversation (restored below).
-        for call_id, call in list(self._calls.items()):
-            self._cancelled.add(call_id)
-            del self._calls[call_id]
-            self._emit(CancelTool(call_id))
+        # Tool results of the old session can no longer be answered there: what they
+        # returned becomes context of the conversation (restored below); calls still
+        # running become context when they finish (_on_tool_done).
         results, self._results = self._results, []
         for _, call, response in results:
             self.conversation.add_context(f"(The {call.name} tool returned: {dict(response)})")
