@@ -119,7 +119,8 @@ async def play(conv: Conversation, turn: UserTurn, summary: AudioSummary | None,
             # F9: "Internal error occurred." in the middle of the model's audio.
             await _paced(conv, chunks[:int(fault.get("chunks", 2))], limits.reply_wall_seconds)
             turn.dropped += 1
-            await conn.close(int(fault.get("code", 1011)), str(fault.get("reason", INTERNAL)))
+            # Closed by the connection, not from inside this reply, which the close cancels.
+            conn.fault_close(int(fault.get("code", 1011)), str(fault.get("reason", INTERNAL)))
             return
         late = 0.0
         if fault.kind == "burst":
@@ -140,6 +141,8 @@ async def play(conv: Conversation, turn: UserTurn, summary: AudioSummary | None,
                                 lambda s: limits.wall(s / pace + gap * int(s // every)))
         else:  # undeclared_tool_call: the spoken part is a normal reply
             sent = await _paced(conv, chunks, limits.reply_wall_seconds)
+        if conv.params.output_transcription:
+            await send(m.output_transcription(text))
         await send(m.generation_complete())
         turn.replies += 1
         turn.reply_text = text
