@@ -292,11 +292,17 @@ class Faults:
     def arm(self, name: str, **params: Any) -> None:
         """Arm a field fault by its ``FIELD_MODES`` name (for ``--fault``)."""
         try:
-            action = FIELD_MODES[name][1]
+            what, action = FIELD_MODES[name]
         except KeyError:
             raise ValueError(f"unknown fault {name!r}: one of {', '.join(sorted(FIELD_MODES))}"
                              ) from None
-        action(self, **params)
+        try:
+            action(self, **params)
+        except (TypeError, ValueError) as exc:
+            # TypeError: a parameter it does not take; ValueError: a value that is no number.
+            given = ", ".join(f"{k}={v}" for k, v in params.items())
+            raise ValueError(f"fault {name!r} ({what}) refused {given or 'no parameters'}: "
+                             f"{exc}") from None
 
     def pending(self) -> ArmedFaults:
         """What is armed and not yet consumed."""

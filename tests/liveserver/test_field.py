@@ -15,8 +15,8 @@ from daemon import wire
 from daemon.liveserver import LiveServer, ServerLimits
 from daemon.liveserver import protocol as p
 from daemon.liveserver.faults import FIELD_MODES
-from tests.liveserver.rawclient import (Closed, RawClient, audio_of, no_message, run, text_of,
-                                        tone)
+from tests.liveserver.rawclient import RawClient, audio_of, no_message, run, text_of, tone
+from tests.liveserver.test_cli import server_process  # noqa: F401 (a fixture)
 
 FAST = ServerLimits(time_scale=600.0)   # 10-minute cap = 1 s
 SLOW = ServerLimits(time_scale=100.0)   # for timings: 1 nominal second = 10 ms
@@ -481,3 +481,49 @@ def test_every_field_mode_is_armable_by_name_and_unknown_names_are_refused():
             with pytest.raises(ValueError, match="unknown reply fault"):
                 server.faults.misbehave_next_reply("nope")
     run(body)
+
+
+def test_fault_parameters_are_checked_with_a_clear_error():
+    async def body():
+        async with LiveServer(limits=FAST, voice="synthetic") as server:
+            with pytest.raises(ValueError, match=r"fault 'session_cap' .* refused bogus=1"):
+                server.faults.arm("session_cap", bogus="1")
+            with pytest.raises(ValueError, match=r"fault 'backend_down' .* refused seconds=soon"):
+                server.faults.arm("backend_down", seconds="soon")
+    run(body)
+
+
+def test_cli_fault_flag_arms_a_mode_and_refuses_unknown_names():
+    import os
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    listed = subprocess.run([sys.executable, "-m", "daemon", "live-server", "--fault", "list"],
+                            cwd=root, capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0 and all(name in listed.stdout for name in FIELD_MODES)
+    bad = subprocess.run([sys.executable, "-m", "daemon", "live-server", "--port", "0",
+                          "--fault", "session_cap:sessions=many"],
+                         cwd=root, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2
+    assert "--fault session_cap: fault 'session_cap'" in bad.stderr and "sessions=many" in bad.stderr
+
+
+def test_cli_armed_fault_reaches_the_clients(server_process):  # noqa: F811 (fixture)
+    import time
+    proc = server_process("--port", "0", "--time-scale", "600", "--voice", "synthetic",
+                          "--log-level", "WARNING", "--fault", "key_expired:count=2")
+    lines: list[str] = []
+    deadline = time.monotonic() + 30
+    while not any(line.strip().startswith("gemini ") for line in lines):
+        assert time.monotonic() < deadline and proc.poll() is None, lines
+        lines.append(proc.stdout.readline())
+    assert any("faults armed: key_expired" in line for line in lines)
+    url = next(line.split()[-1] for line in lines if line.strip().startswith("gemini "))
+
+    async def connect() -> tuple[int | None, str]:
+        client = await RawClient.open(url)
+        await client.setup(expect_complete=False)
+        closed = await client.expect_close(timeout=10)
+        return closed.code, closed.reason
+    assert run(connect) == (1007, "API key expired. Please renew the API key.")
+    assert run(connect) == (1007, "API key expired. Please renew the API key.")
