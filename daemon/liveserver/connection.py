@@ -136,8 +136,7 @@ class LiveConnection:
             # Open sessions, and sockets dropped without a close frame until the server
             # notices (F12: "count sockets the client abandoned … until a timeout").
             held = sum(1 for c in mine if c.is_open or (
-                c.close_code == 1006 and c.closed_by == "client"
-                and now - (c.closed_at or now) < armed.abandoned_timeout))
+                c.close_code == 1006 and now - (c.closed_at or now) < armed.abandoned_timeout))
             if held >= armed.session_cap:
                 rec.faults.append("session_cap")
                 raise p.ClientRefused(1011, p.RESOURCE_EXHAUSTED,
