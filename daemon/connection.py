@@ -181,11 +181,33 @@ class Connection:
             except WsConnectionClosed:
                 return
 
+    async def _headers(self) -> dict[str, str]:
+        """The credential headers as of now. Headers marked ``blocking`` (Vertex OAuth:
+        a token refresh is an HTTPS call, endpoints.BearerHeaders) are read in a worker
+        thread, so the event loop — button, LED, audio — never waits on it."""
+        headers = self._endpoint.headers
+        if getattr(headers, "blocking", False):
+            return await asyncio.to_thread(dict, headers)
+        return dict(headers)
+
     async def _open(self, setup_frame: str) -> ClientConnection | None:
         kind, detail, status = "connect", "", None
         try:
+            headers = await self._headers()
+        except asyncio.CancelledError:
+            self._opened.set()
+            self._terminal(ConnectionClosed(self.conn_id, 1000, "cancelled"))
+            raise
+        except Exception as exc:  # google.auth RefreshError, requests' ConnectionError, …
+            # Retryable like any failure to connect: the token service may be unreachable.
+            self._opened.set()
+            self._terminal(ConnectionFailed(self.conn_id, "connect",
+                                            f"credential refresh failed: {type(exc).__name__}: "
+                                            f"{exc}", None))
+            return None
+        try:
             ws = await connect(
-                self._endpoint.url, additional_headers=dict(self._endpoint.headers),
+                self._endpoint.url, additional_headers=headers,
                 open_timeout=self._open_timeout, close_timeout=self._close_timeout,
                 ping_interval=self._keepalive.interval,
                 ping_timeout=self._keepalive.timeout if self._keepalive.require_pongs else None,
