@@ -475,6 +475,9 @@ async def f12_switches_under_cap(res: FaultResult) -> None:
                                              if c.closed_by == "client" and c.close_code == 1000)
         res.extra["closed_other"] = len(closed) - res.extra["closed_by_us_1000"]
         res.extra["sessions"] = len(r.server.sessions)
+    # The daemon stopping (as on SIGTERM) closes its session explicitly too.
+    last = r.server.connections[-1]
+    res.extra["exit_close_1000"] = int(last.closed_by == "client" and last.close_code == 1000)
 
 
 @fault("f12_daily_budget", "F12: the daily budget runs out mid-turn: every setup gets 1011 "
