@@ -22,7 +22,7 @@ from typing import Awaitable, Callable
 
 from bench.faultrig import SCALE, FaultRig, until
 from daemon.events import DeviceLost, DeviceRestored, DeviceState, MicOverflow
-from daemon.lifecycle import RunTool
+from daemon.lifecycle import RunTool, SessionSettings
 from daemon.liveserver import ServerLimits
 from daemon.liveserver import protocol as lp
 
@@ -457,16 +457,30 @@ async def f12_session_cap(res: FaultResult) -> None:
         res.extra["refused"] = sum(1 for c in r.server.connections if "session_cap" in c.faults)
 
 
-@fault("f12_switches_under_cap", "F12: a goAway switch and a refused resume (fresh session) "
-       "under a 1-session cap: every old socket closed (1000) before the next opens")
+@fault("f12_switches_under_cap", "F12: a goAway switch, a refused resume (fresh session) and a "
+       "rollover under a 1-session cap: every old socket closed (1000) before the next opens")
 async def f12_switches_under_cap(res: FaultResult) -> None:
-    async with FaultRig(arm=lambda s: s.faults.session_cap(1, abandoned_timeout=600)) as r:
+    # Sessions roll over after 180 nominal s (cap 300 s, looking 120 s early): after the
+    # goAway switch and the refused resume, which take less than that.
+    settings = SessionSettings(session_cap_audio=300.0, rollover_window=120.0)
+    async with FaultRig(arm=lambda s: s.faults.session_cap(1, abandoned_timeout=600),
+                        settings=settings) as r:
         await recover(r, res, lambda: r.server.faults.go_away_now(5))
         def refused_resume() -> None:
             r.server.faults.refuse_next_resume()
             r.server.faults.go_away_now(5)
         audio = await r.turn(fault=refused_resume)
         await r.answered(audio)
+        assert r.sup is not None
+        rollovers0 = r.sup.stats().rollovers      # the fresh session counts as one
+        try:
+            await until(lambda: r.sup is not None and r.sup.stats().rollovers > rollovers0, 20,
+                        "a rollover")
+            audio = await r.turn()
+            await r.answered(audio)
+        except TimeoutError as exc:
+            res.outcome = f"no rollover: {exc}"
+        res.extra["rollovers"] = r.sup.stats().rollovers - rollovers0
         closed = [c for c in r.server.connections if c.closed_at is not None
                   and c.setup_completed_at is not None]
         res.extra["refused_over_cap"] = sum(1 for c in r.server.connections
