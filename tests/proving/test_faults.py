@@ -74,6 +74,7 @@ def test_process_stopped_or_killed_mid_turn_restarts_into_the_same_session(name:
     if name == "sigterm_mid_turn":
         assert x["exit_code"] == 0 and x["stopping_noted"] == 1, r
         assert x["close_code"] == 1000, r         # we closed the connection, cleanly
+        assert x["refused_over_cap"] == 0, r      # so a 1-session cap lets the restart in
     else:
         assert x["exit_code"] == -9 and x["close_code"] == 1006, r
     assert r.answered == 1 and r.frames_captured > 0 and r.frames_lost == 0, r
