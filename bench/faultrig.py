@@ -78,7 +78,8 @@ class FaultRig:
 
     def __init__(self, *, limits: ServerLimits | None = None, proxy: bool = False,
                  settings: SessionSettings | None = None, seed: int = 1,
-                 mic: Callable[[Callable[..., None]], Any] | None = None) -> None:
+                 mic: Callable[[Callable[..., None]], Any] | None = None,
+                 arm: Callable[[LiveServer], Any] | None = None, wait_idle: bool = True) -> None:
         from hw.button import Button, ButtonSettings
         from hw.led import Led, LedSettings
         from hw.sim import SimSpeaker, SoftButton, mock_pin_factory
@@ -103,12 +104,16 @@ class FaultRig:
         # default the rig posts the frames itself (``speak``).
         self.mic = mic(self.inbox.post) if mic is not None else None
         self.rng = random.Random(seed)
+        self._arm = arm            # faults armed on the server before the daemon starts
+        self._wait_idle = wait_idle
         self.effects: list[Effect] = []
         self.sup: Supervisor | None = None
         self._task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> "FaultRig":
         await self.server.start()
+        if self._arm is not None:
+            self._arm(self.server)
         url = self.server.url
         if self.use_proxy:
             self.proxy = TcpProxy("127.0.0.1", self.server.port).start()
@@ -122,7 +127,8 @@ class FaultRig:
                               led=self.led, time_scale=SCALE)
         self.sup.subscribe(self.effects.append)
         self._task = asyncio.get_running_loop().create_task(self.sup.run())
-        await until(self.is_idle, what="the first IDLE")
+        if self._wait_idle:
+            await until(self.is_idle, what="the first IDLE")
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -149,6 +155,11 @@ class FaultRig:
     def sent(self, needle: str) -> int:
         """Frames sent containing ``needle`` (e.g. '"activityStart"')."""
         return sum(1 for e in self.effects if isinstance(e, SendFrame) and needle in e.frame)
+
+    def server_turn(self, audio: bytes) -> Any:
+        """The server's record of the (last) user turn with exactly this audio, or None."""
+        digest = hashlib.sha256(audio).hexdigest()
+        return next((t for t in reversed(self.server.user_turns) if t.audio_digest == digest), None)
 
     def answers(self, audio: bytes) -> int:
         """Replies the server completed for a user turn with exactly this audio."""

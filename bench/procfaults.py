@@ -35,6 +35,10 @@ async def _until(pred, timeout: float, what: str) -> None:  # type: ignore[no-un
 
 async def _stop_or_kill_mid_turn(res: FaultResult, sig: int) -> None:
     async with LiveServer(limits=ServerLimits(time_scale=SCALE), voice="synthetic") as server:
+        if sig == signal.SIGTERM:
+            # F12: a per-key cap of one session, with dead sockets holding their slot for an
+            # hour: the restart gets in only if the stopped daemon closed its session.
+            server.faults.session_cap(1, abandoned_timeout=3600)
         with tempfile.TemporaryDirectory() as tmp:
             root = Path(tmp)
             first = VoicedProcess(root, server.endpoint(), SCALE, "first")
@@ -83,6 +87,9 @@ async def _stop_or_kill_mid_turn(res: FaultResult, sig: int) -> None:
                 res.led = st["state"]
                 res.retries = st["retries"]
                 res.connections = len(server.connections) - 1
+                if sig == signal.SIGTERM:
+                    res.extra["refused_over_cap"] = sum(1 for c in server.connections
+                                                        if "session_cap" in c.faults)
                 clean = rc == 0 if sig == signal.SIGTERM else rc == -signal.SIGKILL
                 res.outcome = ("restarted" if clean and res.extra["resumed_same_session"]
                                else f"exit {rc}, resumed {res.extra['resumed_same_session']}")

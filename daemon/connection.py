@@ -53,16 +53,21 @@ class Endpoint:
 class Keepalive:
     """WebSocket pings, in nominal seconds (the supervisor divides by its time scale).
 
-    websockets' defaults (ping every 20 s, give up 20 s later) are wrong for Gemini:
-    its pongs have been measured 8–30 s late, which trips a client-side 1011
-    "keepalive ping timeout" on a healthy connection (PITFALLS.md "Keepalive";
-    python-genai#2935, sip-to-ai PR #14). We still want pings, because they are the
-    only way to notice a dead TCP path while nobody talks (the reply timer covers the
-    rest), so we ping every 30 s and wait 60 s for the pong: twice the slowest pong seen.
+    Gemini's pongs have been measured 8–30 s late, and a server may not answer pings
+    at all while the session is otherwise healthy (FIELD_REPORTS.md F13; PITFALLS.md
+    "Keepalive"; python-genai#2935, sip-to-ai PR #14): waiting for a pong, as
+    websockets does by default (20 s), ends healthy connections with a client-side
+    1011 "keepalive ping timeout". So by default a missing pong ends nothing. We still
+    ping every ``interval``: the pings keep NAT mappings alive and put bytes in flight,
+    and the kernel must see those bytes acknowledged by the server's TCP within
+    ``timeout`` (``TCP_USER_TIMEOUT``) — a dead path is noticed, a slow server is not
+    mistaken for one. ``require_pongs=True`` is websockets' rule instead: no pong
+    within ``timeout`` → 1011 "keepalive ping timeout".
     """
 
     interval: float = 30.0
     timeout: float = 60.0
+    require_pongs: bool = False
 
 
 # Replies can be large (several parts, long audio chunks, future fields): 16 MiB, not
@@ -176,13 +181,36 @@ class Connection:
             except WsConnectionClosed:
                 return
 
+    async def _headers(self) -> dict[str, str]:
+        """The credential headers as of now. Headers marked ``blocking`` (Vertex OAuth:
+        a token refresh is an HTTPS call, endpoints.BearerHeaders) are read in a worker
+        thread, so the event loop — button, LED, audio — never waits on it."""
+        headers = self._endpoint.headers
+        if getattr(headers, "blocking", False):
+            return await asyncio.to_thread(dict, headers)
+        return dict(headers)
+
     async def _open(self, setup_frame: str) -> ClientConnection | None:
         kind, detail, status = "connect", "", None
         try:
+            headers = await self._headers()
+        except asyncio.CancelledError:
+            self._opened.set()
+            self._terminal(ConnectionClosed(self.conn_id, 1000, "cancelled"))
+            raise
+        except Exception as exc:  # google.auth RefreshError, requests' ConnectionError, …
+            # Retryable like any failure to connect: the token service may be unreachable.
+            self._opened.set()
+            self._terminal(ConnectionFailed(self.conn_id, "connect",
+                                            f"credential refresh failed: {type(exc).__name__}: "
+                                            f"{exc}", None))
+            return None
+        try:
             ws = await connect(
-                self._endpoint.url, additional_headers=dict(self._endpoint.headers),
+                self._endpoint.url, additional_headers=headers,
                 open_timeout=self._open_timeout, close_timeout=self._close_timeout,
-                ping_interval=self._keepalive.interval, ping_timeout=self._keepalive.timeout,
+                ping_interval=self._keepalive.interval,
+                ping_timeout=self._keepalive.timeout if self._keepalive.require_pongs else None,
                 max_size=MAX_FRAME_BYTES,
                 # Base64 PCM barely deflates; skipping permessage-deflate saves a Pi's CPU.
                 compression=None, ssl=self._ssl)
@@ -206,6 +234,8 @@ class Connection:
             raise
         else:
             self._ws = ws
+            if not self._keepalive.require_pongs:
+                self._set_tcp_user_timeout(ws)
             self._opened.set()
             self._post(ConnectionOpened(self.conn_id))
             try:
@@ -216,6 +246,28 @@ class Connection:
         self._opened.set()
         self._terminal(ConnectionFailed(self.conn_id, kind, detail, status))
         return None
+
+    def _set_tcp_user_timeout(self, ws: ClientConnection) -> None:
+        """Unacknowledged bytes older than ``keepalive.timeout`` end the connection
+        (Linux ``TCP_USER_TIMEOUT``; see :class:`Keepalive`). Elsewhere, the OS default."""
+        sock = ws.transport.get_extra_info("socket") if ws.transport is not None else None
+        option = getattr(socket, "TCP_USER_TIMEOUT", None)
+        if sock is None or option is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+            return
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, option, max(1, int(self._keepalive.timeout * 1000)))
+        except OSError as exc:  # not fatal: pings still keep NAT mappings alive
+            log.warning("could not set TCP_USER_TIMEOUT: %s", exc)
+
+    @property
+    def tcp_user_timeout_ms(self) -> int | None:
+        """``TCP_USER_TIMEOUT`` of the open socket as the kernel reports it (None: unknown)."""
+        ws = self._ws
+        sock = ws.transport.get_extra_info("socket") if ws and ws.transport else None
+        option = getattr(socket, "TCP_USER_TIMEOUT", None)
+        if sock is None or option is None:
+            return None
+        return int(sock.getsockopt(socket.IPPROTO_TCP, option))
 
     def _terminal(self, event: Event) -> None:
         if not self._terminal_posted:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import threading
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterator, Mapping
 from urllib.parse import urlsplit, urlunsplit
@@ -74,22 +75,31 @@ def is_loopback(host: str) -> bool:
 class BearerHeaders(Mapping[str, str]):
     """``Authorization: Bearer <token>`` from Google Application Default Credentials,
     refreshed when it is about to expire. The connection copies the headers at each
-    connect, so every new connection gets a valid token. (The refresh is a blocking
-    HTTPS call, about once an hour; tokens last 60 minutes.)"""
+    connect, so every new connection gets a valid token.
+
+    Reading it may block: the refresh is an HTTPS call (about once an hour; tokens last
+    60 minutes). ``blocking = True`` tells :class:`~daemon.connection.Connection` to copy
+    it off the event loop, in a worker thread; the lock keeps two copies from
+    refreshing at once."""
+
+    blocking = True
 
     def __init__(self, credentials: Any, quota_project: str | None = None) -> None:
         self._credentials = credentials
         self._quota_project = quota_project
+        self._lock = threading.Lock()
 
     def _headers(self) -> dict[str, str]:
         creds = self._credentials
-        # google-auth's own test (token present, not within its refresh margin of expiry;
-        # expiry is naive UTC, which it handles).
-        if not creds.valid:
-            from google.auth.transport.requests import Request
+        with self._lock:
+            # google-auth's own test (token present, not within its refresh margin of
+            # expiry; expiry is naive UTC, which it handles).
+            if not creds.valid:
+                from google.auth.transport.requests import Request
 
-            creds.refresh(Request())
-        out = {"Authorization": f"Bearer {creds.token}"}
+                creds.refresh(Request())
+            token = creds.token
+        out = {"Authorization": f"Bearer {token}"}
         if self._quota_project:
             out["x-goog-user-project"] = self._quota_project
         return out

@@ -43,11 +43,31 @@ Public API::
         server.faults.close_next(1011, "…")
         server.faults.send_malformed(); .send_unknown_field(); .send_oversized()
         server.faults.refuse_next_resume(); server.faults.expire_all_handles()
+        # the field (FIELD_REPORTS.md; real close texts in protocol.py)
+        server.faults.go_away_now(1.5); .go_away_now(50, 1000, CANCELLED)       # F1
+        server.faults.cap_variant(time_left=None)     # F1: the cap closes, no goAway
+        server.faults.go_away_then_silence(30)        # F2: no messages, no pongs, 1011 at T
+        server.faults.forget_on_resume()              # F6: resume accepted, history gone
+        server.faults.phantom_turn_after_resume(2.5, tool_call="x")   # F7
+        server.faults.reanswer_history()              # F7: restored history answered again
+        server.faults.backend_down(120)               # F9: 1011 unavailable on every setup
+        server.faults.close_after(30, 1008, NOT_IMPLEMENTED)          # F10/F11 mid-session
+        server.faults.refuse_next_setup(1007, KEY_EXPIRED)            # F11 at setup
+        server.faults.session_cap(3, abandoned_timeout=60); .daily_budget(10)   # F12
+        server.faults.pongs(25); server.faults.pongs(None)            # F13 late / never
+        server.faults.spurious_interrupt()            # F16 after the next activityStart
+        server.faults.misbehave_next_reply(kind, **params)   # F9, F14-F18: "burst",
+            # "trickle", "reject_response", "stall_after_activity_end",
+            # "premature_turn_complete", "interrupted_with_audio",
+            # "undeclared_tool_call", "close_mid_audio" (see faults.py)
+        server.faults.arm("session_cap", sessions="3")   # by name (FIELD_MODES; --fault)
+        server.connections[j].key_id/.pings_received/.pongs_sent
+        server.sessions[i].remembers_from_turn/.phantom_turns; user_turns[k].misbehaved
 
     with LiveServerThread(limits=...) as server: ...   # for synchronous callers
 
 Command line: ``voiced live-server [--host] [--port] [--time-scale F]
-[--api-key K ...] [--voice auto|espeak|synthetic]``.
+[--api-key K ...] [--voice auto|espeak|synthetic] [--fault NAME[:K=V,...] ...]``.
 
 Semantics worth knowing:
 

@@ -23,6 +23,24 @@ def _positive(text: str) -> float:
     return value
 
 
+def _fault_spec(text: str) -> tuple[str, dict[str, str]]:
+    """``NAME[:K=V,...]`` → (name, params); the names are checked by ``Faults.arm``."""
+    name, _, rest = text.partition(":")
+    params: dict[str, str] = {}
+    for item in filter(None, rest.split(",")):
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise argparse.ArgumentTypeError(f"{text!r}: parameters are K=V, comma-separated")
+        params[key.strip()] = value.strip()
+    return name.strip(), params
+
+
+def _fault_list() -> str:
+    from daemon.liveserver.faults import FIELD_MODES
+
+    return "\n".join(f"  {name:26} {what}" for name, (what, _) in FIELD_MODES.items())
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``voiced live-server``."""
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
@@ -35,6 +53,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--voice", choices=("auto", "espeak", "synthetic"), default="auto",
                         help="reply voice: espeak-ng if installed (auto), or a synthetic "
                              "speech-like signal (default: %(default)s)")
+    parser.add_argument("--fault", action="append", default=[], metavar="NAME[:K=V,...]",
+                        dest="faults", type=_fault_spec,
+                        help="arm a field fault mode (repeatable), e.g. session_cap:sessions=3, "
+                             "backend_down:seconds=120, pongs_never, burst:count=2; "
+                             "--fault list shows them all (FIELD_REPORTS.md F1-F25)")
     parser.add_argument("--demo", action="store_true",
                         help="run a short scripted conversation against the server, print what "
                              "happened and exit (time scale 100 unless --time-scale is given)")
@@ -45,6 +68,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 async def _serve(args: argparse.Namespace) -> int:
     from daemon.liveserver import LiveServer, ServerLimits
 
+    if any(name == "list" for name, _ in args.faults):
+        print("field fault modes (--fault NAME[:K=V,...]):\n" + _fault_list(), flush=True)
+        return 0
     if args.time_scale is None:
         args.time_scale = 100.0 if args.demo else 1.0
     try:
@@ -59,6 +85,14 @@ async def _serve(args: argparse.Namespace) -> int:
         print(f"voiced live-server: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}",
               file=sys.stderr)
         return 1
+    for name, params in args.faults:  # armed once the server clock runs (backend_down)
+        try:
+            server.faults.arm(name, **params)
+        except (ValueError, TypeError) as exc:
+            # TypeError: a parameter this fault does not take.
+            print(f"voiced live-server: --fault {name}: {exc}", file=sys.stderr)
+            await server.stop()
+            return 2
     if args.demo:
         return await _demo(server, args)
     stop = asyncio.Event()
@@ -67,6 +101,8 @@ async def _serve(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stop.set)
     print(f"voiced live-server: listening (time scale {args.time_scale:g}, voice {server.voice.kind}, "
           f"{'keys required' if args.api_keys else 'any key accepted'})", flush=True)
+    if args.faults:
+        print("  faults armed: " + ", ".join(n for n, _ in args.faults), flush=True)
     for label, url in (("gemini", server.endpoint()),
                        ("gemini v1alpha", server.endpoint(version="v1alpha")),
                        ("ephemeral", server.endpoint(version="v1alpha", constrained=True)),

@@ -23,7 +23,10 @@ from typing import TYPE_CHECKING, Any, Callable, Coroutine
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import Frame, Opcode
+from websockets.protocol import State
 
+from daemon.liveserver import field
 from daemon.liveserver import messages as m
 from daemon.liveserver import protocol as p
 from daemon.liveserver.handshake import Endpoint, model_not_found
@@ -53,7 +56,10 @@ class LiveConnection:
         self.conversation: Conversation | None = None
         self.stalled = False
         self.silent = False
+        self.muted = False
+        """goAway then silence (F2): reading paused, so no pongs either, until the close."""
         self.closing = False
+        self.pong_delay: float | None = 0.0
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -86,6 +92,7 @@ class LiveConnection:
             params = p.parse_first_message(first)
             if not self.server.is_known_model(params.model, self.endpoint.api):
                 raise model_not_found(params.model, self.endpoint)
+            self._field_refusals()
             session, resumed = self._open_session(params)
         except p.ClientRefused as refused:
             log.info("! connection %d refused: %s", self.record.id, refused)
@@ -111,6 +118,34 @@ class LiveConnection:
                 return
             conversation.messages += 1
 
+    def _field_refusals(self) -> None:
+        """Setups the field sees refused although nothing is wrong with them
+        (FIELD_REPORTS.md F9, F11, F12). Raises :class:`~.protocol.ClientRefused`."""
+        faults, rec = self.server.faults, self.record
+        refused = faults.take_refuse_setup()
+        if refused is not None:
+            rec.faults.append(f"refuse_setup:{refused[0]}")
+            raise p.ClientRefused(*refused, "refused by fault injection")
+        if faults.backend_is_down():
+            rec.faults.append("backend_down")
+            raise p.ClientRefused(1011, faults.armed.backend_reason, "backend down")
+        armed, now = faults.armed, self.server.now()
+        mine = [c for c in self.server.connections
+                if c is not rec and c.key_id == rec.key_id and c.setup_completed_at is not None]
+        if armed.session_cap is not None:
+            # Open sessions, and sockets dropped without a close frame until the server
+            # notices (F12: "count sockets the client abandoned … until a timeout").
+            held = sum(1 for c in mine if c.is_open or (
+                c.close_code == 1006 and now - (c.closed_at or now) < armed.abandoned_timeout))
+            if held >= armed.session_cap:
+                rec.faults.append("session_cap")
+                raise p.ClientRefused(1011, p.RESOURCE_EXHAUSTED,
+                                      f"{held} concurrent sessions (cap {armed.session_cap})")
+        if armed.daily_budget is not None and len(mine) >= armed.daily_budget:
+            rec.faults.append("daily_budget")
+            raise p.ClientRefused(1011, p.RESOURCE_EXHAUSTED,
+                                  f"daily budget of {armed.daily_budget} sessions used")
+
     def _open_session(self, params: p.SetupParams) -> tuple[SessionRecord, bool]:
         now = self.server.now()
         if not params.handle:
@@ -129,6 +164,10 @@ class LiveConnection:
             # Config may change on resume, except the model (LIVE_PROTOCOL.md §2).
             raise p.ClientRefused(1007, p.INVALID_ARGUMENT, "model changed on resume")
         session.restore(snapshot)
+        if self.server.faults.take_forget_on_resume():
+            # F6: the resume "succeeds" but the context is gone.
+            self.record.faults.append("forget_on_resume")
+            session.forget()
         return session, True
 
     def _attach(self, params: p.SetupParams, session: SessionRecord, resumed: bool) -> Conversation:
@@ -141,9 +180,22 @@ class LiveConnection:
         self.conversation = Conversation(self, session, params)
         # Connection cap: goAway `goaway_before` early, then close (LIVE_PROTOCOL.md §5).
         cap = self.limits.connection_cap
-        self._at("goaway", rec.opened_at + cap - self.limits.goaway_before, self._on_goaway_timer)
-        self._at("cap", rec.opened_at + cap, self._deadline_close)
+        variant = self.server.faults.take_cap_variant()
+        if variant is None:
+            self._at("goaway", rec.opened_at + cap - self.limits.goaway_before,
+                     self._on_goaway_timer)
+            self._at("cap", rec.opened_at + cap, self._deadline_close)
+        else:
+            # F1 variants: another timeLeft, another close, or no goAway at all.
+            time_left, code, reason = variant
+            rec.faults.append(f"cap:{'no_goaway' if time_left is None else f'{time_left:g}'}:{code}")
+            if time_left is not None:
+                self._at("goaway", rec.opened_at + cap - time_left,
+                         lambda: self._spawn(self._go_away(time_left, silent=False,
+                                                           reschedule=False)))
+            self._at("cap", rec.opened_at + cap, lambda: self._spawn(self.close(code, reason)))
         self.schedule_session_cap()
+        self.fault_pongs(self.server.faults.armed.pong_delay, record=False)
         self.server.changed()
         return self.conversation
 
@@ -165,6 +217,19 @@ class LiveConnection:
             self.record.faults.append(f"close_next:{close[0]}")
             await self.close(*close)
             return False
+        later = self.server.faults.take_close_after()
+        if later is not None:
+            # F10/F11: a healthy session closed mid-way with a "policy" or "argument" code.
+            seconds, code, reason = later
+            self.record.faults.append(f"close_after:{seconds:g}:{code}")
+            self._at("close_after", self.server.now() + seconds,
+                     lambda: self._spawn(self.close(code, reason)))
+        phantom = self.server.faults.take_phantom_after_resume() if self.record.resumed else None
+        if phantom is not None:
+            delay, tool = phantom
+            self.record.faults.append(f"phantom_turn:{delay:g}")
+            self._at("phantom", self.server.now() + delay,
+                     lambda: field.start_phantom(conversation, tool))
         # Right after setup nothing is generating, so a resume would lose nothing: hand
         # out a handle at once, so that even a session idle for a whole connection can be
         # resumed. [UNCERTAIN] whether the real API does this before the first turn
@@ -202,6 +267,8 @@ class LiveConnection:
         if code == 1006:
             self.ws.transport.abort()
             return
+        if self.muted:
+            self.ws.transport.resume_reading()  # the closing handshake needs the reply
         await self.ws.close(code, reason)
 
     def _deadline_close(self) -> None:
@@ -254,7 +321,9 @@ class LiveConnection:
             self.record.faults.append("silent_after_goaway")
         self._spawn(self._go_away(self.limits.goaway_before, silent=silent, reschedule=False))
 
-    async def _go_away(self, time_left: float, silent: bool, reschedule: bool = True) -> None:
+    async def _go_away(self, time_left: float, silent: bool, reschedule: bool = True,
+                       code: int = 1011, reason: str = p.DEADLINE_EXPIRED,
+                       mute: bool = False) -> None:
         await self.send(m.go_away(time_left))
         self.record.goaway_at, self.record.goaway_time_left = self.server.now(), time_left
         self.server.changed()
@@ -262,9 +331,16 @@ class LiveConnection:
             # goAway, then silence: never close, never answer (PITFALLS.md).
             self._cancel_all()
             self.silent = True
-        elif reschedule:
+            return
+        if mute:
+            # F2: goAway, then nothing — no messages, no pongs — until the close at timeLeft.
+            self._cancel_all()
+            self.silent = self.muted = True
+            self.ws.transport.pause_reading()
+        if reschedule or mute:
             self._cancel_timer("goaway")
-            self._at("cap", self.server.now() + time_left, self._deadline_close)
+            self._at("cap", self.server.now() + time_left,
+                     lambda: self._spawn(self.close(code, reason)))
 
     def schedule_session_cap(self) -> None:
         """(Re)arm the session cap: without contextWindowCompression a session ends at
@@ -292,10 +368,47 @@ class LiveConnection:
         self._cancel_all()
         self.ws.transport.pause_reading()
 
-    def fault_go_away(self, time_left: float, silent: bool) -> None:
-        self.record.faults.append(f"go_away:{time_left:g}" + (":silent" if silent else ""))
+    def fault_go_away(self, time_left: float, silent: bool, code: int = 1011,
+                      reason: str = p.DEADLINE_EXPIRED, mute: bool = False) -> None:
+        self.record.faults.append(f"go_away:{time_left:g}" + (":silent" if silent else "")
+                                  + (":mute" if mute else "") + (f":{code}" if code != 1011 else ""))
         self._cancel_timer("goaway")
-        self._spawn(self._go_away(time_left, silent))
+        self._spawn(self._go_away(time_left, silent, code=code, reason=reason, mute=mute))
+
+    def fault_pongs(self, delay: float | None, record: bool = True) -> None:
+        """F13: answer pings *delay* nominal seconds late, or never (``None``).
+
+        websockets answers a ping inside its sans-I/O protocol (``recv_frame`` →
+        ``send_frame(PONG)``), before any handler sees it; the only seam is that
+        instance's ``send_frame``, so it is wrapped here, for this connection only."""
+        if record and delay != 0:
+            self.record.faults.append("pongs:never" if delay is None else f"pongs:{delay:g}")
+        self.pong_delay = delay
+        proto = self.ws.protocol
+        if "send_frame" in vars(proto):
+            return  # already wrapped; the wrapper reads self.pong_delay
+        original = proto.send_frame
+        loop = asyncio.get_running_loop()
+
+        def late(frame: Frame) -> None:
+            if proto.state is State.OPEN and not self.muted:
+                original(frame)
+                self.ws.send_data()
+                self.record.pongs_sent += 1
+
+        def send_frame(frame: Frame) -> None:
+            if frame.opcode is not Opcode.PONG:
+                original(frame)
+                return
+            self.record.pings_received += 1
+            if self.pong_delay is None:
+                return  # never answered
+            if self.pong_delay:
+                loop.call_later(self.limits.wall(self.pong_delay), late, frame)
+                return
+            original(frame)
+            self.record.pongs_sent += 1
+        proto.send_frame = send_frame  # type: ignore[method-assign]
 
     def fault_send_raw(self, frame: bytes, label: str) -> None:
         self.record.faults.append(label)

@@ -27,7 +27,9 @@ from daemon.wire import b64decode, normalize
 
 __all__ = [
     "ClientRefused", "INVALID_ARGUMENT", "BAD_KEY", "SESSION_NOT_FOUND", "DEADLINE_EXPIRED",
-    "INTERNAL", "model_id", "SetupParams", "parse_setup", "parse_first_message",
+    "INTERNAL", "UNAVAILABLE", "CANCELLED", "ABORTED", "NOT_IMPLEMENTED", "CONTENT_TYPE_AUDIO",
+    "KEY_EXPIRED", "RESOURCE_EXHAUSTED", "model_id", "SetupParams", "parse_setup",
+    "parse_first_message",
     "RealtimeAudio", "RealtimeVideo", "RealtimeText", "ActivityStart", "ActivityEnd",
     "AudioStreamEnd", "ClientContent", "ToolResponse", "ContextUpdate", "ClientInput",
     "parse_client_message",
@@ -41,6 +43,20 @@ BAD_KEY = "API key not valid. Please pass a valid API key."
 SESSION_NOT_FOUND = "BidiGenerateContent session not found"
 DEADLINE_EXPIRED = "Deadline expired before operation could complete."
 INTERNAL = "Internal error occurred."
+# Field texts (FIELD_REPORTS.md Part 0 table and F1, F9–F12; the fault modes send them)
+UNAVAILABLE = "The service is currently unavailable."               # 1011, F9
+CANCELLED = "The operation was cancelled."                          # 1000 at the cap on Vertex, F1
+ABORTED = "The operation was aborted."                              # 1008, F10
+NOT_IMPLEMENTED = "Operation is not implemented, or supported, or enabled."   # 1008, F10
+CONTENT_TYPE_AUDIO = ("The audio content type (CONTENT_TYPE_AUDIO) is not supported for this "
+                      "model configuration.")                        # 1007 mid-session, F11
+KEY_EXPIRED = "API key expired. Please renew the API key."          # 1007 at setup, F11
+RESOURCE_EXHAUSTED = ("RESOURCE_EXHAUSTED: You exceeded your current quota, please check your plan "
+                      "and billing details.")
+"""1011 for the concurrent-session cap and the daily budget (F12). [UNCONFIRMED] The
+exact Live API wording is not on record: FIELD_REPORTS.md F12 calls its own text a
+placeholder (the 429-as-1011 claim rests on a bot-written summary); this follows the
+REST API's RESOURCE_EXHAUSTED message."""
 
 
 class ClientRefused(ProtocolError):

@@ -14,6 +14,7 @@ Each connection is served by :class:`~daemon.liveserver.connection.LiveConnectio
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import threading
 from http import HTTPStatus
@@ -61,7 +62,7 @@ class LiveServer:
         self.voice = Voice(voice)
         self.extra_models = frozenset(models or ())
         self.store = Store(self.limits)
-        self.faults = Faults(self._live_targets, self.store.expire_all_handles)
+        self.faults = Faults(self._live_targets, self.store.expire_all_handles, self.now)
         self._server: Server | None = None
         self._live: set[LiveConnection] = set()
         self._t0 = 0.0
@@ -235,7 +236,10 @@ class LiveServer:
         endpoint = hs.parse_path(request.path)
         assert endpoint is not None  # _route answered 404 otherwise
         record.api, record.version, record.method = endpoint.api, endpoint.version, endpoint.method
-        ok, record.auth_source = self._authorise(hs.credentials(request.path, request.headers))
+        creds = hs.credentials(request.path, request.headers)
+        ok, record.auth_source = self._authorise(creds)
+        if creds:
+            record.key_id = hashlib.sha256(creds[0][1].encode()).hexdigest()[:12]
         conn = LiveConnection(self, ws, record, endpoint, ok)
         self._live.add(conn)
         self.changed()

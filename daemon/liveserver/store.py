@@ -60,6 +60,9 @@ class UserTurn:
     """A resume with an older handle undid this turn: it is no longer in the history."""
     prompt_tokens: int = 0
     response_tokens: int = 0
+    misbehaved: str = ""
+    """The field fault its reply was given with ("burst", "reject_response", …; see
+    ``Faults.misbehave_next_reply``), or "reanswer_history"; "" for a normal reply."""
 
 
 @dataclass
@@ -73,6 +76,9 @@ class ConnectionRecord:
     method: str = ""
     auth_source: str | None = None
     """Where the accepted credential came from ("x-goog-api-key", "key", …); never the key."""
+    key_id: str = ""
+    """First 12 hex digits of the sha256 of the credential ("" for none): what the
+    per-key session cap and daily budget count by (F12), never the key itself."""
     opened_at: float = 0.0
     closed_at: float | None = None
     close_code: int | None = None
@@ -89,6 +95,9 @@ class ConnectionRecord:
     frames_sent: int = 0
     faults: list[str] = field(default_factory=list)
     """Faults applied to this connection, in order."""
+    pings_received: int = 0
+    pongs_sent: int = 0
+    """Client pings and our pongs (differ under the F13 pong faults)."""
 
     @property
     def is_open(self) -> bool:
@@ -117,6 +126,11 @@ class SessionRecord:
     trims: int = 0
     """Sliding-window compressions applied."""
     handles: list[str] = field(default_factory=list)
+    remembers_from_turn: int = 1
+    """The first user turn the "model" still knows; a silent context loss on resume
+    (F6, ``forget_on_resume``) moves it past every earlier turn."""
+    phantom_turns: int = 0
+    """Unasked model turns sent (F7, ``phantom_turn_after_resume``)."""
     _digest: "hashlib._Hash" = field(default_factory=hashlib.sha256, repr=False)
     _turn_digest: "hashlib._Hash" = field(default_factory=hashlib.sha256, repr=False)
 
@@ -193,6 +207,12 @@ class SessionRecord:
         self.system_instruction, self.system_tokens = snapshot.system_instruction, snapshot.system_tokens
         for turn in self.user_turns[snapshot.turn_count:]:
             turn.rolled_back = True
+
+    def forget(self) -> None:
+        """Drop the whole history but keep the session (F6): the context restarts
+        empty, so ``promptTokenCount`` collapses and earlier turns are unknown."""
+        self.entries = []
+        self.remembers_from_turn = len(self.user_turns) + 1
 
     def end(self, why: str, now: float) -> None:
         if not self.ended:

@@ -29,6 +29,7 @@ import logging
 import re
 from typing import TYPE_CHECKING, Any
 
+from daemon.liveserver import field
 from daemon.liveserver import messages as m
 from daemon.liveserver import protocol as p
 from daemon.liveserver.limits import audio_tokens, text_tokens
@@ -107,6 +108,13 @@ class Conversation:
             if self._vad is not None:
                 # activityStart is only allowed with automatic detection disabled (§2).
                 raise p.ClientRefused(1007, p.INVALID_ARGUMENT, "activityStart with automatic VAD on")
+            if (self.reply is not None and self.reply.done()
+                    and self.conn.server.faults.take_spurious_interrupt()):
+                # F16 (e): activityStart after a finished reply gets a spurious
+                # interrupted + turnComplete before the real reply.
+                self.conn.record.faults.append("spurious_interrupt")
+                await self.conn.send(m.interrupted())
+                await self.conn.send(m.turn_complete(0, 0, self.conn.endpoint.api))
             if params.interrupts:
                 await self.interrupt()
             self._in_activity = True
@@ -198,11 +206,19 @@ class Conversation:
         self.conn.server.changed()
         if item.turn_complete:
             last_user = next((t for r, t in reversed(item.turns) if r == "user"), "")
-            await self._user_turn("client_content", b"", last_user, in_history=True)
+            say = ""
+            roles = [r for r, _ in item.turns]
+            if "user" in roles and roles[-1] == "model" and self.conn.server.faults.take_reanswer_history():
+                # F7: history ending in an answered user turn, sent with turnComplete
+                # true, gets that answer spoken again.
+                say = item.turns[-1][1]
+                self.conn.record.faults.append("reanswer_history")
+            await self._user_turn("client_content", b"", last_user, in_history=True, say=say)
 
     # --- turns -----------------------------------------------------------------------------
 
-    async def _user_turn(self, source: str, audio: bytes, text: str, in_history: bool = False) -> None:
+    async def _user_turn(self, source: str, audio: bytes, text: str, in_history: bool = False,
+                         say: str = "") -> None:
         """A user turn ended: account it, maybe compress, then answer it."""
         session, params, limits = self.session, self.params, self.limits
         summary = describe_audio(audio, self._rate) if audio else None
@@ -215,7 +231,8 @@ class Conversation:
                 # Sliding window, cut at the start of a user turn (LIVE_PROTOCOL.md §2).
                 session.trim(target)
         turn = UserTurn(index=len(session.user_turns) + 1, source=source,
-                        connection_id=self.conn.record.id, text=text)
+                        connection_id=self.conn.record.id, text=text, reply_text=say,
+                        misbehaved="reanswer_history" if say else "")
         if summary:
             turn.audio_bytes, turn.audio_seconds, turn.audio_digest = (
                 summary.bytes, summary.seconds, summary.digest)
@@ -255,7 +272,14 @@ class Conversation:
         if previous is not None and not previous.done():
             await asyncio.wait([previous])  # NO_INTERRUPTION: replies queue up
         prompt_tokens = session.tokens
-        text = reply_text(turn.index, summary, turn.text)
+        text = turn.reply_text or reply_text(turn.index, summary, turn.text)
+        if session.remembers_from_turn > 1 and not turn.reply_text:
+            # F6: a resume that silently dropped the history; the model says so.
+            text += f" I remember nothing before turn {session.remembers_from_turn}."
+        fault = self.conn.server.faults.take_reply_fault()
+        if fault is not None:
+            await field.play(self, turn, summary, text, fault, prompt_tokens)
+            return
         words = text.split()
         sent_seconds = 0.0
         spoken_words = 0

@@ -86,10 +86,10 @@ def test_keepalive_survives_pongs_25_s_late_where_websockets_defaults_fail() -> 
         server = await slow_pong_server(scale, pong_delay=25.0)
         url = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
         ours = Keepalive()
-        defaults = Keepalive(20.0, 20.0)
+        defaults = Keepalive(20.0, 20.0, require_pongs=True)   # websockets' own rule
         a = Driver(url, keepalive=Keepalive(ours.interval / scale, ours.timeout / scale)).start()
         b = Driver(url, keepalive=Keepalive(defaults.interval / scale,
-                                            defaults.timeout / scale)).start()
+                                            defaults.timeout / scale, require_pongs=True)).start()
         await asyncio.sleep(200 / scale)          # 200 nominal seconds
         assert isinstance(a.of(ServerEvents)[0].events[0], wire.SetupComplete)
         assert a.terminal() is None, f"our keepalive dropped a healthy connection: {a.terminal()}"
