@@ -212,6 +212,7 @@ def show_error_led(settings: Any = None, *, linger: float = _ERROR_LINGER,
             factory.close()
         return False
     try:
+        log.info("showing the error on the LED for %g s", linger)
         led.show(frozenset({DeviceState.ERROR}))
         time.sleep(linger)
     finally:
@@ -259,6 +260,7 @@ class App:
         self.supervisor: Any = None
         self.controls: Controls | None = None
         self.keeper: StateKeeper | None = None
+        self._logged_state: str | None = None
 
     # -- building
 
@@ -363,7 +365,9 @@ class App:
             self.keeper.save(effect.snapshot)
         elif isinstance(effect, ShowStates):
             state = top_state(effect.states).value
-            log.info("= %s", state, extra={"STATE": state})
+            if state != self._logged_state:  # "error" stays on top while GPIO is missing
+                self._logged_state = state
+                log.info("= %s", state, extra={"STATE": state})
             if self.ready:
                 self.notifier.status(self._status_text())
         elif isinstance(effect, SendFrame) and log.isEnabledFor(logging.DEBUG):

@@ -69,8 +69,9 @@ def make_pi_hardware(post: Callable[[Event], None], *, mic: MicSettings | None =
                      speaker: SpeakerSettings | None = None,
                      button: ButtonSettings | None = None, led: LedSettings | None = None,
                      earcons: EarconSettings | None = None,
-                     gpio: GpioSettings | None = None) -> Hardware:
-    """PyAudio mic/speaker and the gpiozero button/LED through ``[gpio]``'s pin factory.
+                     gpio: GpioSettings | None = None, pin_factory: Any = None) -> Hardware:
+    """PyAudio mic/speaker and the gpiozero button/LED through ``[gpio]``'s pin factory
+    (or ``pin_factory`` when given: tests, the caller closes it).
 
     GPIO is opened here; when it cannot be (no chip, no permission, pins busy) the
     :class:`Gpio` posts ``DeviceLost(kind="gpio")`` and retries on its own thread.
@@ -81,7 +82,8 @@ def make_pi_hardware(post: Callable[[Event], None], *, mic: MicSettings | None =
     from .mic import Mic
     from .speaker import Speaker
 
-    pins = Gpio(gpio or GpioSettings(), button or ButtonSettings(), led or LedSettings(), post)
+    pins = Gpio(gpio or GpioSettings(), button or ButtonSettings(), led or LedSettings(), post,
+                pin_factory=pin_factory)
     pins.start()
     return Hardware(mic=Mic(mic or MicSettings(), post),
                     speaker=Speaker(speaker or SpeakerSettings(), post, earcons=earcons),

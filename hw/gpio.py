@@ -106,8 +106,12 @@ def header_chip(dev: Path = Path("/dev")) -> int:
 def _diagnose(node: Path, error: Exception) -> str:
     """One sentence on why ``node`` could not be opened (lgpio only says "can not open
     gpiochip", whatever the cause)."""
-    if not node.exists():
+    try:
+        node.stat()
+    except FileNotFoundError:
         return f"{node} not found — is this a Raspberry Pi?"
+    except OSError as exc:
+        return f"cannot look at {node}: {exc.strerror}"
     if not os.access(node, os.R_OK | os.W_OK):
         return (f"permission denied on {node}: add the user to group gpio "
                 "(sudo usermod -aG gpio USER; on plain Debian the udev rule "
@@ -168,11 +172,18 @@ class Gpio:
         retry_initial: first delay between tries (seconds); doubles up to
             ``settings.retry_max``.
         dev: where the gpiochip nodes are (tests).
+        pin_factory: a factory to use instead of opening ``settings``' (the caller
+            keeps it and closes it).
+        opener: ``opener(settings, dev)`` makes the factory (:func:`open_pin_factory`;
+            tests give one whose chip "appears" after a few real lgpio failures).
     """
 
     def __init__(self, settings: GpioSettings, button: ButtonSettings, led: LedSettings,
                  post: Callable[[Event], None], *, retry_initial: float = 1.0,
-                 dev: Path = Path("/dev")) -> None:
+                 dev: Path = Path("/dev"), pin_factory: Any = None,
+                 opener: Callable[[GpioSettings, Path], Any] | None = None) -> None:
+        self._given_factory = pin_factory
+        self._opener = opener or open_pin_factory
         self.settings, self.button_settings, self.led_settings = settings, button, led
         self._post = post
         self._retry_initial = retry_initial
@@ -252,21 +263,25 @@ class Gpio:
 
     def _open(self) -> None:
         self.tries += 1
-        factory = open_pin_factory(self.settings, self._dev)
+        given = self._given_factory
+        factory = given if given is not None else self._opener(self.settings, self._dev)
+        owned = factory if given is None else None
         button = led = None
         try:
             button = Button(self.button_settings, self._post, pin_factory=factory)
             led = Led(self.led_settings, pin_factory=factory)
         except DeviceError as exc:  # a pin busy (another program has the line)…
-            for part in (button, factory):
+            for part in (button, owned):
                 if part is not None:
                     part.close()
             raise GpioUnavailable(f"{exc}", self.node) from None
         with self._lock:
             if self._stop.is_set():  # closed while we were opening
-                button.close(), led.close(), factory.close()
+                for part in (button, led, owned):
+                    if part is not None:
+                        part.close()
                 return
-            self.factory, self.button, self.led = factory, button, led
+            self.factory, self.button, self.led = owned, button, led
             chip = getattr(factory, "chip", None)  # lgpio's; the others have no node
             self.node = (str(self._dev / f"gpiochip{chip}") if isinstance(chip, int)
                          else self.settings.pin_factory)
