@@ -200,7 +200,8 @@ def format_report(st: Mapping[str, Any]) -> str:
             "turns", "replies", "resumes", "rollovers", "retries")),
         "audio        " + ", ".join(f"{k.replace('frames_', '')} {st.get(k, 0)}" for k in (
             "frames_captured", "frames_sent", "frames_buffered", "frames_dropped")),
-        f"devices      mic {st.get('mic', '?')}, speaker {st.get('speaker', '?')}",
+        f"devices      mic {st.get('mic', '?')}, speaker {st.get('speaker', '?')}"
+        + (f", gpio {st['gpio']}" if st.get("gpio") else ""),
         f"last error   {st.get('last_error') or 'none'}",
     ]
     return "\n".join(lines)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -218,6 +219,10 @@ def test_voiced_run_hw_pi_without_gpio_prints_one_line_and_keeps_serving(
     assert st["gpio"].startswith("off: /dev/gpiochip0 not found"), st
     assert "GPIO: /dev/gpiochip0 not found" in (st["last_error"] or "")
     assert "error" in st["states"]
+    report = subprocess.run([sys.executable, "-m", "daemon", "status", "--runtime-dir",
+                             str(d.runtime)], capture_output=True, text=True, timeout=30,
+                            cwd=Path(__file__).resolve().parents[2])
+    assert "gpio off: /dev/gpiochip0 not found" in report.stdout, report
     assert d.control("ptt", action="start")["ok"]
     time.sleep(0.5)
     assert d.control("ptt", action="stop")["ok"]
@@ -239,8 +244,6 @@ def test_voiced_run_hw_pi_without_gpio_prints_one_line_and_keeps_serving(
 def test_a_config_error_blinks_the_led_of_the_configured_hardware_without_hw_flag(
         tmp_path: Path) -> None:
     """Under the unit there is no --hw: the error LED follows [service] hw of the file."""
-    import subprocess
-
     repo = Path(__file__).resolve().parents[2]
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(repo)}
     results = {}
