@@ -283,7 +283,8 @@ class App:
 
         c = self.cfg
         return make_hardware(c.service.hw, post, mic=c.mic, speaker=c.speaker, button=c.button,
-                             led=c.led, earcons=c.earcons, gpio=c.gpio, sim_mic_source=self.args.mic_wav,
+                             led=c.led, earcons=c.earcons, gpio=c.gpio,
+                             workdir=self._dir("runtime_dir"), sim_mic_source=self.args.mic_wav,
                              sim_speaker_path=self.args.speaker_wav, sim_speed=1.0)
 
     # -- running

@@ -69,9 +69,11 @@ def make_pi_hardware(post: Callable[[Event], None], *, mic: MicSettings | None =
                      speaker: SpeakerSettings | None = None,
                      button: ButtonSettings | None = None, led: LedSettings | None = None,
                      earcons: EarconSettings | None = None,
-                     gpio: GpioSettings | None = None, pin_factory: Any = None) -> Hardware:
+                     gpio: GpioSettings | None = None, pin_factory: Any = None,
+                     workdir: str | Path | None = None) -> Hardware:
     """PyAudio mic/speaker and the gpiozero button/LED through ``[gpio]``'s pin factory
-    (or ``pin_factory`` when given: tests, the caller closes it).
+    (or ``pin_factory`` when given: tests, the caller closes it). ``workdir``: lgpio's
+    working directory (the runtime directory).
 
     GPIO is opened here; when it cannot be (no chip, no permission, pins busy) the
     :class:`Gpio` posts ``DeviceLost(kind="gpio")`` and retries on its own thread.
@@ -83,7 +85,7 @@ def make_pi_hardware(post: Callable[[Event], None], *, mic: MicSettings | None =
     from .speaker import Speaker
 
     pins = Gpio(gpio or GpioSettings(), button or ButtonSettings(), led or LedSettings(), post,
-                pin_factory=pin_factory)
+                pin_factory=pin_factory, workdir=workdir)
     pins.start()
     return Hardware(mic=Mic(mic or MicSettings(), post),
                     speaker=Speaker(speaker or SpeakerSettings(), post, earcons=earcons),
@@ -94,14 +96,14 @@ def make_hardware(backend: Literal["pi", "sim"], post: Callable[[Event], None], 
                   mic: MicSettings | None = None, speaker: SpeakerSettings | None = None,
                   button: ButtonSettings | None = None, led: LedSettings | None = None,
                   earcons: EarconSettings | None = None, gpio: GpioSettings | None = None,
-                  sim_mic_source: bytes | str | Path | None = None,
+                  workdir: str | Path | None = None, sim_mic_source: bytes | str | Path | None = None,
                   sim_speaker_path: str | Path | None = None,
                   sim_speed: float | None = 1.0) -> Hardware:
     """Build (not start) the hardware for ``backend`` ("pi" or "sim")."""
     kwargs: dict[str, Any] = dict(mic=mic, speaker=speaker, button=button, led=led,
                                   earcons=earcons)
     if backend == "pi":
-        return make_pi_hardware(post, gpio=gpio, **kwargs)
+        return make_pi_hardware(post, gpio=gpio, workdir=workdir, **kwargs)
     if backend == "sim":
         from .sim import make_sim_hardware
 

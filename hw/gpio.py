@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,8 +120,14 @@ def _diagnose(node: Path, error: Exception) -> str:
     return f"lgpio cannot open {node}: {error}"
 
 
-def open_pin_factory(settings: GpioSettings, dev: Path = Path("/dev")) -> Any:
+def open_pin_factory(settings: GpioSettings, dev: Path = Path("/dev"),
+                     workdir: str | os.PathLike[str] | None = None) -> Any:
     """A gpiozero pin factory for ``settings`` — never gpiozero's fallback chain.
+
+    ``workdir``: where lgpio makes its notification pipes (``.lgd-nfy*``). lgpio uses the
+    current directory unless ``LG_WD`` names another when it is first imported; a manual
+    run from a read-only directory, or from a source tree, should not get them there
+    (PITFALLS.md: lgpio needs a writable working directory). The unit's is /run/voiced.
 
     Raises:
         GpioUnavailable: the chip is missing, not allowed, or its library failed to
@@ -133,6 +140,8 @@ def open_pin_factory(settings: GpioSettings, dev: Path = Path("/dev")) -> Any:
 
         return MockFactory(pin_class=MockPWMPin)  # PWM: the LED fades
     if name == "lgpio":
+        if workdir is not None and "lgpio" not in sys.modules:
+            os.environ.setdefault("LG_WD", os.fspath(workdir))
         from gpiozero.pins.lgpio import LGPIOFactory
 
         chip = header_chip(dev) if settings.chip == "auto" else int(settings.chip)
@@ -176,14 +185,17 @@ class Gpio:
             keeps it and closes it).
         opener: ``opener(settings, dev)`` makes the factory (:func:`open_pin_factory`;
             tests give one whose chip "appears" after a few real lgpio failures).
+        workdir: lgpio's working directory (the runtime directory; see
+            :func:`open_pin_factory`).
     """
 
     def __init__(self, settings: GpioSettings, button: ButtonSettings, led: LedSettings,
                  post: Callable[[Event], None], *, retry_initial: float = 1.0,
                  dev: Path = Path("/dev"), pin_factory: Any = None,
-                 opener: Callable[[GpioSettings, Path], Any] | None = None) -> None:
+                 opener: Callable[[GpioSettings, Path], Any] | None = None,
+                 workdir: str | os.PathLike[str] | None = None) -> None:
         self._given_factory = pin_factory
-        self._opener = opener or open_pin_factory
+        self._opener = opener or (lambda s, d: open_pin_factory(s, d, workdir))
         self.settings, self.button_settings, self.led_settings = settings, button, led
         self._post = post
         self._retry_initial = retry_initial
