@@ -344,11 +344,14 @@ class Checks:
         sections = {name: dict(values) for name, values in self.settings.items()}
         for name, values in changes.items():
             sections.setdefault(name, {}).update(values)
-        extra = "".join(f"\n[{name}]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items())
-                        for name, values in sections.items())
-        example = (REPO / "systemd/voiced.toml.example").read_text()
+        text = (REPO / "systemd/voiced.toml.example").read_text()
+        for name, values in sections.items():
+            keys = "".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items())
+            header = f"\n[{name}]\n"
+            # The example has every section's header, its keys commented out.
+            text = text.replace(header, header + keys, 1) if header in text else text + header + keys
         path = self.box.root / "etc/voiced/voiced.toml"
-        path.write_text(example + extra)
+        path.write_text(text)
         gid = int(self.box.exec(["getent", "group", "voiced"]).stdout.split(":")[2])
         os.chown(path, 0, gid)
         path.chmod(0o640)
