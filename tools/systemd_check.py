@@ -402,9 +402,10 @@ class Checks:
             ok = (st["ActiveState"], st["SubState"], st["Type"]) == ("active", "running", "notify")
             ok = ok and bool(re.match(r"(connecting|idle|offline|starting)\b", text))
             idle = self.wait_idle()
-            later = self.wait_for("STATUS= shows idle with session age", lambda: (
-                t if (t := self.show("StatusText")["StatusText"]).startswith("idle; session") else
-                None), 30)
+            # Kept current: the ages in STATUS= move on their own (refreshed every 5 s).
+            later = self.wait_for("STATUS= shows the session ageing", lambda: (
+                t if (t := self.show("StatusText")["StatusText"]).startswith("idle; session")
+                and not t.startswith("idle; session 0s") else None), 30)
             return ok and idle["state"] == "idle", (f"READY=1 after {took:.2f} s (start returned); "
                                                     f"STATUS=\"{text}\", later \"{later}\"")
         self.attempt("READY=1 once the hardware is open, STATUS= kept current", body)
@@ -599,7 +600,9 @@ class Checks:
             self.figures["stop_s"] = round(took, 2)
             ok = took < 15 and st["ExecMainStatus"] == "0" and st["Result"] == "success" and saved
             return ok and closed, (f"`systemctl stop` took {took:.2f} s (TimeoutStopSec=15s), exit "
-                                   f"{st['ExecMainStatus']}, connection closed 1000, state saved")
+                                   f"{st['ExecMainStatus']}, result {st['Result']}, connection "
+                                   f"{'closed 1000' if closed else 'NOT closed 1000'}, state "
+                                   f"{'saved' if saved else 'NOT saved'}")
         self.attempt("SIGTERM: closes 1000, saves, exits 0 well within TimeoutStopSec", body)
 
     def bad_config(self) -> None:
@@ -684,8 +687,14 @@ def run(args: argparse.Namespace) -> int:
             checks.watchdog()
             # A separate Live server (as the real API is), a key as a credential, DEBUG logs:
             # the restart must resume the very same session, and the key never show.
-            box.exec(["systemd-run", "--unit=voiced-check-live", "--property=User=nobody",
-                      "/opt/voiced/bin/voiced", "live-server", "--port", str(args.port)])
+            # Enabled, so that it is there again after the reboot below.
+            box.write("/etc/systemd/system/voiced-check-live.service",
+                      "[Unit]\nDescription=a Live server for the systemd check\n"
+                      "Before=voiced.service\n[Service]\nUser=nobody\n"
+                      f"ExecStart=/opt/voiced/bin/voiced live-server --port {args.port}\n"
+                      "[Install]\nWantedBy=multi-user.target\n")
+            box.exec(["systemctl", "daemon-reload"])
+            box.exec(["systemctl", "enable", "--now", "voiced-check-live"])
             checks.settings.setdefault("live", {})["endpoint"] = f"ws://127.0.0.1:{args.port}"
             checks.settings.setdefault("service", {})["log_level"] = "DEBUG"
             checks.config()
