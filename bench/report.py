@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import platform
+import re
 from pathlib import Path
 from typing import Any
 
@@ -119,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     text = build(args.quick, args.soak_hours)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
+    out.write_text(text + kept_sections(out))
     print(f"wrote {out}")
     if args.readme:
         readme = Path(args.readme)
@@ -129,6 +130,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 START, END = "<!-- proving:start -->", "<!-- proving:end -->"
+
+
+def kept_sections(out: Path) -> str:
+    """Sections other tools write into *out* between their own ``<!-- NAME:start -->`` /
+    ``<!-- NAME:end -->`` markers (tools/systemd_check.py --proving): kept as they are."""
+    old = out.read_text() if out.exists() else ""
+    return "".join(f"\n{m.group(0)}\n" for m in re.finditer(
+        r"<!-- ([\w-]+):start -->.*?<!-- \1:end -->", old, re.S))
 
 
 def into_readme(readme: str, report: str) -> str:

@@ -150,11 +150,16 @@ def main(args: argparse.Namespace) -> int:
         _set_level(cfg.service.log_level)
         app = App(cfg, resolve(cfg.live, cfg.api_key), redactor, args, env)
     except ConfigError as exc:
-        return _fatal(exc, args.hw or env.get("VOICED_HW"))
+        # The config did not load, so say "error" on the LED of the hardware it names
+        # (under the unit there is no --hw: issue 14), read tolerantly key by key.
+        hw = args.hw or env.get("VOICED_HW") or config_mod.peek("service", "hw", "pi",
+                                                                  args.config, env)
+        return _fatal(exc, hw, led=_peek_settings("led", args, env),
+                      gpio=_peek_settings("gpio", args, env))
     try:
         return asyncio.run(app.run())
     except (ConfigError, DeviceError) as exc:
-        return _fatal(exc, cfg.service.hw, led=cfg.led, starting=not app.ready)
+        return _fatal(exc, cfg.service.hw, led=cfg.led, gpio=cfg.gpio, starting=not app.ready)
     except Exception:
         log.exception("! voiced run failed")
         return EXIT_SOFTWARE
@@ -167,33 +172,76 @@ def _set_level(level: str) -> None:
     logging.getLogger("websockets").setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)
 
 
-def _fatal(exc: Exception, hw: str | None, led: Any = None, starting: bool = True) -> int:
+def _peek_settings(section: str, args: argparse.Namespace, environ: Mapping[str, str]) -> Any:
+    """``[section]``'s settings from the file alone, or its defaults when that section is
+    itself broken (the config as a whole failed to load)."""
+    try:
+        data = config_mod.peek(section, None, {}, args.config, environ)
+        return config_mod.parse({section: data} if isinstance(data, dict) else {},
+                                environ).sections[section]
+    except ConfigError:
+        return config_mod.parse({}, {}).sections[section]
+
+
+def _fatal(exc: Exception, hw: str | None, led: Any = None, gpio: Any = None,
+           starting: bool = True) -> int:
     code = exit_code_for(exc, starting=starting)
     what = "configuration error" if isinstance(exc, ConfigError) else "device error"
     # One line on stderr (the journal, under systemd: `systemctl status` shows it).
     print(f"voiced: {what}: {exc}", file=sys.stderr, flush=True)
     if code == EXIT_CONFIG and hw == "pi":
-        show_error_led(led)
+        show_error_led(led, gpio=gpio)
     return code
 
 
 def show_error_led(settings: Any = None, *, linger: float = _ERROR_LINGER,
-                   pin_factory: Any = None) -> bool:
+                   pin_factory: Any = None, gpio: Any = None) -> bool:
     """Blink "error" on the LED for ``linger`` seconds, if it can be opened at all
-    (gpiozero's default pin factory unless one is given). Returns whether it could."""
+    (through ``[gpio]``'s pin factory unless one is given). Returns whether it could."""
+    factory = pin_factory
     try:
+        from hw.gpio import GpioSettings, open_pin_factory
         from hw.led import Led, LedSettings
 
-        led = Led(settings or LedSettings(), pin_factory=pin_factory)
+        if factory is None:
+            factory = open_pin_factory(gpio or GpioSettings())
+        led = Led(settings or LedSettings(), pin_factory=factory)
     except Exception as exc:  # no GPIO (not a Pi), pins busy, a bad [led] section…
         log.debug("cannot show the error on the LED: %s", exc)
+        if factory is not None and pin_factory is None:
+            factory.close()
         return False
     try:
+        log.info("showing the error on the LED for %g s", linger)
         led.show(frozenset({DeviceState.ERROR}))
         time.sleep(linger)
     finally:
         led.close()
+        if pin_factory is None:
+            factory.close()
     return True
+
+
+class _GpioControls(Controls):
+    """:class:`Controls` whose status also says how the GPIO is (``gpio``): the node
+    and factory in use, or why the button and LED are off — then also as the last
+    error, so STATUS= and ``voiced status`` say why the LED cannot show anything."""
+
+    def __init__(self, *args: Any, gpio: Any = None) -> None:
+        super().__init__(*args)
+        self.gpio = gpio
+
+    def status(self) -> Mapping[str, Any]:
+        out = dict(super().status())
+        gpio = self.gpio
+        if gpio is None:
+            return out
+        if gpio.problem:
+            out["gpio"] = f"off: {gpio.problem}"
+            out["last_error"] = out.get("last_error") or f"GPIO: {gpio.problem}"
+        else:
+            out["gpio"] = f"{gpio.settings.pin_factory} {gpio.node}"
+        return out
 
 
 class App:
@@ -212,6 +260,7 @@ class App:
         self.supervisor: Any = None
         self.controls: Controls | None = None
         self.keeper: StateKeeper | None = None
+        self._logged_state: str | None = None
 
     # -- building
 
@@ -234,7 +283,8 @@ class App:
 
         c = self.cfg
         return make_hardware(c.service.hw, post, mic=c.mic, speaker=c.speaker, button=c.button,
-                             led=c.led, earcons=c.earcons, sim_mic_source=self.args.mic_wav,
+                             led=c.led, earcons=c.earcons, gpio=c.gpio,
+                             workdir=self._dir("runtime_dir"), sim_mic_source=self.args.mic_wav,
                              sim_speaker_path=self.args.speaker_wav, sim_speed=1.0)
 
     # -- running
@@ -259,9 +309,14 @@ class App:
             log.warning("no API key and endpoint %r: using the embedded local Live server; "
                         "answers are SIMULATED, not a model", cfg.live.endpoint)
         log.info("endpoint %s (model %s)", target.describe(), target.model)
+        # The embedded server is new in every process, so a handle saved by the last one
+        # can only be refused (1008 session not found, FIELD_REPORTS): name this server
+        # uniquely and the saved handle is dropped — a fresh session with the conversation
+        # restored, and no expected refusal reported as the last error (issue 14).
         keeper = self.keeper = StateKeeper(
             StateStore(self._dir("state_dir")),
-            server="local" if target.local else target.endpoint.url,
+            server=f"local:{os.getpid()}:{time.time_ns()}" if target.local
+            else target.endpoint.url,
             config_instruction=cfg.live.system_instruction, time_scale=self.time_scale)
         cleanup.callback(keeper.close)  # after the supervisor's final Persist
         session = keeper.restore(cfg.session, self._setup(), target.api)
@@ -279,7 +334,8 @@ class App:
             button=hardware.button, led=hardware.led, time_scale=self.time_scale,
             keepalive=keepalive, wake_interval=0.5)
         pulse.heartbeat = sup.heartbeat
-        self.controls = Controls(sup, target.describe(), hardware.mic, hardware.speaker)
+        self.controls = _GpioControls(sup, target.describe(), hardware.mic, hardware.speaker,
+                                      gpio=hardware.gpio)
         sup.subscribe(self._on_effect)
         control = AppControlServer(self.controls, self._dir("runtime_dir"),
                                    cfg.service.control_group or None,
@@ -310,7 +366,9 @@ class App:
             self.keeper.save(effect.snapshot)
         elif isinstance(effect, ShowStates):
             state = top_state(effect.states).value
-            log.info("= %s", state, extra={"STATE": state})
+            if state != self._logged_state:  # "error" stays on top while GPIO is missing
+                self._logged_state = state
+                log.info("= %s", state, extra={"STATE": state})
             if self.ready:
                 self.notifier.status(self._status_text())
         elif isinstance(effect, SendFrame) and log.isEnabledFor(logging.DEBUG):

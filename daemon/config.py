@@ -32,7 +32,7 @@ from daemon.errors import ConfigError
 
 __all__ = [
     "DEFAULT_PATH", "LiveSettings", "ServiceSettings", "Config", "Secret",
-    "load", "parse", "resolve_api_key", "to_toml", "example_toml", "field_docs",
+    "load", "parse", "peek", "resolve_api_key", "to_toml", "example_toml", "field_docs",
     "SECTIONS", "ENV_OVERRIDES",
 ]
 
@@ -104,6 +104,7 @@ SECTIONS: dict[str, str] = {
     "speaker": "hw.speaker:SpeakerSettings",
     "button": "hw.button:ButtonSettings",
     "led": "hw.led:LedSettings",
+    "gpio": "hw.gpio:GpioSettings",
     "earcons": "hw.earcons:EarconSettings",
     "service": "daemon.config:ServiceSettings",
 }
@@ -116,6 +117,9 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "VOICED_LOG_LEVEL": ("service", "log_level"),
     "VOICED_MIC_DEVICE": ("mic", "device"),
     "VOICED_SPEAKER_DEVICE": ("speaker", "device"),
+    # gpiozero's own variable: honoured, but as a choice of ours (hw/gpio.py), never its
+    # fallback chain.
+    "GPIOZERO_PIN_FACTORY": ("gpio", "pin_factory"),
 }
 
 # Extra checks beyond the type: "section.key" -> (predicate, what is allowed).
@@ -288,6 +292,26 @@ def load(path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] 
     config = parse(data, environ, source)
     key = resolve_api_key(config.live, environ)
     return dataclasses.replace(config, api_key=key)
+
+
+def peek(section: str, key: str | None, default: Any, path: str | os.PathLike[str] | None = None,
+         environ: Mapping[str, str] | None = None) -> Any:
+    """One raw value of the config file (``key`` None: the whole table), or ``default`` when the file is missing,
+    unreadable (a user outside group voiced), broken, or lacks it — never an error.
+
+    For the callers that must not load the whole configuration (and the key) just to
+    find one thing: ``voiced status`` looking for the runtime directory, a start-up
+    that failed on a bad config deciding whether there is an LED to blink.
+    """
+    environ = os.environ if environ is None else environ
+    p = Path(path) if path is not None else Path(environ.get("VOICED_CONFIG", DEFAULT_PATH))
+    try:
+        with p.open("rb") as f:
+            table = tomllib.load(f).get(section, {})
+            value = table if key is None else table.get(key, default)
+    except (OSError, ValueError, AttributeError):  # ValueError: bad TOML, bad UTF-8
+        return default
+    return value if isinstance(value, type(default)) or default is None else default
 
 
 def resolve_api_key(live: LiveSettings, environ: Mapping[str, str]) -> Secret | None:

@@ -69,12 +69,25 @@ class ControlServer:
         self._server = await asyncio.start_unix_server(self._serve, path=str(self.path), limit=_MAX_LINE)
         os.chmod(self.path, 0o660)
         if self.group:
-            try:
-                os.chown(self.path, -1, grp.getgrnam(self.group).gr_gid)
-            except (KeyError, PermissionError) as exc:
-                # Not fatal: root can still use it. Say why once.
-                log.warning("control socket group %r not applied: %s", self.group, exc)
+            self._apply_group(self.group)
         log.info("control socket at %s", self.path)
+
+    def _apply_group(self, group: str) -> None:
+        """Give the socket to ``group`` — only when it is not already: under the unit
+        (``Group=voiced``) the socket is born with that group, and a chown would be
+        refused anyway (``SystemCallFilter=~@privileged`` takes in @chown: issue 14)."""
+        try:
+            gid = grp.getgrnam(group).gr_gid
+        except KeyError:
+            log.warning("control socket group %r not applied: no such group", group)
+            return
+        if os.stat(self.path).st_gid == gid:
+            return
+        try:
+            os.chown(self.path, -1, gid)
+        except OSError as exc:
+            # Not fatal: root (and our own group) can still use it. Say why once.
+            log.warning("control socket group %r not applied: %s", group, exc.strerror or exc)
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -187,7 +200,8 @@ def format_report(st: Mapping[str, Any]) -> str:
             "turns", "replies", "resumes", "rollovers", "retries")),
         "audio        " + ", ".join(f"{k.replace('frames_', '')} {st.get(k, 0)}" for k in (
             "frames_captured", "frames_sent", "frames_buffered", "frames_dropped")),
-        f"devices      mic {st.get('mic', '?')}, speaker {st.get('speaker', '?')}",
+        f"devices      mic {st.get('mic', '?')}, speaker {st.get('speaker', '?')}"
+        + (f", gpio {st['gpio']}" if st.get("gpio") else ""),
         f"last error   {st.get('last_error') or 'none'}",
     ]
     return "\n".join(lines)

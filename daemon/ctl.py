@@ -64,14 +64,14 @@ def send(runtime_dir: str, cmd: str, timeout: float = 5.0, **fields: Any) -> dic
 
 def _configured_runtime_dir() -> str:
     """``[service] runtime_dir`` of the daemon's configuration, or the default when the
-    file is missing or broken (the daemon would not be running with a broken one)."""
-    from daemon import config as cfg
-    from daemon.errors import ConfigError
+    file is missing, broken or not readable by us (/etc/voiced is group voiced only).
 
-    try:
-        return cfg.load().service.runtime_dir or DEFAULT_RUNTIME_DIR
-    except ConfigError:
-        return DEFAULT_RUNTIME_DIR
+    Only that one key is read: loading the whole configuration would also read the
+    key, and a user outside the group would get a PermissionError instead of the
+    documented exit 4 (issue 14)."""
+    from daemon import config as cfg
+
+    return cfg.peek("service", "runtime_dir", DEFAULT_RUNTIME_DIR) or DEFAULT_RUNTIME_DIR
 
 
 _DONE = {

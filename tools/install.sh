@@ -14,6 +14,9 @@
 #   /etc/systemd/system/voiced.service   the unit (systemd/voiced.service)
 #   /usr/lib/sysusers.d/voiced.conf      the system user voiced, in groups audio and gpio
 #   /usr/lib/tmpfiles.d/voiced.conf      /etc/voiced owned root:voiced 0750
+#   /etc/udev/rules.d/60-voiced-gpio.rules  /dev/gpiochip* and /dev/gpiomem* to group gpio
+#                          (systemd/voiced-gpio.rules), only when no installed rule already
+#                          does it (Raspberry Pi OS's 99-com.rules does; Debian has none)
 #   /etc/voiced/api-key    the Gemini API key, root:root 0600. Only PID 1 reads it; the
 #                          service gets a copy in $CREDENTIALS_DIRECTORY (LoadCredential=),
 #                          never in its environment or argv. The key is read from a file or
@@ -80,6 +83,7 @@ ETC="$ROOT/etc/voiced"
 UNIT="$ROOT/etc/systemd/system/voiced.service"
 SYSUSERS="$ROOT/usr/lib/sysusers.d/voiced.conf"
 TMPFILES="$ROOT/usr/lib/tmpfiles.d/voiced.conf"
+UDEV_RULE="$ROOT/etc/udev/rules.d/60-voiced-gpio.rules"
 
 if [ "$UNINSTALL" -eq 1 ]; then
   if [ -n "$ROOT" ]; then
@@ -87,7 +91,7 @@ if [ "$UNINSTALL" -eq 1 ]; then
   else
     systemctl disable --now voiced.service >/dev/null 2>&1 || true
   fi
-  rm -f "$UNIT" "$SYSUSERS" "$TMPFILES"
+  rm -f "$UNIT" "$SYSUSERS" "$TMPFILES" "$UDEV_RULE"
   [ -z "$ROOT" ] && systemctl daemon-reload
   rm -rf "$OPT"
   if [ "$PURGE" -eq 1 ]; then
@@ -115,7 +119,7 @@ if [ "$UNINSTALL" -eq 1 ]; then
   exit 0
 fi
 
-for f in voiced.service voiced.sysusers voiced.tmpfiles; do
+for f in voiced.service voiced.sysusers voiced.tmpfiles voiced-gpio.rules; do
   [ -f "$SRC/systemd/$f" ] || die "missing $SRC/systemd/$f"
 done
 
@@ -143,6 +147,28 @@ install -D -m 0644 "$SRC/systemd/voiced.sysusers" "$SYSUSERS"
 systemd-sysusers "${ROOT_ARG[@]}" "$SYSUSERS"
 install -D -m 0644 "$SRC/systemd/voiced.tmpfiles" "$TMPFILES"
 systemd-tmpfiles "${ROOT_ARG[@]}" --create "$TMPFILES"
+
+# 3b. GPIO access for group gpio, unless a rule of the OS (or an earlier install) covers it.
+gpio_rule_present() {
+  local f
+  for f in "$ROOT"/etc/udev/rules.d/*.rules "$ROOT"/lib/udev/rules.d/*.rules \
+           "$ROOT"/usr/lib/udev/rules.d/*.rules; do
+    [ -f "$f" ] && [ "$f" != "$UDEV_RULE" ] || continue
+    grep -v '^[[:space:]]*#' "$f" | grep 'gpiochip' | grep -q 'GROUP="gpio"' && return 0
+  done
+  return 1
+}
+if gpio_rule_present; then
+  rm -f "$UDEV_RULE"
+  say "an installed udev rule already gives /dev/gpiochip* to group gpio"
+else
+  install -D -m 0644 "$SRC/systemd/voiced-gpio.rules" "$UDEV_RULE"
+  if [ -z "$ROOT" ] && command -v udevadm >/dev/null 2>&1; then
+    udevadm control --reload >/dev/null 2>&1 || true
+    udevadm trigger --subsystem-match=gpio --subsystem-match=bcm2835-gpiomem >/dev/null 2>&1 || true
+  fi
+  say "installed /etc/udev/rules.d/60-voiced-gpio.rules (/dev/gpiochip* to group gpio)"
+fi
 
 # 4. The key: root-only file, handed to the service by PID 1 (LoadCredential=).
 write_key() {  # stdin -> $ETC/api-key, first non-empty line, never echoed

@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -27,6 +28,9 @@ from daemon.liveserver import LiveServerThread, ServerLimits
 from tests.notify import NotifyListener
 
 REPO = Path(__file__).resolve().parents[2]
+# lgpio makes its notification pipes (.lgd-nfy*) in the current directory — the source
+# tree, for tests — unless LG_WD says where when it is first imported (hw/gpio.py).
+os.environ.setdefault("LG_WD", tempfile.gettempdir())
 SCALE = 4.0
 """Nominal seconds per wall second, for the server and the daemon alike."""
 WATCHDOG_USEC = 2_000_000

@@ -95,3 +95,32 @@ def test_install_refuses_a_key_on_the_command_line(image: Path):
     result = _install(image, "--key", KEY)
     assert result.returncode != 0
     assert "unknown option --key" in result.stderr
+
+
+def test_the_gpio_udev_rule_is_installed_only_where_no_rule_covers_gpiochip(image: Path):
+    """Plain Debian has no rule giving /dev/gpiochip* to group gpio: ours is installed (and
+    removed on uninstall). Raspberry Pi OS's 99-com.rules has one: ours is not added."""
+    rule = image / "etc/udev/rules.d/60-voiced-gpio.rules"
+    result = _install(image, stdin="")
+    assert result.returncode == 0, result.stderr
+    assert rule.read_text() == (REPO / "systemd/voiced-gpio.rules").read_text()
+    assert 'KERNEL=="gpiochip*", GROUP="gpio", MODE="0660"' in rule.read_text()
+    assert _install(image, stdin="").returncode == 0  # a rerun keeps ours (not "covered")
+    assert rule.exists()
+    assert _install(image, "--uninstall").returncode == 0
+    assert not rule.exists()
+
+    # Raspberry Pi OS (raspberrypi-sys-mods): the OS rule covers it.
+    os_rules = image / "usr/lib/udev/rules.d"
+    os_rules.mkdir(parents=True)
+    (os_rules / "99-com.rules").write_text(
+        '# a comment mentioning gpiochip and GROUP="gpio" does not count\n'
+        'SUBSYSTEM=="gpio", KERNEL=="gpiochip*", GROUP="gpio", MODE="0660"\n')
+    result = _install(image, stdin="")
+    assert result.returncode == 0, result.stderr
+    assert not rule.exists() and "already gives /dev/gpiochip* to group gpio" in result.stdout
+
+    # A comment alone does not cover it.
+    (os_rules / "99-com.rules").write_text('# KERNEL=="gpiochip*", GROUP="gpio"\n')
+    assert _install(image, stdin="").returncode == 0
+    assert rule.exists()

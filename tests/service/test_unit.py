@@ -99,6 +99,8 @@ def test_unit_has_the_required_settings():
     for key in ("ConfigurationDirectory", "StateDirectory", "RuntimeDirectory"):
         assert s[key] == ["voiced"]
     assert s["WorkingDirectory"] == ["/run/voiced"]  # lgpio needs a writable cwd
+    # Group voiced reaches control.sock (0660) through its directory (issue 14).
+    assert s["RuntimeDirectoryMode"] == ["0750"] and s["Group"] == ["voiced"]
     assert s["ExecStart"] == [f"{SHIPPED_EXEC} run"]
     assert s["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
     assert s["DevicePolicy"] == ["closed"]
