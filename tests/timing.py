@@ -9,9 +9,15 @@ Two rules:
 * A time-scaled scenario (local Live server and daemon at ×N nominal seconds per wall
   second) gives the CPU ``nominal / N`` wall seconds for work whose CPU cost does not
   shrink with N: the daemon's and the server's deadlines then race the CPU on a loaded
-  machine. Such a test runs at ``scaled(N)`` = N / slowdown(): on an idle machine the
-  scale it was written for, on a busy one proportionally slower, so the same nominal
-  deadlines hold. Correctness assertions never change with the load.
+  machine. Correctness assertions never change with the load; the clock does:
+
+  - :func:`run` runs a coroutine on a :class:`ProgressLoop`, whose clock stops while its
+    thread waits for a CPU (Linux ``/proc/thread-self/schedstat``, "time spent waiting
+    on a runqueue"). Server and daemon on that one loop then see the same nominal time
+    pass for the same progress, however busy the machine is.
+  - a scenario split over threads or processes (each with its own clock) runs at
+    ``scaled(N)`` = N / slowdown(): on an idle machine the scale it was written for, on
+    a busy one proportionally slower, so the same nominal deadlines hold.
 
 :func:`slowdown` is measured, not guessed: spin this thread for a few CPU milliseconds
 and compare its CPU time (``time.thread_time``) with the wall time that took. On an idle
@@ -24,9 +30,9 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from typing import Any, Callable, TypeVar
+from typing import Any, Awaitable, Callable, TypeVar
 
-__all__ = ["slowdown", "scaled", "cap", "wait_until", "until"]
+__all__ = ["ProgressLoop", "run", "slowdown", "scaled", "cap", "wait_until", "until"]
 
 T = TypeVar("T")
 
@@ -99,3 +105,70 @@ async def until(pred: Callable[[], Any], timeout: float = 10.0, what: str = "",
                                  f"{what or pred}")
         await asyncio.sleep(poll)
     return got
+
+
+class ProgressLoop(asyncio.SelectorEventLoop):
+    """An asyncio loop whose ``time()`` does not advance while this process's threads are
+    runnable but waiting for a CPU: ``time.monotonic()`` minus the run-queue delay of every
+    thread of the process (``/proc/self/task/*/schedstat``, second field, nanoseconds).
+    Every timer, timeout and time-scaled clock on the loop (LiveServer.now,
+    Supervisor.now) reads it, so a deadline measures the scenario's progress, not the
+    machine's load. All threads count because the loop waits on some of them (the
+    server synthesises replies in ``asyncio.to_thread``); between two readings the
+    clock loses the longest wait of any one thread (waits of several threads overlap
+    in time). Sleeping in ``select`` still counts: an idle wait is part of the scenario.
+
+    Without schedstat (not Linux, or a kernel without it) it is a plain loop.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._fds: dict[str, int] = {}        # thread id -> open schedstat
+        self._waited: dict[str, float] = {}   # thread id -> its run-queue delay, last read
+        self._enabled = os.path.exists("/proc/thread-self/schedstat")
+        self._stolen = 0.0                    # wall seconds the scenario waited for a CPU
+        self._last = 0.0
+
+    def _run_queue_delay(self) -> float:
+        tids = set(os.listdir("/proc/self/task"))
+        for tid in list(self._fds):
+            if tid not in tids:               # ended: stop reading it
+                os.close(self._fds.pop(tid))
+                self._waited.pop(tid, None)
+        longest = 0.0
+        for tid in tids:
+            fd = self._fds.get(tid)
+            if fd is None:
+                try:
+                    fd = self._fds[tid] = os.open(f"/proc/self/task/{tid}/schedstat",
+                                                  os.O_RDONLY)
+                except OSError:               # ended between listdir and open
+                    continue
+            try:
+                waited = int(os.pread(fd, 96, 0).split()[1]) / 1e9
+            except (OSError, IndexError, ValueError):
+                continue                      # ended while reading
+            # A thread first seen now brings its whole past wait: count only what follows.
+            longest = max(longest, waited - self._waited.get(tid, waited))
+            self._waited[tid] = waited
+        self._stolen += longest
+        return self._stolen
+
+    def time(self) -> float:
+        if not self._enabled:
+            return time.monotonic()
+        # Never backwards (two kernel clocks; overlapping waits): hold still instead.
+        self._last = max(self._last, time.monotonic() - self._run_queue_delay())
+        return self._last
+
+    def close(self) -> None:
+        super().close()
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+
+def run(main: Awaitable[T]) -> T:
+    """``asyncio.run(main)`` on a :class:`ProgressLoop`."""
+    with asyncio.Runner(loop_factory=ProgressLoop) as runner:
+        return runner.run(main)

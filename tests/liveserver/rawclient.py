@@ -11,6 +11,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from daemon import wire
+from tests import timing
 
 MODEL = "gemini-3.8-live"
 
@@ -135,11 +136,13 @@ def text_of(messages: list[dict[str, Any]], key: str = "outputTranscription") ->
 
 
 def run(body: Callable[[], Any], timeout: float = 20.0) -> Any:
-    """Run an async test body under a hard timeout (no pytest-asyncio)."""
+    """Run an async test body under a hard timeout (no pytest-asyncio), on a loop whose
+    clock stops while the machine keeps it from a CPU (tests/timing.py ProgressLoop):
+    the server's time-scaled deadlines then hold on a busy machine."""
     async def main() -> Any:
         async with asyncio.timeout(timeout):
             return await body()
-    return asyncio.run(main())
+    return timing.run(main())
 
 
 async def no_message(client: RawClient, seconds: float) -> None:
