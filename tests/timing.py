@@ -32,7 +32,8 @@ import os
 import time
 from typing import Any, Awaitable, Callable, TypeVar
 
-__all__ = ["ProgressLoop", "run", "slowdown", "scaled", "cap", "wait_until", "until"]
+__all__ = ["ProgressLoop", "run", "slowdown", "scaled", "cap", "wait_until", "until",
+           "cpu_waits", "longest_cpu_wait_since"]
 
 T = TypeVar("T")
 
@@ -172,3 +173,27 @@ def run(main: Awaitable[T]) -> T:
     """``asyncio.run(main)`` on a :class:`ProgressLoop`."""
     with asyncio.Runner(loop_factory=ProgressLoop) as runner:
         return runner.run(main)
+
+
+def cpu_waits() -> dict[str, float]:
+    """Run-queue delay so far of each thread of this process, seconds by thread id
+    (``/proc/self/task/*/schedstat``; empty without schedstat)."""
+    waits = {}
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return waits
+    for tid in tids:
+        try:
+            with open(f"/proc/self/task/{tid}/schedstat", "rb") as f:
+                waits[tid] = int(f.read().split()[1]) / 1e9
+        except (OSError, IndexError, ValueError):
+            continue
+    return waits
+
+
+def longest_cpu_wait_since(before: dict[str, float]) -> float:
+    """The longest any one thread of this process waited for a CPU since ``before``
+    (:func:`cpu_waits`): how late a thread's timed step can be for the load alone."""
+    now = cpu_waits()
+    return max((w - before.get(tid, 0.0) for tid, w in now.items()), default=0.0)
