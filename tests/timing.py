@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import time
 from typing import Any, Awaitable, Callable, TypeVar
 
@@ -109,29 +110,38 @@ async def until(pred: Callable[[], Any], timeout: float = 10.0, what: str = "",
 
 
 class ProgressLoop(asyncio.SelectorEventLoop):
-    """An asyncio loop whose ``time()`` does not advance while this process's threads are
-    runnable but waiting for a CPU: ``time.monotonic()`` minus the run-queue delay of every
-    thread of the process (``/proc/self/task/*/schedstat``, second field, nanoseconds).
-    Every timer, timeout and time-scaled clock on the loop (LiveServer.now,
-    Supervisor.now) reads it, so a deadline measures the scenario's progress, not the
-    machine's load. All threads count because the loop waits on some of them (the
-    server synthesises replies in ``asyncio.to_thread``); between two readings the
-    clock loses the longest wait of any one thread (waits of several threads overlap
-    in time). Sleeping in ``select`` still counts: an idle wait is part of the scenario.
+    """An asyncio loop whose ``time()`` does not advance while the loop's own work is
+    runnable but waiting for a CPU: ``time.monotonic()`` minus the run-queue delay
+    (``/proc/self/task/<tid>/schedstat``, second field, nanoseconds) of the loop's thread
+    and of its default executor's threads (``asyncio.to_thread``: the local server
+    synthesises replies there). Every timer, timeout and time-scaled clock on the loop
+    (LiveServer.now, Supervisor.now) reads it, so a deadline measures the scenario's
+    progress, not the machine's load. Between two readings the clock loses the longest
+    wait of any one of those threads (their waits overlap in time). Sleeping in
+    ``select`` still counts: an idle wait is part of the scenario. Other threads (the
+    simulated hardware's) run on wall time, as they do in the daemon.
 
     Without schedstat (not Linux, or a kernel without it) it is a plain loop.
     """
 
     def __init__(self) -> None:
         super().__init__()
-        self._fds: dict[str, int] = {}        # thread id -> open schedstat
-        self._waited: dict[str, float] = {}   # thread id -> its run-queue delay, last read
+        self._fds: dict[int, int] = {}        # native thread id -> open schedstat
+        self._waited: dict[int, float] = {}   # native thread id -> run-queue delay, last read
         self._enabled = os.path.exists("/proc/thread-self/schedstat")
-        self._stolen = 0.0                    # wall seconds the scenario waited for a CPU
+        self._loop_tid = threading.get_native_id()  # created in the thread that runs it
+        self._stolen = 0.0                    # wall seconds the loop's work waited for a CPU
         self._last = 0.0
 
+    def _watched(self) -> set[int]:
+        tids = {self._loop_tid}
+        for t in threading.enumerate():
+            if t.name.startswith("asyncio_") and t.native_id is not None:
+                tids.add(t.native_id)
+        return tids
+
     def _run_queue_delay(self) -> float:
-        tids = set(os.listdir("/proc/self/task"))
+        tids = self._watched()
         for tid in list(self._fds):
             if tid not in tids:               # ended: stop reading it
                 os.close(self._fds.pop(tid))
@@ -143,7 +153,7 @@ class ProgressLoop(asyncio.SelectorEventLoop):
                 try:
                     fd = self._fds[tid] = os.open(f"/proc/self/task/{tid}/schedstat",
                                                   os.O_RDONLY)
-                except OSError:               # ended between listdir and open
+                except OSError:               # ended meanwhile
                     continue
             try:
                 waited = int(os.pread(fd, 96, 0).split()[1]) / 1e9
@@ -158,7 +168,7 @@ class ProgressLoop(asyncio.SelectorEventLoop):
     def time(self) -> float:
         if not self._enabled:
             return time.monotonic()
-        # Never backwards (two kernel clocks; overlapping waits): hold still instead.
+        # Never backwards (two kernel clocks): hold still instead.
         self._last = max(self._last, time.monotonic() - self._run_queue_delay())
         return self._last
 

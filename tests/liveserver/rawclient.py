@@ -11,7 +11,6 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from daemon import wire
-from tests import timing
 
 MODEL = "gemini-3.8-live"
 
@@ -136,13 +135,11 @@ def text_of(messages: list[dict[str, Any]], key: str = "outputTranscription") ->
 
 
 def run(body: Callable[[], Any], timeout: float = 20.0) -> Any:
-    """Run an async test body under a hard timeout (no pytest-asyncio), on a loop whose
-    clock stops while the machine keeps it from a CPU (tests/timing.py ProgressLoop):
-    the server's time-scaled deadlines then hold on a busy machine."""
+    """Run an async test body under a hard timeout (no pytest-asyncio)."""
     async def main() -> Any:
         async with asyncio.timeout(timeout):
             return await body()
-    return timing.run(main())
+    return asyncio.run(main())
 
 
 async def no_message(client: RawClient, seconds: float) -> None:

@@ -14,7 +14,6 @@ from daemon.events import ButtonPressed, ButtonReleased, DeviceState
 from daemon.liveserver import LiveServer, ServerLimits
 from daemon.session import Effect, Notify, SendFrame, Session, SessionSettings
 from daemon.supervisor import Inbox, Supervisor
-from tests import timing
 from tests.session.harness import MODEL
 from tests.session.standins import StandInLed, StandInMic, StandInSpeaker, sha
 
@@ -75,12 +74,10 @@ class Rig:
 
 
 def run(body: Callable[[], Awaitable[None]], timeout: float = 60.0) -> None:
-    # On a loop whose clock stops while the machine keeps it from a CPU (tests/timing.py
-    # ProgressLoop): server and daemon deadlines at ×N then hold on a busy machine.
     async def main() -> None:
         async with asyncio.timeout(timeout):
             await body()
-    timing.run(main())
+    asyncio.run(main())
 
 
 def test_supervisor_talks_a_turn_through_the_live_server() -> None:
