@@ -19,8 +19,7 @@ from daemon.session import Session, SessionSettings
 from daemon.supervisor import Inbox, Supervisor
 from daemon.wiring import Controls
 from hw.sim import make_sim_hardware
-
-SCALE = 20.0
+from tests import timing
 
 
 def voiced(*argv: str) -> subprocess.CompletedProcess[str]:
@@ -31,14 +30,19 @@ def voiced(*argv: str) -> subprocess.CompletedProcess[str]:
 def test_cli_commands_change_what_the_live_server_sees(tmp_path: Path) -> None:
     rd = ("--runtime-dir", str(tmp_path))
     outputs: dict[str, subprocess.CompletedProcess[str]] = {}
+    # ×20 on an idle machine: the daemon's 30 s reply timeout is then 1.5 wall seconds,
+    # and each command is a Python child process that a busy machine can take longer to
+    # start (a stall, a reconnect, the turn dropped). The scale drops with the measured
+    # slowdown, on a loop whose clock stops while this process waits for a CPU.
+    scale = timing.scaled(20.0)
 
     async def body() -> None:
-        async with LiveServer(limits=ServerLimits(time_scale=SCALE), voice="synthetic") as server:
+        async with LiveServer(limits=ServerLimits(time_scale=scale), voice="synthetic") as server:
             inbox = Inbox()
-            hw = make_sim_hardware(inbox.post, speed=SCALE)
+            hw = make_sim_hardware(inbox.post, speed=scale)
             sup = Supervisor(Session(SessionSettings(), wire.SetupConfig(model="gemini-3.8-live")),
                              Endpoint(server.endpoint(), {}), inbox=inbox, mic=hw.mic,
-                             speaker=hw.speaker, button=hw.button, led=hw.led, time_scale=SCALE)
+                             speaker=hw.speaker, button=hw.button, led=hw.led, time_scale=scale)
             control = ControlServer(Controls(sup, "local", hw.mic, hw.speaker), tmp_path)
 
             async def run(name: str, *argv: str) -> None:
@@ -81,7 +85,7 @@ def test_cli_commands_change_what_the_live_server_sees(tmp_path: Path) -> None:
             # The new session starts empty: the conversation was forgotten.
             assert server.sessions[1].history == []
 
-    asyncio.run(body())
+    timing.run(body())
     status = outputs["status"].stdout
     assert "state        idle" in status and "endpoint     local" in status
     assert "devices      mic sim, speaker sim" in status

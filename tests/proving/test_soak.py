@@ -6,10 +6,13 @@ audio; open fds, asyncio tasks and threads identical at start and end; memory fl
 from __future__ import annotations
 
 from bench.soak import describe, run_soak
+from tests.timing import scaled
 
 
 def test_two_device_hours_lose_nothing_and_leak_nothing() -> None:
-    r = run_soak(hours=2.0, scale=500.0)
+    # ×500 on an idle machine; the goAway window (25 nominal s) is then 50 wall ms, which a
+    # busy machine misses (1011): the scale drops with the measured slowdown (tests/timing.py).
+    r = run_soak(hours=2.0, scale=scaled(500.0))
     print(describe(r))
     assert r["turns"] >= 50
     assert r["resumes"] >= 100 and r["rollovers"] >= 15, r
