@@ -1054,6 +1054,8 @@ class Session:
         """Model content arrived: the ask it answers (None: drop it). Content nobody asked
         for — no press, no question (F7 phantom turns, after a resume or a restore) — is
         never played."""
+        if self._unasked:
+            return None  # the rest of a phantom turn, until its turnComplete
         head = self._reply_head()
         if head is not None:
             if head.superseded:

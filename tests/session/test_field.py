@@ -423,3 +423,15 @@ def test_an_idle_mic_frame_allocates_no_effects_and_changes_nothing() -> None:
     before = h.session.deadline()
     out = h.session.handle(MicFrame(b"\0\0" * 320), h.now + 0.02)
     assert out == () and h.session.deadline() == before
+
+
+def test_f7_a_phantom_turn_still_running_when_the_user_asks_is_not_taken_for_the_answer() -> None:
+    h = live()
+    h.server(wire.ModelAudio(b"\2\0" * 2400))          # phantom begins
+    talk(h)                                             # the user asks meanwhile
+    h.server(wire.ModelAudio(b"\2\0" * 2400))          # still the phantom
+    h.server(wire.Interrupted())
+    h.server(wire.TurnComplete())                       # the phantom's end
+    assert not h.of(Play) and h.session.stats(h.now).asks_waiting == 1
+    h.reply("The real answer.")
+    assert h.of(Play) and h.session.stats(h.now).asks_answered == 1
