@@ -192,6 +192,7 @@ class _Ask:
     superseded: bool = False   # a newer activity interrupted its reply (barge-in)
     heard: bool = False        # reply content for it arrived
     generated: bool = False    # its generationComplete arrived
+    called: bool = False       # it made a tool call the core ran
     refused: int = 0           # empty / RESPONSE_REJECTED answers so far (F14)
     tripped: bool = False      # its connection closed 1007 while it was on it (F11)
 
@@ -917,15 +918,23 @@ class Session:
             ask.conn = None
             if ask.superseded:
                 self._resolve(ask, "interrupted")
-            elif ask.heard:
-                # Its answer already arrived (in part): it keeps playing across the switch
-                # (F17) and is not asked again (it would be answered twice).
+            elif ask.heard and (ask.generated or ask.called or ask.attempts >= 2):
+                # Its whole answer already arrived (generationComplete; or a tool call is
+                # its answer, which must not run twice): it keeps playing across the
+                # switch (F17) and is not asked again (it would be answered twice).
                 if not ask.generated:
                     self._notify("info", "the connection ended before the reply was complete: "
                                  "playing what arrived")
                 if self._playing:
                     self._emit(ReplyEnded())
                 self._resolve(ask, "answered")
+            elif ask.heard:
+                # Part of the answer arrived: what arrived still plays (never flushed by a
+                # switch, F17), and the question goes out again for the whole answer.
+                self._notify("info", "the connection ended in the middle of a reply: "
+                             "asking again on the next one")
+                if self._playing:
+                    self._emit(ReplyEnded())
             elif ask.tripped and ask.attempts >= 2:
                 self._drop(ask, "the server refused its audio twice (1007)")
             elif ask.attempts >= 2:
@@ -1234,7 +1243,7 @@ class Session:
                 self._calls[call_id] = _Call(call.name, self.counts["sessions"],
                                              self._blocking_tools)
                 self.counts["tools_run"] += 1
-                head.heard = True  # a call is an answer in progress
+                head.heard = head.called = True  # a call is an answer in progress
                 self._emit(RunTool(call_id, call.name, dict(call.args)))
 
     def _on_tool_cancellation(self, ev: wire.ToolCallCancellation) -> None:
