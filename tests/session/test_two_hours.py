@@ -91,8 +91,10 @@ def test_two_hour_conversation_across_every_limit_with_faults() -> None:
         # Production defaults, except two timeouts: at ×400 every wall millisecond the
         # shared event loop spends digesting a burst of audio counts as 0.4 s, so a 30 s
         # reply timeout (75 ms wall) or a 60 s pong timeout would fire on a busy loop.
-        # And the "silent" fault holds one turn for 60 s: above the default maximum turn.
-        settings = SessionSettings(reply_timeout=120.0, max_turn_seconds=90.0)
+        # The same holds for the maximum turn length: a 4 s turn paced in nominal time can
+        # span minutes of the scaled clock on a busy loop (and the "silent" fault holds one
+        # turn for 60 s on purpose); this test is not about endless turns.
+        settings = SessionSettings(reply_timeout=120.0, max_turn_seconds=3600.0)
         async with LiveServer(limits=limits, voice="synthetic", api_keys={"k1"}) as server:
             async with Rig(server, settings, SCALE, seed=11,
                            keepalive=Keepalive(30.0, 400.0)) as rig:
