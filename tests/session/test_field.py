@@ -423,3 +423,31 @@ def test_an_idle_mic_frame_allocates_no_effects_and_changes_nothing() -> None:
     before = h.session.deadline()
     out = h.session.handle(MicFrame(b"\0\0" * 320), h.now + 0.02)
     assert out == () and h.session.deadline() == before
+
+
+def test_f7_a_phantom_turn_still_running_when_the_user_asks_is_not_taken_for_the_answer() -> None:
+    h = live()
+    h.server(wire.ModelAudio(b"\2\0" * 2400))          # phantom begins
+    talk(h)                                             # the user asks meanwhile
+    h.server(wire.ModelAudio(b"\2\0" * 2400))          # still the phantom
+    h.server(wire.Interrupted())
+    h.server(wire.TurnComplete())                       # the phantom's end
+    assert not h.of(Play) and h.session.stats(h.now).asks_waiting == 1
+    h.reply("The real answer.")
+    assert h.of(Play) and h.session.stats(h.now).asks_answered == 1
+
+
+def test_f17_a_switch_mid_reply_keeps_what_arrived_playing_and_asks_again() -> None:
+    """Part of the answer arrived (no generationComplete) when the connection ended: it is
+    not flushed, and the question goes out again for the whole answer."""
+    h = live(SessionSettings(backoff_base=0.1))
+    said = talk(h)
+    h.server(wire.ModelAudio(b"\1\0" * 24000))
+    h.clear()
+    h.feed(ConnectionClosed(h.conn, 1011, "Internal error occurred."))
+    assert not h.of(FlushPlayback) and DeviceState.SPEAKING in h.session.states()
+    conn = come_back(h)
+    assert audio_sent(h.sent(conn=conn))[-10:] == said
+    h.reply("The whole answer.")
+    st = h.session.stats(h.now)
+    assert (st.asks_answered, st.asks_waiting) == (1, 0)
