@@ -116,8 +116,6 @@ def check_field(r: FaultResult) -> None:
     x = r.extra
     if "next_press_answered" in x:
         assert x["next_press_answered"] == 1, f"a press after {r.name} was not answered: {r}"
-    if r.name in ("f1_goaway_1_5s", "f1_cancelled_1000"):
-        assert r.connections == 1, r                          # one switch
     if r.name == "f1_cap_no_goaway":
         assert r.retries == 1 and r.connections == 1, r
     if r.name == "f2_goaway_total_silence":
