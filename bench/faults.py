@@ -22,7 +22,7 @@ from typing import Awaitable, Callable
 
 from bench.faultrig import SCALE, FaultRig, until
 from daemon.events import DeviceLost, DeviceRestored, DeviceState, MicOverflow
-from daemon.lifecycle import RunTool, SessionSettings
+from daemon.lifecycle import NewConversation, RunTool, SessionSettings
 from daemon.liveserver import ServerLimits
 from daemon.liveserver import protocol as lp
 
@@ -463,8 +463,9 @@ async def f12_session_cap(res: FaultResult) -> None:
         res.extra["refused"] = sum(1 for c in r.server.connections if "session_cap" in c.faults)
 
 
-@fault("f12_switches_under_cap", "F12: a goAway switch, a refused resume (fresh session) and a "
-       "rollover under a 1-session cap: every old socket closed (1000) before the next opens")
+@fault("f12_switches_under_cap", "F12: a goAway switch, a refused resume (fresh session), a "
+       "rollover and a new conversation under a 1-session cap: every old socket closed (1000) "
+       "before the next opens")
 async def f12_switches_under_cap(res: FaultResult) -> None:
     # Sessions roll over after 180 nominal s (cap 300 s, looking 120 s early): after the
     # goAway switch and the refused resume, which take less than that.
@@ -487,6 +488,15 @@ async def f12_switches_under_cap(res: FaultResult) -> None:
         except TimeoutError as exc:
             res.outcome = f"no rollover: {exc}"
         res.extra["rollovers"] = r.sup.stats().rollovers - rollovers0
+        sessions = len(r.server.sessions)
+        r.inbox.post(NewConversation())            # what the long-hold action does
+        try:
+            await until(lambda: len(r.server.sessions) > sessions and r.is_idle(), 20,
+                        "the new conversation")
+            audio = await r.turn()
+            await r.answered(audio)
+        except TimeoutError as exc:
+            res.outcome = f"no new conversation: {exc}"
         closed = [c for c in r.server.connections if c.closed_at is not None
                   and c.setup_completed_at is not None]
         res.extra["refused_over_cap"] = sum(1 for c in r.server.connections

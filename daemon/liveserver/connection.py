@@ -319,7 +319,11 @@ class LiveConnection:
         silent = self.server.faults.take_silent_after_goaway()
         if silent:
             self.record.faults.append("silent_after_goaway")
-        self._spawn(self._go_away(self.limits.goaway_before, silent=silent, reschedule=False))
+        mute = not silent and self.server.faults.take_mute_after_goaway()
+        if mute:
+            self.record.faults.append("goaway_then_silence")
+        self._spawn(self._go_away(self.limits.goaway_before, silent=silent, reschedule=False,
+                                  mute=mute))
 
     async def _go_away(self, time_left: float, silent: bool, reschedule: bool = True,
                        code: int = 1011, reason: str = p.DEADLINE_EXPIRED,

@@ -75,6 +75,7 @@ class ArmedFaults:
     setup_delay: list[float]
     withhold_setup: int = 0
     silent_after_goaway: int = 0
+    mute_after_goaway: int = 0
     refuse_resume: int = 0
     refuse_setup: list[tuple[int, str]] = field(default_factory=list)
     close_after: list[tuple[float, int, str]] = field(default_factory=list)
@@ -136,11 +137,15 @@ class Faults:
         return self._each(lambda t: t.fault_go_away(time_left, silent=False, code=code,
                                                      reason=reason))
 
-    def go_away_then_silence(self, time_left: float = 50.0) -> int:
+    def go_away_then_silence(self, time_left: float = 50.0, now: bool = True) -> int:
         """F2: ``goAway{time_left}``, then nothing at all — no messages, no pongs
         (reading is paused) — until the close 1011 "Deadline expired before operation
         could complete." *time_left* nominal seconds later. Input sent meanwhile is
-        never read."""
+        never read. With ``now=False`` the next connection does this at its scheduled
+        goAway instead (returns 0)."""
+        if not now:
+            self.armed.mute_after_goaway += 1
+            return 0
         return self._each(lambda t: t.fault_go_away(time_left, silent=False, mute=True))
 
     def pongs(self, delay: float | None) -> int:
@@ -322,6 +327,12 @@ class Faults:
     def take_close_after_setup(self) -> tuple[int, str] | None:
         return self.armed.close_after_setup.pop(0) if self.armed.close_after_setup else None
 
+    def take_mute_after_goaway(self) -> bool:
+        if self.armed.mute_after_goaway:
+            self.armed.mute_after_goaway -= 1
+            return True
+        return False
+
     def take_silent_after_goaway(self) -> bool:
         if self.armed.silent_after_goaway:
             self.armed.silent_after_goaway -= 1
@@ -383,8 +394,11 @@ FIELD_MODES: dict[str, tuple[str, Callable[..., None]]] = {
                                                                          CANCELLED, **k)),
     "cap_no_goaway": ("F1: at the next cap, close 1011 Deadline expired with no goAway",
                       lambda f, **k: f.cap_variant(None, **k)),
-    "silent_after_goaway": ("F2: the next connection goes silent at its goAway",
-                            lambda f, **k: f.silent_after_goaway(now=False, **k)),
+    "goaway_then_silence": ("F2: the next connection says goAway, then nothing (no pongs) "
+                            "until 1011 Deadline expired", lambda f: f.go_away_then_silence(
+                                now=False)),
+    "silent_after_goaway": ("goAway, then silence that never ends (not even a close)",
+                            lambda f: f.silent_after_goaway(now=False)),
     "refuse_resume": ("F4: the next resume gets 1008 BidiGenerateContent session not found",
                       lambda f, count=1: f.refuse_next_resume(int(count))),
     "forget_on_resume": ("F6: the next resume is accepted but the history is dropped",

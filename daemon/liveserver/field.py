@@ -193,16 +193,16 @@ def start_phantom(conv: Conversation, tool_call: str | None) -> None:
 
 async def _phantom(conv: Conversation, tool_call: str | None) -> None:
     conn, session, limits = conv.conn, conv.session, conv.limits
-    session.phantom_turns += 1
-    conn.server.changed()
     sent = 0.0
     try:
         if tool_call:
-            await conn.send(m.tool_call(f"phantom-{session.phantom_turns}", tool_call, {}))
+            await conn.send(m.tool_call(f"phantom-{session.phantom_turns + 1}", tool_call, {}))
         pcm = await _speech(conv, PHANTOM_TEXT)
         sent = await _paced(conv, _chunks(conv, pcm), limits.reply_wall_seconds)
         if conv.params.output_transcription:
             await conn.send(m.output_transcription(PHANTOM_TEXT))
+        session.phantom_turns += 1   # counted once all its audio is out
+        conn.server.changed()
         await conn.send(m.generation_complete())
         await conn.send(_turn_complete(conv, session.tokens, sent))
         session.append("model", PHANTOM_TEXT, audio_tokens(sent, limits))

@@ -130,7 +130,7 @@ class SessionRecord:
     """The first user turn the "model" still knows; a silent context loss on resume
     (F6, ``forget_on_resume``) moves it past every earlier turn."""
     phantom_turns: int = 0
-    """Unasked model turns sent (F7, ``phantom_turn_after_resume``)."""
+    """Unasked model turns whose audio was all sent (F7, ``phantom_turn_after_resume``)."""
     _digest: "hashlib._Hash" = field(default_factory=hashlib.sha256, repr=False)
     _turn_digest: "hashlib._Hash" = field(default_factory=hashlib.sha256, repr=False)
 

@@ -20,6 +20,7 @@ from tests.liveserver.test_cli import server_process  # noqa: F401 (a fixture)
 
 FAST = ServerLimits(time_scale=600.0)   # 10-minute cap = 1 s
 SLOW = ServerLimits(time_scale=100.0)   # for timings: 1 nominal second = 10 ms
+STEADY = ServerLimits(time_scale=10.0)  # no timing at stake: caps far away on a busy machine
 
 DEADLINE = "Deadline expired before operation could complete."
 
@@ -61,6 +62,22 @@ def test_f2_goaway_then_total_silence_until_the_deadline_close():
             rec = server.connections[0]
             assert rec.faults == ["go_away:30:mute"] and rec.closed_by == "server"
             assert not server.user_turns            # the text was never read
+    run(body)
+
+
+def test_f2_armed_for_the_next_connection_at_its_scheduled_goaway():
+    async def body():
+        async with LiveServer(limits=FAST, voice="synthetic") as server:
+            server.faults.arm("goaway_then_silence")
+            client = await RawClient.open(server.endpoint())
+            await client.setup()
+            assert await client.recv(timeout=10) == {"goAway": {"timeLeft": "60s"}}
+            pong = await client.ws.ping()
+            closed = await client.expect_close(timeout=10)
+            assert (closed.code, closed.reason) == (1011, DEADLINE)
+            assert pong.done() and pong.exception() is not None   # ended by the close, unanswered
+            rec = server.connections[0]
+            assert rec.faults == ["goaway_then_silence"] and rec.closed_at - rec.opened_at >= 599
     run(body)
 
 
@@ -107,7 +124,7 @@ def test_f25_close_1000_with_an_empty_reason(mid_turn):
 
 def test_f4_unknown_and_expired_handles_get_session_not_found():
     async def body():
-        async with LiveServer(limits=FAST, voice="synthetic") as server:
+        async with LiveServer(limits=STEADY, voice="synthetic") as server:
             client = await RawClient.open(server.endpoint())
             await client.setup()
             handle = client.handle
@@ -124,7 +141,7 @@ def test_f4_unknown_and_expired_handles_get_session_not_found():
 
 def test_f6_resume_accepted_but_the_history_silently_dropped():
     async def body():
-        async with LiveServer(limits=FAST, voice="synthetic") as server:
+        async with LiveServer(limits=STEADY, voice="synthetic") as server:
             client, _ = await answered_turn(server)
             await client.recv()                      # the handle after turnComplete
             first = await client.ptt_turn(tone(0.4, freq=250))
@@ -170,7 +187,7 @@ def test_f7_phantom_turn_after_a_resume_only():
 
 def test_f7_restored_history_with_turn_complete_true_is_answered_again_verbatim():
     async def body():
-        async with LiveServer(limits=FAST, voice="synthetic") as server:
+        async with LiveServer(limits=STEADY, voice="synthetic") as server:
             server.faults.reanswer_history()
             client = await RawClient.open(server.endpoint())
             await client.setup()
@@ -239,7 +256,7 @@ def test_f10_f11_mid_session_close_of_a_healthy_session(code, reason):
 
 def test_f11_expired_key_at_setup():
     async def body():
-        async with LiveServer(limits=FAST, voice="synthetic") as server:
+        async with LiveServer(limits=STEADY, voice="synthetic") as server:
             server.faults.arm("key_expired")
             client = await RawClient.open(server.endpoint())
             await client.setup(expect_complete=False)
@@ -287,7 +304,7 @@ def test_f12_concurrent_session_cap_per_key_counts_abandoned_sockets():
 
 def test_f12_daily_budget():
     async def body():
-        async with LiveServer(limits=FAST, voice="synthetic") as server:
+        async with LiveServer(limits=STEADY, voice="synthetic") as server:
             server.faults.daily_budget(2)
             for _ in range(2):
                 c = await RawClient.open(server.endpoint())
@@ -473,7 +490,7 @@ def test_f18_undeclared_tool_call_then_nothing_until_answered():
 
 def test_every_field_mode_is_armable_by_name_and_unknown_names_are_refused():
     async def body():
-        async with LiveServer(limits=FAST, voice="synthetic") as server:
+        async with LiveServer(limits=STEADY, voice="synthetic") as server:
             for name in FIELD_MODES:
                 server.faults.arm(name)
             with pytest.raises(ValueError, match="unknown fault 'nope'"):
@@ -485,7 +502,7 @@ def test_every_field_mode_is_armable_by_name_and_unknown_names_are_refused():
 
 def test_fault_parameters_are_checked_with_a_clear_error():
     async def body():
-        async with LiveServer(limits=FAST, voice="synthetic") as server:
+        async with LiveServer(limits=STEADY, voice="synthetic") as server:
             with pytest.raises(ValueError, match=r"fault 'session_cap' .* refused bogus=1"):
                 server.faults.arm("session_cap", bogus="1")
             with pytest.raises(ValueError, match=r"fault 'backend_down' .* refused seconds=soon"):

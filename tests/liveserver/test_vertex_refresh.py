@@ -1,7 +1,7 @@
 """The Vertex OAuth token refresh runs off the event loop (issue 10, endpoints.BearerHeaders).
 
 Real google-auth user credentials refresh against a local token endpoint that answers
-after 0.6 s (a real HTTP server in a thread, a real blocking ``requests`` call); a ticker
+after 1.5 s (a real HTTP server in a thread, a real blocking ``requests`` call); a ticker
 on the event loop must keep ticking while the refresh blocks, and the Vertex connection
 to the local Live server must carry the fresh Bearer token.
 """
@@ -25,7 +25,7 @@ from tests.liveserver.rawclient import run
 
 google_credentials = pytest.importorskip("google.oauth2.credentials")
 
-REFRESH_S = 0.6
+REFRESH_S = 1.5
 SETUP = wire.encode(wire.setup_message(wire.SetupConfig(
     model="projects/p/locations/us-central1/publishers/google/models/gemini-3.8-live")))
 
@@ -107,9 +107,10 @@ def test_token_refresh_blocks_a_worker_thread_not_the_event_loop(token_service):
             assert opened_after >= REFRESH_S               # the refresh really happened ...
             assert SlowTokenService.tokens_issued == 1
             # ... and the loop kept running through it: on the loop it would have stalled
-            # for the whole 0.6 s.
-            assert worst_gap < REFRESH_S / 2, f"the loop stalled {worst_gap:.3f} s"
-            assert ticks >= 10
+            # for the whole refresh (the token service alone takes REFRESH_S), and ticked
+            # at most twice. A busy machine may delay ticks, never by that much.
+            assert worst_gap < REFRESH_S, f"the loop stalled {worst_gap:.3f} s"
+            assert ticks >= 5
             assert server.connections[0].auth_source == "authorization-bearer"
             # A valid token is not refreshed again.
             await open_while_ticking(server.endpoint(api="vertex"), headers)
@@ -126,6 +127,6 @@ def test_a_failed_refresh_is_one_retryable_connect_failure(token_service):
             failed = [e for e in events if isinstance(e, ConnectionFailed)]
             assert len(failed) == 1 and failed[0].error_kind == "connect", events
             assert "credential refresh failed: RefreshError" in failed[0].detail
-            assert worst_gap < REFRESH_S / 2 and ticks >= 10   # the loop ran meanwhile
+            assert worst_gap < REFRESH_S and ticks >= 5   # the loop ran meanwhile
             assert not server.connections                  # never dialled
     run(body, timeout=30)

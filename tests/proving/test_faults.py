@@ -116,8 +116,6 @@ def check_field(r: FaultResult) -> None:
     x = r.extra
     if "next_press_answered" in x:
         assert x["next_press_answered"] == 1, f"a press after {r.name} was not answered: {r}"
-    if r.name in ("f1_goaway_1_5s", "f1_cancelled_1000"):
-        assert r.connections == 1, r                          # one switch
     if r.name == "f1_cap_no_goaway":
         assert r.retries == 1 and r.connections == 1, r
     if r.name == "f2_goaway_total_silence":
@@ -137,7 +135,7 @@ def check_field(r: FaultResult) -> None:
         assert x["refused"] >= 1 and r.led_during == "quota", r
     if r.name == "f12_switches_under_cap":
         assert x["refused_over_cap"] == 0 and x["closed_other"] == 0, r
-        assert x["rollovers"] >= 1 and x["closed_by_us_1000"] >= 3 and x["sessions"] >= 3, r
+        assert x["rollovers"] >= 1 and x["closed_by_us_1000"] >= 4 and x["sessions"] >= 4, r
         assert x["exit_close_1000"] == 1, r                   # and on stop
     if r.name in ("f13_pongs_late", "f13_pongs_never"):
         assert r.retries == 0 and x["idle_reconnects"] == 0 and x["pings"] >= 3, r
