@@ -623,6 +623,36 @@ class Checks:
                         f"{before}→{st['NRestarts']} after 8 s; journal: \"{line}\"")
         self.attempt("a configuration error exits 78 with one line and is not restarted", body)
 
+    def ready_offline(self) -> None:
+        def body() -> tuple[bool, str]:
+            self.box.exec(["systemctl", "stop", "voiced-check-live"])
+            self.box.exec(["systemctl", "restart", "voiced"], timeout=90)  # returns at READY=1
+            st = self.status_json()
+            text = self.show("StatusText")["StatusText"]
+            self.box.exec(["systemctl", "start", "voiced-check-live"])
+            back = self.wait_idle(90)
+            return st["state"] in ("connecting", "offline") and back["state"] == "idle", (
+                f"Live server stopped: READY=1 anyway, state {st['state']}, STATUS=\"{text}\"; "
+                "server back: idle again without a restart")
+        self.attempt("READY=1 also when offline; reconnects by itself", body)
+
+    def device_policy(self) -> None:
+        def body() -> tuple[bool, str]:
+            show = self.show("DevicePolicy", "DeviceAllow")
+            allow = [f"--property=DeviceAllow={a.strip()}" for a in
+                     re.findall(r"[^ ]+ r?w?m?", show["DeviceAllow"])]
+            probe = ["sh", "-c", "exec 3<>/dev/net/tun && echo opened"]
+            free = self.box.exec(["systemd-run", "--wait", "--pipe", "--quiet", *probe], check=False)
+            fenced = self.box.exec(["systemd-run", "--wait", "--pipe", "--quiet",
+                                    f"--property=DevicePolicy={show['DevicePolicy']}", *allow,
+                                    *probe], check=False)
+            ok = "opened" in free.stdout and "Operation not permitted" in fenced.stderr + fenced.stdout
+            return ok, (f"/dev/net/tun: without the unit's device settings "
+                        f"{'opened' if 'opened' in free.stdout else free.stderr.strip()!r}; with "
+                        f"DevicePolicy={show['DevicePolicy']} DeviceAllow={show['DeviceAllow']!r}: "
+                        f"{(fenced.stderr + fenced.stdout).strip()[:120]!r}")
+        self.attempt("device access limited to sound cards and GPIO (DevicePolicy= enforced)", body)
+
     def boot_start(self) -> None:
         def body() -> tuple[bool, str]:
             took = self.box.reboot()
@@ -703,6 +733,8 @@ def run(args: argparse.Namespace) -> int:
             checks.journal_fields(phase)
             checks.sandbox_clean(phase)
             checks.bad_config()
+            checks.ready_offline()
+            checks.device_policy()
             checks.boot_start()
             checks.stop_fast()
     except (CheckError, subprocess.TimeoutExpired) as exc:
