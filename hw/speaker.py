@@ -102,13 +102,17 @@ class ReplyPath:
 
     def play(self, pcm: bytes, rate: int = REPLY_RATE) -> None:
         """Queue ``pcm`` (s16le mono at ``rate``); never blocks on the device."""
+        # Lock order: the queue's lock, then ours — the device thread ends a reply inside
+        # PlaybackQueue.pull (queue lock held) and asks _resampler_tail (our lock). So we
+        # never touch the queue while holding our lock (issue 10 item 9: a rate change
+        # used to put the old resampler's tail from in here and deadlocked).
         with self._lock:
+            held = b""
             if rate != self._resampler.rate_in:
                 held = self._resampler.flush()
-                self.queue.put(held)
                 self._resampler = Resampler(rate, self.queue.rate)
             out = self._resampler.process(pcm)
-        self.queue.put(out)
+        self.queue.put(held + out)  # one put: the old rate's tail stays ahead of the new audio
 
     def end_of_reply(self) -> None:
         """Optional hint (turnComplete): no more audio for this reply; drain now."""
@@ -128,7 +132,8 @@ class ReplyPath:
             self.queue.add_earcon(render(name, self.queue.rate, cfg.volume))
 
     def _resampler_tail(self) -> bytes:
-        # Called from the device thread when a reply ends: push out the filter's tail.
+        # Called from the device thread when a reply ends, with the queue's lock held:
+        # push out the filter's tail. Takes only our lock (see play for the order).
         with self._lock:
             return self._resampler.flush()
 
