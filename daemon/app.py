@@ -299,7 +299,10 @@ class App:
         log.info("ready: %s", self._status_text())
         interval = watchdog_interval(self.environ)
         gate = WatchdogGate(started_at=time.monotonic())
-        await watchdog_loop(self.notifier, gate, pulse, interval=interval)
+        from hw.pastream import shared_host  # the audio devices being reopened (issue 14)
+
+        await watchdog_loop(self.notifier, gate, pulse, interval=interval,
+                            lost_devices=shared_host().lost_devices)
 
     def _status_text(self) -> str:
         assert self.controls is not None
