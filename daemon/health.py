@@ -22,12 +22,12 @@ restarts the daemon:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Mapping, Protocol, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Mapping, Protocol, Sequence
 
 __all__ = [
     "LostDeviceFacts", "Heartbeat", "PipelineHeartbeat", "WatchdogGate", "WatchdogVerdict",
-    "format_status", "STATUS_MAX",
+    "format_status", "STATUS_MAX", "GUARD_WALL_FLOORS", "floor_guards",
 ]
 
 
@@ -160,6 +160,32 @@ class WatchdogGate:
         if mic_age > self.mic_limit:
             return WatchdogVerdict(False, f"no mic frame for {mic_age:.1f}s")
         return WatchdogVerdict(True, "loop and mic moving")
+
+
+# --- time-scaled guards ----------------------------------------------------------------
+
+GUARD_WALL_FLOORS: Mapping[str, float] = {
+    "setup_timeout": 10.0,
+    "reply_timeout": 10.0,
+    "close_timeout": 2.0,
+    "playback_slack": 1.0,
+}
+"""Wall seconds the session's guards (daemon/lifecycle.py SessionSettings, nominal
+seconds) never go below. At a time scale S the core's clock runs S times faster than the
+wall, so a 30 s stall guard is 1.5 s of wall time at S = 20 — less than a slow CPU (an
+emulated arm64 userland, a Pi Zero 2 W) needs for one TLS-less handshake or one burst of
+frames, and every error then looks like a server stall (issue 14: "1000 stalled", "no
+setupComplete within 15 s"). ``playback_slack`` is in the list because the speaker
+plays in wall time: a reply still playing on a slow machine must not be declared over."""
+
+
+def floor_guards(settings: Any, time_scale: float) -> Any:
+    """``settings`` (a SessionSettings) with each guard in :data:`GUARD_WALL_FLOORS`
+    raised to at least its floor × ``time_scale`` nominal seconds. At scale 1 (production)
+    the floors are below the defaults and nothing changes."""
+    changes = {name: floor * time_scale for name, floor in GUARD_WALL_FLOORS.items()
+               if getattr(settings, name) < floor * time_scale}
+    return replace(settings, **changes) if changes else settings
 
 
 # --- STATUS ---------------------------------------------------------------------------
