@@ -226,7 +226,9 @@ def format_status(stats: Mapping[str, object]) -> str:
     Keys (all optional; missing or malformed ones are left out):
     ``state`` (str or enum with ``.value``), ``session_age``, ``connection_age``,
     ``next_resume_in``, ``next_rollover_in``, ``next_retry_in`` (seconds),
-    ``tokens_used``, ``token_window`` (counts), ``last_error`` (str).
+    ``tokens_used``, ``token_window`` (counts), ``last_error`` (str),
+    ``devices_missing`` (a list of ``{"kind", "name", "seconds"}``: audio devices
+    being reopened, ``hw.pastream.PortAudioHost.lost_devices``).
 
     Example: ``idle; session 12m03s; connection 4m10s; rollover in 6m00s;
     tokens 12.3k/128.0k; last error: 1011 deadline expired``.
@@ -234,6 +236,13 @@ def format_status(stats: Mapping[str, object]) -> str:
     state = stats.get("state")
     state = getattr(state, "value", state)
     parts = [str(state) if state else "starting"]
+    missing = stats.get("devices_missing")
+    if isinstance(missing, (list, tuple)):
+        for device in missing:
+            if isinstance(device, Mapping):
+                seconds = _number(device, "seconds")
+                parts.append(f"{device.get('kind', 'device')} {device.get('name', '?')!r} missing"
+                             + (f" {_age(seconds)}" if seconds is not None else ""))
     for key, label in (("session_age", "session"), ("connection_age", "connection")):
         value = _number(stats, key)
         if value is not None:

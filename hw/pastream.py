@@ -54,6 +54,9 @@ log = logging.getLogger(__name__)
 PORTAUDIO_LOCK = threading.RLock()
 """Serialises Pa_Initialize/Pa_Terminate/open/close, which are not thread-safe."""
 
+REMIND_EVERY = 60.0
+"""Seconds between journal reminders that a device is still missing."""
+
 # opener(pa, device) -> (stream, rate): opens and starts a callback stream.
 Opener = Callable[[Any, AudioDevice], tuple[Any, int]]
 
@@ -157,6 +160,7 @@ class StreamKeeper:
         self._opened_at = 0.0
         self._lost: LostDevice | None = None
         self.losses = 0
+        self.reminders = 0
 
     # -- properties --------------------------------------------------------
     @property
@@ -287,6 +291,7 @@ class StreamKeeper:
         now = time.monotonic()
         if self._lost is None:
             self.losses += 1
+            self.reminders = 0
             self._lost = LostDevice(self.kind, self.device_name, reason, now, now, 0,
                                     self.reopen_max)
             log.warning("%s %r lost: %s; reopening with backoff", self.kind,
@@ -314,10 +319,13 @@ class PortAudioHost:
     Args:
         busy_defer_max: longest a rescan waits for a busy stream (the speaker
             mid-reply) to become idle, in seconds.
+        remind_every: seconds between journal lines while a device stays missing.
     """
 
-    def __init__(self, *, busy_defer_max: float = 10.0) -> None:
+    def __init__(self, *, busy_defer_max: float = 10.0,
+                 remind_every: float = REMIND_EVERY) -> None:
         self._busy_defer_max = busy_defer_max
+        self._remind_every = remind_every
         self._pa: Any = None
         self._keepers: list[StreamKeeper] = []
         self._thread: threading.Thread | None = None
@@ -435,6 +443,7 @@ class PortAudioHost:
             else:
                 keeper.mark_lost(reason)
         self._schedule_retry()
+        self._remind()
         waiting = [k for k in self._keepers if k.lost is not None and k._stream is None]
         if not waiting or time.monotonic() < self._next_try:
             return
@@ -443,6 +452,20 @@ class PortAudioHost:
             return
         assert self._delays is not None
         self._next_try = time.monotonic() + next(self._delays)
+
+    def _remind(self) -> None:
+        """A journal line every ``remind_every`` s while a device stays missing."""
+        now = time.monotonic()
+        for keeper in self._keepers:
+            lost = keeper.lost
+            if lost is None:
+                continue
+            missing = now - lost.since
+            if missing >= self._remind_every * (keeper.reminders + 1):
+                keeper.reminders = int(missing // self._remind_every)
+                log.warning("%s %r still missing after %d s (%d attempts, %d PortAudio "
+                            "restarts): %s", lost.kind, lost.name, missing, lost.attempts,
+                            self.rescans, lost.reason)
 
     def _retry(self, waiting: list[StreamKeeper]) -> bool:
         """One attempt; True if it was put off (busy stream) rather than made."""

@@ -6,7 +6,7 @@ records the PortAudio host keeps (tests/hw/test_hotplug.py shows their attempts 
 
 from __future__ import annotations
 
-from daemon.health import WatchdogGate
+from daemon.health import WatchdogGate, format_status
 from hw.pastream import LostDevice
 
 
@@ -49,3 +49,10 @@ def test_the_loop_stall_still_wins_and_no_devices_keeps_the_old_rules():
     assert not stalled.ping and "loop stalled" in stalled.reason
     assert gate.decide(100.0, 99.9, None, False).ping  # mic lost, no facts: healthy
     assert not gate.decide(100.0, 99.9, 90.0, True).ping  # mic open but silent: wedge
+
+
+def test_status_names_a_missing_device_and_for_how_long():
+    text = format_status({"state": "error", "session_age": 30.0, "devices_missing": [
+        {"kind": "mic", "name": "USB Mic", "seconds": 250.0}]})
+    assert text == "error; mic 'USB Mic' missing 4m10s; session 30s"
+    assert format_status({"state": "idle", "devices_missing": []}) == "idle"

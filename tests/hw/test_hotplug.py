@@ -12,6 +12,7 @@ complete Pa_Terminate + Pa_Initialize.
 
 from __future__ import annotations
 
+import logging
 import time
 
 import numpy as np
@@ -124,10 +125,11 @@ def test_mic_unplugged_and_plugged_back_while_the_speaker_plays(pulse):
     assert tone_s >= 6.0 - 0.15 * cuts - 0.1, (tone_s, cuts)
 
 
-def test_mic_absent_at_start_appears_later_with_the_speaker_open(pulse):
+def test_mic_absent_at_start_appears_later_with_the_speaker_open(pulse, caplog):
+    caplog.set_level(logging.WARNING, logger="hw.pastream")
     usb = UsbMic(pulse)
     usb.unplug()
-    host = PortAudioHost()
+    host = PortAudioHost(remind_every=0.3)
     inbox = Inbox()
     mic = Mic(_mic_settings(), inbox, host=host)
     spk = Speaker(SpeakerSettings(device="vspk", device_rate=48000), inbox, host=host)
@@ -140,6 +142,8 @@ def test_mic_absent_at_start_appears_later_with_the_speaker_open(pulse):
         time.sleep(0.6)
         assert not mic.is_open and spk.lost is None  # (closed for a moment during rescans)
         assert host.lost_devices()[0].attempts >= 1  # it keeps trying
+        # The journal keeps saying so while it is missing (every minute by default).
+        assert any("mic 'usbmic' still missing after" in r.getMessage() for r in caplog.records)
         usb.plug()
         assert inbox.wait_for(_of(DeviceRestored, "mic"), 15), host.lost_devices()
         mark = len(inbox.events)
