@@ -111,24 +111,30 @@ def test_demo_against_a_separate_live_server_passes_every_time(tmp_path: Path, s
     assert not failed, f"{len(failed)} of {runs} runs at S={scale} failed: {failed}"
 
 
+def _starved_demo(tmp_path: Path, hogs: int, *args: str) -> subprocess.CompletedProcess[str]:
+    """`voiced demo` pinned to one core with ``hogs`` busy loops pinned beside it."""
+    taskset = shutil.which("taskset")
+    assert taskset, "taskset (util-linux) is required"
+    cpu = str(sorted(os.sched_getaffinity(0))[0])
+    loops = [subprocess.Popen([taskset, "-c", cpu, sys.executable, "-c", "while True: pass"])
+             for _ in range(hogs)]
+    try:
+        proc = subprocess.run([taskset, "-c", cpu, sys.executable, "-m", "daemon", "demo",
+                               "--json", "--synthetic-speech", "--out", str(tmp_path), *args],
+                              capture_output=True, text=True, timeout=420)
+    finally:
+        for loop in loops:
+            loop.kill()
+            loop.wait(10)
+    print(proc.stdout[-3000:], proc.stderr[-1500:])
+    return proc
+
+
 def test_demo_on_a_starved_cpu_passes_or_says_it_could_not_keep_up(tmp_path: Path) -> None:
     """Two busy loops share the demo's one core (taskset), so it gets about a third of
     it: the demo at its defaults either keeps up (the guard floors absorb the lag) or
     fails saying why and what to do — never a bare timing stall."""
-    taskset = shutil.which("taskset")
-    assert taskset, "taskset (util-linux) is required"
-    cpu = str(sorted(os.sched_getaffinity(0))[0])
-    hogs = [subprocess.Popen([taskset, "-c", cpu, sys.executable, "-c", "while True: pass"])
-            for _ in range(2)]
-    try:
-        proc = subprocess.run([taskset, "-c", cpu, sys.executable, "-m", "daemon", "demo",
-                               "--json", "--synthetic-speech", "--out", str(tmp_path)],
-                              capture_output=True, text=True, timeout=420)
-    finally:
-        for hog in hogs:
-            hog.kill()
-            hog.wait(10)
-    print(proc.stdout[-3000:], proc.stderr[-1500:])
+    proc = _starved_demo(tmp_path, 2)
     totals = json.loads(proc.stdout.strip().splitlines()[-1])
     assert totals["loop_lag_max_s"] is not None and totals["cpu_probe_ms"] > 0
     if proc.returncode == 0:
@@ -136,3 +142,13 @@ def test_demo_on_a_starved_cpu_passes_or_says_it_could_not_keep_up(tmp_path: Pat
         return
     assert "could not keep up with time scale" in proc.stdout, "a slow run must say so"
     assert "try --time-scale" in proc.stdout
+
+
+def test_demo_far_too_fast_for_its_cpu_fails_saying_why_and_what_to_try(tmp_path: Path) -> None:
+    """Scale 150 on a quarter of one core (7,500 mic frames per wall second) cannot be
+    kept: the run fails, and says it was the machine and which scale to use."""
+    proc = _starved_demo(tmp_path, 3, "--time-scale", "150")
+    assert proc.returncode == 1 and "result: FAIL" in proc.stdout
+    slow = [line for line in proc.stdout.splitlines() if line.startswith("slow: ")]
+    assert slow and "could not keep up with time scale 150" in slow[0], proc.stdout[-2000:]
+    assert slow[0].endswith("try --time-scale 20")
