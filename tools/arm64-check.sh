@@ -22,12 +22,14 @@
 #   --rebuild         delete the cached rootfs first
 #   --update-docs     replace the section between <!-- arm64:start --> and <!-- arm64:end -->
 #                     in docs/proving.md with the result
+#   --report-only     do not run anything: report on the last run (its files are kept)
 #   --demo-args "..." extra arguments for `voiced demo` (default: none — the defaults are the check)
 set -euo pipefail
 
 SRC="$(cd "$(dirname "$0")/.." && pwd)"
 ROOT=/var/cache/voiced-arm64/rootfs
 REBUILD=0
+REPORT_ONLY=0
 UPDATE_DOCS=0
 DEMO_ARGS=""
 while [ $# -gt 0 ]; do
@@ -35,6 +37,7 @@ while [ $# -gt 0 ]; do
     --root) ROOT="$2"; shift 2;;
     --rebuild) REBUILD=1; shift;;
     --update-docs) UPDATE_DOCS=1; shift;;
+    --report-only) REPORT_ONLY=1; shift;;
     --demo-args) DEMO_ARGS="$2"; shift 2;;
     *) echo "arm64-check: unknown option $1" >&2; exit 2;;
   esac
@@ -111,64 +114,77 @@ trap cleanup EXIT
 for m in proc sys dev dev/pts; do
   mountpoint -q "$ROOT/$m" || { mount --bind "/$m" "$ROOT/$m"; mounted+=("$ROOT/$m"); }
 done
-chroot "$ROOT" update-ca-certificates >/dev/null 2>&1 || true
+[ "$REPORT_ONLY" -eq 1 ] || chroot "$ROOT" update-ca-certificates >/dev/null 2>&1 || true
 
 # 4. A fresh copy of the working tree (tracked and untracked files, nothing ignored), as pi.
 HOME_PI="$ROOT/home/pi"
-rm -rf --one-file-system "$HOME_PI/voiced" "$HOME_PI/.cache/pip"
-mkdir -p "$HOME_PI/voiced"
-(cd "$SRC" && git ls-files -co --exclude-standard -z | xargs -0 tar -cf - --ignore-failed-read) \
-  | tar -xf - -C "$HOME_PI/voiced"
-chroot "$ROOT" chown -R pi:pi /home/pi
+if [ "$REPORT_ONLY" -eq 0 ]; then
+  rm -rf --one-file-system "$HOME_PI/voiced" "$HOME_PI/.cache/pip"
+  mkdir -p "$HOME_PI/voiced"
+  (cd "$SRC" && git ls-files -co --exclude-standard -z | xargs -0 tar -cf - --ignore-failed-read) \
+    | tar -xf - -C "$HOME_PI/voiced"
+  chroot "$ROOT" chown -R pi:pi /home/pi
+fi
 
 # 5. The README's demo command, as the user pi.
 arch_in="$(chroot "$ROOT" uname -m)"
-say "running 'bash tools/bootstrap.sh demo' as pi in the $arch_in userland"
 out="$ROOT.demo.out"
-t1=$(date +%s)
-set +e
-chroot "$ROOT" /usr/bin/sudo -u pi -H env -i HOME=/home/pi USER=pi PATH=/usr/local/bin:/usr/bin:/bin \
-  LANG=C.UTF-8 bash -c "cd ~/voiced && bash tools/bootstrap.sh demo --json $DEMO_ARGS" >"$out" 2>&1
-rc=$?
-set -e
-total_s=$(( $(date +%s) - t1 ))
-piplog="$HOME_PI/voiced/.venv/pip.log"
-pip_s="$(sed -n 's/^pip install seconds: //p' "$HOME_PI/voiced/.venv/bootstrap-times" 2>/dev/null | paste -sd+ | bc 2>/dev/null || true)"
+if [ "$REPORT_ONLY" -eq 0 ]; then
+  say "running 'bash tools/bootstrap.sh demo' as pi in the $arch_in userland"
+  t1=$(date +%s)
+  set +e
+  chroot "$ROOT" /usr/bin/sudo -u pi -H env -i HOME=/home/pi USER=pi \
+    PATH=/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 \
+    bash -c "cd ~/voiced && bash tools/bootstrap.sh demo --json $DEMO_ARGS" >"$out" 2>&1
+  rc=$?
+  set -e
+  total_s=$(( $(date +%s) - t1 ))
+  printf 'rc=%s\ntotal_s=%s\nrootfs_s=%s\nrun_at=%q\ncommit=%q\n' "$rc" "$total_s" "$rootfs_s" \
+    "$(date -u '+%Y-%m-%d %H:%M UTC')" \
+    "$(cd "$SRC" && git rev-parse --short HEAD)$(cd "$SRC" && git diff --quiet HEAD 2>/dev/null \
+       || echo ' with local changes')" > "$ROOT.result"
+fi
+[ -f "$ROOT.result" ] || die "no earlier run to report on ($ROOT.result)"
+. "$ROOT.result"
 
 # 6. What came as a wheel, what was built. pip prints "Downloading NAME-VER-TAGS.whl" for
 # a wheel from the index and "Building wheel for NAME" for a source build.
+venv="$HOME_PI/voiced/.venv"
+piplog="$venv/pip.log"
+pip_s="$(sed -n 's/^pip install seconds: //p' "$venv/bootstrap-times" 2>/dev/null | paste -sd+ | bc 2>/dev/null || true)"
 wheels="$(grep -oE 'Downloading [^ ]+\.whl' "$piplog" 2>/dev/null | sed -E 's/^Downloading //; s#.*/##' \
   | sed -E 's/^([A-Za-z0-9_.]+)-([^-]+)-.*-([^-]+)\.whl$/\1 \2 (\3)/' | sort -u | paste -sd, | sed 's/,/, /g')"
 built="$(grep -oE 'Building wheel for [^ ]+' "$piplog" 2>/dev/null | sed 's/Building wheel for //' \
-  | grep -v '^voiced$' | sort -u | paste -sd, | sed 's/,/, /g')"
+  | sort -u | paste -sd, | sed 's/,/, /g')"
 result_line="$(grep -E '^result: ' "$out" | tail -n1)"
-json_line="$(grep -E '^\{.*"turns"' "$out" | tail -n1)"
-summary="$(grep -E '^(turns |frames captured|time scale|result:)' "$out" | tail -n 6)"
 verdict=FAIL; [ "$rc" -eq 0 ] && [ "$result_line" = "result: PASS" ] && verdict=PASS
+[ -n "$wheels" ] || wheels="none found in the pip log"
+[ -n "$built" ] || built="none"
+if [ "$rootfs_s" -gt 5 ]; then rootfs_note="built by debootstrap in ${rootfs_s} s"; else rootfs_note="cached"; fi
 
-report="$(cat <<EOF
-## arm64 install check (\`sudo bash tools/arm64-check.sh\`, not run in CI)
-
-Run on $(date -u '+%Y-%m-%d %H:%M UTC') from commit $(cd "$SRC" && git rev-parse --short HEAD)$(cd "$SRC" && git diff --quiet HEAD 2>/dev/null || echo ' (with local changes)'):
-Debian bookworm arm64 (\`$arch_in\`) under qemu-user-static on $(uname -m) ($(nproc) cores, shared),
-user \`pi\` with passwordless sudo, empty pip cache, the README's command \`bash tools/bootstrap.sh demo\`
-(\`--json\` added to read the totals), \`voiced demo\` with its defaults. Emulation is ~10-30x slower
-than the host, so only relative timings mean anything.
-
-| what | result |
-|---|---|
-| rootfs | $( [ "$rootfs_s" -gt 5 ] && echo "built by debootstrap in ${rootfs_s} s" || echo "cached ($ROOT)" ) |
-| bootstrap.sh demo, total (apt + venv + pip + demo) | ${total_s} s, exit code $rc |
-| pip install (emulated) | ${pip_s:-?} s |
-| came as wheels | ${wheels:-none found in pip's log} |
-| built from source | ${built:-none} |
-| voiced demo | **$verdict** |
-
-\`\`\`
-$summary
-\`\`\`
-EOF
-)"
+report_text() {
+  echo "## arm64 install check (\`sudo bash tools/arm64-check.sh\`, not run in CI)"
+  echo
+  echo "Run on $run_at from commit $commit: Debian bookworm arm64 (\`$arch_in\`) under"
+  echo "qemu-user-static on $(uname -m) ($(nproc) cores, shared with other work), user \`pi\` with"
+  echo "passwordless sudo, empty pip cache, the README's command \`bash tools/bootstrap.sh demo\`"
+  echo "(\`--json\` added to read the totals), so \`voiced demo\` with its defaults. Emulation is"
+  echo "many times slower than the host: only relative timings mean anything."
+  echo
+  echo "| what | result |"
+  echo "|---|---|"
+  echo "| rootfs (\`/var/cache/voiced-arm64\`) | $rootfs_note |"
+  echo "| \`bash tools/bootstrap.sh demo\` in all (apt, venv, pip, demo) | ${total_s} s, exit code $rc |"
+  echo "| pip installs (emulated) | ${pip_s:-?} s |"
+  echo "| came as wheels from PyPI | $wheels |"
+  echo "| built from source here | $built |"
+  echo "| \`voiced demo\` | **$verdict** |"
+  echo
+  echo '```'
+  grep -E '^(voiced demo —|  scale:|turns [0-9]|frames captured|reply audio:|slow:|error:|result:)' "$out"
+  echo '```'
+}
+report="$(report_text)"
 echo "$report"
 if [ "$UPDATE_DOCS" -eq 1 ]; then
   doc="$SRC/docs/proving.md"
