@@ -46,6 +46,7 @@ from daemon.connection import Keepalive
 from daemon.endpoints import Target, resolve
 from daemon.errors import ConfigError, DeviceError
 from daemon.events import DeviceState
+from daemon.health import floor_guards
 from daemon.logs import Redactor, setup_logging
 from daemon.service import (EXIT_CONFIG, EXIT_OK, EXIT_SOFTWARE, Notifier, WatchdogGate, exit_code_for,
                             format_status, install_signal_handlers, status_loop,
@@ -319,7 +320,9 @@ class App:
             else target.endpoint.url,
             config_instruction=cfg.live.system_instruction, time_scale=self.time_scale)
         cleanup.callback(keeper.close)  # after the supervisor's final Persist
-        session = keeper.restore(cfg.session, self._setup(), target.api)
+        # Guards never shrink below what a slow machine needs in wall time (issue 14).
+        session = keeper.restore(floor_guards(cfg.session, self.time_scale), self._setup(),
+                                 target.api)
         inbox = Inbox()
         pulse = Pulse()
         hardware = self._hardware(pulse.wrap(inbox.post))
@@ -355,7 +358,10 @@ class App:
         log.info("ready: %s", self._status_text())
         interval = watchdog_interval(self.environ)
         gate = WatchdogGate(started_at=time.monotonic())
-        await watchdog_loop(self.notifier, gate, pulse, interval=interval)
+        from hw.pastream import shared_host  # the audio devices being reopened (issue 14)
+
+        await watchdog_loop(self.notifier, gate, pulse, interval=interval,
+                            lost_devices=shared_host().lost_devices)
 
     def _status_text(self) -> str:
         assert self.controls is not None

@@ -38,12 +38,26 @@ from typing import Any, Callable
 from daemon.errors import ConfigError, VoicedError
 
 __all__ = ["DEFAULT_TIME_SCALE", "DemoError", "external_target", "passed", "run_demo",
-           "add_arguments", "main"]
+           "add_arguments", "main", "measure_cpu", "choose_time_scale", "slowness_advice",
+           "REFERENCE_CPU_MS"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TIME_SCALE = 20.0
-"""goAway at ~25 s, the resume right after, the 15-minute rollover at ~40 s of wall time."""
+"""goAway at ~25 s, the resume right after, the 15-minute rollover at ~40 s of wall time.
+The most the demo runs at; a slower machine gets less (:func:`choose_time_scale`)."""
+
+SCALE_LADDER = (20.0, 10.0, 5.0, 2.0, 1.0)
+"""The time scales the demo picks from, fastest first."""
+
+REFERENCE_CPU_MS = 3.0
+""":func:`measure_cpu` on the machine the demo was tuned on (x86-64 Debian 12 VM, 2
+shared cores, 2026-11; 2.6–4.2 ms): there the whole demo at scale 20 uses about a
+third of one core (docs/proving.md: ~6 ms CPU per audio second for the daemon's side,
+as much again for the embedded server and the simulated hardware)."""
+
+LAG_SLOW_S = 0.25
+"""Event-loop lag (wall seconds) that means the machine did not keep up."""
 
 GOAWAY_BEFORE = 100.0
 """The embedded server's goAway comes this long (nominal) before its 10-minute cap.
@@ -77,6 +91,7 @@ async def run_demo(args: argparse.Namespace, out: Callable[[str], None]) -> dict
     """Run the demo; return the totals (:func:`passed` says whether they pass)."""
     from daemon.demoscript import Script
     from daemon.demotrace import Tap, Trace, fmt_nominal
+    from daemon.health import floor_guards
     from daemon.session import Session
     from daemon.supervisor import Inbox, Supervisor
 
@@ -99,17 +114,22 @@ async def run_demo(args: argparse.Namespace, out: Callable[[str], None]) -> dict
             server = await _embedded_server(scale)
             endpoint, api, model = _endpoint(server.endpoint(), {}), "gemini", conf.live.model
             where = f"embedded local Live server at {server.url} (voice: {server.voice.kind})"
-        sup = Supervisor(Session(conf.session, _setup(conf, model), api, 0.0), endpoint,
+        # The guards are nominal seconds, and at scale S shrink S-fold in wall time: keep
+        # wall-clock floors so a slow CPU is not mistaken for a stalled server (issue 14).
+        settings = floor_guards(conf.session, scale)
+        sup = Supervisor(Session(settings, _setup(conf, model), api, 0.0), endpoint,
                          inbox=inbox, mic=hardware.mic, speaker=hardware.speaker,
                          button=hardware.button, led=hardware.led, time_scale=scale)
         trace = Trace(sup, out)
         sup.subscribe(trace)
-        _header(out, scale, where, speech_kind, wav_path, embedded=server is not None)
+        _header(out, scale, where, speech_kind, wav_path, embedded=server is not None,
+                chosen=getattr(args, "scale_note", None))
         script = Script(sup, hardware, trace, voice, scale, lambda: _goaway_at(server, sup))
         budget = (conf.session.session_cap_audio + 400) / scale + 60
+        lag = LoopLag()
         try:
             async with asyncio.timeout(budget):
-                await sup.run(script.run())
+                await sup.run(script.run(), lag.watch())
         except TimeoutError:
             trace.error(f"the demo did not finish within {budget:.0f} s of wall time")
         totals = _totals(sup, trace, tap, server, hardware.mic.settings.frame_bytes)
@@ -117,6 +137,8 @@ async def run_demo(args: argparse.Namespace, out: Callable[[str], None]) -> dict
                       reply_wav_seconds=_wav_seconds(wav_path), time_scale=scale,
                       wall_seconds=round(time.monotonic() - t_start, 1),
                       nominal_seconds=round(sup.now(), 1),
+                      loop_lag_max_s=round(lag.worst, 3), loop_lag_late=lag.late,
+                      cpu_probe_ms=getattr(args, "cpu_probe_ms", None),
                       endpoint="embedded" if server is not None else where)
         _summary(out, trace, totals, fmt_nominal)
     finally:
@@ -124,6 +146,81 @@ async def run_demo(args: argparse.Namespace, out: Callable[[str], None]) -> dict
         if server is not None:
             await server.stop()
     return totals
+
+
+class LoopLag:
+    """How far the event loop falls behind (wall seconds): a loop that wakes late
+    everywhere is a machine that cannot keep up with the time scale."""
+
+    def __init__(self, period: float = 0.05) -> None:
+        self.period = period
+        self.worst = 0.0
+        self.late = 0
+        """Wake-ups later than :data:`LAG_SLOW_S`."""
+
+    async def watch(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            asked = loop.time() + self.period
+            await asyncio.sleep(self.period)
+            lag = loop.time() - asked
+            self.worst = max(self.worst, lag)
+            self.late += lag > LAG_SLOW_S
+
+
+def measure_cpu(nominal_seconds: int = 4, rounds: int = 3) -> float:
+    """CPU milliseconds this machine needs for one nominal second of the demo's
+    per-frame work (50 mic frames and 1 s of reply audio through base64, JSON, sha256
+    and the resampler), best of ``rounds``. Process CPU time, not wall: other busy
+    processes do not make the machine look slower than it is (the guard floors cover
+    contention)."""
+    import base64
+    import hashlib
+
+    import numpy as np
+
+    from hw.resample import Resampler
+
+    frame = bytes(range(256)) * 2 + bytes(128)   # 640 bytes: one 20 ms mic frame
+    reply = (np.sin(np.arange(4800) / 7.0) * 8000).astype("<i2").tobytes()  # 200 ms
+    best = math.inf
+    for _ in range(rounds):
+        resampler, digest = Resampler(24000, 48000), hashlib.sha256()
+        t0 = time.process_time()
+        for _ in range(nominal_seconds):
+            for _ in range(50):
+                text = json.dumps({"realtimeInput": {"audio": {
+                    "data": base64.b64encode(frame).decode(), "mimeType": "audio/pcm;rate=16000"}}})
+                digest.update(base64.b64decode(json.loads(text)["realtimeInput"]["audio"]["data"]))
+            for _ in range(5):
+                text = json.dumps({"serverContent": {"modelTurn": {"parts": [{"inlineData": {
+                    "data": base64.b64encode(reply).decode(), "mimeType": "audio/pcm;rate=24000"}}]}}})
+                part = json.loads(text)["serverContent"]["modelTurn"]["parts"][0]
+                resampler.process(base64.b64decode(part["inlineData"]["data"]))
+        best = min(best, (time.process_time() - t0) / nominal_seconds * 1000)
+    return best
+
+
+def choose_time_scale(cpu_ms: float) -> float:
+    """The fastest scale of :data:`SCALE_LADDER` this machine keeps with room to spare:
+    at most 40 / (cpu_ms / REFERENCE_CPU_MS), i.e. about 2/3 of one core at most where
+    the reference machine needs a third at 20 (emulated arm64, ~10–30× slower, gets 2–5)."""
+    slower = max(cpu_ms, 1e-9) / REFERENCE_CPU_MS
+    limit = 40.0 / slower
+    return next((s for s in SCALE_LADDER if s <= limit), SCALE_LADDER[-1])
+
+
+def slowness_advice(totals: dict[str, Any], scale: float) -> str | None:
+    """One line saying the machine could not keep up, and what to do, or None."""
+    worst, late = totals.get("loop_lag_max_s") or 0.0, totals.get("loop_lag_late") or 0
+    if worst < LAG_SLOW_S and late == 0:
+        return None
+    lower = next((s for s in SCALE_LADDER if s <= scale / 4), None)
+    what = (f"try --time-scale {lower:g}" if lower is not None and lower < scale
+            else "close other programs, or use a faster machine")
+    return (f"this machine could not keep up with time scale {scale:g} (its event loop "
+            f"fell behind by up to {worst:.2f} s of wall time, {worst * scale:.0f} s "
+            f"real-time; {late} times over {LAG_SLOW_S:g} s): {what}")
 
 
 def _load_config(path: str | None) -> Any:
@@ -193,8 +290,10 @@ def _goaway_at(server: Any, sup: Any) -> float | None:
 
 
 def _header(out: Callable[[str], None], scale: float, where: str, speech_kind: str, wav: Path,
-            embedded: bool) -> None:
+            embedded: bool, chosen: str | None = None) -> None:
     out(f"voiced demo — time scale {scale:g} (1 wall second = {scale:g} real-time seconds)")
+    if chosen:
+        out(f"  scale:   {chosen}")
     out(f"  server:  {where.split('?')[0]}")
     out(f"  speech:  {speech_kind}"
         + (" (espeak-ng WAV → 16 kHz)" if speech_kind == "espeak-ng"
@@ -327,8 +426,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(ws:// only for loopback; the key comes from the config or "
                              "VOICED_API_KEY)")
     parser.add_argument("--time-scale", type=_scale, default=None, metavar="F",
-                        help=f"nominal seconds per wall second (default {DEFAULT_TIME_SCALE:g}; "
-                             "with --endpoint: 1, or the scale that server runs at)")
+                        help=f"nominal seconds per wall second (default: the fastest of "
+                             f"{', '.join(f'{s:g}' for s in SCALE_LADDER)} this machine keeps, "
+                             "measured; with --endpoint: 1, or the scale that server runs at)")
     parser.add_argument("--out", metavar="DIR",
                         help="directory for replies.wav and the speech files (default: a new "
                              "temporary directory)")
@@ -351,8 +451,13 @@ def main(args: argparse.Namespace) -> int:
         target = external_target(args.endpoint, _load_config(args.config)) if args.endpoint \
             else None
         if args.time_scale is None:   # a real server runs at 1; the embedded one at ours
-            args.time_scale = 1.0 if target is not None and not target.local \
-                else DEFAULT_TIME_SCALE
+            if target is not None and not target.local:
+                args.time_scale = 1.0
+            else:
+                args.cpu_probe_ms = round(measure_cpu(), 2)
+                args.time_scale = choose_time_scale(args.cpu_probe_ms)
+                args.scale_note = (f"chosen for this machine (CPU probe {args.cpu_probe_ms:.1f} ms, "
+                                   f"reference {REFERENCE_CPU_MS:g} ms); --time-scale F overrides")
         totals = asyncio.run(run_demo(args, _print))
     except (ConfigError, DemoError) as exc:
         print(f"voiced demo: {exc}", file=sys.stderr)
@@ -361,6 +466,9 @@ def main(args: argparse.Namespace) -> int:
         print("voiced demo: interrupted", file=sys.stderr)
         return 130
     ok = passed(totals)
+    advice = None if ok else slowness_advice(totals, args.time_scale)
+    if advice:
+        _print(f"slow: {advice}")
     _print(f"\nresult: {'PASS' if ok else 'FAIL'}")
     if args.json:
         _print(json.dumps(totals, separators=(",", ":")))

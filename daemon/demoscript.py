@@ -49,6 +49,10 @@ TYPED_LINES: dict[str, str] = {
 _EDGE_GAP = 0.05  # wall seconds between button edges, beyond the 20 ms debounce
 
 
+WAIT_WALL_FLOOR = 30.0
+"""Wall seconds the script waits at least for anything (a setup floor plus a reply floor)."""
+
+
 @dataclass(frozen=True)
 class Utterance:
     """What the simulated user says: PCM at ``rate`` (the sim mic resamples to 16 kHz)."""
@@ -93,8 +97,13 @@ class Script:
         await asyncio.sleep(max(0.0, nominal) / self.scale)
 
     async def until(self, pred: Callable[[], Any], nominal_timeout: float, what: str) -> bool:
-        """Wait for ``pred()``; on timeout record an error and return False."""
-        end = time.monotonic() + nominal_timeout / self.scale
+        """Wait for ``pred()``; on timeout record an error and return False.
+
+        Never less than :data:`WAIT_WALL_FLOOR` of wall time: at scale 20 a 120 s
+        nominal wait is 6 s of wall time, less than a slow CPU may need for a
+        reconnect plus a reply (the session's own guards have floors too:
+        daemon/health.py GUARD_WALL_FLOORS)."""
+        end = time.monotonic() + max(nominal_timeout / self.scale, WAIT_WALL_FLOOR)
         while not pred():
             if time.monotonic() > end:
                 self.trace.error(f"timed out waiting for {what}")

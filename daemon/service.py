@@ -15,8 +15,9 @@ Theory of operation (issue 5, PITFALLS.md "Device side"):
 * A lost mic (the adapter posted ``DeviceLost`` and is reopening it with
   backoff) is *healthy*: the LED shows error, the adapter retries cheaply, and
   a watchdog restart would only churn every ``WatchdogSec`` while the USB mic
-  is unplugged. A mic that is open but delivers no frames, with nobody saying
-  it is lost, is a wedge: pings stop and systemd restarts us.
+  is unplugged — unless its retry loop is stuck, or it has been missing for 10
+  minutes (daemon/health.py). A mic that is open but delivers no frames, with
+  nobody saying it is lost, is a wedge: pings stop and systemd restarts us.
 * The pure parts (the gate, :class:`PipelineHeartbeat`, :func:`format_status`)
   live in daemon/health.py and are re-exported here.
 * Exit codes: :data:`EXIT_CONFIG` (78, ``EX_CONFIG``) is listed in the unit's
@@ -35,11 +36,12 @@ import math
 import os
 import signal
 import time
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 from daemon.errors import ConfigError, DeviceError
 from daemon.health import (
-    STATUS_MAX, Heartbeat, PipelineHeartbeat, WatchdogGate, WatchdogVerdict, format_status,
+    STATUS_MAX, Heartbeat, LostDeviceFacts, PipelineHeartbeat, WatchdogGate, WatchdogVerdict,
+    format_status,
 )
 
 __all__ = [
@@ -216,8 +218,13 @@ async def watchdog_loop(
     *,
     interval: float | None = None,
     clock: Callable[[], float] = time.monotonic,
+    lost_devices: Callable[[], Sequence[LostDeviceFacts]] = tuple,
 ) -> None:
     """Ping WATCHDOG=1 from the event loop every ``interval`` while ``gate`` agrees.
+
+    ``lost_devices`` lists the audio devices being reopened
+    (``hw.pastream.PortAudioHost.lost_devices``): see daemon/health.py for when a
+    lost device stops the pings.
 
     Runs until cancelled. ``interval`` defaults to :func:`watchdog_interval`;
     without a systemd watchdog it returns at once. The supervisor creates the
@@ -236,7 +243,7 @@ async def watchdog_loop(
     pinging: bool | None = None
     while True:
         verdict = gate.decide(clock(), heartbeat.last_loop_tick, heartbeat.last_mic_frame,
-                              heartbeat.mic_expected)
+                              heartbeat.mic_expected, lost_devices())
         if verdict.ping:
             notifier.watchdog()
         if verdict.ping != pinging:

@@ -105,6 +105,11 @@ class Controls:
         out["token_window"] = stats.context_window
         out["mic"] = getattr(self.mic, "device_name", "none")
         out["speaker"] = getattr(self.speaker, "device_name", "none")
+        now = time.monotonic()  # audio devices being reopened (hw/pastream.py, issue 14)
+        out["devices_missing"] = [{"kind": lost.kind, "name": lost.name,
+                                   "seconds": round(now - lost.since, 1)}
+                                  for lost in (getattr(part, "lost", None)
+                                               for part in (self.mic, self.speaker)) if lost]
         return out
 
     def say(self, text: str) -> None:

@@ -13,7 +13,8 @@ module              what it is
                     jitter buffer, flush, tail padding, volume, earcons
 ``playback``        ``PlaybackQueue``: the speaker's queue logic (shared with sim)
 ``resample``        ``Resampler``: streaming polyphase Kaiser FIR (numpy)
-``pastream``        ``StreamKeeper``: keeps a PortAudio stream open across loss
+``pastream``        ``PortAudioHost``: the one PortAudio of mic and speaker,
+                    re-initialised to find lost devices; ``StreamKeeper`` per stream
 ``devices``         list/find PortAudio devices by name; ``voiced devices``
 ``button``, ``led`` gpiozero Button (own debounce, hold, toggle) / PWMLED|RGBLED
 ``earcons``         generated press/release/error tones

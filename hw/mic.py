@@ -11,8 +11,10 @@ to send). PITFALLS.md "Device side" items handled here:
 * input overflow is counted (``status_flags & paInputOverflow``) and posted as
   ``MicOverflow``, never fatal — callback mode has no ``exception_on_overflow``
   to trip over;
-* a device that vanishes is reopened with backoff, re-initialising PortAudio
-  (:class:`hw.pastream.StreamKeeper`), with ``DeviceLost``/``DeviceRestored``.
+* a device that vanishes, or is not there at start, is reopened with backoff
+  on the PortAudio instance it shares with the speaker, re-initialising it for
+  a fresh device list (:class:`hw.pastream.PortAudioHost`), with
+  ``DeviceLost``/``DeviceRestored``.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from daemon.errors import ConfigError, DeviceError
 from daemon.events import Event, MicFrame, MicOverflow
 
 from .devices import AudioDevice, pick_rate
-from .pastream import KeptStream, StreamKeeper
+from .pastream import KeptStream, PortAudioHost, StreamKeeper
 from .resample import Resampler
 
 __all__ = ["Mic", "MicSettings", "CaptureFramer", "MIC_RATE"]
@@ -123,7 +125,8 @@ class CaptureFramer:
 class Mic(KeptStream):
     """PyAudio microphone posting ``MicFrame``/``MicOverflow``/``DeviceLost``/``DeviceRestored``."""
 
-    def __init__(self, settings: MicSettings, post: Callable[[Event], None]) -> None:
+    def __init__(self, settings: MicSettings, post: Callable[[Event], None], *,
+                 host: PortAudioHost | None = None) -> None:
         self.settings = settings
         self._post = post
         self._framer = CaptureFramer(post, settings.frame_bytes)
@@ -133,7 +136,7 @@ class Mic(KeptStream):
             "mic", "input", settings.device, post, self._open_stream,
             fallback_to_default=settings.fallback_to_default,
             stall_timeout=settings.stall_timeout, reopen_initial=settings.reopen_initial,
-            reopen_max=settings.reopen_max)
+            reopen_max=settings.reopen_max, host=host)
 
     @property
     def overflows(self) -> int:

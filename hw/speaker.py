@@ -6,7 +6,9 @@ silence instead of crackle on underrun, and a tail that is really heard — the
 ALSA pulse plugin does not drain on stop (VIRTUAL_AUDIO.md pitfall 2), so we
 never stop; :class:`hw.playback.PlaybackQueue` only calls a reply finished after
 ``tail_ms`` of silence followed it. Device loss is handled by
-:class:`hw.pastream.StreamKeeper` exactly as for the mic.
+:class:`hw.pastream.PortAudioHost`, which the speaker shares with the mic: a
+reply queued when the stream is reopened (the mic's device came back, or ours)
+is kept and continues after the pause.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from daemon.events import Event
 
 from .devices import AudioDevice, pick_rate
 from .earcons import EarconSettings, render
-from .pastream import KeptStream, StreamKeeper
+from .pastream import KeptStream, PortAudioHost, StreamKeeper
 from .playback import Phase, PlaybackQueue
 from .resample import Resampler
 
@@ -96,19 +98,24 @@ class ReplyPath:
     def set_rate(self, rate: int) -> None:
         """The device (re)opened at ``rate``."""
         with self._lock:
-            self._resampler = Resampler(self._resampler.rate_in, rate)
+            if rate != self._resampler.rate_out:  # same rate: keep the filter state
+                self._resampler = Resampler(self._resampler.rate_in, rate)
         s = self.settings
         self.queue.set_rate(rate, jitter_ms=s.jitter_ms, tail_ms=s.tail_ms, drain_ms=s.drain_ms)
 
     def play(self, pcm: bytes, rate: int = REPLY_RATE) -> None:
         """Queue ``pcm`` (s16le mono at ``rate``); never blocks on the device."""
+        # Lock order: the queue's lock, then ours — the device thread ends a reply inside
+        # PlaybackQueue.pull (queue lock held) and asks _resampler_tail (our lock). So we
+        # never touch the queue while holding our lock (issue 10 item 9: a rate change
+        # used to put the old resampler's tail from in here and deadlocked).
         with self._lock:
+            held = b""
             if rate != self._resampler.rate_in:
                 held = self._resampler.flush()
-                self.queue.put(held)
                 self._resampler = Resampler(rate, self.queue.rate)
             out = self._resampler.process(pcm)
-        self.queue.put(out)
+        self.queue.put(held + out)  # one put: the old rate's tail stays ahead of the new audio
 
     def end_of_reply(self) -> None:
         """Optional hint (turnComplete): no more audio for this reply; drain now."""
@@ -128,7 +135,8 @@ class ReplyPath:
             self.queue.add_earcon(render(name, self.queue.rate, cfg.volume))
 
     def _resampler_tail(self) -> bytes:
-        # Called from the device thread when a reply ends: push out the filter's tail.
+        # Called from the device thread when a reply ends, with the queue's lock held:
+        # push out the filter's tail. Takes only our lock (see play for the order).
         with self._lock:
             return self._resampler.flush()
 
@@ -190,7 +198,8 @@ class Speaker(ReplyControls, KeptStream):
     """
 
     def __init__(self, settings: SpeakerSettings, post: Callable[[Event], None],
-                 earcons: EarconSettings | None = None) -> None:
+                 earcons: EarconSettings | None = None, *,
+                 host: PortAudioHost | None = None) -> None:
         self.settings = settings
         self._reply = ReplyPath(settings, post, settings.device_rate or REPLY_RATE,
                                 earcons=earcons)
@@ -199,7 +208,9 @@ class Speaker(ReplyControls, KeptStream):
             "speaker", "output", settings.device, post, self._open_stream,
             fallback_to_default=settings.fallback_to_default,
             stall_timeout=settings.stall_timeout, reopen_initial=settings.reopen_initial,
-            reopen_max=settings.reopen_max)
+            reopen_max=settings.reopen_max, host=host,
+            # A rescan for the mic waits (bounded) while a reply plays: hw/pastream.py.
+            busy=lambda: self._reply.queue.phase is not Phase.IDLE)
 
     # -- properties ----------------------------------------------------------
     @property

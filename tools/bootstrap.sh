@@ -9,6 +9,10 @@ cd "$(dirname "$0")/.."
 job="${1:-}"; shift || true
 case "$job" in demo|test) ;; *) echo "usage: bash tools/bootstrap.sh demo|test [args...]" >&2; exit 2;; esac
 
+# 64-bit only (why: tools/supported-arch.sh).
+. tools/supported-arch.sh
+voiced_check_arch bootstrap.sh || exit 1
+
 SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 # Build deps for pyaudio (portaudio19-dev) and systemd-python (libsystemd-dev, pkg-config);
 # espeak-ng gives the local server real speech; the test suite adds a private PulseAudio
@@ -28,11 +32,15 @@ fi
 
 PY="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
-# pip's chatter goes to a log; it is shown only when the install fails.
+# pip's chatter goes to a log (all of it: which packages came as wheels and which were built
+# is read from it by tools/arm64-check.sh); it is shown only when the install fails.
+: >.venv/pip.log; : >.venv/bootstrap-times
 pip_install() {
-  if ! .venv/bin/python -m pip install -q "$@" >.venv/pip.log 2>&1; then
+  local t0=$SECONDS
+  if ! .venv/bin/python -m pip install --progress-bar off "$@" >>.venv/pip.log 2>&1; then
     tail -n 40 .venv/pip.log >&2; echo "pip install $* failed (full log: .venv/pip.log)" >&2; exit 1
   fi
+  echo "pip install seconds: $((SECONDS - t0))" >>.venv/bootstrap-times
 }
 pip_install --upgrade pip
 if [ "$job" = test ]; then

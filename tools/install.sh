@@ -69,6 +69,12 @@ while [ $# -gt 0 ]; do
 done
 
 [ "$(id -u)" -eq 0 ] || die "run as root (sudo bash tools/install.sh)"
+# --- 64-bit only (block owned by the audio/demo side; why: tools/supported-arch.sh) ---
+if [ -z "$ROOT" ] && [ "$UNINSTALL" -eq 0 ]; then
+  . "$SRC/tools/supported-arch.sh"
+  voiced_check_arch install.sh || exit 1
+fi
+# --- end of 64-bit only ---
 if [ -n "$ROOT" ]; then
   DO_APT=0; DO_VENV=0; DO_START=0
   SYSTEMCTL=(systemctl "--root=$ROOT")

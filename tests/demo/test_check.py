@@ -15,6 +15,7 @@ import pytest
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
 from daemon import check
+from daemon.events import DeviceState
 from daemon.liveserver import LiveServerThread
 
 CONFIG = """\
@@ -88,7 +89,8 @@ def test_check_passes_every_part_on_virtual_devices(pulse, server, tmp_path: Pat
     text = "\n".join(lines)
     assert "PASS  mic        vmic" in text and "dBFS |#" in text     # the meter moved
     assert "PASS  button     GPIO23: pressed and released (held 0.2" in text
-    assert "PASS  led        GPIO25: 8 states shown, the pin followed every pattern" in text
+    assert (f"PASS  led        GPIO25: {len(DeviceState)} states shown, the pin followed every "
+            "pattern") in text
     assert "setupComplete in" in text and "(key accepted)" in text
     # What the speaker check played really is the 440 Hz tone.
     assert abs(dominant_hz(played, 24000) - 440) < 5

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import sys
+import threading
+import time
+
 import numpy as np
 
 from daemon.events import PlaybackDrained, PlaybackStarted, PlaybackUnderrun
@@ -141,3 +145,61 @@ def test_reply_path_resamples_24k_to_device_rate_and_keeps_the_tail():
     assert len(x) >= RATE // 2  # the whole half second at 48 kHz, tail included
     spec = np.abs(np.fft.rfft(x[: RATE // 2]))
     assert abs(np.argmax(spec) * 2 - 1000) <= 2
+
+
+class GateClock(Clock):
+    """A clock the test can stop inside: armed, the next call blocks (the caller still
+    holding whatever lock it holds) until ``release`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.armed = False
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self) -> float:
+        if self.armed:
+            self.armed = False
+            self.entered.set()
+            self.release.wait(30)
+        return self.now
+
+
+def blocked_in(thread: threading.Thread, function: str, module: str) -> bool:
+    frame = sys._current_frames().get(thread.ident or -1)
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name == function and code.co_filename.endswith(module):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def test_reply_rate_change_while_the_device_thread_ends_a_reply_does_not_deadlock():
+    # Issue 10 item 9: play() with a new rate pushed the old resampler's tail into the
+    # queue while holding ReplyPath's lock; the device thread, ending a reply, held the
+    # queue's lock and asked ReplyPath for the resampler tail. Two real threads, that
+    # exact interleaving forced: the device thread is stopped inside pull() (queue lock
+    # held) at the moment it will ask for the tail; the producer changes the rate.
+    inbox, clock = Inbox(), GateClock()
+    path = ReplyPath(SpeakerSettings(jitter_ms=0), inbox, RATE, clock=clock)
+    path.play(tone(1000, 24000, 0.1, 0.5))
+    path.end_of_reply()
+    path.queue.pull(path.queue.queued_bytes)  # everything played: the next pull ends it
+    clock.armed = True
+    device = threading.Thread(target=path.queue.pull, args=(FRAME,), daemon=True)
+    producer = threading.Thread(target=path.play, args=(tone(500, 16000, 0.1, 0.5), 16000),
+                                daemon=True)
+    device.start()
+    assert clock.entered.wait(10), "the device thread never reached the queue's clock"
+    producer.start()
+    deadline = time.monotonic() + 10
+    while not blocked_in(producer, "put", "hw/playback.py") and producer.is_alive():
+        assert time.monotonic() < deadline, "the producer never reached PlaybackQueue.put"
+        time.sleep(0.001)
+    clock.release.set()
+    device.join(10)
+    producer.join(10)
+    assert not device.is_alive() and not producer.is_alive(), "deadlock: play vs pull"
+    # And the new-rate reply still plays: its audio is queued after the old tail.
+    assert path.queue.queued_bytes > 0
