@@ -106,6 +106,8 @@ SECTIONS: dict[str, str] = {
     "led": "hw.led:LedSettings",
     "earcons": "hw.earcons:EarconSettings",
     "service": "daemon.config:ServiceSettings",
+    # Home Assistant over MQTT (issue 11); off while [mqtt] host is empty.
+    "mqtt": "daemon.homeassistant:MqttSettings",
 }
 
 # Environment overrides, for the few things people set per machine.
@@ -136,6 +138,8 @@ class Config:
     sections: Mapping[str, Any]
     source: str = "defaults"
     api_key: Secret | None = field(default=None, repr=False)
+    tools: tuple[Any, ...] = ()
+    """The ``[[tools]]`` entries, checked (``daemon.tools.ToolSpec``; README "Tools")."""
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -238,9 +242,17 @@ def parse(data: Mapping[str, Any], environ: Mapping[str, str] | None = None,
           source: str = "<memory>") -> Config:
     """Build a :class:`Config` from parsed TOML *data* and environment overrides."""
     merged: dict[str, dict[str, Any]] = {}
+    tools: tuple[Any, ...] = ()
     for section, values in data.items():
+        if section == "tools":
+            # [[tools]] is an array of tables, not a settings section (daemon/actions.py).
+            from daemon.actions import parse_tools
+
+            tools = parse_tools(values)
+            continue
         if section not in SECTIONS:
-            raise ConfigError(section, "[...]", "unknown section; known sections: " + ", ".join(SECTIONS))
+            raise ConfigError(section, "[...]", "unknown section; known sections: "
+                              + ", ".join([*SECTIONS, "tools"]))
         if not isinstance(values, dict):
             raise ConfigError(section, values, "must be a [section] table")
         merged[section] = dict(values)
@@ -248,7 +260,7 @@ def parse(data: Mapping[str, Any], environ: Mapping[str, str] | None = None,
         if environ and environ.get(var):
             merged.setdefault(section, {})[key] = _env_value(var, environ[var])
     sections = {name: _build(name, _import(target), merged.get(name, {})) for name, target in SECTIONS.items()}
-    return Config(sections=sections, source=source)
+    return Config(sections=sections, source=source, tools=tools)
 
 
 def _env_value(var: str, text: str) -> Any:
@@ -332,6 +344,10 @@ def to_toml(config: Config) -> str:
                 lines.append(f"# {f.name} = (not set)")  # TOML has no null
             else:
                 lines.append(f"{f.name} = {_toml_value(value)}")
+    for spec in config.tools:
+        lines += ["\n[[tools]]", f"name = {_toml_value(spec.name)}",
+                  f"description = {_toml_value(spec.description)}",
+                  f"# action: {spec.action.kind}, timeout {spec.timeout:g} s"]
     return "\n".join(lines) + "\n"
 
 
@@ -388,4 +404,36 @@ def example_toml() -> str:
                 out.append(f"# {f.name} =   (not set)")
             else:
                 out.append(f"# {f.name} = {_toml_value(default)}")
-    return "\n".join(out) + "\n"
+    return "\n".join(out + _TOOLS_EXAMPLE) + "\n"
+
+
+# [[tools]] is an array of tables, so it has no defaults to list: a commented example of
+# each action instead (daemon/actions.py, README "Tools").
+_TOOLS_EXAMPLE = [
+    "",
+    "# [[tools]]: functions the model may call (none by default). Each has a name, a description,",
+    "# a JSON schema of its parameters (type, properties, required, enum, minimum, maximum, maxLength),",
+    "# an optional timeout (seconds, default 10), behavior (\"BLOCKING\"/\"NON_BLOCKING\"), scheduling",
+    "# (\"SILENT\"/\"WHEN_IDLE\"/\"INTERRUPT\") and exactly one action: gpio, command, http, mqtt or builtin.",
+    "# [[tools]]",
+    "# name = \"porch_light\"",
+    "# description = \"Switch the porch light on or off.\"",
+    "# gpio = { pin = 17 }                       # parameter `on` (boolean); pwm = true takes `level` 0..1",
+    "# [[tools]]",
+    "# name = \"garage_door\"",
+    "# description = \"Open or close a garage door.\"",
+    "# parameters = { type = \"object\", properties = { door = { type = \"string\", enum = [\"left\", \"right\"] } }, required = [\"door\"] }",
+    "# command = { argv = [\"/usr/local/bin/garage\", \"{door}\"] }   # never a shell; \"{door}\" is one argv element",
+    "# [[tools]]",
+    "# name = \"scene\"",
+    "# description = \"Turn on a Home Assistant scene.\"",
+    "# parameters = { type = \"object\", properties = { scene = { type = \"string\", maxLength = 40 } }, required = [\"scene\"] }",
+    "# http = { method = \"POST\", url = \"http://homeassistant.local:8123/api/services/scene/turn_on\", body = { entity_id = \"{scene}\" }, token_file = \"/etc/voiced/ha-token\" }",
+    "# [[tools]]",
+    "# name = \"fan\"",
+    "# description = \"Switch the fan.\"",
+    "# parameters = { type = \"object\", properties = { on = { type = \"boolean\" } }, required = [\"on\"] }",
+    "# mqtt = { topic = \"home/fan/set\", payload = \"{on}\" }   # needs [mqtt]",
+    "# [[tools]]",
+    "# builtin = \"set_volume\"                  # also get_volume, stop, mute, new_conversation, set_timer",
+]
