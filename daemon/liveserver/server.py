@@ -28,6 +28,7 @@ from daemon.liveserver.faults import Faults
 from daemon.liveserver.limits import ServerLimits
 from daemon.liveserver.model import Voice
 from daemon.liveserver.store import ConnectionRecord, SessionRecord, Store, UserTurn
+from daemon.liveserver.turns import ToolScript
 
 __all__ = ["LiveServer", "LiveServerThread"]
 
@@ -62,6 +63,7 @@ class LiveServer:
         self.extra_models = frozenset(models or ())
         self.store = Store(self.limits)
         self.faults = Faults(self._live_targets, self.store.expire_all_handles)
+        self.tool_script = ToolScript()  # tool calls scripted for pressed turns (turns.py)
         self._server: Server | None = None
         self._live: set[LiveConnection] = set()
         self._t0 = 0.0
