@@ -15,7 +15,7 @@ Each ``[[tools]]`` table has exactly one action key (README "Tools"):
   urllib on the call's thread. ``{param}`` in the URL is percent-encoded; a body string
   that is exactly ``"{param}"`` becomes the typed value; the body goes as JSON.
 * ``mqtt = {topic = "home/porch/set", payload = "{on}", qos = 0, retain = false}`` —
-  published through the ``[mqtt]`` broker connection (daemon/homeassistant.py).
+  (no payload: the arguments as JSON) published through the ``[mqtt]`` broker connection (daemon/homeassistant.py).
 * ``builtin = "set_volume"`` (or ``get_volume``, ``stop``, ``mute``,
   ``new_conversation``, ``set_timer``) — the device's own tools; name, description and
   parameters default to the built-in's.
@@ -277,7 +277,8 @@ class HttpAction:
 @dataclass(frozen=True)
 class MqttAction:
     topic: str
-    payload: Any = "{value}"
+    payload: Any = None
+    """A template ("{param}" strings filled); None: the call's arguments as JSON."""
     qos: int = 0
     retain: bool = False
     kind: str = "mqtt"
@@ -287,7 +288,7 @@ class MqttAction:
         return replace(self, _publish=ctx.publish)
 
     def message(self, args: Mapping[str, Any]) -> bytes:
-        filled = _fill(self.payload, args)
+        filled = dict(args) if self.payload is None else _fill(self.payload, args)
         return (filled if isinstance(filled, str) else json.dumps(filled)).encode()
 
     def run(self, args: Mapping[str, Any], cancelled: threading.Event) -> Mapping[str, Any]:
@@ -428,7 +429,7 @@ def _parse_action(kind: str, value: Any, key: str, params: set[str], timeout: fl
     qos = _typed(t, "qos", key, int, 0)
     if qos not in (0, 1, 2):
         raise ConfigError(f"{key}.qos", qos, "must be 0, 1 or 2")
-    payload = t.get("payload", "{value}")
+    payload = t.get("payload")
     for name in _placeholders(payload):
         if name not in params:
             raise ConfigError(f"{key}.payload", payload, f"{{{name}}} names no parameter of this tool")
@@ -448,7 +449,9 @@ def parse_tools(raw: Any) -> tuple[ToolSpec, ...]:
             raise ConfigError(key, sorted(t), "needs exactly one action: " + ", ".join(_ACTION_KEYS))
         kind = actions[0]
         _keys(t, key, _TOOL_KEYS | {kind})
-        builtin = BUILTINS.get(t["builtin"]) if kind == "builtin" and isinstance(t["builtin"], str) else None
+        if kind == "builtin" and t["builtin"] not in BUILTINS:
+            raise ConfigError(f"{key}.builtin", t["builtin"], "must be one of " + ", ".join(BUILTINS))
+        builtin = BUILTINS[t["builtin"]] if kind == "builtin" else None
         name = t.get("name", t["builtin"] if builtin else None)
         if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}", name):
             raise ConfigError(f"{key}.name", name, "must be a function name: a letter or _, then "

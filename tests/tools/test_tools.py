@@ -1,0 +1,425 @@
+"""The tool runner and the actions, with the real parts: gpiozero's MockFactory with
+MockPWMPin, real processes (no shell), a real http.server on loopback, and the
+schema checks of [[tools]] (daemon/tools.py, daemon/actions.py)."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import queue
+import stat
+import sys
+import textwrap
+import threading
+import time
+import tomllib
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+from gpiozero.pins.mock import MockFactory, MockPWMPin
+
+from daemon import config
+from daemon.actions import ToolContext, VolumeStore, build_tools, close_tools, parse_tools
+from daemon.errors import ConfigError
+from daemon.lifecycle import ToolDone
+from daemon.tools import ToolRunner, check_args, declarations, model_tools
+
+WAIT = 10.0  # generous wall bound for a result on a loaded machine; results come in ms
+
+
+def tools_from(text: str) -> tuple[Any, ...]:
+    return parse_tools(tomllib.loads(textwrap.dedent(text))["tools"])
+
+
+class Inbox:
+    """What the supervisor's inbox sees: ToolDone posts from any thread."""
+
+    def __init__(self) -> None:
+        self.q: queue.Queue[ToolDone] = queue.Queue()
+
+    def post(self, event: Any) -> None:
+        self.q.put(event)
+
+    def get(self, timeout: float = WAIT) -> ToolDone:
+        return self.q.get(timeout=timeout)
+
+    def empty_after(self, seconds: float) -> bool:
+        try:
+            self.q.get(timeout=seconds)
+        except queue.Empty:
+            return True
+        return False
+
+
+@pytest.fixture
+def pins() -> Iterator[MockFactory]:
+    factory = MockFactory(pin_class=MockPWMPin)
+    yield factory
+    factory.close()
+
+
+# -- configuration ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("snippet, key", [
+    ('name = "x"\ndescription = "d"\n', "tools[0]"),                                   # no action
+    ('name = "x"\ndescription = "d"\ngpio = {pin = 40}\n', "tools[0].gpio.pin"),
+    ('name = "x y"\ndescription = "d"\ngpio = {pin = 4}\n', "tools[0].name"),
+    ('name = "x"\ndescription = ""\ngpio = {pin = 4}\n', "tools[0].description"),
+    ('name = "x"\ndescription = "d"\nparameters = {type = "object", properties = {a = {type = "date"}}}\n'
+     'command = {argv = ["/bin/true"]}\n', "tools[0].parameters.properties.a.type"),
+    ('name = "x"\ndescription = "d"\nparameters = {type = "object", properties = {a = {type = "string", pattern = "x"}}}\n'
+     'command = {argv = ["/bin/true"]}\n', "tools[0].parameters.properties.a.pattern"),
+    ('name = "x"\ndescription = "d"\nparameters = {type = "object", properties = {a = {type = "string", minimum = 1}}}\n'
+     'command = {argv = ["/bin/true"]}\n', "tools[0].parameters.properties.a.minimum"),
+    ('name = "x"\ndescription = "d"\nparameters = {type = "object", required = ["b"]}\n'
+     'command = {argv = ["/bin/true"]}\n', "tools[0].parameters.required"),
+    ('name = "x"\ndescription = "d"\ncommand = {argv = "rm -rf /"}\n', "tools[0].command.argv"),
+    ('name = "x"\ndescription = "d"\nparameters = {type = "object", properties = {a = {type = "string"}}}\n'
+     'command = {argv = ["/bin/echo", "--a={a}"]}\n', "tools[0].command.argv[1]"),
+    ('name = "x"\ndescription = "d"\ncommand = {argv = ["/bin/echo", "{nope}"]}\n', "tools[0].command.argv[1]"),
+    ('name = "x"\ndescription = "d"\nparameters = {type = "object", properties = {a = {type = "string"}}}\n'
+     'command = {argv = ["{a}"]}\n', "tools[0].command.argv[0]"),
+    ('name = "x"\ndescription = "d"\nhttp = {url = "file:///etc/passwd"}\n', "tools[0].http.url"),
+    ('name = "x"\ndescription = "d"\nmqtt = {topic = "home/#"}\n', "tools[0].mqtt.topic"),
+    ('name = "x"\ndescription = "d"\ntimeout = 0\ngpio = {pin = 4}\n', "tools[0].timeout"),
+    ('name = "x"\ndescription = "d"\nscheduling = "LATER"\ngpio = {pin = 4}\n', "tools[0].scheduling"),
+    ('builtin = "self_destruct"\n', "tools[0].builtin"),
+])
+def test_config_error_names_the_key(snippet: str, key: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        tools_from("[[tools]]\n" + snippet)
+    assert err.value.key == key, str(err.value)
+
+
+def test_config_file_with_tools_and_mqtt_loads(tmp_path: Path) -> None:
+    path = tmp_path / "voiced.toml"
+    path.write_text(textwrap.dedent('''
+        [[tools]]
+        name = "porch"
+        description = "Porch light"
+        gpio = { pin = 17 }
+
+        [[tools]]
+        builtin = "set_timer"
+
+        [mqtt]
+        host = "127.0.0.1"
+        topic_prefix = "voiced/kitchen"
+    '''))
+    cfg = config.load(path, environ={})
+    assert [t.name for t in cfg.tools] == ["porch", "set_timer"]
+    assert cfg.mqtt.enabled and cfg.mqtt.topic_prefix == "voiced/kitchen"
+    assert "[[tools]]" in config.to_toml(cfg)
+
+
+def test_duplicate_names_are_refused() -> None:
+    with pytest.raises(ConfigError, match="already the name"):
+        tools_from('[[tools]]\nbuiltin = "stop"\n[[tools]]\nbuiltin = "stop"\n')
+
+
+def test_declarations_follow_the_model_capabilities() -> None:
+    specs = tools_from('[[tools]]\nname = "a"\ndescription = "d"\ngpio = {pin = 4}\n'
+                       '[[tools]]\nname = "b"\ndescription = "d"\nbehavior = "BLOCKING"\ngpio = {pin = 5}\n')
+    new = declarations(specs, "gemini-3.8-live")
+    assert [d["behavior"] for d in new] == ["NON_BLOCKING", "BLOCKING"]
+    assert new[0]["parameters"]["required"] == ["on"]
+    old = declarations(specs, "models/gemini-3.1-flash-live-preview")
+    assert all("behavior" not in d for d in old)  # synchronous only: no behavior field
+    assert model_tools("gemini-3.8-live").default_scheduling == "INTERRUPT"
+    assert model_tools("gemini-3.1-flash-live-preview").non_blocking is False
+    assert ToolRunner(specs).scheduling("a", "gemini-3.8-live") == "INTERRUPT"
+    assert ToolRunner(specs).scheduling("b", "gemini-3.8-live") is None
+    assert ToolRunner(specs).scheduling("a", "gemini-3.1-flash-live-preview") is None
+
+
+@pytest.mark.parametrize("args, problem", [
+    ({}, "'n' is required"),
+    ({"n": True}, "n must be an integer"),
+    ({"n": 11}, "n must be <= 10"),
+    ({"n": 3, "s": "x" * 6}, "s is longer than 5"),
+    ({"n": 3, "e": "c"}, "e must be one of"),
+    ({"n": 3, "zz": 1}, "unknown parameter 'zz'"),
+    ({"n": 3, "s": "a\x00b"}, "NUL"),
+    ({"n": 3, "s": "ok", "e": "a"}, None),
+])
+def test_arguments_are_checked_against_the_schema(args: dict[str, Any], problem: str | None) -> None:
+    schema = {"type": "object", "required": ["n"], "properties": {
+        "n": {"type": "integer", "minimum": 0, "maximum": 10},
+        "s": {"type": "string", "maxLength": 5}, "e": {"type": "string", "enum": ["a", "b"]}}}
+    found = check_args(schema, args)
+    assert (found is None) if problem is None else (problem in (found or "")), found
+
+
+# -- the runner -------------------------------------------------------------------------------
+
+def test_gpio_tool_drives_a_mock_pin(pins: MockFactory) -> None:
+    specs = build_tools(tools_from('[[tools]]\nname = "porch"\ndescription = "d"\ngpio = {pin = 17}\n'
+                                   '[[tools]]\nname = "dimmer"\ndescription = "d"\ngpio = {pin = 18, pwm = true}\n'),
+                        ToolContext(pin_factory=pins))
+    runner, inbox = ToolRunner(specs), Inbox()
+    try:
+        pin = pins.pin(17)
+        assert pin.state == 0
+        runner.start("c1", "porch", {"on": True}, inbox.post)
+        assert inbox.get() == ToolDone("c1", "porch", {"pin": 17, "on": True})
+        assert pin.state == 1
+        runner.start("c2", "dimmer", {"level": 0.25}, inbox.post)
+        assert inbox.get().response == {"pin": 18, "level": 0.25}
+        assert pins.pin(18).state == pytest.approx(0.25)
+        runner.start("c3", "porch", {"on": "yes"}, inbox.post)  # refused before the pin moves
+        done = inbox.get()
+        assert done.call_id == "c3" and "on must be a boolean" in done.response["error"]
+        assert pin.state == 1
+    finally:
+        close_tools(specs)
+
+
+def script(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "tool.py"
+    path.write_text(f"#!{sys.executable}\n" + textwrap.dedent(body))
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return path
+
+
+def test_command_arguments_never_reach_a_shell(tmp_path: Path) -> None:
+    record = tmp_path / "argv.json"
+    prog = script(tmp_path, f"""
+        import json, sys
+        json.dump(sys.argv[1:], open({str(record)!r}, "w"))
+        print("ok")
+    """)
+    specs = tools_from(f'''
+        [[tools]]
+        name = "note"
+        description = "d"
+        parameters = {{ type = "object", properties = {{ text = {{ type = "string", maxLength = 200 }}, n = {{ type = "integer" }} }}, required = ["text"] }}
+        command = {{ argv = ["{prog}", "--text", "{{text}}", "{{n}}", "fixed"] }}
+    ''')
+    runner, inbox = ToolRunner(specs), Inbox()
+    side_effect = tmp_path / "pwned"
+    for i, evil in enumerate([f"; touch {side_effect}", f"$(touch {side_effect})", f"`touch {side_effect}`",
+                              f"a && touch {side_effect}", "../../etc/passwd", "| cat /etc/shadow",
+                              "--text=$HOME", "'\"\\"]):
+        runner.start(f"c{i}", "note", {"text": evil}, inbox.post)
+        done = inbox.get()
+        assert done.response == {"exit_code": 0, "output": "ok"}, done
+        assert json.loads(record.read_text()) == ["--text", evil, "fixed"]  # one element, verbatim
+    runner.start("n", "note", {"text": "x", "n": 7}, inbox.post)
+    inbox.get()
+    assert json.loads(record.read_text()) == ["--text", "x", "7", "fixed"]
+    assert not side_effect.exists()
+
+
+def test_command_output_is_truncated_and_failures_are_results(tmp_path: Path) -> None:
+    prog = script(tmp_path, """
+        import sys
+        print("x" * 5000)
+        sys.exit(3)
+    """)
+    specs = tools_from(f'[[tools]]\nname = "loud"\ndescription = "d"\n'
+                       f'command = {{ argv = ["{prog}"], max_output = 100 }}\n'
+                       f'[[tools]]\nname = "missing"\ndescription = "d"\n'
+                       f'command = {{ argv = ["{tmp_path}/no-such-program"] }}\n')
+    runner, inbox = ToolRunner(specs), Inbox()
+    runner.start("c1", "loud", {}, inbox.post)
+    r = inbox.get().response
+    assert r["exit_code"] == 3 and r["error"] == "tool.py exited with 3"
+    assert r["output"].startswith("x" * 100) and "4900 more characters" in r["output"]
+    runner.start("c2", "missing", {}, inbox.post)
+    r = inbox.get().response
+    assert "missing failed" in r["error"] and "No such file" in r["error"]
+
+
+def test_a_hanging_tool_times_out_and_its_process_is_killed(tmp_path: Path) -> None:
+    prog = script(tmp_path, """
+        import time
+        time.sleep(600)
+    """)
+    specs = tools_from(f'[[tools]]\nname = "hang"\ndescription = "d"\ntimeout = 0.5\n'
+                       f'command = {{ argv = ["{prog}"] }}\n')
+    runner, inbox = ToolRunner(specs), Inbox()
+    runner.start("c1", "hang", {}, inbox.post)
+    assert _wait_for(lambda: _running(prog))  # Popen has exec'd it: it is in /proc
+    assert inbox.get() == ToolDone("c1", "hang", {"error": "hang timed out after 0.5 s"})
+    assert runner.timeouts == 1 and runner.running == 0
+    assert _wait_for(lambda: not _running(prog))
+    assert inbox.empty_after(0.3)  # the killed process's own result is never posted
+
+
+def test_a_cancelled_call_posts_nothing_and_is_stopped(tmp_path: Path) -> None:
+    prog = script(tmp_path, """
+        import time
+        time.sleep(600)
+    """)
+    changes: list[int] = []
+    specs = tools_from(f'[[tools]]\nname = "slow"\ndescription = "d"\ntimeout = 30\n'
+                       f'command = {{ argv = ["{prog}"] }}\n')
+    runner, inbox = ToolRunner(specs, on_change=changes.append), Inbox()
+    runner.start("c1", "slow", {}, inbox.post)
+    assert _wait_for(lambda: _running(prog))
+    runner.cancel("c1")
+    runner.cancel("c1")  # twice is harmless
+    assert _wait_for(lambda: not _running(prog))
+    assert inbox.empty_after(0.5)
+    assert runner.cancelled == 1 and changes == [1, 0]
+
+
+def _wait_for(predicate: Any, timeout: float = WAIT) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def _running(prog: Path) -> bool:
+    """Whether a live (not zombie) process runs ``prog``."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if str(prog).encode() in (entry / "cmdline").read_bytes() and \
+                    (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def test_an_unknown_tool_and_a_raising_action_are_answered_with_errors(pins: MockFactory) -> None:
+    runner, inbox = ToolRunner(()), Inbox()
+    runner.start("c1", "not_registered", {}, inbox.post)
+    assert inbox.get() == ToolDone("c1", "not_registered", {"error": "there is no tool called 'not_registered'"})
+    specs = tools_from('[[tools]]\nname = "fan"\ndescription = "d"\nmqtt = {topic = "home/fan"}\n')
+    runner = ToolRunner(build_tools(specs, ToolContext()))  # no broker configured
+    runner.start("c2", "fan", {}, inbox.post)
+    assert inbox.get().response == {"error": "no MQTT broker is configured"}
+
+    def publish(*a: Any) -> None:
+        raise RuntimeError("the MQTT broker is not connected")
+    runner = ToolRunner(build_tools(specs, ToolContext(publish=publish)))
+    runner.start("c3", "fan", {}, inbox.post)
+    assert inbox.get().response == {"error": "fan failed: the MQTT broker is not connected"}
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    seen: list[tuple[str, str, dict[str, str], Any]] = []
+
+    def _any(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = json.loads(self.rfile.read(length)) if length else None
+        _Handler.seen.append((self.command, self.path, dict(self.headers), body))
+        status = 500 if "broken" in self.path else 200
+        data = json.dumps({"result": "fine" if status == 200 else "bad"}).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_POST = _any
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def http_server() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    _Handler.seen = []
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_http_tool_sends_the_filled_template(http_server: str, tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("s3cret\n")
+    specs = tools_from(f'''
+        [[tools]]
+        name = "scene"
+        description = "d"
+        parameters = {{ type = "object", properties = {{ room = {{ type = "string" }}, level = {{ type = "integer" }} }}, required = ["room"] }}
+        http = {{ url = "{http_server}/api/{{room}}", body = {{ entity = "{{room}}", brightness = "{{level}}", fixed = [1, "{{level}}"] }}, token_file = "{token}" }}
+    ''')
+    runner, inbox = ToolRunner(specs), Inbox()
+    runner.start("c1", "scene", {"room": "hall/../x y", "level": 40}, inbox.post)
+    assert inbox.get().response == {"status": 200, "body": {"result": "fine"}}
+    method, path, headers, body = _Handler.seen[-1]
+    assert (method, path) == ("POST", "/api/hall%2F..%2Fx%20y")  # one path segment, encoded
+    assert body == {"entity": "hall/../x y", "brightness": 40, "fixed": [1, 40]}
+    assert headers["Authorization"] == "Bearer s3cret"
+    runner.start("c2", "scene", {"room": "broken"}, inbox.post)
+    assert inbox.get().response == {"status": 500, "body": {"result": "bad"}, "error": "HTTP 500"}
+
+
+def test_http_tool_to_nowhere_is_an_error_result() -> None:
+    specs = tools_from('[[tools]]\nname = "x"\ndescription = "d"\ntimeout = 2\n'
+                       'http = { method = "GET", url = "http://127.0.0.1:9/nothing" }\n')
+    runner, inbox = ToolRunner(specs), Inbox()
+    runner.start("c1", "x", {}, inbox.post)
+    assert inbox.get().response["error"].startswith("request failed")
+
+
+class FakeDeviceControls:
+    """Stands in for daemon.wiring.Controls' device side (volume, mute, …) only in this
+    unit test of the built-ins' argument handling; the real one is tested in test_e2e."""
+
+    def __init__(self) -> None:
+        self.volume, self.muted, self.calls = 1.0, False, []
+
+    def get_volume(self) -> float:
+        return self.volume
+
+    def set_volume(self, level: float) -> None:
+        self.volume = level
+
+    def stop_speaking(self) -> None:
+        self.calls.append("stop")
+
+    def set_muted(self, muted: bool) -> None:
+        self.muted = muted
+
+    def new_session(self) -> None:
+        self.calls.append("new")
+
+    def timer_due(self, label: str) -> None:
+        self.calls.append(f"timer {label}")
+
+
+def test_builtins(tmp_path: Path) -> None:
+    device = FakeDeviceControls()
+    text = "".join(f'[[tools]]\nbuiltin = "{b}"\n' for b in
+                   ("set_volume", "get_volume", "stop", "mute", "new_conversation", "set_timer"))
+    runner, inbox = ToolRunner(build_tools(tools_from(text), ToolContext(device=device, time_scale=100.0))), Inbox()
+    runner.start("1", "set_volume", {"percent": 40}, inbox.post)
+    assert inbox.get().response == {"volume_percent": 40} and device.volume == 0.4
+    runner.start("2", "get_volume", {}, inbox.post)
+    assert inbox.get().response == {"volume_percent": 40}
+    runner.start("3", "mute", {"muted": True}, inbox.post)
+    assert inbox.get().response == {"muted": True} and device.muted
+    runner.start("4", "stop", {}, inbox.post)
+    runner.start("5", "new_conversation", {}, inbox.post)
+    inbox.get(), inbox.get()
+    runner.start("6", "set_timer", {"seconds": 5, "label": "tea"}, inbox.post)
+    assert inbox.get().response == {"timer": "tea", "due_in_seconds": 5}
+    deadline = time.monotonic() + WAIT
+    while "timer tea" not in device.calls and time.monotonic() < deadline:
+        time.sleep(0.01)  # 5 nominal seconds at scale 100: 50 ms
+    assert device.calls == ["stop", "new", "timer tea"]
+    runner.start("7", "set_volume", {"percent": 101}, inbox.post)
+    assert "percent must be <= 100" in inbox.get().response["error"]
+
+
+def test_volume_store_round_trip(tmp_path: Path) -> None:
+    store = VolumeStore(tmp_path)
+    assert store.load() is None
+    store.save(0.35)
+    assert VolumeStore(tmp_path).load() == 0.35
+    (tmp_path / "volume.json").write_text("garbage")
+    assert store.load() is None
