@@ -341,14 +341,15 @@ BUILTINS: dict[str, tuple[str, dict[str, Any]]] = {
 class BuiltinAction:
     which: str
     kind: str = "builtin"
-    _device: Any = field(default=None, compare=False, repr=False)
-    _scale: float = 1.0
+    _ctx: Any = field(default=None, compare=False, repr=False)
 
     def build(self, ctx: ToolContext) -> BuiltinAction:
-        return replace(self, _device=ctx.device, _scale=ctx.time_scale)
+        # The context, not its device: the device controls exist only once the supervisor
+        # does, after the pins were opened (daemon/wiring.py binds them then).
+        return replace(self, _ctx=ctx)
 
     def run(self, args: Mapping[str, Any], cancelled: threading.Event) -> Mapping[str, Any]:
-        device = self._device
+        device = self._ctx.device if self._ctx is not None else None
         if device is None:
             return {"error": f"{self.which} is not available on this device"}
         if self.which == "set_volume":
@@ -367,7 +368,7 @@ class BuiltinAction:
             return {"new_conversation": True}
         # set_timer: a thread timer (nominal seconds, so a time-scaled test waits little).
         label = str(args.get("label") or f"{args['seconds']} seconds")
-        timer = threading.Timer(args["seconds"] / self._scale, device.timer_due, (label,))
+        timer = threading.Timer(args["seconds"] / self._ctx.time_scale, device.timer_due, (label,))
         timer.daemon = True
         timer.start()
         return {"timer": label, "due_in_seconds": args["seconds"]}

@@ -180,7 +180,8 @@ class HomeAssistant:
             same validation and actions as ``voiced say`` / ``ptt`` / …).
         device: volume and mute (daemon/wiring.py ``Controls``).
         status: the status mapping (``Controls.status``) for the diagnostics.
-        node: this machine's id (:func:`machine_node`).
+        node: this machine's id (:func:`machine_node`); the prefix, and so the node id of
+            the discovery topics and unique ids, comes from it unless ``topic_prefix`` is set.
         sw_version: shown in the HA device block.
     """
 
@@ -192,8 +193,10 @@ class HomeAssistant:
         self.dispatch = dispatch
         self.device = device
         self.status = status
-        self.node = node or machine_node()
-        self.prefix = settings.topic_prefix or f"voiced/{self.node}"
+        # The node id names the device in discovery topics and unique ids: from the prefix
+        # when one is set (so a broker ACL can confine both to it), else the machine id.
+        self.prefix = settings.topic_prefix or f"voiced/{node or machine_node()}"
+        self.node = self.prefix.replace("/", "_")
         self.name = settings.device_name or f"voiced {socket.gethostname()}"
         self.sw_version = sw_version
         self.diagnostics_period = diagnostics_period
@@ -221,15 +224,15 @@ class HomeAssistant:
 
     def discovery(self) -> dict[str, dict[str, Any]]:
         """Discovery topic → config payload, for every entity."""
-        device = {"identifiers": [f"voiced_{self.node}"], "name": self.name,
+        device = {"identifiers": [self.node], "name": self.name,
                   "manufacturer": "voiced", "model": "voiced push-to-talk (Gemini Live)"}
         if self.sw_version:
             device["sw_version"] = self.sw_version
         out = {}
         for object_id, (component, extra) in ENTITIES.items():
             config: dict[str, Any] = {
-                "unique_id": f"voiced_{self.node}_{object_id}",
-                "object_id": f"voiced_{self.node}_{object_id}",
+                "unique_id": f"{self.node}_{object_id}",
+                "object_id": f"{self.node}_{object_id}",
                 "availability_topic": self.topic("availability"),
                 "payload_available": "online", "payload_not_available": "offline",
                 "device": device}
