@@ -111,6 +111,40 @@ class SessionSettings:
     backoff_stable_period: float = 60.0
     """A connection up this long resets the backoff."""
 
+    # -- quota and the circuit breaker (FIELD_REPORTS.md F11, F12)
+    quota_backoff: float = 300.0
+    """Wait after the Live API refused for quota or a concurrent-session cap
+    (RESOURCE_EXHAUSTED, 429): retrying sooner only burns more of the quota."""
+    breaker_failures: int = 5
+    """The same failure this many times within ``breaker_window`` opens the circuit
+    breaker: a ``cooldown`` instead of the next retry (never FAILED for a retryable close)."""
+    breaker_window: float = 300.0
+    """Window of the circuit breaker, seconds."""
+    cooldown: float = 900.0
+    """Pause after the circuit breaker opened; then voiced tries again."""
+
+    # -- turns
+    max_turn_seconds: float = 60.0
+    """Longest push-to-talk turn: a stuck button, a toggle left on or ``ptt start`` with no
+    stop ends the turn here, with the error earcon and a log line."""
+    long_hold_silence_peak: int = 1000
+    """A long hold acts only while nothing was said: every sample of the turn so far
+    (pre-roll excluded) below this peak (16-bit PCM; 1000 ≈ -30 dBFS)."""
+    history_loss_ratio: float = 0.5
+    """After a resume, a ``promptTokenCount`` below this fraction of the one before the
+    switch means the server dropped the history (FIELD_REPORTS.md F6): restore it."""
+    history_loss_min_tokens: int = 500
+    """...when at least this many prompt tokens were there before (small counts jitter)."""
+
+    # -- tools (FIELD_REPORTS.md F10, F18, Part 3)
+    tools: frozenset[str] = frozenset()
+    """Names of the declared functions; a call of any other name is answered at once with
+    an error result."""
+    tools_blocking: bool | None = None
+    """The model waits for each tool result (BLOCKING) and refuses mic audio meanwhile
+    (1008); ``None``: from the model (gemini-3.8 is NON_BLOCKING by default, older models
+    and gemini-3.1-flash-live-preview are blocking-only)."""
+
     # -- button
     long_hold_action: str = "none"
     """What a long hold (``ButtonHeld``) does: "none" or "new_conversation"."""
@@ -121,6 +155,12 @@ class SessionSettings:
                              "must be 'none' or 'new_conversation'")
         if not 0 < self.context_threshold <= 1:
             raise ValueError(f"context_threshold {self.context_threshold}: must be in (0, 1]")
+        if self.max_turn_seconds <= 0:
+            raise ValueError(f"max_turn_seconds {self.max_turn_seconds}: must be > 0")
+        if self.breaker_failures < 1:
+            raise ValueError(f"breaker_failures {self.breaker_failures}: must be ≥ 1")
+        if not isinstance(self.tools, frozenset):
+            object.__setattr__(self, "tools", frozenset(self.tools))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -369,6 +409,24 @@ class SessionStats:
     bad_frames: int
     mic_overflows: int
     last_error: str | None
+    asks: int = 0
+    """Questions asked (push-to-talk turns and typed questions)."""
+    asks_answered: int = 0
+    asks_interrupted: int = 0
+    """Asks whose answer the user cut short by asking again (barge-in)."""
+    asks_dropped: int = 0
+    """Asks given up on, each reported: unanswered on two connections, refused twice, or
+    their audio tripped the server twice (the designed drops, README)."""
+    asks_waiting: int = 0
+    """Asks not answered yet (held while offline, sent, or being answered)."""
+    phantom_replies: int = 0
+    """Model turns nobody asked for (FIELD_REPORTS.md F7), never played."""
+    tools_run: int = 0
+    tools_running: int = 0
+    waiting: str | None = None
+    """While not connected on purpose: "retry", "quota" or "cooldown"."""
+    wait_left: float | None = None
+    """Seconds until the next attempt while ``waiting``."""
 
 
 @dataclass(frozen=True)
@@ -415,8 +473,10 @@ def _opt(value: Any, kind: type) -> Any:
 
 
 class FailureKind(enum.Enum):
-    FATAL = "fatal"                    # retrying cannot help: stop, show the server's reason
+    FATAL = "fatal"                    # a person must fix it: stop, show the server's reason
     HANDLE_REFUSED = "handle_refused"  # drop the handle, start fresh with context restored
+    FRESH = "fresh"                    # the session broke mid-way: fresh, context restored
+    QUOTA = "quota"                    # quota / concurrent-session cap: long backoff
     RETRYABLE = "retryable"            # reconnect with backoff
 
 
@@ -427,13 +487,28 @@ class Failure:
 
 
 _FATAL_HTTP = frozenset({400, 401, 403, 404})
-# 1007 reasons that are about the key or the caller, not the request we sent.
-_ACCOUNT_WORDS = ("api key", "location", "permission", "billing")
+# Reasons that are about the key, the account or the model: a person must fix them.
+_ACCOUNT_WORDS = ("api key", "location", "permission", "billing", "unregistered caller",
+                  "not supported in the live api", "is not found for api version",
+                  "model not found", "unknown model")
+# Quota and concurrency (FIELD_REPORTS.md F12): the exact Live wording is not confirmed,
+# so any of the gRPC / HTTP spellings counts.
+_QUOTA_WORDS = ("resource_exhausted", "resource has been exhausted", "quota", "429",
+                "concurrent", "rate limit", "rate_limit", "too many")
 
 
 def classify_failure(code: int | None = None, reason: str = "", error_kind: str | None = None,
-                     status: int | None = None, resuming: bool = False) -> Failure:
+                     status: int | None = None, resuming: bool = False,
+                     at_setup: bool = True) -> Failure:
     """Decide what a close or a failed connect means. The only place that decides it.
+
+    Fatal is only what a person must fix and a retry cannot: a rejected key, an unknown
+    model, a setup the server calls invalid — and only *at setup* (before
+    ``setupComplete``). Mid-session 1007/1008 closes happen on healthy sessions
+    (FIELD_REPORTS.md F10, F11: "CONTENT_TYPE_AUDIO is not supported…", "Operation is not
+    implemented, or supported, or enabled.", "The operation was aborted.", "Requested
+    entity was not found."): a fresh session with the conversation restored. Repeats are
+    caught by the circuit breaker in the session, not here.
 
     Args:
         code: WebSocket close code (None when the connection failed without one).
@@ -442,31 +517,45 @@ def classify_failure(code: int | None = None, reason: str = "", error_kind: str 
             "timeout", "http", "invalid"; or "stall" when our own timer gave up.
         status: HTTP status of a refused handshake.
         resuming: the failing connection was resuming with a handle.
+        at_setup: the close came before ``setupComplete``.
     """
     text = reason.lower()
     what = f"{code} {reason}".strip() if code is not None else f"{error_kind}: {reason}".strip(": ")
     if error_kind is not None and code is None:
+        if error_kind == "http" and status == 429:
+            return Failure(FailureKind.QUOTA, f"HTTP 429 {reason}".strip())
         if error_kind == "invalid" or (error_kind == "http" and status in _FATAL_HTTP):
             # Wrong URL or credentials refused at the handshake: a retry sends the same.
             return Failure(FailureKind.FATAL, what if status is None else f"HTTP {status} {reason}")
         return Failure(FailureKind.RETRYABLE, what)
     if code is None or code == 1006:
         return Failure(FailureKind.RETRYABLE, what or "connection lost")
+    if any(w in text for w in _QUOTA_WORDS):
+        # F12: "You exceeded your current quota", RESOURCE_EXHAUSTED, concurrent sessions.
+        return Failure(FailureKind.QUOTA, what)
     if "deadline expired" in text:
         # End of a connection or session (1011, once seen as 1008): resume or roll over.
         return Failure(FailureKind.RETRYABLE, what)
     if "session not found" in text:
-        # 1008 "BidiGenerateContent session not found": the handle is stale (§6).
+        # 1008 "BidiGenerateContent session not found": the handle is stale (§6, F4).
         return Failure(FailureKind.HANDLE_REFUSED, what)
-    if code == 1007:
-        if resuming and not any(w in text for w in _ACCOUNT_WORDS):
-            # A resume sometimes fails with 1007 (PITFALLS.md "Sessions can end early"):
-            # treat it as a refused handle once; a fresh setup failing 1007 is fatal.
+    if code in (1007, 1008):
+        account = any(w in text for w in _ACCOUNT_WORDS)
+        if not at_setup:
+            # F10, F11: mid-session on a session that worked. (A key revoked meanwhile
+            # comes back as a fatal close of the next setup.)
+            return Failure(FailureKind.FRESH, what)
+        if resuming and not account:
+            # A resume sometimes fails with 1007/1008 (PITFALLS.md "Sessions can end
+            # early", F3 "Requested entity was not found"): the handle, not the setup.
             return Failure(FailureKind.HANDLE_REFUSED, what)
-        return Failure(FailureKind.FATAL, what)
-    if code == 1008:
-        # Model not found, key leaked, operation not supported: all need a human.
-        return Failure(FailureKind.FATAL, what)
+        if code == 1007 or account:
+            # A fresh setup refused as invalid, or the key/model refused: a retry sends
+            # the same setup and gets the same answer.
+            return Failure(FailureKind.FATAL, what)
+        # 1008 at setup that names neither key nor model ("The operation was aborted.",
+        # "Operation is not implemented…"): transient as far as anyone knows.
+        return Failure(FailureKind.RETRYABLE, what)
     # 1000 unexpected, 1001, 1011, 1012, 1013, 1014 and anything unknown: the backoff is
     # capped and jittered, so retrying an unknown code can never become a storm.
     return Failure(FailureKind.RETRYABLE, what)

@@ -28,17 +28,18 @@ import logging
 import threading
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Mapping, Protocol
 
 from daemon.connection import Connection, Endpoint, Keepalive
 from daemon.events import DeviceState, Event, MicFrame
-from daemon.session import (CloseConnection, ConnectionClosed, Earcon, Effect, FlushPlayback,
-                            NewConversation, Notify, OpenConnection, Persist, Play, PttStart, ReplyEnded,
+from daemon.session import (CancelTool, CloseConnection, ConnectionClosed, Earcon, Effect,
+                            FlushPlayback, NewConversation, Notify, OpenConnection, Persist, Play,
+                            PttStart, ReplyEnded, RunTool,
                             PttStop, SendFrame, SendText, Session, SessionStateError,
                             SessionStats, SetInstruction, ShowStates, Shutdown, Snapshot, Start,
-                            TimerFired)
+                            TimerFired, ToolDone)
 
-__all__ = ["Inbox", "Heartbeat", "Supervisor"]
+__all__ = ["Inbox", "Heartbeat", "Supervisor", "ToolRunner"]
 
 log = logging.getLogger(__name__)
 _session_log = logging.getLogger("daemon.session")
@@ -120,6 +121,22 @@ class Inbox:
             self._drain_scheduled = False
 
 
+class ToolRunner(Protocol):
+    """What the supervisor needs from whoever runs the model's tools (the core decides
+    *whether* a call runs: :class:`~daemon.session.RunTool`; the runner only runs it).
+
+    ``start`` must return at once (run the tool on a thread or a task of its own) and,
+    when the tool is done or has failed, call ``post(ToolDone(call_id, name, response))``
+    exactly once; ``post`` is the inbox's thread-safe post, callable from any thread.
+    ``cancel`` is best effort: the core drops a late ``ToolDone`` of a cancelled call.
+    """
+
+    def start(self, call_id: str, name: str, args: Mapping[str, Any],
+              post: Callable[[Event], None]) -> None: ...
+
+    def cancel(self, call_id: str) -> None: ...
+
+
 @dataclass
 class Heartbeat:
     """Wall times (``loop.time()``) the systemd watchdog reads: it pings only while the
@@ -141,12 +158,14 @@ class Supervisor:
         time_scale: nominal seconds per wall second (1 in production).
         keepalive: WebSocket ping interval/timeout in nominal seconds.
         wake_interval: longest wall sleep of the loop, so the heartbeat stays fresh.
+        tool_runner: runs the tools the model calls (:class:`ToolRunner`); ``None``: the
+            core declares no tools, and a ``RunTool`` is answered with an error.
     """
 
     def __init__(self, session: Session, endpoint: Endpoint, *, inbox: Inbox | None = None,
                  mic: Any = None, speaker: Any = None, button: Any = None, led: Any = None,
                  time_scale: float = 1.0, keepalive: Keepalive = Keepalive(),
-                 wake_interval: float = 1.0) -> None:
+                 wake_interval: float = 1.0, tool_runner: ToolRunner | None = None) -> None:
         if time_scale <= 0:
             raise ValueError(f"time_scale {time_scale!r}: must be > 0")
         self.session = session
@@ -156,6 +175,7 @@ class Supervisor:
         self.time_scale = time_scale
         self.keepalive = keepalive
         self.wake_interval = wake_interval
+        self.tool_runner = tool_runner
         self.heartbeat = Heartbeat()
         self.last_snapshot: Snapshot | None = None
         self._listeners: list[Callable[[Effect], None]] = []
@@ -321,6 +341,14 @@ class Supervisor:
                     self.speaker.earcon(effect.name)
                 except (KeyError, ValueError):
                     log.debug("- speaker has no earcon %r", effect.name)
+        elif isinstance(effect, RunTool):
+            self._run_tool(effect)
+        elif isinstance(effect, CancelTool):
+            if self.tool_runner is not None:
+                try:
+                    self.tool_runner.cancel(effect.call_id)
+                except Exception:
+                    log.exception("! tool runner failed to cancel %s", effect.call_id)
         elif isinstance(effect, ShowStates):
             if self.led is not None:
                 self.led.show(effect.states)
@@ -331,6 +359,20 @@ class Supervisor:
             # SESSION_ID: the ordinal of the Live session in this run (journal field, logs.py).
             _session_log.log(_LEVELS.get(effect.level, logging.INFO), "%s", effect.message,
                              extra={"SESSION_ID": self.session.stats(self.now()).sessions})
+
+    def _run_tool(self, effect: RunTool) -> None:
+        # The model waits for an answer to every call (FIELD_REPORTS.md F18): whatever
+        # goes wrong here still ends in a ToolDone, never in silence.
+        if self.tool_runner is None:
+            self.inbox.post(ToolDone(effect.call_id, effect.name,
+                                     {"error": "no tool runner on this device"}))
+            return
+        try:
+            self.tool_runner.start(effect.call_id, effect.name, effect.args, self.inbox.post)
+        except Exception as exc:
+            log.exception("! tool runner failed to start %s", effect.name)
+            self.inbox.post(ToolDone(effect.call_id, effect.name,
+                                     {"error": f"tool {effect.name} failed to start: {exc}"}))
 
     def _open(self, effect: OpenConnection) -> None:
         # The core only opens once the previous connection is closed or its close timed

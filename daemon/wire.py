@@ -244,6 +244,10 @@ class SetupConfig:
     # behavior "NON_BLOCKING"); sent as one ``tools`` entry, never as an empty list
     # (FIELD_REPORTS.md F11: empty ``tools: []`` is refused by stricter models).
     tools: tuple[Mapping[str, Any], ...] = ()
+    # historyConfig.initialHistoryInClientContent: clientContent right after setupComplete
+    # is initial history, ended by turnComplete true, with no model call
+    # (gemini-3.1-flash-live-preview takes clientContent only this way; FIELD_REPORTS F8).
+    initial_history_in_client_content: bool = False
 
 
 def _model_name(model: str) -> str:
@@ -298,6 +302,8 @@ def setup_message(config: SetupConfig) -> dict[str, Any]:
         setup["outputAudioTranscription"] = {}
     if config.tools:
         setup["tools"] = [{"functionDeclarations": [dict(d) for d in config.tools]}]
+    if config.initial_history_in_client_content:
+        setup["historyConfig"] = {"initialHistoryInClientContent": True}
     return {"setup": setup}
 
 

@@ -72,13 +72,17 @@ def test_barge_in_flushes_playback_and_drops_the_rest_of_the_old_reply() -> None
     assert h.of(Play)[-1].pcm == b"\3\0" * 100
 
 
-def test_interrupted_flushes_playback() -> None:
+def test_interrupted_we_provoked_flushes_playback_and_drops_the_old_reply() -> None:
+    """FIELD_REPORTS.md F16: on an interrupted we provoked (activityStart over a reply),
+    flush and drop the rest of the old reply, even audio in the same frame."""
     h = live()
     talk(h)
     h.server(wire.ModelAudio(b"\1\0" * 100))
-    h.clear()
-    h.server(wire.Interrupted())
+    h.feed(ButtonPressed())             # barge-in: the press itself stops the speaker
     assert h.of(FlushPlayback)
+    h.clear()
+    h.server(wire.ModelAudio(b"\1\0" * 100), wire.Interrupted())
+    assert not h.of(Play), "the old reply played on after the barge-in"
 
 
 def test_turn_complete_tells_the_speaker_the_reply_has_ended() -> None:
@@ -223,13 +227,17 @@ def test_new_conversation_from_control_socket() -> None:
     assert h.of(CloseConnection)
 
 
-def test_tool_calls_are_ignored_with_a_warning_since_we_declare_none() -> None:
-    """PITFALLS.md "Realtime input while a tool call is unanswered → 1008": voiced declares
-    no tools, so the setup has none and a stray toolCall is only logged."""
+def test_a_tool_call_with_no_tools_declared_is_answered_with_an_error_at_once() -> None:
+    """FIELD_REPORTS.md F18: no toolResponse means dead air until a timeout; with no tools
+    declared the setup has none, and a stray call still gets an answer."""
     h = live()
     assert "tools" not in h.setups()[0]
+    talk(h)
+    h.clear()
     h.server(wire.ToolCall((wire.FunctionCall("1", "lights", {}),)))
-    assert any("tool call" in n.message for n in h.of(Notify))
+    (resp,) = [m["toolResponse"] for m in h.sent()]
+    assert resp == {"functionResponses": [
+        {"id": "1", "name": "lights", "response": {"error": "unknown tool lights"}}]}
 
 
 def test_shutdown_closes_persists_and_ignores_everything_after() -> None:
@@ -238,7 +246,7 @@ def test_shutdown_closes_persists_and_ignores_everything_after() -> None:
     h.feed(Shutdown())
     assert h.of(CloseConnection) and h.of(Persist)
     assert h.session.states() == {S.OFFLINE}
-    assert h.feed(MicFrame(frame(1))) == [] and h.feed(Start()) == []
+    assert not h.feed(MicFrame(frame(1))) and not h.feed(Start())
     assert h.session.deadline() is None
 
 
