@@ -37,6 +37,7 @@ from daemon.errors import ConfigError
 from daemon.lifecycle import ToolDone
 
 __all__ = ["ToolSpec", "Action", "ToolRunner", "ModelTools", "model_tools", "declarations",
+           "session_tools",
            "check_schema", "check_args", "SCHEDULING", "DEFAULT_TIMEOUT"]
 
 log = logging.getLogger(__name__)
@@ -218,6 +219,15 @@ def declarations(specs: tuple[ToolSpec, ...], model: str) -> tuple[dict[str, Any
             decl["behavior"] = spec.behavior or "NON_BLOCKING"
         out.append(decl)
     return tuple(out)
+
+
+def session_tools(specs: tuple[ToolSpec, ...]) -> dict[str, Any]:
+    """The core's view of the tools (``SessionSettings.tools`` / ``tools_blocking``): the
+    declared names, and blocking when any tool asks for BLOCKING — the core gates the mic
+    for every pending call then, which is safe for the others too (F10). Otherwise the
+    model decides (``None``)."""
+    return {"tools": frozenset(s.name for s in specs),
+            "tools_blocking": True if any(s.behavior == "BLOCKING" for s in specs) else None}
 
 
 # -- the runner -----------------------------------------------------------------------------

@@ -161,6 +161,7 @@ class Controls:
         self.mute = mute or MuteGate()
         self.volume_store = volume_store
         self.tools_running = 0
+        self.volume_listeners: list[Callable[[float], None]] = []
 
     # -- device side (daemon/actions.py Device; any thread) ----------------------------------
 
@@ -175,6 +176,8 @@ class Controls:
         if self.volume_store is not None:
             self.volume_store.save(level)
         log.info("volume %d%%", round(level * 100))
+        for listener in self.volume_listeners:
+            listener(level)
 
     def is_muted(self) -> bool:
         return self.mute.muted
@@ -420,6 +423,7 @@ class ToolsAndHome:
                                       status=controls.status, sw_version=sw_version)
             supervisor.subscribe(self._feed_home)
             self.mute.listeners.append(lambda muted: self._home_mute(muted))
+            controls.volume_listeners.append(self._home_volume)
 
     def companions(self) -> list[Any]:
         return [self.home.run()] if self.home is not None else []
@@ -448,6 +452,13 @@ class ToolsAndHome:
             loop.call_soon_threadsafe(home.update, "mute", "ON" if muted else "OFF")
             loop.call_soon_threadsafe(home.update, "state",
                                       top_state(self.mute.shown(self.mute._states)).value)
+
+    def _home_volume(self, level: float) -> None:
+        # Any thread (a tool's, or the loop for a command from Home Assistant).
+        home = self.home
+        loop = home._loop if home is not None else None
+        if loop is not None:
+            loop.call_soon_threadsafe(home.update, "volume", str(round(level * 100)))
 
     def _feed_home(self, effect: Effect) -> None:
         home = self.home
