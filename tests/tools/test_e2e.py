@@ -181,3 +181,32 @@ def test_bad_arguments_and_a_hanging_tool_are_answered(spawn: Any, tmp_path: Pat
                what="timeout spoken")
         d.control("say", text='call set_volume {"percent": "loud"}')
         _until(lambda: [r for r in replies(server) if "percent must be an integer" in r], what="bad args")
+
+
+def test_press_during_a_blocking_call_is_held_not_refused(spawn: Any, tmp_path: Path) -> None:
+    """gemini-3.1-flash-live-preview calls synchronously: mic audio while the call is
+    pending would be closed 1008 "The operation was aborted." (F10). The press is held
+    and sent after the toolResponse; nothing is lost, the connection survives."""
+    with live_server() as server:
+        cfg = write_config(tmp_path / "voiced.toml", tmp_path, extra=textwrap.dedent('''
+            [live]
+            model = "gemini-3.1-flash-live-preview"
+
+            [[tools]]
+            name = "slow"
+            description = "Takes a while."
+            timeout = 20
+            command = { argv = ["/bin/sleep", "1.5"] }
+        '''))
+        d = spawn(cfg, server.endpoint())
+        d.wait_control()
+        d.control("say", text="call slow")
+        d.wait_status(lambda st: st["tools_running"] == 1)
+        assert d.control("ptt", action="start")["ok"]
+        time.sleep(0.3)
+        assert d.control("ptt", action="stop")["ok"]
+        assert d.control("status")["status"]["tools_running"] == 1  # still pending: audio held
+        _until(lambda: [r for r in replies(server) if "slow returned" in r], what="slow spoken")
+        _until(lambda: [r for r in replies(server) if "seconds of audio" in r], what="held press answered")
+        assert len(server.sessions) == 1 and len(server.sessions[0].connections) == 1
+        assert "1008" not in str(d.control("status")["status"].get("last_error"))
