@@ -120,6 +120,10 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "VOICED_SPEAKER_DEVICE": ("speaker", "device"),
 }
 
+# Settings fields that are not keys of the file: derived from [[tools]] by ``voiced run``
+# (daemon/tools.session_tools), so they are neither read, nor printed, nor documented.
+DERIVED: frozenset[str] = frozenset({"session.tools", "session.tools_blocking"})
+
 # Extra checks beyond the type: "section.key" -> (predicate, what is allowed).
 CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "live.endpoint": (
@@ -213,7 +217,7 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
 
 def _build(section: str, cls: type, values: Mapping[str, Any]) -> Any:
     hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
+    names = [f.name for f in dataclasses.fields(cls) if f"{section}.{f.name}" not in DERIVED]
     kwargs: dict[str, Any] = {}
     for key, value in values.items():
         dotted = f"{section}.{key}"
@@ -339,6 +343,8 @@ def to_toml(config: Config) -> str:
     for name, settings in config.sections.items():
         lines.append(f"\n[{name}]")
         for f in dataclasses.fields(settings):
+            if f"{name}.{f.name}" in DERIVED:
+                continue
             value = getattr(settings, f.name)
             if value is None:
                 lines.append(f"# {f.name} = (not set)")  # TOML has no null
@@ -395,6 +401,8 @@ def example_toml() -> str:
         out += ["", f"[{name}]"] + ([f"# {doc}"] if doc else [])
         docs = field_docs(cls)
         for f in dataclasses.fields(cls):
+            if f"{name}.{f.name}" in DERIVED:
+                continue
             for line in textwrap.wrap(docs.get(f.name, ""), 96):
                 out.append(f"#   {line}")
             default = getattr(cls, f.name, None) if f.default is not dataclasses.MISSING else None
