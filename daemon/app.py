@@ -269,7 +269,7 @@ class App:
         cleanup.callback(keeper.close)  # after the supervisor's final Persist
         from daemon.tools import session_tools
 
-        session_settings = dataclasses.replace(cfg.session, **session_tools(cfg.tools))
+        session_settings = dataclasses.replace(cfg.session, **session_tools(cfg.tools, target.model))
         session = keeper.restore(session_settings, self._setup(), target.api)
         inbox = Inbox()
         pulse = Pulse()

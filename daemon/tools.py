@@ -221,13 +221,14 @@ def declarations(specs: tuple[ToolSpec, ...], model: str) -> tuple[dict[str, Any
     return tuple(out)
 
 
-def session_tools(specs: tuple[ToolSpec, ...]) -> dict[str, Any]:
+def session_tools(specs: tuple[ToolSpec, ...], model: str) -> dict[str, Any]:
     """The core's view of the tools (``SessionSettings.tools`` / ``tools_blocking``): the
-    declared names, and blocking when any tool asks for BLOCKING — the core gates the mic
-    for every pending call then, which is safe for the others too (F10). Otherwise the
-    model decides (``None``)."""
-    return {"tools": frozenset(s.name for s in specs),
-            "tools_blocking": True if any(s.behavior == "BLOCKING" for s in specs) else None}
+    declared names, and whether calls block — exactly as :func:`declarations` declared
+    them: blocking on a model without NON_BLOCKING, or when any tool asks for BLOCKING
+    (the core then holds the mic for every pending call, which is safe for the others
+    too: FIELD_REPORTS F10)."""
+    blocking = not model_tools(model).non_blocking or any(s.behavior == "BLOCKING" for s in specs)
+    return {"tools": frozenset(s.name for s in specs), "tools_blocking": blocking}
 
 
 # -- the runner -----------------------------------------------------------------------------
