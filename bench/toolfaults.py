@@ -124,7 +124,7 @@ async def broker_down_and_back(res: FaultResult) -> None:
     if shutil.which("mosquitto") is None and not Path("/usr/sbin/mosquitto").exists():
         res.outcome = "not run: mosquitto is not installed"
         return
-    from bench.mqttbroker import PASSWORD, Broker
+    from daemon.mqttbroker import PASSWORD, Broker
 
     with tempfile.TemporaryDirectory() as tmp:
         broker = Broker(Path(tmp)).start()

@@ -1,4 +1,4 @@
-"""A real Mosquitto broker on a loopback port, for the tests and the fault matrix.
+"""A real Mosquitto broker on a loopback port: for the tests, the fault matrix and `voiced demo`.
 
 :class:`Broker` starts Debian's ``mosquitto`` on a free loopback port with a password
 file and an ACL that confines each device user to its own prefix and discovery topics
