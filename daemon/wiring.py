@@ -207,7 +207,7 @@ class Controls:
         (daemon.control.format_report). Times are nominal seconds (real time at scale 1)."""
         stats = self.supervisor.stats()
         out: dict[str, Any] = dict(vars(stats))
-        states = self.supervisor.states()
+        states = self.mute.shown(self.supervisor.states())
         out["state"] = top_state(states).value
         out["states"] = sorted(s.value for s in states)
         out["endpoint"] = self.endpoint

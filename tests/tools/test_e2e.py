@@ -210,3 +210,44 @@ def test_press_during_a_blocking_call_is_held_not_refused(spawn: Any, tmp_path: 
         _until(lambda: [r for r in replies(server) if "seconds of audio" in r], what="held press answered")
         assert len(server.sessions) == 1 and len(server.sessions[0].connections) == 1
         assert "1008" not in str(d.control("status")["status"].get("last_error"))
+
+
+def test_builtins_end_to_end(spawn: Any, tmp_path: Path) -> None:
+    """The device's own tools through the real daemon: volume (kept), mute (presses
+    refused while muted), new conversation, and a timer that comes back spoken."""
+    with live_server() as server:
+        cfg = write_config(tmp_path / "voiced.toml", tmp_path, extra="".join(
+            f'[[tools]]\nbuiltin = "{b}"\n' for b in
+            ("set_volume", "get_volume", "stop", "mute", "new_conversation", "set_timer")))
+        d = spawn(cfg, server.endpoint())
+        d.wait_control()
+
+        def ask(text: str, needle: str) -> None:
+            d.control("say", text=text)
+            _until(lambda: [r for r in replies(server) if needle in r], what=needle)
+
+        ask('call set_volume {"percent": 40}', 'set_volume returned {"volume_percent":40}')
+        ask("call get_volume", 'get_volume returned {"volume_percent":40}')
+        assert json.loads((tmp_path / "state" / "volume.json").read_text()) == {"volume": 0.4}
+        ask('call mute {"muted": true}', 'mute returned {"muted":true}')
+        d.wait_status(lambda st: st["muted"] and st["state"] == "muted")
+        assert d.control("ptt", action="start")["ok"] is False   # presses are ignored
+        ask('call mute {"muted": false}', 'mute returned {"muted":false}')
+        d.wait_status(lambda st: not st["muted"] and st["state"] == "idle")
+        ask("call stop", 'stop returned {"stopped":true}')
+        ask('call set_timer {"seconds": 8, "label": "tea"}', 'set_timer returned {"due_in_seconds":8,"timer":"tea"}')
+        # Due 8 nominal seconds later (2 wall seconds at the test's time scale): the model is
+        # told to say it.
+        _until(lambda: any("Your timer tea is done." in (t.text or "") and t.replies
+                           for s in server.sessions for t in s.user_turns), what="the timer spoken")
+        sessions = len(server.sessions)
+        # The call's own session is the one forgotten: its result goes to the next one as
+        # context, nothing is spoken about it.
+        d.control("say", text="call new_conversation")
+        _until(lambda: len(server.sessions) > sessions, what="a new session")
+        # The volume survives a restart of the daemon.
+        d.signal(15)
+        assert d.wait() == 0
+        d2 = spawn(cfg, server.endpoint())
+        d2.wait_control()
+        assert "volume 40% (kept from the last run)" in d2.log()
