@@ -28,6 +28,7 @@ How it behaves (FIELD_REPORTS Part 2 rows 3, 4, 5, 11):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import socket
@@ -276,7 +277,14 @@ class HomeAssistant:
                     self._client = client
                     await self._on_connect(client)
                     backoff = delays(base, s.reconnect_max)  # a connection that worked resets it
-                    await self._serve(client)
+                    try:
+                        await self._serve(client)
+                    except asyncio.CancelledError:
+                        # A clean stop sends no last will: say "offline" ourselves.
+                        with contextlib.suppress(Exception):
+                            await asyncio.wait_for(client.publish(
+                                self.topic("availability"), b"offline", qos=1, retain=True), 1.0)
+                        raise
             except aiomqtt.MqttError as exc:
                 log.warning("MQTT broker %s:%d: %s; retrying", s.host, s.port, exc)
             finally:

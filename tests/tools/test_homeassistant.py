@@ -162,6 +162,10 @@ def test_broker_down_and_back_never_touches_the_voice_path(broker: Broker, live:
         sub.wait_value(f"{PREFIX}/availability", "online")
         sub.wait_value(f"{PREFIX}/state", "idle")
         assert "MQTT broker" in d.log()  # the outage was logged, once per attempt
+        # A clean stop (SIGTERM) says offline itself (no last will is sent then).
+        d.signal(signal.SIGTERM)
+        assert d.wait() == 0
+        sub.wait_value(f"{PREFIX}/availability", "offline")
     finally:
         sub.close()
 
