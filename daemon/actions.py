@@ -43,7 +43,8 @@ from typing import Any, Callable, Mapping, Protocol
 from daemon.errors import ConfigError
 from daemon.tools import DEFAULT_TIMEOUT, SCHEDULING, ToolSpec, check_schema
 
-__all__ = ["ToolContext", "Device", "parse_tools", "build_tools", "BUILTINS", "VolumeStore",
+__all__ = ["ToolContext", "Device", "parse_tools", "check_pins", "build_tools", "close_tools",
+           "BUILTINS", "VolumeStore",
            "GpioAction", "CommandAction", "HttpAction", "MqttAction", "BuiltinAction"]
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,8 @@ log = logging.getLogger(__name__)
 _PLACEHOLDER = re.compile(r"^\{([A-Za-z0-9_-]+)\}$")
 _ANY_BRACE = re.compile(r"\{([A-Za-z0-9_-]+)\}")
 _MAX_OUTPUT = 2000
+_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+"""The whole environment of a command is PATH (this) and LANG: nothing of the daemon's."""
 _TOOL_KEYS = {"name", "description", "parameters", "timeout", "behavior", "scheduling"}
 _ACTION_KEYS = ("gpio", "command", "http", "mqtt", "builtin")
 
@@ -204,7 +207,7 @@ class CommandAction:
         # No shell, no stdin, a minimal environment, its own process group (killed whole).
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, shell=False, start_new_session=True,
-                                env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"})
+                                env={"PATH": _PATH, "LANG": "C.UTF-8"})
         watcher = threading.Thread(target=self._kill_when, args=(cancelled, proc), daemon=True)
         watcher.start()
         output, _ = proc.communicate()
@@ -483,6 +486,18 @@ def parse_tools(raw: Any) -> tuple[ToolSpec, ...]:
         specs.append(ToolSpec(name, description.strip(), parameters, action, float(timeout),
                               behavior, scheduling))
     return tuple(specs)
+
+
+def check_pins(specs: tuple[ToolSpec, ...], used: Mapping[int, str]) -> None:
+    """A GPIO tool on a pin the button, the LED or another tool already uses is a
+    ConfigError naming ``tools[i].gpio.pin`` (gpiozero would refuse it at start)."""
+    taken = dict(used)
+    for i, spec in enumerate(specs):
+        if isinstance(spec.action, GpioAction):
+            pin = spec.action.pin
+            if pin in taken:
+                raise ConfigError(f"tools[{i}].gpio.pin", pin, f"is already used by {taken[pin]}")
+            taken[pin] = f"tools[{i}] ({spec.name})"
 
 
 def build_tools(specs: tuple[ToolSpec, ...], ctx: ToolContext) -> tuple[ToolSpec, ...]:

@@ -288,7 +288,7 @@ class App:
         sup = self.supervisor = Supervisor(
             session, target.endpoint, inbox=inbox, mic=hardware.mic, speaker=hardware.speaker,
             button=hardware.button, led=extras.mute.led(hardware.led), time_scale=self.time_scale,
-            keepalive=keepalive, wake_interval=0.5, **extras.supervisor_kwargs(Supervisor))
+            keepalive=keepalive, wake_interval=0.5, tool_runner=extras.runner)
         pulse.heartbeat = sup.heartbeat
         self.controls = Controls(sup, target.describe(), hardware.mic, hardware.speaker)
         sup.subscribe(self._on_effect)

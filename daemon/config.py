@@ -264,6 +264,13 @@ def parse(data: Mapping[str, Any], environ: Mapping[str, str] | None = None,
         if environ and environ.get(var):
             merged.setdefault(section, {})[key] = _env_value(var, environ[var])
     sections = {name: _build(name, _import(target), merged.get(name, {})) for name, target in SECTIONS.items()}
+    if tools:
+        from daemon.actions import check_pins
+
+        led = sections["led"]
+        used = {sections["button"].pin: "button.pin"}
+        used.update({p: "led.rgb_pins" for p in led.rgb_pins} if led.rgb_pins else {led.pin: "led.pin"})
+        check_pins(tools, used)
     return Config(sections=sections, source=source, tools=tools)
 
 

@@ -28,14 +28,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any, Callable, Mapping
 
-import inspect
 import threading
 
 from daemon import wire
 from daemon.control import ControlServer
 from daemon.events import (LED_PRIORITY, ButtonHeld, ButtonPressed, DeviceLost, DeviceRestored,
                            DeviceState, Event, MicFrame)
-from daemon.lifecycle import CancelTool, Effect, Persist, RunTool, ShowStates
+from daemon.lifecycle import Effect, Persist, ShowStates
 from daemon.session import Session, SessionSettings, Snapshot
 from daemon.state import StateStore
 
@@ -357,7 +356,7 @@ class ToolsAndHome:
     """``[[tools]]`` and ``[mqtt]`` for ``voiced run`` (daemon/app.py builds one).
 
     Built before the supervisor (the GPIO tools open their pins on the hardware's pin
-    factory, the runner is handed to the supervisor), bound to the device controls once
+    factory; ``runner`` is the supervisor's ``tool_runner``), bound to the device controls once
     they exist (:meth:`attach`), and run as supervisor companions (the MQTT client task).
 
     Args:
@@ -387,13 +386,6 @@ class ToolsAndHome:
         self.controls: Controls | None = None
         self.mute = mute or MuteGate()
 
-    def supervisor_kwargs(self, supervisor_cls: type) -> dict[str, Any]:
-        """``tool_runner=`` when the supervisor takes one (the core's hook); otherwise
-        :meth:`attach` runs RunTool/CancelTool from the effect stream itself."""
-        if "tool_runner" in inspect.signature(supervisor_cls).parameters:
-            return {"tool_runner": self.runner}
-        return {}
-
     def attach(self, supervisor: Any, controls: Controls, dispatch: Callable[[dict[str, Any]], Any],
                sw_version: str = "") -> None:
         """Bind the device controls; subscribe to the supervisor's effects."""
@@ -405,14 +397,6 @@ class ToolsAndHome:
         if saved is not None and controls.speaker is not None:
             controls.speaker.volume = saved
             log.info("volume %d%% (kept from the last run)", round(saved * 100))
-        if not hasattr(supervisor, "tool_runner"):
-            # Until the supervisor runs tools itself: the same calls, from its effect stream.
-            def run_tools(effect: Effect) -> None:
-                if isinstance(effect, RunTool):
-                    self.runner.start(effect.call_id, effect.name, effect.args, supervisor.post)
-                elif isinstance(effect, CancelTool):
-                    self.runner.cancel(effect.call_id)
-            supervisor.subscribe(run_tools)
         if self.cfg.mqtt.enabled:
             from daemon.homeassistant import HomeAssistant
 

@@ -114,6 +114,16 @@ def test_config_file_with_tools_and_mqtt_loads(tmp_path: Path) -> None:
     assert "[[tools]]" in config.to_toml(cfg)
 
 
+def test_a_gpio_tool_on_a_pin_in_use_is_refused() -> None:
+    with pytest.raises(ConfigError) as err:
+        config.parse(tomllib.loads('[[tools]]\nname = "x"\ndescription = "d"\ngpio = {pin = 25}\n'))
+    assert err.value.key == "tools[0].gpio.pin" and "led.pin" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        config.parse(tomllib.loads('[button]\npin = 5\n[[tools]]\nname = "x"\ndescription = "d"\n'
+                                   'gpio = {pin = 6}\n[[tools]]\nname = "y"\ndescription = "d"\ngpio = {pin = 6}\n'))
+    assert err.value.key == "tools[1].gpio.pin" and "tools[0] (x)" in str(err.value)
+
+
 def test_duplicate_names_are_refused() -> None:
     with pytest.raises(ConfigError, match="already the name"):
         tools_from('[[tools]]\nbuiltin = "stop"\n[[tools]]\nbuiltin = "stop"\n')
