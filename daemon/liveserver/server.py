@@ -63,12 +63,12 @@ class LiveServer:
         self.extra_models = frozenset(models or ())
         self.store = Store(self.limits)
         self.faults = Faults(self._live_targets, self.store.expire_all_handles)
-        self.tool_script = ToolScript()  # tool calls scripted for pressed turns (turns.py)
         self._server: Server | None = None
         self._live: set[LiveConnection] = set()
         self._t0 = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._changed: asyncio.Event | None = None  # created on start (needs a loop)
+        self.tool_script = ToolScript()  # tool calls scripted for pressed turns (turns.py)
 
     # --- lifecycle -------------------------------------------------------------------------
 
