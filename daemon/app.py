@@ -267,10 +267,7 @@ class App:
             server="local" if target.local else target.endpoint.url,
             config_instruction=cfg.live.system_instruction, time_scale=self.time_scale)
         cleanup.callback(keeper.close)  # after the supervisor's final Persist
-        from daemon.tools import session_tools
-
-        session_settings = dataclasses.replace(cfg.session, **session_tools(cfg.tools, target.model))
-        session = keeper.restore(session_settings, self._setup(), target.api)
+        session = keeper.restore(cfg.session, self._setup(), target.api)
         inbox = Inbox()
         pulse = Pulse()
         mute = MuteGate()  # the mic mute (tools, Home Assistant) gates what the hardware posts

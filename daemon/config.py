@@ -120,8 +120,9 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "VOICED_SPEAKER_DEVICE": ("speaker", "device"),
 }
 
-# Settings fields that are not keys of the file: derived from [[tools]] by ``voiced run``
-# (daemon/tools.session_tools), so they are neither read, nor printed, nor documented.
+# Settings fields that are not keys of the file: derived from [[tools]] and [live] model
+# (daemon/tools.session_tools, in :func:`parse`), so they are neither read, nor printed,
+# nor documented.
 DERIVED: frozenset[str] = frozenset({"session.tools", "session.tools_blocking"})
 
 # Extra checks beyond the type: "section.key" -> (predicate, what is allowed).
@@ -271,6 +272,11 @@ def parse(data: Mapping[str, Any], environ: Mapping[str, str] | None = None,
         used = {sections["button"].pin: "button.pin"}
         used.update({p: "led.rgb_pins" for p in led.rgb_pins} if led.rgb_pins else {led.pin: "led.pin"})
         check_pins(tools, used)
+        # The core's view of the tools (names, blocking) follows the declarations.
+        from daemon.tools import session_tools
+
+        sections["session"] = dataclasses.replace(sections["session"],
+                                                  **session_tools(tools, sections["live"].model))
     return Config(sections=sections, source=source, tools=tools)
 
 

@@ -209,12 +209,12 @@ class Controls:
         states = self.mute.shown(self.supervisor.states())
         out["state"] = top_state(states).value
         out["states"] = sorted(s.value for s in states)
+        out["muted"] = self.mute.muted
+        out["tools_running"] = self.tools_running
         out["endpoint"] = self.endpoint
         out["token_window"] = stats.context_window
         out["mic"] = getattr(self.mic, "device_name", "none")
         out["speaker"] = getattr(self.speaker, "device_name", "none")
-        out["muted"] = self.mute.muted
-        out["tools_running"] = self.tools_running
         return out
 
     def say(self, text: str) -> None:

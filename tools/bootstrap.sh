@@ -15,8 +15,11 @@ SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 # (virtual mic and speaker), sox and systemd-analyze.
 apt_pkgs=(python3 python3-venv python3-dev gcc pkg-config portaudio19-dev libsystemd-dev espeak-ng)
 if [ "$job" = test ]; then
+  apt_pkgs+=(pulseaudio pulseaudio-utils libasound2-plugins sox systemd)
+fi
+if [ "$job" = test ]; then
   # mosquitto: the real MQTT broker the Home Assistant tests start on a loopback port.
-  apt_pkgs+=(pulseaudio pulseaudio-utils libasound2-plugins sox systemd mosquitto)
+  apt_pkgs+=(mosquitto)
 fi
 missing=()
 for p in "${apt_pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
