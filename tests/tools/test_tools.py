@@ -8,6 +8,7 @@ import http.server
 import json
 import os
 import queue
+import shutil
 import stat
 import sys
 import textwrap
@@ -242,30 +243,31 @@ def test_command_output_is_truncated_and_failures_are_results(tmp_path: Path) ->
     assert "missing failed" in r["error"] and "No such file" in r["error"]
 
 
+def sleeper(tmp_path: Path) -> Path:
+    """A copy of /bin/sleep under a unique path: it starts at once (no interpreter) and
+    /proc tells whether it still runs."""
+    prog = tmp_path / "hang-sleep"
+    shutil.copy("/bin/sleep", prog)
+    return prog
+
+
 def test_a_hanging_tool_times_out_and_its_process_is_killed(tmp_path: Path) -> None:
-    prog = script(tmp_path, """
-        import time
-        time.sleep(600)
-    """)
-    specs = tools_from(f'[[tools]]\nname = "hang"\ndescription = "d"\ntimeout = 0.5\n'
-                       f'command = {{ argv = ["{prog}"] }}\n')
+    prog = sleeper(tmp_path)
+    specs = tools_from(f'[[tools]]\nname = "hang"\ndescription = "d"\ntimeout = 1\n'
+                       f'command = {{ argv = ["{prog}", "600"] }}\n')
     runner, inbox = ToolRunner(specs), Inbox()
     runner.start("c1", "hang", {}, inbox.post)
-    assert _wait_for(lambda: _running(prog))  # Popen has exec'd it: it is in /proc
-    assert inbox.get() == ToolDone("c1", "hang", {"error": "hang timed out after 0.5 s"})
+    assert inbox.get() == ToolDone("c1", "hang", {"error": "hang timed out after 1 s"})
     assert runner.timeouts == 1 and runner.running == 0
     assert _wait_for(lambda: not _running(prog))
     assert inbox.empty_after(0.3)  # the killed process's own result is never posted
 
 
 def test_a_cancelled_call_posts_nothing_and_is_stopped(tmp_path: Path) -> None:
-    prog = script(tmp_path, """
-        import time
-        time.sleep(600)
-    """)
+    prog = sleeper(tmp_path)
     changes: list[int] = []
-    specs = tools_from(f'[[tools]]\nname = "slow"\ndescription = "d"\ntimeout = 30\n'
-                       f'command = {{ argv = ["{prog}"] }}\n')
+    specs = tools_from(f'[[tools]]\nname = "slow"\ndescription = "d"\ntimeout = 60\n'
+                       f'command = {{ argv = ["{prog}", "600"] }}\n')
     runner, inbox = ToolRunner(specs, on_change=changes.append), Inbox()
     runner.start("c1", "slow", {}, inbox.post)
     assert _wait_for(lambda: _running(prog))
