@@ -357,8 +357,9 @@ class HomeAssistant:
                 self._refresh()
             elif rel == "talk/set":
                 on = text.upper() == "ON"
-                self._ask({"cmd": "ptt", "action": "start" if on else "stop"})
-                self.update("talk", "ON" if on else "OFF")
+                ok = self._ask({"cmd": "ptt", "action": "start" if on else "stop"})
+                # Refused (muted): the switch springs back, so Home Assistant shows the truth.
+                self.update("talk", "ON" if on and ok else "OFF")
             elif rel == "new_conversation/press":
                 self._ask({"cmd": "new-session"})
             elif rel == "announce/set":

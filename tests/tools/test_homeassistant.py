@@ -90,6 +90,8 @@ def test_discovery_state_and_every_command_entity(broker: Broker, live: Any, spa
         sub.wait_value(f"{PREFIX}/state", "muted")
         assert d.control("status")["status"]["muted"] is True
         assert d.control("ptt", action="start")["ok"] is False  # the control socket agrees
+        sub.publish(f"{PREFIX}/talk/set", "ON")                 # and so does the talk switch
+        sub.wait_value(f"{PREFIX}/talk", "OFF")
         sub.publish(f"{PREFIX}/mute/set", "OFF")
         sub.wait_value(f"{PREFIX}/mute", "OFF")
         d.wait_status(lambda st: st["state"] == "idle" and not st["muted"])
