@@ -187,6 +187,11 @@ def format_report(st: Mapping[str, Any]) -> str:
             "turns", "replies", "resumes", "rollovers", "retries")),
         "audio        " + ", ".join(f"{k.replace('frames_', '')} {st.get(k, 0)}" for k in (
             "frames_captured", "frames_sent", "frames_buffered", "frames_dropped")),
+        "asks         " + ", ".join(f"{label} {st.get(k, 0)}" for k, label in (
+            ("asks", "asked"), ("asks_answered", "answered"), ("asks_interrupted", "cut"),
+            ("asks_dropped", "dropped"), ("asks_waiting", "open"), ("phantom_replies", "phantoms")))
+        + (f"; waiting for {st['waiting']} ({_age(st.get('wait_left'))} left)"
+           if st.get("waiting") else ""),
         f"devices      mic {st.get('mic', '?')}, speaker {st.get('speaker', '?')}",
         f"last error   {st.get('last_error') or 'none'}",
     ]

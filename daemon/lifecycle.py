@@ -137,9 +137,9 @@ class SessionSettings:
     """...when at least this many prompt tokens were there before (small counts jitter)."""
 
     # -- tools (FIELD_REPORTS.md F10, F18, Part 3)
-    tools: frozenset[str] = frozenset()
-    """Names of the declared functions; a call of any other name is answered at once with
-    an error result."""
+    tools: tuple[str, ...] = ()
+    """Names of the declared functions (the daemon fills them in from its tool
+    declarations); a call of any other name is answered at once with an error result."""
     tools_blocking: bool | None = None
     """The model waits for each tool result (BLOCKING) and refuses mic audio meanwhile
     (1008); ``None``: from the model (gemini-3.8 is NON_BLOCKING by default, older models
@@ -159,8 +159,8 @@ class SessionSettings:
             raise ValueError(f"max_turn_seconds {self.max_turn_seconds}: must be > 0")
         if self.breaker_failures < 1:
             raise ValueError(f"breaker_failures {self.breaker_failures}: must be ≥ 1")
-        if not isinstance(self.tools, frozenset):
-            object.__setattr__(self, "tools", frozenset(self.tools))
+        if isinstance(self.tools, (set, frozenset, list)):
+            object.__setattr__(self, "tools", tuple(sorted(self.tools)))
 
 
 # ---------------------------------------------------------------------------------------------

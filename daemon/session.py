@@ -20,54 +20,95 @@ events with ``now`` (nominal seconds) and executes the effects it returns; when
 on timers, never on the arrival of the next message (PITFALLS.md "goAway, then
 silence").
 
-Phases of the connection (``Phase``), and the edges between them::
+Phases of the connection (``Phase``), and every legal edge between them (``_EDGES``)::
 
                  Start                      setupComplete
       NEW ──────────────────▶ CONNECTING ──────────────────▶ LIVE
-                               ▲   │  │                       │  │
-          backoff timer        │   │  └── fatal ──▶ FAILED ◀──┘  │ goAway / age / session cap /
-      BACKOFF ─────────────────┘   │               │  ▲         │ window / instruction / stall
-         ▲   ▲                     │  Start,       │  │ fatal   ▼
-         │   └── retryable ────────┤  NewConv. ────┘  └────── CLOSING ── closed ──▶ CONNECTING
-         └────── retryable ── (lost while LIVE)                (we close first, then open:
-                                                                resume while open → 1011)
+                               ▲  │ │  │                      │
+                               │  │ │  └─ fatal at setup ──▶ FAILED ── Start, NewConversation
+                               │  │ │                                    ──▶ CONNECTING
+             timer: retry,     │  │ └─ handle refused, 1007/1008 ──▶ CONNECTING (fresh)
+             quota, cool-down  │  │
+      BACKOFF ─────────────────┘  └─ retryable, quota, breaker, setup timeout ─▶ BACKOFF
+         ▲                        (a setup timeout goes through CLOSING first)
+         │
+      LIVE ── retryable, quota, breaker (lost) ──────────────────────────────▶ BACKOFF
+      LIVE ── mid-session 1007/1008 (lost) ──▶ CONNECTING (fresh, context restored)
+      LIVE ── goAway / age / session cap / window / instruction / stall / F6 ──▶ CLOSING
+      CLOSING ── closed (or close timeout) ──▶ CONNECTING (resume or fresh), or BACKOFF
+                 after a stall (we close first, then open: resume while open → 1011)
       any phase ── Shutdown ──▶ STOPPED
+
+BACKOFF waits for one of three things (``stats().waiting``, the LED): "retry" (jittered
+exponential backoff), "quota" (``quota_backoff``, FIELD_REPORTS F12) or "cooldown" (the
+circuit breaker: the same refusal ``breaker_failures`` times in ``breaker_window``).
+
+The turn, beside the phases (daemon/turns.py has its table, ``TURN_TABLE``, and the
+diagram of every legal step)::
+
+      IDLE ─press─▶ TALKING_LIVE ◀─connected / tool result─▶ TALKING_HELD
+                     │ release, max turn                         │ release, max turn
+                     ▼                                           ▼
+                   ASKED ─content─▶ ANSWERING ─audio─▶ PLAYING ─drained─▶ IDLE / ASKED
+                     ▲  ╰──── turnComplete: next ask, or IDLE ────╯
+                     └── lost, stall, RESPONSE_REJECTED (asked again once, then dropped)
 
 What happens in LIVE, on top of the phase:
 
-* **Turns.** The mic posts frames all the time; a ring keeps the last
-  ``pre_roll_ms`` of them. A press opens a turn holding the pre-roll; if the connection
-  can take it, ``activityStart`` and the frames go out live, else the turn is *held*
-  (captured, bounded by ``buffer_seconds``, drops counted). A release always sends
-  ``activityEnd`` for an opened activity (PITFALLS.md "Push-to-talk must always send
-  activityEnd"). The ended turn is the *ask* until its ``turnComplete``; if the
-  connection dies first, the ask (and a turn still being spoken) are sent again, in
-  order, on the next connection. Typed questions are asks too.
+* **Turns and asks.** The mic posts frames all the time; a ring keeps the last
+  ``pre_roll_ms`` of them (the only work per frame while idle). A press opens a turn
+  holding the pre-roll; if the connection can take it, ``activityStart`` and the frames
+  go out live, else the turn is *held* (captured, bounded by ``buffer_seconds``, drops
+  counted). A release always sends ``activityEnd`` for an opened activity (PITFALLS.md
+  "Push-to-talk must always send activityEnd"). The ended turn — or a typed question —
+  is an *ask*, with an id, in a FIFO: asks are sent one at a time, oldest first, each
+  after the previous one's answer, so questions asked offline are all answered in
+  order. Every reply event is attributed to the oldest ask sent on this connection; a
+  press during an answer (barge-in) marks the asks on the wire *superseded*: their
+  ``interrupted``/``turnComplete`` end them, never the new one. An ``interrupted`` we
+  did not provoke is ignored (F16), model content nobody asked for is never played and
+  its tool calls never run (F7), an empty ``RESPONSE_REJECTED`` answer is heard (error
+  earcon) and asked once more (F14), an answer that already arrived keeps playing
+  across any switch and is not asked again (F17). Each ask ends answered, interrupted
+  or dropped — dropped only when unanswered on two connections or refused twice, and
+  then always counted, logged and heard. A turn ends by itself at ``max_turn_seconds``;
+  a long hold starts a new conversation only while nothing was said.
+* **Tools.** A call of a declared function becomes :class:`RunTool` (state WORKING),
+  its :class:`ToolDone` a ``toolResponse``; an undeclared name is answered at once
+  with an error (F18); a cancelled call's late result is dropped; while a blocking call
+  is pending, the mic is held and sent after the result (F10: 1008 otherwise). A result
+  whose connection died goes out on the resumed session, or into the restored context
+  of a fresh one.
 * **Switches.** Candidates have a *soft* time (from then on, switch at the next safe
   point) and a *hard* time (switch even mid-turn): goAway (soft: on arrival, hard:
   ``timeLeft - resume_margin``), connection age (backstop for caps without notice),
-  session cap, context window, an instruction change that needs a rollover, a new
-  conversation. A safe point is: no activity open on this connection, no reply owed or
-  arriving, nothing playing. A turn pressed once a switch is wanted is held instead of
-  being opened on the dying connection, and the switch happens at once: the user keeps
-  talking, the audio is replayed in order inside one activity on the new connection.
+  session cap (none with compression), context window, an instruction change that needs
+  a rollover, a new conversation, a resume that lost the history (F6: the prompt token
+  count collapsed). A safe point is: no activity open on this connection, no answer
+  owed on it, no tool running, nothing playing. A turn pressed once a switch is wanted
+  is held instead of being opened on the dying connection, and the switch happens at
+  once: the user keeps talking, the audio is replayed in order inside one activity on
+  the new connection.
 * **Resume or fresh.** Connection-level switches *resume* with the newest handle
   (stored only when ``resumable``; PITFALLS.md "Handles"). Session-level ones, or a
   missing/expired/stale handle (an answered turn with no handle after it yet), start a
-  *fresh* session and restore the conversation once (context.py). History is never
-  replayed into a resumed session. A handle stands for the state the server had when
-  it issued it, so after content sent without a turn (the restore, typed context) no
-  handle is trusted until the server has answered a turn sent after that content:
-  resuming earlier could bring back a session without it (the local server hands out a
-  handle right after setupComplete, before it has read the restore). A resume due while the session's rollover point is
-  less than ``rollover_window`` away becomes that rollover (one switch, not two).
-* **Failures** are classified by one function (lifecycle.classify_failure): fatal →
-  FAILED with the server's reason; handle refused → fresh session with context;
-  retryable → BACKOFF (jittered, capped, reset after a stable period). A server that
-  is reachable but refuses the same resume twice (e.g. 1011 while it still holds a
-  stalled socket) is treated as refusing the handle. A connection that stops answering
-  is caught by ``setup_timeout`` and ``reply_timeout``; an ask sent on two connections
-  without an answer is dropped (reported) rather than retried forever.
+  *fresh* session and restore the conversation once (context.py; on
+  gemini-3.1-flash-live-preview as ``historyConfig.initialHistoryInClientContent``
+  history, F8). History is never replayed into a resumed session. A handle stands for
+  the state the server had when it issued it, so after content sent without a turn (the
+  restore, typed context) no handle is trusted until the server has answered a turn sent
+  after that content: resuming earlier could bring back a session without it (the local
+  server hands out a handle right after setupComplete, before it has read the restore).
+  A resume due while the session's rollover point is less than ``rollover_window`` away
+  becomes that rollover (one switch, not two).
+* **Failures** are classified by one function (lifecycle.classify_failure): fatal only
+  at setup (key, model, invalid setup) → FAILED with the server's reason; handle refused
+  or a mid-session 1007/1008 → fresh session with context; quota → BACKOFF "quota";
+  retryable → BACKOFF (jittered, capped, reset after a stable period); the same refusal
+  too often → BACKOFF "cooldown". A server that is reachable but refuses the same resume
+  twice (e.g. 1011 while it still holds a stalled socket) is treated as refusing the
+  handle. A connection that stops answering is caught by ``setup_timeout`` and
+  ``reply_timeout``.
 
 Rule: everything that decides a transition lives in this file. ``TRANSITIONS`` says
 which handler runs for each (phase, event type); an event a phase does not expect
@@ -131,8 +172,8 @@ NEW, CONNECTING, LIVE, CLOSING, BACKOFF, FAILED, STOPPED = Phase
 _EDGES = {
     (NEW, CONNECTING), (CONNECTING, LIVE), (CONNECTING, CLOSING), (CONNECTING, BACKOFF),
     (CONNECTING, FAILED), (CONNECTING, CONNECTING), (LIVE, CLOSING), (LIVE, BACKOFF),
-    (LIVE, FAILED), (LIVE, CONNECTING), (CLOSING, CONNECTING), (CLOSING, BACKOFF),
-    (CLOSING, FAILED), (BACKOFF, CONNECTING), (FAILED, CONNECTING),
+    (LIVE, CONNECTING), (CLOSING, CONNECTING), (CLOSING, BACKOFF), (BACKOFF, CONNECTING),
+    (FAILED, CONNECTING),
     *((p, STOPPED) for p in Phase),
 }
 
@@ -151,6 +192,7 @@ class _Ask:
     superseded: bool = False   # a newer activity interrupted its reply (barge-in)
     heard: bool = False        # reply content for it arrived
     generated: bool = False    # its generationComplete arrived
+    called: bool = False       # it made a tool call the core ran
     refused: int = 0           # empty / RESPONSE_REJECTED answers so far (F14)
     tripped: bool = False      # its connection closed 1007 while it was on it (F11)
 
@@ -270,6 +312,7 @@ class Session:
         # gemini-3.1-flash-live-preview takes clientContent only as initial history
         # (historyConfig.initialHistoryInClientContent; LIVE_PROTOCOL.md, FIELD_REPORTS F8).
         self._history_in_setup = model.startswith("gemini-3.1-flash-live")
+        self._tool_names = frozenset(settings.tools)
         self._blocking_tools = (settings.tools_blocking if settings.tools_blocking is not None
                                 else not model.startswith("gemini-3.8"))
         # connection
@@ -720,12 +763,9 @@ class Session:
         self._handle_stale = False
         self._unread_content = False
         self._system_turn_conn = None
-        # Tool calls of the old session can no longer be answered there: what they
-        # returned becomes context of the conversation (restored below).
-        for call_id, call in list(self._calls.items()):
-            self._cancelled.add(call_id)
-            del self._calls[call_id]
-            self._emit(CancelTool(call_id))
+        # Tool results of the old session can no longer be answered there: what they
+        # returned becomes context of the conversation (restored below); calls still
+        # running become context when they finish (_on_tool_done).
         results, self._results = self._results, []
         for _, call, response in results:
             self.conversation.add_context(f"(The {call.name} tool returned: {dict(response)})")
@@ -878,15 +918,23 @@ class Session:
             ask.conn = None
             if ask.superseded:
                 self._resolve(ask, "interrupted")
-            elif ask.heard:
-                # Its answer already arrived (in part): it keeps playing across the switch
-                # (F17) and is not asked again (it would be answered twice).
+            elif ask.heard and (ask.generated or ask.called or ask.attempts >= 2):
+                # Its whole answer already arrived (generationComplete; or a tool call is
+                # its answer, which must not run twice): it keeps playing across the
+                # switch (F17) and is not asked again (it would be answered twice).
                 if not ask.generated:
                     self._notify("info", "the connection ended before the reply was complete: "
                                  "playing what arrived")
                 if self._playing:
                     self._emit(ReplyEnded())
                 self._resolve(ask, "answered")
+            elif ask.heard:
+                # Part of the answer arrived: what arrived still plays (never flushed by a
+                # switch, F17), and the question goes out again for the whole answer.
+                self._notify("info", "the connection ended in the middle of a reply: "
+                             "asking again on the next one")
+                if self._playing:
+                    self._emit(ReplyEnded())
             elif ask.tripped and ask.attempts >= 2:
                 self._drop(ask, "the server refused its audio twice (1007)")
             elif ask.attempts >= 2:
@@ -909,6 +957,11 @@ class Session:
     def _resolve(self, ask: _AskT, how: str) -> None:
         """``ask`` got its answer ("answered"), or a barge-in cut it ("interrupted")."""
         self._asks.remove(ask)
+        if isinstance(ask, _UserTurn):
+            # Frames never sent (a held turn the user cut with a new conversation) are
+            # gone with it: counted.
+            self.counts["frames_dropped"] += len(ask.frames) - ask.counted
+            ask.counted = len(ask.frames)
         if how == "answered":
             self.counts["asks_answered"] += 1
             self.counts["replies"] += 1
@@ -1010,6 +1063,8 @@ class Session:
         """Model content arrived: the ask it answers (None: drop it). Content nobody asked
         for — no press, no question (F7 phantom turns, after a resume or a restore) — is
         never played."""
+        if self._unasked:
+            return None  # the rest of a phantom turn, until its turnComplete
         head = self._reply_head()
         if head is not None:
             if head.superseded:
@@ -1179,7 +1234,7 @@ class Session:
                 self._notify("warning", f"not running {call.name}: no user asked (phantom call)")
                 self._send_tool_response(call_id, call.name,
                                          {"error": "no user asked for this; not run"})
-            elif call.name not in self.settings.tools:
+            elif call.name not in self._tool_names:
                 # F18: an undeclared name gets an answer at once, never silence.
                 self._notify("warning", f"the model called an unknown tool {call.name!r}")
                 self._send_tool_response(call_id, call.name,
@@ -1188,7 +1243,7 @@ class Session:
                 self._calls[call_id] = _Call(call.name, self.counts["sessions"],
                                              self._blocking_tools)
                 self.counts["tools_run"] += 1
-                head.heard = True  # a call is an answer in progress
+                head.heard = head.called = True  # a call is an answer in progress
                 self._emit(RunTool(call_id, call.name, dict(call.args)))
 
     def _on_tool_cancellation(self, ev: wire.ToolCallCancellation) -> None:

@@ -228,7 +228,7 @@ def session_tools(specs: tuple[ToolSpec, ...], model: str) -> dict[str, Any]:
     (the core then holds the mic for every pending call, which is safe for the others
     too: FIELD_REPORTS F10)."""
     blocking = not model_tools(model).non_blocking or any(s.behavior == "BLOCKING" for s in specs)
-    return {"tools": frozenset(s.name for s in specs), "tools_blocking": blocking}
+    return {"tools": tuple(s.name for s in specs), "tools_blocking": blocking}
 
 
 # -- the runner -----------------------------------------------------------------------------
