@@ -280,10 +280,12 @@ class HomeAssistant:
                     try:
                         await self._serve(client)
                     except asyncio.CancelledError:
-                        # A clean stop sends no last will: say "offline" ourselves.
+                        # A clean stop sends no last will: say "offline" ourselves (QoS 0:
+                        # written before our DISCONNECT, no acknowledgement to wait for while
+                        # the supervisor winds down).
                         with contextlib.suppress(Exception):
                             await asyncio.wait_for(client.publish(
-                                self.topic("availability"), b"offline", qos=1, retain=True), 1.0)
+                                self.topic("availability"), b"offline", qos=0, retain=True), 1.0)
                         raise
             except aiomqtt.MqttError as exc:
                 log.warning("MQTT broker %s:%d: %s; retrying", s.host, s.port, exc)

@@ -36,7 +36,7 @@ class Subscriber:
             self.messages.append((msg.topic, bytes(msg.payload), bool(msg.retain)))
             self._cond.notify_all()
 
-    def wait(self, predicate: Callable[[list[tuple[str, bytes, bool]]], Any], timeout: float = 15.0,
+    def wait(self, predicate: Callable[[list[tuple[str, bytes, bool]]], Any], timeout: float = 30.0,
              what: str = "") -> Any:
         deadline = time.monotonic() + timeout
         with self._cond:
@@ -54,7 +54,7 @@ class Subscriber:
         with self._cond:
             return next((p for t, p, _ in reversed(self.messages) if t == topic), None)
 
-    def wait_value(self, topic: str, value: str, timeout: float = 15.0) -> None:
+    def wait_value(self, topic: str, value: str, timeout: float = 30.0) -> None:
         self.wait(lambda ms: any(t == topic and p.decode() == value for t, p, _ in ms), timeout,
                   f"{topic} = {value!r}")
 
