@@ -65,6 +65,7 @@ class Device(Protocol):
     def set_volume(self, level: float) -> None: ...
     def stop_speaking(self) -> None: ...
     def set_muted(self, muted: bool) -> None: ...
+    def is_muted(self) -> bool: ...
     def new_session(self) -> None: ...
     def timer_due(self, label: str) -> None: ...
 
@@ -98,12 +99,14 @@ def _keys(table: Mapping[str, Any], key: str, allowed: set[str], required: set[s
         raise ConfigError(f"{key}.{k}", "(missing)", "is required")
 
 
-def _typed(table: Mapping[str, Any], k: str, key: str, kind: type | tuple[type, ...], default: Any) -> Any:
+_KIND_WORDS = {bool: "true or false", int: "a whole number", str: "a string"}
+
+
+def _typed(table: Mapping[str, Any], k: str, key: str, kind: type, default: Any) -> Any:
     value = table.get(k, default)
-    if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
-        raise ConfigError(f"{key}.{k}", value, "has the wrong type")
-    if not isinstance(value, kind):
-        raise ConfigError(f"{key}.{k}", value, f"must be {getattr(kind, '__name__', kind)}")
+    # TOML's true is a Python int too: a pin or a qos must not be a boolean.
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise ConfigError(f"{key}.{k}", value, f"must be {_KIND_WORDS.get(kind, kind.__name__)}")
     return value
 
 
@@ -381,7 +384,7 @@ class BuiltinAction:
 
 def _parse_action(kind: str, value: Any, key: str, params: set[str], timeout: float) -> Any:
     if kind == "builtin":
-        if value not in BUILTINS:
+        if not isinstance(value, str) or value not in BUILTINS:
             raise ConfigError(key, value, "must be one of " + ", ".join(BUILTINS))
         return BuiltinAction(value)
     t = _table(value, key)
@@ -453,7 +456,7 @@ def parse_tools(raw: Any) -> tuple[ToolSpec, ...]:
             raise ConfigError(key, sorted(t), "needs exactly one action: " + ", ".join(_ACTION_KEYS))
         kind = actions[0]
         _keys(t, key, _TOOL_KEYS | {kind})
-        if kind == "builtin" and t["builtin"] not in BUILTINS:
+        if kind == "builtin" and (not isinstance(t["builtin"], str) or t["builtin"] not in BUILTINS):
             raise ConfigError(f"{key}.builtin", t["builtin"], "must be one of " + ", ".join(BUILTINS))
         builtin = BUILTINS[t["builtin"]] if kind == "builtin" else None
         name = t.get("name", t["builtin"] if builtin else None)

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
 from daemon import config
@@ -397,3 +399,22 @@ def test_volume_store_round_trip(tmp_path: Path) -> None:
     assert VolumeStore(tmp_path).load() == 0.35
     (tmp_path / "volume.json").write_text("garbage")
     assert store.load() is None
+
+
+_KEYS = ["name", "description", "parameters", "gpio", "command", "http", "mqtt", "builtin", "type",
+         "properties", "required", "enum", "pin", "argv", "url", "topic", "payload", "a", "timeout",
+         "body", "minimum", "maxLength", "pwm"]
+_LEAF = st.one_of(st.none(), st.booleans(), st.integers(-5, 50), st.floats(allow_nan=False),
+                  st.text(max_size=8), st.sampled_from(["gpio", "set_volume", "{a}", "object", "string",
+                                                        "http://x/{a}", "/bin/true"]))
+_VALUE = st.recursive(_LEAF, lambda c: st.lists(c, max_size=3)
+                      | st.dictionaries(st.sampled_from(_KEYS), c, max_size=5), max_leaves=20)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(_VALUE, max_size=3) | _VALUE)
+def test_any_tools_value_is_accepted_or_one_config_error(raw: Any) -> None:
+    try:
+        parse_tools(raw)
+    except ConfigError:
+        pass
