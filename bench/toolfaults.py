@@ -36,6 +36,11 @@ from daemon.session import Session, SessionSettings
 from daemon.supervisor import Supervisor
 from daemon.tools import ToolRunner, declarations, session_tools
 
+_PATIENCE = 40.0
+"""Wall seconds a turn may take to be answered: generous, for a loaded machine (the rows
+measure outcomes, not speed; bench.faults.run_fault allows 60 s per row)."""
+
+
 def _digest(audio: bytes) -> str:
     return hashlib.sha256(audio).hexdigest()
 
@@ -77,7 +82,7 @@ class ToolRig(FaultRig):
 @fault("tool_hangs", "the press asks for a tool that hangs (timeout answered, process killed)")
 async def tool_hangs(res: FaultResult) -> None:
     async with ToolRig([{**_SLEEPER, "timeout": 0.5}]) as r:
-        await recover(r, res, lambda: r.server.tool_script.answer_next("wait", {}))
+        await recover(r, res, lambda: r.server.tool_script.answer_next("wait", {}), timeout=_PATIENCE)
         res.extra["timeouts"] = r.runner.timeouts
         res.extra["spoken_timeout"] = r.spoken("timed out after 0.5 s")
 
@@ -90,7 +95,7 @@ async def tool_cancelled(res: FaultResult) -> None:
         await until(lambda: r.runner.running == 1, 10, "the call to run")
         await asyncio.sleep(1.0)  # past the first turn's release tail (the rig's pre-roll is exact)
         # The barge-in turn is the one that must come through whole.
-        await recover(r, res, lambda: None, warm=False)
+        await recover(r, res, lambda: None, warm=False, timeout=_PATIENCE)
         await until(lambda: r.runner.running == 0, 10, "the call to stop")
         res.extra["cancelled"] = r.runner.cancelled
         res.extra["late_results"] = r.sent('"toolResponse"')
@@ -112,7 +117,7 @@ async def tool_across_goaway(res: FaultResult) -> None:
             r.server.tool_script.answer_next("slow", {})
             background.append(asyncio.get_running_loop().create_task(go_away_while_it_runs()))
         background: list[asyncio.Task[None]] = []
-        await recover(r, res, inject)
+        await recover(r, res, inject, timeout=_PATIENCE)
         await asyncio.gather(*background)
         res.extra["spoken_results"] = r.spoken("slow returned")
 
@@ -137,7 +142,7 @@ async def broker_down_and_back(res: FaultResult) -> None:
                                      device=None, status=lambda: {})
                 bridge = asyncio.get_running_loop().create_task(home.run())
                 await asyncio.wait_for(home.connected.wait(), 15)
-                await recover(r, res, broker.stop)
+                await recover(r, res, broker.stop, timeout=_PATIENCE)
                 broker.start()
                 await until(lambda: home.connects >= 2, 15, "the bridge to reconnect")
                 res.extra["mqtt_connects"] = home.connects

@@ -69,7 +69,7 @@ async def run_tools_segment(server: Any, model: str, scale: float,
                      if needle in (t.text or "") and t.replies), None)
 
     async def wait(pred: Callable[[], Any], nominal: float, what: str) -> Any:
-        end = time.monotonic() + nominal / scale + 5
+        end = time.monotonic() + nominal / scale + 30  # patient: a busy machine is slow, not wrong
         while not (got := pred()):
             if time.monotonic() > end:
                 totals["errors"].append(f"tools demo: no {what}")
@@ -115,7 +115,7 @@ async def run_tools_segment(server: Any, model: str, scale: float,
     else:
         line("HA", "mosquitto is not installed: the Home Assistant part is skipped")
     try:
-        async with asyncio.timeout(120 / scale + 30):
+        async with asyncio.timeout(300 / scale + 120):
             await sup.run(*companions)
     except TimeoutError:
         totals["errors"].append("tools demo did not finish")

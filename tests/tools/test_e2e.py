@@ -115,7 +115,7 @@ def test_every_action_end_to_end(broker: Broker, spawn: Any, tmp_path: Path, htt
                            extra=tools_config(tmp_path, http_url, broker))
         d = spawn(cfg, server.endpoint())
         try:
-            d.wait_control()
+            d.wait_control(timeout=60)
             sub.wait_value("voiced/dev1/availability", "online")
 
             # GPIO, asked for by a *press*: the server answers the pressed audio turn with
@@ -175,7 +175,7 @@ def test_bad_arguments_and_a_hanging_tool_are_answered(spawn: Any, tmp_path: Pat
             builtin = "set_volume"
         '''))
         d = spawn(cfg, server.endpoint())
-        d.wait_control()
+        d.wait_control(timeout=60)
         d.control("say", text="call hang")
         _until(lambda: [r for r in replies(server) if 'hang returned {"error":"hang timed out after 0.5 s"}' in r],
                what="timeout spoken")
@@ -199,7 +199,7 @@ def test_press_during_a_blocking_call_is_held_not_refused(spawn: Any, tmp_path: 
             command = { argv = ["/bin/sleep", "1.5"] }
         '''))
         d = spawn(cfg, server.endpoint())
-        d.wait_control()
+        d.wait_control(timeout=60)
         d.control("say", text="call slow")
         d.wait_status(lambda st: st["tools_running"] == 1)
         assert d.control("ptt", action="start")["ok"]
@@ -220,7 +220,7 @@ def test_builtins_end_to_end(spawn: Any, tmp_path: Path) -> None:
             f'[[tools]]\nbuiltin = "{b}"\n' for b in
             ("set_volume", "get_volume", "stop", "mute", "new_conversation", "set_timer")))
         d = spawn(cfg, server.endpoint())
-        d.wait_control()
+        d.wait_control(timeout=60)
 
         def ask(text: str, needle: str) -> None:
             d.control("say", text=text)
@@ -249,5 +249,5 @@ def test_builtins_end_to_end(spawn: Any, tmp_path: Path) -> None:
         d.signal(15)
         assert d.wait() == 0
         d2 = spawn(cfg, server.endpoint())
-        d2.wait_control()
+        d2.wait_control(timeout=60)
         assert "volume 40% (kept from the last run)" in d2.log()

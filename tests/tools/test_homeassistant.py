@@ -48,7 +48,7 @@ def test_discovery_state_and_every_command_entity(broker: Broker, live: Any, spa
     cfg = write_config(tmp_path / "voiced.toml", tmp_path, extra=mqtt_config(broker, tmp_path))
     d = spawn(cfg, live.endpoint())
     try:
-        d.wait_control()
+        d.wait_control(timeout=60)
         configs = discovery(sub)
         for topic, c in configs.items():
             component, node, object_id = topic.split("/")[1:4]
@@ -149,7 +149,7 @@ def test_broker_down_and_back_never_touches_the_voice_path(broker: Broker, live:
     d = spawn(cfg, live.endpoint())
     sub = Subscriber(broker)
     try:
-        d.wait_control()
+        d.wait_control(timeout=60)
         discovery(sub)
         sub.close()
         broker.stop()
