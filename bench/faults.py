@@ -706,3 +706,6 @@ if __name__ == "__main__":
     raise SystemExit(module_main())
 else:
     from bench import procfaults  # noqa: F401  (registers sigterm_mid_turn, kill9_restart)
+    # Tool and MQTT rows (issue 11): tool_hangs, tool_cancelled, tool_across_goaway,
+    # broker_down_and_back.
+    from bench import toolfaults  # noqa: F401

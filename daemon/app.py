@@ -54,7 +54,7 @@ from daemon.service import (EXIT_CONFIG, EXIT_OK, EXIT_SOFTWARE, Notifier, Watch
 from daemon.session import Effect, OpenConnection, Persist, SendFrame, ShowStates
 from daemon.state import StateStore
 from daemon.wire import SetupConfig
-from daemon.wiring import AppControlServer, Controls, Pulse, StateKeeper, top_state
+from daemon.wiring import AppControlServer, Controls, MuteGate, Pulse, StateKeeper, ToolsAndHome, top_state
 
 __all__ = ["add_arguments", "main", "load_config", "show_error_led", "App"]
 
@@ -267,9 +267,12 @@ class App:
 
     def _setup(self) -> SetupConfig:
         live = self.cfg.live
+        from daemon.tools import declarations
+
         return SetupConfig(model=self.target.model, voice=live.voice or None,
                            language=live.language or None,
-                           system_instruction=live.system_instruction or None)
+                           system_instruction=live.system_instruction or None,
+                           tools=declarations(self.cfg.tools, self.target.model))
 
     def _dir(self, key: str) -> Path:
         path = Path(getattr(self.cfg.service, key))
@@ -325,17 +328,22 @@ class App:
                                  target.api)
         inbox = Inbox()
         pulse = Pulse()
-        hardware = self._hardware(pulse.wrap(inbox.post))
+        mute = MuteGate()  # the mic mute (tools, Home Assistant) gates what the hardware posts
+        hardware = self._hardware(mute.wrap(pulse.wrap(inbox.post)))
         # The supervisor closes the parts when it stops; this also covers a failure before
         # it runs (every close is idempotent) and closes the mock pin factory of --hw sim.
         cleanup.callback(hardware.close)
+        # [[tools]] and [mqtt] (daemon/wiring.py): GPIO tools share the button's pin factory.
+        extras = ToolsAndHome(cfg, self.environ, pin_factory=hardware.pin_factory, mute=mute,
+                              state_dir=self._dir("state_dir"), time_scale=self.time_scale)
+        cleanup.callback(extras.close)
         # Pongs from Gemini come 8–30 s late (connection.Keepalive); at a time scale keep
         # at least 10 wall seconds of patience, or a busy test machine trips 1011.
         keepalive = Keepalive(30.0, max(60.0, 10.0 * self.time_scale))
         sup = self.supervisor = Supervisor(
             session, target.endpoint, inbox=inbox, mic=hardware.mic, speaker=hardware.speaker,
-            button=hardware.button, led=hardware.led, time_scale=self.time_scale,
-            keepalive=keepalive, wake_interval=0.5)
+            button=hardware.button, led=extras.mute.led(hardware.led), time_scale=self.time_scale,
+            keepalive=keepalive, wake_interval=0.5, tool_runner=extras.runner)
         pulse.heartbeat = sup.heartbeat
         self.controls = _GpioControls(sup, target.describe(), hardware.mic, hardware.speaker,
                                       gpio=hardware.gpio)
@@ -345,10 +353,12 @@ class App:
                                    debug=cfg.service.debug_commands, mic=hardware.mic)
         await control.start()
         cleanup.push_async_callback(control.stop)
+        extras.attach(sup, self.controls, control.dispatch)
         install_signal_handlers(asyncio.get_running_loop(), self.notifier, stop=sup.stop,
                                 reload=self._reload)
         await sup.run(self._watch(pulse),
-                      status_loop(self.notifier, self.controls.status, period=_STATUS_PERIOD))
+                      status_loop(self.notifier, self.controls.status, period=_STATUS_PERIOD),
+                      *extras.companions())
 
     async def _watch(self, pulse: Pulse) -> None:
         """READY=1 (the supervisor runs companions once the hardware is open), then the

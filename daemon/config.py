@@ -107,6 +107,8 @@ SECTIONS: dict[str, str] = {
     "gpio": "hw.gpio:GpioSettings",
     "earcons": "hw.earcons:EarconSettings",
     "service": "daemon.config:ServiceSettings",
+    # Home Assistant over MQTT (issue 11); off while [mqtt] host is empty.
+    "mqtt": "daemon.homeassistant:MqttSettings",
 }
 
 # Environment overrides, for the few things people set per machine.
@@ -121,6 +123,11 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     # fallback chain.
     "GPIOZERO_PIN_FACTORY": ("gpio", "pin_factory"),
 }
+
+# Settings fields that are not keys of the file: derived from [[tools]] and [live] model
+# (daemon/tools.session_tools, in :func:`parse`), so they are neither read, nor printed,
+# nor documented.
+DERIVED: frozenset[str] = frozenset({"session.tools", "session.tools_blocking"})
 
 # Extra checks beyond the type: "section.key" -> (predicate, what is allowed).
 CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
@@ -140,6 +147,8 @@ class Config:
     sections: Mapping[str, Any]
     source: str = "defaults"
     api_key: Secret | None = field(default=None, repr=False)
+    tools: tuple[Any, ...] = ()
+    """The ``[[tools]]`` entries, checked (``daemon.tools.ToolSpec``; README "Tools")."""
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -213,7 +222,7 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
 
 def _build(section: str, cls: type, values: Mapping[str, Any]) -> Any:
     hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
+    names = [f.name for f in dataclasses.fields(cls) if f"{section}.{f.name}" not in DERIVED]
     kwargs: dict[str, Any] = {}
     for key, value in values.items():
         dotted = f"{section}.{key}"
@@ -242,9 +251,17 @@ def parse(data: Mapping[str, Any], environ: Mapping[str, str] | None = None,
           source: str = "<memory>") -> Config:
     """Build a :class:`Config` from parsed TOML *data* and environment overrides."""
     merged: dict[str, dict[str, Any]] = {}
+    tools: tuple[Any, ...] = ()
     for section, values in data.items():
+        if section == "tools":
+            # [[tools]] is an array of tables, not a settings section (daemon/actions.py).
+            from daemon.actions import parse_tools
+
+            tools = parse_tools(values)
+            continue
         if section not in SECTIONS:
-            raise ConfigError(section, "[...]", "unknown section; known sections: " + ", ".join(SECTIONS))
+            raise ConfigError(section, "[...]", "unknown section; known sections: "
+                              + ", ".join([*SECTIONS, "tools"]))
         if not isinstance(values, dict):
             raise ConfigError(section, values, "must be a [section] table")
         merged[section] = dict(values)
@@ -252,7 +269,19 @@ def parse(data: Mapping[str, Any], environ: Mapping[str, str] | None = None,
         if environ and environ.get(var):
             merged.setdefault(section, {})[key] = _env_value(var, environ[var])
     sections = {name: _build(name, _import(target), merged.get(name, {})) for name, target in SECTIONS.items()}
-    return Config(sections=sections, source=source)
+    if tools:
+        from daemon.actions import check_pins
+
+        led = sections["led"]
+        used = {sections["button"].pin: "button.pin"}
+        used.update({p: "led.rgb_pins" for p in led.rgb_pins} if led.rgb_pins else {led.pin: "led.pin"})
+        check_pins(tools, used)
+        # The core's view of the tools (names, blocking) follows the declarations.
+        from daemon.tools import session_tools
+
+        sections["session"] = dataclasses.replace(sections["session"],
+                                                  **session_tools(tools, sections["live"].model))
+    return Config(sections=sections, source=source, tools=tools)
 
 
 def _env_value(var: str, text: str) -> Any:
@@ -351,11 +380,17 @@ def to_toml(config: Config) -> str:
     for name, settings in config.sections.items():
         lines.append(f"\n[{name}]")
         for f in dataclasses.fields(settings):
+            if f"{name}.{f.name}" in DERIVED:
+                continue
             value = getattr(settings, f.name)
             if value is None:
                 lines.append(f"# {f.name} = (not set)")  # TOML has no null
             else:
                 lines.append(f"{f.name} = {_toml_value(value)}")
+    for spec in config.tools:
+        lines += ["\n[[tools]]", f"name = {_toml_value(spec.name)}",
+                  f"description = {_toml_value(spec.description)}",
+                  f"# action: {spec.action.kind}, timeout {spec.timeout:g} s"]
     return "\n".join(lines) + "\n"
 
 
@@ -403,6 +438,8 @@ def example_toml() -> str:
         out += ["", f"[{name}]"] + ([f"# {doc}"] if doc else [])
         docs = field_docs(cls)
         for f in dataclasses.fields(cls):
+            if f"{name}.{f.name}" in DERIVED:
+                continue
             for line in textwrap.wrap(docs.get(f.name, ""), 96):
                 out.append(f"#   {line}")
             default = getattr(cls, f.name, None) if f.default is not dataclasses.MISSING else None
@@ -412,4 +449,36 @@ def example_toml() -> str:
                 out.append(f"# {f.name} =   (not set)")
             else:
                 out.append(f"# {f.name} = {_toml_value(default)}")
-    return "\n".join(out) + "\n"
+    return "\n".join(out + _TOOLS_EXAMPLE) + "\n"
+
+
+# [[tools]] is an array of tables, so it has no defaults to list: a commented example of
+# each action instead (daemon/actions.py, README "Tools").
+_TOOLS_EXAMPLE = [
+    "",
+    "# [[tools]]: functions the model may call (none by default). Each has a name, a description,",
+    "# a JSON schema of its parameters (type, properties, required, enum, minimum, maximum, maxLength),",
+    "# an optional timeout (seconds, default 10), behavior (\"BLOCKING\"/\"NON_BLOCKING\"), scheduling",
+    "# (\"SILENT\"/\"WHEN_IDLE\"/\"INTERRUPT\") and exactly one action: gpio, command, http, mqtt or builtin.",
+    "# [[tools]]",
+    "# name = \"porch_light\"",
+    "# description = \"Switch the porch light on or off.\"",
+    "# gpio = { pin = 17 }                       # parameter `on` (boolean); pwm = true takes `level` 0..1",
+    "# [[tools]]",
+    "# name = \"garage_door\"",
+    "# description = \"Open or close a garage door.\"",
+    "# parameters = { type = \"object\", properties = { door = { type = \"string\", enum = [\"left\", \"right\"] } }, required = [\"door\"] }",
+    "# command = { argv = [\"/usr/local/bin/garage\", \"{door}\"] }   # never a shell; \"{door}\" is one argv element",
+    "# [[tools]]",
+    "# name = \"scene\"",
+    "# description = \"Turn on a Home Assistant scene.\"",
+    "# parameters = { type = \"object\", properties = { scene = { type = \"string\", maxLength = 40 } }, required = [\"scene\"] }",
+    "# http = { method = \"POST\", url = \"http://homeassistant.local:8123/api/services/scene/turn_on\", body = { entity_id = \"{scene}\" }, token_file = \"/etc/voiced/ha-token\" }",
+    "# [[tools]]",
+    "# name = \"fan\"",
+    "# description = \"Switch the fan.\"",
+    "# parameters = { type = \"object\", properties = { on = { type = \"boolean\" } }, required = [\"on\"] }",
+    "# mqtt = { topic = \"home/fan/set\", payload = \"{on}\" }   # needs [mqtt]",
+    "# [[tools]]",
+    "# builtin = \"set_volume\"                  # also get_volume, stop, mute, new_conversation, set_timer",
+]

@@ -141,6 +141,14 @@ async def run_demo(args: argparse.Namespace, out: Callable[[str], None]) -> dict
                       cpu_probe_ms=getattr(args, "cpu_probe_ms", None),
                       endpoint="embedded" if server is not None else where)
         _summary(out, trace, totals, fmt_nominal)
+        if server is not None:
+            # Tools and Home Assistant (issue 11): daemon/demotools.py, on the same server.
+            from daemon.demotools import run_tools_segment
+
+            out("")
+            extra = await run_tools_segment(server, model, scale, trace.line)
+            totals["errors"] += len(extra.pop("errors"))
+            totals.update(extra)
     finally:
         hardware.close()
         if server is not None:

@@ -13,6 +13,10 @@ Small adapters ``voiced run`` wires between the supervisor and the service side
 * :class:`StateKeeper` — persists every ``Persist`` snapshot atomically, in order, on
   one worker thread (an SD-card fsync must not stall the event loop), and restores
   the session from the state file at start.
+* :class:`MuteGate` — the mic mute of the built-in tool and the Home Assistant switch:
+  while muted, presses and mic frames never reach the inbox and the LED adds "muted".
+* :class:`ToolsAndHome` — the ``[[tools]]`` runner (GPIO pins opened on the hardware's
+  pin factory) and the ``[mqtt]`` Home Assistant bridge, fed from the supervisor's effects.
 """
 
 from __future__ import annotations
@@ -24,13 +28,18 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any, Callable, Mapping
 
+import threading
+
 from daemon import wire
 from daemon.control import ControlServer
-from daemon.events import LED_PRIORITY, DeviceLost, DeviceRestored, DeviceState, Event
+from daemon.events import (LED_PRIORITY, ButtonHeld, ButtonPressed, DeviceLost, DeviceRestored,
+                           DeviceState, Event, MicFrame)
+from daemon.lifecycle import Effect, Persist, ShowStates
 from daemon.session import Session, SessionSettings, Snapshot
 from daemon.state import StateStore
 
-__all__ = ["Pulse", "Controls", "AppControlServer", "StateKeeper", "top_state", "DEBUG_COMMANDS"]
+__all__ = ["Pulse", "Controls", "AppControlServer", "StateKeeper", "MuteGate", "ToolsAndHome",
+           "top_state", "DEBUG_COMMANDS"]
 
 log = logging.getLogger(__name__)
 
@@ -85,22 +94,123 @@ class Pulse:
         return observed
 
 
-class Controls:
-    """The control socket's target: the supervisor, plus what ``status`` reports."""
+class MuteGate:
+    """The mic mute (built-in tool ``mute``, Home Assistant switch).
 
-    def __init__(self, supervisor: Any, endpoint: str, mic: Any = None, speaker: Any = None) -> None:
+    While muted, button presses, holds and mic frames are dropped on their way to the
+    inbox (a release still passes, so a press in progress ends), and the LED shows
+    "muted" over idle. Nothing is lost silently: the user muted it.
+    """
+
+    _DROPPED = (ButtonPressed, ButtonHeld, MicFrame)
+
+    def __init__(self) -> None:
+        self.muted = False
+        self._led: Any = None
+        self._states: frozenset[DeviceState] = frozenset()
+        self._lock = threading.Lock()
+        self.listeners: list[Callable[[bool], None]] = []
+
+    def wrap(self, post: Callable[[Event], None]) -> Callable[[Event], None]:
+        def gated(event: Event) -> None:
+            if self.muted and isinstance(event, self._DROPPED):
+                return
+            post(event)
+        return gated
+
+    def led(self, led: Any) -> Any:
+        """The LED as the supervisor should drive it: ``show`` adds "muted" while muted."""
+        if led is None:
+            return None
+        self._led = led
+        gate = self
+
+        class MutedLed:
+            def show(self, states: frozenset[DeviceState]) -> None:
+                gate._states = frozenset(states)
+                led.show(gate.shown(states))
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(led, name)
+        return MutedLed()
+
+    def shown(self, states: frozenset[DeviceState]) -> frozenset[DeviceState]:
+        return frozenset(states) | {DeviceState.MUTED} if self.muted else frozenset(states)
+
+    def set(self, muted: bool) -> None:
+        with self._lock:
+            changed, self.muted = self.muted != muted, muted
+        if changed:
+            log.info("mic %s", "muted" if muted else "unmuted")
+            if self._led is not None:
+                self._led.show(self.shown(self._states))
+            for listener in self.listeners:
+                listener(muted)
+
+
+class Controls:
+    """The control socket's target: the supervisor, plus what ``status`` reports; and the
+    device side the built-in tools and Home Assistant use (volume, mute, stop, timers)."""
+
+    def __init__(self, supervisor: Any, endpoint: str, mic: Any = None, speaker: Any = None, *,
+                 mute: MuteGate | None = None, volume_store: Any = None) -> None:
         self.supervisor = supervisor
         self.endpoint = endpoint
         self.mic, self.speaker = mic, speaker
+        self.mute = mute or MuteGate()
+        self.volume_store = volume_store
+        self.tools_running = 0
+        self.volume_listeners: list[Callable[[float], None]] = []
+
+    # -- device side (daemon/actions.py Device; any thread) ----------------------------------
+
+    def get_volume(self) -> float:
+        return float(getattr(self.speaker, "volume", 1.0))
+
+    def set_volume(self, level: float) -> None:
+        """Speaker volume, 0..1 (100 %); kept in the state directory across restarts."""
+        level = min(1.0, max(0.0, float(level)))
+        if self.speaker is not None:
+            self.speaker.volume = level
+        if self.volume_store is not None:
+            self.volume_store.save(level)
+        log.info("volume %d%%", round(level * 100))
+        for listener in self.volume_listeners:
+            listener(level)
+
+    def is_muted(self) -> bool:
+        return self.mute.muted
+
+    def set_muted(self, muted: bool) -> None:
+        self.mute.set(muted)
+
+    def stop_speaking(self) -> None:
+        if self.speaker is not None:
+            self.speaker.flush()
+
+    def timer_due(self, label: str) -> None:
+        """A timer rang: an earcon now, and the model is told to say so (spoken once
+        connected: the core queues text while offline)."""
+        from daemon.homeassistant import announce_prompt
+
+        log.info("timer %r is due", label)
+        if self.speaker is not None and hasattr(self.speaker, "earcon"):
+            try:
+                self.speaker.earcon("new")
+            except (KeyError, ValueError):
+                pass
+        self.supervisor.send_text(announce_prompt(f"Your timer {label} is done."))
 
     def status(self) -> Mapping[str, Any]:
         """One mapping for both STATUS= (daemon.health.format_status) and ``voiced status``
         (daemon.control.format_report). Times are nominal seconds (real time at scale 1)."""
         stats = self.supervisor.stats()
         out: dict[str, Any] = dict(vars(stats))
-        states = self.supervisor.states()
+        states = self.mute.shown(self.supervisor.states())
         out["state"] = top_state(states).value
         out["states"] = sorted(s.value for s in states)
+        out["muted"] = self.mute.muted
+        out["tools_running"] = self.tools_running
         out["endpoint"] = self.endpoint
         out["token_window"] = stats.context_window
         out["mic"] = getattr(self.mic, "device_name", "none")
@@ -122,6 +232,8 @@ class Controls:
         self.supervisor.instruct(text)
 
     def ptt(self, start: bool) -> None:
+        if start and self.mute.muted:
+            raise RuntimeError("the mic is muted")
         if start:
             self.supervisor.ptt_start()
         else:
@@ -243,3 +355,109 @@ class StateKeeper:
                  len(snapshot.history), downtime,
                  "resuming the same session" if resuming else "a fresh session with context")
         return session
+
+
+class ToolsAndHome:
+    """``[[tools]]`` and ``[mqtt]`` for ``voiced run`` (daemon/app.py builds one).
+
+    Built before the supervisor (the GPIO tools open their pins on the hardware's pin
+    factory; ``runner`` is the supervisor's ``tool_runner``), bound to the device controls once
+    they exist (:meth:`attach`), and run as supervisor companions (the MQTT client task).
+
+    Args:
+        cfg: the configuration (``tools``, ``mqtt``).
+        environ: for the broker password credential.
+        pin_factory: the button's and LED's gpiozero pin factory (None: gpiozero's default).
+        state_dir: where the volume is kept.
+        time_scale: nominal seconds per wall second (timers).
+        mute: the mic mute gate the hardware posts through.
+    """
+
+    def __init__(self, cfg: Any, environ: Mapping[str, str], *, pin_factory: Any = None,
+                 mute: MuteGate | None = None, state_dir: Any = None, time_scale: float = 1.0) -> None:
+        from daemon.actions import ToolContext, VolumeStore, build_tools
+        from daemon.homeassistant import resolve_password
+        from daemon.tools import ToolRunner
+
+        self.cfg = cfg
+        self.volume_store = VolumeStore(state_dir) if state_dir is not None else None
+        self.context = ToolContext(pin_factory=pin_factory, time_scale=time_scale)
+        self.mqtt_password = resolve_password(cfg.mqtt, environ) if cfg.mqtt.enabled else None
+        if cfg.mqtt.enabled:
+            self.context.publish = self._publish
+        self.specs = build_tools(cfg.tools, self.context)
+        self.runner = ToolRunner(self.specs, on_change=self._tools_changed)
+        self.home: Any = None
+        self.controls: Controls | None = None
+        self.mute = mute or MuteGate()
+
+    def attach(self, supervisor: Any, controls: Controls, dispatch: Callable[[dict[str, Any]], Any],
+               sw_version: str = "") -> None:
+        """Bind the device controls; subscribe to the supervisor's effects."""
+        self.controls = controls
+        controls.mute = self.mute
+        controls.volume_store = self.volume_store
+        self.context.device = controls
+        saved = self.volume_store.load() if self.volume_store is not None else None
+        if saved is not None and controls.speaker is not None:
+            controls.speaker.volume = saved
+            log.info("volume %d%% (kept from the last run)", round(saved * 100))
+        if self.cfg.mqtt.enabled:
+            from daemon.homeassistant import HomeAssistant
+
+            def dispatch_json(request: dict[str, Any]) -> Mapping[str, Any]:
+                return dispatch(json.dumps(request).encode())
+            self.home = HomeAssistant(self.cfg.mqtt, password=self.mqtt_password,
+                                      dispatch=dispatch_json, device=controls,
+                                      status=controls.status, sw_version=sw_version)
+            supervisor.subscribe(self._feed_home)
+            self.mute.listeners.append(lambda muted: self._home_mute(muted))
+            controls.volume_listeners.append(self._home_volume)
+
+    def companions(self) -> list[Any]:
+        return [self.home.run()] if self.home is not None else []
+
+    def close(self) -> None:
+        from daemon.actions import close_tools
+
+        self.runner.close()
+        close_tools(self.specs)
+
+    # -- internals
+
+    def _publish(self, topic: str, payload: bytes, qos: int, retain: bool, timeout: float) -> None:
+        if self.home is None:
+            raise RuntimeError("the MQTT bridge is not running")
+        self.home.publish_threadsafe(topic, payload, qos, retain, timeout)
+
+    def _tools_changed(self, running: int) -> None:
+        if self.controls is not None:
+            self.controls.tools_running = running
+
+    def _home_mute(self, muted: bool) -> None:
+        home = self.home
+        loop = home._loop if home is not None else None
+        if loop is not None:
+            loop.call_soon_threadsafe(home.update, "mute", "ON" if muted else "OFF")
+            loop.call_soon_threadsafe(home.update, "state",
+                                      top_state(self.mute.shown(self.mute._states)).value)
+
+    def _home_volume(self, level: float) -> None:
+        # Any thread (a tool's, or the loop for a command from Home Assistant).
+        home = self.home
+        loop = home._loop if home is not None else None
+        if loop is not None:
+            loop.call_soon_threadsafe(home.update, "volume", str(round(level * 100)))
+
+    def _feed_home(self, effect: Effect) -> None:
+        home = self.home
+        if isinstance(effect, ShowStates):
+            home.update("state", top_state(self.mute.shown(effect.states)).value)
+        elif isinstance(effect, Persist):
+            history = effect.snapshot.history
+            said = next((e.text for e in reversed(history) if e.role == "model"), None)
+            heard = next((e.text for e in reversed(history) if e.role == "user"), None)
+            if heard is not None:
+                home.update("transcript_in", heard[:255])
+            if said is not None:
+                home.update("transcript_out", said[:255])

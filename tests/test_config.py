@@ -126,6 +126,8 @@ def test_shipped_example_is_the_generated_one_and_loads_to_defaults(tmp_path: Pa
         cls = config._import(target)
         docs = config.field_docs(cls)
         for f in __import__("dataclasses").fields(cls):
+            if f"{name}.{f.name}" in config.DERIVED:
+                continue  # set from [[tools]], not a key of the file
             assert docs.get(f.name), f"[{name}] {f.name} has no docstring"
             assert f"# {f.name} =" in shipped.read_text()
 

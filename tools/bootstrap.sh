@@ -23,6 +23,10 @@ if [ "$job" = test ]; then
   # The unit under a real systemd (tools/systemd-check.sh, tests/service/test_systemd_check.py).
   apt_pkgs+=(systemd-container debootstrap)
 fi
+if [ "$job" = test ]; then
+  # mosquitto: the real MQTT broker the Home Assistant tests start on a loopback port.
+  apt_pkgs+=(mosquitto)
+fi
 missing=()
 for p in "${apt_pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ "${#missing[@]}" -gt 0 ]; then

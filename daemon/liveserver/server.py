@@ -29,6 +29,7 @@ from daemon.liveserver.faults import Faults
 from daemon.liveserver.limits import ServerLimits
 from daemon.liveserver.model import Voice
 from daemon.liveserver.store import ConnectionRecord, SessionRecord, Store, UserTurn
+from daemon.liveserver.turns import ToolScript
 
 __all__ = ["LiveServer", "LiveServerThread"]
 
@@ -68,6 +69,7 @@ class LiveServer:
         self._t0 = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._changed: asyncio.Event | None = None  # created on start (needs a loop)
+        self.tool_script = ToolScript()  # tool calls scripted for pressed turns (turns.py)
 
     # --- lifecycle -------------------------------------------------------------------------
 

@@ -17,8 +17,19 @@ at the context window) and streams the replies (LIVE_PROTOCOL.md §3–§4):
 A barge-in (``activityStart``, VAD speech, ``clientContent`` turnComplete)
 cuts the reply: ``interrupted`` then ``turnComplete``, no generationComplete
 (and ``toolCallCancellation`` first for a pending tool call). A user turn
-"call NAME {json args}" naming a declared function makes a ``toolCall``; the
-``toolResponse`` is then spoken.
+"call NAME {json args}" naming a declared function makes a ``toolCall``; so does
+a pressed (audio) turn when a test scripted it (``server.tool_script``, a
+:class:`ToolScript`). The ``toolResponse`` is then spoken. Tool rules, after
+FIELD_REPORTS F10/F18 and Part 3:
+
+* blocking or not: ``behavior`` of the declaration; gemini-3.8-live defaults to
+  NON_BLOCKING, gemini-3.1-flash-live is synchronous only (a NON_BLOCKING declaration
+  still blocks), the rest default to BLOCKING;
+* while a blocking call is unanswered, realtime input or clientContent closes the
+  connection 1008 "The operation was aborted." (F10);
+* a ``toolResponse`` naming an id we never issued (or one already answered or
+  cancelled) closes 1008 "Requested entity was not found." (F10);
+* a barge-in cancels the pending calls of the interrupted turn (``toolCallCancellation``).
 """
 
 from __future__ import annotations
@@ -39,7 +50,7 @@ from daemon.liveserver.store import SessionRecord, UserTurn
 if TYPE_CHECKING:
     from daemon.liveserver.connection import LiveConnection
 
-__all__ = ["Conversation", "CONTEXT_EXHAUSTED", "TOOL_PENDING"]
+__all__ = ["Conversation", "ToolScript", "CONTEXT_EXHAUSTED", "TOOL_PENDING", "UNKNOWN_CALL"]
 
 log = logging.getLogger(__name__)
 
@@ -48,14 +59,40 @@ CONTEXT_EXHAUSTED = "Resource has been exhausted (e.g. check quota)."
 real text is on record for this case; this is the closest real 1011 text
 (LIVE_PROTOCOL.md §6): the context window is the resource that ran out."""
 
-TOOL_PENDING = "Operation is not implemented, or supported, or enabled."
-"""Close reason (1008) for realtime input while a blocking tool call is unanswered
-(PITFALLS.md). No text is on record for this case; this is a real 1008 text
-(LIVE_PROTOCOL.md §6)."""
+TOOL_PENDING = "The operation was aborted."
+"""Close reason (1008) for realtime input or clientContent while a blocking tool call is
+unanswered: the text users got for "streams audio during pending tool calls"
+(FIELD_REPORTS F10, gRPC ABORTED)."""
+
+UNKNOWN_CALL = "Requested entity was not found."
+"""Close reason (1008) for a toolResponse whose id names no pending call (FIELD_REPORTS F10)."""
 
 _CALL = re.compile(r"^\s*call\s+([A-Za-z_][\w.-]*)\s*(\{.*\})?\s*[.!?]?\s*$", re.S | re.I)
 _REALTIME = (p.RealtimeAudio, p.RealtimeText, p.RealtimeVideo, p.ActivityStart, p.ActivityEnd,
-             p.AudioStreamEnd)
+             p.AudioStreamEnd, p.ClientContent)
+"""Inputs refused while a blocking call is pending (F10: "a matching toolResponse before any
+other client messages")."""
+
+
+class ToolScript:
+    """Tool calls a test wants the "model" to make for turns that carry no text to parse:
+    ``server.tool_script.answer_next("turn_on", {"room": "hall"})`` makes the next pressed
+    (or VAD) audio turn answer with that ``toolCall``. Queued in order, one per turn."""
+
+    def __init__(self) -> None:
+        self._queue: list[tuple[str, dict[str, Any]]] = []
+        self.issued: list[tuple[str, str, dict[str, Any]]] = []
+        """(call id, name, args) of every scripted call made."""
+
+    def answer_next(self, name: str, args: dict[str, Any] | None = None) -> None:
+        self._queue.append((name, dict(args or {})))
+
+    def take(self) -> tuple[str, dict[str, Any]] | None:
+        return self._queue.pop(0) if self._queue else None
+
+    @property
+    def waiting(self) -> int:
+        return len(self._queue)
 
 _VAD_KEEP_BYTES = 32_000  # 1 s of 16 kHz audio kept before speech starts
 
@@ -157,8 +194,10 @@ class Conversation:
             for call_id, name, response in item.responses:
                 match = self.pending_calls.get(call_id) or next(
                     (c for c in self.pending_calls.values() if not call_id and c[0] == name), None)
-                if match is not None and not match[2].done():
-                    match[2].set_result(response)
+                if match is None or match[2].done():
+                    # An id we never issued, already answered or cancelled (F10).
+                    raise p.ClientRefused(1008, UNKNOWN_CALL, f"toolResponse for unknown id {call_id!r}")
+                match[2].set_result(response)
 
     async def _ptt_audio(self, pcm: bytes) -> None:
         # Only audio inside activityStart…activityEnd is part of a turn
@@ -343,21 +382,36 @@ class Conversation:
         ``toolCall``, wait for the ``toolResponse``, and say what it returned."""
         found = _CALL.match(turn.text or "")
         declared = dict(self.params.functions)
-        if not found or found.group(1) not in declared:
+        script = getattr(self.conn.server, "tool_script", None)
+        scripted = (script.take() if script is not None and turn.source in ("activity", "vad")
+                    and not found else None)
+        if scripted is not None:
+            name, args = scripted
+            if name not in declared:
+                # The real model only calls what was declared; a script asking for more is
+                # a test mistake, said loudly (the turn is answered normally).
+                log.warning("> scripted tool call %s is not declared in setup", name)
+                return text
+        elif not found or found.group(1) not in declared:
             return text
-        name = found.group(1)
-        try:
-            args = json.loads(found.group(2)) if found.group(2) else {}
-        except json.JSONDecodeError:
-            args = {"text": found.group(2)}
+        else:
+            name = found.group(1)
+            try:
+                args = json.loads(found.group(2)) if found.group(2) else {}
+            except json.JSONDecodeError:
+                args = {"text": found.group(2)}
         behavior = declared[name]
-        # gemini-3.8-live calls NON_BLOCKING by default, older models BLOCKING (§2).
-        blocking = behavior == "BLOCKING" or (
-            not behavior and not self.params.model.startswith("gemini-3.8-live"))
+        # gemini-3.8-live calls NON_BLOCKING by default, older models BLOCKING (§2);
+        # gemini-3.1-flash-live is synchronous only, whatever was declared (FIELD_REPORTS Part 3).
+        model = self.params.model
+        blocking = model.startswith("gemini-3.1-flash-live") or behavior == "BLOCKING" or (
+            not behavior and not model.startswith("gemini-3.8-live"))
         self._calls += 1
         call_id = f"fc-{turn.index}-{self._calls}"
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.pending_calls[call_id] = (name, blocking, future)
+        if scripted is not None and script is not None:
+            script.issued.append((call_id, name, args))
         self.session.append("model", f"[call {name} {json.dumps(args)}]", text_tokens(name, self.limits))
         await self.conn.send(m.tool_call(call_id, name, args))
         self.conn.server.changed()

@@ -8,7 +8,7 @@ from google.genai import types
 
 from daemon import wire
 from daemon.liveserver import LiveServer, ServerLimits
-from daemon.liveserver.turns import TOOL_PENDING
+from daemon.liveserver.turns import TOOL_PENDING, UNKNOWN_CALL
 from tests.liveserver.rawclient import RawClient, run, text_of, tone
 
 FAST = ServerLimits(time_scale=600.0)
@@ -98,4 +98,81 @@ def test_sdk_tool_round_trip():
                 said = "".join([m.server_content.output_transcription.text async for m in session.receive()
                                 if m.server_content and m.server_content.output_transcription])
                 assert said == 'Turn 1: turn_on_lights returned {"lights":"on"}.'
+    run(body)
+
+
+def test_client_content_during_a_blocking_call_closes_1008_aborted():
+    # FIELD_REPORTS F10: "a matching toolResponse before any other client messages".
+    async def body():
+        async with LiveServer(limits=FAST, voice="synthetic") as server:
+            client = await open_with_tools(server, OLD_MODEL)
+            await client.send(wire.text_message("call turn_on_lights"))
+            await client.recv_until(lambda m: "toolCall" in m)
+            await client.send(wire.client_content_message([wire.Turn("user", "hello")], turn_complete=True))
+            closed = await client.expect_close()
+            assert (closed.code, closed.reason) == (1008, "The operation was aborted.")
+    run(body)
+
+
+def test_tool_response_with_an_unknown_id_closes_1008_not_found():
+    async def body():
+        async with LiveServer(limits=FAST, voice="synthetic") as server:
+            client = await open_with_tools(server, OLD_MODEL)
+            await client.send(wire.text_message("call turn_on_lights"))
+            await client.recv_until(lambda m: "toolCall" in m)
+            await client.send(wire.tool_response_message(
+                [wire.FunctionResponse("fc-nobody", "turn_on_lights", {"ok": True})]))
+            closed = await client.expect_close()
+            assert (closed.code, closed.reason) == (1008, UNKNOWN_CALL)
+    run(body)
+
+
+def test_late_response_to_a_cancelled_call_is_refused():
+    # A cancelled id never gets a result (F18): the server treats one as an unknown id.
+    async def body():
+        async with LiveServer(limits=FAST, voice="synthetic") as server:
+            client = await open_with_tools(server, "gemini-3.8-live")
+            await client.send(wire.text_message("call turn_on_lights"))
+            call_id = (await client.recv_until(lambda m: "toolCall" in m))[-1]["toolCall"]["functionCalls"][0]["id"]
+            await client.send(wire.activity_start_message())
+            await client.until_turn_complete()
+            await client.send(wire.tool_response_message(
+                [wire.FunctionResponse(call_id, "turn_on_lights", {"late": True})]))
+            closed = await client.expect_close()
+            assert (closed.code, closed.reason) == (1008, UNKNOWN_CALL)
+    run(body)
+
+
+def test_scripted_call_answers_a_pressed_audio_turn_and_speaks_the_result():
+    async def body():
+        async with LiveServer(limits=FAST, voice="synthetic") as server:
+            client = await open_with_tools(server, "gemini-3.8-live")
+            server.tool_script.answer_next("turn_on_lights", {"room": "hall"})
+            await client.send(wire.activity_start_message())
+            await client.send(wire.encode_audio(tone(0.3)))
+            await client.send(wire.activity_end_message())
+            msgs = await client.recv_until(lambda m: "toolCall" in m)
+            call = msgs[-1]["toolCall"]["functionCalls"][0]
+            assert (call["name"], call["args"]) == ("turn_on_lights", {"room": "hall"})
+            assert server.tool_script.issued == [(call["id"], "turn_on_lights", {"room": "hall"})]
+            # NON_BLOCKING on 3.8: audio may flow while the call runs.
+            await client.send(wire.encode_audio(tone(0.05)))
+            await client.send(wire.tool_response_message(
+                [wire.FunctionResponse(call["id"], "turn_on_lights", {"lights": "on"})]))
+            msgs = await client.until_turn_complete()
+            assert text_of(msgs) == 'Turn 1: turn_on_lights returned {"lights":"on"}.'
+            assert server.tool_script.waiting == 0
+    run(body)
+
+
+def test_flash_live_3_1_blocks_even_when_declared_non_blocking():
+    # 3.1 Flash Live: "Function calling is synchronous only" (FIELD_REPORTS Part 0/3).
+    async def body():
+        async with LiveServer(limits=FAST, voice="synthetic") as server:
+            client = await open_with_tools(server, "gemini-3.1-flash-live-preview", behavior="NON_BLOCKING")
+            await client.send(wire.text_message("call turn_on_lights"))
+            await client.recv_until(lambda m: "toolCall" in m)
+            await client.send(wire.encode_audio(tone(0.1)))
+            closed = await client.expect_close()
+            assert (closed.code, closed.reason) == (1008, TOOL_PENDING)
     run(body)

@@ -1,0 +1,66 @@
+"""A real subscriber (paho-mqtt) playing Home Assistant; the broker is daemon/mqttbroker.py."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Callable
+
+import paho.mqtt.client as mqtt
+
+from daemon.mqttbroker import DEVICES, PASSWORD, Broker, have_mosquitto
+
+__all__ = ["Broker", "Subscriber", "have_mosquitto", "DEVICES", "PASSWORD"]
+
+
+class Subscriber:
+    """A paho client (user ``ha``) that records ``(topic, payload, retain)``."""
+
+    def __init__(self, broker: Broker, topics: tuple[str, ...] = ("#",), user: str = "ha") -> None:
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self._cond = threading.Condition()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-{user}-{id(self)}")
+        self.client.username_pw_set(user, PASSWORD)
+        self.topics = topics
+        self.client.on_connect = self._on_connect
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", broker.port, keepalive=30)
+        self.client.loop_start()
+
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, rc: Any, props: Any = None) -> None:
+        for t in self.topics:
+            client.subscribe(t, qos=1)
+
+    def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+        with self._cond:
+            self.messages.append((msg.topic, bytes(msg.payload), bool(msg.retain)))
+            self._cond.notify_all()
+
+    def wait(self, predicate: Callable[[list[tuple[str, bytes, bool]]], Any], timeout: float = 30.0,
+             what: str = "") -> Any:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                found = predicate(self.messages)
+                if found:
+                    return found
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"never saw {what or predicate}; got "
+                                         f"{[(t, p[:60]) for t, p, _ in self.messages[-30:]]}")
+                self._cond.wait(left)
+
+    def last(self, topic: str) -> bytes | None:
+        with self._cond:
+            return next((p for t, p, _ in reversed(self.messages) if t == topic), None)
+
+    def wait_value(self, topic: str, value: str, timeout: float = 30.0) -> None:
+        self.wait(lambda ms: any(t == topic and p.decode() == value for t, p, _ in ms), timeout,
+                  f"{topic} = {value!r}")
+
+    def publish(self, topic: str, payload: str) -> None:
+        self.client.publish(topic, payload.encode(), qos=1).wait_for_publish(10)
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
