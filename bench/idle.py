@@ -73,11 +73,42 @@ class ProcStat:
 
 def _wakeups_by_thread(before: dict[str, int], after: dict[str, int], seconds: float
                        ) -> dict[str, float]:
-    by_name: dict[str, float] = {}
-    for key, n in after.items():
-        name = key.split(" ", 1)[1]
-        by_name[name] = by_name.get(name, 0.0) + (n - before.get(key, 0)) / seconds
-    return {k: round(v, 1) for k, v in sorted(by_name.items(), key=lambda kv: -kv[1])}
+    rates = {key: (n - before.get(key, 0)) / seconds for key, n in after.items()}
+    return {k: round(v, 1) for k, v in sorted(rates.items(), key=lambda kv: -kv[1])}
+
+
+def python_thread_names(pid: int) -> dict[str, str]:
+    """``{tid: Python thread name}`` from ``py-spy dump`` (if py-spy is installed): the
+    kernel calls every Python thread "python"; this says which is the event loop, the
+    PortAudio callback, the LED… Empty without py-spy."""
+    import re
+    import shutil
+
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(spy).exists():
+        return {}
+    try:
+        out = subprocess.run([spy, "dump", "--pid", str(pid)], capture_output=True, text=True,
+                             timeout=20).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    names: dict[str, str] = {}
+    lines = out.splitlines()
+    for i, line in enumerate(lines):
+        m = re.match(r'Thread (\d+) \((\w+)\)(?:: "(.*)")?', line)
+        if m:
+            frame = lines[i + 1].strip().split(" (")[0] if i + 1 < len(lines) else ""
+            names[m.group(1)] = m.group(3) or f"<no name> in {frame}"
+    return names
+
+
+def _named(threads: dict[str, float], names: dict[str, str]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for key, rate in threads.items():
+        tid, comm = key.split(" ", 1)
+        label = f"{comm} {tid}" if tid not in names else f"{names[tid]} ({tid})"
+        out[label] = rate
+    return out
 
 
 def _write_config(tmp: Path) -> Path:
@@ -181,6 +212,10 @@ def measure_idle(seconds: float = 20.0, rounds: int = 3, settle: float = 2.0) ->
                     per[k].append({"cpu_s_per_hour": (s.cpu_s() - c0[k]) / dt * 3600,
                                    "wakeups_per_s": sum(threads.values()), "threads": threads})
             final = _wait_idle(tmp / "run", voiced, voiced_log)
+            for k, pid in (("voiced", voiced.pid), ("floor", floor.pid)):
+                names = python_thread_names(pid)
+                for row in per[k]:
+                    row["threads"] = _named(row["threads"], names)
         finally:
             for proc in reversed(procs):
                 _kill(proc)

@@ -225,7 +225,11 @@ class StreamKeeper:
 
     def _watch(self, missing_at_start: str | None = None) -> None:
         reason = missing_at_start
-        while reason is not None or not self._stop.wait(self._poll):
+        # A healthy stream is checked a few times per stall_timeout, not every _poll:
+        # an idle device must not poll 20 times a second (issue 13). Reopening still
+        # polls at _poll.
+        healthy_wait = max(self._poll, self._stall_timeout / 5)
+        while reason is not None or not self._stop.wait(healthy_wait):
             reason = reason or self._problem()
             if reason is None:
                 continue
