@@ -2,7 +2,7 @@
 The supervisor: wires the pure session core to the world. The only place that creates
 tasks and hops threads.
 
-One inbox (:class:`Inbox`, feeding an ``asyncio.Queue``) receives every event: hardware
+One inbox (:class:`Inbox`, feeding a :class:`ReadyQueue`) receives every event: hardware
 adapters post into it from their own threads through :meth:`Inbox.post` (thread-safe,
 one loop wakeup per burst, none for posts from the loop itself), the connection
 adapter posts from the loop, the control API calls the methods below. One loop takes
@@ -47,6 +47,61 @@ _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARN
            "error": logging.ERROR}
 
 
+class ReadyQueue:
+    """The loop's side of the inbox: events ready to be fed, and at most one waiter.
+    Loop thread only. Shaped like the part of ``asyncio.Queue`` the supervisor used,
+    without its per-item bookkeeping, plus :meth:`wait` (an item arrived or
+    :meth:`wake` was called) so the supervisor's timer needs no ``asyncio.timeout``
+    per wait (issue 13: per-frame overheads of the send path)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._items: deque[Event] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put_nowait(self, event: Event) -> None:
+        self._items.append(event)
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def wake(self) -> None:
+        """End the current :meth:`wait` without an item (the supervisor's timer)."""
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+    def get_nowait(self) -> Event:
+        if not self._items:
+            raise asyncio.QueueEmpty
+        return self._items.popleft()
+
+    async def wait(self) -> None:
+        """Until an item is ready or :meth:`wake` is called."""
+        if self._items:
+            return
+        waiter = self._loop.create_future()
+        self._waiter = waiter
+        try:
+            await waiter
+        finally:
+            if self._waiter is waiter:
+                self._waiter = None
+
+    async def get(self) -> Event:
+        while not self._items:
+            await self.wait()
+        return self._items.popleft()
+
+
 class Inbox:
     """The single event inbox. ``post`` may be called from any thread, before or after
     the supervisor's loop runs; events arrive in the order their ``post`` calls took
@@ -77,7 +132,7 @@ class Inbox:
         self._lock = threading.Lock()
         self._pending: deque[Event] = deque()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._queue: asyncio.Queue[Event] | None = None
+        self._queue: ReadyQueue | None = None
         self._loop_thread: int | None = None
         self._drain_scheduled = False
         self._held: deque[MicFrame] = deque()
@@ -166,16 +221,16 @@ class Inbox:
             self._move_locked()
 
     def _move_locked(self) -> None:
-        # Caller holds the lock and is on the loop's thread (asyncio.Queue is not
+        # Caller holds the lock and is on the loop's thread (the ReadyQueue is not
         # thread-safe).
         queue, pending = self._queue, self._pending
         assert queue is not None
         while pending:
             queue.put_nowait(pending.popleft())
 
-    def _bind(self, loop: asyncio.AbstractEventLoop) -> asyncio.Queue[Event]:
+    def _bind(self, loop: asyncio.AbstractEventLoop) -> ReadyQueue:
         """Called on ``loop``'s thread by the supervisor before it reads the queue."""
-        queue: asyncio.Queue[Event] = asyncio.Queue()
+        queue = ReadyQueue(loop)
         with self._lock:
             self._loop, self._queue = loop, queue
             self._loop_thread = threading.get_ident()
@@ -246,6 +301,8 @@ class Supervisor:
         # 16 kHz mono: 32 bytes per ms, as session._on_mic_frame counts them).
         self._pre_roll_bytes = session.settings.pre_roll_ms * 32
         self._listening = False  # the core's LISTENING state: a turn is open
+        self._wake_handle: asyncio.TimerHandle | None = None
+        self._wake_at = 0.0
         self.last_snapshot: Snapshot | None = None
         self._listeners: list[Callable[[Effect], None]] = []
         self._connections: dict[int, Connection] = {}
@@ -336,6 +393,9 @@ class Supervisor:
                     # event that may open a turn is still in flight).
                     self.inbox.hold_idle_frames(self._pre_roll_bytes)
         finally:
+            if self._wake_handle is not None:
+                self._wake_handle.cancel()
+                self._wake_handle = None
             await self._wind_down()
             for task in helpers:
                 task.cancel()
@@ -353,7 +413,7 @@ class Supervisor:
         except Exception:
             log.exception("! companion task failed")
 
-    async def _next_event(self, queue: asyncio.Queue[Event],
+    async def _next_event(self, queue: ReadyQueue,
                           loop: asyncio.AbstractEventLoop) -> Event | None:
         if not queue.empty():
             # Before any deadline arithmetic: the core checks its timers on every event
@@ -363,12 +423,30 @@ class Supervisor:
         wait = self.wake_interval
         if deadline is not None:
             wait = min(wait, max(0.0, (deadline - self.now()) / self.time_scale))
-        try:
-            async with asyncio.timeout(wait):
-                return await queue.get()
-        except TimeoutError:
-            d = self.session.deadline()
-            return TimerFired() if d is not None and d <= self.now() else None
+        if wait > 0:
+            self._arm_wake(loop, queue, loop.time() + wait)
+            await queue.wait()
+            if not queue.empty():
+                return queue.get_nowait()
+        d = self.session.deadline()
+        return TimerFired() if d is not None and d <= self.now() else None
+
+    def _arm_wake(self, loop: asyncio.AbstractEventLoop, queue: ReadyQueue,
+                  wake_at: float) -> None:
+        # One timer, kept across waits: while frames stream the wake time only moves
+        # later, and a timer that fires early costs one spare iteration, where
+        # re-arming per frame cost a heap push and a cancel every 20 ms.
+        handle = self._wake_handle
+        if handle is not None and self._wake_at <= wake_at:
+            return
+        if handle is not None:
+            handle.cancel()
+        self._wake_at = wake_at
+        self._wake_handle = loop.call_at(wake_at, self._woken, queue)
+
+    def _woken(self, queue: ReadyQueue) -> None:
+        self._wake_handle = None
+        queue.wake()
 
     def _feed(self, event: Event) -> None:
         # (The heartbeat's mic time comes from the inbox, which sees every frame posted.)
