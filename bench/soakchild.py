@@ -58,7 +58,7 @@ def soak_config(tmp: Path, scale: float) -> str:
             "[session]\nconnection_cap = 45.0\nconnection_switch_window = 25.0\n"
             "resume_margin = 2.0\nsession_cap_audio = 240.0\nrollover_window = 30.0\n"
             f"pre_roll_ms = {PRE_ROLL_MS}\n"
-            # A press lasts 1–6 nominal s, i.e. 2–12 ms of wall time at x500: the debounce
+            # A press lasts 1–6 nominal s, i.e. 10–60 ms of wall time at ×100: the debounce
             # lock-out (wall milliseconds) must be shorter than that.
             "[button]\ndebounce_ms = 1\n")
 
@@ -245,6 +245,10 @@ def run_day(url: str, hours: float, scale: float, seed: int, tmp: Path) -> dict[
         return app.supervisor.now()
 
     def sample() -> None:
+        # At a settled moment (connected, idle: no switch half done), so open fds and
+        # tasks compare exactly across the day.
+        wait_for(lambda: (st := status())["phase"] == "live" and st["state"] == "idle", 60,
+                 "a settled moment to sample")
         sup = app.supervisor
         loop = sup._loop
 
@@ -274,10 +278,10 @@ def run_day(url: str, hours: float, scale: float, seed: int, tmp: Path) -> dict[
                 if nominal() >= next_sample:
                     sample()
                     next_sample += 3600.0
+                n = len(tap.turns) + 1
                 soft.press()
                 time.sleep(rng.uniform(1.0, 6.0) / scale)
                 soft.release()
-                n = len(tap.turns) + 1
                 wait_for(lambda: len(tap.turns) >= n, 30, "the release")
                 # Answered: the core counted the turn and is back to idle (nothing owed,
                 # generating or playing). Not answered in 60 s wall: reported, not hidden.
@@ -328,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", required=True)
     parser.add_argument("--hours", type=float, default=24.0)
-    parser.add_argument("--scale", type=float, default=500.0)
+    parser.add_argument("--scale", type=float, default=100.0)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="voiced-soak-") as tmp:
