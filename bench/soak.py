@@ -121,29 +121,47 @@ def run_soak(hours: float = 24.0, scale: float = SCALE, seed: int = 1,
         if chaos:
             injector.join(10)
 
-        async def tally() -> tuple[dict[str, int], int, int]:
+        async def tally() -> tuple[dict[str, int], dict[str, list[int]], int, int]:
             replies: dict[str, int] = {}
+            seen: dict[str, list[int]] = {}  # digest: [received, interrupted, dropped, rolled back]
             for t in server.user_turns:
                 replies[t.audio_digest] = replies.get(t.audio_digest, 0) + t.replies
-            return replies, len(server.connections), len(server.sessions)
-        replies, connections, sessions = runner.run(tally())
+                row = seen.setdefault(t.audio_digest, [0, 0, 0, 0])
+                row[0] += 1
+                row[1] += t.interrupted
+                row[2] += t.dropped
+                row[3] += int(t.rolled_back)
+            return replies, seen, len(server.connections), len(server.sessions)
+        replies, seen, connections, sessions = runner.run(tally())
     finally:
         stop.set()
         runner.stop()
     captured: list[list[Any]] = child["turns"]  # [digest, frames]
-    reported = set(child["unanswered"])  # turn numbers (1-based) never answered
-    lost = sum(frames for i, (digest, frames) in enumerate(captured, 1)
-               if replies.get(digest, 0) < 1 and i not in reported)
-    unanswered_frames = sum(frames for i, (digest, frames) in enumerate(captured, 1)
-                            if replies.get(digest, 0) < 1 and i in reported)
+    # Audio lost: a turn whose exact audio the server never received.
+    lost = sum(frames for digest, frames in captured if digest not in seen)
+    # Asks not answered: received but never answered (rolled back by a resume, dropped…).
+    # Each must be reported: the user thread saw it go unanswered, or the core said it
+    # dropped a turn; more unanswered turns than reports are silent losses.
+    unanswered = sum(1 for digest, _ in captured if digest in seen and replies.get(digest, 0) < 1)
+    reported_count = len(child["unanswered"]) + child["turns_dropped_reported"]
+    unanswered_frames = sum(frames for digest, frames in captured
+                            if digest in seen and replies.get(digest, 0) < 1)
     twice = sum(1 for digest, _ in captured if replies.get(digest, 0) > 1)
+    # Where the turns not answered went: never received intact (audio lost), or received
+    # and then interrupted, dropped or rolled back by the server.
+    unanswered_turns = [{"turn": i, "frames": frames, "server": seen.get(digest)}
+                        for i, (digest, frames) in enumerate(captured, 1)
+                        if replies.get(digest, 0) != 1]
     first, last = child["samples"][0], child["samples"][-1]
     return {
         "hours": hours, "scale": scale, "wall_s": round(time.monotonic() - t0, 1),
         "chaos": chaos, "faults_injected": hits,
         "turns": len(captured), "frames_captured": sum(f for _, f in captured),
         "frames_lost": lost + child["stats"]["frames_dropped"], "answered_twice": twice,
-        "turns_reported_unanswered": len(reported), "frames_in_unanswered_turns": unanswered_frames,
+        "turns_unanswered": unanswered, "turns_reported_unanswered": reported_count,
+        "turns_unanswered_unreported": max(0, unanswered - reported_count),
+        "frames_in_unanswered_turns": unanswered_frames, "warnings": child["warnings"],
+        "not_answered_once": unanswered_turns,
         "frames_posted": child["frames_posted"], "frames_tapped": child["frames_seen"],
         "watchdog_pings": child["watchdog_pings"],
         "watchdog_longest_gap_s": child["watchdog_longest_gap_s"],
@@ -172,7 +190,8 @@ def describe(r: dict[str, Any]) -> str:
         f"watchdog pings {r['watchdog_pings']} (longest gap {r['watchdog_longest_gap_s']} s "
         f"wall); STATUS updates {r['status_updates']}; state saves {r['state_saves']}; "
         f"exit code {r['exit_code']}",
-        f"  turns not answered (reported) {r['turns_reported_unanswered']}; faults injected "
+        f"  turns received but not answered {r['turns_unanswered']} (reported "
+        f"{r['turns_reported_unanswered']}); faults injected "
         f"{len(r['faults_injected'])}: {', '.join(sorted(set(r['faults_injected'])))}",
         f"  turns {r['turns']}, frames captured {r['frames_captured']}, lost {r['frames_lost']}, "
         f"answered twice {r['answered_twice']}",

@@ -28,6 +28,7 @@ import asyncio
 import ctypes
 import gc
 import hashlib
+import logging
 import os
 import random
 import signal
@@ -153,6 +154,23 @@ class TurnTap:
             self._post(event)
 
 
+class _Reported(logging.Handler):
+    """Counts the turns the core says it gave up on (its own words, daemon.session:
+    "a turn went unanswered on two connections; dropped"): reported, not lost."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.dropped_turns = 0
+        self.warnings: dict[str, int] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if "unanswered on two connections" in message:
+            self.dropped_turns += 1
+        key = message.split(";")[0].split("(")[0].strip()[:60]
+        self.warnings[key] = self.warnings.get(key, 0) + 1
+
+
 class NotifyListener:
     """Binds the ``NOTIFY_SOCKET`` the daemon reports to; counts watchdog pings (and
     the longest wall gap between two) and STATUS updates."""
@@ -212,6 +230,8 @@ def run_day(url: str, hours: float, scale: float, seed: int, tmp: Path) -> dict[
     args = build_parser().parse_args(["run", "--config", str(tmp / "voiced.toml"),
                                       "--endpoint", url, "--time-scale", str(scale)])
     redactor = setup_logging(30, environ=os.environ)
+    reported = _Reported()
+    logging.getLogger("daemon.session").addHandler(reported)
     cfg = load_config(args, os.environ)
     parts: dict[str, Any] = {}
 
@@ -325,7 +345,8 @@ def run_day(url: str, hours: float, scale: float, seed: int, tmp: Path) -> dict[
             "frames_posted": mic.frames_posted, "frames_seen": tap.frames_seen,
             "longest_mic_burst": mic.longest_burst, "watchdog_pings": notify.pings,
             "watchdog_longest_gap_s": round(notify.longest_gap, 2),
-            "status_updates": notify.statuses, "state_saves": app.keeper.saves if app.keeper else 0}
+            "status_updates": notify.statuses, "state_saves": app.keeper.saves if app.keeper else 0,
+            "turns_dropped_reported": reported.dropped_turns, "warnings": reported.warnings}
 
 
 def main(argv: list[str] | None = None) -> int:
