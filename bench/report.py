@@ -19,6 +19,7 @@ from typing import Any
 from bench.__main__ import collect
 from bench.common import ROOT
 from bench.faults import markdown as fault_table
+from bench.profile import profile_send_path
 from bench.faults import run_all
 from bench.soak import run_soak
 
@@ -93,13 +94,28 @@ def figures_md(f: dict[str, Any]) -> str:
 
 
 def soak_md(s: dict[str, Any]) -> str:
+    faults = ""
+    if s["chaos"]:
+        counts: dict[str, int] = {}
+        for name in s["faults_injected"]:
+            counts[name] = counts.get(name, 0) + 1
+        faults = (f"Faults injected at random moments: {len(s['faults_injected'])} — "
+                  + ", ".join(f"{name} ×{n}" for name, n in sorted(counts.items())) + ".")
     return "\n".join([
         f"{s['hours']:g} h nominal / {s['wall_s'] / 60:.1f} min wall (×{s['scale']:g}, "
         f"the mic at its real rate all day, production timeouts): "
         f"{s['turns']} turns, {s['resumes']} resumes, {s['rollovers']} rollovers, "
         f"{s['retries']} retries, {s['connections']} server connections; frames captured "
         f"{s['frames_captured']}, lost {s['frames_lost']}, turns answered twice "
-        f"{s['answered_twice']}.", "",
+        f"{s['answered_twice']}; turns received but not answered {s['turns_unanswered']} "
+        f"(reported: {s['turns_reported_unanswered']}, silent: "
+        f"{s['turns_unanswered_unreported']}).", "",
+        f"The mic posted {s['frames_posted']} frames (50 per nominal second, from its own "
+        f"thread, idle ones through the pre-roll ring); the watchdog gate let "
+        f"{s['watchdog_pings']} pings through (longest gap {s['watchdog_longest_gap_s']} s "
+        f"wall); {s['status_updates']} STATUS updates; the state file was saved "
+        f"{s['state_saves']} times; SIGTERM ended the day with exit code {s['exit_code']}.",
+        *(["", faults] if faults else []), "",
         "| resource | after 1 h | at the end | max |", "|---|---|---|---|",
         f"| resident memory (MB) | {s['rss_mb_start']:.1f} | {s['rss_mb_end']:.1f} | "
         f"{s['rss_mb_max']:.1f} |",
@@ -120,8 +136,10 @@ def soak_md(s: dict[str, Any]) -> str:
 
 def build(quick: bool, soak_hours: float) -> str:
     figures = collect("quick" if quick else "full")
+    profile = profile_send_path(60.0 if quick else 200.0)
     faults = run_all()
     soak = run_soak(hours=soak_hours)
+    chaos = run_soak(hours=soak_hours, chaos=True)
     when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return "\n".join([
         "# Proving ground", "",
@@ -132,13 +150,33 @@ def build(quick: bool, soak_hours: float) -> str:
         "CPU and memory are measured in separate child processes, so the local server's own "
         "work is never counted; ratios are taken pair by pair within each round.", "",
         figures_md(figures), "",
+        "### Where the time goes", "",
+        "Send path (`python -m bench.profile`): share of the samples in which a thread of "
+        "the voiced send-path child held the GIL, by the part of the program running "
+        f"({profile['profile_note']}):", "",
+        *([f"- {pct:g}% {part}" for part, pct in profile["profile"].items()]
+          if profile["profile"] else ["- (no profile: " + profile["profile_note"] + ")"]), "",
+        "Idle (`python -m bench.idle`): wakeups per second by thread of `voiced run` at rest "
+        "(the kernel names every Python thread \"python\"; py-spy names the ones Python "
+        "knows): " + _threads(figures["idle_threads"]) + "; the floor's: "
+        + _threads(figures["idle_threads_floor"]) + ". `threaded-ml` is PulseAudio's client "
+        "thread of each stream (the mic's, and the speaker's, which the floor has not), "
+        "the unnamed `python` ones are PortAudio's callback threads.", "",
         "## Fault matrix (`python -m bench.faults --markdown`, asserted by tests/proving)", "",
         "Recoverable faults hit the middle of a push-to-talk turn; *frames lost* compares the "
         "server's per-turn sha256 with the captured audio; the LED column is what the real "
         "`hw.led.Led` shows on a mock pin at the end.", "",
         fault_table(faults), "",
         f"## Soak (`python -m bench.soak --hours {soak_hours:g}`)", "",
+        "`voiced run`'s own App (state keeper, control socket, STATUS, the watchdog gate on a "
+        "NOTIFY_SOCKET) with the production failure timeouts, the local server's short "
+        "connection and session caps, a push-to-talk turn every 20–70 nominal seconds; "
+        "*lost* compares the server's per-turn sha256 with the audio the mic posted.", "",
         soak_md(soak), "",
+        f"## Chaos day (`python -m bench.soak --hours {soak_hours:g} --chaos`)", "",
+        "The same day; every 5–30 nominal minutes one of the local server's fault modes "
+        "(bench.soak.CHAOS) hits whatever is happening then.", "",
+        soak_md(chaos), "",
     ])
 
 
