@@ -22,7 +22,7 @@ from daemon.liveserver import LiveServerThread, ServerLimits
 
 MODES = {
     #          cpu (audio s, rounds)  turns  goAways  replies  presses  idle (s, rounds)
-    "quick": dict(cpu=(20.0, 2), turns=2, goaways=40, replies=3, presses=20, idle=(3.0, 1)),
+    "quick": dict(cpu=(20.0, 3), turns=2, goaways=40, replies=5, presses=20, idle=(5.0, 2)),
     "full": dict(cpu=(60.0, 5), turns=6, goaways=200, replies=20, presses=100,
                  idle=(20.0, 3)),
 }
