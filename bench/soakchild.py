@@ -267,8 +267,8 @@ def run_day(url: str, hours: float, scale: float, seed: int, tmp: Path) -> dict[
     def sample() -> None:
         # At a settled moment (connected, idle: no switch half done), so open fds and
         # tasks compare exactly across the day.
-        wait_for(lambda: (st := status())["phase"] == "live" and st["state"] == "idle", 60,
-                 "a settled moment to sample")
+        settled = wait_for(lambda: (st := status())["phase"] == "live"
+                           and st["state"] == "idle", 60, None)
         sup = app.supervisor
         loop = sup._loop
 
@@ -287,7 +287,8 @@ def run_day(url: str, hours: float, scale: float, seed: int, tmp: Path) -> dict[
         gc.collect()
         raw = rss_mb()
         _LIBC.malloc_trim(0)  # retention by glibc's arenas vs live objects that grow
-        samples.append({"nominal_h": round(nominal() / 3600, 2), "rss_mb": round(raw, 2),
+        samples.append({"nominal_h": round(nominal() / 3600, 2), "settled": settled,
+                        "rss_mb": round(raw, 2),
                         "rss_trimmed_mb": round(rss_mb(), 2), "fds": fds,
                         "tasks": n_tasks, "threads": threading.active_count(),
                         "py_heap_mb": round(sum(sys.getsizeof(o) for o in gc.get_objects())
