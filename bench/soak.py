@@ -152,7 +152,10 @@ def run_soak(hours: float = 24.0, scale: float = SCALE, seed: int = 1,
     unanswered_turns = [{"turn": i, "frames": frames, "server": seen.get(digest)}
                         for i, (digest, frames) in enumerate(captured, 1)
                         if replies.get(digest, 0) != 1]
-    first, last = child["samples"][0], child["samples"][-1]
+    # Compare settled moments (connected, idle): a sample taken while stuck reconnecting
+    # holds a socket or task on its way in or out.
+    settled = [x for x in child["samples"] if x.get("settled", True)] or child["samples"]
+    first, last = settled[0], settled[-1]
     return {
         "hours": hours, "scale": scale, "wall_s": round(time.monotonic() - t0, 1),
         "chaos": chaos, "faults_injected": hits,
