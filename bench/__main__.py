@@ -1,4 +1,4 @@
-"""``python -m bench [--json] [--quick]``: the figures of issue 7 in one table.
+"""``python -m bench [--json] [--quick]``: the figures of issues 7 and 13 in one table.
 
 With ``--json`` the last line printed is one JSON object with every figure (and a
 ``how`` object saying how each was measured). ``--quick`` is the CI mode (well under
@@ -17,12 +17,14 @@ from typing import Any
 from bench.common import ROOT, run_child
 from bench.cpu import measure_cpu
 from bench.footprint import voiced_run_footprint
+from bench.idle import measure_idle
 from daemon.liveserver import LiveServerThread, ServerLimits
 
 MODES = {
-    #          cpu (audio s, rounds)  turns  goAways  replies  presses
-    "quick": dict(cpu=(20.0, 2), turns=2, goaways=40, replies=2, presses=20),
-    "full": dict(cpu=(60.0, 5), turns=6, goaways=200, replies=8, presses=100),
+    #          cpu (audio s, rounds)  turns  goAways  replies  presses  idle (s, rounds)
+    "quick": dict(cpu=(20.0, 3), turns=2, goaways=40, replies=5, presses=20, idle=(5.0, 2)),
+    "full": dict(cpu=(60.0, 5), turns=6, goaways=200, replies=20, presses=100,
+                 idle=(20.0, 3)),
 }
 
 HOW = {
@@ -30,7 +32,34 @@ HOW = {
                         "child processes side by side, same frames, same local server",
     "cpu_s_per_audio_min": "process CPU (time.process_time) of a child streaming 20 ms "
                            "16 kHz frames at {speed:g}× realtime in one push-to-talk activity "
-                           "to a loopback LiveServer, activityStart → first reply audio",
+                           "to a loopback LiveServer, activityStart → first reply audio; "
+                           "voiced's frames are posted from a thread of their own (the "
+                           "hop hw.mic pays), the SDK and floor send from the loop",
+    "send_cpu_ratio_vs_floor": "voiced ÷ bare websockets floor (json.dumps + base64 + "
+                               "ws.send per frame) CPU s per audio-minute, per round, "
+                               "median; same children as cpu_s_per_audio_min",
+    "idle_cpu_s_per_hour": "utime+stime (/proc/PID/stat) of `voiced run --hw pi` at rest "
+                           "(state idle, connected to a local Live server in another "
+                           "process): real PortAudio mic on a private PulseAudio opened at "
+                           "48 kHz and resampled, speaker stream open, mock pins, control "
+                           "socket, STATUS and watchdog loops; {idle_rounds} × "
+                           "{idle_seconds:g} s, median",
+    "idle_cpu_ratio_vs_floor": "voiced ÷ a bare PyAudio callback capturing the same device "
+                               "at 48 kHz into a deque, both running at the same time, "
+                               "per span, median",
+    "idle_wakeups_per_s": "sum over the process's threads of voluntary context switches "
+                          "per second (/proc/PID/task/*/status): each is one block and "
+                          "one wakeup, whatever woke it",
+    "reply_heard_latency_p50_ms": "button release (posted from another thread) → first "
+                                  "reply sample pulled by a 20 ms device clock through "
+                                  "the real hw.speaker.ReplyPath, per reply, {replies} "
+                                  "replies, server at its default pace "
+                                  "({reply_pace:g}× realtime)",
+    "reply_added_latency_p95_ms": "ours: first reply audio decoded off the socket → its "
+                                  "first sample at the device (core, speaker.play, jitter "
+                                  "buffer, device clock), default pace",
+    "playback_pipeline_p95_ms": "the code path alone: first reply audio decoded off the "
+                                "socket → speaker.play called (no buffer, no device clock)",
     "rss_mb": "VmRSS (/proc) of `voiced run --hw sim` (sim mic/speaker, real Button/Led on "
               "mock pins, control socket, state file) after {turns} push-to-talk turns",
     "rss_ratio_vs_sdk": "voiced rss_mb ÷ a google-genai app doing the same job on the same "
@@ -42,9 +71,6 @@ HOW = {
                          "switch sent on the new socket; {goaways} forced goAways, loopback",
     "frames_lost": "captured frames of those turns the server did not get exactly "
                    "(per-turn sha256 digest) + frames the core dropped",
-    "playback_latency_p99_ms": "reply chunk decoded off the socket → its first sample "
-                               "pulled by a 20 ms device clock through hw.speaker.ReplyPath "
-                               "(120 ms jitter buffer included); server at realtime pace",
     "ptt_latency_p99_ms": "mock-pin edge (real hw.button.Button, other thread) → "
                           "activityStart bytes read by a loopback TCP proxy; {presses} presses",
     "resampler_alias_db": "bench/resampler.py, 48k→16k, worst alias of tones 8.5k–24k "
@@ -92,9 +118,13 @@ def collect(mode: str) -> dict[str, Any]:
     figures.update(run_child("latency", "playback", "--count", str(m["replies"]), timeout=600))
     figures.update(run_child("latency", "ptt", "--count", str(m["presses"]), timeout=600))
     figures.update(resampler())
+    idle_seconds, idle_rounds = m["idle"]
+    figures.update(measure_idle(idle_seconds, idle_rounds))
+    figures["send_cpu_ratio_vs_floor"] = figures["cpu_ratio_vs_floor"]
     figures.pop("spawned_at", None)
     fill = dict(speed=figures["cpu_speed"], turns=m["turns"], goaways=m["goaways"],
-                presses=m["presses"])
+                presses=m["presses"], replies=m["replies"], idle_rounds=idle_rounds,
+                idle_seconds=idle_seconds, reply_pace=figures["reply_pace_default"])
     figures["how"] = {k: v.format(**fill) for k, v in HOW.items()}
     return figures
 
@@ -112,9 +142,20 @@ def table(f: dict[str, Any]) -> str:
         ("resume_gap_p50_ms", f"{f['resume_gap_p50_ms']:.1f}",
          f"p95 {f['resume_gap_p95_ms']:.1f}, max {f['resume_gap_max_ms']:.1f}"),
         ("frames_lost", str(f["frames_lost"]), f"of {f['frames_captured']} captured"),
-        ("playback_latency_p99_ms", f"{f['playback_latency_p99_ms']:.1f}",
-         f"p50 {f['playback_latency_p50_ms']:.1f}; to speaker.play p99 "
-         f"{f['playback_pipeline_p99_ms']:.2f}"),
+        ("send_cpu_ratio_vs_floor", f"{f['send_cpu_ratio_vs_floor']:.2f}", "goal ≤ 1.2"),
+        ("idle_cpu_s_per_hour", f"{f['idle_cpu_s_per_hour']:.1f}",
+         f"floor {f['idle_cpu_s_per_hour_floor']:.1f}"),
+        ("idle_cpu_ratio_vs_floor", f"{f['idle_cpu_ratio_vs_floor']:.2f}", "goal ≤ 1.3"),
+        ("idle_wakeups_per_s", f"{f['idle_wakeups_per_s']:.1f}",
+         f"floor {f['idle_wakeups_per_s_floor']:.1f}"),
+        ("reply_heard_latency_p50_ms", f"{f['reply_heard_latency_p50_ms']:.1f}",
+         f"server {f['reply_server_latency_p50_ms']:.1f}; realtime "
+         f"{f['realtime_heard_p50_ms']:.1f}"),
+        ("reply_added_latency_p95_ms", f"{f['reply_added_latency_p95_ms']:.1f}",
+         f"p50 {f['reply_added_latency_p50_ms']:.1f}; realtime p95 "
+         f"{f['realtime_added_p95_ms']:.1f}; goal ≤ 25"),
+        ("playback_pipeline_p95_ms", f"{f['playback_pipeline_p95_ms']:.2f}",
+         f"realtime {f['realtime_to_play_p95_ms']:.2f}"),
         ("ptt_latency_p99_ms", f"{f['ptt_latency_p99_ms']:.2f}", f"p50 {f['ptt_latency_p50_ms']:.2f}"),
         ("resampler_alias_db", f"{f['resampler_alias_db']:.1f}", f"soxr {f['soxr_alias_db']}"),
         ("resampler_x_realtime", str(f["resampler_x_realtime"]), f"soxr {f['soxr_x_realtime']}"),

@@ -12,11 +12,15 @@ this process and prints one JSON line.
   on the new socket (close, TCP connect, WebSocket handshake, setup, setupComplete, the
   held turn replayed). After each turn the server's per-turn audio digest is compared
   with what was captured: ``frames_lost``.
-* **playback**: the server streams replies at realtime (``reply_pace`` 1); the speaker
-  is the real reply path (hw.speaker.ReplyPath: jitter buffer, queue) pulled every
-  20 ms by a paced thread as a device would. Latency = reply chunk decoded from the
-  socket (the connection posting it) → its first sample pulled by the output stream.
-  The 120 ms jitter buffer is part of it, by design.
+* **playback**: reply latency as heard. A turn is talked (press, 0.4 s of frames,
+  release, posted from another thread as the button and mic do); the speaker is the
+  real reply path (hw.speaker.ReplyPath: jitter buffer, queue) pulled every 20 ms by a
+  paced thread as a device would. Per reply: release → first reply sample pulled by
+  the device ("heard"), split into the server's part (release → first reply audio
+  decoded off the socket) and ours (that → the first sample at the device: core,
+  speaker.play, jitter buffer, device clock); underruns per reply beside it; and the
+  code path alone (socket → ``speaker.play``). At the server's default pacing
+  (faster than realtime, as the Live API streams) and at realtime.
 * **ptt**: the real hw.button.Button on a gpiozero mock pin, driven from another thread
   (as gpiozero's would); a loopback TCP proxy (bench.proxy) between daemon and server
   notes when the daemon's bytes arrive. Latency = pin edge → activityStart on the wire.
@@ -143,43 +147,86 @@ class _TimingInbox(Inbox):
         super().post(event)
 
 
-async def playback(replies: int) -> dict[str, Any]:
-    limits = ServerLimits(time_scale=1.0, reply_pace=1.0)
+async def heard(replies: int, pace: float | None) -> dict[str, Any]:
+    """Button release → first reply sample at the device, per reply.
+
+    ``pace`` None is the server's default pacing (faster than realtime, as the Live API
+    streams); 1.0 is realtime. The release and the mic frames are posted from another
+    thread, as hw.button and hw.mic do; the speaker is the real reply path pulled by a
+    20 ms device clock (bench.devices.PacedSpeaker)."""
+    limits = ServerLimits(time_scale=1.0) if pace is None else \
+        ServerLimits(time_scale=1.0, reply_pace=pace)
     async with LiveServer(limits=limits, voice="synthetic") as server:
         inbox = _TimingInbox()
         speaker = PacedSpeaker(inbox.post, speed=1.0, note_pulls=True)
         sup = _supervisor(server.url, 1.0, inbox, SessionSettings(), speaker=speaker)
         handed: list[float] = []
         sup.subscribe(lambda e: handed.append(time.monotonic()) if isinstance(e, Play) else None)
+        rows: list[dict[str, float]] = []
+
+        def talk(i: int, released: list[float]) -> None:  # the button and mic threads
+            inbox.post(ButtonPressed())
+            for pcm in audio_frames(0.4, i):
+                inbox.post(MicFrame(pcm))
+            released.append(time.monotonic())
+            inbox.post(ButtonReleased(0.4))
 
         async def drive() -> None:
             await until(lambda: _idle(sup), what="first IDLE")
             for i in range(replies):
-                inbox.post(ButtonPressed())
-                for pcm in audio_frames(0.4, i):
-                    inbox.post(MicFrame(pcm))
-                inbox.post(ButtonReleased(0.4))
-                await until(lambda: server.user_turns and server.user_turns[-1].replies
-                            and len(server.user_turns) == i + 1, what="the reply")
+                await asyncio.sleep(0.1)  # the device at rest between turns
+                chunks_before, played_before = len(inbox.received), len(handed)
+                underruns_before = speaker.underruns
+                released: list[float] = []
+                thread = threading.Thread(target=talk, args=(i, released))
+                thread.start()
+                await until(lambda: server.user_turns and len(server.user_turns) == i + 1
+                            and server.user_turns[-1].replies, what="the reply")
                 await until(lambda: speaker.path.queue.phase.value == "idle"
                             and speaker.path.queue.bytes_played >= inbox.audio_bytes, 30,
                             what="the reply played out")
+                thread.join()
+                first_at, offset = inbox.received[chunks_before]
+                pulls = speaker.pulls or []
+                sample_at = next(t for t, played in pulls if played > offset)
+                rows.append({"heard": (sample_at - released[0]) * 1000,
+                             "server": (first_at - released[0]) * 1000,
+                             "ours": (sample_at - first_at) * 1000,
+                             "to_play": (handed[played_before] - first_at) * 1000,
+                             "underruns": speaker.underruns - underruns_before})
             sup.stop()
         await sup.run(drive())
-        lat, pipe = [], []
-        pulls = speaker.pulls or []
-        j = 0
-        for k, (t_recv, offset) in enumerate(inbox.received):
-            while j < len(pulls) and pulls[j][1] <= offset:
-                j += 1
-            if j < len(pulls):
-                lat.append((pulls[j][0] - t_recv) * 1000)
-            if k < len(handed):
-                pipe.append((handed[k] - t_recv) * 1000)
-        return {"replies": replies, "chunks": len(lat),
-                "playback_latency_p50_ms": percentile(lat, 50),
-                "playback_latency_p99_ms": percentile(lat, 99),
-                "playback_pipeline_p99_ms": percentile(pipe, 99)}
+        col = {k: [r[k] for r in rows] for k in rows[0]}
+        return {"replies": replies, "pace": pace if pace is not None else limits.reply_pace,
+                "heard_p50_ms": percentile(col["heard"], 50),
+                "heard_p95_ms": percentile(col["heard"], 95),
+                "server_p50_ms": percentile(col["server"], 50),
+                "added_p50_ms": percentile(col["ours"], 50),
+                "added_p95_ms": percentile(col["ours"], 95),
+                "added_max_ms": max(col["ours"]),
+                "to_play_p95_ms": percentile(col["to_play"], 95),
+                "underruns_per_reply": col["underruns"]}
+
+
+async def playback(replies: int) -> dict[str, Any]:
+    """Reply latency as heard, at the server's default pacing and at realtime."""
+    default = await heard(replies, None)
+    realtime = await heard(replies, 1.0)
+    out: dict[str, Any] = {
+        "replies": replies, "reply_pace_default": default["pace"],
+        "reply_heard_latency_p50_ms": default["heard_p50_ms"],
+        "reply_heard_latency_p95_ms": default["heard_p95_ms"],
+        "reply_server_latency_p50_ms": default["server_p50_ms"],
+        "reply_added_latency_p50_ms": default["added_p50_ms"],
+        "reply_added_latency_p95_ms": default["added_p95_ms"],
+        "reply_added_latency_max_ms": default["added_max_ms"],
+        "reply_underruns_per_reply": default["underruns_per_reply"],
+        "playback_pipeline_p95_ms": default["to_play_p95_ms"],
+    }
+    for k, v in realtime.items():
+        if k.endswith("_ms") or k == "underruns_per_reply":
+            out[f"realtime_{k}"] = v
+    return out
 
 
 # ------------------------------------------------------------------------------ push-to-talk

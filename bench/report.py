@@ -20,6 +20,7 @@ from typing import Any
 from bench.__main__ import collect
 from bench.common import ROOT
 from bench.faults import markdown as fault_table
+from bench.profile import profile_send_path
 from bench.faults import run_all
 from bench.soak import run_soak
 
@@ -37,12 +38,33 @@ FIGURE_ROWS = [
     ("ready_s", lambda f: f"{f['ready_s']:.3f}",
      lambda f: f"connected (IDLE) {f['idle_s']:.3f}; SDK app connected {f['ready_s_sdk']:.3f}"),
     ("resume_gap_p50_ms", lambda f: f"{f['resume_gap_p50_ms']:.1f}",
-     lambda f: f"p95 {f['resume_gap_p95_ms']:.1f}, max {f['resume_gap_max_ms']:.1f}; "
+     lambda f: f"client overhead on loopback (a real network adds its round trips); "
+               f"p95 {f['resume_gap_p95_ms']:.1f}, max {f['resume_gap_max_ms']:.1f}; "
                f"{f['goaways']} goAways, {f['resumes']} resumes, {f['rollovers']} rollovers"),
     ("frames_lost", lambda f: str(f["frames_lost"]), lambda f: f"of {f['frames_captured']} captured"),
-    ("playback_latency_p99_ms", lambda f: f"{f['playback_latency_p99_ms']:.1f}",
-     lambda f: f"p50 {f['playback_latency_p50_ms']:.1f}; socket → speaker.play p99 "
-               f"{f['playback_pipeline_p99_ms']:.2f}"),
+    ("reply_heard_latency_p50_ms", lambda f: f"{f['reply_heard_latency_p50_ms']:.1f}",
+     lambda f: f"p95 {f['reply_heard_latency_p95_ms']:.1f}; of it the server "
+               f"p50 {f['reply_server_latency_p50_ms']:.1f}; at realtime pace p50 "
+               f"{f['realtime_heard_p50_ms']:.1f}"),
+    ("reply_added_latency_p95_ms", lambda f: f"{f['reply_added_latency_p95_ms']:.1f}",
+     lambda f: f"goal ≤ 25 ({_met(f['reply_added_latency_p95_ms'] <= 25)}); p50 "
+               f"{f['reply_added_latency_p50_ms']:.1f}, max "
+               f"{f['reply_added_latency_max_ms']:.1f}; underruns per reply "
+               f"{_list(f['reply_underruns_per_reply'])}; at realtime pace p95 "
+               f"{f['realtime_added_p95_ms']:.1f}, underruns "
+               f"{_list(f['realtime_underruns_per_reply'])}"),
+    ("playback_pipeline_p95_ms", lambda f: f"{f['playback_pipeline_p95_ms']:.2f}",
+     lambda f: f"at realtime pace {f['realtime_to_play_p95_ms']:.2f}"),
+    ("send_cpu_ratio_vs_floor", lambda f: f"{f['send_cpu_ratio_vs_floor']:.2f}",
+     lambda f: f"goal ≤ 1.2 ({_met(f['send_cpu_ratio_vs_floor'] <= 1.2)}); with the "
+               f"thread hop of a real mic"),
+    ("idle_cpu_s_per_hour", lambda f: f"{f['idle_cpu_s_per_hour']:.1f}",
+     lambda f: f"floor {f['idle_cpu_s_per_hour_floor']:.1f}"),
+    ("idle_cpu_ratio_vs_floor", lambda f: f"{f['idle_cpu_ratio_vs_floor']:.2f}",
+     lambda f: f"goal ≤ 1.3 ({_met(f['idle_cpu_ratio_vs_floor'] <= 1.3)})"),
+    ("idle_wakeups_per_s", lambda f: f"{f['idle_wakeups_per_s']:.1f}",
+     lambda f: f"floor {f['idle_wakeups_per_s_floor']:.1f}; by thread: "
+               f"{_threads(f['idle_threads'])}"),
     ("ptt_latency_p99_ms", lambda f: f"{f['ptt_latency_p99_ms']:.2f}",
      lambda f: f"p50 {f['ptt_latency_p50_ms']:.2f}"),
     ("resampler_alias_db", lambda f: f"{f['resampler_alias_db']:.1f}",
@@ -50,6 +72,18 @@ FIGURE_ROWS = [
     ("resampler_x_realtime", lambda f: str(f["resampler_x_realtime"]),
      lambda f: f"soxr HQ {f['soxr_x_realtime']}"),
 ]
+
+
+def _met(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+def _list(values: list[Any]) -> str:
+    return " ".join(str(v) for v in values)
+
+
+def _threads(threads: dict[str, float]) -> str:
+    return ", ".join(f"{name} {rate:g}" for name, rate in threads.items() if rate >= 0.5)
 
 
 def figures_md(f: dict[str, Any]) -> str:
@@ -61,12 +95,28 @@ def figures_md(f: dict[str, Any]) -> str:
 
 
 def soak_md(s: dict[str, Any]) -> str:
+    faults = ""
+    if s["chaos"]:
+        counts: dict[str, int] = {}
+        for name in s["faults_injected"]:
+            counts[name] = counts.get(name, 0) + 1
+        faults = (f"Faults injected at random moments: {len(s['faults_injected'])} — "
+                  + ", ".join(f"{name} ×{n}" for name, n in sorted(counts.items())) + ".")
     return "\n".join([
-        f"{s['hours']:g} h of device time in {s['wall_s']} s wall (×{s['scale']:g}): "
+        f"{s['hours']:g} h nominal / {s['wall_s'] / 60:.1f} min wall (×{s['scale']:g}, "
+        f"the mic at its real rate all day, production timeouts): "
         f"{s['turns']} turns, {s['resumes']} resumes, {s['rollovers']} rollovers, "
         f"{s['retries']} retries, {s['connections']} server connections; frames captured "
         f"{s['frames_captured']}, lost {s['frames_lost']}, turns answered twice "
-        f"{s['answered_twice']}.", "",
+        f"{s['answered_twice']}; turns received but not answered {s['turns_unanswered']} "
+        f"(reported: {s['turns_reported_unanswered']}, silent: "
+        f"{s['turns_unanswered_unreported']}).", "",
+        f"The mic posted {s['frames_posted']} frames (50 per nominal second, from its own "
+        f"thread, idle ones through the pre-roll ring); the watchdog gate let "
+        f"{s['watchdog_pings']} pings through (longest gap {s['watchdog_longest_gap_s']} s "
+        f"wall); {s['status_updates']} STATUS updates; the state file was saved "
+        f"{s['state_saves']} times; SIGTERM ended the day with exit code {s['exit_code']}.",
+        *(["", faults] if faults else []), "",
         "| resource | after 1 h | at the end | max |", "|---|---|---|---|",
         f"| resident memory (MB) | {s['rss_mb_start']:.1f} | {s['rss_mb_end']:.1f} | "
         f"{s['rss_mb_max']:.1f} |",
@@ -87,8 +137,10 @@ def soak_md(s: dict[str, Any]) -> str:
 
 def build(quick: bool, soak_hours: float) -> str:
     figures = collect("quick" if quick else "full")
+    profile = profile_send_path(60.0 if quick else 200.0)
     faults = run_all()
     soak = run_soak(hours=soak_hours)
+    chaos = run_soak(hours=soak_hours, chaos=True)
     when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return "\n".join([
         "# Proving ground", "",
@@ -99,13 +151,33 @@ def build(quick: bool, soak_hours: float) -> str:
         "CPU and memory are measured in separate child processes, so the local server's own "
         "work is never counted; ratios are taken pair by pair within each round.", "",
         figures_md(figures), "",
+        "### Where the time goes", "",
+        "Send path (`python -m bench.profile`): share of the samples in which a thread of "
+        "the voiced send-path child held the GIL, by the part of the program running "
+        f"({profile['profile_note']}):", "",
+        *([f"- {pct:g}% {part}" for part, pct in profile["profile"].items()]
+          if profile["profile"] else ["- (no profile: " + profile["profile_note"] + ")"]), "",
+        "Idle (`python -m bench.idle`): wakeups per second by thread of `voiced run` at rest "
+        "(the kernel names every Python thread \"python\"; py-spy names the ones Python "
+        "knows): " + _threads(figures["idle_threads"]) + "; the floor's: "
+        + _threads(figures["idle_threads_floor"]) + ". `threaded-ml` is PulseAudio's client "
+        "thread of each stream (the mic's, and the speaker's, which the floor has not), "
+        "the unnamed `python` ones are PortAudio's callback threads.", "",
         "## Fault matrix (`python -m bench.faults --markdown`, asserted by tests/proving)", "",
         "Recoverable faults hit the middle of a push-to-talk turn; *frames lost* compares the "
         "server's per-turn sha256 with the captured audio; the LED column is what the real "
         "`hw.led.Led` shows on a mock pin at the end.", "",
         fault_table(faults), "",
         f"## Soak (`python -m bench.soak --hours {soak_hours:g}`)", "",
+        "`voiced run`'s own App (state keeper, control socket, STATUS, the watchdog gate on a "
+        "NOTIFY_SOCKET) with the production failure timeouts, the local server's short "
+        "connection and session caps, a push-to-talk turn every 20–70 nominal seconds; "
+        "*lost* compares the server's per-turn sha256 with the audio the mic posted.", "",
         soak_md(soak), "",
+        f"## Chaos day (`python -m bench.soak --hours {soak_hours:g} --chaos`)", "",
+        "The same day; every 5–30 nominal minutes one of the local server's fault modes "
+        "(bench.soak.CHAOS) hits whatever is happening then.", "",
+        soak_md(chaos), "",
     ])
 
 
@@ -120,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     text = build(args.quick, args.soak_hours)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text + kept_sections(out))
+    text = keep_sections(out.read_text() if out.exists() else "", text)
+    out.write_text(text)
     print(f"wrote {out}")
     if args.readme:
         readme = Path(args.readme)
@@ -131,13 +204,25 @@ def main(argv: list[str] | None = None) -> int:
 
 START, END = "<!-- proving:start -->", "<!-- proving:end -->"
 
+KEPT_SECTION = re.compile(r"<!-- ([\w-]+):start -->.*?<!-- \1:end -->", re.S)
+"""Sections of docs/proving.md that other checks write between their own markers (the
+arm64 install under qemu, the real-systemd check): this report never produces them and
+never drops them."""
 
-def kept_sections(out: Path) -> str:
-    """Sections other tools write into *out* between their own ``<!-- NAME:start -->`` /
-    ``<!-- NAME:end -->`` markers (tools/systemd_check.py --proving): kept as they are."""
-    old = out.read_text() if out.exists() else ""
-    return "".join(f"\n{m.group(0)}\n" for m in re.finditer(
-        r"<!-- ([\w-]+):start -->.*?<!-- \1:end -->", old, re.S))
+
+def keep_sections(old: str, new: str) -> str:
+    """*new* with every marked section of *old* (but the report's own) carried over,
+    markers included: in place of the same section if *new* has one, else appended."""
+    for m in KEPT_SECTION.finditer(old):
+        if m.group(1) == "proving":
+            continue
+        start, end = f"<!-- {m.group(1)}:start -->", f"<!-- {m.group(1)}:end -->"
+        if start in new and end in new.split(start, 1)[1]:
+            head, rest = new.split(start, 1)
+            new = head + m.group(0) + rest.split(end, 1)[1]
+        else:
+            new = new.rstrip("\n") + "\n\n" + m.group(0) + "\n"
+    return new
 
 
 def into_readme(readme: str, report: str) -> str:

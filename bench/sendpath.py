@@ -2,9 +2,10 @@
 
     python -m bench.sendpath voiced|sdk|floor --url ws://127.0.0.1:PORT --seconds 60 --speed 20
 
-* ``voiced``: frames are posted to the supervisor's inbox (as hw.mic does), the pure
-  session core turns each into a ``realtimeInput.audio`` frame, the connection's writer
-  sends it on a real WebSocket — the daemon's whole send path;
+* ``voiced``: frames are posted to the supervisor's inbox from a thread of their own,
+  paced like a device clock (as hw.mic's PortAudio callback does: the thread hop is
+  paid), the pure session core turns each into a ``realtimeInput.audio`` frame, the
+  connection's writer sends it on a real WebSocket — the daemon's whole send path;
 * ``sdk``: google-genai 3.6.1 ``session.send_realtime_input(audio=Blob)`` per frame, as
   in Google's cookbook;
 * ``floor``: bare ``websockets`` + ``json.dumps`` + ``base64`` per frame: the least any
@@ -49,6 +50,19 @@ async def pace(frames: list[bytes], speed: float,
             await asyncio.sleep(delay)
 
 
+def pace_from_thread(frames: list[bytes], speed: float, post: Callable[[Any], None],
+                     make: Callable[[bytes], Any]) -> None:
+    """The mic's side: post each frame at its slot (20 ms / speed apart, absolute
+    schedule) from this (non-loop) thread."""
+    period = 0.02 / speed
+    t0 = time.monotonic()
+    for i, pcm in enumerate(frames):
+        post(make(pcm))
+        delay = t0 + (i + 1) * period - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+
+
 async def run_voiced(url: str, frames: list[bytes], speed: float) -> float:
     from daemon import wire
     from daemon.connection import Endpoint
@@ -73,7 +87,8 @@ async def run_voiced(url: str, frames: list[bytes], speed: float) -> float:
         await ready.wait()
         c0 = time.process_time()
         inbox.post(PttStart())
-        await pace(frames, speed, lambda pcm: inbox.post(MicFrame(pcm)))
+        # A thread of its own, as hw.mic's PortAudio callback: the hop is paid.
+        await asyncio.to_thread(pace_from_thread, frames, speed, inbox.post, MicFrame)
         inbox.post(PttStop())
         await replied.wait()
         cpu.append(time.process_time() - c0)

@@ -1,17 +1,23 @@
-"""Soak: a day (or more) of device time in a few minutes, resources measured flat.
+"""Soak: a day (or more) of device time in minutes, resources measured flat.
 
-    python -m bench.soak [--hours 24] [--scale 500] [--json]
+    python -m bench.soak [--hours 24] [--scale 100] [--chaos] [--json]
 
 The local Live server runs here (its own thread) with short, real-shaped limits —
 45 s connections with goAway 25 s before the end, 240 s sessions — so a nominal day
-holds thousands of resumes and hundreds of rollovers; the daemon runs in a child
-process (:mod:`bench.soakchild`: Supervisor, Session, Connection, the real Led and
-Button on mock pins, the real reply queue on a paced clock) at the same time scale, talking a
-push-to-talk turn every 20–70 nominal seconds, many of them across switches. The
-child samples its resident memory, open file descriptors, asyncio tasks and threads
-every nominal hour; the figures compare the first sample (after one nominal hour of
-warm-up) with the last. Every turn must be answered exactly once with exactly the
-captured audio (the server's per-turn sha256).
+holds thousands of resumes and hundreds of rollovers. The daemon runs in a child
+process (:mod:`bench.soakchild`): ``voiced run``'s own App — state keeper, control
+socket, STATUS loop, the watchdog gate on a real NOTIFY_SOCKET, SIGTERM at the end —
+with the production failure timeouts, the mic posting 50 frames per nominal second
+all day from its own thread (idle frames through the pre-roll path), the real Button
+and Led on mock pins, the real reply queue on a scaled device clock; a "user" thread
+talks a push-to-talk turn every 20–70 nominal seconds. The child samples resident
+memory, open fds, asyncio tasks and threads every nominal hour; the figures compare the
+first sample (after one nominal hour of warm-up) with the last. Every turn must be
+answered exactly once with exactly the captured audio (the server's per-turn sha256),
+or be reported as not answered.
+
+``--chaos``: the same day, and at random moments (every 5–30 nominal minutes) one of
+the local server's fault modes from :data:`CHAOS` hits whatever is happening then.
 """
 
 from __future__ import annotations
@@ -19,21 +25,24 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import random
+import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 from bench.common import run_child
 from daemon.liveserver import LiveServerThread, ServerLimits
+from daemon.liveserver.faults import INTERNAL, Faults
 from daemon.liveserver.model import Voice
 
-__all__ = ["run_soak", "LIMITS", "OneClipVoice"]
+__all__ = ["run_soak", "LIMITS", "OneClipVoice", "CHAOS"]
 
 
 class OneClipVoice(Voice):
     """The server's voice, rendering one reply clip once and reusing it.
 
-    Synthesising each reply takes the server 60–75 ms of CPU; at ×500 that is half a
-    nominal minute of "model thinking", longer than the goAway window, which would
+    Synthesising each reply takes the server 60–75 ms of CPU; at ×100 that is several
+    nominal seconds of "model thinking" (at ×500 longer than the goAway window), which would
     measure the server's synthesiser, not the daemon. What the reply says does not
     matter here (what the server *heard* is checked by digest), so every reply is the
     same ~4 s clip, streamed as usual.
@@ -52,29 +61,115 @@ LIMITS = dict(connection_cap=45.0, goaway_before=25.0, session_cap_audio=240.0,
 in nominal seconds, not in CPU time, at ×500."""
 
 
-def run_soak(hours: float = 24.0, scale: float = 500.0, seed: int = 1) -> dict[str, Any]:
+CHAOS: list[tuple[str, Callable[[Faults], Any]]] = [
+    ("close 1011 Internal error", lambda f: f.close_now(1011, INTERNAL)),
+    ("unexpected close 1000", lambda f: f.close_now(1000, "")),
+    ("TCP dropped, no close frame (1006)", lambda f: f.close_now(1006, "")),
+    ("goAway now (timeLeft 30 s)", lambda f: f.go_away_now(30.0)),
+    ("goAway, then silence", lambda f: f.silent_after_goaway(now=True, time_left=30.0)),
+    ("the TCP path stalls", lambda f: f.stall()),
+    ("a frame that is not JSON", lambda f: f.send_malformed()),
+    ("an unknown top-level message", lambda f: f.send_unknown_field()),
+    ("every resumption handle expires", lambda f: f.expire_all_handles()),
+    ("the next resume is refused, then a close", lambda f: (f.refuse_next_resume(),
+                                                            f.close_now(1011, INTERNAL))),
+    ("the next setupComplete comes 5 s late, then a close",
+     lambda f: (f.delay_setup_complete(5.0), f.close_now(1011, INTERNAL))),
+]
+"""The local server's fault modes the chaos day injects (data: name, how to hit the
+server's :class:`~daemon.liveserver.faults.Faults`). Field behaviours join here as the
+local server learns them."""
+
+
+def _chaos(runner: LiveServerThread, server: Any, scale: float, seed: int,
+           stop: threading.Event, hits: list[str]) -> None:
+    rng = random.Random(seed + 1000)
+    while not stop.wait(rng.uniform(300, 1800) / scale):
+        name, hit = CHAOS[rng.randrange(len(CHAOS))]
+        try:
+            runner.call(hit, server.faults)
+            hits.append(name)
+        except Exception as exc:  # the server's loop gone: the day is over
+            hits.append(f"{name} (failed: {exc})")
+
+
+SCALE = 100.0
+"""Nominal seconds per wall second. The daemon keeps its production timeouts (15 s for
+setupComplete, …), which are wall-clock things at heart: at ×100 15 s is 150 ms of wall
+time, what a busy two-core machine can still promise; at ×500 (30 ms) setups time out on
+a loaded machine and the day measures the machine, not the daemon."""
+
+
+def run_soak(hours: float = 24.0, scale: float = SCALE, seed: int = 1,
+             chaos: bool = False) -> dict[str, Any]:
     """Run the soak; return its figures (see the module docstring)."""
     limits = ServerLimits(time_scale=scale, **LIMITS)
     t0 = time.monotonic()
-    with LiveServerThread(limits=limits, voice="synthetic") as server:
+    runner = LiveServerThread(limits=limits, voice="synthetic")
+    server = runner.start()
+    stop, hits = threading.Event(), []
+    try:
         server.voice = OneClipVoice()  # a plain attribute of LiveServer, read per reply
+        injector = threading.Thread(target=_chaos, args=(runner, server, scale, seed, stop, hits),
+                                    name="chaos", daemon=True)
+        if chaos:
+            injector.start()
         child = run_child("soakchild", "--url", server.url, "--hours", str(hours),
                           "--scale", str(scale), "--seed", str(seed),
                           timeout=120 + 3 * hours * 3600 / scale)
-        turns = server.user_turns
-        replies: dict[str, int] = {}
-        for t in turns:
-            replies[t.audio_digest] = replies.get(t.audio_digest, 0) + t.replies
-        connections = len(server.connections)
-        sessions = len(server.sessions)
+        stop.set()
+        if chaos:
+            injector.join(10)
+
+        async def tally() -> tuple[dict[str, int], dict[str, list[int]], int, int]:
+            replies: dict[str, int] = {}
+            seen: dict[str, list[int]] = {}  # digest: [received, interrupted, dropped, rolled back]
+            for t in server.user_turns:
+                replies[t.audio_digest] = replies.get(t.audio_digest, 0) + t.replies
+                row = seen.setdefault(t.audio_digest, [0, 0, 0, 0])
+                row[0] += 1
+                row[1] += t.interrupted
+                row[2] += t.dropped
+                row[3] += int(t.rolled_back)
+            return replies, seen, len(server.connections), len(server.sessions)
+        replies, seen, connections, sessions = runner.run(tally())
+    finally:
+        stop.set()
+        runner.stop()
     captured: list[list[Any]] = child["turns"]  # [digest, frames]
-    lost = sum(frames for digest, frames in captured if replies.get(digest, 0) < 1)
+    # Audio lost: a turn whose exact audio the server never received.
+    lost = sum(frames for digest, frames in captured if digest not in seen)
+    # Asks not answered: received but never answered (rolled back by a resume, dropped…).
+    # Each must be reported: the user thread saw it go unanswered, or the core said it
+    # dropped a turn; more unanswered turns than reports are silent losses.
+    unanswered = sum(1 for digest, _ in captured if digest in seen and replies.get(digest, 0) < 1)
+    reported_count = len(child["unanswered"]) + child["turns_dropped_reported"]
+    unanswered_frames = sum(frames for digest, frames in captured
+                            if digest in seen and replies.get(digest, 0) < 1)
     twice = sum(1 for digest, _ in captured if replies.get(digest, 0) > 1)
-    first, last = child["samples"][0], child["samples"][-1]
+    # Where the turns not answered went: never received intact (audio lost), or received
+    # and then interrupted, dropped or rolled back by the server.
+    unanswered_turns = [{"turn": i, "frames": frames, "server": seen.get(digest)}
+                        for i, (digest, frames) in enumerate(captured, 1)
+                        if replies.get(digest, 0) != 1]
+    # Compare settled moments (connected, idle): a sample taken while stuck reconnecting
+    # holds a socket or task on its way in or out.
+    settled = [x for x in child["samples"] if x.get("settled", True)] or child["samples"]
+    first, last = settled[0], settled[-1]
     return {
         "hours": hours, "scale": scale, "wall_s": round(time.monotonic() - t0, 1),
+        "chaos": chaos, "faults_injected": hits,
         "turns": len(captured), "frames_captured": sum(f for _, f in captured),
         "frames_lost": lost + child["stats"]["frames_dropped"], "answered_twice": twice,
+        "turns_unanswered": unanswered, "turns_reported_unanswered": reported_count,
+        "turns_unanswered_unreported": max(0, unanswered - reported_count),
+        "frames_in_unanswered_turns": unanswered_frames, "warnings": child["warnings"],
+        "not_answered_once": unanswered_turns,
+        "frames_posted": child["frames_posted"], "frames_tapped": child["frames_seen"],
+        "watchdog_pings": child["watchdog_pings"],
+        "watchdog_longest_gap_s": child["watchdog_longest_gap_s"],
+        "status_updates": child["status_updates"], "state_saves": child["state_saves"],
+        "exit_code": child["exit_code"], "longest_mic_burst": child["longest_mic_burst"],
         "resumes": child["stats"]["resumes"], "rollovers": child["stats"]["rollovers"],
         "retries": child["stats"]["retries"], "last_error": child["stats"]["last_error"],
         "connections": connections, "sessions": sessions,
@@ -92,7 +187,15 @@ def run_soak(hours: float = 24.0, scale: float = 500.0, seed: int = 1) -> dict[s
 
 def describe(r: dict[str, Any]) -> str:
     return "\n".join([
-        f"soak: {r['hours']:g} h of device time in {r['wall_s']} s wall (×{r['scale']:g})",
+        f"soak{' (chaos)' if r['chaos'] else ''}: {r['hours']:g} h nominal / "
+        f"{r['wall_s'] / 60:.1f} min wall (×{r['scale']:g})",
+        f"  mic frames posted {r['frames_posted']} (all day, 50 per nominal second); "
+        f"watchdog pings {r['watchdog_pings']} (longest gap {r['watchdog_longest_gap_s']} s "
+        f"wall); STATUS updates {r['status_updates']}; state saves {r['state_saves']}; "
+        f"exit code {r['exit_code']}",
+        f"  turns received but not answered {r['turns_unanswered']} (reported "
+        f"{r['turns_reported_unanswered']}); faults injected "
+        f"{len(r['faults_injected'])}: {', '.join(sorted(set(r['faults_injected'])))}",
         f"  turns {r['turns']}, frames captured {r['frames_captured']}, lost {r['frames_lost']}, "
         f"answered twice {r['answered_twice']}",
         f"  resumes {r['resumes']}, rollovers {r['rollovers']}, retries {r['retries']}, "
@@ -122,10 +225,12 @@ def _every(samples: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hours", type=float, default=24.0, help="nominal device hours")
-    parser.add_argument("--scale", type=float, default=500.0, help="nominal s per wall s")
+    parser.add_argument("--scale", type=float, default=SCALE, help="nominal s per wall s")
+    parser.add_argument("--chaos", action="store_true",
+                        help="inject the local server's fault modes at random moments")
     parser.add_argument("--json", action="store_true", help="end with one JSON line")
     args = parser.parse_args(argv)
-    result = run_soak(args.hours, args.scale)
+    result = run_soak(args.hours, args.scale, chaos=args.chaos)
     print(describe(result))
     if args.json:
         print(json.dumps({k: v for k, v in result.items() if k != "samples"}))

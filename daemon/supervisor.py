@@ -2,7 +2,7 @@
 The supervisor: wires the pure session core to the world. The only place that creates
 tasks and hops threads.
 
-One inbox (:class:`Inbox`, feeding an ``asyncio.Queue``) receives every event: hardware
+One inbox (:class:`Inbox`, feeding a :class:`ReadyQueue`) receives every event: hardware
 adapters post into it from their own threads through :meth:`Inbox.post` (thread-safe,
 one loop wakeup per burst, none for posts from the loop itself), the connection
 adapter posts from the loop, the control API calls the methods below. One loop takes
@@ -26,8 +26,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from time import monotonic as _monotonic
 from collections import deque
-from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Mapping, Protocol
 
 from daemon.connection import Connection, Endpoint, Keepalive
@@ -48,6 +48,61 @@ _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARN
            "error": logging.ERROR}
 
 
+class ReadyQueue:
+    """The loop's side of the inbox: events ready to be fed, and at most one waiter.
+    Loop thread only. Shaped like the part of ``asyncio.Queue`` the supervisor used,
+    without its per-item bookkeeping, plus :meth:`wait` (an item arrived or
+    :meth:`wake` was called) so the supervisor's timer needs no ``asyncio.timeout``
+    per wait (issue 13: per-frame overheads of the send path)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._items: deque[Event] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put_nowait(self, event: Event) -> None:
+        self._items.append(event)
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def wake(self) -> None:
+        """End the current :meth:`wait` without an item (the supervisor's timer)."""
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+    def get_nowait(self) -> Event:
+        if not self._items:
+            raise asyncio.QueueEmpty
+        return self._items.popleft()
+
+    async def wait(self) -> None:
+        """Until an item is ready or :meth:`wake` is called."""
+        if self._items:
+            return
+        waiter = self._loop.create_future()
+        self._waiter = waiter
+        try:
+            await waiter
+        finally:
+            if self._waiter is waiter:
+                self._waiter = None
+
+    async def get(self) -> Event:
+        while not self._items:
+            await self.wait()
+        return self._items.popleft()
+
+
 class Inbox:
     """The single event inbox. ``post`` may be called from any thread, before or after
     the supervisor's loop runs; events arrive in the order their ``post`` calls took
@@ -60,19 +115,49 @@ class Inbox:
     companions) moves them into the loop's queue at once, with no wakeup at all; a
     post from another thread (hardware adapters) schedules one drain only when none is
     already pending, so a burst of frames costs one wakeup.
+
+    Idle frames (issue 13): while nobody talks the only use of a mic frame is the
+    core's pre-roll ring, and waking the loop 50 times a second for it was most of the
+    device's idle cost. So the supervisor may :meth:`hold_idle_frames`: from then on
+    ``MicFrame`` posts wake nothing and go into a ring bounded exactly like the core's
+    pre-roll (the newest frames that make up ``limit_bytes``; the core still decides
+    the bound). Any other event — a press above all — first moves the held frames
+    ahead of itself, so the core sees the same frames in the same order before the
+    press as if every frame had been delivered, and it ends the hold until the
+    supervisor arms it again (frames that follow a press belong to the turn and must
+    never be trimmed). ``last_frame_at`` says the mic is moving (the watchdog gate)
+    without any frame reaching the loop.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._pending: deque[Event] = deque()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._queue: asyncio.Queue[Event] | None = None
+        self._queue: ReadyQueue | None = None
         self._loop_thread: int | None = None
         self._drain_scheduled = False
+        self._held: deque[MicFrame] = deque()
+        self._held_bytes = 0
+        self._hold_limit: int | None = None  # None: every frame is delivered
+        self.last_frame_at: float | None = None
+        """``time.monotonic()`` of the newest ``MicFrame`` post (any thread), held or not."""
+
+    @property
+    def holding(self) -> bool:
+        """True while idle frames are kept in the ring instead of waking the loop."""
+        return self._hold_limit is not None
 
     def post(self, event: Event) -> None:
         """Deliver ``event`` to the supervisor (thread-safe, never blocks)."""
+        frame = type(event) is MicFrame
         with self._lock:
+            if frame:
+                self.last_frame_at = _monotonic()
+                if self._hold_limit is not None:
+                    self._hold_locked(event)  # type: ignore[arg-type]
+                    return
+            elif self._hold_limit is not None or self._held:
+                self._release_held_locked()  # held frames go first; the hold ends
             self._pending.append(event)
             loop = self._loop
             if loop is None:
@@ -88,6 +173,45 @@ class Inbox:
         except RuntimeError:
             pass  # the loop is closed: the daemon is gone, the event has no one to go to
 
+    def hold_idle_frames(self, limit_bytes: int) -> bool:
+        """Keep idle ``MicFrame`` posts in a ring of the newest ``limit_bytes`` (the
+        core's pre-roll) instead of delivering them. Loop thread only. Returns False,
+        arming nothing, while events are still on their way to the loop: one of them
+        may be a press, and the frames after it belong to its turn."""
+        with self._lock:
+            if self._pending or self._drain_scheduled or (
+                    self._queue is not None and not self._queue.empty()):
+                return False
+            self._hold_limit = max(0, limit_bytes)
+            return True
+
+    def deliver_every_frame(self) -> None:
+        """End the hold (a turn is open): held frames go to the loop now, in order, and
+        every later frame is delivered. Loop thread only."""
+        with self._lock:
+            if self._hold_limit is None and not self._held:
+                return
+            self._release_held_locked()
+            if self._loop is not None and threading.get_ident() == self._loop_thread:
+                self._move_locked()
+
+    def _hold_locked(self, frame: MicFrame) -> None:
+        # The core's own pre-roll rule (session._on_mic_frame): keep the newest frames
+        # while the oldest is still needed to make up the limit.
+        held = self._held
+        held.append(frame)
+        self._held_bytes += len(frame.pcm)
+        limit = self._hold_limit or 0
+        while held and self._held_bytes - len(held[0].pcm) >= limit:
+            self._held_bytes -= len(held.popleft().pcm)
+
+    def _release_held_locked(self) -> None:
+        self._hold_limit = None
+        if self._held:
+            self._pending.extend(self._held)
+            self._held.clear()
+            self._held_bytes = 0
+
     def _drain(self, loop: asyncio.AbstractEventLoop) -> None:
         # Runs on ``loop``'s thread. A drain left over from a loop since unbound does
         # nothing: _bind resets the flag and takes what is pending itself.
@@ -98,20 +222,21 @@ class Inbox:
             self._move_locked()
 
     def _move_locked(self) -> None:
-        # Caller holds the lock and is on the loop's thread (asyncio.Queue is not
+        # Caller holds the lock and is on the loop's thread (the ReadyQueue is not
         # thread-safe).
         queue, pending = self._queue, self._pending
         assert queue is not None
         while pending:
             queue.put_nowait(pending.popleft())
 
-    def _bind(self, loop: asyncio.AbstractEventLoop) -> asyncio.Queue[Event]:
+    def _bind(self, loop: asyncio.AbstractEventLoop) -> ReadyQueue:
         """Called on ``loop``'s thread by the supervisor before it reads the queue."""
-        queue: asyncio.Queue[Event] = asyncio.Queue()
+        queue = ReadyQueue(loop)
         with self._lock:
             self._loop, self._queue = loop, queue
             self._loop_thread = threading.get_ident()
             self._drain_scheduled = False
+            self._release_held_locked()
             self._move_locked()
         return queue
 
@@ -119,6 +244,7 @@ class Inbox:
         with self._lock:
             self._loop, self._queue, self._loop_thread = None, None, None
             self._drain_scheduled = False
+            self._release_held_locked()  # whoever binds next gets them, in order
 
 
 class ToolRunner(Protocol):
@@ -137,14 +263,28 @@ class ToolRunner(Protocol):
     def cancel(self, call_id: str) -> None: ...
 
 
-@dataclass
 class Heartbeat:
-    """Wall times (``loop.time()``) the systemd watchdog reads: it pings only while the
-    pipeline moves (STYLE.md §7 rule 10; PITFALLS.md "Watchdog pinged from its own thread")."""
+    """Wall times (``loop.time()``, i.e. ``time.monotonic()``) the systemd watchdog
+    reads: it pings only while the pipeline moves (STYLE.md §7 rule 10; PITFALLS.md
+    "Watchdog pinged from its own thread"). ``last_mic_frame`` is the newest frame the
+    mic posted — read from the inbox, because idle frames no longer wake the loop."""
 
-    last_iteration: float = 0.0
-    last_mic_frame: float | None = None
-    iterations: int = 0
+    def __init__(self, last_iteration: float = 0.0, last_mic_frame: float | None = None,
+                 iterations: int = 0, inbox: Inbox | None = None) -> None:
+        self.last_iteration = last_iteration
+        self.iterations = iterations
+        self._inbox = inbox
+        self._set_mic_frame = last_mic_frame
+
+    @property
+    def last_mic_frame(self) -> float | None:
+        posted = self._inbox.last_frame_at if self._inbox is not None else None
+        times = [t for t in (posted, self._set_mic_frame) if t is not None]
+        return max(times) if times else None
+
+    @last_mic_frame.setter
+    def last_mic_frame(self, value: float | None) -> None:
+        self._set_mic_frame = value
 
 
 class Supervisor:
@@ -176,7 +316,13 @@ class Supervisor:
         self.keepalive = keepalive
         self.wake_interval = wake_interval
         self.tool_runner = tool_runner
-        self.heartbeat = Heartbeat()
+        self.heartbeat = Heartbeat(inbox=self.inbox)
+        # Idle frames wait in the inbox's ring, bounded by the core's pre-roll (s16le
+        # 16 kHz mono: 32 bytes per ms, as session._on_mic_frame counts them).
+        self._pre_roll_bytes = session.settings.pre_roll_ms * 32
+        self._listening = False  # the core's LISTENING state: a turn is open
+        self._wake_handle: asyncio.TimerHandle | None = None
+        self._wake_at = 0.0
         self.last_snapshot: Snapshot | None = None
         self._listeners: list[Callable[[Effect], None]] = []
         self._connections: dict[int, Connection] = {}
@@ -261,7 +407,15 @@ class Supervisor:
                 self.heartbeat.iterations += 1
                 if event is not None:
                     self._feed(event)
+                if not self._listening and not self.inbox.holding:
+                    # Nobody talks and nothing is on its way: idle frames need not wake
+                    # the loop (refused, and retried after the next event, while an
+                    # event that may open a turn is still in flight).
+                    self.inbox.hold_idle_frames(self._pre_roll_bytes)
         finally:
+            if self._wake_handle is not None:
+                self._wake_handle.cancel()
+                self._wake_handle = None
             await self._wind_down()
             for task in helpers:
                 task.cancel()
@@ -279,24 +433,43 @@ class Supervisor:
         except Exception:
             log.exception("! companion task failed")
 
-    async def _next_event(self, queue: asyncio.Queue[Event],
+    async def _next_event(self, queue: ReadyQueue,
                           loop: asyncio.AbstractEventLoop) -> Event | None:
+        if not queue.empty():
+            # Before any deadline arithmetic: the core checks its timers on every event
+            # it handles, so a busy queue needs no timer (and no per-frame deadline()).
+            return queue.get_nowait()
         deadline = self.session.deadline()
         wait = self.wake_interval
         if deadline is not None:
             wait = min(wait, max(0.0, (deadline - self.now()) / self.time_scale))
-        if not queue.empty():
-            return queue.get_nowait()
-        try:
-            async with asyncio.timeout(wait):
-                return await queue.get()
-        except TimeoutError:
-            d = self.session.deadline()
-            return TimerFired() if d is not None and d <= self.now() else None
+        if wait > 0:
+            self._arm_wake(loop, queue, loop.time() + wait)
+            await queue.wait()
+            if not queue.empty():
+                return queue.get_nowait()
+        d = self.session.deadline()
+        return TimerFired() if d is not None and d <= self.now() else None
+
+    def _arm_wake(self, loop: asyncio.AbstractEventLoop, queue: ReadyQueue,
+                  wake_at: float) -> None:
+        # One timer, kept across waits: while frames stream the wake time only moves
+        # later, and a timer that fires early costs one spare iteration, where
+        # re-arming per frame cost a heap push and a cancel every 20 ms.
+        handle = self._wake_handle
+        if handle is not None and self._wake_at <= wake_at:
+            return
+        if handle is not None:
+            handle.cancel()
+        self._wake_at = wake_at
+        self._wake_handle = loop.call_at(wake_at, self._woken, queue)
+
+    def _woken(self, queue: ReadyQueue) -> None:
+        self._wake_handle = None
+        queue.wake()
 
     def _feed(self, event: Event) -> None:
-        if isinstance(event, MicFrame):
-            self.heartbeat.last_mic_frame = self._loop.time() if self._loop else None
+        # (The heartbeat's mic time comes from the inbox, which sees every frame posted.)
         try:
             effects = self.session.handle(event, self.now())
         except SessionStateError:
@@ -350,6 +523,9 @@ class Supervisor:
                 except Exception:
                     log.exception("! tool runner failed to cancel %s", effect.call_id)
         elif isinstance(effect, ShowStates):
+            self._listening = DeviceState.LISTENING in effect.states
+            if self._listening:
+                self.inbox.deliver_every_frame()  # a turn is open: every frame counts
             if self.led is not None:
                 self.led.show(effect.states)
         elif isinstance(effect, Persist):

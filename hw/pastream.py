@@ -401,7 +401,13 @@ class PortAudioHost:
                 pass
 
     def _poll_interval(self) -> float:
-        return min((k.poll_interval for k in self._keepers), default=0.05)
+        # While every stream is healthy they are checked a few times per stall_timeout,
+        # not every poll_interval: an idle device must not wake 20 times a second
+        # (issue 13). A lost device is retried at poll_interval.
+        if any(k.lost is not None for k in self._keepers):
+            return min((k.poll_interval for k in self._keepers), default=0.05)
+        return min((max(k.poll_interval, k.stall_timeout / 5) for k in self._keepers),
+                   default=0.05)
 
     def _schedule_retry(self) -> None:
         """Start (or keep) the backoff for whatever is lost."""

@@ -15,6 +15,14 @@ Life of a reply::
     TAIL --(tail_ms of silence played)--> IDLE (+PlaybackDrained)
     any --flush()--> IDLE (nothing posted: whoever flushed knows)
 
+The jitter target shrinks for a server that streams faster than realtime: a reply
+arriving ``r`` times faster than it plays refills the queue ``r`` times faster than the
+device drains it, so the queue only needs ``jitter_ms / r`` before it starts (the pace
+``r`` is learned from the previous reply, which arrived in full; 1 until then, so the
+first reply and any server at realtime keep the whole jitter buffer). At the Live API's
+usual ~1.66× (PITFALLS.md "Replies arrive burstier than realtime") an 80 ms first chunk
+then plays at once instead of waiting ~50 ms for a second one (issue 13).
+
 The tail exists because the ALSA pulse plugin does not drain on stop
 (VIRTUAL_AUDIO.md pitfall 2): we keep the stream running and only call the reply
 finished after ``tail_ms`` of silence has followed its last sample.
@@ -63,6 +71,8 @@ class PlaybackQueue:
         self._since = 0.0       # when the current phase began
         self._ended = False     # end_of_reply() was called for what is queued
         self._tail_left = 0
+        self._pace = 1.0        # arrival ÷ playback speed of the last reply (≥ 1)
+        self._arrivals: tuple[float, float, int, int] | None = None  # first, last put, bytes, puts
         self.volume = 1.0
         self.underruns = 0
         self.bytes_played = 0   # reply bytes handed to the device (not silence)
@@ -100,8 +110,14 @@ class PlaybackQueue:
             self._chunks.append(pcm)
             self._queued += len(pcm)
             self._ended = False
+            now = self._clock()
             if self._phase in (Phase.IDLE, Phase.TAIL):
                 self._set(Phase.BUFFERING)
+                self._arrivals = (now, now, 0, 0)
+            elif self._arrivals is not None:
+                first, _, nbytes, puts = self._arrivals
+                # Bytes after the first put: they arrived over (now - first).
+                self._arrivals = (first, now, nbytes + len(pcm), puts + 1)
 
     def end_of_reply(self) -> None:
         """No more audio is coming for this reply: start now if waiting, drain when dry."""
@@ -120,6 +136,7 @@ class PlaybackQueue:
             self._chunks.clear()
             self._queued = 0
             self._ended = False
+            self._arrivals = None  # cut short: its pace says nothing
             self._set(Phase.IDLE)
             return dropped
 
@@ -142,7 +159,7 @@ class PlaybackQueue:
     def _next(self, nbytes: int, events: list[Event]) -> bytes:
         now = self._clock()
         if self._phase is Phase.BUFFERING:
-            if (self._queued >= self._jitter_bytes or self._ended
+            if (self._queued >= self._jitter_bytes / self._pace or self._ended
                     or now - self._since >= self._jitter_wait):
                 self._set(Phase.PLAYING)
                 events.append(PlaybackStarted())
@@ -167,10 +184,25 @@ class PlaybackQueue:
             pad = nbytes - len(out)
             self._tail_left -= pad
             if self._tail_left <= 0:
+                self._learn_pace()
                 self._set(Phase.IDLE)
                 events.append(PlaybackDrained())
             return self._scaled(out + bytes(pad))
         return bytes(nbytes)
+
+    def _learn_pace(self) -> None:
+        # A reply that played out in full: how fast did it arrive? Only replies of a few
+        # chunks over a measurable span count; a slow one (or a stall) brings the whole
+        # jitter buffer back at once.
+        arrivals, self._arrivals = self._arrivals, None
+        if arrivals is None:
+            return
+        first, last, nbytes, puts = arrivals
+        span = last - first
+        if puts < 3 or span <= 0.05:
+            return
+        audio_seconds = nbytes / 2 / self.rate
+        self._pace = min(4.0, max(1.0, audio_seconds / span))
 
     def _start_tail(self) -> None:
         held = self._on_end() if self._on_end is not None else b""

@@ -231,9 +231,20 @@ class SimSpeaker(ReplyControls):
         The WAV file, when there is one, has everything."""
         self._frames_written = 0
         self._stop = threading.Event()
+        self._wake = threading.Event()  # set by play()/earcon(): the clock has work
         self._thread: threading.Thread | None = None
 
     device_name = "sim"
+
+    def play(self, pcm: bytes, rate: int = REPLY_RATE) -> None:
+        """Queue reply audio (s16le mono at ``rate``); returns at once."""
+        super().play(pcm, rate)
+        self._wake.set()
+
+    def earcon(self, name: str) -> None:
+        """Play an earcon if enabled in settings."""
+        super().earcon(name)
+        self._wake.set()
 
     @property
     def device_rate(self) -> int:
@@ -261,6 +272,7 @@ class SimSpeaker(ReplyControls):
     def close(self) -> None:
         """Stop the clock and close the WAV file. Idempotent."""
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=2.0)
         if self._wav is not None:
@@ -273,6 +285,17 @@ class SimSpeaker(ReplyControls):
         period = self.settings.frame_ms / 1000 / (self.speed or 1.0)
         next_at = time.monotonic()
         while not self._stop.is_set():
+            if self._idle(queue):
+                # Nothing to sound: block until play()/earcon() instead of pulling
+                # silence 50 times a second (issue 13: the idle device must not poll).
+                # The device clock kept running meanwhile: count that silence.
+                slept_from = time.monotonic()
+                self._wake.wait()
+                if self._stop.is_set():
+                    return
+                next_at = time.monotonic()
+                self._frames_written += int((next_at - slept_from) * (self.speed or 1.0)
+                                            * self._rate)
             sounding = queue.phase is not Phase.IDLE or queue.earcon_pending
             out = queue.pull(frames * 2)
             self._frames_written += frames
@@ -294,6 +317,13 @@ class SimSpeaker(ReplyControls):
                     return
             elif delay < -1.0:
                 next_at = time.monotonic()
+
+    def _idle(self, queue: Any) -> bool:
+        # Clear first, then look: a play() after the look sets the event again, so the
+        # wait that follows cannot miss it.
+        self._wake.clear()
+        return (queue.phase is Phase.IDLE and not queue.earcon_pending
+                and not queue.queued_bytes)
 
 
 class SoftButton:
