@@ -120,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     text = build(args.quick, args.soak_hours)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text + kept_sections(out))
+    text += kept_sections(out)
+    out.write_text(text)
     print(f"wrote {out}")
     if args.readme:
         readme = Path(args.readme)
