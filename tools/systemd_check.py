@@ -44,7 +44,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 REPO = Path(__file__).resolve().parents[1]
 CACHE = Path("/var/cache/voiced-systemd-check")
@@ -781,6 +781,24 @@ def write_proving(path: Path, lines: list[str], checks: Checks, cold: bool, took
     else:
         text = text.rstrip("\n") + "\n\n" + "\n".join(body) + "\n"
     path.write_text(text)
+    readme = REPO / "README.md"
+    if path.resolve() == (REPO / "docs/proving.md").resolve() and readme.exists():
+        readme.write_text(_into_readme(readme.read_text(), text))
+
+
+def _into_readme(readme: str, report: str) -> str:
+    """The README's proving section made from docs/proving.md — bench.report.into_readme's
+    rule (headings one level down, title dropped), repeated here because this script runs
+    on the host's python3 before any venv (bench.report needs numpy)."""
+    start, end = "<!-- proving:start -->", "<!-- proving:end -->"
+    if start not in readme or end not in readme:
+        return readme
+    lines = report.splitlines()
+    if lines and lines[0].startswith("# "):
+        lines = lines[1:]
+    body = "\n".join("#" + line if line.startswith("#") else line for line in lines).strip()
+    head, rest = readme.split(start, 1)
+    return f"{head}{start}\n{body}\n{end}{rest.split(end, 1)[1]}"
 
 
 def main(argv: list[str] | None = None) -> int:

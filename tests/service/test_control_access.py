@@ -15,7 +15,6 @@ import grp
 import logging
 import os
 import shutil
-import stat
 import sys
 import tempfile
 from pathlib import Path
