@@ -124,6 +124,17 @@ def speaker_bytes(r: FaultRig) -> int:
     return r.speaker.reply_frames_played * 2
 
 
+async def speaker_drained(r: FaultRig, timeout: float = 10.0) -> None:
+    """Until the speaker has played nothing new for two nominal seconds."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while loop.time() < end:
+        before = speaker_bytes(r)
+        await asyncio.sleep(2 / SCALE)
+        if speaker_bytes(r) == before:
+            return
+
+
 async def idle_fault(r: FaultRig, res: FaultResult, inject: Callable[[], object],
                      settle: Callable[[], object], *, timeout: float = 20.0,
                      linger: float = 0.0) -> None:
@@ -132,6 +143,7 @@ async def idle_fault(r: FaultRig, res: FaultResult, inject: Callable[[], object]
     first = await r.turn()
     await r.answered(first)
     assert r.sup is not None
+    await speaker_drained(r)     # the first answer's last samples are not "unasked"
     before_conn, retries0 = len(r.server.connections), r.sup.stats().retries
     played0 = speaker_bytes(r)
     got = inject()
