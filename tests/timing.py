@@ -5,16 +5,16 @@ Two rules:
 
 * Wait for the state you need, never for a fixed time: :func:`wait_until` (threads) and
   :func:`until` (asyncio) poll a condition. Their cap exists only to end a hung test,
-  so it is generous and grows with :func:`slowdown`.
+  so it is generous (and multiplied by ``VOICED_TEST_SLOWDOWN``).
 * A time-scaled scenario (local Live server and daemon at ×N nominal seconds per wall
   second) gives the CPU ``nominal / N`` wall seconds for work whose CPU cost does not
   shrink with N: the daemon's and the server's deadlines then race the CPU on a loaded
   machine. Correctness assertions never change with the load; the clock does:
 
   - :func:`run` runs a coroutine on a :class:`ProgressLoop`, whose clock stops while its
-    thread waits for a CPU (Linux ``/proc/thread-self/schedstat``, "time spent waiting
-    on a runqueue"). Server and daemon on that one loop then see the same nominal time
-    pass for the same progress, however busy the machine is.
+    thread (or its ``to_thread`` workers) waits for a CPU (Linux schedstat, "time spent
+    waiting on a runqueue"). Server and daemon on that one loop then see the same
+    nominal time pass for the same progress, however busy the machine is.
   - a scenario split over threads or processes (each with its own clock) runs at
     ``scaled(N)`` = N / slowdown(): on an idle machine the scale it was written for, on
     a busy one proportionally slower, so the same nominal deadlines hold.
