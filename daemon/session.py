@@ -1338,7 +1338,8 @@ class Session:
                          f"next try in {left:.0f} s")
         else:
             self._emit(Earcon("press"))
-            if self.phase is not LIVE:
+            if self.phase is BACKOFF:
+                # Offline for a while (a switch in progress is not worth a line).
                 self._notify("info", "not connected: holding what you say "
                              f"(up to {self.settings.buffer_seconds:g} s)")
         if self._playing:

@@ -22,7 +22,8 @@ from hypothesis import event as note
 from hypothesis import strategies as st
 
 from daemon import wire
-from daemon.events import ButtonHeld, ButtonPressed, ButtonReleased, MicFrame, PlaybackDrained
+from daemon.events import (ButtonHeld, ButtonPressed, ButtonReleased, DeviceState, MicFrame,
+                           PlaybackDrained)
 from daemon.session import (CloseConnection, ConnectionClosed, ConnectionFailed, ConnectionOpened,
                             Earcon, NewConversation, Notify, OpenConnection, RunTool, SendFrame,
                             SendText, ServerEvents, Session, SessionSettings, SetInstruction,
@@ -211,9 +212,12 @@ def test_random_sequences_keep_the_invariants(actions: list[tuple], seed: int) -
     note(f"asks dropped: {st_.asks_dropped > 0}, interrupted: {st_.asks_interrupted > 0}")
     # Let every timer run out: whatever was asked ends answered, cut or reported dropped,
     # never stuck (the world keeps answering what it is sent).
-    for _ in range(40):
+    for _ in range(80):
+        st_ = w.core.stats(w.now)
+        if st_.asks_waiting == 0 and DeviceState.LISTENING not in w.core.states():
+            break
         w.act(("reply",))
-        w.act(("advance", 300.0))
+        w.act(("advance", (st_.wait_left or 0.0) + 25.0))
     w.check_promises()
     st_ = w.core.stats(w.now)
     if w.core.phase.value != "failed":   # (a fatal setup answer waits for a person)
