@@ -220,6 +220,11 @@ class HomeAssistant:
         if self._client is not None and self.connected.is_set() and self._loop is not None:
             self._loop.create_task(self._publish_quietly(topic, value))
 
+    def going_offline(self) -> None:
+        """The daemon is stopping: say ``offline`` now (loop thread), while the broker
+        connection is surely still up; the clean stop in :meth:`run` says it again."""
+        self.update("availability", "offline")
+
     def topic(self, relative: str) -> str:
         return f"{self.prefix}/{relative}"
 

@@ -34,7 +34,7 @@ from daemon import wire
 from daemon.control import ControlServer
 from daemon.events import (LED_PRIORITY, ButtonHeld, ButtonPressed, DeviceLost, DeviceRestored,
                            DeviceState, Event, MicFrame)
-from daemon.lifecycle import Effect, Persist, ShowStates
+from daemon.lifecycle import CloseConnection, Effect, Persist, ShowStates
 from daemon.session import Session, SessionSettings, Snapshot
 from daemon.state import StateStore
 
@@ -451,7 +451,9 @@ class ToolsAndHome:
 
     def _feed_home(self, effect: Effect) -> None:
         home = self.home
-        if isinstance(effect, ShowStates):
+        if isinstance(effect, CloseConnection) and effect.reason == "shutting down":
+            home.going_offline()  # first thing on SIGTERM, before the wind-down
+        elif isinstance(effect, ShowStates):
             home.update("state", top_state(self.mute.shown(effect.states)).value)
         elif isinstance(effect, Persist):
             history = effect.snapshot.history
