@@ -160,7 +160,11 @@ def run_soak(hours: float = 24.0, scale: float = SCALE, seed: int = 1,
         "hours": hours, "scale": scale, "wall_s": round(time.monotonic() - t0, 1),
         "chaos": chaos, "faults_injected": hits,
         "turns": len(captured), "frames_captured": sum(f for _, f in captured),
-        "frames_lost": lost + child["stats"]["frames_dropped"], "answered_twice": twice,
+        # Frames of turns the server never received intact. Some may be turns the core
+        # cut itself and said so (frames_dropped_reported: its buffer full during a long
+        # reconnect), which a digest cannot tell apart.
+        "frames_lost": lost, "frames_dropped_reported": child["stats"]["frames_dropped"],
+        "answered_twice": twice,
         "turns_unanswered": unanswered, "turns_reported_unanswered": reported_count,
         "turns_unanswered_unreported": max(0, unanswered - reported_count),
         "frames_in_unanswered_turns": unanswered_frames, "warnings": child["warnings"],
@@ -193,6 +197,8 @@ def describe(r: dict[str, Any]) -> str:
         f"watchdog pings {r['watchdog_pings']} (longest gap {r['watchdog_longest_gap_s']} s "
         f"wall); STATUS updates {r['status_updates']}; state saves {r['state_saves']}; "
         f"exit code {r['exit_code']}",
+        f"  frames the core dropped and reported (buffer full while reconnecting) "
+        f"{r['frames_dropped_reported']}",
         f"  turns received but not answered {r['turns_unanswered']} (reported "
         f"{r['turns_reported_unanswered']}); faults injected "
         f"{len(r['faults_injected'])}: {', '.join(sorted(set(r['faults_injected'])))}",

