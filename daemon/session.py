@@ -1100,6 +1100,13 @@ class Session:
         self._in_text.append(ev.text)
 
     def _on_output_transcription(self, ev: wire.OutputTranscription) -> None:
+        if (not self._unasked and self._reply_head() is None
+                and self._tool_grace_until is None):
+            # A transcription with no model content and nobody asking is not a phantom
+            # turn: no turnComplete of its own need follow it, and taking it for one
+            # would swallow the next real answer as "the rest of the phantom" (answered
+            # twice after the stall). A real phantom turn is marked by its audio/text.
+            return
         ask = self._content()
         if ask is not None:
             ask.heard = True
