@@ -90,19 +90,29 @@ async def recover(r: FaultRig, res: FaultResult, inject: Callable[[], object], *
 
 
 async def stop_cleanly(r: FaultRig, res: FaultResult, code: int, reason: str) -> None:
+    """The key really revoked / the model really unknown: the connection closes with
+    ``code`` ``reason`` mid-session and every later setup is refused with the same text.
+    A mid-session 1007/1008 is recoverable (issue 10: a fresh session with the context),
+    so the core tries one fresh session; its setup is refused (fatal at setup), and then
+    it must stop: FAILED, LED error, no retry for a nominal minute."""
     first = await r.turn()
     await r.answered(first)
     assert r.sup is not None
     n = len(r.server.connections)
+    r.server.faults.refuse_next_setup(code, reason, count=100)
     r.server.faults.close_now(code, reason)
     try:
         await until(lambda: r.phase == "failed", 10, "FAILED")
+        failed_at = len(r.server.connections)
         await asyncio.sleep(60 / SCALE)   # a nominal minute (backoff starts at 0.5 s): no retry
-        res.outcome = "stopped cleanly" if len(r.server.connections) == n else "retried"
+        res.outcome = "stopped cleanly" if len(r.server.connections) == failed_at else "retried"
+        # Setups refused before the stop (the one fresh session the core may try).
+        res.extra["refused_setups"] = failed_at - n
     except TimeoutError as exc:
         res.outcome = f"did not stop: {exc}"
+        failed_at = n
     res.led = r.led.shown.value
-    res.retries = len(r.server.connections) - n
+    res.retries = len(r.server.connections) - failed_at
     res.connections = res.retries
     res.detail = r.sup.stats().last_error or ""
 
