@@ -844,11 +844,15 @@ class Session:
                 if self._turn is not None and self._turn.conn == self._conn:
                     self._turn.tripped = True
         self._connection_gone()
-        # Only a server that answers and refuses counts for the circuit breaker: a network
-        # that is down is the backoff's job (and holds the user's audio meanwhile).
+        # Only a server that answers and refuses what a retry cannot fix counts for the
+        # circuit breaker (F11: a 1007/1008 loop, a handle refused again and again). A
+        # network that is down, or a backend that is down for minutes (F9: 1011 "The
+        # service is currently unavailable."), is the backoff's job: retried, capped at
+        # backoff_cap, and recovered as soon as it is back (the audio is held meanwhile).
         self._act_on_failure(failure, refused_by_server=(
-            isinstance(event, ConnectionClosed) and event.code not in (None, 1006)
-            or isinstance(event, ConnectionFailed) and event.error_kind == "http"))
+            failure.kind is not FailureKind.RETRYABLE and (
+                isinstance(event, ConnectionClosed) and event.code not in (None, 1006)
+                or isinstance(event, ConnectionFailed) and event.error_kind == "http")))
 
     def _act_on_failure(self, failure: Failure, refused_by_server: bool = False) -> None:
         self.last_error = failure.message
