@@ -388,7 +388,13 @@ async def f6_history_dropped(res: FaultResult) -> None:
         def inject() -> None:
             r.server.faults.forget_on_resume()
             r.server.faults.close_now(1011, INTERNAL)
-        await recover(r, res, inject)
+        # A conversation worth forgetting: the core tells a collapse from the jitter of
+        # small counts only above history_loss_min_tokens (500) prompt tokens, and one
+        # exchange is ~150 (a 1.5 s question ~40, its answer ~110). After five, the
+        # prompt is ~650; after the forgetful resume it is ~40: the collapse F6 describes.
+        for _ in range(5):
+            await r.answered(await r.turn())
+        await recover(r, res, inject, warm=False)
         await next_press(r, res)
         # Detected (promptTokenCount collapsed) and restored: the session the daemon is
         # on knows the first turn's answer again.
