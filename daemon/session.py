@@ -270,7 +270,7 @@ TRANSITIONS: dict[Phase, dict[type, str]] = {
                  ConnectionClosed: "_on_lost", ConnectionFailed: "_on_lost"},
     LIVE: {**_ANYTIME, ConnectionOpened: "_ignore", ServerEvents: "_on_server_events",
            ConnectionClosed: "_on_lost", ConnectionFailed: "_on_lost"},
-    CLOSING: {**_ANYTIME, ConnectionOpened: "_ignore", ServerEvents: "_ignore",
+    CLOSING: {**_ANYTIME, ConnectionOpened: "_ignore", ServerEvents: "_on_closing_events",
               ConnectionClosed: "_on_closed", ConnectionFailed: "_on_closed"},
     BACKOFF: {**_ANYTIME, **_LATE},
     FAILED: {**_ANYTIME, **_LATE, Start: "_on_start"},
@@ -722,6 +722,20 @@ class Session:
             elif self.phase is LIVE:
                 getattr(self, _SERVER_HANDLERS.get(type(ev), "_ignore"))(ev)
 
+    def _on_closing_events(self, event: ServerEvents) -> None:
+        """CLOSING: the connection we are closing may still be giving an answer (a switch
+        or a stall that came while it was arriving; the server finishes it until it reads
+        our close). What completes it is taken, so the ask is not sent again on the next
+        connection and answered twice; nothing new starts here (no tool runs, no goAway).
+        While the user is talking (a turn held for the next connection), nothing of it
+        plays over them: the ask goes out again after the close, as before."""
+        if self._turn is not None:
+            return
+        for ev in event.events:
+            name = _SERVER_HANDLERS.get(type(ev))
+            if name in _CLOSING_HANDLERS:
+                getattr(self, name)(ev)
+
     def _on_ready(self) -> None:
         self._go(LIVE)
         now = self._now
@@ -795,8 +809,12 @@ class Session:
     def _close_then(self, after: Failure | bool, reason: str) -> None:
         """Close the current connection; when it is gone, open again (``after`` is the
         ``fresh`` flag) or act on a failure. Closing first matters: resuming while the old
-        socket is open is refused with 1011 (PITFALLS.md)."""
-        self._connection_gone()
+        socket is open is refused with 1011 (PITFALLS.md).
+
+        Until it is gone, the rest of an answer it was giving is still taken
+        (:meth:`_on_closing_events`): its asks are owed again only once it is closed. An
+        answer completed meanwhile is not asked again (it would be answered twice)."""
+        self._turn_gone()
         self._after_close = after
         self._go(CLOSING)
         self._phase_deadline = self._now + self.settings.close_timeout
@@ -806,6 +824,7 @@ class Session:
         self._closed()
 
     def _closed(self) -> None:
+        self._connection_gone()
         after = self._after_close
         if isinstance(after, Failure):
             self._act_on_failure(after)
@@ -905,9 +924,9 @@ class Session:
             return True
         return False
 
-    def _connection_gone(self) -> None:
-        """The current connection can no longer take anything: what it owed us is owed
-        again by the next one."""
+    def _turn_gone(self) -> None:
+        """The current connection can no longer take the user's audio (it is closing or
+        gone): the turn being spoken is held for the next one."""
         turn = self._turn
         if turn is not None:
             turn.barge_in = False  # on the next connection it waits its turn (_pump)
@@ -916,6 +935,11 @@ class Session:
             if turn.clipped:
                 self._notify("warning", "the turn is longer than buffer_seconds: only its first "
                              f"{self.settings.buffer_seconds:g} s can be sent again")
+
+    def _connection_gone(self) -> None:
+        """The current connection can no longer take or give anything: what it owed us is
+        owed again by the next one."""
+        self._turn_gone()
         for ask in list(self._asks):
             if ask.conn != self._conn:
                 continue
@@ -1577,3 +1601,9 @@ _SERVER_HANDLERS: dict[type, str] = {
     wire.ToolCallCancellation: "_on_tool_cancellation", wire.UnknownMessage: "_on_unknown",
 }
 """Server events in LIVE → handler (setupComplete needs nothing)."""
+
+_CLOSING_HANDLERS = frozenset({
+    "_on_model_audio", "_on_model_text", "_on_input_transcription",
+    "_on_output_transcription", "_on_interrupted", "_on_generation_complete",
+    "_on_turn_complete", "_on_usage", "_on_resumption_update"})
+"""Server events still taken from a connection we are closing: the rest of an answer."""
