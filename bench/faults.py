@@ -550,7 +550,14 @@ async def f12_daily_budget(res: FaultResult) -> None:
         try:
             await until(lambda: r.led.shown is DeviceState.QUOTA, 20, "LED quota")
             await asyncio.sleep(300 / SCALE)       # five nominal minutes
-            res.outcome = "waiting (quota)" if r.led.shown is DeviceState.QUOTA else "left quota"
+            # quota_backoff is five minutes too: the LED may be showing that try right
+            # now ("connecting"); still exhausted, the try is refused and it is back to
+            # quota. Waiting for that state, not sampling the instant, tells the two apart.
+            try:
+                await until(lambda: r.led.shown is DeviceState.QUOTA, 20, "LED quota again")
+                res.outcome = "waiting (quota)"
+            except TimeoutError:
+                res.outcome = "left quota"
         except TimeoutError as exc:
             res.outcome = f"no quota state: {exc}"
         res.led = r.led.shown.value
