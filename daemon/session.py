@@ -187,7 +187,8 @@ class _Ask:
     id: int
     conn: int | None = None    # connection it is sent on (None: not sent yet, or to resend)
     sent_at: float = 0.0
-    attempts: int = 0          # connections/sends it went out on (a replay is attempt 2)
+    attempts: int = 0          # times it went out whole (a replay is attempt 2); a turn
+    #                            cut by a switch while still being spoken is not an attempt
     after_unread: bool = False  # sent after content the server may not have read yet
     superseded: bool = False   # a newer activity interrupted its reply (barge-in)
     heard: bool = False        # reply content for it arrived
@@ -1062,7 +1063,6 @@ class Session:
             if ask.conn == self._conn and not ask.superseded and ask is not turn:
                 ask.superseded = True
         turn.conn = self._conn
-        turn.attempts += 1
         turn.heard = turn.generated = False
         turn.after_unread = self._unread_content
         self._send(wire.activity_start_message())
@@ -1075,6 +1075,7 @@ class Session:
         if turn.ended:
             self._send(wire.activity_end_message())
             turn.sent_at = self._now
+            turn.attempts += 1
 
     def _blocking_call(self) -> bool:
         return self._blocking_tools and any(
@@ -1427,6 +1428,7 @@ class Session:
             # Always, even for a 50 ms press (PITFALLS.md).
             self._send(wire.activity_end_message())
             turn.sent_at = self._now
+            turn.attempts += 1  # the whole turn is on this connection now
 
     def _on_held(self, event: ButtonHeld) -> None:
         if self.settings.long_hold_action != "new_conversation":

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from daemon import wire
 from daemon.events import ButtonPressed, ButtonReleased
-from daemon.session import ConnectionOpened, Play
+from daemon.session import ConnectionClosed, ConnectionOpened, Play
 from tests.session.harness import kinds
 from tests.session.test_connection_cap import live, talk
 
@@ -83,3 +83,32 @@ def test_a_reply_cut_by_the_close_is_still_asked_again() -> None:
     h.server(wire.SetupComplete())
     assert kinds(h.sent(conn=h.conn))[:1] == ["start"]
     assert h.session.stats(h.now).asks_waiting == 1
+
+
+def test_a_long_turn_cut_by_switches_while_spoken_is_asked_whole_before_it_can_be_dropped() -> None:
+    """A turn still being spoken when two switches cut its connections went out whole only
+    once (on the third, with its activityEnd). If that connection too ends before the
+    answer, the turn was asked once, not three times: it is sent again, not dropped as
+    "unanswered on two connections" (its audio never reached the server whole: the
+    soak's "frames lost")."""
+    from daemon.session import SessionSettings
+    from tests.session.harness import audio_sent
+    h = live(SessionSettings(backoff_base=0.1))
+    h.feed(ButtonPressed())
+    said = h.mic(50)
+    for _ in range(2):                      # two switches while the user talks
+        h.server(wire.GoAway(1.0))
+        said += h.mic(50)
+        h.finish_close()
+        h.feed(ConnectionOpened(h.conn))
+        h.server(wire.SetupComplete())
+        said += h.mic(50)
+    h.feed(ButtonReleased(6.0))
+    h.feed(ConnectionClosed(h.conn, 1011, "Internal error occurred."))
+    st = h.session.stats(h.now)
+    assert (st.asks_dropped, st.asks_waiting) == (0, 1), st
+    h.reconnect()
+    h.feed(ConnectionOpened(h.conn))
+    h.server(wire.SetupComplete())
+    assert audio_sent(h.sent(conn=h.conn))[-len(said):] == said
+    assert kinds(h.sent(conn=h.conn))[-1] == "end"
