@@ -69,8 +69,10 @@ What happens in LIVE, on top of the phase:
   did not provoke is ignored (F16), model content nobody asked for is never played and
   its tool calls never run (F7), an empty ``RESPONSE_REJECTED`` answer is heard (error
   earcon) and asked once more (F14), an answer that already arrived keeps playing
-  across any switch and is not asked again (F17). Each ask ends answered, interrupted
-  or dropped — dropped only when unanswered on two connections or refused twice, and
+  across any switch and is not asked again (F17); an answer that completes while we
+  close its connection (a switch, a stall) is taken, not asked again (it would be
+  answered twice). Each ask ends answered, interrupted or dropped — dropped only when
+  sent whole and unanswered on two connections, or refused twice, and
   then always counted, logged and heard. A turn ends by itself at ``max_turn_seconds``;
   a long hold starts a new conversation only while nothing was said.
 * **Tools.** A call of a declared function becomes :class:`RunTool` (state WORKING),
