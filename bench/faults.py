@@ -90,19 +90,29 @@ async def recover(r: FaultRig, res: FaultResult, inject: Callable[[], object], *
 
 
 async def stop_cleanly(r: FaultRig, res: FaultResult, code: int, reason: str) -> None:
+    """The key really revoked / the model really unknown: the connection closes with
+    ``code`` ``reason`` mid-session and every later setup is refused with the same text.
+    A mid-session 1007/1008 is recoverable (issue 10: a fresh session with the context),
+    so the core tries one fresh session; its setup is refused (fatal at setup), and then
+    it must stop: FAILED, LED error, no retry for a nominal minute."""
     first = await r.turn()
     await r.answered(first)
     assert r.sup is not None
     n = len(r.server.connections)
+    r.server.faults.refuse_next_setup(code, reason, count=100)
     r.server.faults.close_now(code, reason)
     try:
         await until(lambda: r.phase == "failed", 10, "FAILED")
+        failed_at = len(r.server.connections)
         await asyncio.sleep(60 / SCALE)   # a nominal minute (backoff starts at 0.5 s): no retry
-        res.outcome = "stopped cleanly" if len(r.server.connections) == n else "retried"
+        res.outcome = "stopped cleanly" if len(r.server.connections) == failed_at else "retried"
+        # Setups refused before the stop (the one fresh session the core may try).
+        res.extra["refused_setups"] = failed_at - n
     except TimeoutError as exc:
         res.outcome = f"did not stop: {exc}"
+        failed_at = n
     res.led = r.led.shown.value
-    res.retries = len(r.server.connections) - n
+    res.retries = len(r.server.connections) - failed_at
     res.connections = res.retries
     res.detail = r.sup.stats().last_error or ""
 
@@ -378,7 +388,13 @@ async def f6_history_dropped(res: FaultResult) -> None:
         def inject() -> None:
             r.server.faults.forget_on_resume()
             r.server.faults.close_now(1011, INTERNAL)
-        await recover(r, res, inject)
+        # A conversation worth forgetting: the core tells a collapse from the jitter of
+        # small counts only above history_loss_min_tokens (500) prompt tokens, and one
+        # exchange is ~150 (a 1.5 s question ~40, its answer ~110). After five, the
+        # prompt is ~650; after the forgetful resume it is ~40: the collapse F6 describes.
+        for _ in range(5):
+            await r.answered(await r.turn())
+        await recover(r, res, inject, warm=False)
         await next_press(r, res)
         # Detected (promptTokenCount collapsed) and restored: the session the daemon is
         # on knows the first turn's answer again.
@@ -534,7 +550,14 @@ async def f12_daily_budget(res: FaultResult) -> None:
         try:
             await until(lambda: r.led.shown is DeviceState.QUOTA, 20, "LED quota")
             await asyncio.sleep(300 / SCALE)       # five nominal minutes
-            res.outcome = "waiting (quota)" if r.led.shown is DeviceState.QUOTA else "left quota"
+            # quota_backoff is five minutes too: the LED may be showing that try right
+            # now ("connecting"); still exhausted, the try is refused and it is back to
+            # quota. Waiting for that state, not sampling the instant, tells the two apart.
+            try:
+                await until(lambda: r.led.shown is DeviceState.QUOTA, 20, "LED quota again")
+                res.outcome = "waiting (quota)"
+            except TimeoutError:
+                res.outcome = "left quota"
         except TimeoutError as exc:
             res.outcome = f"no quota state: {exc}"
         res.led = r.led.shown.value

@@ -69,8 +69,10 @@ What happens in LIVE, on top of the phase:
   did not provoke is ignored (F16), model content nobody asked for is never played and
   its tool calls never run (F7), an empty ``RESPONSE_REJECTED`` answer is heard (error
   earcon) and asked once more (F14), an answer that already arrived keeps playing
-  across any switch and is not asked again (F17). Each ask ends answered, interrupted
-  or dropped — dropped only when unanswered on two connections or refused twice, and
+  across any switch and is not asked again (F17); an answer that completes while we
+  close its connection (a switch, a stall) is taken, not asked again (it would be
+  answered twice). Each ask ends answered, interrupted or dropped — dropped only when
+  sent whole and unanswered on two connections, or refused twice, and
   then always counted, logged and heard. A turn ends by itself at ``max_turn_seconds``;
   a long hold starts a new conversation only while nothing was said.
 * **Tools.** A call of a declared function becomes :class:`RunTool` (state WORKING),
@@ -187,7 +189,8 @@ class _Ask:
     id: int
     conn: int | None = None    # connection it is sent on (None: not sent yet, or to resend)
     sent_at: float = 0.0
-    attempts: int = 0          # connections/sends it went out on (a replay is attempt 2)
+    attempts: int = 0          # times it went out whole (a replay is attempt 2); a turn
+    #                            cut by a switch while still being spoken is not an attempt
     after_unread: bool = False  # sent after content the server may not have read yet
     superseded: bool = False   # a newer activity interrupted its reply (barge-in)
     heard: bool = False        # reply content for it arrived
@@ -270,7 +273,7 @@ TRANSITIONS: dict[Phase, dict[type, str]] = {
                  ConnectionClosed: "_on_lost", ConnectionFailed: "_on_lost"},
     LIVE: {**_ANYTIME, ConnectionOpened: "_ignore", ServerEvents: "_on_server_events",
            ConnectionClosed: "_on_lost", ConnectionFailed: "_on_lost"},
-    CLOSING: {**_ANYTIME, ConnectionOpened: "_ignore", ServerEvents: "_ignore",
+    CLOSING: {**_ANYTIME, ConnectionOpened: "_ignore", ServerEvents: "_on_closing_events",
               ConnectionClosed: "_on_closed", ConnectionFailed: "_on_closed"},
     BACKOFF: {**_ANYTIME, **_LATE},
     FAILED: {**_ANYTIME, **_LATE, Start: "_on_start"},
@@ -722,6 +725,20 @@ class Session:
             elif self.phase is LIVE:
                 getattr(self, _SERVER_HANDLERS.get(type(ev), "_ignore"))(ev)
 
+    def _on_closing_events(self, event: ServerEvents) -> None:
+        """CLOSING: the connection we are closing may still be giving an answer (a switch
+        or a stall that came while it was arriving; the server finishes it until it reads
+        our close). What completes it is taken, so the ask is not sent again on the next
+        connection and answered twice; nothing new starts here (no tool runs, no goAway).
+        While the user is talking (a turn held for the next connection), nothing of it
+        plays over them: the ask goes out again after the close, as before."""
+        if self._turn is not None:
+            return
+        for ev in event.events:
+            name = _SERVER_HANDLERS.get(type(ev))
+            if name in _CLOSING_HANDLERS:
+                getattr(self, name)(ev)
+
     def _on_ready(self) -> None:
         self._go(LIVE)
         now = self._now
@@ -795,8 +812,12 @@ class Session:
     def _close_then(self, after: Failure | bool, reason: str) -> None:
         """Close the current connection; when it is gone, open again (``after`` is the
         ``fresh`` flag) or act on a failure. Closing first matters: resuming while the old
-        socket is open is refused with 1011 (PITFALLS.md)."""
-        self._connection_gone()
+        socket is open is refused with 1011 (PITFALLS.md).
+
+        Until it is gone, the rest of an answer it was giving is still taken
+        (:meth:`_on_closing_events`): its asks are owed again only once it is closed. An
+        answer completed meanwhile is not asked again (it would be answered twice)."""
+        self._turn_gone()
         self._after_close = after
         self._go(CLOSING)
         self._phase_deadline = self._now + self.settings.close_timeout
@@ -806,6 +827,7 @@ class Session:
         self._closed()
 
     def _closed(self) -> None:
+        self._connection_gone()
         after = self._after_close
         if isinstance(after, Failure):
             self._act_on_failure(after)
@@ -844,11 +866,15 @@ class Session:
                 if self._turn is not None and self._turn.conn == self._conn:
                     self._turn.tripped = True
         self._connection_gone()
-        # Only a server that answers and refuses counts for the circuit breaker: a network
-        # that is down is the backoff's job (and holds the user's audio meanwhile).
+        # Only a server that answers and refuses what a retry cannot fix counts for the
+        # circuit breaker (F11: a 1007/1008 loop, a handle refused again and again). A
+        # network that is down, or a backend that is down for minutes (F9: 1011 "The
+        # service is currently unavailable."), is the backoff's job: retried, capped at
+        # backoff_cap, and recovered as soon as it is back (the audio is held meanwhile).
         self._act_on_failure(failure, refused_by_server=(
-            isinstance(event, ConnectionClosed) and event.code not in (None, 1006)
-            or isinstance(event, ConnectionFailed) and event.error_kind == "http"))
+            failure.kind is not FailureKind.RETRYABLE and (
+                isinstance(event, ConnectionClosed) and event.code not in (None, 1006)
+                or isinstance(event, ConnectionFailed) and event.error_kind == "http")))
 
     def _act_on_failure(self, failure: Failure, refused_by_server: bool = False) -> None:
         self.last_error = failure.message
@@ -901,9 +927,9 @@ class Session:
             return True
         return False
 
-    def _connection_gone(self) -> None:
-        """The current connection can no longer take anything: what it owed us is owed
-        again by the next one."""
+    def _turn_gone(self) -> None:
+        """The current connection can no longer take the user's audio (it is closing or
+        gone): the turn being spoken is held for the next one."""
         turn = self._turn
         if turn is not None:
             turn.barge_in = False  # on the next connection it waits its turn (_pump)
@@ -912,6 +938,11 @@ class Session:
             if turn.clipped:
                 self._notify("warning", "the turn is longer than buffer_seconds: only its first "
                              f"{self.settings.buffer_seconds:g} s can be sent again")
+
+    def _connection_gone(self) -> None:
+        """The current connection can no longer take or give anything: what it owed us is
+        owed again by the next one."""
+        self._turn_gone()
         for ask in list(self._asks):
             if ask.conn != self._conn:
                 continue
@@ -1034,7 +1065,6 @@ class Session:
             if ask.conn == self._conn and not ask.superseded and ask is not turn:
                 ask.superseded = True
         turn.conn = self._conn
-        turn.attempts += 1
         turn.heard = turn.generated = False
         turn.after_unread = self._unread_content
         self._send(wire.activity_start_message())
@@ -1047,6 +1077,7 @@ class Session:
         if turn.ended:
             self._send(wire.activity_end_message())
             turn.sent_at = self._now
+            turn.attempts += 1
 
     def _blocking_call(self) -> bool:
         return self._blocking_tools and any(
@@ -1100,6 +1131,13 @@ class Session:
         self._in_text.append(ev.text)
 
     def _on_output_transcription(self, ev: wire.OutputTranscription) -> None:
+        if (not self._unasked and self._reply_head() is None
+                and self._tool_grace_until is None):
+            # A transcription with no model content and nobody asking is not a phantom
+            # turn: no turnComplete of its own need follow it, and taking it for one
+            # would swallow the next real answer as "the rest of the phantom" (answered
+            # twice after the stall). A real phantom turn is marked by its audio/text.
+            return
         ask = self._content()
         if ask is not None:
             ask.heard = True
@@ -1392,6 +1430,7 @@ class Session:
             # Always, even for a 50 ms press (PITFALLS.md).
             self._send(wire.activity_end_message())
             turn.sent_at = self._now
+            turn.attempts += 1  # the whole turn is on this connection now
 
     def _on_held(self, event: ButtonHeld) -> None:
         if self.settings.long_hold_action != "new_conversation":
@@ -1566,3 +1605,9 @@ _SERVER_HANDLERS: dict[type, str] = {
     wire.ToolCallCancellation: "_on_tool_cancellation", wire.UnknownMessage: "_on_unknown",
 }
 """Server events in LIVE → handler (setupComplete needs nothing)."""
+
+_CLOSING_HANDLERS = frozenset({
+    "_on_model_audio", "_on_model_text", "_on_input_transcription",
+    "_on_output_transcription", "_on_interrupted", "_on_generation_complete",
+    "_on_turn_complete", "_on_usage", "_on_resumption_update"})
+"""Server events still taken from a connection we are closing: the rest of an answer."""

@@ -196,7 +196,15 @@ async def _phantom(conv: Conversation, tool_call: str | None) -> None:
     sent = 0.0
     try:
         if tool_call:
-            await conn.send(m.tool_call(f"phantom-{session.phantom_turns + 1}", tool_call, {}))
+            # A real call the service made: its id is pending like any other, so a
+            # toolResponse to it (the client's "not run" error) is accepted, not refused
+            # 1008 as an unknown id. Non-blocking: the phantom speaks on meanwhile, and the
+            # user's audio is not refused while it is unanswered.
+            call_id = f"phantom-{session.phantom_turns + 1}"
+            future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            conv.pending_calls[call_id] = (tool_call, False, future)
+            future.add_done_callback(lambda _f, cid=call_id: conv.pending_calls.pop(cid, None))
+            await conn.send(m.tool_call(call_id, tool_call, {}))
         pcm = await _speech(conv, PHANTOM_TEXT)
         sent = await _paced(conv, _chunks(conv, pcm), limits.reply_wall_seconds)
         if conv.params.output_transcription:

@@ -137,16 +137,19 @@ def test_quota_has_its_own_state_long_backoff_status_and_notify() -> None:
 
 
 def test_the_same_refusal_n_times_opens_the_circuit_breaker_never_failed() -> None:
+    """F11: a healthy-looking session refused 1007 again and again (a tight reconnect
+    loop a retry cannot fix): a cool-down, never FAILED."""
     s = SessionSettings(breaker_failures=3, breaker_window=120.0, cooldown=600.0,
                         backoff_base=0.1, backoff_cap=1.0)
     h = Harness(s)
     h.feed(Start())
     for _ in range(2):
-        h.feed(ConnectionOpened(h.conn))
-        h.feed(ConnectionClosed(h.conn, 1011, "The service is currently unavailable."))
+        h.connect()
+        h.feed(ConnectionClosed(h.conn, 1007, AUDIO_1007))
         assert DeviceState.COOLDOWN not in h.session.states()
         h.reconnect()
-    h.feed(ConnectionClosed(h.conn, 1011, "The service is currently unavailable."))
+    h.connect()
+    h.feed(ConnectionClosed(h.conn, 1007, AUDIO_1007))
     assert DeviceState.COOLDOWN in h.session.states()
     assert h.session.stats(h.now).waiting == "cooldown"
     assert notes(h, "the same failure 3 times")
@@ -155,6 +158,31 @@ def test_the_same_refusal_n_times_opens_the_circuit_breaker_never_failed() -> No
     assert len(h.of(OpenConnection)) == opens
     h.advance(11.0)
     assert h.session.phase.value == "connecting", "the breaker never closed again"
+
+
+def test_a_backend_down_for_minutes_is_retried_capped_and_recovered_not_cooled_down() -> None:
+    """F9: 1011 "The service is currently unavailable." on every connection for minutes is
+    the backoff's job (capped at backoff_cap), not the breaker's: the first connection
+    after it is back is used, no 15-minute pause."""
+    s = SessionSettings(breaker_failures=3, breaker_window=300.0, cooldown=900.0,
+                        backoff_base=0.5, backoff_cap=60.0)
+    h = live(s)
+    talk(h)
+    down_until = h.now + 300.0
+    h.feed(ConnectionClosed(h.conn, 1011, "The service is currently unavailable."))
+    tries = 0
+    while h.now < down_until:
+        h.reconnect(limit=61.0)                  # never longer than the cap
+        assert DeviceState.COOLDOWN not in h.session.states()
+        h.feed(ConnectionOpened(h.conn))
+        h.feed(ConnectionClosed(h.conn, 1011, "The service is currently unavailable."))
+        tries += 1
+    assert tries >= 5 and h.session.stats(h.now).waiting == "retry"
+    h.reconnect(limit=61.0)                      # the backend is back
+    h.feed(ConnectionOpened(h.conn))
+    h.server(wire.SetupComplete())
+    assert h.session.phase.value == "live"
+    assert kinds(h.sent(conn=h.conn)).count("start") == 1, "the held question was not sent"
 
 
 def test_network_down_is_the_backoffs_job_not_the_breakers() -> None:
