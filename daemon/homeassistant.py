@@ -280,14 +280,15 @@ class HomeAssistant:
                                           will=will, tls_params=tls, keepalive=s.keepalive,
                                           timeout=10.0) as client:
                     self._client = client
-                    await self._on_connect(client)
-                    backoff = delays(base, s.reconnect_max)  # a connection that worked resets it
                     try:
+                        await self._on_connect(client)
+                        backoff = delays(base, s.reconnect_max)  # a connection that worked resets it
                         await self._serve(client)
                     except asyncio.CancelledError:
                         # A clean stop sends no last will: say "offline" ourselves (QoS 0:
                         # written before our DISCONNECT, no acknowledgement to wait for while
-                        # the supervisor winds down).
+                        # the supervisor winds down). Also when the stop comes while we are
+                        # still announcing ourselves: "online" is already out by then.
                         with contextlib.suppress(Exception):
                             await asyncio.wait_for(client.publish(
                                 self.topic("availability"), b"offline", qos=0, retain=True), 1.0)

@@ -326,6 +326,7 @@ class Session:
         self._resume_refusals = 0
         self._ready_at: float | None = None
         self._last_server_at = now
+        self._last_result_at = now         # our latest toolResponse: the model answers after it
         self._goaway: _Due | None = None
         self._waiting = "retry"            # what BACKOFF waits for: retry, quota, cooldown
         self._failures: deque[tuple[float, str]] = deque()  # circuit breaker record
@@ -660,7 +661,10 @@ class Session:
             return None  # the model waits for our tool result, not we for it
         head = self._asks[0] if self._asks else None
         if head is not None and head.conn == self._conn and not head.superseded:
-            return max(head.sent_at, self._last_server_at) + self.settings.reply_timeout
+            # The model can only go on once it has a tool's result: the guard counts from
+            # the latest of the ask, the server's last word and our last toolResponse.
+            since = max(head.sent_at, self._last_server_at, self._last_result_at)
+            return since + self.settings.reply_timeout
         return None
 
     def _safe_to_switch(self, soft: list[_Due]) -> bool:
@@ -1311,6 +1315,7 @@ class Session:
             self._results.append((event.call_id, call, event.response))
 
     def _send_tool_response(self, call_id: str, name: str, response: Mapping[str, Any]) -> None:
+        self._last_result_at = self._now
         self._send(wire.tool_response_message([wire.FunctionResponse(call_id, name, response)]))
 
     def _on_unknown(self, ev: wire.UnknownMessage) -> None:

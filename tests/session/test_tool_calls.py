@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from daemon import wire
 from daemon.events import ButtonPressed, ButtonReleased, DeviceState
-from daemon.session import (CancelTool, ConnectionClosed, ConnectionOpened, RunTool,
+from daemon.session import (CancelTool, CloseConnection, ConnectionClosed, ConnectionOpened, RunTool,
                             SessionSettings, ToolDone)
 from tests.session.harness import Harness, audio_sent, kinds
 from tests.session.test_connection_cap import live, talk
@@ -147,3 +147,37 @@ def test_a_phantom_call_after_a_resume_is_answered_not_run() -> None:
     call(h, ("p1", "lights", {"on": False}))
     assert not h.of(RunTool)
     assert "no user asked" in responses(h)[0]["response"]["error"]
+
+
+def test_the_reply_guard_counts_from_the_tool_result_not_from_the_call() -> None:
+    """A tool may run longer than half the reply guard (a configured timeout of 60 s is
+    allowed): the model can only answer once it has the result, so the server gets the
+    whole ``reply_timeout`` from the toolResponse, not what is left of it since the
+    toolCall."""
+    s = SessionSettings(tools=("lights",), tools_blocking=True)
+    h = live(s)
+    talk(h)
+    call(h, ("c1", "lights", {"on": True}))
+    h.advance(s.reply_timeout - 5)           # the tool runs 25 s: no stall meanwhile
+    h.feed(ToolDone("c1", "lights", {"result": "on"}))
+    conn = h.conn
+    h.clear()
+    h.advance(s.reply_timeout - 1)           # the model still thinking about the result
+    assert not h.of(CloseConnection), "stalled before the server had reply_timeout"
+    assert h.session.phase.value == "live" and h.conn == conn
+    h.reply("The lights are on.")
+    assert h.session.stats(h.now).asks_answered == 1
+
+
+def test_a_server_silent_after_a_tool_result_is_still_a_stall() -> None:
+    s = SessionSettings(tools=("lights",), tools_blocking=True)
+    h = live(s)
+    talk(h)
+    call(h, ("c1", "lights", {"on": True}))
+    h.advance(10)
+    h.feed(ToolDone("c1", "lights", {"result": "on"}))
+    h.clear()
+    h.advance(s.reply_timeout - 0.1)
+    assert not h.of(CloseConnection)
+    h.advance(0.2)
+    assert [c.reason for c in h.of(CloseConnection)] == ["stalled"]

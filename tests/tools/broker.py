@@ -14,22 +14,46 @@ __all__ = ["Broker", "Subscriber", "have_mosquitto", "DEVICES", "PASSWORD"]
 
 
 class Subscriber:
-    """A paho client (user ``ha``) that records ``(topic, payload, retain)``."""
+    """A paho client (user ``ha``) that records ``(topic, payload, retain)``.
+
+    The constructor returns once the broker has acknowledged every subscription
+    (SUBACK): a message published after that reaches :attr:`messages`. (A non-retained
+    publish made between CONNECT and SUBACK is never delivered: the test would wait for
+    it in vain.)"""
 
     def __init__(self, broker: Broker, topics: tuple[str, ...] = ("#",), user: str = "ha") -> None:
         self.messages: list[tuple[str, bytes, bool]] = []
         self._cond = threading.Condition()
+        self._unacked: set[int] = set()
+        self.subscribed = threading.Event()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-{user}-{id(self)}")
         self.client.username_pw_set(user, PASSWORD)
         self.topics = topics
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
         self.client.connect("127.0.0.1", broker.port, keepalive=30)
         self.client.loop_start()
+        # A cap that only ends a hung test: on a busy machine the SUBACK may take a while.
+        if not self.subscribed.wait(30):
+            self.close()
+            raise AssertionError(f"{user}: the broker never acknowledged {topics}")
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, rc: Any, props: Any = None) -> None:
-        for t in self.topics:
-            client.subscribe(t, qos=1)
+        with self._cond:
+            self.subscribed.clear()
+            self._unacked.clear()
+            for t in self.topics:
+                self._unacked.add(client.subscribe(t, qos=1)[1])
+            if not self._unacked:
+                self.subscribed.set()
+
+    def _on_subscribe(self, client: Any, userdata: Any, mid: int, reason_codes: Any,
+                      props: Any = None) -> None:
+        with self._cond:
+            self._unacked.discard(mid)
+            if not self._unacked:
+                self.subscribed.set()
 
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
         with self._cond:

@@ -219,3 +219,34 @@ def test_mqtt_tool_publishes_through_the_bridge(broker: Broker, tmp_path: Path) 
         sub.wait_value("home/dev1/fan/set", "true")
     finally:
         sub.close()
+
+
+def test_a_stop_while_announcing_still_says_offline(broker: Broker, tmp_path: Path) -> None:
+    """SIGTERM can land while the bridge is still announcing itself on a (re)connect:
+    "online" is out, the clean DISCONNECT sends no last will, so the bridge must say
+    "offline" itself then too (else Home Assistant shows a stopped device as online)."""
+    sub = Subscriber(broker)
+    announcing = threading.Event()
+
+    class Slow(HomeAssistant):
+        async def _on_connect(self, client: Any) -> None:
+            await client.publish(self.topic("availability"), b"online", qos=1, retain=True)
+            announcing.set()
+            await asyncio.Event().wait()   # still subscribing when the stop comes
+
+    async def body() -> None:
+        home = Slow(MqttSettings(host="127.0.0.1", port=broker.port, username="dev1",
+                                 topic_prefix=PREFIX), password=PASSWORD,
+                    dispatch=lambda r: {"ok": True}, device=None, status=lambda: {})
+        task = asyncio.get_running_loop().create_task(home.run())
+        await asyncio.to_thread(announcing.wait, 15)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    try:
+        asyncio.run(body())
+        sub.wait_value(f"{PREFIX}/availability", "online")
+        sub.wait_value(f"{PREFIX}/availability", "offline")
+        assert sub.last(f"{PREFIX}/availability") == b"offline"
+    finally:
+        sub.close()

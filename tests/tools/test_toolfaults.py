@@ -1,18 +1,24 @@
 """The fault matrix's tool and MQTT rows (bench/toolfaults.py), with what each must show
-beyond surviving (tests/proving/test_faults.py asserts the common part for every row)."""
+beyond surviving (tests/proving/test_faults.py asserts the common part for every row).
+
+Server and daemon share one event loop here, a :class:`tests.timing.ProgressLoop`: the
+core's guards (15 s setup, 30 s reply, a goAway's 30 s) are nominal seconds at the rows'
+time scale, and on a busy machine they measure the scenario's progress, not how long the
+loop waited for a CPU."""
 
 from __future__ import annotations
 
 import pytest
 
 from bench.faults import FAULTS, run_fault
+from tests.timing import ProgressLoop
 
 
 @pytest.mark.parametrize("name", ["tool_hangs", "tool_cancelled", "tool_across_goaway",
                                   "broker_down_and_back"])
 def test_tool_fault_row(name: str) -> None:
     assert name in FAULTS
-    r = run_fault(name)
+    r = run_fault(name, loop_factory=ProgressLoop)
     print(r)
     assert r.outcome == "recovered" and r.answered == 1 and r.frames_lost == 0, r
     assert r.led == "idle", r
