@@ -23,8 +23,11 @@ def _every_turn_arrived_and_was_answered_once(r: dict) -> None:
 
 def _no_state_left_behind(r: dict) -> None:
     assert r["exit_code"] == 0, r  # SIGTERM: the production shutdown path
-    assert (r["fds_start"], r["tasks_start"], r["threads_start"]) == \
-        (r["fds_end"], r["tasks_end"], r["threads_end"]), r
+    # Nothing grew between two settled moments an hour apart. A count can be one lower at
+    # the end (seen: 6 asyncio tasks at the first sample, 5 at the last — a state save or
+    # reconnect still in flight when the first one was taken); growth is what a leak is.
+    for what in ("fds", "tasks", "threads"):
+        assert r[f"{what}_end"] <= r[f"{what}_start"], (what, r)
 
 
 def _every_frame_of_the_day_went_through_the_tap(r: dict) -> None:
