@@ -953,7 +953,7 @@ class Session:
             ask.conn = None
             if ask.superseded:
                 self._resolve(ask, "interrupted")
-            elif ask.heard and (ask.generated or ask.called or ask.attempts >= 2):
+            elif ask.heard and (ask.generated or ask.called):
                 # Its whole answer already arrived (generationComplete; or a tool call is
                 # its answer, which must not run twice): it keeps playing across the
                 # switch (F17) and is not asked again (it would be answered twice).
@@ -963,6 +963,15 @@ class Session:
                 if self._playing:
                     self._emit(ReplyEnded())
                 self._resolve(ask, "answered")
+            elif ask.heard and ask.attempts >= 2:
+                # Cut mid-answer on its second connection (the first may have closed before
+                # the server read it: the chaos day's "[1, 0, 1, 0]"). Part of an answer is
+                # not an answer: what arrived still plays (F17), and the ask is the designed
+                # drop, reported — never taken silently for answered, never sent a third time.
+                if self._playing:
+                    self._emit(ReplyEnded())
+                self._drop(ask, "it went unanswered on two connections: the answer was cut "
+                           "short")
             elif ask.heard:
                 # Part of the answer arrived: what arrived still plays (never flushed by a
                 # switch, F17), and the question goes out again for the whole answer.

@@ -112,3 +112,50 @@ def test_a_long_turn_cut_by_switches_while_spoken_is_asked_whole_before_it_can_b
     h.server(wire.SetupComplete())
     assert audio_sent(h.sent(conn=h.conn))[-len(said):] == said
     assert kinds(h.sent(conn=h.conn))[-1] == "end"
+
+
+def _back(h) -> int:
+    h.reconnect()
+    h.feed(ConnectionOpened(h.conn))
+    h.server(wire.SetupComplete())
+    return h.conn
+
+
+def test_a_turn_cut_short_on_its_second_connection_is_reported_not_taken_as_answered() -> None:
+    """The chaos day's "neither resent nor reported" turn (server tally [1, 0, 1, 0]): the
+    first connection closed before the server had read the ended turn (nothing heard; the
+    server never received it), the second received it and was cut by a fault in the middle
+    of its answer. Part of an answer is not an answer: the core took it for one (asked
+    twice, something heard), so the user thread saw the device idle and nobody was told.
+    It is the designed drop — unanswered on two connections —, counted, logged and heard."""
+    from daemon.session import Earcon, Notify, SessionSettings
+    h = live(SessionSettings(backoff_base=0.1))
+    talk(h)
+    h.feed(ConnectionClosed(h.conn, 1011, "Internal error occurred."))  # before any reply
+    assert h.session.stats(h.now).asks_waiting == 1
+    conn = _back(h)
+    assert kinds(h.sent(conn=conn))[:1] == ["start"]   # asked a second time
+    h.server(wire.ModelAudio(b"\1\0" * 2400), wire.OutputTranscription("The answ"))
+    h.clear()
+    h.feed(ConnectionClosed(conn, 1011, "Internal error occurred."))   # mid-answer
+    st = h.session.stats(h.now)
+    assert (st.asks_answered, st.asks_dropped, st.asks_waiting) == (0, 1, 0), st
+    assert any("unanswered on two connections" in n.message for n in h.of(Notify)), h.effects
+    assert Earcon("error") in h.of(Earcon)
+    _back(h)
+    assert "start" not in kinds(h.sent(conn=h.conn)), "a dropped turn was sent a third time"
+
+
+def test_a_whole_answer_cut_before_its_turn_complete_on_the_second_connection_is_answered() -> None:
+    """The other side of the same edge: on the second connection the whole answer arrived
+    (generationComplete) and only its turnComplete was cut: answered (F17), not dropped,
+    not asked a third time."""
+    from daemon.session import SessionSettings
+    h = live(SessionSettings(backoff_base=0.1))
+    talk(h)
+    h.feed(ConnectionClosed(h.conn, 1011, "Internal error occurred."))
+    conn = _back(h)
+    h.server(wire.ModelAudio(b"\1\0" * 2400), wire.GenerationComplete())
+    h.feed(ConnectionClosed(conn, 1011, "Internal error occurred."))
+    st = h.session.stats(h.now)
+    assert (st.asks_answered, st.asks_dropped, st.asks_waiting) == (1, 0, 0), st
