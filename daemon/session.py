@@ -145,7 +145,7 @@ from daemon.lifecycle import (CancelTool, CloseConnection, ConnectionClosed, Con
                               SetInstruction, ShowStates, Shutdown, Snapshot, Start,
                               TimerFired, ToolDone, VideoFrame, classify_failure)
 from daemon.lifecycle import __all__ as _lifecycle_all
-from daemon.turns import TurnState, next_turn_state
+from daemon.turns import ASK_ENDINGS, AskEnd, TurnState, ask_end, next_turn_state
 
 __all__ = ["Phase", "Session", "SessionStateError", "TurnState", *_lifecycle_all]
 
@@ -195,6 +195,7 @@ class _Ask:
     superseded: bool = False   # a newer activity interrupted its reply (barge-in)
     heard: bool = False        # reply content for it arrived
     generated: bool = False    # its generationComplete arrived
+    completed: bool = False    # its turnComplete arrived
     called: bool = False       # it made a tool call the core ran
     refused: int = 0           # empty / RESPONSE_REJECTED answers so far (F14)
     tripped: bool = False      # its connection closed 1007 while it was on it (F11)
@@ -369,6 +370,7 @@ class Session:
         self._play_until = now
         self.turn_state = TurnState.IDLE
         self.turn_violations: list[str] = []
+        self._ask_ends: list[AskEnd] = []  # how asks ended during this step (ASK_ENDINGS)
         # tools
         self._calls: dict[str, _Call] = {}
         self._cancelled: set[str] = set()
@@ -577,6 +579,15 @@ class Session:
                 self.turn_violations.append(step)
             log.warning("! turn machine: %s is not in TURN_TABLE", step)
         self.turn_state = new
+        if self._ask_ends:
+            allowed = ASK_ENDINGS.get(cause, frozenset())
+            for end in self._ask_ends:
+                if end not in allowed:
+                    step = f"an ask ended {end.value} on {cause}"
+                    if len(self.turn_violations) < 20:
+                        self.turn_violations.append(step)
+                    log.warning("! turn machine: %s is not in ASK_ENDINGS", step)
+            self._ask_ends.clear()
 
     def _turn_facts(self) -> tuple[bool, bool, bool, bool, bool]:
         """What the turn machine (daemon/turns.py) reads: talking, held, owed, arriving,
@@ -1001,6 +1012,7 @@ class Session:
     def _resolve(self, ask: _AskT, how: str) -> None:
         """``ask`` got its answer ("answered"), or a barge-in cut it ("interrupted")."""
         self._asks.remove(ask)
+        self._ask_ends.append(ask_end(how, ask.completed, ask.generated, ask.called))
         if isinstance(ask, _UserTurn):
             # Frames never sent (a held turn the user cut with a new conversation) are
             # gone with it: counted.
@@ -1023,6 +1035,7 @@ class Session:
     def _drop(self, ask: _AskT, why: str) -> None:
         """Give up on ``ask``: always counted, logged and heard (the designed drops)."""
         self._asks.remove(ask)
+        self._ask_ends.append(AskEnd.DROPPED)
         self.counts["asks_dropped"] += 1
         if isinstance(ask, _UserTurn):
             # Frames never sent are lost with it (sent ones are counted as sent).
@@ -1063,7 +1076,7 @@ class Session:
         ask.conn = self._conn
         ask.attempts += 1
         ask.sent_at = self._now
-        ask.heard = ask.generated = False
+        ask.heard = ask.generated = ask.completed = False
         ask.after_unread = self._unread_content
         if self._history_in_setup and self._model_turns:
             # 3.1: clientContent after the first model turn is refused with 1007 (F8).
@@ -1078,7 +1091,7 @@ class Session:
             if ask.conn == self._conn and not ask.superseded and ask is not turn:
                 ask.superseded = True
         turn.conn = self._conn
-        turn.heard = turn.generated = False
+        turn.heard = turn.generated = turn.completed = False
         turn.after_unread = self._unread_content
         self._send(wire.activity_start_message())
         counted = turn.counted
@@ -1202,6 +1215,7 @@ class Session:
             # so the handle that follows this turnComplete includes it.
             self._unread_content = False
         self._model_turns += 1
+        head.completed = True
         if head.superseded:
             self._resolve(head, "interrupted")
             return

@@ -34,13 +34,22 @@ Legal edges (cause in brackets)::
     ANSWERING / PLAYING / ASKED ──[press]──▶ TALKING_*        (barge-in: the old ask is cut)
     ASKED / ANSWERING ──[lost, stall timer]──▶ ASKED (sent again) / PLAYING / IDLE (dropped)
     any ──[new conversation]──▶ IDLE / TALKING_*  ;  any ──[Shutdown]──▶ IDLE
+
+The states cannot tell an ask *answered* from one *dropped* (both leave ANSWERING for
+IDLE when a connection goes), so how each ask ends is checked too: :func:`ask_end` reads
+the ending off the ask's facts and ``ASK_ENDINGS`` says which endings each cause may
+produce. An answer needs its ``turnComplete``, or — when the connection went first — the
+whole of it (``generationComplete``, or a tool call, F17); only part of an answer is
+``CUT_SHORT``, which no cause may produce: such an ask is asked again or dropped and
+reported, never counted answered (the chaos day's "[1, 0, 1, 0]" turn).
 """
 
 from __future__ import annotations
 
 import enum
 
-__all__ = ["TurnState", "TURN_TABLE", "turn_state_of", "next_turn_state"]
+__all__ = ["TurnState", "TURN_TABLE", "turn_state_of", "next_turn_state", "AskEnd",
+           "ASK_ENDINGS", "ask_end"]
 
 
 class TurnState(enum.Enum):
@@ -127,3 +136,41 @@ def next_turn_state(state: TurnState, cause: str, facts: tuple[bool, bool, bool,
         return new, True
     row = TURN_TABLE.get(cause)
     return new, row is not None and new in row.get(state, frozenset())
+
+
+class AskEnd(enum.Enum):
+    ANSWERED = "answered"                  # its turnComplete arrived
+    ANSWERED_BEFORE_CLOSE = "answered before the close"  # whole, then the connection went
+    CUT_SHORT = "cut short"                # part of an answer taken for one: never legal
+    INTERRUPTED = "interrupted"            # a barge-in, a new conversation
+    DROPPED = "dropped"                    # given up on, reported
+
+
+def ask_end(how: str, completed: bool, generated: bool, called: bool) -> AskEnd:
+    """How an ask the core resolved ``how`` ("answered", "interrupted", "dropped") ended,
+    by its facts: its turnComplete arrived, its generationComplete arrived, it made a
+    tool call the core ran."""
+    if how == "interrupted":
+        return AskEnd.INTERRUPTED
+    if how == "dropped":
+        return AskEnd.DROPPED
+    if completed:
+        return AskEnd.ANSWERED
+    if generated or called:
+        return AskEnd.ANSWERED_BEFORE_CLOSE
+    return AskEnd.CUT_SHORT
+
+
+_GONE = frozenset({AskEnd.ANSWERED_BEFORE_CLOSE, AskEnd.INTERRUPTED, AskEnd.DROPPED})
+ASK_ENDINGS: dict[str, frozenset[AskEnd]] = {
+    # turnComplete (answered, or the end of a reply the user talked over); a second
+    # RESPONSE_REJECTED (dropped).
+    "ServerEvents": frozenset({AskEnd.ANSWERED, AskEnd.INTERRUPTED, AskEnd.DROPPED}),
+    # The connection went (lost, or our close completed or timed out): what it owed ends
+    # whole, cut by a barge-in, or dropped after two connections.
+    "ConnectionClosed": _GONE, "ConnectionFailed": _GONE, "timer": _GONE,
+    # The conversation is forgotten: what it asked is nobody's question any more.
+    "NewConversation": frozenset({AskEnd.INTERRUPTED}),
+    "ButtonHeld": frozenset({AskEnd.INTERRUPTED}),
+}
+"""cause → the ways an ask may end on it. A cause not listed ends none."""

@@ -142,6 +142,7 @@ def test_a_turn_cut_short_on_its_second_connection_is_reported_not_taken_as_answ
     assert (st.asks_answered, st.asks_dropped, st.asks_waiting) == (0, 1, 0), st
     assert any("unanswered on two connections" in n.message for n in h.of(Notify)), h.effects
     assert Earcon("error") in h.of(Earcon)
+    assert not h.session.turn_violations, h.session.turn_violations
     _back(h)
     assert "start" not in kinds(h.sent(conn=h.conn)), "a dropped turn was sent a third time"
 
@@ -159,3 +160,18 @@ def test_a_whole_answer_cut_before_its_turn_complete_on_the_second_connection_is
     h.feed(ConnectionClosed(conn, 1011, "Internal error occurred."))
     st = h.session.stats(h.now)
     assert (st.asks_answered, st.asks_dropped, st.asks_waiting) == (1, 0, 0), st
+    assert not h.session.turn_violations, h.session.turn_violations
+
+
+def test_the_turn_table_has_no_cause_on_which_part_of_an_answer_is_an_answer() -> None:
+    """daemon/turns.py: an ask counted answered with neither its turnComplete nor the
+    whole answer (generationComplete, a tool call) is CUT_SHORT, which no cause may
+    produce; the session records it as a turn violation (the property test fails on it)."""
+    from daemon.turns import ASK_ENDINGS, AskEnd, ask_end
+    assert ask_end("answered", completed=False, generated=False, called=False) is \
+        AskEnd.CUT_SHORT
+    assert all(AskEnd.CUT_SHORT not in row for row in ASK_ENDINGS.values())
+    assert ask_end("answered", completed=False, generated=True, called=False) in \
+        ASK_ENDINGS["ConnectionClosed"]
+    assert ask_end("answered", completed=True, generated=False, called=False) in \
+        ASK_ENDINGS["ServerEvents"]
