@@ -12,7 +12,6 @@ scripts of FIELD_REPORTS.md; every misbehaving reply is recorded in
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -168,18 +167,9 @@ async def play(conv: Conversation, turn: UserTurn, summary: AudioSummary | None,
 
 
 async def _undeclared_call(conv: Conversation, turn: UserTurn, name: str) -> str:
-    """F18: call a function nobody declared and wait, however long, for its response."""
-    call_id = f"fc-{turn.index}-undeclared"
-    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-    # Non-blocking: the point is the silence while it is unanswered, not a 1008.
-    conv.pending_calls[call_id] = (name, False, future)
-    await conv.conn.send(m.tool_call(call_id, name, {}))
-    conv.conn.server.changed()
-    response = await future
-    del conv.pending_calls[call_id]
-    result = json.dumps(response, sort_keys=True, separators=(",", ":"))
-    conv.session.append("user", f"[{name} returned {result}]", text_tokens(result, conv.limits))
-    return f"Turn {turn.index}: {name} returned {result}."
+    """F18: call a function nobody declared and wait, however long, for its response.
+    Non-blocking: the point is the silence while it is unanswered, not a 1008."""
+    return await conv.call_tool(turn, f"fc-{turn.index}-undeclared", name, {}, blocking=False)
 
 
 def start_phantom(conv: Conversation, tool_call: str | None) -> None:

@@ -408,11 +408,19 @@ class Conversation:
             not behavior and not model.startswith("gemini-3.8-live"))
         self._calls += 1
         call_id = f"fc-{turn.index}-{self._calls}"
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self.pending_calls[call_id] = (name, blocking, future)
         if scripted is not None and script is not None:
             script.issued.append((call_id, name, args))
         self.session.append("model", f"[call {name} {json.dumps(args)}]", text_tokens(name, self.limits))
+        return await self.call_tool(turn, call_id, name, args, blocking)
+
+    async def call_tool(self, turn: UserTurn, call_id: str, name: str, args: dict[str, Any],
+                        blocking: bool) -> str:
+        """Send ``toolCall`` *call_id* and wait, however long, for its ``toolResponse``
+        (pending until then: a BLOCKING one closes 1008 on realtime input, §8.3; a barge-in
+        cancels it); record what it returned in the history. Returns the reply text that
+        says so. Declared calls and F18's undeclared ones (:mod:`.field`) alike."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.pending_calls[call_id] = (name, blocking, future)
         await self.conn.send(m.tool_call(call_id, name, args))
         self.conn.server.changed()
         response = await future
