@@ -68,12 +68,14 @@ What happens in LIVE, on top of the phase:
   ``interrupted``/``turnComplete`` end them, never the new one. An ``interrupted`` we
   did not provoke is ignored (F16), model content nobody asked for is never played and
   its tool calls never run (F7), an empty ``RESPONSE_REJECTED`` answer is heard (error
-  earcon) and asked once more (F14), an answer that already arrived keeps playing
-  across any switch and is not asked again (F17); an answer that completes while we
-  close its connection (a switch, a stall) is taken, not asked again (it would be
-  answered twice). Each ask ends answered, interrupted or dropped — dropped only when
-  sent whole and unanswered on two connections, or refused twice, and
-  then always counted, logged and heard. A turn ends by itself at ``max_turn_seconds``;
+  earcon) and asked once more (F14), what arrived of an answer keeps playing across
+  any switch (F17), and a whole answer (generationComplete, or a tool call) is not asked
+  again; an answer that completes while we close its connection (a switch, a stall) is
+  taken, not asked again (it would be answered twice). Part of an answer is not an
+  answer: asked again, or on its second connection dropped. Each ask ends answered,
+  interrupted or dropped — dropped only when sent whole and unanswered on two
+  connections, or refused twice, and then always counted, logged and heard
+  (turns.ASK_ENDINGS checks every ending). A turn ends by itself at ``max_turn_seconds``;
   a long hold starts a new conversation only while nothing was said.
 * **Tools.** A call of a declared function becomes :class:`RunTool` (state WORKING),
   its :class:`ToolDone` a ``toolResponse``; an undeclared name is answered at once
