@@ -144,6 +144,10 @@ class SessionSettings:
     """The model waits for each tool result (BLOCKING) and refuses mic audio meanwhile
     (1008); ``None``: from the model (gemini-3.8 is NON_BLOCKING by default, older models
     and gemini-3.1-flash-live-preview are blocking-only)."""
+    tool_scheduling: tuple[tuple[str, str], ...] = ()
+    """``(name, scheduling)`` of the tools whose results carry a ``scheduling`` (SILENT,
+    WHEN_IDLE, INTERRUPT) in the toolResponse: NON_BLOCKING tools on models that take it
+    (FIELD_REPORTS Part 3, LIVE_PROTOCOL §3); a name not listed gets none."""
 
     # -- button
     long_hold_action: str = "none"

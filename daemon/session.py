@@ -316,6 +316,7 @@ class Session:
         # (historyConfig.initialHistoryInClientContent; LIVE_PROTOCOL.md, FIELD_REPORTS F8).
         self._history_in_setup = model.startswith("gemini-3.1-flash-live")
         self._tool_names = frozenset(settings.tools)
+        self._tool_scheduling = dict(settings.tool_scheduling)
         self._blocking_tools = (settings.tools_blocking if settings.tools_blocking is not None
                                 else not model.startswith("gemini-3.8"))
         # connection
@@ -1316,7 +1317,11 @@ class Session:
 
     def _send_tool_response(self, call_id: str, name: str, response: Mapping[str, Any]) -> None:
         self._last_result_at = self._now
-        self._send(wire.tool_response_message([wire.FunctionResponse(call_id, name, response)]))
+        # NON_BLOCKING results carry the tool's scheduling (FIELD_REPORTS Part 3, F18:
+        # the model's default WHEN_IDLE can leave a voice turn unanswered).
+        scheduling = self._tool_scheduling.get(name)
+        self._send(wire.tool_response_message(
+            [wire.FunctionResponse(call_id, name, response, scheduling)]))
 
     def _on_unknown(self, ev: wire.UnknownMessage) -> None:
         self._notify("debug", f"ignoring a server message with keys {list(ev.keys)}")
