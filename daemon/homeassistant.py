@@ -14,8 +14,9 @@ How it behaves (FIELD_REPORTS Part 2 rows 3, 4, 5, 11):
   configs (retained) of every entity, then the current state of each, then it
   subscribes to its own command topics.
 * Commands go through the control socket's own dispatcher (daemon/control.py): talk is
-  ``ptt``, new conversation ``new-session``, instruct ``instruct``, announce ``say``
-  with the text wrapped so the model says it verbatim. Volume and mute go to the device
+  ``ptt``, new conversation ``new-session``, instruct ``instruct``, announce ``announce``
+  with the text wrapped so the model says it verbatim (the core speaks it on the device
+  instead while offline: ``Announce``).
   controls (daemon/wiring.py), the same ones the built-in tools use.
 * A broker that is down or refuses never touches the voice path: the bridge only reads
   snapshots the supervisor hands it; it reconnects with full-jitter backoff
@@ -371,7 +372,7 @@ class HomeAssistant:
             elif rel == "new_conversation/press":
                 self._ask({"cmd": "new-session"})
             elif rel == "announce/set":
-                if self._ask({"cmd": "say", "text": announce_prompt(text)}):
+                if self._ask({"cmd": "announce", "text": text}):
                     self.update("announce", text)
             elif rel == "instruct/set":
                 if self._ask({"cmd": "instruct", "text": text}):

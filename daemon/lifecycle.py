@@ -23,10 +23,10 @@ __all__ = [
     # inputs
     "ConnectionOpened", "ServerEvents", "ConnectionClosed", "ConnectionFailed", "FrameRejected",
     "TimerFired", "Start", "Shutdown", "SendText", "SetInstruction", "NewConversation",
-    "PttStart", "PttStop", "VideoFrame", "ToolDone",
+    "PttStart", "PttStop", "VideoFrame", "ToolDone", "Announce",
     # outputs
     "Effect", "OpenConnection", "SendFrame", "CloseConnection", "Play", "FlushPlayback", "ReplyEnded",
-    "Earcon", "RunTool", "CancelTool",
+    "Earcon", "RunTool", "CancelTool", "SpeakLocally",
     "ShowStates", "Persist", "Notify",
     # reporting and persistence
     "SessionStats", "Snapshot",
@@ -144,6 +144,9 @@ class SessionSettings:
     """The model waits for each tool result (BLOCKING) and refuses mic audio meanwhile
     (1008); ``None``: from the model (gemini-3.8 is NON_BLOCKING by default, older models
     and gemini-3.1-flash-live-preview are blocking-only)."""
+    local_speech: bool = False
+    """The device can speak by itself (espeak-ng is installed): an announcement made while
+    offline is spoken at once (:class:`SpeakLocally`) instead of waiting for the model."""
     tool_scheduling: tuple[tuple[str, str], ...] = ()
     """``(name, scheduling)`` of the tools whose results carry a ``scheduling`` (SILENT,
     WHEN_IDLE, INTERRUPT) in the toolResponse: NON_BLOCKING tools on models that take it
@@ -235,6 +238,17 @@ class SendText(Event):
 
     text: str
     turn_complete: bool = True
+
+
+@dataclass(frozen=True)
+class Announce(Event):
+    """Say ``text`` in the device's voice (Home Assistant's announce, a timer that is due):
+    through the model, asked with ``prompt`` to say it verbatim, while connected; spoken on
+    the device (:class:`SpeakLocally`) while offline (issue 11; FIELD_REPORTS Part 3: the
+    device must do announcements and offline fallback itself)."""
+
+    text: str
+    prompt: str
 
 
 @dataclass(frozen=True)
@@ -337,6 +351,14 @@ class Earcon(Effect):
     """A short cue: "press", "release", "error" or "new"."""
 
     name: str
+
+
+@dataclass(frozen=True)
+class SpeakLocally(Effect):
+    """Synthesise ``text`` on the device (espeak-ng) and play it on the speaker: an
+    announcement that cannot go through the model because there is no connection."""
+
+    text: str
 
 
 @dataclass(frozen=True)

@@ -137,13 +137,13 @@ from daemon.events import (ButtonHeld, ButtonPressed, ButtonReleased, DeviceLost
                            DeviceState, Event, MicFrame, MicOverflow, PlaybackDrained,
                            PlaybackStarted, PlaybackUnderrun)
 from daemon.lifecycle import *  # noqa: F401,F403  (re-exported: the public vocabulary)
-from daemon.lifecycle import (CancelTool, CloseConnection, ConnectionClosed, ConnectionFailed,
+from daemon.lifecycle import (Announce, CancelTool, CloseConnection, ConnectionClosed, ConnectionFailed,
                               ConnectionOpened, Earcon, Effect, Failure, FailureKind,
                               FlushPlayback, FrameRejected, ReplyEnded, NewConversation, Notify,
                               OpenConnection, Persist, Play, PttStart, PttStop, RunTool,
                               SendFrame, SendText, ServerEvents, SessionSettings, SessionStats,
-                              SetInstruction, ShowStates, Shutdown, Snapshot, Start,
-                              TimerFired, ToolDone, VideoFrame, classify_failure)
+                              SetInstruction, ShowStates, Shutdown, Snapshot, SpeakLocally,
+                              Start, TimerFired, ToolDone, VideoFrame, classify_failure)
 from daemon.lifecycle import __all__ as _lifecycle_all
 from daemon.turns import TurnState, next_turn_state
 
@@ -261,7 +261,7 @@ _ANYTIME: dict[type, str] = {
     DeviceRestored: "_on_device_restored", SendText: "_on_send_text",
     SetInstruction: "_on_set_instruction", NewConversation: "_on_new_conversation",
     VideoFrame: "_on_video_frame", TimerFired: "_ignore", Shutdown: "_on_shutdown",
-    FrameRejected: "_on_frame_rejected", ToolDone: "_on_tool_done",
+    FrameRejected: "_on_frame_rejected", ToolDone: "_on_tool_done", Announce: "_on_announce",
 }
 _CONNECTION_EVENTS = (ConnectionOpened, ServerEvents, ConnectionClosed, ConnectionFailed)
 # After we left a connection for BACKOFF or FAILED its last events may still be in flight.
@@ -317,6 +317,9 @@ class Session:
         self._history_in_setup = model.startswith("gemini-3.1-flash-live")
         self._tool_names = frozenset(settings.tools)
         self._tool_scheduling = dict(settings.tool_scheduling)
+        # The model can be reached: LIVE, or switching connections since (a resume or
+        # rollover takes moments); false from a failure until a connection is ready.
+        self._reachable = False
         self._blocking_tools = (settings.tools_blocking if settings.tools_blocking is not None
                                 else not model.startswith("gemini-3.8"))
         # connection
@@ -546,6 +549,10 @@ class Session:
             raise SessionStateError(f"no transition {self.phase.value} → {phase.value}")
         log.debug("= session %s → %s", self.phase.value, phase.value)
         self.phase = phase
+        if phase is LIVE:
+            self._reachable = True
+        elif phase in (BACKOFF, FAILED, STOPPED):
+            self._reachable = False  # until a connection is ready again
 
     def _emit(self, *effects: Effect) -> None:
         self._effects.extend(effects)
@@ -1511,6 +1518,17 @@ class Session:
             self._asks.append(_Question(self._new_id(), text=event.text))
         else:
             self._pending.append(_Pending("context", event.text))
+
+    def _on_announce(self, event: Announce) -> None:
+        if not event.text.strip():
+            return
+        if self._reachable or not self.settings.local_speech:
+            # In the device's voice: the model is asked to say it (queued like any typed
+            # question while a switch is under way, or offline without local speech).
+            self._on_send_text(SendText(event.prompt, True))
+            return
+        self._notify("info", f"offline: saying the announcement on the device: {event.text!r}")
+        self._emit(SpeakLocally(event.text))
 
     def _on_set_instruction(self, event: SetInstruction) -> None:
         self.setup = replace(self.setup, system_instruction=event.text)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
@@ -39,12 +40,28 @@ from daemon.session import Session, SessionSettings, Snapshot
 from daemon.state import StateStore
 
 __all__ = ["Pulse", "Controls", "AppControlServer", "StateKeeper", "MuteGate", "ToolsAndHome",
-           "top_state", "DEBUG_COMMANDS"]
+           "top_state", "local_voice", "DEBUG_COMMANDS"]
 
 log = logging.getLogger(__name__)
 
 DEBUG_COMMANDS = ("debug-wedge-loop", "debug-stall-mic")
 _MAX_WEDGE = 120.0
+
+
+def local_voice() -> Callable[[str], tuple[bytes, int]] | None:
+    """``speech(text) -> (pcm, rate)`` with espeak-ng — the voice the local Live server
+    uses — for announcements said while offline; None when espeak-ng is not installed."""
+    if shutil.which("espeak-ng") is None:
+        return None
+    from daemon.liveserver.model import OUTPUT_RATE, Voice
+
+    voice = Voice("espeak")
+    lock = threading.Lock()  # the voice's cache is not thread-safe
+
+    def speak(text: str) -> tuple[bytes, int]:
+        with lock:
+            return voice.speak(text), OUTPUT_RATE
+    return speak
 
 
 def top_state(states: frozenset[DeviceState]) -> DeviceState:
@@ -189,17 +206,21 @@ class Controls:
             self.speaker.flush()
 
     def timer_due(self, label: str) -> None:
-        """A timer rang: an earcon now, and the model is told to say so (spoken once
-        connected: the core queues text while offline)."""
-        from daemon.homeassistant import announce_prompt
-
+        """A timer rang: an earcon now, and it is announced (through the model, or in the
+        device's own voice while offline: the core decides)."""
         log.info("timer %r is due", label)
         if self.speaker is not None and hasattr(self.speaker, "earcon"):
             try:
                 self.speaker.earcon("new")
             except (KeyError, ValueError):
                 pass
-        self.supervisor.send_text(announce_prompt(f"Your timer {label} is done."))
+        self.announce(f"Your timer {label} is done.")
+
+    def announce(self, text: str) -> None:
+        """Say ``text`` verbatim (Home Assistant's announce, ``voiced announce``, timers)."""
+        from daemon.homeassistant import announce_prompt
+
+        self.supervisor.announce(text, announce_prompt(text))
 
     def status(self) -> Mapping[str, Any]:
         """One mapping for both STATUS= (daemon.health.format_status) and ``voiced status``
