@@ -339,7 +339,7 @@ class App:
         cleanup.callback(hardware.close)
         # [[tools]] and [mqtt] (daemon/wiring.py): GPIO tools share the button's pin factory.
         extras = ToolsAndHome(cfg, self.environ, pin_factory=hardware.pin_factory, mute=mute,
-                              state_dir=self._dir("state_dir"), time_scale=self.time_scale)
+                              state_dir=self._dir("state_dir"))
         cleanup.callback(extras.close)
         # Pongs from Gemini come 8–30 s late (connection.Keepalive); at a time scale keep
         # at least 10 wall seconds of patience, or a busy test machine trips 1011.

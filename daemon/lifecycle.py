@@ -249,6 +249,8 @@ class Announce(Event):
 
     text: str
     prompt: str
+    earcon: str | None = None
+    """Rung first, whichever voice says it (a timer's "new")."""
 
 
 @dataclass(frozen=True)

@@ -1520,6 +1520,8 @@ class Session:
             self._pending.append(_Pending("context", event.text))
 
     def _on_announce(self, event: Announce) -> None:
+        if event.earcon:
+            self._emit(Earcon(event.earcon))
         if not event.text.strip():
             return
         if self._reachable or not self.settings.local_speech:

@@ -352,10 +352,18 @@ class Supervisor:
         """Add context the model should know (no answer)."""
         self.inbox.post(SendText(text, False))
 
-    def announce(self, text: str, prompt: str) -> None:
+    def announce(self, text: str, prompt: str, earcon: str | None = None) -> None:
         """Say ``text``: the model is asked with ``prompt`` while connected, the device
         speaks it itself while offline (the core decides)."""
-        self.inbox.post(Announce(text, prompt))
+        self.inbox.post(Announce(text, prompt, earcon))
+
+    def post_after(self, delay: float, event: Event) -> None:
+        """Post ``event`` to the core after ``delay`` nominal seconds (any thread): the
+        device's timers run on this loop, not on threads of their own, and die with it."""
+        loop = self._loop
+        if loop is None:
+            raise RuntimeError("the supervisor is not running")
+        loop.call_soon_threadsafe(loop.call_later, delay / self.time_scale, self.inbox.post, event)
 
     def instruct(self, text: str) -> None:
         """Replace the system instruction, mid-session."""

@@ -205,19 +205,19 @@ class Controls:
         if self.speaker is not None:
             self.speaker.flush()
 
-    def timer_due(self, label: str) -> None:
-        """A timer rang: an earcon now, and it is announced (through the model, or in the
-        device's own voice while offline: the core decides)."""
-        log.info("timer %r is due", label)
-        if self.speaker is not None and hasattr(self.speaker, "earcon"):
-            try:
-                self.speaker.earcon("new")
-            except (KeyError, ValueError):
-                pass
-        self.announce(f"Your timer {label} is done.")
+    def start_timer(self, seconds: float, label: str) -> None:
+        """A timer (built-in ``set_timer``; nominal seconds, any thread): when due it rings
+        the "new" earcon and is announced — through the model, or in the device's own voice
+        while offline (the core decides)."""
+        from daemon.homeassistant import announce_prompt
+        from daemon.lifecycle import Announce
+
+        text = f"Your timer {label} is done."
+        log.info("timer %r set for %g s", label, seconds)
+        self.supervisor.post_after(seconds, Announce(text, announce_prompt(text), "new"))
 
     def announce(self, text: str) -> None:
-        """Say ``text`` verbatim (Home Assistant's announce, ``voiced announce``, timers)."""
+        """Say ``text`` verbatim (Home Assistant's announce, ``voiced announce``)."""
         from daemon.homeassistant import announce_prompt
 
         self.supervisor.announce(text, announce_prompt(text))
@@ -390,19 +390,18 @@ class ToolsAndHome:
         environ: for the broker password credential.
         pin_factory: the button's and LED's gpiozero pin factory (None: gpiozero's default).
         state_dir: where the volume is kept.
-        time_scale: nominal seconds per wall second (timers).
         mute: the mic mute gate the hardware posts through.
     """
 
     def __init__(self, cfg: Any, environ: Mapping[str, str], *, pin_factory: Any = None,
-                 mute: MuteGate | None = None, state_dir: Any = None, time_scale: float = 1.0) -> None:
+                 mute: MuteGate | None = None, state_dir: Any = None) -> None:
         from daemon.actions import ToolContext, VolumeStore, build_tools
         from daemon.homeassistant import resolve_password
         from daemon.tools import ToolRunner
 
         self.cfg = cfg
         self.volume_store = VolumeStore(state_dir) if state_dir is not None else None
-        self.context = ToolContext(pin_factory=pin_factory, time_scale=time_scale)
+        self.context = ToolContext(pin_factory=pin_factory)
         self.mqtt_password = resolve_password(cfg.mqtt, environ) if cfg.mqtt.enabled else None
         if cfg.mqtt.enabled:
             self.context.publish = self._publish

@@ -72,6 +72,18 @@ def test_while_offline_the_device_says_it_itself_at_once() -> None:
     assert asked(h) == [announce_prompt(TEXT)]
 
 
+def test_a_due_timer_rings_first_whichever_voice_says_it() -> None:
+    from daemon.session import Earcon
+
+    h = live(SPEAKS)
+    effects = h.feed(Announce("Your timer tea is done.", "p", "new"))
+    assert h.of(Earcon, effects) == [Earcon("new")] and h.of(SpeakLocally, effects) == []
+    h.feed(ConnectionClosed(h.conn, 1011, "The service is currently unavailable."))
+    effects = h.feed(Announce("Your timer tea is done.", "p", "new"))
+    assert h.of(Earcon, effects) == [Earcon("new")]
+    assert h.of(SpeakLocally, effects) == [SpeakLocally("Your timer tea is done.")]
+
+
 def test_before_the_first_connection_is_ready_it_is_offline_too() -> None:
     h = Harness(SPEAKS)
     h.feed(Start())  # opening, no setupComplete yet
