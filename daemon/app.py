@@ -332,8 +332,9 @@ class App:
         session = keeper.restore(settings, self._setup(), target.api)
         inbox = Inbox()
         pulse = Pulse()
-        mute = MuteGate()  # the mic mute (tools, Home Assistant) gates what the hardware posts
-        hardware = self._hardware(mute.wrap(pulse.wrap(inbox.post)))
+        mute = MuteGate()  # the mic mute (tools, Home Assistant), reported to the core
+        mute.post = inbox.post
+        hardware = self._hardware(pulse.wrap(inbox.post))
         # The supervisor closes the parts when it stops; this also covers a failure before
         # it runs (every close is idempotent) and closes the mock pin factory of --hw sim.
         cleanup.callback(hardware.close)
@@ -346,7 +347,7 @@ class App:
         keepalive = Keepalive(30.0, max(60.0, 10.0 * self.time_scale))
         sup = self.supervisor = Supervisor(
             session, target.endpoint, inbox=inbox, mic=hardware.mic, speaker=hardware.speaker,
-            button=hardware.button, led=extras.mute.led(hardware.led), time_scale=self.time_scale,
+            button=hardware.button, led=hardware.led, time_scale=self.time_scale,
             keepalive=keepalive, wake_interval=0.5, tool_runner=extras.runner, speech=voice)
         pulse.heartbeat = sup.heartbeat
         self.controls = _GpioControls(sup, target.describe(), hardware.mic, hardware.speaker,

@@ -23,7 +23,7 @@ __all__ = [
     # inputs
     "ConnectionOpened", "ServerEvents", "ConnectionClosed", "ConnectionFailed", "FrameRejected",
     "TimerFired", "Start", "Shutdown", "SendText", "SetInstruction", "NewConversation",
-    "PttStart", "PttStop", "VideoFrame", "ToolDone", "Announce",
+    "PttStart", "PttStop", "VideoFrame", "ToolDone", "Announce", "SetMuted",
     # outputs
     "Effect", "OpenConnection", "SendFrame", "CloseConnection", "Play", "FlushPlayback", "ReplyEnded",
     "Earcon", "RunTool", "CancelTool", "SpeakLocally",
@@ -251,6 +251,15 @@ class Announce(Event):
     prompt: str
     earcon: str | None = None
     """Rung first, whichever voice says it (a timer's "new")."""
+
+
+@dataclass(frozen=True)
+class SetMuted(Event):
+    """The user muted (or unmuted) the mic — the built-in tool, Home Assistant's switch.
+    While muted the core ignores presses and long holds, keeps no audio (not even the
+    pre-roll) and shows "muted"; a turn already open still ends on its release."""
+
+    muted: bool
 
 
 @dataclass(frozen=True)

@@ -137,7 +137,7 @@ from daemon.events import (ButtonHeld, ButtonPressed, ButtonReleased, DeviceLost
                            DeviceState, Event, MicFrame, MicOverflow, PlaybackDrained,
                            PlaybackStarted, PlaybackUnderrun)
 from daemon.lifecycle import *  # noqa: F401,F403  (re-exported: the public vocabulary)
-from daemon.lifecycle import (Announce, CancelTool, CloseConnection, ConnectionClosed, ConnectionFailed,
+from daemon.lifecycle import (Announce, SetMuted, CancelTool, CloseConnection, ConnectionClosed, ConnectionFailed,
                               ConnectionOpened, Earcon, Effect, Failure, FailureKind,
                               FlushPlayback, FrameRejected, ReplyEnded, NewConversation, Notify,
                               OpenConnection, Persist, Play, PttStart, PttStop, RunTool,
@@ -262,6 +262,7 @@ _ANYTIME: dict[type, str] = {
     SetInstruction: "_on_set_instruction", NewConversation: "_on_new_conversation",
     VideoFrame: "_on_video_frame", TimerFired: "_ignore", Shutdown: "_on_shutdown",
     FrameRejected: "_on_frame_rejected", ToolDone: "_on_tool_done", Announce: "_on_announce",
+    SetMuted: "_on_set_muted",
 }
 _CONNECTION_EVENTS = (ConnectionOpened, ServerEvents, ConnectionClosed, ConnectionFailed)
 # After we left a connection for BACKOFF or FAILED its last events may still be in flight.
@@ -320,6 +321,7 @@ class Session:
         # The model can be reached: LIVE, or switching connections since (a resume or
         # rollover takes moments); false from a failure until a connection is ready.
         self._reachable = False
+        self._muted = False  # the user muted the mic (SetMuted)
         self._blocking_tools = (settings.tools_blocking if settings.tools_blocking is not None
                                 else not model.startswith("gemini-3.8"))
         # connection
@@ -491,6 +493,8 @@ class Session:
             out.add(DeviceState.THINKING)
         if self._calls:
             out.add(DeviceState.WORKING)
+        if self._muted:
+            out.add(DeviceState.MUTED)
         if self._goaway is not None and self.phase in (LIVE, CLOSING):
             out.add(DeviceState.GOING_AWAY)
         if self.phase is LIVE and not out & {DeviceState.LISTENING, DeviceState.SPEAKING,
@@ -1340,6 +1344,8 @@ class Session:
     # ------------------------------------------------------------------------------ turns
 
     def _ring(self, pcm: bytes) -> None:
+        if self._muted:
+            return  # the user muted the mic: not even the pre-roll is kept
         ring = self._pre_roll
         ring.append(pcm)
         self._pre_roll_bytes += len(pcm)
@@ -1381,6 +1387,9 @@ class Session:
     def _on_press(self, event: Event) -> None:
         if self._turn is not None:
             return  # already talking (a second source of presses)
+        if self._muted:
+            self._notify("info", "the mic is muted: press ignored")
+            return
         if self.phase is FAILED:
             self._emit(Earcon("error"))
             return
@@ -1450,7 +1459,7 @@ class Session:
             turn.attempts += 1  # the whole turn is on this connection now
 
     def _on_held(self, event: ButtonHeld) -> None:
-        if self.settings.long_hold_action != "new_conversation":
+        if self.settings.long_hold_action != "new_conversation" or self._muted:
             return
         turn = self._turn
         if turn is not None:
@@ -1518,6 +1527,15 @@ class Session:
             self._asks.append(_Question(self._new_id(), text=event.text))
         else:
             self._pending.append(_Pending("context", event.text))
+
+    def _on_set_muted(self, event: SetMuted) -> None:
+        if event.muted == self._muted:
+            return
+        self._muted = event.muted
+        if event.muted:
+            self._pre_roll.clear()
+            self._pre_roll_bytes = 0
+        self._notify("info", "mic muted: presses are ignored" if event.muted else "mic unmuted")
 
     def _on_announce(self, event: Announce) -> None:
         if event.earcon:

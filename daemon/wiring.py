@@ -13,8 +13,8 @@ Small adapters ``voiced run`` wires between the supervisor and the service side
 * :class:`StateKeeper` — persists every ``Persist`` snapshot atomically, in order, on
   one worker thread (an SD-card fsync must not stall the event loop), and restores
   the session from the state file at start.
-* :class:`MuteGate` — the mic mute of the built-in tool and the Home Assistant switch:
-  while muted, presses and mic frames never reach the inbox and the LED adds "muted".
+* :class:`MuteGate` — the mic mute of the built-in tool and the Home Assistant switch,
+  reported to the core (``SetMuted``), which ignores presses and shows "muted".
 * :class:`ToolsAndHome` — the ``[[tools]]`` runner (GPIO pins opened on the hardware's
   pin factory) and the ``[mqtt]`` Home Assistant bridge, fed from the supervisor's effects.
 """
@@ -33,9 +33,8 @@ import threading
 
 from daemon import wire
 from daemon.control import ControlServer
-from daemon.events import (LED_PRIORITY, ButtonHeld, ButtonPressed, DeviceLost, DeviceRestored,
-                           DeviceState, Event, MicFrame)
-from daemon.lifecycle import CloseConnection, Effect, Persist, ShowStates
+from daemon.events import LED_PRIORITY, DeviceLost, DeviceRestored, DeviceState, Event
+from daemon.lifecycle import CloseConnection, Effect, Persist, SetMuted, ShowStates
 from daemon.session import Session, SessionSettings, Snapshot
 from daemon.state import StateStore
 
@@ -112,55 +111,25 @@ class Pulse:
 
 
 class MuteGate:
-    """The mic mute (built-in tool ``mute``, Home Assistant switch).
-
-    While muted, button presses, holds and mic frames are dropped on their way to the
-    inbox (a release still passes, so a press in progress ends), and the LED shows
-    "muted" over idle. Nothing is lost silently: the user muted it.
-    """
-
-    _DROPPED = (ButtonPressed, ButtonHeld, MicFrame)
+    """The mic mute switch (built-in tool ``mute``, Home Assistant): reports the user's
+    choice to the core (``SetMuted``), which decides what muted means — presses ignored,
+    no audio kept, the LED's "muted". Mic frames keep flowing, so the watchdog still sees
+    a live mic. Keeps the choice for ``status``, ``ptt`` and Home Assistant."""
 
     def __init__(self) -> None:
         self.muted = False
-        self._led: Any = None
-        self._states: frozenset[DeviceState] = frozenset()
+        self.post: Callable[[Event], None] | None = None
+        """The supervisor's inbox post (set once it exists)."""
         self._lock = threading.Lock()
         self.listeners: list[Callable[[bool], None]] = []
-
-    def wrap(self, post: Callable[[Event], None]) -> Callable[[Event], None]:
-        def gated(event: Event) -> None:
-            if self.muted and isinstance(event, self._DROPPED):
-                return
-            post(event)
-        return gated
-
-    def led(self, led: Any) -> Any:
-        """The LED as the supervisor should drive it: ``show`` adds "muted" while muted."""
-        if led is None:
-            return None
-        self._led = led
-        gate = self
-
-        class MutedLed:
-            def show(self, states: frozenset[DeviceState]) -> None:
-                gate._states = frozenset(states)
-                led.show(gate.shown(states))
-
-            def __getattr__(self, name: str) -> Any:
-                return getattr(led, name)
-        return MutedLed()
-
-    def shown(self, states: frozenset[DeviceState]) -> frozenset[DeviceState]:
-        return frozenset(states) | {DeviceState.MUTED} if self.muted else frozenset(states)
 
     def set(self, muted: bool) -> None:
         with self._lock:
             changed, self.muted = self.muted != muted, muted
         if changed:
             log.info("mic %s", "muted" if muted else "unmuted")
-            if self._led is not None:
-                self._led.show(self.shown(self._states))
+            if self.post is not None:
+                self.post(SetMuted(muted))
             for listener in self.listeners:
                 listener(muted)
 
@@ -175,6 +144,8 @@ class Controls:
         self.endpoint = endpoint
         self.mic, self.speaker = mic, speaker
         self.mute = mute or MuteGate()
+        if self.mute.post is None and hasattr(supervisor, "post"):
+            self.mute.post = supervisor.post
         self.volume_store = volume_store
         self.tools_running = 0
         self.volume_listeners: list[Callable[[float], None]] = []
@@ -227,7 +198,7 @@ class Controls:
         (daemon.control.format_report). Times are nominal seconds (real time at scale 1)."""
         stats = self.supervisor.stats()
         out: dict[str, Any] = dict(vars(stats))
-        states = self.mute.shown(self.supervisor.states())
+        states = self.supervisor.states()
         out["state"] = top_state(states).value
         out["states"] = sorted(s.value for s in states)
         out["muted"] = self.mute.muted
@@ -458,9 +429,8 @@ class ToolsAndHome:
         home = self.home
         loop = home._loop if home is not None else None
         if loop is not None:
+            # The state entity follows from the core's ShowStates (muted is a core state).
             loop.call_soon_threadsafe(home.update, "mute", "ON" if muted else "OFF")
-            loop.call_soon_threadsafe(home.update, "state",
-                                      top_state(self.mute.shown(self.mute._states)).value)
 
     def _home_volume(self, level: float) -> None:
         # Any thread (a tool's, or the loop for a command from Home Assistant).
@@ -474,7 +444,7 @@ class ToolsAndHome:
         if isinstance(effect, CloseConnection) and effect.reason == "shutting down":
             home.going_offline()  # first thing on SIGTERM, before the wind-down
         elif isinstance(effect, ShowStates):
-            home.update("state", top_state(self.mute.shown(effect.states)).value)
+            home.update("state", top_state(effect.states).value)
         elif isinstance(effect, Persist):
             history = effect.snapshot.history
             said = next((e.text for e in reversed(history) if e.role == "model"), None)
