@@ -132,6 +132,11 @@ def machine_node(path: str = "/etc/machine-id") -> str:
     return "".join(c if c.isalnum() else "_" for c in socket.gethostname().lower()) or "voiced"
 
 
+_ToolMessage = tuple[str, bytes, int, bool, "concurrent.futures.Future[None]"]
+"""An MQTT tool's message waiting for the publisher: topic, payload, qos, retain, and the
+future its thread waits on."""
+
+
 def announce_prompt(text: str) -> str:
     """What the model is asked so that it says ``text`` verbatim (an announcement)."""
     return ("Announcement: say exactly the following words, verbatim, and nothing else. "
@@ -214,7 +219,7 @@ class HomeAssistant:
         # out, and the MQTT tools' messages (with the future their thread waits on). Only
         # the companion's own publisher (in _serve) sends them: no stray tasks (issue 11).
         self._changed: dict[str, None] = {}
-        self._tool_messages: list[tuple[str, bytes, int, bool, concurrent.futures.Future[None]]] = []
+        self._tool_messages: list[_ToolMessage] = []
         self._wake = asyncio.Event()
 
     # -- state from the daemon (loop thread) ------------------------------------------------
@@ -269,10 +274,10 @@ class HomeAssistant:
             done.result(timeout)
         except concurrent.futures.TimeoutError:
             done.cancel()  # the publisher skips it if it has not gone out yet
-            raise RuntimeError(f"the broker did not take the message within {timeout:g} s") from None
+            raise RuntimeError(
+                f"the broker did not take the message within {timeout:g} s") from None
 
-    def _queue_tool_message(self, item: tuple[str, bytes, int, bool,
-                                              concurrent.futures.Future[None]]) -> None:
+    def _queue_tool_message(self, item: _ToolMessage) -> None:
         self._tool_messages.append(item)
         self._wake.set()
 

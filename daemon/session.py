@@ -137,12 +137,14 @@ from daemon.events import (ButtonHeld, ButtonPressed, ButtonReleased, DeviceLost
                            DeviceState, Event, MicFrame, MicOverflow, PlaybackDrained,
                            PlaybackStarted, PlaybackUnderrun)
 from daemon.lifecycle import *  # noqa: F401,F403  (re-exported: the public vocabulary)
-from daemon.lifecycle import (Announce, SetMuted, CancelTool, CloseConnection, ConnectionClosed, ConnectionFailed,
-                              ConnectionOpened, Earcon, Effect, Failure, FailureKind,
+from daemon.lifecycle import (Announce, CancelTool, CloseConnection, ConnectionClosed,
+                              ConnectionFailed, ConnectionOpened, Earcon, Effect, Failure,
+                              FailureKind,
                               FlushPlayback, FrameRejected, ReplyEnded, NewConversation, Notify,
                               OpenConnection, Persist, Play, PttStart, PttStop, RunTool,
                               SendFrame, SendText, ServerEvents, SessionSettings, SessionStats,
-                              SetInstruction, ShowStates, Shutdown, Snapshot, SpeakLocally,
+                              SetInstruction, SetMuted, ShowStates, Shutdown, Snapshot,
+                              SpeakLocally,
                               Start, TimerFired, ToolDone, VideoFrame, classify_failure)
 from daemon.lifecycle import __all__ as _lifecycle_all
 from daemon.turns import TurnState, next_turn_state

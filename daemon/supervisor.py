@@ -32,7 +32,8 @@ from typing import Any, Awaitable, Callable, Mapping, Protocol
 
 from daemon.connection import Connection, Endpoint, Keepalive
 from daemon.events import DeviceState, Event, MicFrame
-from daemon.session import (Announce, CancelTool, CloseConnection, ConnectionClosed, Earcon, Effect,
+from daemon.session import (Announce, CancelTool, CloseConnection, ConnectionClosed, Earcon,
+                            Effect,
                             FlushPlayback, NewConversation, Notify, OpenConnection, Persist, Play,
                             PttStart, ReplyEnded, RunTool,
                             PttStop, SendFrame, SendText, Session, SessionStateError,

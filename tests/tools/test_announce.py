@@ -129,8 +129,8 @@ def test_the_supervisor_speaks_with_espeak_ng_when_offline() -> None:
     voice = local_voice()
     assert voice is not None
     speaker = _Speaker()
-    session = Session(SessionSettings(local_speech=True), wire.SetupConfig(model="gemini-3.8-live"),
-                      "gemini", 0.0)
+    session = Session(SessionSettings(local_speech=True),
+                      wire.SetupConfig(model="gemini-3.8-live"), "gemini", 0.0)
     sup = Supervisor(session, Endpoint("ws://127.0.0.1:9/", {}), speaker=speaker,
                      time_scale=1.0, speech=voice)
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import threading
 import time
@@ -179,7 +178,7 @@ def test_acl_confines_a_device_to_its_prefix(broker: Broker, tmp_path: Path) -> 
     intruder = Subscriber(broker, topics=(), user="dev2")
     try:
         intruder.publish(f"{PREFIX}/state", "hacked")
-        intruder.publish(f"voiced/dev2/state", "mine")
+        intruder.publish("voiced/dev2/state", "mine")
         sub.wait_value("voiced/dev2/state", "mine")
         assert sub.last(f"{PREFIX}/state") is None
     finally:

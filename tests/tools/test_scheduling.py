@@ -49,7 +49,8 @@ def test_the_core_sends_each_tools_scheduling_on_a_non_blocking_model() -> None:
     # What google-genai builds from the same fields is what we sent.
     for message in (m for m in h.sent() if "toolResponse" in m):
         parsed = types.LiveClientToolResponse.model_validate(message["toolResponse"])
-        for fr, ours in zip(parsed.function_responses or [], message["toolResponse"]["functionResponses"]):
+        ours_all = message["toolResponse"]["functionResponses"]
+        for fr, ours in zip(parsed.function_responses or [], ours_all):
             assert fr.id == ours["id"] and fr.name == ours["name"]
             assert (fr.scheduling.value if fr.scheduling else None) == ours.get("scheduling")
 
@@ -107,7 +108,8 @@ def test_the_local_server_takes_a_valid_scheduling_and_records_it() -> None:
             client = await _call_and_answer(server, "WHEN_IDLE")
             msgs = await client.until_turn_complete()
             assert text_of(msgs) == 'Turn 1: lights returned {"ok":true}.'
-            assert [r[1:] for r in server.connections[0].tool_responses] == [("lights", "WHEN_IDLE")]
+            got = [r[1:] for r in server.connections[0].tool_responses]
+            assert got == [("lights", "WHEN_IDLE")]
     run(body)
 
 

@@ -1,4 +1,4 @@
-"""The mic mute (reported by the gate, decided by the core) and the [mqtt] settings and password."""
+"""The mic mute (reported by the gate, decided by the core); the [mqtt] settings and password."""
 
 from __future__ import annotations
 
