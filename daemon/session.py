@@ -76,11 +76,16 @@ What happens in LIVE, on top of the phase:
   then always counted, logged and heard. A turn ends by itself at ``max_turn_seconds``;
   a long hold starts a new conversation only while nothing was said.
 * **Tools.** A call of a declared function becomes :class:`RunTool` (state WORKING),
-  its :class:`ToolDone` a ``toolResponse``; an undeclared name is answered at once
+  its :class:`ToolDone` a ``toolResponse`` (carrying the tool's ``scheduling`` on
+  NON_BLOCKING models, ``SessionSettings.tool_scheduling``); an undeclared name is answered at once
   with an error (F18); a cancelled call's late result is dropped; while a blocking call
   is pending, the mic is held and sent after the result (F10: 1008 otherwise). A result
   whose connection died goes out on the resumed session, or into the restored context
   of a fresh one.
+* **Announcements and mute.** An :class:`Announce` is asked of the model (say it
+  verbatim) while the model is reachable — LIVE, or a planned switch since — and said on
+  the device (:class:`SpeakLocally`, espeak-ng) while offline. :class:`SetMuted`: presses
+  and long holds are ignored, no pre-roll is kept, the state MUTED is shown.
 * **Switches.** Candidates have a *soft* time (from then on, switch at the next safe
   point) and a *hard* time (switch even mid-turn): goAway (soft: on arrival, hard:
   ``timeLeft - resume_margin``), connection age (backstop for caps without notice),
