@@ -110,6 +110,7 @@ def test_the_local_server_takes_a_valid_scheduling_and_records_it() -> None:
             assert text_of(msgs) == 'Turn 1: lights returned {"ok":true}.'
             got = [r[1:] for r in server.connections[0].tool_responses]
             assert got == [("lights", "WHEN_IDLE")]
+            await client.close()
     run(body)
 
 
