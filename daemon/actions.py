@@ -67,7 +67,7 @@ class Device(Protocol):
     def set_muted(self, muted: bool) -> None: ...
     def is_muted(self) -> bool: ...
     def new_session(self) -> None: ...
-    def timer_due(self, label: str) -> None: ...
+    def start_timer(self, seconds: float, label: str) -> None: ...
 
 
 @dataclass
@@ -79,8 +79,6 @@ class ToolContext:
     publish: Callable[[str, bytes, int, bool, float], None] | None = None
     """``publish(topic, payload, qos, retain, timeout)`` (thread-safe, raises when it cannot)."""
     device: Device | None = None
-    time_scale: float = 1.0
-    """Nominal seconds per wall second (timers)."""
 
 
 # -- helpers --------------------------------------------------------------------------------
@@ -372,11 +370,9 @@ class BuiltinAction:
         if self.which == "new_conversation":
             device.new_session()
             return {"new_conversation": True}
-        # set_timer: a thread timer (nominal seconds, so a time-scaled test waits little).
+        # set_timer: on the supervisor's loop (nominal seconds), announced by the core.
         label = str(args.get("label") or f"{args['seconds']} seconds")
-        timer = threading.Timer(args["seconds"] / self._ctx.time_scale, device.timer_due, (label,))
-        timer.daemon = True
-        timer.start()
+        device.start_timer(float(args["seconds"]), label)
         return {"timer": label, "due_in_seconds": args["seconds"]}
 
 

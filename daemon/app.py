@@ -54,7 +54,8 @@ from daemon.service import (EXIT_CONFIG, EXIT_OK, EXIT_SOFTWARE, Notifier, Watch
 from daemon.session import Effect, OpenConnection, Persist, SendFrame, ShowStates
 from daemon.state import StateStore
 from daemon.wire import SetupConfig
-from daemon.wiring import AppControlServer, Controls, MuteGate, Pulse, StateKeeper, ToolsAndHome, top_state
+from daemon.wiring import (AppControlServer, Controls, MuteGate, Pulse, StateKeeper, ToolsAndHome,
+                           local_voice, top_state)
 
 __all__ = ["add_arguments", "main", "load_config", "show_error_led", "App"]
 
@@ -324,26 +325,30 @@ class App:
             config_instruction=cfg.live.system_instruction, time_scale=self.time_scale)
         cleanup.callback(keeper.close)  # after the supervisor's final Persist
         # Guards never shrink below what a slow machine needs in wall time (issue 14).
-        session = keeper.restore(floor_guards(cfg.session, self.time_scale), self._setup(),
-                                 target.api)
+        # The device's own voice (espeak-ng) says announcements while offline, if installed.
+        voice = local_voice()
+        settings = dataclasses.replace(floor_guards(cfg.session, self.time_scale),
+                                       local_speech=voice is not None)
+        session = keeper.restore(settings, self._setup(), target.api)
         inbox = Inbox()
         pulse = Pulse()
-        mute = MuteGate()  # the mic mute (tools, Home Assistant) gates what the hardware posts
-        hardware = self._hardware(mute.wrap(pulse.wrap(inbox.post)))
+        mute = MuteGate()  # the mic mute (tools, Home Assistant), reported to the core
+        mute.post = inbox.post
+        hardware = self._hardware(pulse.wrap(inbox.post))
         # The supervisor closes the parts when it stops; this also covers a failure before
         # it runs (every close is idempotent) and closes the mock pin factory of --hw sim.
         cleanup.callback(hardware.close)
         # [[tools]] and [mqtt] (daemon/wiring.py): GPIO tools share the button's pin factory.
         extras = ToolsAndHome(cfg, self.environ, pin_factory=hardware.pin_factory, mute=mute,
-                              state_dir=self._dir("state_dir"), time_scale=self.time_scale)
+                              state_dir=self._dir("state_dir"))
         cleanup.callback(extras.close)
         # Pongs from Gemini come 8–30 s late (connection.Keepalive); at a time scale keep
         # at least 10 wall seconds of patience, or a busy test machine trips 1011.
         keepalive = Keepalive(30.0, max(60.0, 10.0 * self.time_scale))
         sup = self.supervisor = Supervisor(
             session, target.endpoint, inbox=inbox, mic=hardware.mic, speaker=hardware.speaker,
-            button=hardware.button, led=extras.mute.led(hardware.led), time_scale=self.time_scale,
-            keepalive=keepalive, wake_interval=0.5, tool_runner=extras.runner)
+            button=hardware.button, led=hardware.led, time_scale=self.time_scale,
+            keepalive=keepalive, wake_interval=0.5, tool_runner=extras.runner, speech=voice)
         pulse.heartbeat = sup.heartbeat
         self.controls = _GpioControls(sup, target.describe(), hardware.mic, hardware.speaker,
                                       gpio=hardware.gpio)

@@ -125,9 +125,10 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
 }
 
 # Settings fields that are not keys of the file: derived from [[tools]] and [live] model
-# (daemon/tools.session_tools, in :func:`parse`), so they are neither read, nor printed,
-# nor documented.
-DERIVED: frozenset[str] = frozenset({"session.tools", "session.tools_blocking"})
+# (daemon/tools.session_tools, in :func:`parse`) or from the machine (local_speech: app.py),
+# so they are neither read, nor printed, nor documented.
+DERIVED: frozenset[str] = frozenset({"session.tools", "session.tools_blocking",
+                                      "session.tool_scheduling", "session.local_speech"})
 
 # Extra checks beyond the type: "section.key" -> (predicate, what is allowed).
 CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {

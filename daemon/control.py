@@ -36,6 +36,7 @@ class ControlTarget(Protocol):
 
     def status(self) -> Mapping[str, Any]: ...
     def say(self, text: str) -> None: ...
+    def announce(self, text: str) -> None: ...
     def context(self, text: str) -> None: ...
     def instruct(self, text: str) -> None: ...
     def ptt(self, start: bool) -> None: ...
@@ -46,6 +47,7 @@ class ControlTarget(Protocol):
 COMMANDS: dict[str, tuple[bool, str]] = {
     "status": (False, "what the daemon is doing: state, ages, next resume/rollover, tokens, counts"),
     "say": (True, "ask a question by text; the answer is spoken"),
+    "announce": (True, "say this text verbatim (through the model; on the device when offline)"),
     "context": (True, "add context to the conversation without asking for an answer"),
     "instruct": (True, "replace the system instruction mid-conversation"),
     "ptt": (False, "push-to-talk from the command line: start or stop"),
@@ -140,6 +142,8 @@ class ControlServer:
                 return {"ok": True, "status": dict(self.target.status())}
             if cmd == "say":
                 self.target.say(text)
+            elif cmd == "announce":
+                self.target.announce(text)
             elif cmd == "context":
                 self.target.context(text)
             elif cmd == "instruct":

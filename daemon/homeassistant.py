@@ -14,8 +14,9 @@ How it behaves (FIELD_REPORTS Part 2 rows 3, 4, 5, 11):
   configs (retained) of every entity, then the current state of each, then it
   subscribes to its own command topics.
 * Commands go through the control socket's own dispatcher (daemon/control.py): talk is
-  ``ptt``, new conversation ``new-session``, instruct ``instruct``, announce ``say``
-  with the text wrapped so the model says it verbatim. Volume and mute go to the device
+  ``ptt``, new conversation ``new-session``, instruct ``instruct``, announce ``announce``
+  with the text wrapped so the model says it verbatim (the core speaks it on the device
+  instead while offline: ``Announce``).
   controls (daemon/wiring.py), the same ones the built-in tools use.
 * A broker that is down or refuses never touches the voice path: the bridge only reads
   snapshots the supervisor hands it; it reconnects with full-jitter backoff
@@ -28,6 +29,7 @@ How it behaves (FIELD_REPORTS Part 2 rows 3, 4, 5, 11):
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import json
 import logging
@@ -130,6 +132,11 @@ def machine_node(path: str = "/etc/machine-id") -> str:
     return "".join(c if c.isalnum() else "_" for c in socket.gethostname().lower()) or "voiced"
 
 
+_ToolMessage = tuple[str, bytes, int, bool, "concurrent.futures.Future[None]"]
+"""An MQTT tool's message waiting for the publisher: topic, payload, qos, retain, and the
+future its thread waits on."""
+
+
 def announce_prompt(text: str) -> str:
     """What the model is asked so that it says ``text`` verbatim (an announcement)."""
     return ("Announcement: say exactly the following words, verbatim, and nothing else. "
@@ -208,6 +215,12 @@ class HomeAssistant:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._values: dict[str, str] = {}
         """Last value per state topic (relative), republished on every connect."""
+        # What waits to be published, in order: state topics changed since they last went
+        # out, and the MQTT tools' messages (with the future their thread waits on). Only
+        # the companion's own publisher (in _serve) sends them: no stray tasks (issue 11).
+        self._changed: dict[str, None] = {}
+        self._tool_messages: list[_ToolMessage] = []
+        self._wake = asyncio.Event()
 
     # -- state from the daemon (loop thread) ------------------------------------------------
 
@@ -217,8 +230,8 @@ class HomeAssistant:
         if self._values.get(topic) == value:
             return
         self._values[topic] = value
-        if self._client is not None and self.connected.is_set() and self._loop is not None:
-            self._loop.create_task(self._publish_quietly(topic, value))
+        self._changed[topic] = None  # goes out now if connected, else on the next connect
+        self._wake.set()
 
     def going_offline(self) -> None:
         """The daemon is stopping: say ``offline`` now (loop thread), while the broker
@@ -255,9 +268,18 @@ class HomeAssistant:
         loop = self._loop
         if loop is None or self._client is None or not self.connected.is_set():
             raise RuntimeError("the MQTT broker is not connected")
-        future = asyncio.run_coroutine_threadsafe(
-            self._client.publish(topic, payload, qos=qos, retain=retain), loop)
-        future.result(timeout)
+        done: concurrent.futures.Future[None] = concurrent.futures.Future()
+        loop.call_soon_threadsafe(self._queue_tool_message, (topic, payload, qos, retain, done))
+        try:
+            done.result(timeout)
+        except concurrent.futures.TimeoutError:
+            done.cancel()  # the publisher skips it if it has not gone out yet
+            raise RuntimeError(
+                f"the broker did not take the message within {timeout:g} s") from None
+
+    def _queue_tool_message(self, item: _ToolMessage) -> None:
+        self._tool_messages.append(item)
+        self._wake.set()
 
     # -- the companion ----------------------------------------------------------------------
 
@@ -307,6 +329,7 @@ class HomeAssistant:
         for topic, config in self.discovery().items():
             await client.publish(topic, json.dumps(config).encode(), qos=1, retain=True)
         self._refresh()
+        self._changed.clear()  # every value goes out here; later changes are marked again
         for rel, value in list(self._values.items()):
             await client.publish(self.topic(rel), value.encode(), qos=0, retain=True)
         for _, extra in ENTITIES.values():
@@ -317,16 +340,46 @@ class HomeAssistant:
                  self.settings.host, self.settings.port, self.prefix)
 
     async def _serve(self, client: Any) -> None:
-        async def diagnostics() -> None:
-            while True:
-                await asyncio.sleep(self.diagnostics_period)
-                self._refresh()
-        ticker = asyncio.get_running_loop().create_task(diagnostics())  # dies with this connection
+        # Two helpers of this companion's task (the supervisor owns it), ended with this
+        # connection: the diagnostics ticker and the one publisher of state and tool messages.
+        loop = asyncio.get_running_loop()
+        helpers = [loop.create_task(self._diagnostics(), name="mqtt-diagnostics"),
+                   loop.create_task(self._publisher(client), name="mqtt-publisher")]
         try:
             async for message in client.messages:
                 self._command(str(message.topic), bytes(message.payload or b""))
         finally:
-            ticker.cancel()
+            for helper in helpers:
+                helper.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
+            for *_, done in self._tool_messages:
+                if not done.done():
+                    done.set_exception(RuntimeError("the MQTT broker connection was lost"))
+            self._tool_messages.clear()
+
+    async def _diagnostics(self) -> None:
+        while True:
+            await asyncio.sleep(self.diagnostics_period)
+            self._refresh()
+
+    async def _publisher(self, client: Any) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._tool_messages:
+                topic, payload, qos, retain, done = self._tool_messages.pop(0)
+                if not done.set_running_or_notify_cancel():
+                    continue  # its tool gave up waiting
+                try:
+                    await client.publish(topic, payload, qos=qos, retain=retain)
+                except Exception as exc:
+                    done.set_exception(exc)
+                else:
+                    done.set_result(None)
+            while self._changed:
+                relative = next(iter(self._changed))
+                del self._changed[relative]
+                await self._publish_quietly(relative, self._values[relative])
 
     def _refresh(self) -> None:
         try:
@@ -371,7 +424,7 @@ class HomeAssistant:
             elif rel == "new_conversation/press":
                 self._ask({"cmd": "new-session"})
             elif rel == "announce/set":
-                if self._ask({"cmd": "say", "text": announce_prompt(text)}):
+                if self._ask({"cmd": "announce", "text": text}):
                     self.update("announce", text)
             elif rel == "instruct/set":
                 if self._ask({"cmd": "instruct", "text": text}):

@@ -23,10 +23,10 @@ __all__ = [
     # inputs
     "ConnectionOpened", "ServerEvents", "ConnectionClosed", "ConnectionFailed", "FrameRejected",
     "TimerFired", "Start", "Shutdown", "SendText", "SetInstruction", "NewConversation",
-    "PttStart", "PttStop", "VideoFrame", "ToolDone",
+    "PttStart", "PttStop", "VideoFrame", "ToolDone", "Announce", "SetMuted",
     # outputs
     "Effect", "OpenConnection", "SendFrame", "CloseConnection", "Play", "FlushPlayback", "ReplyEnded",
-    "Earcon", "RunTool", "CancelTool",
+    "Earcon", "RunTool", "CancelTool", "SpeakLocally",
     "ShowStates", "Persist", "Notify",
     # reporting and persistence
     "SessionStats", "Snapshot",
@@ -144,6 +144,13 @@ class SessionSettings:
     """The model waits for each tool result (BLOCKING) and refuses mic audio meanwhile
     (1008); ``None``: from the model (gemini-3.8 is NON_BLOCKING by default, older models
     and gemini-3.1-flash-live-preview are blocking-only)."""
+    local_speech: bool = False
+    """The device can speak by itself (espeak-ng is installed): an announcement made while
+    offline is spoken at once (:class:`SpeakLocally`) instead of waiting for the model."""
+    tool_scheduling: tuple[tuple[str, str], ...] = ()
+    """``(name, scheduling)`` of the tools whose results carry a ``scheduling`` (SILENT,
+    WHEN_IDLE, INTERRUPT) in the toolResponse: NON_BLOCKING tools on models that take it
+    (FIELD_REPORTS Part 3, LIVE_PROTOCOL §3); a name not listed gets none."""
 
     # -- button
     long_hold_action: str = "none"
@@ -231,6 +238,28 @@ class SendText(Event):
 
     text: str
     turn_complete: bool = True
+
+
+@dataclass(frozen=True)
+class Announce(Event):
+    """Say ``text`` in the device's voice (Home Assistant's announce, a timer that is due):
+    through the model, asked with ``prompt`` to say it verbatim, while connected; spoken on
+    the device (:class:`SpeakLocally`) while offline (issue 11; FIELD_REPORTS Part 3: the
+    device must do announcements and offline fallback itself)."""
+
+    text: str
+    prompt: str
+    earcon: str | None = None
+    """Rung first, whichever voice says it (a timer's "new")."""
+
+
+@dataclass(frozen=True)
+class SetMuted(Event):
+    """The user muted (or unmuted) the mic — the built-in tool, Home Assistant's switch.
+    While muted the core ignores presses and long holds, keeps no audio (not even the
+    pre-roll) and shows "muted"; a turn already open still ends on its release."""
+
+    muted: bool
 
 
 @dataclass(frozen=True)
@@ -333,6 +362,14 @@ class Earcon(Effect):
     """A short cue: "press", "release", "error" or "new"."""
 
     name: str
+
+
+@dataclass(frozen=True)
+class SpeakLocally(Effect):
+    """Synthesise ``text`` on the device (espeak-ng) and play it on the speaker: an
+    announcement that cannot go through the model because there is no connection."""
+
+    text: str
 
 
 @dataclass(frozen=True)

@@ -78,11 +78,16 @@ What happens in LIVE, on top of the phase:
   (turns.ASK_ENDINGS checks every ending). A turn ends by itself at ``max_turn_seconds``;
   a long hold starts a new conversation only while nothing was said.
 * **Tools.** A call of a declared function becomes :class:`RunTool` (state WORKING),
-  its :class:`ToolDone` a ``toolResponse``; an undeclared name is answered at once
+  its :class:`ToolDone` a ``toolResponse`` (carrying the tool's ``scheduling`` on
+  NON_BLOCKING models, ``SessionSettings.tool_scheduling``); an undeclared name is answered at once
   with an error (F18); a cancelled call's late result is dropped; while a blocking call
   is pending, the mic is held and sent after the result (F10: 1008 otherwise). A result
   whose connection died goes out on the resumed session, or into the restored context
   of a fresh one.
+* **Announcements and mute.** An :class:`Announce` is asked of the model (say it
+  verbatim) while the model is reachable — LIVE, or a planned switch since — and said on
+  the device (:class:`SpeakLocally`, espeak-ng) while offline. :class:`SetMuted`: presses
+  and long holds are ignored, no pre-roll is kept, the state MUTED is shown.
 * **Switches.** Candidates have a *soft* time (from then on, switch at the next safe
   point) and a *hard* time (switch even mid-turn): goAway (soft: on arrival, hard:
   ``timeLeft - resume_margin``), connection age (backstop for caps without notice),
@@ -139,13 +144,15 @@ from daemon.events import (ButtonHeld, ButtonPressed, ButtonReleased, DeviceLost
                            DeviceState, Event, MicFrame, MicOverflow, PlaybackDrained,
                            PlaybackStarted, PlaybackUnderrun)
 from daemon.lifecycle import *  # noqa: F401,F403  (re-exported: the public vocabulary)
-from daemon.lifecycle import (CancelTool, CloseConnection, ConnectionClosed, ConnectionFailed,
-                              ConnectionOpened, Earcon, Effect, Failure, FailureKind,
+from daemon.lifecycle import (Announce, CancelTool, CloseConnection, ConnectionClosed,
+                              ConnectionFailed, ConnectionOpened, Earcon, Effect, Failure,
+                              FailureKind,
                               FlushPlayback, FrameRejected, ReplyEnded, NewConversation, Notify,
                               OpenConnection, Persist, Play, PttStart, PttStop, RunTool,
                               SendFrame, SendText, ServerEvents, SessionSettings, SessionStats,
-                              SetInstruction, ShowStates, Shutdown, Snapshot, Start,
-                              TimerFired, ToolDone, VideoFrame, classify_failure)
+                              SetInstruction, SetMuted, ShowStates, Shutdown, Snapshot,
+                              SpeakLocally,
+                              Start, TimerFired, ToolDone, VideoFrame, classify_failure)
 from daemon.lifecycle import __all__ as _lifecycle_all
 from daemon.turns import ASK_ENDINGS, AskEnd, TurnState, ask_end, next_turn_state
 
@@ -264,7 +271,8 @@ _ANYTIME: dict[type, str] = {
     DeviceRestored: "_on_device_restored", SendText: "_on_send_text",
     SetInstruction: "_on_set_instruction", NewConversation: "_on_new_conversation",
     VideoFrame: "_on_video_frame", TimerFired: "_ignore", Shutdown: "_on_shutdown",
-    FrameRejected: "_on_frame_rejected", ToolDone: "_on_tool_done",
+    FrameRejected: "_on_frame_rejected", ToolDone: "_on_tool_done", Announce: "_on_announce",
+    SetMuted: "_on_set_muted",
 }
 _CONNECTION_EVENTS = (ConnectionOpened, ServerEvents, ConnectionClosed, ConnectionFailed)
 # After we left a connection for BACKOFF or FAILED its last events may still be in flight.
@@ -319,6 +327,11 @@ class Session:
         # (historyConfig.initialHistoryInClientContent; LIVE_PROTOCOL.md, FIELD_REPORTS F8).
         self._history_in_setup = model.startswith("gemini-3.1-flash-live")
         self._tool_names = frozenset(settings.tools)
+        self._tool_scheduling = dict(settings.tool_scheduling)
+        # The model can be reached: LIVE, or switching connections since (a resume or
+        # rollover takes moments); false from a failure until a connection is ready.
+        self._reachable = False
+        self._muted = False  # the user muted the mic (SetMuted)
         self._blocking_tools = (settings.tools_blocking if settings.tools_blocking is not None
                                 else not model.startswith("gemini-3.8"))
         # connection
@@ -491,6 +504,8 @@ class Session:
             out.add(DeviceState.THINKING)
         if self._calls:
             out.add(DeviceState.WORKING)
+        if self._muted:
+            out.add(DeviceState.MUTED)
         if self._goaway is not None and self.phase in (LIVE, CLOSING):
             out.add(DeviceState.GOING_AWAY)
         if self.phase is LIVE and not out & {DeviceState.LISTENING, DeviceState.SPEAKING,
@@ -549,6 +564,10 @@ class Session:
             raise SessionStateError(f"no transition {self.phase.value} → {phase.value}")
         log.debug("= session %s → %s", self.phase.value, phase.value)
         self.phase = phase
+        if phase is LIVE:
+            self._reachable = True
+        elif phase in (BACKOFF, FAILED, STOPPED):
+            self._reachable = False  # until a connection is ready again
 
     def _emit(self, *effects: Effect) -> None:
         self._effects.extend(effects)
@@ -1341,7 +1360,11 @@ class Session:
 
     def _send_tool_response(self, call_id: str, name: str, response: Mapping[str, Any]) -> None:
         self._last_result_at = self._now
-        self._send(wire.tool_response_message([wire.FunctionResponse(call_id, name, response)]))
+        # NON_BLOCKING results carry the tool's scheduling (FIELD_REPORTS Part 3, F18:
+        # the model's default WHEN_IDLE can leave a voice turn unanswered).
+        scheduling = self._tool_scheduling.get(name)
+        self._send(wire.tool_response_message(
+            [wire.FunctionResponse(call_id, name, response, scheduling)]))
 
     def _on_unknown(self, ev: wire.UnknownMessage) -> None:
         self._notify("debug", f"ignoring a server message with keys {list(ev.keys)}")
@@ -1353,6 +1376,8 @@ class Session:
     # ------------------------------------------------------------------------------ turns
 
     def _ring(self, pcm: bytes) -> None:
+        if self._muted:
+            return  # the user muted the mic: not even the pre-roll is kept
         ring = self._pre_roll
         ring.append(pcm)
         self._pre_roll_bytes += len(pcm)
@@ -1394,6 +1419,9 @@ class Session:
     def _on_press(self, event: Event) -> None:
         if self._turn is not None:
             return  # already talking (a second source of presses)
+        if self._muted:
+            self._notify("info", "the mic is muted: press ignored")
+            return
         if self.phase is FAILED:
             self._emit(Earcon("error"))
             return
@@ -1463,7 +1491,7 @@ class Session:
             turn.attempts += 1  # the whole turn is on this connection now
 
     def _on_held(self, event: ButtonHeld) -> None:
-        if self.settings.long_hold_action != "new_conversation":
+        if self.settings.long_hold_action != "new_conversation" or self._muted:
             return
         turn = self._turn
         if turn is not None:
@@ -1531,6 +1559,28 @@ class Session:
             self._asks.append(_Question(self._new_id(), text=event.text))
         else:
             self._pending.append(_Pending("context", event.text))
+
+    def _on_set_muted(self, event: SetMuted) -> None:
+        if event.muted == self._muted:
+            return
+        self._muted = event.muted
+        if event.muted:
+            self._pre_roll.clear()
+            self._pre_roll_bytes = 0
+        self._notify("info", "mic muted: presses are ignored" if event.muted else "mic unmuted")
+
+    def _on_announce(self, event: Announce) -> None:
+        if event.earcon:
+            self._emit(Earcon(event.earcon))
+        if not event.text.strip():
+            return
+        if self._reachable or not self.settings.local_speech:
+            # In the device's voice: the model is asked to say it (queued like any typed
+            # question while a switch is under way, or offline without local speech).
+            self._on_send_text(SendText(event.prompt, True))
+            return
+        self._notify("info", f"offline: saying the announcement on the device: {event.text!r}")
+        self._emit(SpeakLocally(event.text))
 
     def _on_set_instruction(self, event: SetInstruction) -> None:
         self.setup = replace(self.setup, system_instruction=event.text)

@@ -32,12 +32,13 @@ from typing import Any, Awaitable, Callable, Mapping, Protocol
 
 from daemon.connection import Connection, Endpoint, Keepalive
 from daemon.events import DeviceState, Event, MicFrame
-from daemon.session import (CancelTool, CloseConnection, ConnectionClosed, Earcon, Effect,
+from daemon.session import (Announce, CancelTool, CloseConnection, ConnectionClosed, Earcon,
+                            Effect,
                             FlushPlayback, NewConversation, Notify, OpenConnection, Persist, Play,
                             PttStart, ReplyEnded, RunTool,
                             PttStop, SendFrame, SendText, Session, SessionStateError,
-                            SessionStats, SetInstruction, ShowStates, Shutdown, Snapshot, Start,
-                            TimerFired, ToolDone)
+                            SessionStats, SetInstruction, ShowStates, Shutdown, Snapshot,
+                            SpeakLocally, Start, TimerFired, ToolDone)
 
 __all__ = ["Inbox", "Heartbeat", "Supervisor", "ToolRunner"]
 
@@ -300,12 +301,16 @@ class Supervisor:
         wake_interval: longest wall sleep of the loop, so the heartbeat stays fresh.
         tool_runner: runs the tools the model calls (:class:`ToolRunner`); ``None``: the
             core declares no tools, and a ``RunTool`` is answered with an error.
+        speech: ``speech(text) -> (pcm, rate)``, the device's own voice (espeak-ng; blocking,
+            run on a thread) for ``SpeakLocally``; ``None``: the core never asks for it
+            (``SessionSettings.local_speech`` false).
     """
 
     def __init__(self, session: Session, endpoint: Endpoint, *, inbox: Inbox | None = None,
                  mic: Any = None, speaker: Any = None, button: Any = None, led: Any = None,
                  time_scale: float = 1.0, keepalive: Keepalive = Keepalive(),
-                 wake_interval: float = 1.0, tool_runner: ToolRunner | None = None) -> None:
+                 wake_interval: float = 1.0, tool_runner: ToolRunner | None = None,
+                 speech: Callable[[str], tuple[bytes, int]] | None = None) -> None:
         if time_scale <= 0:
             raise ValueError(f"time_scale {time_scale!r}: must be > 0")
         self.session = session
@@ -316,6 +321,7 @@ class Supervisor:
         self.keepalive = keepalive
         self.wake_interval = wake_interval
         self.tool_runner = tool_runner
+        self.speech = speech
         self.heartbeat = Heartbeat(inbox=self.inbox)
         # Idle frames wait in the inbox's ring, bounded by the core's pre-roll (s16le
         # 16 kHz mono: 32 bytes per ms, as session._on_mic_frame counts them).
@@ -346,6 +352,19 @@ class Supervisor:
     def context(self, text: str) -> None:
         """Add context the model should know (no answer)."""
         self.inbox.post(SendText(text, False))
+
+    def announce(self, text: str, prompt: str, earcon: str | None = None) -> None:
+        """Say ``text``: the model is asked with ``prompt`` while connected, the device
+        speaks it itself while offline (the core decides)."""
+        self.inbox.post(Announce(text, prompt, earcon))
+
+    def post_after(self, delay: float, event: Event) -> None:
+        """Post ``event`` to the core after ``delay`` nominal seconds (any thread): the
+        device's timers run on this loop, not on threads of their own, and die with it."""
+        loop = self._loop
+        if loop is None:
+            raise RuntimeError("the supervisor is not running")
+        loop.call_soon_threadsafe(loop.call_later, delay / self.time_scale, self.inbox.post, event)
 
     def instruct(self, text: str) -> None:
         """Replace the system instruction, mid-session."""
@@ -514,6 +533,8 @@ class Supervisor:
                     self.speaker.earcon(effect.name)
                 except (KeyError, ValueError):
                     log.debug("- speaker has no earcon %r", effect.name)
+        elif isinstance(effect, SpeakLocally):
+            self._spawn(self._speak_locally(effect.text), "speak-locally")
         elif isinstance(effect, RunTool):
             self._run_tool(effect)
         elif isinstance(effect, CancelTool):
@@ -549,6 +570,17 @@ class Supervisor:
             log.exception("! tool runner failed to start %s", effect.name)
             self.inbox.post(ToolDone(effect.call_id, effect.name,
                                      {"error": f"tool {effect.name} failed to start: {exc}"}))
+
+    async def _speak_locally(self, text: str) -> None:
+        if self.speech is None or self.speaker is None:
+            log.warning("! cannot say %r on the device: no local voice or no speaker", text)
+            return
+        try:
+            pcm, rate = await asyncio.to_thread(self.speech, text)  # espeak-ng: a process
+        except Exception:
+            log.exception("! local speech failed for %r", text)
+            return
+        self.speaker.play(pcm, rate)
 
     def _open(self, effect: OpenConnection) -> None:
         # The core only opens once the previous connection is closed or its close timed

@@ -37,7 +37,7 @@ from daemon.errors import ConfigError
 from daemon.lifecycle import ToolDone
 
 __all__ = ["ToolSpec", "Action", "ToolRunner", "ModelTools", "model_tools", "declarations",
-           "session_tools",
+           "session_tools", "scheduling_of",
            "check_schema", "check_args", "SCHEDULING", "DEFAULT_TIMEOUT"]
 
 log = logging.getLogger(__name__)
@@ -228,7 +228,21 @@ def session_tools(specs: tuple[ToolSpec, ...], model: str) -> dict[str, Any]:
     (the core then holds the mic for every pending call, which is safe for the others
     too: FIELD_REPORTS F10)."""
     blocking = not model_tools(model).non_blocking or any(s.behavior == "BLOCKING" for s in specs)
-    return {"tools": tuple(s.name for s in specs), "tools_blocking": blocking}
+    scheduling = tuple((s.name, chosen) for s in specs
+                       if (chosen := scheduling_of(s, model)) is not None)
+    return {"tools": tuple(s.name for s in specs), "tools_blocking": blocking,
+            "tool_scheduling": scheduling}
+
+
+def scheduling_of(spec: ToolSpec, model: str) -> str | None:
+    """The ``scheduling`` the results of ``spec`` carry on ``model``: the tool's own
+    choice, else the model's default; None on a model without NON_BLOCKING calls (the
+    blocking-only gemini-3.1-flash-live-preview) or for a tool declared BLOCKING — a
+    blocking call's result is awaited, there is nothing to schedule (FIELD_REPORTS Part 3)."""
+    caps = model_tools(model)
+    if not caps.non_blocking or spec.behavior == "BLOCKING":
+        return None
+    return spec.scheduling or caps.default_scheduling
 
 
 # -- the runner -----------------------------------------------------------------------------
@@ -268,12 +282,12 @@ class ToolRunner:
             return len(self._calls)
 
     def scheduling(self, name: str, model: str) -> str | None:
-        """The ``scheduling`` to send with the result of ``name`` on ``model`` (None: none)."""
-        caps = model_tools(model)
+        """The ``scheduling`` the result of ``name`` carries on ``model`` (None: none); the
+        core sends it (SessionSettings.tool_scheduling, from :func:`session_tools`)."""
         spec = self.specs.get(name)
-        if not caps.non_blocking or (spec is not None and spec.behavior == "BLOCKING"):
-            return None
-        return (spec.scheduling if spec and spec.scheduling else None) or caps.default_scheduling
+        if spec is None:
+            return model_tools(model).default_scheduling
+        return scheduling_of(spec, model)
 
     def start(self, call_id: str, name: str, args: Mapping[str, Any],
               post: Callable[[Any], None]) -> None:

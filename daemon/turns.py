@@ -116,6 +116,7 @@ TURN_TABLE: dict[str, dict[TurnState, frozenset[TurnState]]] = {
     "ConnectionClosed": _CONNECTION, "ConnectionFailed": _CONNECTION,
     "PlaybackDrained": _PLAYBACK,
     "SendText": _row((IDLE, frozenset({ASKED}))),  # a typed question is owed at once
+    "Announce": _row((IDLE, frozenset({ASKED}))),  # an announcement asked of the model
     "NewConversation": _row((_ALL, frozenset({IDLE}) | _TALKING)),
     "Shutdown": _row((_ALL, frozenset({IDLE}))),
     # What timers do after any event: end an endless turn, give up on a stalled reply,

@@ -13,8 +13,8 @@ Small adapters ``voiced run`` wires between the supervisor and the service side
 * :class:`StateKeeper` — persists every ``Persist`` snapshot atomically, in order, on
   one worker thread (an SD-card fsync must not stall the event loop), and restores
   the session from the state file at start.
-* :class:`MuteGate` — the mic mute of the built-in tool and the Home Assistant switch:
-  while muted, presses and mic frames never reach the inbox and the LED adds "muted".
+* :class:`MuteGate` — the mic mute of the built-in tool and the Home Assistant switch,
+  reported to the core (``SetMuted``), which ignores presses and shows "muted".
 * :class:`ToolsAndHome` — the ``[[tools]]`` runner (GPIO pins opened on the hardware's
   pin factory) and the ``[mqtt]`` Home Assistant bridge, fed from the supervisor's effects.
 """
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
@@ -32,19 +33,34 @@ import threading
 
 from daemon import wire
 from daemon.control import ControlServer
-from daemon.events import (LED_PRIORITY, ButtonHeld, ButtonPressed, DeviceLost, DeviceRestored,
-                           DeviceState, Event, MicFrame)
-from daemon.lifecycle import CloseConnection, Effect, Persist, ShowStates
+from daemon.events import LED_PRIORITY, DeviceLost, DeviceRestored, DeviceState, Event
+from daemon.lifecycle import CloseConnection, Effect, Persist, SetMuted, ShowStates
 from daemon.session import Session, SessionSettings, Snapshot
 from daemon.state import StateStore
 
 __all__ = ["Pulse", "Controls", "AppControlServer", "StateKeeper", "MuteGate", "ToolsAndHome",
-           "top_state", "DEBUG_COMMANDS"]
+           "top_state", "local_voice", "DEBUG_COMMANDS"]
 
 log = logging.getLogger(__name__)
 
 DEBUG_COMMANDS = ("debug-wedge-loop", "debug-stall-mic")
 _MAX_WEDGE = 120.0
+
+
+def local_voice() -> Callable[[str], tuple[bytes, int]] | None:
+    """``speech(text) -> (pcm, rate)`` with espeak-ng — the voice the local Live server
+    uses — for announcements said while offline; None when espeak-ng is not installed."""
+    if shutil.which("espeak-ng") is None:
+        return None
+    from daemon.liveserver.model import OUTPUT_RATE, Voice
+
+    voice = Voice("espeak")
+    lock = threading.Lock()  # the voice's cache is not thread-safe
+
+    def speak(text: str) -> tuple[bytes, int]:
+        with lock:
+            return voice.speak(text), OUTPUT_RATE
+    return speak
 
 
 def top_state(states: frozenset[DeviceState]) -> DeviceState:
@@ -95,55 +111,25 @@ class Pulse:
 
 
 class MuteGate:
-    """The mic mute (built-in tool ``mute``, Home Assistant switch).
-
-    While muted, button presses, holds and mic frames are dropped on their way to the
-    inbox (a release still passes, so a press in progress ends), and the LED shows
-    "muted" over idle. Nothing is lost silently: the user muted it.
-    """
-
-    _DROPPED = (ButtonPressed, ButtonHeld, MicFrame)
+    """The mic mute switch (built-in tool ``mute``, Home Assistant): reports the user's
+    choice to the core (``SetMuted``), which decides what muted means — presses ignored,
+    no audio kept, the LED's "muted". Mic frames keep flowing, so the watchdog still sees
+    a live mic. Keeps the choice for ``status``, ``ptt`` and Home Assistant."""
 
     def __init__(self) -> None:
         self.muted = False
-        self._led: Any = None
-        self._states: frozenset[DeviceState] = frozenset()
+        self.post: Callable[[Event], None] | None = None
+        """The supervisor's inbox post (set once it exists)."""
         self._lock = threading.Lock()
         self.listeners: list[Callable[[bool], None]] = []
-
-    def wrap(self, post: Callable[[Event], None]) -> Callable[[Event], None]:
-        def gated(event: Event) -> None:
-            if self.muted and isinstance(event, self._DROPPED):
-                return
-            post(event)
-        return gated
-
-    def led(self, led: Any) -> Any:
-        """The LED as the supervisor should drive it: ``show`` adds "muted" while muted."""
-        if led is None:
-            return None
-        self._led = led
-        gate = self
-
-        class MutedLed:
-            def show(self, states: frozenset[DeviceState]) -> None:
-                gate._states = frozenset(states)
-                led.show(gate.shown(states))
-
-            def __getattr__(self, name: str) -> Any:
-                return getattr(led, name)
-        return MutedLed()
-
-    def shown(self, states: frozenset[DeviceState]) -> frozenset[DeviceState]:
-        return frozenset(states) | {DeviceState.MUTED} if self.muted else frozenset(states)
 
     def set(self, muted: bool) -> None:
         with self._lock:
             changed, self.muted = self.muted != muted, muted
         if changed:
             log.info("mic %s", "muted" if muted else "unmuted")
-            if self._led is not None:
-                self._led.show(self.shown(self._states))
+            if self.post is not None:
+                self.post(SetMuted(muted))
             for listener in self.listeners:
                 listener(muted)
 
@@ -158,6 +144,8 @@ class Controls:
         self.endpoint = endpoint
         self.mic, self.speaker = mic, speaker
         self.mute = mute or MuteGate()
+        if self.mute.post is None and hasattr(supervisor, "post"):
+            self.mute.post = supervisor.post
         self.volume_store = volume_store
         self.tools_running = 0
         self.volume_listeners: list[Callable[[float], None]] = []
@@ -188,25 +176,29 @@ class Controls:
         if self.speaker is not None:
             self.speaker.flush()
 
-    def timer_due(self, label: str) -> None:
-        """A timer rang: an earcon now, and the model is told to say so (spoken once
-        connected: the core queues text while offline)."""
+    def start_timer(self, seconds: float, label: str) -> None:
+        """A timer (built-in ``set_timer``; nominal seconds, any thread): when due it rings
+        the "new" earcon and is announced — through the model, or in the device's own voice
+        while offline (the core decides)."""
+        from daemon.homeassistant import announce_prompt
+        from daemon.lifecycle import Announce
+
+        text = f"Your timer {label} is done."
+        log.info("timer %r set for %g s", label, seconds)
+        self.supervisor.post_after(seconds, Announce(text, announce_prompt(text), "new"))
+
+    def announce(self, text: str) -> None:
+        """Say ``text`` verbatim (Home Assistant's announce, ``voiced announce``)."""
         from daemon.homeassistant import announce_prompt
 
-        log.info("timer %r is due", label)
-        if self.speaker is not None and hasattr(self.speaker, "earcon"):
-            try:
-                self.speaker.earcon("new")
-            except (KeyError, ValueError):
-                pass
-        self.supervisor.send_text(announce_prompt(f"Your timer {label} is done."))
+        self.supervisor.announce(text, announce_prompt(text))
 
     def status(self) -> Mapping[str, Any]:
         """One mapping for both STATUS= (daemon.health.format_status) and ``voiced status``
         (daemon.control.format_report). Times are nominal seconds (real time at scale 1)."""
         stats = self.supervisor.stats()
         out: dict[str, Any] = dict(vars(stats))
-        states = self.mute.shown(self.supervisor.states())
+        states = self.supervisor.states()
         out["state"] = top_state(states).value
         out["states"] = sorted(s.value for s in states)
         out["muted"] = self.mute.muted
@@ -369,19 +361,18 @@ class ToolsAndHome:
         environ: for the broker password credential.
         pin_factory: the button's and LED's gpiozero pin factory (None: gpiozero's default).
         state_dir: where the volume is kept.
-        time_scale: nominal seconds per wall second (timers).
         mute: the mic mute gate the hardware posts through.
     """
 
     def __init__(self, cfg: Any, environ: Mapping[str, str], *, pin_factory: Any = None,
-                 mute: MuteGate | None = None, state_dir: Any = None, time_scale: float = 1.0) -> None:
+                 mute: MuteGate | None = None, state_dir: Any = None) -> None:
         from daemon.actions import ToolContext, VolumeStore, build_tools
         from daemon.homeassistant import resolve_password
         from daemon.tools import ToolRunner
 
         self.cfg = cfg
         self.volume_store = VolumeStore(state_dir) if state_dir is not None else None
-        self.context = ToolContext(pin_factory=pin_factory, time_scale=time_scale)
+        self.context = ToolContext(pin_factory=pin_factory)
         self.mqtt_password = resolve_password(cfg.mqtt, environ) if cfg.mqtt.enabled else None
         if cfg.mqtt.enabled:
             self.context.publish = self._publish
@@ -391,7 +382,8 @@ class ToolsAndHome:
         self.controls: Controls | None = None
         self.mute = mute or MuteGate()
 
-    def attach(self, supervisor: Any, controls: Controls, dispatch: Callable[[dict[str, Any]], Any],
+    def attach(self, supervisor: Any, controls: Controls,
+               dispatch: Callable[[bytes], Mapping[str, Any]],
                sw_version: str = "") -> None:
         """Bind the device controls; subscribe to the supervisor's effects."""
         self.controls = controls
@@ -438,9 +430,8 @@ class ToolsAndHome:
         home = self.home
         loop = home._loop if home is not None else None
         if loop is not None:
+            # The state entity follows from the core's ShowStates (muted is a core state).
             loop.call_soon_threadsafe(home.update, "mute", "ON" if muted else "OFF")
-            loop.call_soon_threadsafe(home.update, "state",
-                                      top_state(self.mute.shown(self.mute._states)).value)
 
     def _home_volume(self, level: float) -> None:
         # Any thread (a tool's, or the loop for a command from Home Assistant).
@@ -454,7 +445,7 @@ class ToolsAndHome:
         if isinstance(effect, CloseConnection) and effect.reason == "shutting down":
             home.going_offline()  # first thing on SIGTERM, before the wind-down
         elif isinstance(effect, ShowStates):
-            home.update("state", top_state(self.mute.shown(effect.states)).value)
+            home.update("state", top_state(effect.states).value)
         elif isinstance(effect, Persist):
             history = effect.snapshot.history
             said = next((e.text for e in reversed(history) if e.role == "model"), None)

@@ -131,7 +131,8 @@ done
 
 # 1. Debian packages the venv build needs (PyAudio -> PortAudio, systemd-python -> libsystemd).
 if [ "$DO_APT" -eq 1 ]; then
-  pkgs=(python3 python3-venv python3-dev gcc pkg-config portaudio19-dev libsystemd-dev)
+  # espeak-ng: the device's own voice for announcements and timers while offline.
+  pkgs=(python3 python3-venv python3-dev gcc pkg-config portaudio19-dev libsystemd-dev espeak-ng)
   missing=(); for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
   if [ "${#missing[@]}" -gt 0 ]; then
     say "installing ${missing[*]}"

@@ -111,6 +111,10 @@ class LiveConnection:
                 continue  # goAway then silence: hear nothing, answer nothing
             try:
                 for item in p.parse_client_message(frame):
+                    if isinstance(item, p.ToolResponse):
+                        self.record.tool_responses.extend(
+                            (call_id, name, scheduling) for (call_id, name, _), scheduling
+                            in zip(item.responses, item.scheduling))
                     await conversation.handle(item)
             except p.ClientRefused as refused:
                 log.info("! connection %d: %s", self.record.id, refused)

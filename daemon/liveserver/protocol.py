@@ -286,6 +286,8 @@ class ClientContent:
 class ToolResponse:
     responses: tuple[tuple[str, str, Any], ...]
     """``(id, name, response)`` of each function response."""
+    scheduling: tuple[str, ...] = ()
+    """The ``scheduling`` of each function response, "" when it had none."""
 
 
 @dataclass(frozen=True)
@@ -378,14 +380,35 @@ def parse_client_message(frame: str | bytes) -> list[ClientInput]:
         return [ClientContent(tuple(turns), bool(cc.get("turnComplete", False)))]
     if "toolResponse" in msg:
         tr = _obj(msg["toolResponse"], "toolResponse")
-        responses = []
+        responses, scheduling = [], []
         for i, fr in enumerate(tr.get("functionResponses", []) or []):
             fr = _obj(fr, f"toolResponse.functionResponses[{i}]")
             responses.append((str(fr.get("id", "")), str(fr.get("name", "")), fr.get("response")))
-        return [ToolResponse(tuple(responses))]
+            scheduling.append(_scheduling(fr, i))
+        return [ToolResponse(tuple(responses), tuple(scheduling))]
     cu = _obj(msg["contextUpdate"], "contextUpdate")
     si = cu.get("systemInstruction")
     return [ContextUpdate(_text_of(si, "contextUpdate.systemInstruction") if si is not None else None)]
+
+
+SCHEDULING = ("SCHEDULING_UNSPECIFIED", "SILENT", "WHEN_IDLE", "INTERRUPT")
+"""FunctionResponse.scheduling, the proto enum (LIVE_PROTOCOL.md §3; FIELD_REPORTS Part 3)."""
+
+
+def _scheduling(fr: dict[str, Any], i: int) -> str:
+    # An enum outside the proto's values is refused like any bad field (1007); a model
+    # without NON_BLOCKING calls takes the field and has nothing to schedule (nothing
+    # on record says the real service refuses it there).
+    if not isinstance(fr.get("willContinue", False), bool):
+        raise ClientRefused(1007, INVALID_ARGUMENT,
+                            f"toolResponse.functionResponses[{i}].willContinue: not a bool")
+    value = fr.get("scheduling")
+    if value is None:
+        return ""
+    if value not in SCHEDULING:
+        raise ClientRefused(1007, INVALID_ARGUMENT,
+                            f"toolResponse.functionResponses[{i}].scheduling {value!r}")
+    return str(value)
 
 
 def _realtime(rt: dict[str, Any]) -> list[ClientInput]:

@@ -97,6 +97,9 @@ class ConnectionRecord:
     """Faults applied to this connection, in order."""
     pings_received: int = 0
     pongs_sent: int = 0
+    tool_responses: list[tuple[str, str, str]] = field(default_factory=list)
+    """``(id, name, scheduling)`` of every function response received ("" when the
+    response carried no ``scheduling``), in order."""
     """Client pings and our pongs (differ under the F13 pong faults)."""
 
     @property

@@ -35,6 +35,11 @@ def test_demo_json_totals_show_every_limit_crossed_with_nothing_lost(tmp_path: P
     assert {"idle", "listening", "thinking", "speaking", "going_away"} <= set(
         totals["led_states_seen"])
     assert totals["speech"] == "espeak-ng"  # installed here; the output says which
+    # The tools part (issue 11): a tool turn with the pin high in the timeline, and with
+    # mosquitto (installed by the test bootstrap) the entities and an announcement.
+    assert totals["tool_turns"] == 1 and totals["pin_went_high"] is True
+    assert "pin 17 low → high (porch light on)" in proc.stdout
+    assert totals["ha_entities"] == 11 and totals["announce_round_trip"] is True
     assert "speech:  espeak-ng" in proc.stdout
     # The timeline names the session events in words a person reads.
     for words in ("goAway:", "resumed session", "rolling over to a new session",

@@ -82,7 +82,8 @@ def test_parse_client_messages():
     assert p.parse_client_message(wire.encode(cc)) == [p.ClientContent((("user", "a"), ("model", "b")), True)]
     assert p.parse_client_message(wire.encode(wire.context_update_message("SI"))) == [p.ContextUpdate("SI")]
     tr = wire.tool_response_message([wire.FunctionResponse("fc1", "f", {"ok": 1})])
-    assert p.parse_client_message(wire.encode(tr)) == [p.ToolResponse((("fc1", "f", {"ok": 1}),))]
+    assert p.parse_client_message(wire.encode(tr)) == [
+        p.ToolResponse((("fc1", "f", {"ok": 1}),), ("",))]  # no scheduling sent
 
 
 @pytest.mark.parametrize("frame", [

@@ -92,6 +92,7 @@ def tools_config(tmp: Path, http_url: str, broker: Broker) -> str:
         [[tools]]
         name = "fan"
         description = "Switch the fan."
+        scheduling = "WHEN_IDLE"
         parameters = {{ type = "object", properties = {{ on = {{ type = "boolean" }} }}, required = ["on"] }}
         mqtt = {{ topic = "home/dev1/fan/set", payload = "{{on}}" }}
 
@@ -156,6 +157,10 @@ def test_every_action_end_to_end(broker: Broker, spawn: Any, tmp_path: Path, htt
 
             st = d.control("status")["status"]
             assert st["tools_run"] == 5 and st["tools_running"] == 0
+            # gemini-3.8-live (the default model): every result carries its scheduling.
+            sent = [(r[1], r[2]) for c in server.connections for r in c.tool_responses]
+            assert sent == [("porch", "INTERRUPT"), ("note", "INTERRUPT"), ("scene", "INTERRUPT"),
+                            ("fan", "WHEN_IDLE"), ("set_volume", "INTERRUPT")]
             assert "1008" not in str(st.get("last_error"))
         finally:
             sub.close()
@@ -209,6 +214,8 @@ def test_press_during_a_blocking_call_is_held_not_refused(spawn: Any, tmp_path: 
         _until(lambda: [r for r in replies(server) if "slow returned" in r], what="slow spoken")
         _until(lambda: [r for r in replies(server) if "seconds of audio" in r], what="held press answered")
         assert len(server.sessions) == 1 and len(server.sessions[0].connections) == 1
+        # Synchronous only: nothing to schedule, so no scheduling on the wire.
+        assert [r[1:] for c in server.connections for r in c.tool_responses] == [("slow", "")]
         assert "1008" not in str(d.control("status")["status"].get("last_error"))
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import threading
 import time
@@ -179,7 +178,7 @@ def test_acl_confines_a_device_to_its_prefix(broker: Broker, tmp_path: Path) -> 
     intruder = Subscriber(broker, topics=(), user="dev2")
     try:
         intruder.publish(f"{PREFIX}/state", "hacked")
-        intruder.publish(f"voiced/dev2/state", "mine")
+        intruder.publish("voiced/dev2/state", "mine")
         sub.wait_value("voiced/dev2/state", "mine")
         assert sub.last(f"{PREFIX}/state") is None
     finally:
@@ -248,5 +247,44 @@ def test_a_stop_while_announcing_still_says_offline(broker: Broker, tmp_path: Pa
         sub.wait_value(f"{PREFIX}/availability", "online")
         sub.wait_value(f"{PREFIX}/availability", "offline")
         assert sub.last(f"{PREFIX}/availability") == b"offline"
+    finally:
+        sub.close()
+
+
+def test_state_updates_and_tool_messages_make_no_tasks_of_their_own(broker: Broker,
+                                                                    tmp_path: Path) -> None:
+    """One supervisor owns every task: the bridge is one companion, and what it publishes
+    goes out through its own publisher — a burst of state changes or tool messages starts
+    no task per message (it used to: ``loop.create_task`` for every update)."""
+    (tmp_path / "pw").write_text(PASSWORD)
+    settings = MqttSettings(host="127.0.0.1", port=broker.port, username="dev1",
+                            password_file=str(tmp_path / "pw"), topic_prefix=PREFIX,
+                            reconnect_max=0.5)
+    sub = Subscriber(broker)
+    counts: list[int] = []
+
+    async def body() -> None:
+        home = HomeAssistant(settings, password=PASSWORD, dispatch=lambda r: {"ok": True},
+                             device=None, status=lambda: {})
+        task = asyncio.get_running_loop().create_task(home.run())
+        try:
+            await asyncio.wait_for(home.connected.wait(), 15)
+            counts.append(len(asyncio.all_tasks()))
+            for i in range(50):
+                home.update("state", f"s{i}")
+            tool = asyncio.to_thread(home.publish_threadsafe, "home/dev1/fan/set", b"on", 1,
+                                     False, 10.0)
+            counts.append(len(asyncio.all_tasks()))
+            await tool
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    asyncio.run(body())
+    try:
+        # Before: this test's task, the bridge, its publisher and ticker; after the burst:
+        # the same (to_thread's coroutine is not started yet when counted).
+        assert counts[1] == counts[0], counts
+        sub.wait_value(f"{PREFIX}/state", "s49")
+        sub.wait_value("home/dev1/fan/set", "on")
     finally:
         sub.close()

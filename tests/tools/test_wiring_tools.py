@@ -1,4 +1,4 @@
-"""The mute gate on the real LED (gpiozero mock pins) and the [mqtt] settings and password."""
+"""The mic mute (reported by the gate, decided by the core); the [mqtt] settings and password."""
 
 from __future__ import annotations
 
@@ -7,39 +7,50 @@ from pathlib import Path
 import pytest
 
 from daemon.errors import ConfigError
-from daemon.events import ButtonPressed, ButtonReleased, DeviceState, MicFrame
+from daemon.events import ButtonPressed, ButtonReleased, DeviceState
 from daemon.homeassistant import HomeAssistant, MqttSettings, resolve_password
-from daemon.wiring import MuteGate
-from hw.led import Led, LedSettings
-from hw.sim import mock_pin_factory
+from daemon.session import SessionSettings, SetMuted
+from daemon.wiring import MuteGate, top_state
+from tests.session.harness import audio_sent, kinds
+from tests.session.test_connection_cap import live
 
 
-def test_mute_gate_drops_presses_and_frames_and_the_led_shows_muted() -> None:
-    pins = mock_pin_factory()
-    led = Led(LedSettings(), pin_factory=pins)
-    try:
-        gate = MuteGate()
-        seen: list[object] = []
-        post = gate.wrap(seen.append)
-        driven = gate.led(led)
-        driven.show(frozenset({DeviceState.IDLE}))
-        assert led.shown is DeviceState.IDLE
-        gate.set(True)
-        assert led.shown is DeviceState.MUTED          # at once, without a new ShowStates
-        post(ButtonPressed())
-        post(MicFrame(b"\0" * 640))
-        post(ButtonReleased())
-        assert seen == [ButtonReleased()]               # a release still ends a press
-        driven.show(frozenset({DeviceState.SPEAKING}))
-        assert led.shown is DeviceState.SPEAKING        # speaking still outranks muted
-        gate.set(False)
-        driven.show(frozenset({DeviceState.IDLE}))
-        assert led.shown is DeviceState.IDLE
-        post(ButtonPressed())
-        assert seen[-1] == ButtonPressed()
-    finally:
-        led.close()
-        pins.close()
+def test_mute_is_the_cores_decision_and_the_gate_only_reports() -> None:
+    """The gate posts SetMuted and drops nothing (mic frames keep the watchdog fed); the
+    core ignores presses, keeps no pre-roll and shows "muted" (speaking still outranks it)."""
+    gate = MuteGate()
+    seen: list[object] = []
+    gate.post = seen.append
+    gate.set(True)
+    gate.set(True)
+    assert seen == [SetMuted(True)]
+
+    h = live(SessionSettings())
+    h.feed(SetMuted(True))
+    assert DeviceState.MUTED in h.session.states()
+    assert top_state(h.session.states()) is DeviceState.MUTED
+    h.mic(20)                       # heard while muted: not kept, not even as pre-roll
+    h.clear()
+    h.feed(ButtonPressed())
+    h.mic(5)
+    h.feed(ButtonReleased(0.1))
+    assert h.sent() == [] and DeviceState.LISTENING not in h.session.states()
+    h.feed(SetMuted(False))
+    assert DeviceState.MUTED not in h.session.states()
+    h.feed(ButtonPressed())
+    said = h.mic(5)
+    h.feed(ButtonReleased(0.1))
+    assert kinds(h.sent())[0] == "start" and audio_sent(h.sent()) == said  # nothing from before
+
+
+def test_a_turn_open_when_muting_still_ends_on_release() -> None:
+    h = live(SessionSettings())
+    h.feed(ButtonPressed())
+    h.mic(3)
+    h.feed(SetMuted(True))
+    h.feed(ButtonReleased(0.1))
+    assert kinds(h.sent())[-1] == "end"
+    assert DeviceState.LISTENING not in h.session.states()
 
 
 def test_mqtt_settings_are_checked() -> None:
