@@ -216,6 +216,7 @@ class _UserTurn(_Ask):
     ended: bool = False
     barge_in: bool = False     # pressed while connected: opens as soon as it may
     clipped: bool = False      # longer than buffer_seconds: the rest was sent, not kept
+    incomplete: bool = False   # asked without part of its audio (counted in turns_incomplete)
 
 
 @dataclass(eq=False)
@@ -387,7 +388,7 @@ class Session:
                            frames_captured=0, frames_sent=0, frames_dropped=0, bad_frames=0,
                            mic_overflows=0, asks=0, asks_answered=0, asks_interrupted=0,
                            asks_dropped=0, phantom_replies=0, tools_run=0, quota_waits=0,
-                           cooldowns=0)
+                           cooldowns=0, turns_capped=0, turns_incomplete=0)
         self.last_error: str | None = None
 
     @classmethod
@@ -526,6 +527,7 @@ class Session:
             asks_interrupted=c["asks_interrupted"], asks_dropped=c["asks_dropped"],
             asks_waiting=len(self._asks), phantom_replies=c["phantom_replies"],
             tools_run=c["tools_run"], tools_running=len(self._calls), waiting=waiting,
+            turns_capped=c["turns_capped"], turns_incomplete=c["turns_incomplete"],
             wait_left=None if waiting is None or self._phase_deadline is None
             else max(0.0, self._phase_deadline - now))
 
@@ -617,6 +619,7 @@ class Session:
             self._emit(Earcon("error"))
             self._notify("warning", f"the turn reached {self.settings.max_turn_seconds:g} s "
                          "([session] max_turn_seconds): ended it as if released")
+            self.counts["turns_capped"] += 1
             self._end_turn(turn)
         if self._phase_deadline is not None and now >= self._phase_deadline:
             if self.phase is CONNECTING:
@@ -955,6 +958,7 @@ class Session:
             if turn.clipped:
                 self._notify("warning", "the turn is longer than buffer_seconds: only its first "
                              f"{self.settings.buffer_seconds:g} s can be sent again")
+                self._incomplete(turn)
 
     def _connection_gone(self) -> None:
         """The current connection can no longer take or give anything: what it owed us is
@@ -1383,6 +1387,7 @@ class Session:
             return
         if self._buffered_bytes() + len(pcm) > self._buffer_limit:
             self.counts["frames_dropped"] += 1
+            self._incomplete(turn)
             if not self._drop_noted:
                 self._drop_noted = True
                 self._notify("warning", "audio buffer full while reconnecting: "
@@ -1390,6 +1395,13 @@ class Session:
             return
         turn.frames.append(pcm)
         turn.nbytes += len(pcm)
+
+    def _incomplete(self, turn: _UserTurn) -> None:
+        """``turn`` will be asked without part of its audio (a designed drop: buffer full
+        while offline, or a clipped turn sent again); counted once per turn."""
+        if not turn.incomplete:
+            turn.incomplete = True
+            self.counts["turns_incomplete"] += 1
 
     def _on_press(self, event: Event) -> None:
         if self._turn is not None:
