@@ -212,8 +212,9 @@ class _Reported(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         message = record.getMessage()
-        if message.startswith("dropped a question ("):
-            cause = message[len("dropped a question ("):].split(":")[0].split(")")[0]
+        prefix = "dropped a question ("
+        if message.startswith(prefix):
+            cause = message[len(prefix):].rsplit("); ask again", 1)[0].split(":")[0]
             self.drops_by_cause[cause] = self.drops_by_cause.get(cause, 0) + 1
         key = message.split(";")[0].split("(")[0].strip()[:60]
         self.warnings[key] = self.warnings.get(key, 0) + 1
