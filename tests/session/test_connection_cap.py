@@ -237,3 +237,24 @@ def test_a_long_turn_across_two_age_switches_arrives_whole_in_order_once() -> No
     assert (st.asks_answered, st.asks_dropped, st.asks_waiting) == (1, 0, 0), st
     assert st.frames_captured == st.frames_sent + st.frames_buffered + st.frames_dropped, st
     assert (st.turns_capped, st.turns_incomplete) == (0, 0), st
+
+
+def test_a_turn_longer_than_the_buffer_switched_mid_turn_is_counted_incomplete() -> None:
+    """Live, a turn longer than buffer_seconds keeps only its first buffer_seconds for a
+    replay; switched mid-turn, the next connection gets the turn without the frames in
+    between. That is a designed end (README: audio beyond the buffer), so it is counted
+    in turns_incomplete — the soak's accounting relies on it — not only said."""
+    h = live(SessionSettings(buffer_seconds=2.0, max_turn_seconds=60.0, pre_roll_ms=0,
+                             resume_margin=2.0))
+    h.feed(ButtonPressed())
+    h.mic(150)  # 3 s: the last second went out live but is not kept
+    assert h.session.stats(h.now).turns_incomplete == 0  # nothing missing yet
+    h.server(wire.GoAway(3.0))
+    h.advance(1.5)
+    h.finish_close()
+    h.feed(ConnectionOpened(h.conn))
+    h.server(wire.SetupComplete())
+    h.feed(ButtonReleased(5.0))
+    st = h.session.stats(h.now)
+    assert st.turns_incomplete == 1, st
+    assert len(audio_sent(h.sent(conn=h.conn))) == 100  # the kept 2 s, then nothing newer

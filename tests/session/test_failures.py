@@ -180,6 +180,9 @@ def test_buffer_bound_drops_are_counted_and_reported() -> None:
     st = h.session.stats(h.now)
     assert (st.frames_buffered, st.frames_dropped) == (50, 10)
     assert sum("dropping" in n.message for n in h.of(Notify)) == 1
+    # One turn asked without part of its audio: counted once, however many frames.
+    h.mic(30)
+    assert h.session.stats(h.now).turns_incomplete == 1
 
 
 def test_unanswered_turn_sent_twice_is_dropped_not_looped() -> None:
