@@ -151,7 +151,8 @@ def run_soak(hours: float = 24.0, scale: float = SCALE, seed: int = 1,
     # a turn asked without part of its audio (buffer full, a clipped turn sent again).
     # Every turn not answered once intact must be one of them; more such turns than
     # designed ends are SILENT losses: nobody was told.
-    designed = stats["asks_dropped"] + stats["turns_capped"] + stats["turns_incomplete"]
+    # (A turn may meet two — capped, then dropped — so the core counts turns once.)
+    designed = stats["turns_ended_by_design"]
     not_once = len(lost) + len(unanswered)
     silent = max(0, not_once - designed)
     # Where the turns not answered once went (server row: received, interrupted,
@@ -178,7 +179,8 @@ def run_soak(hours: float = 24.0, scale: float = SCALE, seed: int = 1,
         "user_saw_unanswered": len(child["unanswered"]),
         "designed_ends": {"asks_dropped": stats["asks_dropped"],
                           "turns_capped": stats["turns_capped"],
-                          "turns_incomplete": stats["turns_incomplete"]},
+                          "turns_incomplete": stats["turns_incomplete"],
+                          "turns_ended_by_design": designed},
         "drops_by_cause": child["drops_by_cause"],
         "turns_silently_lost": silent,
         # The names bench/report.py reads (the same figures).

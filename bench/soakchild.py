@@ -60,6 +60,12 @@ def soak_config(tmp: Path, scale: float) -> str:
             "[session]\nconnection_cap = 45.0\nconnection_switch_window = 25.0\n"
             "resume_margin = 2.0\nsession_cap_audio = 240.0\nrollover_window = 30.0\n"
             f"pre_roll_ms = {PRE_ROLL_MS}\n"
+            # A press is 1-6 s of audio exactly (SoakMic.press_for), but the core's clock is
+            # wall time x scale: the child descheduled 0.4 s on a loaded machine is 60
+            # nominal s, and the stuck-button cap ended 1-6 turns a day (reported, yet the
+            # rig's doing). Capped turns stay counted (turns_capped); the cap itself is
+            # tests/session/test_field.py's.
+            "max_turn_seconds = 600.0\n"
             # A press lasts 1–6 nominal s, i.e. 10–60 ms of wall time at ×100: the debounce
             # lock-out (wall milliseconds) must be shorter than that.
             "[button]\ndebounce_ms = 1\n")

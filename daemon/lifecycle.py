@@ -433,6 +433,9 @@ class SessionStats:
     turns_incomplete: int = 0
     """Turns asked without part of their audio, each reported: the buffer was full while
     offline, or a turn longer than ``buffer_seconds`` was sent again after a switch."""
+    turns_ended_by_design: int = 0
+    """Push-to-talk turns not answered whole in one of the designed, reported ways
+    (dropped, capped, incomplete), each counted once however many of those it met."""
 
 
 @dataclass(frozen=True)

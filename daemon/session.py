@@ -217,6 +217,7 @@ class _UserTurn(_Ask):
     barge_in: bool = False     # pressed while connected: opens as soon as it may
     clipped: bool = False      # longer than buffer_seconds: the rest was sent, not kept
     incomplete: bool = False   # asked without part of its audio (counted in turns_incomplete)
+    by_design: bool = False    # dropped, capped or incomplete (counted in turns_ended_by_design)
 
 
 @dataclass(eq=False)
@@ -388,7 +389,8 @@ class Session:
                            frames_captured=0, frames_sent=0, frames_dropped=0, bad_frames=0,
                            mic_overflows=0, asks=0, asks_answered=0, asks_interrupted=0,
                            asks_dropped=0, phantom_replies=0, tools_run=0, quota_waits=0,
-                           cooldowns=0, turns_capped=0, turns_incomplete=0)
+                           cooldowns=0, turns_capped=0, turns_incomplete=0,
+                           turns_ended_by_design=0)
         self.last_error: str | None = None
 
     @classmethod
@@ -528,6 +530,7 @@ class Session:
             asks_waiting=len(self._asks), phantom_replies=c["phantom_replies"],
             tools_run=c["tools_run"], tools_running=len(self._calls), waiting=waiting,
             turns_capped=c["turns_capped"], turns_incomplete=c["turns_incomplete"],
+            turns_ended_by_design=c["turns_ended_by_design"],
             wait_left=None if waiting is None or self._phase_deadline is None
             else max(0.0, self._phase_deadline - now))
 
@@ -620,6 +623,7 @@ class Session:
             self._notify("warning", f"the turn reached {self.settings.max_turn_seconds:g} s "
                          "([session] max_turn_seconds): ended it as if released")
             self.counts["turns_capped"] += 1
+            self._ended_by_design(turn)
             self._end_turn(turn)
         if self._phase_deadline is not None and now >= self._phase_deadline:
             if self.phase is CONNECTING:
@@ -1046,6 +1050,7 @@ class Session:
         if isinstance(ask, _UserTurn):
             # Frames never sent are lost with it (sent ones are counted as sent).
             self.counts["frames_dropped"] += len(ask.frames) - ask.counted
+            self._ended_by_design(ask)
         self._emit(Earcon("error"))
         self._notify("warning", f"dropped a question ({why}); ask again")
 
@@ -1402,6 +1407,14 @@ class Session:
         if not turn.incomplete:
             turn.incomplete = True
             self.counts["turns_incomplete"] += 1
+            self._ended_by_design(turn)
+
+    def _ended_by_design(self, turn: _UserTurn) -> None:
+        """``turn`` is not answered whole by design (dropped, capped, asked without part of
+        its audio — reported each time): counted once however many of those it met."""
+        if not turn.by_design:
+            turn.by_design = True
+            self.counts["turns_ended_by_design"] += 1
 
     def _on_press(self, event: Event) -> None:
         if self._turn is not None:

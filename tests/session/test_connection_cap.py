@@ -236,7 +236,7 @@ def test_a_long_turn_across_two_age_switches_arrives_whole_in_order_once() -> No
     st = h.session.stats(h.now)
     assert (st.asks_answered, st.asks_dropped, st.asks_waiting) == (1, 0, 0), st
     assert st.frames_captured == st.frames_sent + st.frames_buffered + st.frames_dropped, st
-    assert (st.turns_capped, st.turns_incomplete) == (0, 0), st
+    assert (st.turns_capped, st.turns_incomplete, st.turns_ended_by_design) == (0, 0, 0), st
 
 
 def test_a_turn_longer_than_the_buffer_switched_mid_turn_is_counted_incomplete() -> None:
@@ -256,5 +256,5 @@ def test_a_turn_longer_than_the_buffer_switched_mid_turn_is_counted_incomplete()
     h.server(wire.SetupComplete())
     h.feed(ButtonReleased(5.0))
     st = h.session.stats(h.now)
-    assert st.turns_incomplete == 1, st
+    assert (st.turns_incomplete, st.turns_ended_by_design) == (1, 1), st
     assert len(audio_sent(h.sent(conn=h.conn))) == 100  # the kept 2 s, then nothing newer
