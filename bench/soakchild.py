@@ -12,9 +12,10 @@ server's short, real-shaped limits, and only two adapters are swapped:
 * the speaker is the real reply path on a device clock at the same scale
   (:class:`bench.devices.PacedSpeaker`).
 
-The button is the real hw.button.Button on a mock pin, pressed by a "user" thread that
-talks a turn every 20–70 nominal seconds and waits for the answer through the control
-socket. :class:`TurnTap` sits between the adapters and the inbox and, in inbox order,
+The button is the real hw.button.Button on a mock pin; a "user" thread asks for a turn
+every 20–70 nominal seconds — pressed and released by the mic's thread, 1–6 s of audio
+exactly, however starved the user thread is — and waits for the answer through the
+control socket. :class:`TurnTap` sits between the adapters and the inbox and, in inbox order,
 digests every turn's audio the way the core assembles it (pre-roll first) without
 keeping the day's audio. Prints one JSON line: every turn's ``[sha256, frames]``, turns
 never answered, the core's counters, the watchdog pings and a resource sample per
