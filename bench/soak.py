@@ -28,6 +28,7 @@ import json
 import random
 import threading
 import time
+from collections import Counter
 from typing import Any, Callable
 
 from bench.common import run_child
@@ -137,18 +138,25 @@ def run_soak(hours: float = 24.0, scale: float = SCALE, seed: int = 1,
         stop.set()
         runner.stop()
     captured: list[list[Any]] = child["turns"]  # [digest, frames]
-    # Audio lost: a turn whose exact audio the server never received.
-    lost = sum(frames for digest, frames in captured if digest not in seen)
-    # Asks not answered: received but never answered (rolled back by a resume, dropped…).
-    # Each must be reported: the user thread saw it go unanswered, or the core said it
-    # dropped a turn; more unanswered turns than reports are silent losses.
-    unanswered = sum(1 for digest, _ in captured if digest in seen and replies.get(digest, 0) < 1)
-    reported_count = len(child["unanswered"]) + child["turns_dropped_reported"]
-    unanswered_frames = sum(frames for digest, frames in captured
-                            if digest in seen and replies.get(digest, 0) < 1)
+    stats = child["stats"]
+    # Each turn ends one way: answered once with exactly its audio; answered twice (a
+    # defect); never received intact (its exact audio never reached the server); or
+    # received and never answered (rolled back by a resume, dropped…).
+    lost = [(d, f) for d, f in captured if d not in seen]
+    unanswered = [(d, f) for d, f in captured if d in seen and replies.get(d, 0) < 1]
     twice = sum(1 for digest, _ in captured if replies.get(digest, 0) > 1)
-    # Where the turns not answered went: never received intact (audio lost), or received
-    # and then interrupted, dropped or rolled back by the server.
+    # The designed ends the core counts and reports, each once per turn (SessionStats):
+    # a question dropped (unanswered on two connections, refused twice), a turn ended at
+    # max_turn_seconds (the server got its first part, not the press the tap digested),
+    # a turn asked without part of its audio (buffer full, a clipped turn sent again).
+    # Every turn not answered once intact must be one of them; more such turns than
+    # designed ends are SILENT losses: nobody was told.
+    # (A turn may meet two — capped, then dropped — so the core counts turns once.)
+    designed = stats["turns_ended_by_design"]
+    not_once = len(lost) + len(unanswered)
+    silent = max(0, not_once - designed)
+    # Where the turns not answered once went (server row: received, interrupted,
+    # dropped, rolled back; None: never received intact).
     unanswered_turns = [{"turn": i, "frames": frames, "server": seen.get(digest)}
                         for i, (digest, frames) in enumerate(captured, 1)
                         if replies.get(digest, 0) != 1]
@@ -160,14 +168,25 @@ def run_soak(hours: float = 24.0, scale: float = SCALE, seed: int = 1,
         "hours": hours, "scale": scale, "wall_s": round(time.monotonic() - t0, 1),
         "chaos": chaos, "faults_injected": hits,
         "turns": len(captured), "frames_captured": sum(f for _, f in captured),
-        # Frames of turns the server never received intact. Some may be turns the core
-        # cut itself and said so (frames_dropped_reported: its buffer full during a long
-        # reconnect), which a digest cannot tell apart.
-        "frames_lost": lost, "frames_dropped_reported": child["stats"]["frames_dropped"],
+        # Frames of turns the server never received intact (reported or not: the designed
+        # ends below say how many turns the core reported), and the core's own counts.
+        "frames_not_received_intact": sum(f for _, f in lost),
+        "frames_in_unanswered_turns": sum(f for _, f in unanswered),
+        "core_frames": {k: stats[k] for k in ("frames_captured", "frames_sent",
+                                              "frames_buffered", "frames_dropped")},
         "answered_twice": twice,
-        "turns_unanswered": unanswered, "turns_reported_unanswered": reported_count,
-        "turns_unanswered_unreported": max(0, unanswered - reported_count),
-        "frames_in_unanswered_turns": unanswered_frames, "warnings": child["warnings"],
+        "turns_not_received_intact": len(lost), "turns_unanswered": len(unanswered),
+        "user_saw_unanswered": len(child["unanswered"]),
+        "designed_ends": {"asks_dropped": stats["asks_dropped"],
+                          "turns_capped": stats["turns_capped"],
+                          "turns_incomplete": stats["turns_incomplete"],
+                          "turns_ended_by_design": designed},
+        "drops_by_cause": child["drops_by_cause"],
+        "turns_silently_lost": silent,
+        # The names bench/report.py reads (the same figures).
+        "frames_lost": sum(f for _, f in lost), "turns_reported_unanswered": designed,
+        "turns_unanswered_unreported": silent,
+        "warnings": child["warnings"],
         "not_answered_once": unanswered_turns,
         "frames_posted": child["frames_posted"], "frames_tapped": child["frames_seen"],
         "watchdog_pings": child["watchdog_pings"],
@@ -184,9 +203,20 @@ def run_soak(hours: float = 24.0, scale: float = SCALE, seed: int = 1,
         "fds_start": first["fds"], "fds_end": last["fds"],
         "tasks_start": first["tasks"], "tasks_end": last["tasks"],
         "threads_start": first["threads"], "threads_end": last["threads"],
+        # What differs between the two samples compared (fd targets, task names).
+        "fds_added": _added(first["fd_targets"], last["fd_targets"]),
+        "fds_gone": _added(last["fd_targets"], first["fd_targets"]),
+        "tasks_added": _added(first["task_names"], last["task_names"]),
+        "tasks_gone": _added(last["task_names"], first["task_names"]),
+        "samples_not_quiet": sum(1 for x in child["samples"] if not x["quiet"]),
         "samples": child["samples"],
         "digest_of_all_turns": hashlib.sha256("".join(d for d, _ in captured).encode()).hexdigest(),
     }
+
+
+def _added(before: list[str], after: list[str]) -> list[str]:
+    """What ``after`` holds that ``before`` does not (with multiplicity)."""
+    return sorted((Counter(after) - Counter(before)).elements())
 
 
 def describe(r: dict[str, Any]) -> str:
@@ -197,12 +227,14 @@ def describe(r: dict[str, Any]) -> str:
         f"watchdog pings {r['watchdog_pings']} (longest gap {r['watchdog_longest_gap_s']} s "
         f"wall); STATUS updates {r['status_updates']}; state saves {r['state_saves']}; "
         f"exit code {r['exit_code']}",
-        f"  frames the core dropped and reported (buffer full while reconnecting) "
-        f"{r['frames_dropped_reported']}",
-        f"  turns received but not answered {r['turns_unanswered']} (reported "
-        f"{r['turns_reported_unanswered']}); faults injected "
-        f"{len(r['faults_injected'])}: {', '.join(sorted(set(r['faults_injected'])))}",
-        f"  turns {r['turns']}, frames captured {r['frames_captured']}, lost {r['frames_lost']}, "
+        f"  core frames {r['core_frames']}",
+        f"  turns not received intact {r['turns_not_received_intact']} "
+        f"({r['frames_not_received_intact']} frames), received but not answered "
+        f"{r['turns_unanswered']}; designed ends the core reported {r['designed_ends']} "
+        f"(drops by cause {r['drops_by_cause']}); SILENTLY lost {r['turns_silently_lost']}",
+        f"  faults injected {len(r['faults_injected'])}: "
+        f"{', '.join(sorted(set(r['faults_injected'])))}",
+        f"  turns {r['turns']}, frames captured {r['frames_captured']}, "
         f"answered twice {r['answered_twice']}",
         f"  resumes {r['resumes']}, rollovers {r['rollovers']}, retries {r['retries']}, "
         f"server connections {r['connections']}, sessions {r['sessions']}",
@@ -215,6 +247,9 @@ def describe(r: dict[str, Any]) -> str:
         f"  {'open fds':14}{r['fds_start']:>8}{r['fds_end']:>8}",
         f"  {'asyncio tasks':14}{r['tasks_start']:>8}{r['tasks_end']:>8}",
         f"  {'threads':14}{r['threads_start']:>8}{r['threads_end']:>8}",
+        f"  between those samples: fds +{r['fds_added']} -{r['fds_gone']}, tasks "
+        f"+{r['tasks_added']} -{r['tasks_gone']}; samples never quiet "
+        f"{r['samples_not_quiet']}",
         "  rss MB by nominal hour: " + ", ".join(
             f"{x['nominal_h']:g}h {x['rss_mb']:.1f}" for x in _every(r["samples"], 8)),
         f"  last error: {r['last_error']}",

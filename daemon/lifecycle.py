@@ -464,6 +464,15 @@ class SessionStats:
     """While not connected on purpose: "retry", "quota" or "cooldown"."""
     wait_left: float | None = None
     """Seconds until the next attempt while ``waiting``."""
+    turns_capped: int = 0
+    """Turns the core ended at ``max_turn_seconds`` (reported; the rest of the press is
+    not part of the question)."""
+    turns_incomplete: int = 0
+    """Turns asked without part of their audio, each reported: the buffer was full while
+    offline, or a turn longer than ``buffer_seconds`` was sent again after a switch."""
+    turns_ended_by_design: int = 0
+    """Push-to-talk turns not answered whole in one of the designed, reported ways
+    (dropped, capped, incomplete), each counted once however many of those it met."""
 
 
 @dataclass(frozen=True)

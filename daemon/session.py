@@ -223,6 +223,8 @@ class _UserTurn(_Ask):
     ended: bool = False
     barge_in: bool = False     # pressed while connected: opens as soon as it may
     clipped: bool = False      # longer than buffer_seconds: the rest was sent, not kept
+    incomplete: bool = False   # asked without part of its audio (counted in turns_incomplete)
+    by_design: bool = False    # dropped, capped or incomplete (counted in turns_ended_by_design)
 
 
 @dataclass(eq=False)
@@ -400,7 +402,8 @@ class Session:
                            frames_captured=0, frames_sent=0, frames_dropped=0, bad_frames=0,
                            mic_overflows=0, asks=0, asks_answered=0, asks_interrupted=0,
                            asks_dropped=0, phantom_replies=0, tools_run=0, quota_waits=0,
-                           cooldowns=0)
+                           cooldowns=0, turns_capped=0, turns_incomplete=0,
+                           turns_ended_by_design=0)
         self.last_error: str | None = None
 
     @classmethod
@@ -541,6 +544,8 @@ class Session:
             asks_interrupted=c["asks_interrupted"], asks_dropped=c["asks_dropped"],
             asks_waiting=len(self._asks), phantom_replies=c["phantom_replies"],
             tools_run=c["tools_run"], tools_running=len(self._calls), waiting=waiting,
+            turns_capped=c["turns_capped"], turns_incomplete=c["turns_incomplete"],
+            turns_ended_by_design=c["turns_ended_by_design"],
             wait_left=None if waiting is None or self._phase_deadline is None
             else max(0.0, self._phase_deadline - now))
 
@@ -636,6 +641,8 @@ class Session:
             self._emit(Earcon("error"))
             self._notify("warning", f"the turn reached {self.settings.max_turn_seconds:g} s "
                          "([session] max_turn_seconds): ended it as if released")
+            self.counts["turns_capped"] += 1
+            self._ended_by_design(turn)
             self._end_turn(turn)
         if self._phase_deadline is not None and now >= self._phase_deadline:
             if self.phase is CONNECTING:
@@ -974,6 +981,7 @@ class Session:
             if turn.clipped:
                 self._notify("warning", "the turn is longer than buffer_seconds: only its first "
                              f"{self.settings.buffer_seconds:g} s can be sent again")
+                self._incomplete(turn)
 
     def _connection_gone(self) -> None:
         """The current connection can no longer take or give anything: what it owed us is
@@ -1061,6 +1069,7 @@ class Session:
         if isinstance(ask, _UserTurn):
             # Frames never sent are lost with it (sent ones are counted as sent).
             self.counts["frames_dropped"] += len(ask.frames) - ask.counted
+            self._ended_by_design(ask)
         self._emit(Earcon("error"))
         self._notify("warning", f"dropped a question ({why}); ask again")
 
@@ -1408,6 +1417,7 @@ class Session:
             return
         if self._buffered_bytes() + len(pcm) > self._buffer_limit:
             self.counts["frames_dropped"] += 1
+            self._incomplete(turn)
             if not self._drop_noted:
                 self._drop_noted = True
                 self._notify("warning", "audio buffer full while reconnecting: "
@@ -1415,6 +1425,21 @@ class Session:
             return
         turn.frames.append(pcm)
         turn.nbytes += len(pcm)
+
+    def _incomplete(self, turn: _UserTurn) -> None:
+        """``turn`` will be asked without part of its audio (a designed drop: buffer full
+        while offline, or a clipped turn sent again); counted once per turn."""
+        if not turn.incomplete:
+            turn.incomplete = True
+            self.counts["turns_incomplete"] += 1
+            self._ended_by_design(turn)
+
+    def _ended_by_design(self, turn: _UserTurn) -> None:
+        """``turn`` is not answered whole by design (dropped, capped, asked without part of
+        its audio — reported each time): counted once however many of those it met."""
+        if not turn.by_design:
+            turn.by_design = True
+            self.counts["turns_ended_by_design"] += 1
 
     def _on_press(self, event: Event) -> None:
         if self._turn is not None:

@@ -198,3 +198,63 @@ def test_a_resume_due_shortly_before_the_rollover_point_becomes_the_rollover() -
     h.server(wire.GoAway(50.0))
     h.finish_close()
     assert h.setups()[-1]["sessionResumption"] == {}, "resumed, then would roll over soon after"
+
+
+def test_a_long_turn_across_two_age_switches_arrives_whole_in_order_once() -> None:
+    """The chaos day's long turn (soak limits: 45 s connections, switched at the age
+    backstop while the user talks): pressed near the end of one connection and held
+    across two forced switches mid-turn, with frames captured while each switch is in
+    progress. The connection that gets the release must get the whole turn — pre-roll,
+    every frame, in order, once, in one activity — and its answer ends the ask."""
+    h = live(SessionSettings(connection_cap=45.0, connection_switch_window=25.0,
+                             resume_margin=2.0, session_cap_audio=10_000.0))
+    pre = h.mic(15)  # idle: the pre-roll ring
+    h.advance(30.0)
+    h.feed(ButtonPressed())
+    spoken: list[bytes] = []
+    conns = [h.conn]
+    closing: int | None = None
+    while h.now < 30.3 + 57.0:  # under max_turn_seconds and buffer_seconds (60 s)
+        spoken += h.mic(1)
+        closes = h.of(CloseConnection)
+        if closing is None and closes and closes[-1].conn_id == conns[-1]:
+            closing, closed_at = conns[-1], h.now
+        if closing is not None and h.now - closed_at > 0.2:
+            # The close finishes and the next connection comes up while the user talks.
+            h.feed(ConnectionClosed(closing, 1000, ""))
+            h.feed(ConnectionOpened(h.conn))
+            spoken += h.mic(10)
+            h.server(wire.SetupComplete(), wire.ResumptionUpdate(f"h{h.conn}", True))
+            conns.append(h.conn)
+            closing = None
+    assert len(conns) == 3, conns  # two switches mid-turn
+    h.feed(ButtonReleased(57.0))
+    msgs = h.sent(conn=conns[-1])
+    assert kinds(msgs).count("start") == 1 and kinds(msgs)[-1] == "end"
+    assert audio_sent(msgs) == pre + spoken
+    h.reply()
+    st = h.session.stats(h.now)
+    assert (st.asks_answered, st.asks_dropped, st.asks_waiting) == (1, 0, 0), st
+    assert st.frames_captured == st.frames_sent + st.frames_buffered + st.frames_dropped, st
+    assert (st.turns_capped, st.turns_incomplete, st.turns_ended_by_design) == (0, 0, 0), st
+
+
+def test_a_turn_longer_than_the_buffer_switched_mid_turn_is_counted_incomplete() -> None:
+    """Live, a turn longer than buffer_seconds keeps only its first buffer_seconds for a
+    replay; switched mid-turn, the next connection gets the turn without the frames in
+    between. That is a designed end (README: audio beyond the buffer), so it is counted
+    in turns_incomplete — the soak's accounting relies on it — not only said."""
+    h = live(SessionSettings(buffer_seconds=2.0, max_turn_seconds=60.0, pre_roll_ms=0,
+                             resume_margin=2.0))
+    h.feed(ButtonPressed())
+    h.mic(150)  # 3 s: the last second went out live but is not kept
+    assert h.session.stats(h.now).turns_incomplete == 0  # nothing missing yet
+    h.server(wire.GoAway(3.0))
+    h.advance(1.5)
+    h.finish_close()
+    h.feed(ConnectionOpened(h.conn))
+    h.server(wire.SetupComplete())
+    h.feed(ButtonReleased(5.0))
+    st = h.session.stats(h.now)
+    assert (st.turns_incomplete, st.turns_ended_by_design) == (1, 1), st
+    assert len(audio_sent(h.sent(conn=h.conn))) == 100  # the kept 2 s, then nothing newer

@@ -180,6 +180,10 @@ def test_buffer_bound_drops_are_counted_and_reported() -> None:
     st = h.session.stats(h.now)
     assert (st.frames_buffered, st.frames_dropped) == (50, 10)
     assert sum("dropping" in n.message for n in h.of(Notify)) == 1
+    # One turn asked without part of its audio: counted once, however many frames.
+    h.mic(30)
+    st = h.session.stats(h.now)
+    assert (st.turns_incomplete, st.turns_ended_by_design) == (1, 1)
 
 
 def test_unanswered_turn_sent_twice_is_dropped_not_looped() -> None:
@@ -196,6 +200,8 @@ def test_unanswered_turn_sent_twice_is_dropped_not_looped() -> None:
     starts = kinds(h.sent()).count("start")
     assert starts == 2
     assert h.session.phase.value == "live"
+    st = h.session.stats(h.now)
+    assert (st.asks_dropped, st.turns_ended_by_design) == (1, 1), st
 
 
 def test_a_resume_refused_twice_by_a_reachable_server_goes_fresh() -> None:

@@ -281,6 +281,8 @@ def test_an_endless_turn_ends_at_max_turn_seconds_with_a_cue() -> None:
     assert kinds(h.sent()).count("end") == 1, "the turn did not end"
     assert Earcon("error") in h.effects and notes(h, "max_turn_seconds")
     assert h.session.turn_state is not TurnState.TALKING_LIVE
+    st = h.session.stats(h.now)
+    assert (st.turns_capped, st.turns_ended_by_design) == (1, 1)  # a designed end, counted
     # What is kept for a replay is bounded by buffer_seconds, whatever went out live.
     turn = h.session._asks[0]
     assert turn.nbytes <= 10.0 * 32000
