@@ -26,7 +26,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from bench.__main__ import collect
+from bench.__main__ import collect, how
 from bench.common import ROOT
 from bench.faults import markdown as fault_table
 from bench.profile import profile_send_path
@@ -74,6 +74,10 @@ FIGURE_ROWS = [
     ("idle_wakeups_per_s", lambda f: f"{f['idle_wakeups_per_s']:.1f}",
      lambda f: f"floor {f['idle_wakeups_per_s_floor']:.1f}; by thread: "
                f"{_threads(f['idle_threads'])}"),
+    ("speaker_resume_p95_ms", lambda f: f"{f['speaker_resume_p95_ms']:.2f}",
+     lambda f: f"p50 {f['speaker_resume_p50_ms']:.2f}; a running stream p50 "
+               f"{f['speaker_running_p50_ms']:.2f}, p95 {f['speaker_running_p95_ms']:.2f} "
+               "(it waits for its next 20 ms callback; a started one is asked at once)"),
     ("ptt_latency_p99_ms", lambda f: f"{f['ptt_latency_p99_ms']:.2f}",
      lambda f: f"p50 {f['ptt_latency_p50_ms']:.2f}"),
     ("resampler_alias_db", lambda f: f"{f['resampler_alias_db']:.1f}",
@@ -182,7 +186,13 @@ def build(quick: bool, soak_hours: float, *, figures_from: str = "", profile_fro
     reused = [name for name, given in (("figures", figures_from), ("profile", profile_from),
                                        ("soak", soak_from), ("chaos day", chaos_from),
                                        ("fault matrix", old_faults)) if given]
-    figures = _load(figures_from) if figures_from else collect("quick" if quick else "full")
+    if figures_from:  # one or more JSON files, merged in order (a later part wins)
+        figures = {}
+        for path in figures_from.split(","):
+            figures.update(_load(path))
+        figures["how"] = how(figures)  # today's wording, for parts measured before
+    else:
+        figures = collect("quick" if quick else "full")
     profile = _load(profile_from) if profile_from else \
         profile_send_path(60.0 if quick else 200.0)
     faults = old_faults or _attempt(lambda: fault_table(run_all()))
@@ -217,8 +227,10 @@ def build(quick: bool, soak_hours: float, *, figures_from: str = "", profile_fro
         "(the kernel names every Python thread \"python\"; py-spy names the ones Python "
         "knows): " + _threads(figures["idle_threads"]) + "; the floor's: "
         + _threads(figures["idle_threads_floor"]) + ". `threaded-ml` is PulseAudio's client "
-        "thread of each stream (the mic's, and the speaker's, which the floor has not), "
-        "the unnamed `python` ones are PortAudio's callback threads.", "",
+        "thread of each stream (the mic's, and the speaker's while it runs: hw/speaker.py "
+        "stops it 2 s after the last reply), the unnamed `python` ones are PortAudio's "
+        "callback threads; `portaudio-host` is the stream watcher (a few checks per "
+        "stall_timeout).", "",
         "## Fault matrix (`python -m bench.faults --markdown`, asserted by tests/proving)", "",
         "Recoverable faults hit the middle of a push-to-talk turn; *frames lost* compares the "
         "server's per-turn sha256 with the captured audio; the LED column is what the real "
@@ -244,7 +256,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(ROOT / "docs" / "proving.md"))
     parser.add_argument("--readme", default=str(ROOT / "README.md"),
                         help="README to update between the proving markers ('' for none)")
-    parser.add_argument("--figures-from", default="", help="`python -m bench --json` output")
+    parser.add_argument("--figures-from", default="",
+                        help="`python -m bench --json` output (several: comma-separated, "
+                             "merged in order)")
     parser.add_argument("--profile-from", default="", help="`bench.profile --json` output")
     parser.add_argument("--soak-from", default="", help="`bench.soak --out` file")
     parser.add_argument("--chaos-from", default="", help="`bench.soak --chaos --out` file")
