@@ -186,8 +186,8 @@ def build(quick: bool, soak_hours: float, *, figures_from: str = "", profile_fro
     reused = [name for name, given in (("figures", figures_from), ("profile", profile_from),
                                        ("soak", soak_from), ("chaos day", chaos_from),
                                        ("fault matrix", old_faults)) if given]
+    figures: dict[str, Any] = {}
     if figures_from:  # one or more JSON files, merged in order (a later part wins)
-        figures = {}
         for path in figures_from.split(","):
             figures.update(_load(path))
         figures["how"] = how(figures)  # today's wording, for parts measured before
