@@ -126,7 +126,7 @@ def collect(mode: str) -> dict[str, Any]:
     figures.update(run_child("latency", "ptt", "--count", str(m["presses"]), timeout=600))
     figures.update(resampler())
     idle_seconds, idle_rounds = m["idle"]
-    figures.update(measure_idle(idle_seconds, idle_rounds))
+    figures.update(measure_idle(idle_seconds, idle_rounds, profile_s=idle_seconds))
     figures.update(measure_speaker_start(m["replies"] * 2))
     figures["send_cpu_ratio_vs_floor"] = figures["cpu_ratio_vs_floor"]
     figures.pop("spawned_at", None)

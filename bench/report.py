@@ -231,6 +231,10 @@ def build(quick: bool, soak_hours: float, *, figures_from: str = "", profile_fro
         "stops it 2 s after the last reply), the unnamed `python` ones are PortAudio's "
         "callback threads; `portaudio-host` is the stream watcher (a few checks per "
         "stall_timeout).", "",
+        *(["Idle, where the CPU goes (py-spy, 200 Hz, active samples of every thread of "
+           "`voiced run` at rest, by the innermost file of ours or a library's): "
+           + ", ".join(f"{part} {pct:g}%" for part, pct in figures["idle_profile"].items()
+                       if pct >= 1) + ".", ""] if figures.get("idle_profile") else []),
         "## Fault matrix (`python -m bench.faults --markdown`, asserted by tests/proving)", "",
         "Recoverable faults hit the middle of a push-to-talk turn; *frames lost* compares the "
         "server's per-turn sha256 with the captured audio; the LED column is what the real "
