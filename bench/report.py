@@ -182,7 +182,8 @@ def _load_note() -> str:
 
 
 def build(quick: bool, soak_hours: float, *, figures_from: str = "", profile_from: str = "",
-          soak_from: str = "", chaos_from: str = "", old_faults: str = "") -> str:
+          soak_from: str = "", chaos_from: str = "", old_faults: str = "",
+          notes: str = "") -> str:
     reused = [name for name, given in (("figures", figures_from), ("profile", profile_from),
                                        ("soak", soak_from), ("chaos day", chaos_from),
                                        ("fault matrix", old_faults)) if given]
@@ -235,6 +236,8 @@ def build(quick: bool, soak_hours: float, *, figures_from: str = "", profile_fro
            "`voiced run` at rest, by the innermost file of ours or a library's): "
            + ", ".join(f"{part} {pct:g}%" for part, pct in figures["idle_profile"].items()
                        if pct >= 1) + ".", ""] if figures.get("idle_profile") else []),
+        *(["### Goals, and the runs behind these figures", "", notes.strip(), ""]
+          if notes.strip() else []),
         "## Fault matrix (`python -m bench.faults --markdown`, asserted by tests/proving)", "",
         "Recoverable faults hit the middle of a push-to-talk turn; *frames lost* compares the "
         "server's per-turn sha256 with the captured audio; the LED column is what the real "
@@ -266,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile-from", default="", help="`bench.profile --json` output")
     parser.add_argument("--soak-from", default="", help="`bench.soak --out` file")
     parser.add_argument("--chaos-from", default="", help="`bench.soak --chaos --out` file")
+    parser.add_argument("--notes", default="",
+                        help="a markdown file: what the figures mean for the goals, other runs")
     parser.add_argument("--keep-faults", action="store_true",
                         help="keep the existing document's fault matrix")
     args = parser.parse_args(argv)
@@ -274,7 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     text = build(args.quick, args.soak_hours, figures_from=args.figures_from,
                  profile_from=args.profile_from, soak_from=args.soak_from,
                  chaos_from=args.chaos_from,
-                 old_faults=_old_faults(old) if args.keep_faults else "")
+                 old_faults=_old_faults(old) if args.keep_faults else "",
+                 notes=Path(args.notes).read_text() if args.notes else "")
     out.parent.mkdir(parents=True, exist_ok=True)
     text = keep_sections(old, text)
     out.write_text(text)
