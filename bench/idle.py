@@ -175,14 +175,15 @@ def _where(raw: Path) -> dict[str, float]:
 
 
 def _profile(pid: int, seconds: float, tmp: Path) -> dict[str, float]:
-    """Where a running process spends its active samples (py-spy, non-idle threads)."""
+    """Where a running process spends its Python work (py-spy --gil: samples in which
+    one of its threads holds the GIL; blocked threads and C code without it are not seen)."""
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not Path(spy).exists():
         return {}
     raw = tmp / "idle-profile.txt"
-    proc = subprocess.run([spy, "record", "-r", "200", "-d", f"{seconds:g}", "-f", "raw",
-                           "-o", str(raw), "-p", str(pid)], capture_output=True, text=True,
-                          timeout=seconds + 60)
+    proc = subprocess.run([spy, "record", "--gil", "-r", "200", "-d", f"{seconds:g}",
+                           "-f", "raw", "-o", str(raw), "-p", str(pid)],
+                          capture_output=True, text=True, timeout=seconds + 60)
     return _where(raw) if proc.returncode == 0 and raw.exists() else {}
 
 

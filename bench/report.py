@@ -232,8 +232,9 @@ def build(quick: bool, soak_hours: float, *, figures_from: str = "", profile_fro
         "stops it 2 s after the last reply), the unnamed `python` ones are PortAudio's "
         "callback threads; `portaudio-host` is the stream watcher (a few checks per "
         "stall_timeout).", "",
-        *(["Idle, where the CPU goes (py-spy, 200 Hz, active samples of every thread of "
-           "`voiced run` at rest, by the innermost file of ours or a library's): "
+        *(["Idle, where the Python work goes (py-spy --gil, 200 Hz: samples in which a "
+           "thread of `voiced run` at rest holds the GIL, by the innermost file of ours or a "
+           "library's): "
            + ", ".join(f"{part} {pct:g}%" for part, pct in figures["idle_profile"].items()
                        if pct >= 1) + ".", ""] if figures.get("idle_profile") else []),
         *(["### Goals, and the runs behind these figures", "", notes.strip(), ""]
