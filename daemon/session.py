@@ -417,16 +417,12 @@ class Session:
         """
         if now > self._now:
             self._now = now
-        if type(event) is MicFrame and (self._deadline is None or self._now < self._deadline):
-            # The hot paths, 50 times a second: no timer is due and a frame changes
-            # nothing that states(), the turn machine ("MicFrame" is no cause in
-            # TURN_TABLE) or deadline() read, so the full step is skipped (issue 13).
-            turn = self._turn
-            if turn is None:  # idle: into the pre-roll ring and out
-                self._ring(event.pcm)  # type: ignore[attr-defined]
-                return _NO_EFFECTS
-            if turn.conn == self._conn and self.phase is LIVE:  # talking: straight out
-                return [self._live_frame(turn, event.pcm)]  # type: ignore[attr-defined]
+        if type(event) is MicFrame and self._turn is None and (
+                self._deadline is None or self._now < self._deadline):
+            # The hot path, 50 times a second while idle: into the pre-roll ring and out,
+            # no state can change (nobody is talking, no timer is due).
+            self._ring(event.pcm)  # type: ignore[attr-defined]
+            return _NO_EFFECTS
         self._effects = []
         conn_id = getattr(event, "conn_id", None)
         if conn_id is not None and conn_id != self._conn:
@@ -1347,10 +1343,19 @@ class Session:
         if turn is None:
             self._ring(pcm)
             return
-        if turn.conn == self._conn and self.phase is LIVE:
-            self._effects.append(self._live_frame(turn, pcm))
-            return
         self.counts["frames_captured"] += 1
+        live = turn.conn == self._conn and self.phase is LIVE
+        if live:
+            self._effects.append(SendFrame(self._conn, wire.encode_audio(pcm)))
+            self.counts["frames_sent"] += 1
+            if turn.clipped or turn.nbytes + len(pcm) > self._buffer_limit:
+                # An endless live turn keeps at most buffer_seconds for a replay.
+                turn.clipped = True
+                return
+            turn.frames.append(pcm)
+            turn.nbytes += len(pcm)
+            turn.counted = len(turn.frames)
+            return
         if self._buffered_bytes() + len(pcm) > self._buffer_limit:
             self.counts["frames_dropped"] += 1
             if not self._drop_noted:
@@ -1360,20 +1365,6 @@ class Session:
             return
         turn.frames.append(pcm)
         turn.nbytes += len(pcm)
-
-    def _live_frame(self, turn: _UserTurn, pcm: bytes) -> SendFrame:
-        """A frame of a turn live on this connection: counted, kept for a replay, sent."""
-        counts = self.counts
-        counts["frames_captured"] += 1
-        counts["frames_sent"] += 1
-        if turn.clipped or turn.nbytes + len(pcm) > self._buffer_limit:
-            # An endless live turn keeps at most buffer_seconds for a replay.
-            turn.clipped = True
-        else:
-            turn.frames.append(pcm)
-            turn.nbytes += len(pcm)
-            turn.counted = len(turn.frames)
-        return SendFrame(self._conn, wire.encode_audio(pcm))
 
     def _on_press(self, event: Event) -> None:
         if self._turn is not None:
