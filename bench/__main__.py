@@ -138,9 +138,14 @@ def how(figures: dict[str, Any]) -> dict[str, str]:
     """How each figure of ``figures`` (a :func:`collect` result) was measured."""
     m = MODES[figures["mode"]]
     idle_seconds, idle_rounds = m["idle"]
-    fill = dict(speed=figures["cpu_speed"], turns=m["turns"], goaways=m["goaways"],
-                presses=m["presses"], replies=m["replies"], idle_rounds=idle_rounds,
-                idle_seconds=idle_seconds, reply_pace=figures["reply_pace_default"],
+    # The counts a part reports win over its mode's (a part measured on its own).
+    fill = dict(speed=figures["cpu_speed"], turns=m["turns"],
+                goaways=figures.get("goaways", m["goaways"]),
+                presses=figures.get("presses", m["presses"]),
+                replies=figures.get("replies", m["replies"]),
+                idle_rounds=figures.get("idle_rounds", idle_rounds),
+                idle_seconds=figures.get("idle_seconds_per_round", idle_seconds),
+                reply_pace=figures["reply_pace_default"],
                 speaker_rounds=figures.get("speaker_start_rounds", m["replies"] * 2))
     return {k: v.format(**fill) for k, v in HOW.items()}
 
