@@ -1,5 +1,6 @@
-"""The core's per-frame hot paths (issue 13) skip the full step only while nothing is due:
-a frame that arrives once a deadline has passed still runs every timer."""
+"""Mic frames through the core (issue 13): a live turn's frames go out in order and are kept
+for a replay, and a frame that arrives once a deadline has passed runs every timer (any
+per-frame shortcut the core takes must keep both)."""
 
 from __future__ import annotations
 
