@@ -236,10 +236,14 @@ class StreamKeeper:
 
     def want(self) -> None:
         """Something was queued: a paused stream is started by the host thread now.
-        Thread-safe and cheap (one Event.set); called for every queued chunk, so the
-        host never misses a chunk queued while it was deciding to pause."""
+        Thread-safe and cheap; called for every queued chunk. It wakes the host only when
+        the stream is paused or the host has begun counting it idle (``_unwanted_since``
+        is set before the host can pause), so a chunk queued while it decides to pause is
+        never missed — and a running reply does not wake the host per chunk (its checks
+        under PORTAUDIO_LOCK compete with the callback thread on a busy machine)."""
         host = self._host
-        if host is not None and self.pause_after is not None:
+        if host is not None and self.pause_after is not None and (
+                self._paused or self._unwanted_since is not None):
             host.wake()
 
     def heartbeat(self) -> None:
