@@ -18,6 +18,7 @@ from bench.common import ROOT, run_child
 from bench.cpu import measure_cpu
 from bench.footprint import voiced_run_footprint
 from bench.idle import measure_idle
+from bench.speakerstart import measure_speaker_start
 from daemon.liveserver import LiveServerThread, ServerLimits
 
 MODES = {
@@ -41,7 +42,8 @@ HOW = {
     "idle_cpu_s_per_hour": "utime+stime (/proc/PID/stat) of `voiced run --hw pi` at rest "
                            "(state idle, connected to a local Live server in another "
                            "process): real PortAudio mic on a private PulseAudio opened at "
-                           "48 kHz and resampled, speaker stream open, mock pins, control "
+                           "48 kHz and resampled, speaker stream open (stopped 2 s after "
+                           "the last reply: hw/speaker.py), mock pins, control "
                            "socket, STATUS and watchdog loops; {idle_rounds} × "
                            "{idle_seconds:g} s, median",
     "idle_cpu_ratio_vs_floor": "voiced ÷ a bare PyAudio callback capturing the same device "
@@ -73,6 +75,11 @@ HOW = {
                    "(per-turn sha256 digest) + frames the core dropped",
     "ptt_latency_p99_ms": "mock-pin edge (real hw.button.Button, other thread) → "
                           "activityStart bytes read by a loopback TCP proxy; {presses} presses",
+    "speaker_resume_p95_ms": "bench/speakerstart.py: Speaker.play() of an 80 ms chunk → the "
+                             "first device callback taking reply audio, the stream paused "
+                             "while idle (start included), real PyAudio on the private "
+                             "PulseAudio at 48 kHz; a running stream beside it, paired per "
+                             "round, {speaker_rounds} rounds",
     "resampler_alias_db": "bench/resampler.py, 48k→16k, worst alias of tones 8.5k–24k "
                           "(soxr HQ beside)",
     "resampler_x_realtime": "bench/resampler.py, 48k→16k in 20 ms frames, one core",
@@ -119,14 +126,28 @@ def collect(mode: str) -> dict[str, Any]:
     figures.update(run_child("latency", "ptt", "--count", str(m["presses"]), timeout=600))
     figures.update(resampler())
     idle_seconds, idle_rounds = m["idle"]
-    figures.update(measure_idle(idle_seconds, idle_rounds))
+    figures.update(measure_idle(idle_seconds, idle_rounds, profile_s=idle_seconds))
+    figures.update(measure_speaker_start(m["replies"] * 2))
     figures["send_cpu_ratio_vs_floor"] = figures["cpu_ratio_vs_floor"]
     figures.pop("spawned_at", None)
-    fill = dict(speed=figures["cpu_speed"], turns=m["turns"], goaways=m["goaways"],
-                presses=m["presses"], replies=m["replies"], idle_rounds=idle_rounds,
-                idle_seconds=idle_seconds, reply_pace=figures["reply_pace_default"])
-    figures["how"] = {k: v.format(**fill) for k, v in HOW.items()}
+    figures["how"] = how(figures)
     return figures
+
+
+def how(figures: dict[str, Any]) -> dict[str, str]:
+    """How each figure of ``figures`` (a :func:`collect` result) was measured."""
+    m = MODES[figures["mode"]]
+    idle_seconds, idle_rounds = m["idle"]
+    # The counts a part reports win over its mode's (a part measured on its own).
+    fill = dict(speed=figures["cpu_speed"], turns=m["turns"],
+                goaways=figures.get("goaways", m["goaways"]),
+                presses=figures.get("presses", m["presses"]),
+                replies=figures.get("replies", m["replies"]),
+                idle_rounds=figures.get("idle_rounds", idle_rounds),
+                idle_seconds=figures.get("idle_seconds_per_round", idle_seconds),
+                reply_pace=figures["reply_pace_default"],
+                speaker_rounds=figures.get("speaker_start_rounds", m["replies"] * 2))
+    return {k: v.format(**fill) for k, v in HOW.items()}
 
 
 def table(f: dict[str, Any]) -> str:

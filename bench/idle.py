@@ -28,6 +28,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import shutil
 import signal
 import socket
 import statistics
@@ -152,8 +154,43 @@ def _kill(proc: subprocess.Popen[Any]) -> None:
             proc.wait(10)
 
 
-def measure_idle(seconds: float = 20.0, rounds: int = 3, settle: float = 2.0) -> dict[str, Any]:
-    """Run both side by side; ``rounds`` spans of ``seconds`` each; return the figures."""
+def _where(raw: Path) -> dict[str, float]:
+    """Share (%) of py-spy's raw samples by the innermost file of ours or a library's."""
+    parts: dict[str, int] = {}
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        n = int(count)
+        total += n
+        label = "other (no Python frame: C code)"
+        for frame in reversed(stack.split(";")):
+            m = re.search(r"\((?:.*/)?((?:daemon|hw|bench)/[\w/]+\.py)|"
+                          r"site-packages/(\w+)|python3\.\d+/(\w+)", frame)
+            if m:
+                label = m.group(1) or m.group(2) or m.group(3)
+                break
+        parts[label] = parts.get(label, 0) + n
+    return {k: round(100 * v / total, 1) for k, v in
+            sorted(parts.items(), key=lambda kv: -kv[1])} if total else {}
+
+
+def _profile(pid: int, seconds: float, tmp: Path) -> dict[str, float]:
+    """Where a running process spends its Python work (py-spy --gil: samples in which
+    one of its threads holds the GIL; blocked threads and C code without it are not seen)."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(spy).exists():
+        return {}
+    raw = tmp / "idle-profile.txt"
+    proc = subprocess.run([spy, "record", "--gil", "-r", "200", "-d", f"{seconds:g}",
+                           "-f", "raw", "-o", str(raw), "-p", str(pid)],
+                          capture_output=True, text=True, timeout=seconds + 60)
+    return _where(raw) if proc.returncode == 0 and raw.exists() else {}
+
+
+def measure_idle(seconds: float = 20.0, rounds: int = 3, settle: float = 2.0,
+                 profile_s: float = 0.0) -> dict[str, Any]:
+    """Run both side by side; ``rounds`` spans of ``seconds`` each; return the figures.
+    With ``profile_s``, then py-spy samples voiced at rest that long (``idle_profile``)."""
     from tests.hw.conftest import ASOUNDRC, Pulse
 
     with tempfile.TemporaryDirectory(prefix="voiced-idle-") as tmpdir:
@@ -211,6 +248,7 @@ def measure_idle(seconds: float = 20.0, rounds: int = 3, settle: float = 2.0) ->
                     threads = _wakeups_by_thread(w0[k], s.switches(), dt)
                     per[k].append({"cpu_s_per_hour": (s.cpu_s() - c0[k]) / dt * 3600,
                                    "wakeups_per_s": sum(threads.values()), "threads": threads})
+            profile = _profile(voiced.pid, profile_s, tmp) if profile_s else {}
             final = _wait_idle(tmp / "run", voiced, voiced_log)
             for k, pid in (("voiced", voiced.pid), ("floor", floor.pid)):
                 names = python_thread_names(pid)
@@ -237,6 +275,7 @@ def measure_idle(seconds: float = 20.0, rounds: int = 3, settle: float = 2.0) ->
         "idle_threads_floor": per["floor"][-1]["threads"],
         "idle_rounds": rounds, "idle_seconds_per_round": seconds,
         "idle_mic": status.get("mic"), "idle_state_after": final.get("state"),
+        "idle_profile": profile,
     }
 
 
@@ -276,9 +315,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--profile", type=float, default=0.0,
+                        help="then py-spy voiced at rest this many seconds")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    r = measure_idle(args.seconds, args.rounds)
+    r = measure_idle(args.seconds, args.rounds, profile_s=args.profile)
     print(describe(r))
     if args.json:
         print(json.dumps(r))

@@ -1,6 +1,13 @@
 """Write ``docs/proving.md``: the benchmark figures, the fault matrix and the soak.
 
     python -m bench.report [--quick] [--soak-hours 24] [--out docs/proving.md]
+        [--figures-from F.json] [--profile-from F.json] [--soak-from F.json]
+        [--chaos-from F.json] [--keep-faults]
+
+The ``--*-from`` options take parts already measured (the last JSON line of ``python -m
+bench --json``, ``python -m bench.profile --json``, the ``--out`` file of ``python -m
+bench.soak``), so a loaded machine can run them one at a time; ``--keep-faults`` keeps the
+fault matrix of the existing document. The document says which parts were taken so.
 
 It also puts the same text into README.md between the ``<!-- proving:start -->`` and
 ``<!-- proving:end -->`` markers (headings one level down), so the README's tables are
@@ -12,12 +19,14 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
+import os
 import platform
 import re
 from pathlib import Path
 from typing import Any
 
-from bench.__main__ import collect
+from bench.__main__ import collect, how
 from bench.common import ROOT
 from bench.faults import markdown as fault_table
 from bench.profile import profile_send_path
@@ -65,6 +74,10 @@ FIGURE_ROWS = [
     ("idle_wakeups_per_s", lambda f: f"{f['idle_wakeups_per_s']:.1f}",
      lambda f: f"floor {f['idle_wakeups_per_s_floor']:.1f}; by thread: "
                f"{_threads(f['idle_threads'])}"),
+    ("speaker_resume_p95_ms", lambda f: f"{f['speaker_resume_p95_ms']:.2f}",
+     lambda f: f"p50 {f['speaker_resume_p50_ms']:.2f}; a running stream p50 "
+               f"{f['speaker_running_p50_ms']:.2f}, p95 {f['speaker_running_p95_ms']:.2f} "
+               "(it waits for its next 20 ms callback; a started one is asked at once)"),
     ("ptt_latency_p99_ms", lambda f: f"{f['ptt_latency_p99_ms']:.2f}",
      lambda f: f"p50 {f['ptt_latency_p50_ms']:.2f}"),
     ("resampler_alias_db", lambda f: f"{f['resampler_alias_db']:.1f}",
@@ -144,18 +157,63 @@ def soak_md(s: dict[str, Any]) -> str:
     ])
 
 
-def build(quick: bool, soak_hours: float) -> str:
-    figures = collect("quick" if quick else "full")
-    profile = profile_send_path(60.0 if quick else 200.0)
-    faults = _attempt(lambda: fault_table(run_all()))
-    soak = _attempt(lambda: soak_md(run_soak(hours=soak_hours)))
-    chaos = _attempt(lambda: soak_md(run_soak(hours=soak_hours, chaos=True)))
+def _load(path: str) -> Any:
+    """The last JSON object in *path* (a file of JSON, or output ending with a JSON line)."""
+    text = Path(path).read_text().strip()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return json.loads(text.splitlines()[-1])
+
+
+def _old_faults(old: str) -> str:
+    """The fault matrix table of an existing document (``--keep-faults``)."""
+    m = re.search(r"^(\| fault \|.*?)\n\n", old, re.S | re.M)
+    if m is None:
+        raise SystemExit("--keep-faults: the existing document has no fault matrix")
+    return m.group(1)
+
+
+def _load_note() -> str:
+    """How busy the machine was while the report was written (the bench shares it)."""
+    one, five, fifteen = os.getloadavg()
+    return (f"load average {one:.1f} / {five:.1f} / {fifteen:.1f} (1/5/15 min) on "
+            f"{os.cpu_count()} cores when the report was written")
+
+
+def build(quick: bool, soak_hours: float, *, figures_from: str = "", profile_from: str = "",
+          soak_from: str = "", chaos_from: str = "", old_faults: str = "",
+          notes: str = "") -> str:
+    reused = [name for name, given in (("figures", figures_from), ("profile", profile_from),
+                                       ("soak", soak_from), ("chaos day", chaos_from),
+                                       ("fault matrix", old_faults)) if given]
+    figures: dict[str, Any] = {}
+    if figures_from:  # one or more JSON files, merged in order (a later part wins)
+        for path in figures_from.split(","):
+            figures.update(_load(path))
+        figures["how"] = how(figures)  # today's wording, for parts measured before
+    else:
+        figures = collect("quick" if quick else "full")
+    profile = _load(profile_from) if profile_from else \
+        profile_send_path(60.0 if quick else 200.0)
+    faults = old_faults or _attempt(lambda: fault_table(run_all()))
+    soak_run = _load(soak_from) if soak_from else None
+    chaos_run = _load(chaos_from) if chaos_from else None
+    soak = _attempt(lambda: soak_md(soak_run or run_soak(hours=soak_hours)))
+    chaos = _attempt(lambda: soak_md(chaos_run or run_soak(hours=soak_hours, chaos=True)))
+    soak_h = soak_run["hours"] if soak_run else soak_hours
+    chaos_h = chaos_run["hours"] if chaos_run else soak_hours
     when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    taken = (f" Parts measured one at a time beforehand and read from their JSON: "
+             f"{', '.join(reused)}." if reused else "")
     return "\n".join([
         "# Proving ground", "",
         f"Generated by `python -m bench.report{' --quick' if quick else ''}` on {when} "
         f"({platform.machine()}, {platform.python_implementation()} "
-        f"{platform.python_version()}, loopback, local Live server). Do not edit by hand.", "",
+        f"{platform.python_version()}, loopback, local Live server). Do not edit by hand."
+        f"{taken} Machine: {_load_note()}; other work shared the cores throughout, which "
+        "is why every voiced figure stands beside a baseline measured in the same round.",
+        "",
         "## Figures (`python -m bench --json`)", "",
         "CPU and memory are measured in separate child processes, so the local server's own "
         "work is never counted; ratios are taken pair by pair within each round.", "",
@@ -170,20 +228,29 @@ def build(quick: bool, soak_hours: float) -> str:
         "(the kernel names every Python thread \"python\"; py-spy names the ones Python "
         "knows): " + _threads(figures["idle_threads"]) + "; the floor's: "
         + _threads(figures["idle_threads_floor"]) + ". `threaded-ml` is PulseAudio's client "
-        "thread of each stream (the mic's, and the speaker's, which the floor has not), "
-        "the unnamed `python` ones are PortAudio's callback threads.", "",
+        "thread of each stream (the mic's, and the speaker's while it runs: hw/speaker.py "
+        "stops it 2 s after the last reply), the unnamed `python` ones are PortAudio's "
+        "callback threads; `portaudio-host` is the stream watcher (a few checks per "
+        "stall_timeout).", "",
+        *(["Idle, where the Python work goes (py-spy --gil, 200 Hz: samples in which a "
+           "thread of `voiced run` at rest holds the GIL, by the innermost file of ours or a "
+           "library's): "
+           + ", ".join(f"{part} {pct:g}%" for part, pct in figures["idle_profile"].items()
+                       if pct >= 1) + ".", ""] if figures.get("idle_profile") else []),
+        *(["### Goals, and the runs behind these figures", "", notes.strip(), ""]
+          if notes.strip() else []),
         "## Fault matrix (`python -m bench.faults --markdown`, asserted by tests/proving)", "",
         "Recoverable faults hit the middle of a push-to-talk turn; *frames lost* compares the "
         "server's per-turn sha256 with the captured audio; the LED column is what the real "
         "`hw.led.Led` shows on a mock pin at the end.", "",
         faults, "",
-        f"## Soak (`python -m bench.soak --hours {soak_hours:g}`)", "",
+        f"## Soak (`python -m bench.soak --hours {soak_h:g}`)", "",
         "`voiced run`'s own App (state keeper, control socket, STATUS, the watchdog gate on a "
         "NOTIFY_SOCKET) with the production failure timeouts, the local server's short "
         "connection and session caps, a push-to-talk turn every 20–70 nominal seconds; "
         "*lost* compares the server's per-turn sha256 with the audio the mic posted.", "",
         soak, "",
-        f"## Chaos day (`python -m bench.soak --hours {soak_hours:g} --chaos`)", "",
+        f"## Chaos day (`python -m bench.soak --hours {chaos_h:g} --chaos`)", "",
         "The same day; every 5–30 nominal minutes one of the local server's fault modes "
         "(bench.soak.CHAOS) hits whatever is happening then.", "",
         chaos, "",
@@ -197,11 +264,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(ROOT / "docs" / "proving.md"))
     parser.add_argument("--readme", default=str(ROOT / "README.md"),
                         help="README to update between the proving markers ('' for none)")
+    parser.add_argument("--figures-from", default="",
+                        help="`python -m bench --json` output (several: comma-separated, "
+                             "merged in order)")
+    parser.add_argument("--profile-from", default="", help="`bench.profile --json` output")
+    parser.add_argument("--soak-from", default="", help="`bench.soak --out` file")
+    parser.add_argument("--chaos-from", default="", help="`bench.soak --chaos --out` file")
+    parser.add_argument("--notes", default="",
+                        help="a markdown file: what the figures mean for the goals, other runs")
+    parser.add_argument("--keep-faults", action="store_true",
+                        help="keep the existing document's fault matrix")
     args = parser.parse_args(argv)
-    text = build(args.quick, args.soak_hours)
     out = Path(args.out)
+    old = out.read_text() if out.exists() else ""
+    text = build(args.quick, args.soak_hours, figures_from=args.figures_from,
+                 profile_from=args.profile_from, soak_from=args.soak_from,
+                 chaos_from=args.chaos_from,
+                 old_faults=_old_faults(old) if args.keep_faults else "",
+                 notes=Path(args.notes).read_text() if args.notes else "")
     out.parent.mkdir(parents=True, exist_ok=True)
-    text = keep_sections(out.read_text() if out.exists() else "", text)
+    text = keep_sections(old, text)
     out.write_text(text)
     print(f"wrote {out}")
     if args.readme:

@@ -270,9 +270,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chaos", action="store_true",
                         help="inject the local server's fault modes at random moments")
     parser.add_argument("--json", action="store_true", help="end with one JSON line")
+    parser.add_argument("--out", default="",
+                        help="also write the whole result, samples included, to this JSON "
+                             "file (python -m bench.report --soak-from reads it)")
     args = parser.parse_args(argv)
     result = run_soak(args.hours, args.scale, chaos=args.chaos)
     print(describe(result))
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(result, f)
     if args.json:
         print(json.dumps({k: v for k, v in result.items() if k != "samples"}))
     return 0

@@ -76,13 +76,17 @@ class Button:
         self._hold: threading.Timer | None = None
         self._closed = False
         try:
-            self._device = gpiozero.Button(settings.pin, pull_up=settings.pull_up,
-                                           bounce_time=None, pin_factory=pin_factory)
+            # DigitalInputDevice, not gpiozero.Button: Button's HoldMixin runs a thread
+            # that wakes 10 times a second all day to time holds, and we time the hold
+            # ourselves (a Timer armed only while pressed) — issue 13, idle cost.
+            self._device = gpiozero.DigitalInputDevice(
+                settings.pin, pull_up=settings.pull_up, bounce_time=None,
+                pin_factory=pin_factory)
         except Exception as exc:  # GPIO busy, no permission, no pin factory...
             raise DeviceError(f"cannot open button on BCM {settings.pin}: {exc}") from exc
-        self._device.when_pressed = self._on_edge
-        self._device.when_released = self._on_edge
-        if self._device.is_pressed:
+        self._device.when_activated = self._on_edge
+        self._device.when_deactivated = self._on_edge
+        if self._device.is_active:
             log.warning("button on BCM %d reads pressed at start; waiting for release",
                         settings.pin)
             self._down = True  # don't invent a press we didn't see begin
@@ -118,7 +122,7 @@ class Button:
             now = self._clock()
             lockout = self.settings.debounce_ms / 1000
             if now - self._changed_at >= lockout:
-                self._accept(bool(self._device.is_pressed), now)
+                self._accept(bool(self._device.is_active), now)
             elif self._resync is None:
                 delay = self._changed_at + lockout - now
                 self._resync = threading.Timer(delay, self._on_lockout_end)
@@ -129,7 +133,7 @@ class Button:
         with self._lock:
             self._resync = None
             if not self._closed:
-                self._accept(bool(self._device.is_pressed), self._clock())
+                self._accept(bool(self._device.is_active), self._clock())
 
     def _accept(self, down: bool, now: float) -> None:
         if down == self._down:

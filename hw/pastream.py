@@ -25,6 +25,15 @@ boot, or replugged, is never found while the speaker keeps its own instance open
   reply from stuttering every few seconds while a mic stays unplugged, a rescan
   that would interrupt a busy stream (the speaker mid-reply) waits until it is
   idle, at most ``busy_defer_max`` seconds.
+* An output stream may **pause while idle** (issue 13: the speaker's always-running
+  silent stream was most of the device's idle cost, ~180 wakeups a second). Its
+  keeper is given ``wanted`` (is there anything to play?) and ``pause_after``: once
+  nothing was wanted for that long the host thread stops the stream (what it cuts is
+  silence: the queue's tail already played, pitfall 2 does not bite), and
+  :meth:`StreamKeeper.want` — called whenever audio is queued — wakes the host
+  thread to start it again. A paused stream is not watched for callbacks; a device
+  that vanished meanwhile is found when it is started (the start fails, or no
+  callback comes) and reopened as usual, the queued reply kept.
 * :meth:`PortAudioHost.lost_devices` tells the watchdog gate (daemon/health.py)
   how long each device has been lost and when the host last tried to reopen it:
   a retry loop that stopped trying is a wedge.
@@ -132,6 +141,8 @@ class StreamKeeper:
         opener: opens and starts the callback stream on a PyAudio instance.
         busy: True while interrupting the stream would be heard (the speaker
             mid-reply): rescans for *another* device wait for it (bounded).
+        wanted: True while the stream has something to play; with ``pause_after``
+            the stream is stopped after that many seconds of nothing wanted.
         host: the PortAudio owner; default :func:`shared_host` (the process's one).
     """
 
@@ -140,6 +151,8 @@ class StreamKeeper:
                  fallback_to_default: bool = True, stall_timeout: float = 2.5,
                  reopen_initial: float = 0.25, reopen_max: float = 5.0,
                  poll_interval: float = 0.05, busy: Callable[[], bool] | None = None,
+                 wanted: Callable[[], bool] | None = None,
+                 pause_after: float | None = None,
                  host: "PortAudioHost | None" = None) -> None:
         self.kind = kind
         self.direction = direction
@@ -147,6 +160,12 @@ class StreamKeeper:
         self._post = post
         self._opener = opener
         self._busy = busy
+        self._wanted = wanted
+        self.pause_after = pause_after
+        self._paused = False
+        self._unwanted_since: float | None = None
+        self.pauses = 0
+        """Times the idle stream was stopped (each later start is one resume)."""
         self._fallback = fallback_to_default
         self.stall_timeout = stall_timeout
         self.reopen_initial = reopen_initial
@@ -210,6 +229,23 @@ class StreamKeeper:
         except Exception:  # closed under us
             return 0.0
 
+    @property
+    def paused(self) -> bool:
+        """The stream is open but stopped because nothing was wanted (see ``wanted``)."""
+        return self._paused
+
+    def want(self) -> None:
+        """Something was queued: a paused stream is started by the host thread now.
+        Thread-safe and cheap; called for every queued chunk. It wakes the host only when
+        the stream is paused or the host has begun counting it idle (``_unwanted_since``
+        is set before the host can pause), so a chunk queued while it decides to pause is
+        never missed — and a running reply does not wake the host per chunk (its checks
+        under PORTAUDIO_LOCK compete with the callback thread on a busy machine)."""
+        host = self._host
+        if host is not None and self.pause_after is not None and (
+                self._paused or self._unwanted_since is not None):
+            host.wake()
+
     def heartbeat(self) -> None:
         """Called from the stream callback: proves the stream is moving."""
         self._last_beat = time.monotonic()
@@ -249,11 +285,14 @@ class StreamKeeper:
         self._stream, self._device, self._rate = stream, device, rate
         self._opened_at = time.monotonic()
         self._last_beat = 0.0
+        self._paused = False
+        self._unwanted_since = None
         log.info("%s open: %r at %d Hz", self.kind, device.name, rate)
 
     def close_stream(self) -> None:
         """Close the stream, if any (abort, not drain)."""
         stream, self._stream = self._stream, None
+        self._paused = False
         if stream is not None:
             # close() without stop_stream(): Pa_CloseStream aborts a running stream,
             # while a stop waits for buffers to drain — which a vanished device may
@@ -266,7 +305,7 @@ class StreamKeeper:
     def problem(self) -> str | None:
         """Why the open stream is unhealthy, or None (also None when it is closed)."""
         stream = self._stream
-        if stream is None:
+        if stream is None or self._paused:
             return None
         try:
             if not stream.is_active():
@@ -279,6 +318,48 @@ class StreamKeeper:
         if since > grace:
             return f"no audio callback for {since:.1f} s"
         return None
+
+    def pace(self) -> None:
+        """Pause an open, healthy stream nobody wanted for ``pause_after`` s; start a
+        paused one that is wanted. Host thread, under PORTAUDIO_LOCK.
+
+        Raises:
+            DeviceError: starting the paused stream failed (the device went away).
+        """
+        stream, wanted = self._stream, self._wanted
+        if stream is None or self.pause_after is None or wanted is None or self._lost:
+            return
+        try:
+            busy = bool(wanted())
+        except Exception:  # a broken probe must never silence a reply: keep running
+            busy = True
+        now = time.monotonic()
+        if self._paused:
+            if busy:
+                try:
+                    stream.start_stream()
+                except Exception as exc:
+                    raise DeviceError(f"cannot restart {self.kind} {self.device_name!r}: "
+                                      f"{exc}") from exc
+                self._paused = False
+                self._unwanted_since = None
+                self._opened_at, self._last_beat = now, 0.0  # the start grace again
+                log.debug("%s resumed", self.kind)
+            return
+        if busy:
+            self._unwanted_since = None
+            return
+        if self._unwanted_since is None:
+            self._unwanted_since = now
+        elif now - self._unwanted_since >= self.pause_after:
+            try:
+                stream.stop_stream()
+            except Exception as exc:  # found dead while pausing: the usual recovery
+                raise DeviceError(f"cannot pause {self.kind} {self.device_name!r}: "
+                                  f"{exc}") from exc
+            self._paused = True
+            self.pauses += 1
+            log.debug("%s paused (idle %.1f s)", self.kind, now - self._unwanted_since)
 
     @property
     def has_run(self) -> bool:
@@ -384,6 +465,10 @@ class PortAudioHost:
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=5.0)
 
+    def wake(self) -> None:
+        """Have the host thread look at every stream now (a paused one may be wanted)."""
+        self._wake.set()
+
     # -- internals ----------------------------------------------------------------
     def _portaudio(self) -> Any:
         import pyaudio
@@ -437,6 +522,11 @@ class PortAudioHost:
 
     def _check(self) -> None:
         for keeper in self._keepers:
+            try:
+                keeper.pace()
+            except DeviceError as exc:
+                keeper.mark_lost(str(exc))
+                continue
             reason = keeper.problem()
             if reason is None:
                 if keeper.lost is not None and keeper.has_run:

@@ -18,10 +18,13 @@ Life of a reply::
 The jitter target shrinks for a server that streams faster than realtime: a reply
 arriving ``r`` times faster than it plays refills the queue ``r`` times faster than the
 device drains it, so the queue only needs ``jitter_ms / r`` before it starts (the pace
-``r`` is learned from the previous reply, which arrived in full; 1 until then, so the
-first reply and any server at realtime keep the whole jitter buffer). At the Live API's
-usual ~1.66× (PITFALLS.md "Replies arrive burstier than realtime") an 80 ms first chunk
-then plays at once instead of waiting ~50 ms for a second one (issue 13).
+``r`` is learned from each reply that arrived in full). Until a reply has been measured,
+``r`` is the Live API's usual ~1.66× (PITFALLS.md "Replies arrive burstier than realtime",
+FIELD_REPORTS.md F17), so the first reply of a process is not held back either: a burst
+whose first 80 ms chunk already holds ``jitter_ms / 1.66`` plays at once instead of
+waiting ~50 ms for a second chunk (issue 13). A server that turns out to stream at
+realtime costs at most that first reply an underrun (counted and posted); its measured
+pace of 1 then brings the whole jitter buffer back for every later reply.
 
 The tail exists because the ALSA pulse plugin does not drain on stop
 (VIRTUAL_AUDIO.md pitfall 2): we keep the stream running and only call the reply
@@ -40,7 +43,11 @@ import numpy as np
 
 from daemon.events import Event, PlaybackDrained, PlaybackStarted, PlaybackUnderrun
 
-__all__ = ["PlaybackQueue", "Phase"]
+__all__ = ["PlaybackQueue", "Phase", "EXPECTED_PACE"]
+
+EXPECTED_PACE = 1.66
+"""Arrival ÷ playback speed assumed until a reply has been measured: the Live API's usual
+burst speed (PITFALLS.md "Replies arrive burstier than realtime")."""
 
 
 class Phase(enum.Enum):
@@ -71,7 +78,7 @@ class PlaybackQueue:
         self._since = 0.0       # when the current phase began
         self._ended = False     # end_of_reply() was called for what is queued
         self._tail_left = 0
-        self._pace = 1.0        # arrival ÷ playback speed of the last reply (≥ 1)
+        self._pace = EXPECTED_PACE  # arrival ÷ playback speed of the last reply (≥ 1)
         self._arrivals: tuple[float, float, int, int] | None = None  # first, last put, bytes, puts
         self.volume = 1.0
         self.underruns = 0

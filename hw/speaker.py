@@ -1,11 +1,15 @@
 """Speaker adapter: reply audio (24 kHz) → device rate → PyAudio callback stream.
 
-The stream is opened once and kept running, playing silence when there is
-nothing to say. That gives three things at once: no start-up stall per reply,
+The stream is opened once and runs while there is something to say, playing
+silence between chunks. That gives three things at once: no open per reply,
 silence instead of crackle on underrun, and a tail that is really heard — the
 ALSA pulse plugin does not drain on stop (VIRTUAL_AUDIO.md pitfall 2), so we
-never stop; :class:`hw.playback.PlaybackQueue` only calls a reply finished after
-``tail_ms`` of silence followed it. Device loss is handled by
+never stop mid-reply; :class:`hw.playback.PlaybackQueue` only calls a reply
+finished after ``tail_ms`` of silence followed it. Once nothing was queued for
+:data:`PAUSE_AFTER_IDLE` seconds the stream is stopped (not closed) and started
+again by the next reply or earcon (hw/pastream.py): a silent stream running all
+day was most of the device's idle cost (issue 13), and a start of an open stream
+costs a few milliseconds, not an open (docs/proving.md has the figure). Device loss is handled by
 :class:`hw.pastream.PortAudioHost`, which the speaker shares with the mic: a
 reply queued when the stream is reopened (the mic's device came back, or ours)
 is kept and continues after the pause.
@@ -34,6 +38,11 @@ log = logging.getLogger(__name__)
 
 REPLY_RATE = 24000
 """The Live API's output rate (LIVE_PROTOCOL.md: audio/pcm;rate=24000)."""
+
+PAUSE_AFTER_IDLE = 2.0
+"""Seconds of nothing to play before the output stream is stopped. Long enough that
+the press earcon, the question and its reply, or a reply's chunks, don't stop and start
+it between them more than once."""
 
 
 @dataclass(frozen=True)
@@ -210,7 +219,8 @@ class Speaker(ReplyControls, KeptStream):
             stall_timeout=settings.stall_timeout, reopen_initial=settings.reopen_initial,
             reopen_max=settings.reopen_max, host=host,
             # A rescan for the mic waits (bounded) while a reply plays: hw/pastream.py.
-            busy=lambda: self._reply.queue.phase is not Phase.IDLE)
+            busy=lambda: self._reply.queue.phase is not Phase.IDLE,
+            wanted=self._wanted, pause_after=PAUSE_AFTER_IDLE)
 
     # -- properties ----------------------------------------------------------
     @property
@@ -228,6 +238,25 @@ class Speaker(ReplyControls, KeptStream):
         """
         self._keeper.start(self.settings.wait_for_device)
 
+    def play(self, pcm: bytes, rate: int = REPLY_RATE) -> None:
+        """Queue reply audio (s16le mono at ``rate``); returns at once (starts a paused
+        stream through the host thread)."""
+        self._reply.play(pcm, rate)
+        self._keeper.want()
+
+    def earcon(self, name: str) -> None:
+        """Play an earcon ("press", "release", "error", "new") if enabled in settings."""
+        self._reply.earcon(name)
+        self._keeper.want()
+
+    @property
+    def paused(self) -> bool:
+        """The stream is stopped because nothing was queued (see PAUSE_AFTER_IDLE)."""
+        return self._keeper.paused
+
+    def _wanted(self) -> bool:
+        queue = self._reply.queue
+        return queue.phase is not Phase.IDLE or queue.earcon_pending
 
     # -- PortAudio side --------------------------------------------------------
     def _open_stream(self, pa: Any, device: AudioDevice) -> tuple[Any, int]:

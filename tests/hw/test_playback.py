@@ -40,13 +40,47 @@ def pull(q: PlaybackQueue, clock: Clock, n: int = 1) -> bytes:
 
 
 def test_playback_waits_for_the_jitter_buffer_then_starts():
+    # Before any reply was measured the pace is the Live API's usual one: 120 ms / 1.66.
     inbox, clock = Inbox(), Clock()
     q = make(inbox, clock)
-    q.put(b"\x01\x00" * (RATE // 10))  # 100 ms < 120 ms
+    q.put(b"\x01\x00" * (RATE // 20))  # 50 ms < 72 ms
     assert pull(q, clock) == bytes(FRAME) and not inbox.events
-    q.put(b"\x01\x00" * (RATE // 20))  # now 150 ms queued
+    q.put(b"\x01\x00" * (RATE // 20))  # now 100 ms queued
     out = pull(q, clock)
     assert out == b"\x01\x00" * (FRAME // 2)
+    assert [type(e) for e in inbox.events] == [PlaybackStarted]
+
+
+def test_playback_first_burst_chunk_plays_at_once():
+    # Issue 13: the first reply of a process must not wait for a second chunk when its
+    # first 80 ms chunk already covers the jitter target at the expected burst pace.
+    inbox, clock = Inbox(), Clock()
+    q = make(inbox, clock)
+    q.put(b"\x01\x00" * (RATE * 80 // 1000))
+    assert pull(q, clock) == b"\x01\x00" * (FRAME // 2)
+    assert [type(e) for e in inbox.events] == [PlaybackStarted]
+
+
+def play_out(q: PlaybackQueue, clock: Clock, chunks: int, every: float) -> None:
+    """One whole reply of 80 ms chunks put every ``every`` s, pulled until it drained."""
+    for _ in range(chunks):
+        q.put(b"\x01\x00" * (RATE * 80 // 1000))
+        steps = round(every / 0.02)
+        pull(q, clock, steps)
+    q.end_of_reply()
+    while q.phase is not Phase.IDLE:
+        pull(q, clock)
+
+
+def test_playback_after_a_realtime_reply_keeps_the_whole_jitter_buffer():
+    inbox, clock = Inbox(), Clock()
+    q = make(inbox, clock)
+    play_out(q, clock, 5, 0.08)  # arrived at realtime: learned pace 1
+    inbox.events.clear()
+    q.put(b"\x01\x00" * (RATE // 10))  # 100 ms < 120 ms: waits now
+    assert pull(q, clock) == bytes(FRAME) and not inbox.events
+    q.put(b"\x01\x00" * (RATE // 20))  # 150 ms
+    assert pull(q, clock) == b"\x01\x00" * (FRAME // 2)
     assert [type(e) for e in inbox.events] == [PlaybackStarted]
 
 

@@ -153,3 +153,32 @@ def test_speaker_settings_reject_bad_values():
         SpeakerSettings(tail_ms=20)
     with pytest.raises(ConfigError, match="volume"):
         SpeakerSettings(volume=-1)
+
+
+def test_speaker_pauses_while_idle_and_the_next_reply_starts_it(pulse, monkeypatch):
+    # Issue 13: no silent stream running all day; a reply after the pause is heard whole.
+    import hw.speaker
+
+    from tests.timing import wait_until
+
+    monkeypatch.setattr(hw.speaker, "PAUSE_AFTER_IDLE", 0.3)
+    inbox = Inbox()
+    spk = Speaker(SpeakerSettings(device="vspk", device_rate=48000, stall_timeout=0.5), inbox)
+    spk.start()
+    try:
+        wait_until(lambda: spk.paused, 10, "the idle stream paused")
+        written = spk.frames_written
+        time.sleep(0.3)  # no callback runs while paused, and no loss is seen
+        assert spk.frames_written == written and not inbox.of(DeviceLost)
+        rec = pulse.record_speaker(48000)
+        spk.play(tone(700, 24000, 0.4, 0.5))
+        spk.end_of_reply()
+        assert inbox.wait_for(drained, 5)
+        time.sleep(0.2)  # let the monitor catch up with the device
+        pcm = rec.stop()
+        wait_until(lambda: spk.paused, 10, "paused again after the reply")
+    finally:
+        spk.close()
+    assert not inbox.of(DeviceLost)
+    start, end = loud_span(samples(pcm), 0.05, 48)
+    assert (end - start) / 48000 == pytest.approx(0.4, abs=0.03)

@@ -17,7 +17,7 @@ FIGURES = ("cpu_ratio_vs_sdk", "cpu_s_per_audio_min", "rss_mb", "rss_ratio_vs_sd
            # issue 13
            "reply_added_latency_p95_ms", "reply_heard_latency_p50_ms", "playback_pipeline_p95_ms",
            "idle_cpu_ratio_vs_floor", "idle_cpu_s_per_hour", "idle_wakeups_per_s",
-           "send_cpu_ratio_vs_floor")
+           "send_cpu_ratio_vs_floor", "speaker_resume_p95_ms")
 
 
 def test_bench_quick_prints_a_table_and_one_json_line_with_every_figure() -> None:
@@ -46,6 +46,8 @@ def test_bench_quick_prints_a_table_and_one_json_line_with_every_figure() -> Non
     assert figures["idle_mic"] == "vmic" and figures["idle_state_after"] == "idle"
     assert figures["idle_cpu_s_per_hour"] > 0 and figures["idle_cpu_s_per_hour_floor"] > 0
     assert figures["idle_wakeups_per_s_floor"] > 0 and figures["idle_threads"]
+    # The idle speaker stream is paused, and the next reply started it (real PortAudio).
+    assert figures["speaker_resume_p95_ms"] > 0 and figures["speaker_running_p95_ms"] > 0
     for name in ("idle_cpu_ratio_vs_floor", "reply_added_latency_p95_ms",
-                 "send_cpu_ratio_vs_floor"):
+                 "send_cpu_ratio_vs_floor", "speaker_resume_p95_ms"):
         assert figures["how"][name], name
