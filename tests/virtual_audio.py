@@ -1,4 +1,4 @@
-"""Fixtures for hardware tests: a private PulseAudio (VIRTUAL_AUDIO.md) and mock pins.
+"""The private PulseAudio of the test suite (VIRTUAL_AUDIO.md): its fixtures and helpers.
 
 Topology (tested advice from VIRTUAL_AUDIO.md):
 
@@ -11,9 +11,14 @@ Topology (tested advice from VIRTUAL_AUDIO.md):
 * one keep-alive ``pacat`` per sink so idle null sinks don't stall new streams
   (pitfall 1). Every child is killed by PID in the finaliser.
 
-The server is session-scoped; the environment that points PortAudio at it is
-set per test by the ``pulse`` fixture, before the test's ``pyaudio.PyAudio()``
-(PortAudio builds its device list at initialisation), and undone after it.
+The server is session-scoped and there is ONE for the whole run: the fixtures are
+registered once, by tests/conftest.py (a fixture function imported into several
+conftests or test modules is a separate session fixture in each, and each started its
+own server, keep-alives included, idling at ~16% CPU until the end of the run). It is
+stopped after the last test that uses it (tests/conftest.py), not at the end of the
+session. The environment that points PortAudio at it is set per test by the ``pulse``
+fixture, before the test's ``pyaudio.PyAudio()`` (PortAudio builds its device list at
+initialisation), and undone after it.
 """
 
 from __future__ import annotations
@@ -53,6 +58,17 @@ pcm.vspk_monitor { type pulse device "vspk.monitor" }
 pcm.!default { type pulse }
 ctl.!default { type pulse }
 """
+
+
+RUNNING: list[Pulse] = []
+"""The session's server while it exists: tests/conftest.py stops it after its last user."""
+
+
+def stop_unused() -> None:
+    """Stop the session's server (its keep-alives cost CPU until the end of the run);
+    :meth:`Pulse.stop_server` is idempotent, so the fixture's own finaliser still runs."""
+    for server in RUNNING:
+        server.stop_server()
 
 
 def _need(tool: str) -> str:
@@ -211,10 +227,12 @@ def pulse_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pulse]:
     # Children get the env directly; os.environ is only changed per test (``pulse``),
     # so tests elsewhere in the same pytest run never see our HOME or PULSE_SERVER.
     server = Pulse(root=root, env={**os.environ, **overrides}, overrides=overrides)
+    RUNNING.append(server)
     try:
         server.start_server()
         yield server
     finally:
+        RUNNING.remove(server)
         server.stop_server()
 
 
