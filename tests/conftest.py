@@ -3,8 +3,8 @@
 The private PulseAudio (tests/virtual_audio.py) is used by tests/hw, tests/demo,
 tests/proving and tests/app: registered in each of them it was a separate session
 fixture per directory or module, i.e. up to five servers, each with three keep-alive
-streams, idling at ~16% CPU apiece for the rest of the run. Here it is one server,
-stopped right after the last collected test that uses it.
+streams, idling at ~16-23% of a core apiece for the rest of the run. Here it is one
+server, running only while a directory's tests use it.
 
 The systemd check (tests/service/test_systemd_check.py) is started in the background when
 the run's tests are known; its test collects the verdict.
@@ -25,17 +25,22 @@ from typing import Generator
 import pytest
 
 from tests import virtual_audio
-from tests.virtual_audio import pulse, pulse_server, speech  # noqa: F401  (fixtures)
+from tests.virtual_audio import pulse, pulse_server, pulse_session, speech  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]
-_last_pulse_user: str | None = None
+_pulse_last_in_dir: set[str] = set()
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    global _last_pulse_user
-    users = [item.nodeid for item in session.items
+    # The private PulseAudio is stopped after a test that uses it when the next test that
+    # does is in another directory (or there is none): a restart costs ~2.5 s, a server
+    # left idling through the directories between costs ~20% of a core all along.
+    users = [item for item in session.items
              if "pulse_server" in getattr(item, "fixturenames", ())]
-    _last_pulse_user = users[-1] if users else None
+    _pulse_last_in_dir.clear()
+    for item, after in zip(users, [*users[1:], None]):
+        if after is None or after.path.parent != item.path.parent:
+            _pulse_last_in_dir.add(item.nodeid)
     _start_systemd_check_early(session)
 
 
@@ -43,7 +48,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None
                             ) -> Generator[None, None, None]:
     yield  # the test's own fixtures (daemons playing into the server) end first
-    if item.nodeid == _last_pulse_user:
+    if item.nodeid in _pulse_last_in_dir:
         virtual_audio.stop_unused()
 
 

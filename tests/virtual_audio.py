@@ -11,14 +11,15 @@ Topology (tested advice from VIRTUAL_AUDIO.md):
 * one keep-alive ``pacat`` per sink so idle null sinks don't stall new streams
   (pitfall 1). Every child is killed by PID in the finaliser.
 
-The server is session-scoped and there is ONE for the whole run: the fixtures are
-registered once, by tests/conftest.py (a fixture function imported into several
-conftests or test modules is a separate session fixture in each, and each started its
-own server, keep-alives included, idling at ~16% CPU until the end of the run). It is
-stopped after the last test that uses it (tests/conftest.py), not at the end of the
-session. The environment that points PortAudio at it is set per test by the ``pulse``
-fixture, before the test's ``pyaudio.PyAudio()`` (PortAudio builds its device list at
-initialisation), and undone after it.
+There is ONE server for the whole run: the fixtures are registered once, by
+tests/conftest.py (a fixture function imported into several conftests or test modules
+is a separate session fixture in each, and each started its own server, keep-alives
+included, idling at ~16-23% of a core until the end of the run). It runs only while
+tests use it: started by the first test of a directory that needs it, stopped after
+the last one of that directory (tests/conftest.py). The environment that points
+PortAudio at it is set per test by the ``pulse`` fixture, before the test's
+``pyaudio.PyAudio()`` (PortAudio builds its device list at initialisation), and undone
+after it.
 """
 
 from __future__ import annotations
@@ -36,15 +37,17 @@ from typing import Iterator
 
 import pytest
 
+# The sockets last, so that no client (``pactl info`` in start_server, a Mic reopening
+# while a test restarts the server) can connect before every device exists.
 PA_CONFIG = """\
-load-module module-native-protocol-unix auth-anonymous=1 socket={sock}
-load-module module-cli-protocol-unix socket={cli}
 load-module module-null-sink sink_name=micfeed rate=48000 channels=1
 load-module module-null-sink sink_name=vspk rate=48000 channels=1
 load-module module-remap-source source_name=vmic master=micfeed.monitor
 load-module module-null-sink sink_name=hatfeed rate=48000 channels=2
 set-default-sink vspk
 set-default-source vmic
+load-module module-cli-protocol-unix socket={cli}
+load-module module-native-protocol-unix auth-anonymous=1 socket={sock}
 """
 
 ASOUNDRC = """\
@@ -61,12 +64,12 @@ ctl.!default { type pulse }
 
 
 RUNNING: list[Pulse] = []
-"""The session's server while it exists: tests/conftest.py stops it after its last user."""
+"""The run's server while its fixture exists: tests/conftest.py stops it when unused."""
 
 
 def stop_unused() -> None:
-    """Stop the session's server (its keep-alives cost CPU until the end of the run);
-    :meth:`Pulse.stop_server` is idempotent, so the fixture's own finaliser still runs."""
+    """Stop the run's server (its keep-alives cost CPU while nobody listens); the next
+    test that asks for it starts it again, and :meth:`Pulse.stop_server` is idempotent."""
     for server in RUNNING:
         server.stop_server()
 
@@ -210,8 +213,10 @@ def _kill(proc: subprocess.Popen[bytes]) -> None:
 
 
 @pytest.fixture(scope="session")
-def pulse_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pulse]:
-    """A private PulseAudio for the whole test session (started on first use)."""
+def pulse_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pulse]:
+    """The run's one private PulseAudio: its directory and env, made once; the server
+    itself is started by :func:`pulse_server` when a test needs it and stopped by
+    tests/conftest.py between the test directories that use it."""
     root = tmp_path_factory.mktemp("pulse")
     (root / "xdg" / "alsa").mkdir(parents=True)
     (root / "xdg" / "alsa" / "asoundrc").write_text(ASOUNDRC)
@@ -229,11 +234,18 @@ def pulse_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pulse]:
     server = Pulse(root=root, env={**os.environ, **overrides}, overrides=overrides)
     RUNNING.append(server)
     try:
-        server.start_server()
         yield server
     finally:
         RUNNING.remove(server)
         server.stop_server()
+
+
+@pytest.fixture
+def pulse_server(pulse_session: Pulse) -> Pulse:
+    """The private PulseAudio, running (started now if it is not)."""
+    if pulse_session.proc is None:
+        pulse_session.start_server()
+    return pulse_session
 
 
 @pytest.fixture
