@@ -105,9 +105,14 @@ def systemd_check() -> BackgroundCheck:
     if _systemd_check is None:
         root = Path(tempfile.mkdtemp(prefix="voiced-systemd-check-"))
         with open(root / "stdout", "wb") as out, open(root / "stderr", "wb") as err:
+            # Ahead of the suite on the CPU (nice -10, inherited by the container): the
+            # check holds production deadlines (the unit's TimeoutStartSec=60s for a cold
+            # first start), which it must not loosen, while the suite's tests scale
+            # theirs to the measured slowdown (tests/timing.py). At nice 0 beside the
+            # suite on a machine at load ~39, the first `systemctl start` timed out.
             proc = subprocess.Popen(
-                [sys.executable, str(REPO / "tools/systemd_check.py"), "--json",
-                 str(root / "systemd-check.json")],
+                ["nice", "-n", "-10", sys.executable, str(REPO / "tools/systemd_check.py"),
+                 "--json", str(root / "systemd-check.json")],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=err)
         _systemd_check = BackgroundCheck(proc, root)
     return _systemd_check
