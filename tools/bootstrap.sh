@@ -38,7 +38,6 @@ PY="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 # pip's chatter goes to a log (all of it: which packages came as wheels and which were built
 # is read from it by tools/arm64-check.sh); it is shown only when the install fails.
-: >.venv/pip.log; : >.venv/bootstrap-times
 pip_install() {
   local t0=$SECONDS
   if ! .venv/bin/python -m pip install --progress-bar off "$@" >>.venv/pip.log 2>&1; then
@@ -46,11 +45,20 @@ pip_install() {
   fi
   echo "pip install seconds: $((SECONDS - t0))" >>.venv/bootstrap-times
 }
-pip_install --upgrade pip
+# The package is installed editable, so what pip would do depends only on the packaging
+# files and the job: when they are unchanged since the last successful install into this
+# .venv, pip (~20 s even when everything is there: it asks PyPI about pip and every
+# requirement) is skipped. A fresh clone has no stamp and installs everything.
+stamp=".venv/bootstrap-installed"
+want="$job $(cat setup.cfg pyproject.toml | sha256sum | cut -d' ' -f1)"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  rm -f "$stamp"; : >.venv/pip.log; : >.venv/bootstrap-times
+  pip_install --upgrade pip
+  if [ "$job" = test ]; then pip_install -e '.[test]'; else pip_install -e .; fi
+  echo "$want" >"$stamp"
+fi
 if [ "$job" = test ]; then
-  pip_install -e '.[test]'
   exec .venv/bin/python -m pytest "$@"
 else
-  pip_install -e .
   exec .venv/bin/voiced demo "$@"
 fi

@@ -13,6 +13,10 @@ from typing import Any
 from daemon.control import format_report
 from tests.app.conftest import Manager, write_config
 
+HANG_CAP = 60.0
+"""Wall seconds for a spawned daemon to connect, answer or close: only ends a hang (a
+child's start-up took more than the server's default 10 s on a loaded CI machine)."""
+
 
 def _saved(state_dir: Path) -> dict[str, Any]:
     try:
@@ -39,17 +43,17 @@ def test_kill_9_mid_conversation_then_restart_resumes_the_same_session(
     first = spawn(cfg, live.endpoint(), manager)
     first.wait_control()
     assert first.control("say", text="remember the number forty-two")["ok"]
-    live.thread.run(live.wait_turns(1))
+    live.thread.run(live.wait_turns(1, timeout=HANG_CAP), HANG_CAP + 5)
     handle = _wait_saved_handle(tmp_path / "state", "remember the number forty-two")
     # Mid-conversation: a second question is on its way when the process dies.
     assert first.control("say", text="and what about forty-three")["ok"]
     first.signal(signal.SIGKILL)
     assert first.wait() == -signal.SIGKILL
-    live.thread.run(live.wait_closed(1))
+    live.thread.run(live.wait_closed(1, timeout=HANG_CAP), HANG_CAP + 5)
     session_id = live.connections[0].session_id
 
     second = spawn(cfg, live.endpoint(), manager)
-    conns = live.thread.run(live.wait_connections(2))
+    conns = live.thread.run(live.wait_connections(2, timeout=HANG_CAP), HANG_CAP + 5)
     resumed = conns[1]
     assert resumed.resumed and resumed.session_id == session_id, (resumed, session_id)
     assert len(live.sessions) == 1
@@ -57,7 +61,8 @@ def test_kill_9_mid_conversation_then_restart_resumes_the_same_session(
     st = second.wait_status(lambda s: s["state"] == "idle")
     assert st["resumes"] == 1 and st["sessions"] == 0, st
     assert second.control("say", text="what number did I ask you to remember")["ok"]
-    turns = live.thread.run(live.wait_turns(2, session=live.sessions[0]))
+    turns = live.thread.run(live.wait_turns(2, session=live.sessions[0], timeout=HANG_CAP),
+                            HANG_CAP + 5)
     texts = [t.text for t in turns if not t.rolled_back]
     assert texts[0] == "remember the number forty-two"
     assert texts[-1] == "what number did I ask you to remember"
@@ -77,10 +82,10 @@ def test_a_corrupt_state_file_means_a_clean_start_with_a_warning(
     d = spawn(cfg, live.endpoint(), manager)
     manager.wait("READY=1")
     d.wait_control()
-    conns = live.thread.run(live.wait_connections(1))
+    conns = live.thread.run(live.wait_connections(1, timeout=HANG_CAP), HANG_CAP + 5)
     assert not conns[0].resumed
     assert d.control("say", text="hello after a bad file")["ok"]
-    live.thread.run(live.wait_turns(1))
+    live.thread.run(live.wait_turns(1, timeout=HANG_CAP), HANG_CAP + 5)
     aside = list(state.glob("state.json.corrupt-*"))
     assert len(aside) == 1 and aside[0].read_bytes().endswith(b"\x00\xff")
     log = d.log()
@@ -96,11 +101,11 @@ def test_control_commands_change_what_the_server_sees(
     cfg = write_config(tmp_path / "voiced.toml", tmp_path)
     d = spawn(cfg, live.endpoint(), None, watchdog_usec=None)
     d.wait_control()
-    live.thread.run(live.wait_connections(1))
+    live.thread.run(live.wait_connections(1, timeout=HANG_CAP), HANG_CAP + 5)
     session = live.sessions[0]
 
     assert d.control("say", text="alpha question")["ok"]
-    turns = live.thread.run(live.wait_turns(1))
+    turns = live.thread.run(live.wait_turns(1, timeout=HANG_CAP), HANG_CAP + 5)
     assert turns[0].source == "client_content" and turns[0].text == "alpha question"
 
     assert d.control("context", text="The user's name is Ada.")["ok"]
@@ -113,7 +118,7 @@ def test_control_commands_change_what_the_server_sees(
     assert d.control("ptt", action="start")["ok"]
     time.sleep(1.0)
     assert d.control("ptt", action="stop")["ok"]
-    turns = live.thread.run(live.wait_turns(2))
+    turns = live.thread.run(live.wait_turns(2, timeout=HANG_CAP), HANG_CAP + 5)
     spoken = turns[1]
     assert spoken.source == "activity" and 0.8 < spoken.audio_seconds < 2.5, spoken
     st = d.wait_status(lambda s: s["replies"] == 2 and s["state"] == "idle")
@@ -142,13 +147,13 @@ def test_a_clean_restart_while_idle_resumes_the_same_session(
     first = spawn(cfg, live.endpoint(), None, watchdog_usec=None)
     first.wait_control()
     assert first.control("say", text="keep this in mind")["ok"]
-    live.thread.run(live.wait_turns(1))
+    live.thread.run(live.wait_turns(1, timeout=HANG_CAP), HANG_CAP + 5)
     _wait_saved_handle(tmp_path / "state", "keep this in mind")
     first.wait_status(lambda s: s["state"] == "idle")
     first.signal(signal.SIGTERM)
     assert first.wait() == 0
     second = spawn(cfg, live.endpoint(), None, watchdog_usec=None)
-    conns = live.thread.run(live.wait_connections(2))
+    conns = live.thread.run(live.wait_connections(2, timeout=HANG_CAP), HANG_CAP + 5)
     assert conns[1].resumed and conns[1].session_id == conns[0].session_id
     assert conns[0].close_code == 1000
     second.wait_control()

@@ -1,6 +1,6 @@
-"""``voiced run --hw pi`` with real PyAudio through a private PulseAudio (tests/hw's fixture,
-imported) and gpiozero's mock pins in the child: the real mic feeds the watchdog and a
-push-to-talk turn, the real speaker plays the reply."""
+"""``voiced run --hw pi`` with real PyAudio through the suite's private PulseAudio
+(tests/virtual_audio.py) and gpiozero's mock pins in the child: the real mic feeds the
+watchdog and a push-to-talk turn, the real speaker plays the reply."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ from typing import Any
 import numpy as np
 
 from tests.app.conftest import Manager, write_config
-from tests.hw.conftest import Pulse, pulse_server, speech  # noqa: F401  (fixtures)
+from tests.virtual_audio import Pulse
 
 
 def test_run_with_pyaudio_devices_by_name(tmp_path: Path, manager: Manager, live: Any,
-                                          spawn: Any, pulse_server: Pulse,  # noqa: F811
-                                          speech: dict[int, bytes]) -> None:  # noqa: F811
+                                          spawn: Any, pulse_server: Pulse,
+                                          speech: dict[int, bytes]) -> None:
     cfg = write_config(tmp_path / "voiced.toml", tmp_path,
                        '[mic]\ndevice = "vmic"\nfallback_to_default = false\n'
                        '[speaker]\ndevice = "vspk"\nfallback_to_default = false\n', hw="pi")

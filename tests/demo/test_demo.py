@@ -16,6 +16,7 @@ import pytest
 from daemon import config
 from daemon.demo import external_target
 from daemon.errors import ConfigError
+from tests.timing import cap, scaled
 
 
 def test_demo_json_totals_show_every_limit_crossed_with_nothing_lost(tmp_path: Path) -> None:
@@ -89,14 +90,18 @@ def test_demo_refuses_a_remote_plain_ws_endpoint_before_starting() -> None:
     assert proc.stdout == ""
 
 
+@pytest.mark.timeout(1800)  # only ends a hang: the scale is lowered under load
 def test_demo_against_an_external_live_server(tmp_path: Path) -> None:
     """--endpoint: the same script against `voiced live-server` in another process (no
     inspection there: replies are checked, delivery is reported as unknown)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    # Two processes on their own clocks: ×50 lowered by the measured slowdown
+    # (tests/timing.py), so neither's deadlines race the CPU on a busy machine.
+    scale = str(round(scaled(50.0), 2))
     server = subprocess.Popen([sys.executable, "-m", "daemon", "live-server", "--port", str(port),
-                               "--time-scale", "50", "--voice", "synthetic"],
+                               "--time-scale", scale, "--voice", "synthetic"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         for _ in range(100):  # until it listens (at most 10 s)
@@ -106,9 +111,12 @@ def test_demo_against_an_external_live_server(tmp_path: Path) -> None:
             except OSError:
                 time.sleep(0.1)
         proc = subprocess.run([sys.executable, "-m", "daemon", "demo", "--json", "--endpoint",
-                               f"ws://127.0.0.1:{port}", "--time-scale", "50",
+                               f"ws://127.0.0.1:{port}", "--time-scale", scale,
                                "--synthetic-speech", "--out", str(tmp_path)],
-                              capture_output=True, text=True, timeout=120)
+                              # The demo's budget is (900 + 400) / S + 60 s; this only
+                              # ends a hang.
+                              capture_output=True, text=True,
+                              timeout=cap(120 + 1300 / float(scale)))
     finally:
         server.kill()
         server.wait(10)

@@ -9,7 +9,10 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from bench.common import ROOT
+from tests.timing import cap
 
 FIGURES = ("cpu_ratio_vs_sdk", "cpu_s_per_audio_min", "rss_mb", "rss_ratio_vs_sdk", "ready_s",
            "resume_gap_p50_ms", "resume_gap_p95_ms", "frames_lost", "ptt_latency_p99_ms",
@@ -20,9 +23,13 @@ FIGURES = ("cpu_ratio_vs_sdk", "cpu_s_per_audio_min", "rss_mb", "rss_ratio_vs_sd
            "send_cpu_ratio_vs_floor", "speaker_resume_p95_ms")
 
 
+# Both caps only end a hang: the bench measures, it does not race, but it does a fixed
+# amount of work, and under load (CI beside stress-ng and other jobs) it passed the pytest
+# default of 300 s before its own 400 s cap.
+@pytest.mark.timeout(cap(1800) + 60)
 def test_bench_quick_prints_a_table_and_one_json_line_with_every_figure() -> None:
     proc = subprocess.run([sys.executable, "-m", "bench", "--quick", "--json"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=400)
+                          capture_output=True, text=True, timeout=cap(1800))
     assert proc.returncode == 0, proc.stderr[-3000:]
     *table, last = proc.stdout.strip().splitlines()
     print("\n".join(table))

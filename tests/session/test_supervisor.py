@@ -16,6 +16,7 @@ from daemon.session import Effect, Notify, SendFrame, Session, SessionSettings
 from daemon.supervisor import Inbox, Supervisor
 from tests.session.harness import MODEL
 from tests.session.standins import StandInLed, StandInMic, StandInSpeaker, sha
+from tests.timing import ProgressLoop
 
 SCALE = 50.0
 
@@ -74,10 +75,16 @@ class Rig:
 
 
 def run(body: Callable[[], Awaitable[None]], timeout: float = 60.0) -> None:
+    """``body`` on a :class:`tests.timing.ProgressLoop`: the supervisor and the local
+    server share that loop, so both clocks stop while it waits for a CPU and the ×SCALE
+    deadlines (the server's goAway window and caps, the daemon's guards) measure the
+    scenario's progress, not the machine's load (they raced it in CI under load).
+    ``timeout`` only ends a hang."""
     async def main() -> None:
         async with asyncio.timeout(timeout):
             await body()
-    asyncio.run(main())
+    with asyncio.Runner(loop_factory=ProgressLoop) as runner:
+        runner.run(main())
 
 
 def test_supervisor_talks_a_turn_through_the_live_server() -> None:

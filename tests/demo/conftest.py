@@ -1,5 +1,0 @@
-"""Fixtures for tests/demo: the private PulseAudio of tests/hw (imported, not copied)."""
-
-from __future__ import annotations
-
-from tests.hw.conftest import pulse, pulse_server  # noqa: F401  (pytest fixtures)
