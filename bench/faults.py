@@ -2,7 +2,7 @@
 
     python -m bench.faults [--markdown] [--only NAME ...]
 
-Each fault is a coroutine running against a fresh :class:`bench.faultrig.FaultRig`
+Each fault is a coroutine running against a fresh :class:`testing.faultrig.FaultRig`
 and returning a :class:`FaultResult`; ``tests/proving/test_faults.py`` runs the same
 scenarios and asserts on the results, and ``--markdown`` writes the table for the
 README (``docs/proving.md``). A recoverable fault is injected in the middle of a
@@ -20,9 +20,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Awaitable, Callable
 
-from bench.faultrig import SCALE, FaultRig, until
+from testing.faultrig import SCALE, FaultRig, until
 from daemon.events import DeviceLost, DeviceRestored, DeviceState, MicOverflow
-from daemon.lifecycle import NewConversation, RunTool, SessionSettings
+from daemon.vocabulary import NewConversation, RunTool, SessionSettings
 from daemon.liveserver import ServerLimits
 from daemon.liveserver import protocol as lp
 

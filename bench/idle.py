@@ -123,7 +123,7 @@ def _write_config(tmp: Path) -> Path:
 
 def _wait_idle(runtime: Path, proc: subprocess.Popen[bytes], log: Path,
                timeout: float = 30.0) -> dict[str, Any]:
-    from daemon.control import request
+    from daemon.runtime.control import request
 
     end = time.monotonic() + timeout
     last: Any = None

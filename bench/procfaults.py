@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from bench.faults import FaultResult, fault
-from bench.processrig import VoicedProcess, saved_handle
+from testing.processrig import VoicedProcess, saved_handle
 from daemon.liveserver import LiveServer, ServerLimits
 
 SCALE = 4.0

@@ -1,6 +1,6 @@
 """Child process of :mod:`bench.soak`: ``voiced run`` itself, living ``--hours`` of device time.
 
-This is the daemon's own :class:`daemon.app.App` — state keeper and state file, control
+This is the daemon's own :class:`daemon.app.run.App` — state keeper and state file, control
 socket, STATUS loop, systemd watchdog gate on a real ``NOTIFY_SOCKET``, SIGTERM
 shutdown — with the production failure timeouts (setup, reply, close, keepalive) of
 ``[session]``'s defaults, at a time scale. Only the session caps are shortened to the
@@ -10,7 +10,7 @@ server's short, real-shaped limits, and only two adapters are swapped:
   from a thread of its own (as hw.mic's PortAudio callback), idle or not — so idle
   frames take the pre-roll path, across the thread hop, for the whole day;
 * the speaker is the real reply path on a device clock at the same scale
-  (:class:`bench.devices.PacedSpeaker`).
+  (:class:`testing.devices.PacedSpeaker`).
 
 The button is the real hw.button.Button on a mock pin, pressed by a "user" thread that
 talks a turn every 20–70 nominal seconds and waits for the answer through the control
@@ -114,7 +114,7 @@ class TurnTap:
     assembles it (the pre-roll ring's frames, then every frame until the release).
 
     Recording and forwarding happen under one lock, so the order seen here is the
-    order the inbox hands the events to the core (as daemon.demotrace.Tap, but in
+    order the inbox hands the events to the core (as daemon.cli.demo.trace.Tap, but in
     constant memory: a day of frames is 4.3 million).
     """
 
@@ -215,12 +215,12 @@ class NotifyListener:
 
 
 def run_day(url: str, hours: float, scale: float, seed: int, tmp: Path) -> dict[str, Any]:
-    from bench.devices import PacedSpeaker
-    from daemon.app import App, load_config
-    from daemon.cli import build_parser
-    from daemon.control import request
-    from daemon.endpoints import resolve
-    from daemon.logs import setup_logging
+    from testing.devices import PacedSpeaker
+    from daemon.app.run import App, load_config
+    from daemon.cli.main import build_parser
+    from daemon.runtime.control import request
+    from daemon.app.endpoints import resolve
+    from daemon.runtime.logs import setup_logging
     from hw.sim import make_sim_hardware
 
     (tmp / "voiced.toml").write_text(soak_config(tmp, scale))

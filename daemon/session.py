@@ -136,15 +136,15 @@ from daemon.errors import VoicedError
 from daemon.events import (ButtonHeld, ButtonPressed, ButtonReleased, DeviceLost, DeviceRestored,
                            DeviceState, Event, MicFrame, MicOverflow, PlaybackDrained,
                            PlaybackStarted, PlaybackUnderrun)
-from daemon.lifecycle import *  # noqa: F401,F403  (re-exported: the public vocabulary)
-from daemon.lifecycle import (CancelTool, CloseConnection, ConnectionClosed, ConnectionFailed,
+from daemon.vocabulary import *  # noqa: F401,F403  (re-exported: the public vocabulary)
+from daemon.vocabulary import (CancelTool, CloseConnection, ConnectionClosed, ConnectionFailed,
                               ConnectionOpened, Earcon, Effect, Failure, FailureKind,
                               FlushPlayback, FrameRejected, ReplyEnded, NewConversation, Notify,
                               OpenConnection, Persist, Play, PttStart, PttStop, RunTool,
                               SendFrame, SendText, ServerEvents, SessionSettings, SessionStats,
                               SetInstruction, ShowStates, Shutdown, Snapshot, Start,
                               TimerFired, ToolDone, VideoFrame, classify_failure)
-from daemon.lifecycle import __all__ as _lifecycle_all
+from daemon.vocabulary import __all__ as _lifecycle_all
 from daemon.turns import TurnState, next_turn_state
 
 __all__ = ["Phase", "Session", "SessionStateError", "TurnState", *_lifecycle_all]

@@ -1,7 +1,7 @@
 """The device the fault matrix breaks: the real daemon on simulated hardware.
 
 A :class:`FaultRig` is the Supervisor + Session + Connection against a local
-LiveServer (optionally behind a :class:`bench.proxy.TcpProxy`), with the real
+LiveServer (optionally behind a :class:`testing.proxy.TcpProxy`), with the real
 ``hw.led.Led`` and ``hw.button.Button`` on gpiozero mock pins (the LED's ``shown`` is
 what a user would see), the real simulated speaker (``hw.sim.SimSpeaker``: jitter
 buffer, underruns) and a mic feeder that posts exactly the frames the rig chose, so
@@ -23,13 +23,13 @@ import time
 from typing import Any, Callable, Iterator
 
 from bench.common import MODEL
-from bench.proxy import TcpProxy
+from testing.proxy import TcpProxy
 from daemon import wire
-from daemon.connection import Endpoint
+from daemon.runtime.connection import Endpoint
 from daemon.events import DeviceState, MicFrame
 from daemon.liveserver import LiveServer, ServerLimits
 from daemon.session import Effect, SendFrame, Session, SessionSettings
-from daemon.supervisor import Inbox, Supervisor
+from daemon.runtime.supervisor import Inbox, Supervisor
 
 __all__ = ["FaultRig", "SCALE", "until"]
 

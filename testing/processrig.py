@@ -3,7 +3,7 @@
 For the faults that need a real process — SIGTERM mid-turn, kill -9 and restart — the
 fault matrix starts ``python -m daemon run --hw sim`` against its local Live server,
 binds an AF_UNIX datagram socket as ``NOTIFY_SOCKET`` (READY=1, STOPPING=1 …), talks
-to the daemon through its control socket (daemon.control.request) and kills it by PID.
+to the daemon through its control socket (daemon.runtime.control.request) and kills it by PID.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import ROOT
-from daemon.control import request
+from daemon.runtime.control import request
 
 __all__ = ["VoicedProcess", "saved_handle"]
 

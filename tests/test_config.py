@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon import config
+from daemon.app import config
 from daemon.errors import ConfigError
 
 
@@ -18,7 +18,7 @@ def test_defaults_without_a_file() -> None:
 
 
 def test_every_section_maps_to_its_settings_class() -> None:
-    from daemon.lifecycle import SessionSettings
+    from daemon.vocabulary import SessionSettings
     from hw.button import ButtonSettings
     from hw.mic import MicSettings
 

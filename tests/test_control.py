@@ -10,7 +10,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from daemon import control
+from daemon.runtime import control
 
 
 class Recorder:

@@ -98,17 +98,17 @@ class ServiceSettings:
 # Section name -> "module:Class". Imported lazily so that `voiced config` on a laptop works
 # without the hardware libraries being importable.
 SECTIONS: dict[str, str] = {
-    "live": "daemon.config:LiveSettings",
-    "session": "daemon.lifecycle:SessionSettings",
+    "live": "daemon.app.config:LiveSettings",
+    "session": "daemon.vocabulary:SessionSettings",
     "mic": "hw.mic:MicSettings",
     "speaker": "hw.speaker:SpeakerSettings",
     "button": "hw.button:ButtonSettings",
     "led": "hw.led:LedSettings",
     "gpio": "hw.gpio:GpioSettings",
     "earcons": "hw.earcons:EarconSettings",
-    "service": "daemon.config:ServiceSettings",
+    "service": "daemon.app.config:ServiceSettings",
     # Home Assistant over MQTT (issue 11); off while [mqtt] host is empty.
-    "mqtt": "daemon.homeassistant:MqttSettings",
+    "mqtt": "daemon.runtime.homeassistant:MqttSettings",
 }
 
 # Environment overrides, for the few things people set per machine.
@@ -148,7 +148,7 @@ class Config:
     source: str = "defaults"
     api_key: Secret | None = field(default=None, repr=False)
     tools: tuple[Any, ...] = ()
-    """The ``[[tools]]`` entries, checked (``daemon.tools.ToolSpec``; README "Tools")."""
+    """The ``[[tools]]`` entries, checked (``daemon.runtime.tools.ToolSpec``; README "Tools")."""
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -254,8 +254,8 @@ def parse(data: Mapping[str, Any], environ: Mapping[str, str] | None = None,
     tools: tuple[Any, ...] = ()
     for section, values in data.items():
         if section == "tools":
-            # [[tools]] is an array of tables, not a settings section (daemon/actions.py).
-            from daemon.actions import parse_tools
+            # [[tools]] is an array of tables, not a settings section (daemon/runtime/actions.py).
+            from daemon.runtime.actions import parse_tools
 
             tools = parse_tools(values)
             continue
@@ -270,14 +270,14 @@ def parse(data: Mapping[str, Any], environ: Mapping[str, str] | None = None,
             merged.setdefault(section, {})[key] = _env_value(var, environ[var])
     sections = {name: _build(name, _import(target), merged.get(name, {})) for name, target in SECTIONS.items()}
     if tools:
-        from daemon.actions import check_pins
+        from daemon.runtime.actions import check_pins
 
         led = sections["led"]
         used = {sections["button"].pin: "button.pin"}
         used.update({p: "led.rgb_pins" for p in led.rgb_pins} if led.rgb_pins else {led.pin: "led.pin"})
         check_pins(tools, used)
         # The core's view of the tools (names, blocking) follows the declarations.
-        from daemon.tools import session_tools
+        from daemon.runtime.tools import session_tools
 
         sections["session"] = dataclasses.replace(sections["session"],
                                                   **session_tools(tools, sections["live"].model))
@@ -453,7 +453,7 @@ def example_toml() -> str:
 
 
 # [[tools]] is an array of tables, so it has no defaults to list: a commented example of
-# each action instead (daemon/actions.py, README "Tools").
+# each action instead (daemon/runtime/actions.py, README "Tools").
 _TOOLS_EXAMPLE = [
     "",
     "# [[tools]]: functions the model may call (none by default). Each has a name, a description,",

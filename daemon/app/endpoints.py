@@ -33,8 +33,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Iterator, Mapping
 from urllib.parse import urlsplit, urlunsplit
 
-from daemon.config import LiveSettings, Secret
-from daemon.connection import Endpoint
+from daemon.app.config import LiveSettings, Secret
+from daemon.runtime.connection import Endpoint
 from daemon.errors import ConfigError
 
 __all__ = ["Target", "resolve", "gemini_path", "vertex_url", "is_loopback", "BearerHeaders"]
@@ -78,7 +78,7 @@ class BearerHeaders(Mapping[str, str]):
     connect, so every new connection gets a valid token.
 
     Reading it may block: the refresh is an HTTPS call (about once an hour; tokens last
-    60 minutes). ``blocking = True`` tells :class:`~daemon.connection.Connection` to copy
+    60 minutes). ``blocking = True`` tells :class:`~daemon.runtime.connection.Connection` to copy
     it off the event loop, in a worker thread; the lock keeps two copies from
     refreshing at once."""
 

@@ -3,13 +3,13 @@
 
 Start-up, in this order (each step says why it is where it is):
 
-1. Logging first, with a :class:`~daemon.logs.Redactor`; the API key is registered in
+1. Logging first, with a :class:`~daemon.runtime.logs.Redactor`; the API key is registered in
    it right after the config is read and before anything else can log.
 2. The config (``--config`` or /etc/voiced/voiced.toml, environment overrides, then the
    command-line overrides). A :class:`~daemon.errors.ConfigError` is one line on stderr
    and exit 78 (``EXIT_CONFIG``, in the unit's ``RestartPreventExitStatus=``); with
    ``--hw pi`` the LED blinks "error" for a few seconds first, while it can.
-3. The endpoint (daemon/endpoints.py); "auto" without a key means the embedded local
+3. The endpoint (daemon/app/endpoints.py); "auto" without a key means the embedded local
    server, with a warning that the answers are simulated.
 4. The session: continued from the state file when it is usable (resume within the
    handle's lifetime, else fresh with the conversation restored), else new.
@@ -24,7 +24,7 @@ a changed system instruction is applied mid-conversation (``supervisor.instruct`
 READY=1. Other changes need a restart (logged).
 
 Test-only: with ``[service] debug_commands = true`` the control socket also takes
-``debug-wedge-loop`` and ``debug-stall-mic`` (daemon/wiring.py) to prove the watchdog.
+``debug-wedge-loop`` and ``debug-stall-mic`` (daemon/app/wiring.py) to prove the watchdog.
 """
 
 from __future__ import annotations
@@ -40,21 +40,21 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-from daemon import config as config_mod
-from daemon.config import Config
-from daemon.connection import Keepalive
-from daemon.endpoints import Target, resolve
+from daemon.app import config as config_mod
+from daemon.app.config import Config
+from daemon.runtime.connection import Keepalive
+from daemon.app.endpoints import Target, resolve
 from daemon.errors import ConfigError, DeviceError
 from daemon.events import DeviceState
 from daemon.health import floor_guards
-from daemon.logs import Redactor, setup_logging
-from daemon.service import (EXIT_CONFIG, EXIT_OK, EXIT_SOFTWARE, Notifier, WatchdogGate, exit_code_for,
+from daemon.runtime.logs import Redactor, setup_logging
+from daemon.runtime.service import (EXIT_CONFIG, EXIT_OK, EXIT_SOFTWARE, Notifier, WatchdogGate, exit_code_for,
                             format_status, install_signal_handlers, status_loop,
                             watchdog_interval, watchdog_loop)
 from daemon.session import Effect, OpenConnection, Persist, SendFrame, ShowStates
-from daemon.state import StateStore
+from daemon.runtime.state import StateStore
 from daemon.wire import SetupConfig
-from daemon.wiring import AppControlServer, Controls, MuteGate, Pulse, StateKeeper, ToolsAndHome, top_state
+from daemon.app.wiring import AppControlServer, Controls, MuteGate, Pulse, StateKeeper, ToolsAndHome, top_state
 
 __all__ = ["add_arguments", "main", "load_config", "show_error_led", "App"]
 
@@ -267,7 +267,7 @@ class App:
 
     def _setup(self) -> SetupConfig:
         live = self.cfg.live
-        from daemon.tools import declarations
+        from daemon.runtime.tools import declarations
 
         return SetupConfig(model=self.target.model, voice=live.voice or None,
                            language=live.language or None,
@@ -301,7 +301,7 @@ class App:
         return EXIT_OK
 
     async def _run(self, cleanup: contextlib.AsyncExitStack) -> None:
-        from daemon.supervisor import Inbox, Supervisor
+        from daemon.runtime.supervisor import Inbox, Supervisor
 
         cfg, target = self.cfg, self.target
         if target.local:
@@ -333,7 +333,7 @@ class App:
         # The supervisor closes the parts when it stops; this also covers a failure before
         # it runs (every close is idempotent) and closes the mock pin factory of --hw sim.
         cleanup.callback(hardware.close)
-        # [[tools]] and [mqtt] (daemon/wiring.py): GPIO tools share the button's pin factory.
+        # [[tools]] and [mqtt] (daemon/app/wiring.py): GPIO tools share the button's pin factory.
         extras = ToolsAndHome(cfg, self.environ, pin_factory=hardware.pin_factory, mute=mute,
                               state_dir=self._dir("state_dir"), time_scale=self.time_scale)
         cleanup.callback(extras.close)

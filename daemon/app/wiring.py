@@ -1,11 +1,11 @@
 """
 Small adapters ``voiced run`` wires between the supervisor and the service side
-(daemon/app.py is the one that builds and runs them):
+(daemon/app/run.py is the one that builds and runs them):
 
 * :class:`Pulse` — the watchdog's view of the pipeline (daemon/health.py's
   ``Heartbeat`` protocol) over the supervisor's own heartbeat, plus whether a mic
   is expected (a mic the adapter reported lost is *healthy*: it is reopening it).
-* :class:`Controls` — the control socket's :class:`~daemon.control.ControlTarget`
+* :class:`Controls` — the control socket's :class:`~daemon.runtime.control.ControlTarget`
   over the supervisor (status mapping, say, context, instruct, ptt, new-session).
 * :class:`AppControlServer` — the control server plus the test-only debug commands
   (``debug-wedge-loop``, ``debug-stall-mic``), answered only when
@@ -31,12 +31,12 @@ from typing import Any, Callable, Mapping
 import threading
 
 from daemon import wire
-from daemon.control import ControlServer
+from daemon.runtime.control import ControlServer
 from daemon.events import (LED_PRIORITY, ButtonHeld, ButtonPressed, DeviceLost, DeviceRestored,
                            DeviceState, Event, MicFrame)
-from daemon.lifecycle import CloseConnection, Effect, Persist, ShowStates
+from daemon.vocabulary import CloseConnection, Effect, Persist, ShowStates
 from daemon.session import Session, SessionSettings, Snapshot
-from daemon.state import StateStore
+from daemon.runtime.state import StateStore
 
 __all__ = ["Pulse", "Controls", "AppControlServer", "StateKeeper", "MuteGate", "ToolsAndHome",
            "top_state", "DEBUG_COMMANDS"]
@@ -162,7 +162,7 @@ class Controls:
         self.tools_running = 0
         self.volume_listeners: list[Callable[[float], None]] = []
 
-    # -- device side (daemon/actions.py Device; any thread) ----------------------------------
+    # -- device side (daemon/runtime/actions.py Device; any thread) ----------------------------------
 
     def get_volume(self) -> float:
         return float(getattr(self.speaker, "volume", 1.0))
@@ -191,7 +191,7 @@ class Controls:
     def timer_due(self, label: str) -> None:
         """A timer rang: an earcon now, and the model is told to say so (spoken once
         connected: the core queues text while offline)."""
-        from daemon.homeassistant import announce_prompt
+        from daemon.runtime.homeassistant import announce_prompt
 
         log.info("timer %r is due", label)
         if self.speaker is not None and hasattr(self.speaker, "earcon"):
@@ -203,7 +203,7 @@ class Controls:
 
     def status(self) -> Mapping[str, Any]:
         """One mapping for both STATUS= (daemon.health.format_status) and ``voiced status``
-        (daemon.control.format_report). Times are nominal seconds (real time at scale 1)."""
+        (daemon.runtime.control.format_report). Times are nominal seconds (real time at scale 1)."""
         stats = self.supervisor.stats()
         out: dict[str, Any] = dict(vars(stats))
         states = self.mute.shown(self.supervisor.states())
@@ -358,7 +358,7 @@ class StateKeeper:
 
 
 class ToolsAndHome:
-    """``[[tools]]`` and ``[mqtt]`` for ``voiced run`` (daemon/app.py builds one).
+    """``[[tools]]`` and ``[mqtt]`` for ``voiced run`` (daemon/app/run.py builds one).
 
     Built before the supervisor (the GPIO tools open their pins on the hardware's pin
     factory; ``runner`` is the supervisor's ``tool_runner``), bound to the device controls once
@@ -375,9 +375,9 @@ class ToolsAndHome:
 
     def __init__(self, cfg: Any, environ: Mapping[str, str], *, pin_factory: Any = None,
                  mute: MuteGate | None = None, state_dir: Any = None, time_scale: float = 1.0) -> None:
-        from daemon.actions import ToolContext, VolumeStore, build_tools
-        from daemon.homeassistant import resolve_password
-        from daemon.tools import ToolRunner
+        from daemon.runtime.actions import ToolContext, VolumeStore, build_tools
+        from daemon.runtime.homeassistant import resolve_password
+        from daemon.runtime.tools import ToolRunner
 
         self.cfg = cfg
         self.volume_store = VolumeStore(state_dir) if state_dir is not None else None
@@ -403,7 +403,7 @@ class ToolsAndHome:
             controls.speaker.volume = saved
             log.info("volume %d%% (kept from the last run)", round(saved * 100))
         if self.cfg.mqtt.enabled:
-            from daemon.homeassistant import HomeAssistant
+            from daemon.runtime.homeassistant import HomeAssistant
 
             def dispatch_json(request: dict[str, Any]) -> Mapping[str, Any]:
                 return dispatch(json.dumps(request).encode())
@@ -418,7 +418,7 @@ class ToolsAndHome:
         return [self.home.run()] if self.home is not None else []
 
     def close(self) -> None:
-        from daemon.actions import close_tools
+        from daemon.runtime.actions import close_tools
 
         self.runner.close()
         close_tools(self.specs)

@@ -251,14 +251,14 @@ def check_button(conf: Any, res: Result, timeout: float, pin_factory: Any) -> bo
 
 
 def resolve_endpoint(conf: Any, override: str | None) -> Any:
-    """The :class:`daemon.endpoints.Target` `voiced run` would use (``--endpoint`` wins over
+    """The :class:`daemon.app.endpoints.Target` `voiced run` would use (``--endpoint`` wins over
     ``[live] endpoint``).
 
     Raises:
         ConfigError: the endpoint cannot work at all (no key for the Gemini API, plain
             ws:// to another machine, …).
     """
-    from daemon.endpoints import resolve
+    from daemon.app.endpoints import resolve
 
     live = replace(conf.live, endpoint=override) if override else conf.live
     return resolve(live, conf.api_key)
@@ -336,7 +336,7 @@ def run_checks(args: argparse.Namespace, out: Out = print, pin_factory: Any = No
     Raises:
         ConfigError: the configuration file is wrong.
     """
-    from daemon import config as cfg
+    from daemon.app import config as cfg
 
     conf = cfg.load(args.config)
     res = Result(out, verbose)

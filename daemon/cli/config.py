@@ -8,9 +8,9 @@ import argparse
 import os
 import sys
 
-from daemon import config
+from daemon.app import config
 from daemon.errors import ConfigError
-from daemon.service import EXIT_CONFIG
+from daemon.runtime.service import EXIT_CONFIG
 
 __all__ = ["add_arguments", "main"]
 

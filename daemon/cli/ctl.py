@@ -1,8 +1,8 @@
 """
 ``voiced status | say | context | instruct | ptt | new-session``: talk to the running
-daemon through its control socket (daemon/control.py ``request``).
+daemon through its control socket (daemon/runtime/control.py ``request``).
 
-One module serves the six sub-commands: daemon/cli.py gives each sub-command its own
+One module serves the six sub-commands: daemon/cli/main.py gives each sub-command its own
 parser and ``args.command`` says which one runs. Exit status: 0 done, 1 the daemon
 refused or failed the request, 3 no daemon is running (like ``systemctl is-active``),
 4 not allowed to use the socket.
@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from daemon.control import SOCKET_NAME, format_report, request
+from daemon.runtime.control import SOCKET_NAME, format_report, request
 
 __all__ = ["DEFAULT_RUNTIME_DIR", "EXIT_NOT_RUNNING", "EXIT_FORBIDDEN", "send", "add_arguments",
            "main"]
@@ -69,7 +69,7 @@ def _configured_runtime_dir() -> str:
     Only that one key is read: loading the whole configuration would also read the
     key, and a user outside the group would get a PermissionError instead of the
     documented exit 4 (issue 14)."""
-    from daemon import config as cfg
+    from daemon.app import config as cfg
 
     return cfg.peek("service", "runtime_dir", DEFAULT_RUNTIME_DIR) or DEFAULT_RUNTIME_DIR
 

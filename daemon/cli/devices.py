@@ -46,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """List audio devices and GPIO pins."""
-    from daemon import config as cfg
+    from daemon.app import config as cfg
     from daemon.errors import ConfigError
     from hw.devices import format_devices, list_devices, quiet_stderr, route_alsa_messages_to_log
 

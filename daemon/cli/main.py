@@ -15,20 +15,20 @@ from typing import Sequence
 # name -> (module, one-line help). Order is the order shown by --help.
 COMMANDS: dict[str, tuple[str, str]] = {
     "live-server": ("daemon.liveserver.cli", "run the local Live API server (no key, no network)"),
-    "run": ("daemon.app", "run the daemon (what the systemd service starts)"),
-    "demo": ("daemon.demo", "the whole device on this machine: simulated hardware, local server, "
+    "run": ("daemon.app.run", "run the daemon (what the systemd service starts)"),
+    "demo": ("daemon.cli.demo.demo", "the whole device on this machine: simulated hardware, local server, "
              "a scripted conversation across goAway, resume and rollover"),
-    "config": ("daemon.config_cmd", "print the effective configuration, secrets redacted"),
-    "devices": ("daemon.inventory", "list audio devices (name, channels, rate) and the GPIO pins "
+    "config": ("daemon.cli.config", "print the effective configuration, secrets redacted"),
+    "devices": ("daemon.cli.devices", "list audio devices (name, channels, rate) and the GPIO pins "
                 "in use"),
-    "check": ("daemon.check", "try each part once: mic meter, speaker tone, LED walk, button, "
+    "check": ("daemon.cli.check", "try each part once: mic meter, speaker tone, LED walk, button, "
               "connection and key"),
-    "status": ("daemon.ctl", "ask the running daemon what it is doing"),
-    "say": ("daemon.ctl", "ask the running daemon a question by text; the answer is spoken"),
-    "context": ("daemon.ctl", "tell the running daemon something to know, without an answer"),
-    "instruct": ("daemon.ctl", "replace the running daemon's system instruction"),
-    "ptt": ("daemon.ctl", "push-to-talk from the command line: start or stop"),
-    "new-session": ("daemon.ctl", "make the running daemon forget the conversation"),
+    "status": ("daemon.cli.ctl", "ask the running daemon what it is doing"),
+    "say": ("daemon.cli.ctl", "ask the running daemon a question by text; the answer is spoken"),
+    "context": ("daemon.cli.ctl", "tell the running daemon something to know, without an answer"),
+    "instruct": ("daemon.cli.ctl", "replace the running daemon's system instruction"),
+    "ptt": ("daemon.cli.ctl", "push-to-talk from the command line: start or stop"),
+    "new-session": ("daemon.cli.ctl", "make the running daemon forget the conversation"),
 }
 
 

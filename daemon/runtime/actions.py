@@ -15,7 +15,7 @@ Each ``[[tools]]`` table has exactly one action key (README "Tools"):
   urllib on the call's thread. ``{param}`` in the URL is percent-encoded; a body string
   that is exactly ``"{param}"`` becomes the typed value; the body goes as JSON.
 * ``mqtt = {topic = "home/porch/set", payload = "{on}", qos = 0, retain = false}`` —
-  (no payload: the arguments as JSON) published through the ``[mqtt]`` broker connection (daemon/homeassistant.py).
+  (no payload: the arguments as JSON) published through the ``[mqtt]`` broker connection (daemon/runtime/homeassistant.py).
 * ``builtin = "set_volume"`` (or ``get_volume``, ``stop``, ``mute``,
   ``new_conversation``, ``set_timer``) — the device's own tools; name, description and
   parameters default to the built-in's.
@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol
 
 from daemon.errors import ConfigError
-from daemon.tools import DEFAULT_TIMEOUT, SCHEDULING, ToolSpec, check_schema
+from daemon.runtime.tools import DEFAULT_TIMEOUT, SCHEDULING, ToolSpec, check_schema
 
 __all__ = ["ToolContext", "Device", "parse_tools", "check_pins", "build_tools", "close_tools",
            "BUILTINS", "VolumeStore",
@@ -59,7 +59,7 @@ _ACTION_KEYS = ("gpio", "command", "http", "mqtt", "builtin")
 
 
 class Device(Protocol):
-    """What the built-ins act on (daemon/wiring.py ``Controls`` implements it)."""
+    """What the built-ins act on (daemon/app/wiring.py ``Controls`` implements it)."""
 
     def get_volume(self) -> float: ...
     def set_volume(self, level: float) -> None: ...
@@ -351,7 +351,7 @@ class BuiltinAction:
 
     def build(self, ctx: ToolContext) -> BuiltinAction:
         # The context, not its device: the device controls exist only once the supervisor
-        # does, after the pins were opened (daemon/wiring.py binds them then).
+        # does, after the pins were opened (daemon/app/wiring.py binds them then).
         return replace(self, _ctx=ctx)
 
     def run(self, args: Mapping[str, Any], cancelled: threading.Event) -> Mapping[str, Any]:

@@ -28,7 +28,7 @@ from websockets.exceptions import InvalidStatus, InvalidURI
 
 from daemon.errors import ProtocolError
 from daemon.events import Event
-from daemon.lifecycle import (ConnectionClosed, ConnectionFailed, ConnectionOpened, FrameRejected,
+from daemon.vocabulary import (ConnectionClosed, ConnectionFailed, ConnectionOpened, FrameRejected,
                               ServerEvents)
 from daemon.wire import decode_server_message
 

@@ -109,7 +109,7 @@ class Notifier:
         send: function that delivers one notify message; default
             ``systemd.daemon.notify`` (reads ``NOTIFY_SOCKET`` on every call).
         redact: applied to STATUS text so a secret can never reach
-            ``systemctl status`` (pass ``Redactor.redact`` from daemon.logs).
+            ``systemctl status`` (pass ``Redactor.redact`` from daemon.runtime.logs).
 
     Each method returns True if the message was delivered to a service manager,
     False if there is none (no ``NOTIFY_SOCKET``) or delivery failed.

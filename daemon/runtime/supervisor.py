@@ -30,7 +30,7 @@ from time import monotonic as _monotonic
 from collections import deque
 from typing import Any, Awaitable, Callable, Mapping, Protocol
 
-from daemon.connection import Connection, Endpoint, Keepalive
+from daemon.runtime.connection import Connection, Endpoint, Keepalive
 from daemon.events import DeviceState, Event, MicFrame
 from daemon.session import (CancelTool, CloseConnection, ConnectionClosed, Earcon, Effect,
                             FlushPlayback, NewConversation, Notify, OpenConnection, Persist, Play,

@@ -2,7 +2,7 @@
 Local tools the model may call: their declarations, argument checks, and the runner.
 
 A tool is declared in the configuration (``[[tools]]``, README "Tools"): a name, a
-description, a JSON-schema of its parameters, and one action (daemon/actions.py). The
+description, a JSON-schema of its parameters, and one action (daemon/runtime/actions.py). The
 model sees the declarations in ``setup.tools`` (:func:`declarations`); when it calls
 one, the core emits ``RunTool(call_id, name, args)`` and the supervisor hands it to
 :meth:`ToolRunner.start`, which runs the action off the event loop and posts
@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Protocol
 
 from daemon.errors import ConfigError
-from daemon.lifecycle import ToolDone
+from daemon.vocabulary import ToolDone
 
 __all__ = ["ToolSpec", "Action", "ToolRunner", "ModelTools", "model_tools", "declarations",
            "session_tools",
@@ -180,7 +180,7 @@ def check_args(schema: Mapping[str, Any], args: Any, where: str = "arguments") -
 # -- specs, declarations --------------------------------------------------------------------
 
 class Action(Protocol):
-    """What a tool does (daemon/actions.py). ``run`` is called on the call's own thread;
+    """What a tool does (daemon/runtime/actions.py). ``run`` is called on the call's own thread;
     it returns the JSON object the model gets, or raises (the runner turns an exception
     into ``{"error": …}``). ``cancelled`` is set when the call was cancelled or timed out:
     an action that can stop early (a running process) watches it."""
@@ -198,7 +198,7 @@ class ToolSpec:
     description: str
     parameters: Mapping[str, Any]
     action: Any
-    """An :class:`Action` (daemon/actions.py)."""
+    """An :class:`Action` (daemon/runtime/actions.py)."""
     timeout: float = DEFAULT_TIMEOUT
     behavior: str = ""
     """"" (the model's default, made NON_BLOCKING where supported), "BLOCKING" or "NON_BLOCKING"."""

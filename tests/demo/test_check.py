@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
-from daemon import check
+from daemon.cli import check
 from daemon.events import DeviceState
 from daemon.liveserver import LiveServerThread
 

@@ -1,4 +1,4 @@
-"""The control client commands (daemon/ctl.py) as a user runs them: child processes
+"""The control client commands (daemon/cli/ctl.py) as a user runs them: child processes
 against real AF_UNIX sockets — no daemon, a stale socket, a daemon that refuses, hangs
 up or never answers, and one that answers."""
 
@@ -16,7 +16,9 @@ from typing import Any, Callable
 
 import pytest
 
-from daemon import control, ctl
+from daemon.runtime import control
+
+from daemon.cli import ctl
 
 
 def voiced(*argv: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:

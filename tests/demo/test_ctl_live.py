@@ -1,5 +1,5 @@
 """The control commands, as child processes, against a running core: Supervisor + Session
-on simulated hardware (hw/sim.py), the daemon's own control target (daemon/wiring.py
+on simulated hardware (hw/sim.py), the daemon's own control target (daemon/app/wiring.py
 ``Controls``) behind the real ControlServer, and the local Live server that shows what
 each command changed. (tests/app runs the whole `voiced run`; this is about the CLI.)"""
 
@@ -11,13 +11,13 @@ import sys
 from pathlib import Path
 
 from daemon import wire
-from daemon.connection import Endpoint
-from daemon.control import ControlServer
+from daemon.runtime.connection import Endpoint
+from daemon.runtime.control import ControlServer
 from daemon.liveserver import LiveServer, ServerLimits
 from daemon.liveserver.model import OUTPUT_RATE, synthetic_speech
 from daemon.session import Session, SessionSettings
-from daemon.supervisor import Inbox, Supervisor
-from daemon.wiring import Controls
+from daemon.runtime.supervisor import Inbox, Supervisor
+from daemon.app.wiring import Controls
 from hw.sim import make_sim_hardware
 from tests import timing
 

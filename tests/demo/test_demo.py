@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from daemon import config
-from daemon.demo import external_target
+from daemon.app import config
+from daemon.cli.demo.demo import external_target
 from daemon.errors import ConfigError
 
 
@@ -119,7 +119,7 @@ def test_demo_against_an_external_live_server(tmp_path: Path) -> None:
 
 
 def test_tap_rebuilds_turns_with_the_cores_pre_roll_ring() -> None:
-    from daemon.demotrace import Tap
+    from daemon.cli.demo.trace import Tap
     from daemon.events import ButtonPressed, ButtonReleased, MicFrame
 
     seen: list[object] = []
@@ -144,7 +144,7 @@ def test_tap_rebuilds_turns_with_the_cores_pre_roll_ring() -> None:
 
 
 def test_exit_rule() -> None:
-    from daemon.demo import passed
+    from daemon.cli.demo.demo import passed
 
     good = {"turns": 8, "replies": 8, "frames_lost": 0, "errors": 0, "endpoint": "embedded"}
     assert passed(good)

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import pytest
 
-from daemon.demo import (REFERENCE_CPU_MS, choose_time_scale, measure_cpu, slowness_advice)
+from daemon.cli.demo.demo import (REFERENCE_CPU_MS, choose_time_scale, measure_cpu, slowness_advice)
 from daemon.health import GUARD_WALL_FLOORS, floor_guards
-from daemon.lifecycle import SessionSettings
+from daemon.vocabulary import SessionSettings
 
 
 def test_the_scale_follows_the_measured_cpu_speed():

@@ -40,7 +40,7 @@ def test_earcons_settings_reach_the_sim_speaker():
 
 
 def test_settings_are_flat_for_the_config_loader():
-    # daemon/config.py builds each [section] from scalar/tuple fields; no nesting.
+    # daemon/app/config.py builds each [section] from scalar/tuple fields; no nesting.
     import dataclasses
     import typing
 

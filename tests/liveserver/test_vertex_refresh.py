@@ -17,9 +17,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from daemon import wire
-from daemon.connection import Connection, Endpoint
-from daemon.endpoints import BearerHeaders
-from daemon.lifecycle import ConnectionFailed, ServerEvents
+from daemon.runtime.connection import Connection, Endpoint
+from daemon.app.endpoints import BearerHeaders
+from daemon.vocabulary import ConnectionFailed, ServerEvents
 from daemon.liveserver import LiveServer, ServerLimits
 from tests.liveserver.rawclient import run
 

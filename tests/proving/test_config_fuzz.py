@@ -15,7 +15,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from daemon import config
+from daemon.app import config
 from daemon.errors import ConfigError
 
 FUZZ = settings(max_examples=300, deadline=None,

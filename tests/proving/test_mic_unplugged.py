@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
-from bench.faultrig import FaultRig, until
+from testing.faultrig import FaultRig, until
 from daemon.events import DeviceState
 from hw.mic import Mic, MicSettings
 from tests.hw.audio_util import tone

@@ -15,12 +15,12 @@ import sys
 import threading
 import time
 
-from daemon.logs import setup_logging
-from daemon.service import (
+from daemon.runtime.logs import setup_logging
+from daemon.runtime.service import (
     EXIT_OK, Notifier, PipelineHeartbeat, WatchdogGate, format_status, install_signal_handlers,
     watchdog_loop,
 )
-from daemon.config import LiveSettings, resolve_api_key
+from daemon.app.config import LiveSettings, resolve_api_key
 
 log = logging.getLogger("voiced.child")
 

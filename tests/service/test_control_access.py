@@ -22,7 +22,11 @@ from typing import Callable, Iterator
 
 import pytest
 
-from daemon import config, control, ctl
+from daemon.app import config
+
+from daemon.runtime import control
+
+from daemon.cli import ctl
 
 NOBODY = 65534
 
@@ -152,7 +156,7 @@ def test_the_socket_is_not_chowned_when_its_group_is_already_right(
     own = grp.getgrgid(os.getegid()).gr_name
     other = grp.getgrgid(NOBODY).gr_name
     gids: dict[str, int] = {}
-    caplog.set_level(logging.WARNING, logger="daemon.control")
+    caplog.set_level(logging.WARNING, logger="daemon.runtime.control")
     for group in (own, other):
         directory = tmp_path / group
         serve(directory, group, lambda server: gids.__setitem__(
@@ -175,7 +179,7 @@ def test_a_refused_chown_is_one_warning_without_errno_noise(
             def emit(self, record: logging.LogRecord) -> None:
                 records.append(record.getMessage())
 
-        logging.getLogger("daemon.control").addHandler(Keep())
+        logging.getLogger("daemon.runtime.control").addHandler(Keep())
         serve(run, "root", lambda server: None)
         print("|".join(r for r in records if "not applied" in r), file=sys.stderr)
         return 0

@@ -82,7 +82,7 @@ def test_install_uninstall_purge(image: Path, tmp_path: Path):
 
 def test_install_without_a_key_leaves_an_empty_root_only_key_file(image: Path):
     # systemd 252 refuses to start a unit whose LoadCredential= file is missing;
-    # the daemon reads an empty credential as "no key" (daemon.config.resolve_api_key).
+    # the daemon reads an empty credential as "no key" (daemon.app.config.resolve_api_key).
     result = _install(image, stdin="")
     assert result.returncode == 0, result.stderr
     key = image / "etc/voiced/api-key"

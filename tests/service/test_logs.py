@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.logs import (
+from daemon.runtime.logs import (
     REDACTED, Redactor, StderrFormatter, StructuredJournalHandler, setup_logging,
     stderr_is_journal, use_journal,
 )
@@ -112,7 +112,7 @@ def _parse_native(datagram: bytes) -> dict[str, str]:
 
 JOURNAL_CHILD = f"""
 import logging, sys
-from daemon.logs import setup_logging
+from daemon.runtime.logs import setup_logging
 setup_logging(logging.INFO, secrets=[{KEY!r}])
 log = logging.getLogger("daemon.session")
 log.info("= state %s", "idle", extra={{"STATE": "idle", "SESSION_ID": "abc"}})
@@ -182,7 +182,7 @@ def test_setup_logging_to_stderr_is_readable_and_redacted():
     hooks = (sys.excepthook, threading.excepthook)
     try:
         redactor = setup_logging(logging.INFO, secrets=[KEY], environ={}, stream=stream)
-        log = logging.getLogger("daemon.connection")
+        log = logging.getLogger("daemon.runtime.connection")
         log.info("x closed %s %s", 1000, "bye", extra={"CLOSE_CODE": 1000})
         log.debug("< wire frame (hidden at INFO)")
         redactor.set_secrets(["new-key-after-reload"])
@@ -194,13 +194,13 @@ def test_setup_logging_to_stderr_is_readable_and_redacted():
         logging.captureWarnings(False)
     lines = stream.getvalue().splitlines()
     assert len(lines) == 2
-    assert lines[0].endswith("INFO daemon.connection: x closed 1000 bye [close_code=1000]")
+    assert lines[0].endswith("INFO daemon.runtime.connection: x closed 1000 bye [close_code=1000]")
     assert lines[1].endswith(f"using {REDACTED}")
 
 
 CRASH_CHILD = f"""
 import logging, threading
-from daemon.logs import setup_logging
+from daemon.runtime.logs import setup_logging
 setup_logging(logging.INFO, secrets=[{KEY!r}], journal=False)
 def callback():
     raise PermissionError("401 for key {KEY}")

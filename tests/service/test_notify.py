@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.service import (
+from daemon.runtime.service import (
     Notifier, PipelineHeartbeat, WatchdogGate, status_loop, watchdog_interval, watchdog_loop,
 )
 
@@ -146,7 +146,7 @@ def test_broken_notify_socket_never_raises(kind, tmp_path: Path, monkeypatch, ca
         address = "relative/notify.sock"
     monkeypatch.setenv("NOTIFY_SOCKET", address)
     notifier = Notifier()
-    with caplog.at_level(logging.DEBUG, logger="daemon.service"):
+    with caplog.at_level(logging.DEBUG, logger="daemon.runtime.service"):
         results = [notifier.ready("x"), notifier.status("y"), notifier.watchdog(),
                    notifier.reloading(), notifier.stopping(), notifier.extend_timeout(5)]
     assert results == [False] * 6
@@ -169,7 +169,7 @@ def test_missing_notify_socket_child_keeps_running(spawn_child, tmp_path: Path):
 
 def test_no_notify_socket_is_a_quiet_no_op(monkeypatch, caplog):
     monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
-    with caplog.at_level(logging.DEBUG, logger="daemon.service"):
+    with caplog.at_level(logging.DEBUG, logger="daemon.runtime.service"):
         assert Notifier().ready() is False
     assert caplog.records == []
 

@@ -1,4 +1,4 @@
-"""daemon.health (watchdog gate, STATUS text) and daemon.service's credentials and exit codes."""
+"""daemon.health (watchdog gate, STATUS text) and daemon.runtime.service's credentials and exit codes."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 
 from daemon.errors import ConfigError, DeviceError
 from daemon.health import STATUS_MAX, PipelineHeartbeat, WatchdogGate, format_status
-from daemon.service import EXIT_CONFIG, EXIT_SOFTWARE, exit_code_for
+from daemon.runtime.service import EXIT_CONFIG, EXIT_SOFTWARE, exit_code_for
 
 GATE = WatchdogGate(started_at=100.0, loop_limit=5.0, mic_limit=3.0)
 

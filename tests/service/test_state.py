@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.state import StateStore
+from daemon.runtime.state import StateStore
 
 SNAPSHOT = {
     "handle": "CiQ2YjQ1…resumable",
@@ -64,7 +64,7 @@ def test_save_replaces_previous_state(tmp_path: Path):
 ])
 def test_corrupt_file_is_set_aside_with_a_warning(tmp_path: Path, caplog, content, problem):
     (tmp_path / "state.json").write_bytes(content)
-    with caplog.at_level(logging.WARNING, logger="daemon.state"):
+    with caplog.at_level(logging.WARNING, logger="daemon.runtime.state"):
         assert _store(tmp_path).load() is None
     aside = tmp_path / "state.json.corrupt-20260921T141320Z"
     assert aside.read_bytes() == content
@@ -95,7 +95,7 @@ def test_failed_save_keeps_old_state_and_returns_false(tmp_path: Path, caplog):
     # Make the directory unwritable through a real filesystem condition: a
     # state path whose directory is a file cannot take a temp file.
     broken = StateStore(tmp_path / "state.json")  # "directory" is a regular file
-    with caplog.at_level(logging.WARNING, logger="daemon.state"):
+    with caplog.at_level(logging.WARNING, logger="daemon.runtime.state"):
         assert broken.save({"handle": "new"}) is False
     assert "could not save state" in caplog.text
     assert store.load() == {"handle": "good"}

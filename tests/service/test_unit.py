@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.service import EXIT_CONFIG
+from daemon.runtime.service import EXIT_CONFIG
 
 SYSTEMD = Path(__file__).resolve().parents[2] / "systemd"
 UNIT = SYSTEMD / "voiced.service"

@@ -1,4 +1,4 @@
-"""The websockets adapter (daemon/connection.py) on real loopback sockets."""
+"""The websockets adapter (daemon/runtime/connection.py) on real loopback sockets."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 from websockets.asyncio.server import ServerConnection, serve
 
 from daemon import wire
-from daemon.connection import Connection, Endpoint, Keepalive
+from daemon.runtime.connection import Connection, Endpoint, Keepalive
 from daemon.events import Event
 from daemon.liveserver import LiveServer, ServerLimits
 from daemon.session import (ConnectionClosed, ConnectionFailed, ConnectionOpened, FrameRejected,

@@ -1,7 +1,7 @@
 """The supervisor's inbox: strict order, thread safety, and one wakeup per burst.
 
 The inbox is bound to a real asyncio loop the way the supervisor binds it
-(``Inbox._bind`` is its contract with :class:`~daemon.supervisor.Supervisor`), and
+(``Inbox._bind`` is its contract with :class:`~daemon.runtime.supervisor.Supervisor`), and
 events are read from the queue it returns.
 """
 
@@ -12,7 +12,7 @@ import threading
 from typing import Any
 
 from daemon.session import SendText
-from daemon.supervisor import Inbox
+from daemon.runtime.supervisor import Inbox
 
 
 class CountingLoop(asyncio.SelectorEventLoop):

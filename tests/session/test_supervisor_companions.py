@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
-from daemon.connection import Endpoint
-from daemon.lifecycle import SessionSettings
+from daemon.runtime.connection import Endpoint
+from daemon.vocabulary import SessionSettings
 from daemon.liveserver import LiveServer
 from daemon.session import Session
-from daemon.supervisor import Supervisor
+from daemon.runtime.supervisor import Supervisor
 from daemon.wire import SetupConfig
 
 

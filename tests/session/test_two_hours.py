@@ -20,7 +20,7 @@ import asyncio
 import hashlib
 import random
 
-from daemon.connection import Keepalive
+from daemon.runtime.connection import Keepalive
 from daemon.events import ButtonPressed, ButtonReleased, DeviceState
 from daemon.liveserver import LiveServer, ServerLimits
 from daemon.session import CloseConnection, Notify, OpenConnection, SessionSettings

@@ -1,4 +1,4 @@
-"""A real subscriber (paho-mqtt) playing Home Assistant; the broker is daemon/mqttbroker.py."""
+"""A real subscriber (paho-mqtt) playing Home Assistant; the broker is daemon/cli/demo/mqttbroker.py."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 import paho.mqtt.client as mqtt
 
-from daemon.mqttbroker import DEVICES, PASSWORD, Broker, have_mosquitto
+from daemon.cli.demo.mqttbroker import DEVICES, PASSWORD, Broker, have_mosquitto
 
 __all__ = ["Broker", "Subscriber", "have_mosquitto", "DEVICES", "PASSWORD"]
 

@@ -1,4 +1,4 @@
-"""The tools and Home Assistant segment of ``voiced demo`` (daemon/demotools.py), on its own
+"""The tools and Home Assistant segment of ``voiced demo`` (daemon/cli/demo/tools.py), on its own
 against the local Live server: the pin goes high, the result is spoken, the discovery and
 an announcement round trip go through a real mosquitto."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
-from daemon.demotools import run_tools_segment
+from daemon.cli.demo.tools import run_tools_segment
 from daemon.liveserver import LiveServer, ServerLimits
 
 

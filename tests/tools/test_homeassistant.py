@@ -1,6 +1,6 @@
 """Home Assistant over MQTT with the real parts: Debian's mosquitto (password file, ACL
 per device), a paho subscriber playing Home Assistant, and the real daemon
-(``voiced run --hw sim``) against the local Live server (daemon/homeassistant.py)."""
+(``voiced run --hw sim``) against the local Live server (daemon/runtime/homeassistant.py)."""
 
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ from typing import Any, Callable
 
 import pytest
 
-from daemon.actions import ToolContext, build_tools, parse_tools
-from daemon.homeassistant import ENTITIES, HomeAssistant, MqttSettings, announce_prompt
-from daemon.lifecycle import ToolDone
-from daemon.tools import ToolRunner
+from daemon.runtime.actions import ToolContext, build_tools, parse_tools
+from daemon.runtime.homeassistant import ENTITIES, HomeAssistant, MqttSettings, announce_prompt
+from daemon.vocabulary import ToolDone
+from daemon.runtime.tools import ToolRunner
 from tests.app.conftest import write_config
 from tests.tools.broker import PASSWORD, Broker, Subscriber
 

@@ -1,6 +1,6 @@
 """The tool runner and the actions, with the real parts: gpiozero's MockFactory with
 MockPWMPin, real processes (no shell), a real http.server on loopback, and the
-schema checks of [[tools]] (daemon/tools.py, daemon/actions.py)."""
+schema checks of [[tools]] (daemon/runtime/tools.py, daemon/runtime/actions.py)."""
 
 from __future__ import annotations
 
@@ -23,11 +23,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
-from daemon import config
-from daemon.actions import ToolContext, VolumeStore, build_tools, close_tools, parse_tools
+from daemon.app import config
+from daemon.runtime.actions import ToolContext, VolumeStore, build_tools, close_tools, parse_tools
 from daemon.errors import ConfigError
-from daemon.lifecycle import ToolDone
-from daemon.tools import ToolRunner, check_args, declarations, model_tools
+from daemon.vocabulary import ToolDone
+from daemon.runtime.tools import ToolRunner, check_args, declarations, model_tools
 
 WAIT = 10.0  # generous wall bound for a result on a loaded machine; results come in ms
 

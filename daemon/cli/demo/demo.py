@@ -5,10 +5,10 @@ It starts the local Live server in-process at a time scale (default 20: the
 10-minute connection cap takes 30 s, the 15-minute session cap 45 s), runs the real
 daemon core (Session + Supervisor + websockets adapter) on simulated hardware (the
 real Button and Led code on gpiozero mock pins, a sim mic and speaker paced at the
-same time scale), and drives it through a scripted conversation (daemon/demoscript.py):
+same time scale), and drives it through a scripted conversation (daemon/cli/demo/script.py):
 push-to-talk turns with synthesized speech, a typed question, a barge-in, a turn
 spanning the server's goAway, one pressed during the resume, one during the
-15-minute rollover. It prints a timeline (daemon/demotrace.py), writes what the
+15-minute rollover. It prints a timeline (daemon/cli/demo/trace.py), writes what the
 speaker played to a WAV file, and checks against the server's own inspection that
 every captured audio frame arrived, byte for byte.
 
@@ -70,15 +70,15 @@ class DemoError(VoicedError, RuntimeError):
 
 
 def external_target(value: str, conf: Any) -> Any:
-    """``--endpoint VALUE`` resolved by the daemon's own rules (daemon/endpoints.py: plain
+    """``--endpoint VALUE`` resolved by the daemon's own rules (daemon/app/endpoints.py: plain
     ws:// only to loopback, the Gemini path added to a bare URL, "local", "gemini", …),
     with the key from the configuration's key sources.
 
     Raises:
         ConfigError: the endpoint cannot work (names it and says why).
     """
-    from daemon import config as cfg
-    from daemon.endpoints import resolve
+    from daemon.app import config as cfg
+    from daemon.app.endpoints import resolve
 
     key = conf.api_key or cfg.resolve_api_key(conf.live, os.environ)
     return resolve(replace(conf.live, endpoint=value), key)
@@ -89,11 +89,11 @@ def external_target(value: str, conf: Any) -> Any:
 
 async def run_demo(args: argparse.Namespace, out: Callable[[str], None]) -> dict[str, Any]:
     """Run the demo; return the totals (:func:`passed` says whether they pass)."""
-    from daemon.demoscript import Script
-    from daemon.demotrace import Tap, Trace, fmt_nominal
+    from daemon.cli.demo.script import Script
+    from daemon.cli.demo.trace import Tap, Trace, fmt_nominal
     from daemon.health import floor_guards
     from daemon.session import Session
-    from daemon.supervisor import Inbox, Supervisor
+    from daemon.runtime.supervisor import Inbox, Supervisor
 
     scale = args.time_scale
     conf = _load_config(args.config)
@@ -142,8 +142,8 @@ async def run_demo(args: argparse.Namespace, out: Callable[[str], None]) -> dict
                       endpoint="embedded" if server is not None else where)
         _summary(out, trace, totals, fmt_nominal)
         if server is not None:
-            # Tools and Home Assistant (issue 11): daemon/demotools.py, on the same server.
-            from daemon.demotools import run_tools_segment
+            # Tools and Home Assistant (issue 11): daemon/cli/demo/tools.py, on the same server.
+            from daemon.cli.demo.tools import run_tools_segment
 
             out("")
             extra = await run_tools_segment(server, model, scale, trace.line)
@@ -234,15 +234,15 @@ def slowness_advice(totals: dict[str, Any], scale: float) -> str | None:
 def _load_config(path: str | None) -> Any:
     """The file given with --config, else pure defaults: a demo on a configured Pi should
     not pick up /etc/voiced/voiced.toml's margins unless asked to."""
-    from daemon import config as cfg
+    from daemon.app import config as cfg
 
     return cfg.load(path, required=True) if path else cfg.parse({}, {})
 
 
 def _utterances(outdir: Path, synthetic: bool) -> tuple[dict[str, Any], str]:
     """Every line of the script as audio, and "espeak-ng" or "synthetic"."""
-    from daemon.demoscript import VOICE_LINES, Utterance
-    from daemon.demotrace import speech
+    from daemon.cli.demo.script import VOICE_LINES, Utterance
+    from daemon.cli.demo.trace import speech
 
     voice: dict[str, Any] = {}
     kinds: set[str] = set()
@@ -274,7 +274,7 @@ def _setup(conf: Any, model: str) -> Any:
 
 
 def _endpoint(url: str, headers: dict[str, str]) -> Any:
-    from daemon.connection import Endpoint
+    from daemon.runtime.connection import Endpoint
 
     return Endpoint(url, headers)
 

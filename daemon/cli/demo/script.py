@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from daemon.demotrace import Trace, TurnRecord
+from daemon.cli.demo.trace import Trace, TurnRecord
 from daemon.events import DeviceState
 from daemon.session import CloseConnection, Effect
 

@@ -33,16 +33,16 @@ async def run_tools_segment(server: Any, model: str, scale: float,
     from gpiozero.pins.mock import MockFactory, MockPWMPin
 
     from daemon import wire
-    from daemon.actions import ToolContext, build_tools, close_tools, parse_tools
-    from daemon.connection import Endpoint
-    from daemon.control import ControlServer
-    from daemon.homeassistant import ENTITIES, HomeAssistant, MqttSettings
-    from daemon.lifecycle import RunTool, ShowStates
-    from daemon.mqttbroker import PASSWORD, Broker, have_mosquitto
+    from daemon.runtime.actions import ToolContext, build_tools, close_tools, parse_tools
+    from daemon.runtime.connection import Endpoint
+    from daemon.runtime.control import ControlServer
+    from daemon.runtime.homeassistant import ENTITIES, HomeAssistant, MqttSettings
+    from daemon.vocabulary import RunTool, ShowStates
+    from daemon.cli.demo.mqttbroker import PASSWORD, Broker, have_mosquitto
     from daemon.session import Session, SessionSettings
-    from daemon.supervisor import Supervisor
-    from daemon.tools import ToolRunner, declarations, session_tools
-    from daemon.wiring import Controls, top_state
+    from daemon.runtime.supervisor import Supervisor
+    from daemon.runtime.tools import ToolRunner, declarations, session_tools
+    from daemon.app.wiring import Controls, top_state
 
     totals: dict[str, Any] = {"tool_turns": 0, "pin_went_high": False, "ha_entities": None,
                               "announce_round_trip": None, "errors": []}
@@ -108,7 +108,7 @@ async def run_tools_segment(server: Any, model: str, scale: float,
         companions.append(home.run())
         bridge = home
 
-        def feed_state(effect: Any) -> None:  # what daemon/wiring.py ToolsAndHome does
+        def feed_state(effect: Any) -> None:  # what daemon/app/wiring.py ToolsAndHome does
             if isinstance(effect, ShowStates):
                 bridge.update("state", top_state(effect.states).value)
         sup.subscribe(feed_state)
@@ -133,7 +133,7 @@ async def _home_part(home: Any, broker: Any, server: Any, wait: Any, line: Any,
                      totals: dict[str, Any], entities: Any, password: str) -> None:
     import paho.mqtt.client as mqtt
 
-    from daemon.homeassistant import announce_prompt
+    from daemon.runtime.homeassistant import announce_prompt
 
     seen: dict[str, bytes] = {}
     lock = threading.Lock()

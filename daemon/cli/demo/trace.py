@@ -15,7 +15,7 @@ What ``voiced demo`` watches and reports: the timeline, the mic tap, the totals.
   installed (its 22.05 kHz WAV is resampled to 16 kHz by the sim mic), else a
   speech-shaped synthetic signal.
 
-Nothing here creates tasks; the demo's script (daemon/demo.py) runs as a
+Nothing here creates tasks; the demo's script (daemon/cli/demo/demo.py) runs as a
 supervisor companion.
 """
 

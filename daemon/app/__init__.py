@@ -1,0 +1,1 @@
+"""daemon/app/ (module map: see README "How it works")."""

@@ -1,0 +1,1 @@
+"""daemon/cli/ (module map: see README "How it works")."""

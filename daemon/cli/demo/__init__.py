@@ -1,0 +1,1 @@
+"""daemon/cli/demo/ (module map: see README "How it works")."""

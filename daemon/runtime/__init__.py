@@ -1,0 +1,1 @@
+"""daemon/runtime/ (module map: see README "How it works")."""

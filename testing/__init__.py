@@ -1,0 +1,1 @@
+"""testing/ (module map: see README "How it works")."""
