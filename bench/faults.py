@@ -20,11 +20,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Awaitable, Callable
 
-from testing.faultrig import SCALE, FaultRig, until
 from daemon.events import DeviceLost, DeviceRestored, DeviceState, MicOverflow
-from daemon.vocabulary import NewConversation, RunTool, SessionSettings
 from daemon.liveserver import ServerLimits
 from daemon.liveserver import protocol as lp
+from daemon.vocabulary import NewConversation, RunTool, SessionSettings
+from testing.faultrig import SCALE, FaultRig, until
 
 __all__ = ["FaultResult", "FAULTS", "run_fault", "run_all", "markdown"]
 
@@ -744,7 +744,9 @@ if __name__ == "__main__":
     from bench.faults import main as module_main
     raise SystemExit(module_main())
 else:
-    from bench import procfaults  # noqa: F401  (registers sigterm_mid_turn, kill9_restart)
     # Tool and MQTT rows (issue 11): tool_hangs, tool_cancelled, tool_across_goaway,
     # broker_down_and_back.
-    from bench import toolfaults  # noqa: F401
+    from bench import (
+        procfaults,  # noqa: F401  (registers sigterm_mid_turn, kill9_restart)
+        toolfaults,  # noqa: F401
+    )

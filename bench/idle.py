@@ -123,7 +123,7 @@ def _write_config(tmp: Path) -> Path:
 
 def _wait_idle(runtime: Path, proc: subprocess.Popen[bytes], log: Path,
                timeout: float = 30.0) -> dict[str, Any]:
-    from daemon.runtime.control import request
+    from daemon.cli.ctl import request
 
     end = time.monotonic() + timeout
     last: Any = None
@@ -263,11 +263,14 @@ def describe(r: dict[str, Any]) -> str:
     def threads(d: dict[str, float]) -> str:
         return ", ".join(f"{k} {v:g}" for k, v in d.items() if v >= 0.5) or "none"
     return "\n".join([
-        f"idle cost ({r['idle_rounds']} × {r['idle_seconds_per_round']:g} s, mic {r['idle_mic']})",
-        f"  voiced run  {r['idle_cpu_s_per_hour']:8.1f} CPU s/h  {r['idle_wakeups_per_s']:7.1f} "
+        f"idle cost ({r['idle_rounds']} × {r['idle_seconds_per_round']:g} s"
+        f", mic {r['idle_mic']})",
+        f"  voiced run  {r['idle_cpu_s_per_hour']:8.1f} CPU s/h  "
+        f"{r['idle_wakeups_per_s']:7.1f} "
         f"wakeups/s   threads: {threads(r['idle_threads'])}",
         f"  floor       {r['idle_cpu_s_per_hour_floor']:8.1f} CPU s/h  "
-        f"{r['idle_wakeups_per_s_floor']:7.1f} wakeups/s   threads: {threads(r['idle_threads_floor'])}",
+        f"{r['idle_wakeups_per_s_floor']:7.1f} wakeups/s   "
+        f"threads: {threads(r['idle_threads_floor'])}",
         f"  ratio (per round, median) {r['idle_cpu_ratio_vs_floor']:.2f}",
     ])
 

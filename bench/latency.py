@@ -36,14 +36,21 @@ import time
 from typing import Any, Callable
 
 from bench.common import MODEL, audio_frames, emit, percentile
-from testing.devices import PacedSpeaker
 from daemon import wire
-from daemon.runtime.connection import Endpoint
 from daemon.events import ButtonPressed, ButtonReleased, DeviceState, Event, MicFrame
 from daemon.liveserver import LiveServer, ServerLimits
-from daemon.session import (CloseConnection, Notify, Play, SendFrame, ServerEvents, Session,
-                            SessionSettings)
+from daemon.runtime.connection import Endpoint
 from daemon.runtime.supervisor import Inbox, Supervisor
+from daemon.session import (
+    CloseConnection,
+    Notify,
+    Play,
+    SendFrame,
+    ServerEvents,
+    Session,
+    SessionSettings,
+)
+from testing.devices import PacedSpeaker
 
 PATH = "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent"
 
@@ -232,9 +239,9 @@ async def playback(replies: int) -> dict[str, Any]:
 # ------------------------------------------------------------------------------ push-to-talk
 
 async def ptt(presses: int, scale: float = 20.0) -> dict[str, Any]:
-    from testing.proxy import TcpProxy
     from hw.button import Button, ButtonSettings
     from hw.sim import mock_pin_factory
+    from testing.proxy import TcpProxy
 
     async with LiveServer(limits=ServerLimits(time_scale=scale), voice="synthetic") as server:
         with TcpProxy("127.0.0.1", server.port) as proxy:

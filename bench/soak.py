@@ -202,12 +202,14 @@ def describe(r: dict[str, Any]) -> str:
         f"  turns received but not answered {r['turns_unanswered']} (reported "
         f"{r['turns_reported_unanswered']}); faults injected "
         f"{len(r['faults_injected'])}: {', '.join(sorted(set(r['faults_injected'])))}",
-        f"  turns {r['turns']}, frames captured {r['frames_captured']}, lost {r['frames_lost']}, "
+        f"  turns {r['turns']}, frames captured {r['frames_captured']}, "
+        f"lost {r['frames_lost']}, "
         f"answered twice {r['answered_twice']}",
         f"  resumes {r['resumes']}, rollovers {r['rollovers']}, retries {r['retries']}, "
         f"server connections {r['connections']}, sessions {r['sessions']}",
         f"  {'':14}{'start':>8}{'end':>8}",
-        f"  {'rss MB':14}{r['rss_mb_start']:>8.1f}{r['rss_mb_end']:>8.1f}   (max {r['rss_mb_max']:.1f})",
+        f"  {'rss MB':14}{r['rss_mb_start']:>8.1f}{r['rss_mb_end']:>8.1f}"
+        f"   (max {r['rss_mb_max']:.1f})",
         f"  {'rss trimmed':14}{r['rss_trimmed_mb_start']:>8.1f}{r['rss_trimmed_mb_end']:>8.1f}"
         "   (after malloc_trim: freed memory glibc kept)",
         f"  {'python heap':14}{r['py_heap_mb_start']:>8.2f}{r['py_heap_mb_end']:>8.2f}"

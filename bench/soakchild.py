@@ -215,13 +215,13 @@ class NotifyListener:
 
 
 def run_day(url: str, hours: float, scale: float, seed: int, tmp: Path) -> dict[str, Any]:
-    from testing.devices import PacedSpeaker
-    from daemon.app.run import App, load_config
-    from daemon.cli.main import build_parser
-    from daemon.runtime.control import request
     from daemon.app.endpoints import resolve
+    from daemon.app.run import App, load_config
+    from daemon.cli.ctl import request
+    from daemon.cli.main import build_parser
     from daemon.runtime.logs import setup_logging
     from hw.sim import make_sim_hardware
+    from testing.devices import PacedSpeaker
 
     (tmp / "voiced.toml").write_text(soak_config(tmp, scale))
     notify = NotifyListener(tmp / "notify.sock")

@@ -27,15 +27,15 @@ from pathlib import Path
 from typing import Any
 
 from bench import faultrig
-from testing.faultrig import FaultRig, until
 from bench.faults import FaultResult, fault, recover
 from daemon import wire
+from daemon.liveserver import ServerLimits
 from daemon.runtime.actions import parse_tools
 from daemon.runtime.connection import Endpoint
-from daemon.liveserver import ServerLimits
-from daemon.session import Session, SessionSettings
 from daemon.runtime.supervisor import Supervisor
 from daemon.runtime.tools import ToolRunner, declarations, session_tools
+from daemon.session import Session, SessionSettings
+from testing.faultrig import FaultRig, until
 
 TOOL_SCALE = 5.0
 """Nominal seconds per wall second for these rows (the rig's own is 20)."""

@@ -133,19 +133,59 @@ from daemon import wire
 from daemon.backoff import Backoff
 from daemon.context import Conversation
 from daemon.errors import VoicedError
-from daemon.events import (ButtonHeld, ButtonPressed, ButtonReleased, DeviceLost, DeviceRestored,
-                           DeviceState, Event, MicFrame, MicOverflow, PlaybackDrained,
-                           PlaybackStarted, PlaybackUnderrun)
-from daemon.vocabulary import *  # noqa: F401,F403  (re-exported: the public vocabulary)
-from daemon.vocabulary import (CancelTool, CloseConnection, ConnectionClosed, ConnectionFailed,
-                              ConnectionOpened, Earcon, Effect, Failure, FailureKind,
-                              FlushPlayback, FrameRejected, ReplyEnded, NewConversation, Notify,
-                              OpenConnection, Persist, Play, PttStart, PttStop, RunTool,
-                              SendFrame, SendText, ServerEvents, SessionSettings, SessionStats,
-                              SetInstruction, ShowStates, Shutdown, Snapshot, Start,
-                              TimerFired, ToolDone, VideoFrame, classify_failure)
-from daemon.vocabulary import __all__ as _lifecycle_all
+from daemon.events import (
+    ButtonHeld,
+    ButtonPressed,
+    ButtonReleased,
+    DeviceLost,
+    DeviceRestored,
+    DeviceState,
+    Event,
+    MicFrame,
+    MicOverflow,
+    PlaybackDrained,
+    PlaybackStarted,
+    PlaybackUnderrun,
+)
 from daemon.turns import TurnState, next_turn_state
+from daemon.vocabulary import *  # noqa: F401,F403  (re-exported: the public vocabulary)
+from daemon.vocabulary import (
+    CancelTool,
+    CloseConnection,
+    ConnectionClosed,
+    ConnectionFailed,
+    ConnectionOpened,
+    Earcon,
+    Effect,
+    Failure,
+    FailureKind,
+    FlushPlayback,
+    FrameRejected,
+    NewConversation,
+    Notify,
+    OpenConnection,
+    Persist,
+    Play,
+    PttStart,
+    PttStop,
+    ReplyEnded,
+    RunTool,
+    SendFrame,
+    SendText,
+    ServerEvents,
+    SessionSettings,
+    SessionStats,
+    SetInstruction,
+    ShowStates,
+    Shutdown,
+    Snapshot,
+    Start,
+    TimerFired,
+    ToolDone,
+    VideoFrame,
+    classify_failure,
+)
+from daemon.vocabulary import __all__ as _lifecycle_all
 
 __all__ = ["Phase", "Session", "SessionStateError", "TurnState", *_lifecycle_all]
 
@@ -1477,7 +1517,7 @@ class Session:
             turns.append(self._turn)
         return [t for t in turns if not live or t.conn != self._conn]
 
-    # ------------------------------------------------------------------------------ playback, devices
+    # --------------------------------------------------------------------------- playback, devices
 
     def _on_playback_started(self, event: PlaybackStarted) -> None:
         pass
@@ -1496,7 +1536,7 @@ class Session:
     def _on_mic_overflow(self, event: MicOverflow) -> None:
         self.counts["mic_overflows"] = event.count
 
-    # ------------------------------------------------------------------------------ typed input, control
+    # ------------------------------------------------------------------------ typed input, control
 
     def _on_send_text(self, event: SendText) -> None:
         if not event.text.strip():

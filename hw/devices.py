@@ -15,8 +15,7 @@ import ctypes.util
 import json
 import logging
 import os
-from dataclasses import dataclass
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any, Iterator, Literal
 
 from daemon.errors import DeviceError

@@ -22,14 +22,14 @@ import random
 import time
 from typing import Any, Callable, Iterator
 
-from bench.common import MODEL
-from testing.proxy import TcpProxy
 from daemon import wire
-from daemon.runtime.connection import Endpoint
 from daemon.events import DeviceState, MicFrame
 from daemon.liveserver import LiveServer, ServerLimits
-from daemon.session import Effect, SendFrame, Session, SessionSettings
+from daemon.runtime.connection import Endpoint
 from daemon.runtime.supervisor import Inbox, Supervisor
+from daemon.session import Effect, SendFrame, Session, SessionSettings
+from testing import MODEL
+from testing.proxy import TcpProxy
 
 __all__ = ["FaultRig", "SCALE", "until"]
 

@@ -3,7 +3,7 @@
 For the faults that need a real process — SIGTERM mid-turn, kill -9 and restart — the
 fault matrix starts ``python -m daemon run --hw sim`` against its local Live server,
 binds an AF_UNIX datagram socket as ``NOTIFY_SOCKET`` (READY=1, STOPPING=1 …), talks
-to the daemon through its control socket (daemon.runtime.control.request) and kills it by PID.
+to the daemon through its control socket (daemon.cli.ctl.request) and kills it by PID.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import ROOT
-from daemon.runtime.control import request
+from daemon.cli.ctl import request
+from testing import ROOT
 
 __all__ = ["VoicedProcess", "saved_handle"]
 

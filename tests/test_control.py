@@ -10,6 +10,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
+from daemon.cli import ctl
 from daemon.runtime import control
 
 
@@ -59,11 +60,11 @@ def test_commands_reach_the_target_in_order(tmp_path: Path) -> None:
     replies = []
 
     def body(server: control.ControlServer) -> None:
-        replies.append(control.request(tmp_path, "say", text="what time is it?"))
-        replies.append(control.request(tmp_path, "context", text="I am in the kitchen."))
-        replies.append(control.request(tmp_path, "instruct", text="Answer in French."))
-        replies.append(control.request(tmp_path, "ptt", action="start"))
-        replies.append(control.request(tmp_path, "ptt", action="stop"))
+        replies.append(ctl.request(tmp_path, "say", text="what time is it?"))
+        replies.append(ctl.request(tmp_path, "context", text="I am in the kitchen."))
+        replies.append(ctl.request(tmp_path, "instruct", text="Answer in French."))
+        replies.append(ctl.request(tmp_path, "ptt", action="start"))
+        replies.append(ctl.request(tmp_path, "ptt", action="stop"))
 
     target = run_with_server(tmp_path, body)
     assert replies == [{"ok": True}] * 5
@@ -75,11 +76,11 @@ def test_status_and_its_human_format(tmp_path: Path) -> None:
     got = {}
 
     def body(server: control.ControlServer) -> None:
-        got.update(control.request(tmp_path, "status"))
+        got.update(ctl.request(tmp_path, "status"))
 
     run_with_server(tmp_path, body)
     assert got["ok"] is True and got["status"]["resumes"] == 3
-    text = control.format_report(got["status"])
+    text = ctl.format_report(got["status"])
     assert "state        idle" in text
     assert "1,200/131,072 tokens (1%)" in text
     assert "resumes 3" in text
@@ -95,7 +96,7 @@ def test_bad_requests_get_clear_errors_and_the_server_survives(tmp_path: Path) -
                          b'{"cmd": "ptt", "action": "maybe"}\n', b'{"cmd": "new-session"}\n'):
                 s.sendall(line)
                 replies.append(json.loads(s.makefile().readline()))
-        replies.append(control.request(tmp_path, "say", text="still there?"))
+        replies.append(ctl.request(tmp_path, "say", text="still there?"))
 
     target = run_with_server(tmp_path, body)
     errors = [r.get("error", "") for r in replies[:-1]]

@@ -98,7 +98,7 @@ def test_setup_never_sends_a_null_handle() -> None:
 
 
 def test_setup_keeps_a_vertex_model_path() -> None:
-    name = "projects/p/locations/us-central1/publishers/google/models/gemini-live-2.5-flash-native-audio"
+    name = "projects/p/locations/us-central1/publishers/google/models/gemini-live-2.5-flash-native-audio"  # noqa: E501
     assert wire.setup_message(wire.SetupConfig(model=name))["setup"]["model"] == name
 
 
@@ -153,7 +153,8 @@ def test_client_content_refuses_unknown_role() -> None:
 
 
 def frames(message: types.LiveServerMessage) -> list[bytes | str]:
-    """The same message as the real server (binary, camel) and as a bridge (text, snake) sends it."""
+    """The same message as the real server (binary, camel)
+    and as a bridge (text, snake) sends it."""
     camel = json.dumps(message.model_dump(mode="json", by_alias=True, exclude_none=True))
     snake = json.dumps(message.model_dump(mode="json", exclude_none=True))
     return [camel.encode(), snake]

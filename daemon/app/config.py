@@ -65,7 +65,8 @@ class LiveSettings:
     language: str = ""
     """BCP-47 language for speech (e.g. "en-US"); empty for the model's default."""
     system_instruction: str = "You are a helpful voice assistant on a small device. Answer briefly."
-    """What the model is told about its job. SIGHUP or `voiced instruct` changes it mid-conversation."""
+    """What the model is told about its job.
+    SIGHUP or `voiced instruct` changes it mid-conversation."""
     key_file: str = ""
     """A file holding the API key (used when there is no systemd credential)."""
     project: str = ""
@@ -325,7 +326,8 @@ def load(path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] 
 
 def peek(section: str, key: str | None, default: Any, path: str | os.PathLike[str] | None = None,
          environ: Mapping[str, str] | None = None) -> Any:
-    """One raw value of the config file (``key`` None: the whole table), or ``default`` when the file is missing,
+    """One raw value of the config file (``key`` None: the whole table),
+    or ``default`` when the file is missing,
     unreadable (a user outside group voiced), broken, or lacks it — never an error.
 
     For the callers that must not load the whole configuration (and the key) just to
@@ -457,28 +459,28 @@ def example_toml() -> str:
 _TOOLS_EXAMPLE = [
     "",
     "# [[tools]]: functions the model may call (none by default). Each has a name, a description,",
-    "# a JSON schema of its parameters (type, properties, required, enum, minimum, maximum, maxLength),",
+    "# a JSON schema of its parameters (type, properties, required, enum, minimum, maximum, maxLength),",  # noqa: E501
     "# an optional timeout (seconds, default 10), behavior (\"BLOCKING\"/\"NON_BLOCKING\"), scheduling",
-    "# (\"SILENT\"/\"WHEN_IDLE\"/\"INTERRUPT\") and exactly one action: gpio, command, http, mqtt or builtin.",
+    "# (\"SILENT\"/\"WHEN_IDLE\"/\"INTERRUPT\") and exactly one action: gpio, command, http, mqtt or builtin.",  # noqa: E501
     "# [[tools]]",
     "# name = \"porch_light\"",
     "# description = \"Switch the porch light on or off.\"",
-    "# gpio = { pin = 17 }                       # parameter `on` (boolean); pwm = true takes `level` 0..1",
+    "# gpio = { pin = 17 }                       # parameter `on` (boolean); pwm = true takes `level` 0..1",  # noqa: E501
     "# [[tools]]",
     "# name = \"garage_door\"",
     "# description = \"Open or close a garage door.\"",
-    "# parameters = { type = \"object\", properties = { door = { type = \"string\", enum = [\"left\", \"right\"] } }, required = [\"door\"] }",
-    "# command = { argv = [\"/usr/local/bin/garage\", \"{door}\"] }   # never a shell; \"{door}\" is one argv element",
+    "# parameters = { type = \"object\", properties = { door = { type = \"string\", enum = [\"left\", \"right\"] } }, required = [\"door\"] }",  # noqa: E501
+    "# command = { argv = [\"/usr/local/bin/garage\", \"{door}\"] }   # never a shell; \"{door}\" is one argv element",  # noqa: E501
     "# [[tools]]",
     "# name = \"scene\"",
     "# description = \"Turn on a Home Assistant scene.\"",
-    "# parameters = { type = \"object\", properties = { scene = { type = \"string\", maxLength = 40 } }, required = [\"scene\"] }",
-    "# http = { method = \"POST\", url = \"http://homeassistant.local:8123/api/services/scene/turn_on\", body = { entity_id = \"{scene}\" }, token_file = \"/etc/voiced/ha-token\" }",
+    "# parameters = { type = \"object\", properties = { scene = { type = \"string\", maxLength = 40 } }, required = [\"scene\"] }",  # noqa: E501
+    "# http = { method = \"POST\", url = \"http://homeassistant.local:8123/api/services/scene/turn_on\", body = { entity_id = \"{scene}\" }, token_file = \"/etc/voiced/ha-token\" }",  # noqa: E501
     "# [[tools]]",
     "# name = \"fan\"",
     "# description = \"Switch the fan.\"",
-    "# parameters = { type = \"object\", properties = { on = { type = \"boolean\" } }, required = [\"on\"] }",
+    "# parameters = { type = \"object\", properties = { on = { type = \"boolean\" } }, required = [\"on\"] }",  # noqa: E501
     "# mqtt = { topic = \"home/fan/set\", payload = \"{on}\" }   # needs [mqtt]",
     "# [[tools]]",
-    "# builtin = \"set_volume\"                  # also get_volume, stop, mute, new_conversation, set_timer",
+    "# builtin = \"set_volume\"                  # also get_volume, stop, mute, new_conversation, set_timer",  # noqa: E501
 ]

@@ -34,8 +34,8 @@ from typing import Any, Iterator, Mapping
 from urllib.parse import urlsplit, urlunsplit
 
 from daemon.app.config import LiveSettings, Secret
-from daemon.runtime.connection import Endpoint
 from daemon.errors import ConfigError
+from daemon.runtime.connection import Endpoint
 
 __all__ = ["Target", "resolve", "gemini_path", "vertex_url", "is_loopback", "BearerHeaders"]
 

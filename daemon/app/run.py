@@ -42,19 +42,37 @@ from typing import Any, Mapping
 
 from daemon.app import config as config_mod
 from daemon.app.config import Config
-from daemon.runtime.connection import Keepalive
 from daemon.app.endpoints import Target, resolve
+from daemon.app.wiring import (
+    AppControlServer,
+    Controls,
+    MuteGate,
+    Pulse,
+    StateKeeper,
+    ToolsAndHome,
+    top_state,
+)
 from daemon.errors import ConfigError, DeviceError
 from daemon.events import DeviceState
 from daemon.health import floor_guards
+from daemon.runtime.connection import Keepalive
 from daemon.runtime.logs import Redactor, setup_logging
-from daemon.runtime.service import (EXIT_CONFIG, EXIT_OK, EXIT_SOFTWARE, Notifier, WatchdogGate, exit_code_for,
-                            format_status, install_signal_handlers, status_loop,
-                            watchdog_interval, watchdog_loop)
-from daemon.session import Effect, OpenConnection, Persist, SendFrame, ShowStates
+from daemon.runtime.service import (
+    EXIT_CONFIG,
+    EXIT_OK,
+    EXIT_SOFTWARE,
+    Notifier,
+    WatchdogGate,
+    exit_code_for,
+    format_status,
+    install_signal_handlers,
+    status_loop,
+    watchdog_interval,
+    watchdog_loop,
+)
 from daemon.runtime.state import StateStore
+from daemon.session import Effect, OpenConnection, Persist, SendFrame, ShowStates
 from daemon.wire import SetupConfig
-from daemon.app.wiring import AppControlServer, Controls, MuteGate, Pulse, StateKeeper, ToolsAndHome, top_state
 
 __all__ = ["add_arguments", "main", "load_config", "show_error_led", "App"]
 
@@ -279,7 +297,7 @@ class App:
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise ConfigError(f"service.{key}", str(path), f"cannot be created: {exc.strerror}")
+            raise ConfigError(f"service.{key}", str(path), f"cannot be created: {exc.strerror}") from exc
         return path
 
     def _hardware(self, post: Any) -> Any:

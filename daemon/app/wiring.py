@@ -23,20 +23,27 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any, Callable, Mapping
 
-import threading
-
 from daemon import wire
+from daemon.events import (
+    LED_PRIORITY,
+    ButtonHeld,
+    ButtonPressed,
+    DeviceLost,
+    DeviceRestored,
+    DeviceState,
+    Event,
+    MicFrame,
+)
 from daemon.runtime.control import ControlServer
-from daemon.events import (LED_PRIORITY, ButtonHeld, ButtonPressed, DeviceLost, DeviceRestored,
-                           DeviceState, Event, MicFrame)
-from daemon.vocabulary import CloseConnection, Effect, Persist, ShowStates
-from daemon.session import Session, SessionSettings, Snapshot
 from daemon.runtime.state import StateStore
+from daemon.session import Session, SessionSettings, Snapshot
+from daemon.vocabulary import CloseConnection, Effect, Persist, ShowStates
 
 __all__ = ["Pulse", "Controls", "AppControlServer", "StateKeeper", "MuteGate", "ToolsAndHome",
            "top_state", "DEBUG_COMMANDS"]
@@ -162,7 +169,8 @@ class Controls:
         self.tools_running = 0
         self.volume_listeners: list[Callable[[float], None]] = []
 
-    # -- device side (daemon/runtime/actions.py Device; any thread) ----------------------------------
+    # -- device side (daemon/runtime/actions.py Device; any thread)
+    # ----------------------------------
 
     def get_volume(self) -> float:
         return float(getattr(self.speaker, "volume", 1.0))
@@ -203,7 +211,7 @@ class Controls:
 
     def status(self) -> Mapping[str, Any]:
         """One mapping for both STATUS= (daemon.health.format_status) and ``voiced status``
-        (daemon.runtime.control.format_report). Times are nominal seconds (real time at scale 1)."""
+        (daemon.cli.ctl.format_report). Times are nominal seconds (real time at scale 1)."""
         stats = self.supervisor.stats()
         out: dict[str, Any] = dict(vars(stats))
         states = self.mute.shown(self.supervisor.states())

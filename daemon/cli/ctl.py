@@ -1,6 +1,6 @@
 """
 ``voiced status | say | context | instruct | ptt | new-session``: talk to the running
-daemon through its control socket (daemon/runtime/control.py ``request``).
+daemon through its control socket (``request`` below).
 
 One module serves the six sub-commands: daemon/cli/main.py gives each sub-command its own
 parser and ``args.command`` says which one runs. Exit status: 0 done, 1 the daemon
@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
-from daemon.runtime.control import SOCKET_NAME, format_report, request
+from daemon.runtime.control import SOCKET_NAME
 
-__all__ = ["DEFAULT_RUNTIME_DIR", "EXIT_NOT_RUNNING", "EXIT_FORBIDDEN", "send", "add_arguments",
+__all__ = ["request", "format_report", "DEFAULT_RUNTIME_DIR", "EXIT_NOT_RUNNING", "EXIT_FORBIDDEN", "send", "add_arguments",
            "main"]
 
 DEFAULT_RUNTIME_DIR = "/run/voiced"
@@ -122,3 +123,59 @@ def main(args: argparse.Namespace) -> int:
     else:
         print(_DONE.get(cmd, "done"))
     return 0
+
+def request(directory: str | os.PathLike[str], cmd: str, timeout: float = 5.0, **fields: Any) -> dict[str, Any]:
+    """Send one request to a running daemon and return its reply (blocking; for the CLI)."""
+    path = Path(directory) / SOCKET_NAME
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect(str(path))
+        s.sendall(json.dumps({"cmd": cmd, **fields}).encode() + b"\n")
+        buf = b""
+        while not buf.endswith(b"\n"):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+    return json.loads(buf)
+
+
+def _age(seconds: Any) -> str:
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    h, rem = divmod(s, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+
+
+def _bar(used: int, total: int, width: int = 30) -> str:
+    frac = 0.0 if total <= 0 else min(1.0, used / total)
+    filled = round(frac * width)
+    return "[" + "#" * filled + "." * (width - filled) + f"] {used:,}/{total:,} tokens ({frac:.0%})"
+
+
+def format_report(st: Mapping[str, Any]) -> str:
+    """The human ``voiced status`` report from the daemon's status mapping."""
+    lines = [
+        f"state        {st.get('state', '?')}",
+        f"endpoint     {st.get('endpoint', '?')}",
+        f"session      age {_age(st.get('session_age'))}, "
+        f"connection age {_age(st.get('connection_age'))}",
+        f"next         resume in {_age(st.get('next_resume_in'))}, "
+        f"rollover in {_age(st.get('next_rollover_in'))}",
+        f"context      {_bar(int(st.get('tokens_used') or 0), int(st.get('context_window') or 0))}",
+        "counts       " + ", ".join(f"{k} {st.get(k, 0)}" for k in (
+            "turns", "replies", "resumes", "rollovers", "retries")),
+        "audio        " + ", ".join(f"{k.replace('frames_', '')} {st.get(k, 0)}" for k in (
+            "frames_captured", "frames_sent", "frames_buffered", "frames_dropped")),
+        "asks         " + ", ".join(f"{label} {st.get(k, 0)}" for k, label in (
+            ("asks", "asked"), ("asks_answered", "answered"), ("asks_interrupted", "cut"),
+            ("asks_dropped", "dropped"), ("asks_waiting", "open"), ("phantom_replies", "phantoms")))
+        + (f"; waiting for {st['waiting']} ({_age(st.get('wait_left'))} left)"
+           if st.get("waiting") else ""),
+        f"devices      mic {st.get('mic', '?')}, speaker {st.get('speaker', '?')}"
+        + (f", gpio {st['gpio']}" if st.get("gpio") else ""),
+        f"last error   {st.get('last_error') or 'none'}",
+    ]
+    return "\n".join(lines)

@@ -68,7 +68,8 @@ async def _until_turn_complete(ws: ClientConnection) -> _Turn:
 
 async def scripted_conversation(url: str, out: Callable[[str], None] = print,
                                 model: str = "gemini-3.8-live", api_key: str | None = None) -> bool:
-    """Run the script against *url*; ``out`` gets one line per step. True if all went as expected."""
+    """Run the script against *url*; ``out`` gets one line per step.
+    True if all went as expected."""
     headers = {"x-goog-api-key": api_key} if api_key else {}
     start = time.monotonic()
 

@@ -15,7 +15,8 @@ Each ``[[tools]]`` table has exactly one action key (README "Tools"):
   urllib on the call's thread. ``{param}`` in the URL is percent-encoded; a body string
   that is exactly ``"{param}"`` becomes the typed value; the body goes as JSON.
 * ``mqtt = {topic = "home/porch/set", payload = "{on}", qos = 0, retain = false}`` —
-  (no payload: the arguments as JSON) published through the ``[mqtt]`` broker connection (daemon/runtime/homeassistant.py).
+  (no payload: the arguments as JSON) published through the ``[mqtt]`` broker
+  connection (daemon/runtime/homeassistant.py).
 * ``builtin = "set_volume"`` (or ``get_volume``, ``stop``, ``mute``,
   ``new_conversation``, ``set_timer``) — the device's own tools; name, description and
   parameters default to the built-in's.
@@ -38,7 +39,7 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Mapping, Protocol
+from typing import AbstractSet, Any, Callable, Mapping, Protocol
 
 from daemon.errors import ConfigError
 from daemon.runtime.tools import DEFAULT_TIMEOUT, SCHEDULING, ToolSpec, check_schema
@@ -91,7 +92,8 @@ def _table(value: Any, key: str) -> dict[str, Any]:
     return value
 
 
-def _keys(table: Mapping[str, Any], key: str, allowed: set[str], required: set[str] = set()) -> None:
+def _keys(table: Mapping[str, Any], key: str, allowed: set[str],
+          required: AbstractSet[str] = frozenset()) -> None:
     for k in table:
         if k not in allowed:
             raise ConfigError(f"{key}.{k}", table[k], "unknown key; known: " + ", ".join(sorted(allowed)))

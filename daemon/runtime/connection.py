@@ -28,8 +28,13 @@ from websockets.exceptions import InvalidStatus, InvalidURI
 
 from daemon.errors import ProtocolError
 from daemon.events import Event
-from daemon.vocabulary import (ConnectionClosed, ConnectionFailed, ConnectionOpened, FrameRejected,
-                              ServerEvents)
+from daemon.vocabulary import (
+    ConnectionClosed,
+    ConnectionFailed,
+    ConnectionOpened,
+    FrameRejected,
+    ServerEvents,
+)
 from daemon.wire import decode_server_message
 
 __all__ = ["Endpoint", "Keepalive", "Connection"]

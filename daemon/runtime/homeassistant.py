@@ -59,7 +59,8 @@ class MqttSettings:
     username: str = ""
     """Broker user name; empty for an anonymous broker."""
     password_file: str = ""
-    """A file holding the broker password (used when there is no systemd credential mqtt-password)."""
+    """A file holding the broker password
+    (used when there is no systemd credential mqtt-password)."""
     topic_prefix: str = ""
     """Topics of this device start with this; empty: voiced/<machine id>."""
     discovery_prefix: str = "homeassistant"

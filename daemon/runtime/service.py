@@ -40,7 +40,12 @@ from typing import Callable, Mapping, Sequence
 
 from daemon.errors import ConfigError, DeviceError
 from daemon.health import (
-    STATUS_MAX, Heartbeat, LostDeviceFacts, PipelineHeartbeat, WatchdogGate, WatchdogVerdict,
+    STATUS_MAX,
+    Heartbeat,
+    LostDeviceFacts,
+    PipelineHeartbeat,
+    WatchdogGate,
+    WatchdogVerdict,
     format_status,
 )
 

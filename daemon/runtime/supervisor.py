@@ -26,18 +26,41 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from time import monotonic as _monotonic
 from collections import deque
+from time import monotonic as _monotonic
 from typing import Any, Awaitable, Callable, Mapping, Protocol
 
-from daemon.runtime.connection import Connection, Endpoint, Keepalive
 from daemon.events import DeviceState, Event, MicFrame
-from daemon.session import (CancelTool, CloseConnection, ConnectionClosed, Earcon, Effect,
-                            FlushPlayback, NewConversation, Notify, OpenConnection, Persist, Play,
-                            PttStart, ReplyEnded, RunTool,
-                            PttStop, SendFrame, SendText, Session, SessionStateError,
-                            SessionStats, SetInstruction, ShowStates, Shutdown, Snapshot, Start,
-                            TimerFired, ToolDone)
+from daemon.runtime.connection import Connection, Endpoint, Keepalive
+from daemon.session import (
+    CancelTool,
+    CloseConnection,
+    ConnectionClosed,
+    Earcon,
+    Effect,
+    FlushPlayback,
+    NewConversation,
+    Notify,
+    OpenConnection,
+    Persist,
+    Play,
+    PttStart,
+    PttStop,
+    ReplyEnded,
+    RunTool,
+    SendFrame,
+    SendText,
+    Session,
+    SessionStateError,
+    SessionStats,
+    SetInstruction,
+    ShowStates,
+    Shutdown,
+    Snapshot,
+    Start,
+    TimerFired,
+    ToolDone,
+)
 
 __all__ = ["Inbox", "Heartbeat", "Supervisor", "ToolRunner"]
 

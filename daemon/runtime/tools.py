@@ -150,7 +150,8 @@ def check_args(schema: Mapping[str, Any], args: Any, where: str = "arguments") -
     or None when they are fine."""
     kind = schema.get("type", "object")
     if not _is_type(args, kind):
-        return f"{where} must be {'an' if kind[0] in 'aeiou' else 'a'} {kind}, not {type(args).__name__}"
+        article = "an" if kind[0] in "aeiou" else "a"
+        return f"{where} must be {article} {kind}, not {type(args).__name__}"
     if kind == "object":
         props = schema.get("properties", {})
         for name in schema.get("required", []):
@@ -277,7 +278,8 @@ class ToolRunner:
 
     def start(self, call_id: str, name: str, args: Mapping[str, Any],
               post: Callable[[Any], None]) -> None:
-        """Run ``name(args)``; post ``ToolDone(call_id, name, response)`` when done. Returns at once."""
+        """Run ``name(args)``; post ``ToolDone(call_id, name, response)`` when done.
+        Returns at once."""
         spec = self.specs.get(name)
         if spec is None:
             # The core answers unknown names itself; this is the belt to its braces (F18).

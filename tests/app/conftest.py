@@ -23,8 +23,9 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from daemon.runtime.control import request
+from daemon.cli.ctl import request
 from daemon.liveserver import LiveServerThread, ServerLimits
+from tests.hw.conftest import pulse_server, speech  # noqa: F401  (fixtures of tests/app)
 from tests.notify import NotifyListener
 
 REPO = Path(__file__).resolve().parents[2]

@@ -26,7 +26,7 @@ from hw.button import ButtonSettings
 from hw.gpio import Gpio, GpioSettings, GpioUnavailable, open_pin_factory
 from hw.led import LedSettings
 from tests.app.conftest import Manager, write_config
-from tests.hw.conftest import Pulse, pulse_server  # noqa: F401  (fixture)
+from tests.hw.conftest import Pulse
 
 ABSENT_CHIP = next(n for n in range(63, 0, -1) if not Path(f"/dev/gpiochip{n}").exists())
 
@@ -201,7 +201,7 @@ def test_gpio_close_stops_the_retrying():
 
 def test_voiced_run_hw_pi_without_gpio_prints_one_line_and_keeps_serving(
         tmp_path: Path, manager: Manager, live: Any, spawn: Any,
-        pulse_server: Pulse) -> None:  # noqa: F811
+        pulse_server: Pulse) -> None:
     """No gpiochip here: one line naming it, no traceback, READY, and the voice path
     works from the control socket (ptt) while GPIO is retried."""
     if Path("/dev/gpiochip0").exists():

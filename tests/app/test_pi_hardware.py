@@ -12,12 +12,12 @@ from typing import Any
 import numpy as np
 
 from tests.app.conftest import Manager, write_config
-from tests.hw.conftest import Pulse, pulse_server, speech  # noqa: F401  (fixtures)
+from tests.hw.conftest import Pulse
 
 
 def test_run_with_pyaudio_devices_by_name(tmp_path: Path, manager: Manager, live: Any,
-                                          spawn: Any, pulse_server: Pulse,  # noqa: F811
-                                          speech: dict[int, bytes]) -> None:  # noqa: F811
+                                          spawn: Any, pulse_server: Pulse,
+                                          speech: dict[int, bytes]) -> None:
     cfg = write_config(tmp_path / "voiced.toml", tmp_path,
                        '[mic]\ndevice = "vmic"\nfallback_to_default = false\n'
                        '[speaker]\ndevice = "vspk"\nfallback_to_default = false\n', hw="pi")

@@ -16,9 +16,8 @@ from typing import Any, Callable
 
 import pytest
 
-from daemon.runtime import control
-
 from daemon.cli import ctl
+from daemon.runtime import control
 
 
 def voiced(*argv: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:

@@ -11,13 +11,13 @@ import sys
 from pathlib import Path
 
 from daemon import wire
-from daemon.runtime.connection import Endpoint
-from daemon.runtime.control import ControlServer
+from daemon.app.wiring import Controls
 from daemon.liveserver import LiveServer, ServerLimits
 from daemon.liveserver.model import OUTPUT_RATE, synthetic_speech
-from daemon.session import Session, SessionSettings
+from daemon.runtime.connection import Endpoint
+from daemon.runtime.control import ControlServer
 from daemon.runtime.supervisor import Inbox, Supervisor
-from daemon.app.wiring import Controls
+from daemon.session import Session, SessionSettings
 from hw.sim import make_sim_hardware
 from tests import timing
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.cli.demo.demo import (REFERENCE_CPU_MS, choose_time_scale, measure_cpu, slowness_advice)
+from daemon.cli.demo.demo import REFERENCE_CPU_MS, choose_time_scale, measure_cpu, slowness_advice
 from daemon.health import GUARD_WALL_FLOORS, floor_guards
 from daemon.vocabulary import SessionSettings
 

@@ -20,10 +20,11 @@ def test_earcons_render_and_release_is_off_by_default():
 
 
 def test_earcons_settings_reach_the_sim_speaker():
+    import time
+
     from hw.sim import SimSpeaker
     from hw.speaker import SpeakerSettings
     from tests.hw.audio_util import Inbox
-    import time
 
     spk = SimSpeaker(SpeakerSettings(), Inbox(), speed=None,
                      earcons=EarconSettings(press=False, release=True))

@@ -9,8 +9,14 @@ import numpy as np
 import pytest
 
 from daemon.errors import DeviceError
-from daemon.events import (ButtonPressed, ButtonReleased, DeviceState, MicFrame,
-                           PlaybackDrained, PlaybackStarted)
+from daemon.events import (
+    ButtonPressed,
+    ButtonReleased,
+    DeviceState,
+    MicFrame,
+    PlaybackDrained,
+    PlaybackStarted,
+)
 from hw.mic import MicSettings
 from hw.sim import SimMic, make_sim_hardware, read_wav
 from hw.speaker import SpeakerSettings

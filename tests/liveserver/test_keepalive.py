@@ -13,9 +13,9 @@ import socket
 import pytest
 
 from daemon import wire
+from daemon.liveserver import LiveServer, ServerLimits
 from daemon.runtime.connection import Connection, Endpoint, Keepalive
 from daemon.vocabulary import ConnectionClosed, ConnectionFailed, ServerEvents
-from daemon.liveserver import LiveServer, ServerLimits
 from tests.liveserver.rawclient import run
 
 SCALE = 100.0

@@ -17,10 +17,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from daemon import wire
-from daemon.runtime.connection import Connection, Endpoint
 from daemon.app.endpoints import BearerHeaders
-from daemon.vocabulary import ConnectionFailed, ServerEvents
 from daemon.liveserver import LiveServer, ServerLimits
+from daemon.runtime.connection import Connection, Endpoint
+from daemon.vocabulary import ConnectionFailed, ServerEvents
 from tests.liveserver.rawclient import run
 
 google_credentials = pytest.importorskip("google.oauth2.credentials")

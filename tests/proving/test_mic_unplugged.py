@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import asyncio
 
-from testing.faultrig import FaultRig, until
 from daemon.events import DeviceState
 from hw.mic import Mic, MicSettings
+from testing.faultrig import FaultRig, until
 from tests.hw.audio_util import tone
 
 

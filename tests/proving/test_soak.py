@@ -15,6 +15,7 @@ import pytest
 
 from bench.soak import CHAOS, describe, run_soak
 
+
 def _every_turn_arrived_and_was_answered_once(r: dict) -> None:
     """Last, after every other check: no audio lost, no turn answered twice (an answer
     completed while the core closed its connection is taken, not asked again:

@@ -15,12 +15,17 @@ import sys
 import threading
 import time
 
+from daemon.app.config import LiveSettings, resolve_api_key
 from daemon.runtime.logs import setup_logging
 from daemon.runtime.service import (
-    EXIT_OK, Notifier, PipelineHeartbeat, WatchdogGate, format_status, install_signal_handlers,
+    EXIT_OK,
+    Notifier,
+    PipelineHeartbeat,
+    WatchdogGate,
+    format_status,
+    install_signal_handlers,
     watchdog_loop,
 )
-from daemon.app.config import LiveSettings, resolve_api_key
 
 log = logging.getLogger("voiced.child")
 

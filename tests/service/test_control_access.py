@@ -23,10 +23,8 @@ from typing import Callable, Iterator
 import pytest
 
 from daemon.app import config
-
-from daemon.runtime import control
-
 from daemon.cli import ctl
+from daemon.runtime import control
 
 NOBODY = 65534
 

@@ -15,8 +15,13 @@ from pathlib import Path
 import pytest
 
 from daemon.runtime.logs import (
-    REDACTED, Redactor, StderrFormatter, StructuredJournalHandler, setup_logging,
-    stderr_is_journal, use_journal,
+    REDACTED,
+    Redactor,
+    StderrFormatter,
+    StructuredJournalHandler,
+    setup_logging,
+    stderr_is_journal,
+    use_journal,
 )
 
 KEY = "AIzaSyD-test-Key_0123456789abcdefghijklm"

@@ -14,7 +14,12 @@ from pathlib import Path
 import pytest
 
 from daemon.runtime.service import (
-    Notifier, PipelineHeartbeat, WatchdogGate, status_loop, watchdog_interval, watchdog_loop,
+    Notifier,
+    PipelineHeartbeat,
+    WatchdogGate,
+    status_loop,
+    watchdog_interval,
+    watchdog_loop,
 )
 
 # WATCHDOG_USEC=200 ms -> a ping every 100 ms (half the timeout).

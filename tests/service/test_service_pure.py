@@ -1,4 +1,5 @@
-"""daemon.health (watchdog gate, STATUS text) and daemon.runtime.service's credentials and exit codes."""
+"""daemon.health (watchdog gate, STATUS text)
+and daemon.runtime.service's credentials and exit codes."""
 
 from __future__ import annotations
 

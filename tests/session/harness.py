@@ -8,9 +8,19 @@ from typing import Any, Iterable
 
 from daemon import wire
 from daemon.events import Event, MicFrame
-from daemon.session import (CloseConnection, ConnectionClosed, ConnectionOpened, Effect,
-                            OpenConnection, SendFrame, ServerEvents, Session, SessionSettings,
-                            Start, TimerFired)
+from daemon.session import (
+    CloseConnection,
+    ConnectionClosed,
+    ConnectionOpened,
+    Effect,
+    OpenConnection,
+    SendFrame,
+    ServerEvents,
+    Session,
+    SessionSettings,
+    Start,
+    TimerFired,
+)
 
 MODEL = "gemini-2.5-flash-native-audio-preview-12-2025"
 
@@ -45,7 +55,8 @@ class Harness:
         return out
 
     def advance(self, dt: float) -> list[Effect]:
-        """Move the clock ``dt`` seconds, firing every deadline on the way (as the supervisor does)."""
+        """Move the clock ``dt`` seconds, firing every deadline on the way
+        (as the supervisor does)."""
         target = self.now + dt
         out: list[Effect] = []
         while True:

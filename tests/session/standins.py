@@ -10,7 +10,7 @@ import hashlib
 import random
 from typing import Callable
 
-from daemon.events import (DeviceState, Event, MicFrame, PlaybackDrained, PlaybackStarted)
+from daemon.events import DeviceState, Event, MicFrame, PlaybackDrained, PlaybackStarted
 
 
 class StandInMic:

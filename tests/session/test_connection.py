@@ -8,11 +8,16 @@ from typing import Any
 from websockets.asyncio.server import ServerConnection, serve
 
 from daemon import wire
-from daemon.runtime.connection import Connection, Endpoint, Keepalive
 from daemon.events import Event
 from daemon.liveserver import LiveServer, ServerLimits
-from daemon.session import (ConnectionClosed, ConnectionFailed, ConnectionOpened, FrameRejected,
-                            ServerEvents)
+from daemon.runtime.connection import Connection, Endpoint, Keepalive
+from daemon.session import (
+    ConnectionClosed,
+    ConnectionFailed,
+    ConnectionOpened,
+    FrameRejected,
+    ServerEvents,
+)
 from tests.session.harness import MODEL
 from tests.session.test_supervisor import run, until
 

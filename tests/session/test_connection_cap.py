@@ -1,11 +1,18 @@
-"""Connection cap: handles, goAway, the age backstop, safe points, switching mid-turn (issue 3 item 2)."""
+"""Connection cap: handles, goAway, the age backstop, safe points,
+switching mid-turn (issue 3 item 2)."""
 
 from __future__ import annotations
 
 from daemon import wire
 from daemon.events import ButtonPressed, ButtonReleased, DeviceState, PlaybackDrained
-from daemon.session import (CloseConnection, ConnectionClosed, ConnectionOpened, FlushPlayback,
-                            OpenConnection, SessionSettings)
+from daemon.session import (
+    CloseConnection,
+    ConnectionClosed,
+    ConnectionOpened,
+    FlushPlayback,
+    OpenConnection,
+    SessionSettings,
+)
 from tests.session.harness import Harness, audio_sent, kinds
 
 

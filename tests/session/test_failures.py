@@ -6,9 +6,19 @@ import pytest
 
 from daemon import wire
 from daemon.events import ButtonPressed, ButtonReleased, DeviceState
-from daemon.session import (CloseConnection, ConnectionClosed, ConnectionFailed, ConnectionOpened,
-                            Earcon, FailureKind, Notify, OpenConnection, SessionSettings, Start,
-                            classify_failure)
+from daemon.session import (
+    CloseConnection,
+    ConnectionClosed,
+    ConnectionFailed,
+    ConnectionOpened,
+    Earcon,
+    FailureKind,
+    Notify,
+    OpenConnection,
+    SessionSettings,
+    Start,
+    classify_failure,
+)
 from tests.session.harness import Harness, audio_sent, kinds
 from tests.session.test_connection_cap import live, talk
 

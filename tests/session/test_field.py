@@ -7,12 +7,31 @@ from __future__ import annotations
 import pytest
 
 from daemon import wire
-from daemon.events import (ButtonHeld, ButtonPressed, ButtonReleased, DeviceState, MicFrame,
-                           PlaybackDrained)
-from daemon.session import (CloseConnection, ConnectionClosed, ConnectionFailed,
-                            ConnectionOpened, Earcon, FailureKind, FlushPlayback, Notify,
-                            OpenConnection, Play, PttStart, SendText, SessionSettings, Start,
-                            classify_failure)
+from daemon.events import (
+    ButtonHeld,
+    ButtonPressed,
+    ButtonReleased,
+    DeviceState,
+    MicFrame,
+    PlaybackDrained,
+)
+from daemon.session import (
+    CloseConnection,
+    ConnectionClosed,
+    ConnectionFailed,
+    ConnectionOpened,
+    Earcon,
+    FailureKind,
+    FlushPlayback,
+    Notify,
+    OpenConnection,
+    Play,
+    PttStart,
+    SendText,
+    SessionSettings,
+    Start,
+    classify_failure,
+)
 from daemon.turns import TurnState
 from tests.session.harness import Harness, audio_sent, kinds
 from tests.session.test_connection_cap import live, talk

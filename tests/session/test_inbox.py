@@ -11,8 +11,8 @@ import asyncio
 import threading
 from typing import Any
 
-from daemon.session import SendText
 from daemon.runtime.supervisor import Inbox
+from daemon.session import SendText
 
 
 class CountingLoop(asyncio.SelectorEventLoop):

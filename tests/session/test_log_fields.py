@@ -7,11 +7,11 @@ import logging
 
 import pytest
 
-from daemon.runtime.connection import Endpoint
-from daemon.vocabulary import SessionSettings
 from daemon.liveserver import LiveServer
-from daemon.session import Session
+from daemon.runtime.connection import Endpoint
 from daemon.runtime.supervisor import Supervisor
+from daemon.session import Session
+from daemon.vocabulary import SessionSettings
 from daemon.wire import SetupConfig
 
 

@@ -22,12 +22,33 @@ from hypothesis import event as note
 from hypothesis import strategies as st
 
 from daemon import wire
-from daemon.events import (ButtonHeld, ButtonPressed, ButtonReleased, DeviceState, MicFrame,
-                           PlaybackDrained)
-from daemon.session import (CloseConnection, ConnectionClosed, ConnectionFailed, ConnectionOpened,
-                            Earcon, NewConversation, Notify, OpenConnection, RunTool, SendFrame,
-                            SendText, ServerEvents, Session, SessionSettings, SetInstruction,
-                            Start, TimerFired, ToolDone)
+from daemon.events import (
+    ButtonHeld,
+    ButtonPressed,
+    ButtonReleased,
+    DeviceState,
+    MicFrame,
+    PlaybackDrained,
+)
+from daemon.session import (
+    CloseConnection,
+    ConnectionClosed,
+    ConnectionFailed,
+    ConnectionOpened,
+    NewConversation,
+    Notify,
+    OpenConnection,
+    RunTool,
+    SendFrame,
+    SendText,
+    ServerEvents,
+    Session,
+    SessionSettings,
+    SetInstruction,
+    Start,
+    TimerFired,
+    ToolDone,
+)
 from tests.session.harness import MODEL, frame
 
 _TALK = st.sampled_from([("press",), ("release",), ("frames", 5), ("frames", 25), ("reply",),

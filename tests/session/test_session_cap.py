@@ -4,8 +4,14 @@ from __future__ import annotations
 
 from daemon import wire
 from daemon.events import PlaybackDrained
-from daemon.session import (CloseConnection, ConnectionOpened, SendText, SessionSettings,
-                            SetInstruction, VideoFrame)
+from daemon.session import (
+    CloseConnection,
+    ConnectionOpened,
+    SendText,
+    SessionSettings,
+    SetInstruction,
+    VideoFrame,
+)
 from tests.session.harness import Harness, kinds
 from tests.session.test_connection_cap import live, talk
 

@@ -9,11 +9,11 @@ import threading
 from typing import Any, Awaitable, Callable
 
 from daemon import wire
-from daemon.runtime.connection import Endpoint, Keepalive
 from daemon.events import ButtonPressed, ButtonReleased, DeviceState
 from daemon.liveserver import LiveServer, ServerLimits
-from daemon.session import Effect, Notify, SendFrame, Session, SessionSettings
+from daemon.runtime.connection import Endpoint, Keepalive
 from daemon.runtime.supervisor import Inbox, Supervisor
+from daemon.session import Effect, SendFrame, Session, SessionSettings
 from tests.session.harness import MODEL
 from tests.session.standins import StandInLed, StandInMic, StandInSpeaker, sha
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
-from daemon.runtime.connection import Endpoint
-from daemon.vocabulary import SessionSettings
 from daemon.liveserver import LiveServer
-from daemon.session import Session
+from daemon.runtime.connection import Endpoint
 from daemon.runtime.supervisor import Supervisor
+from daemon.session import Session
+from daemon.vocabulary import SessionSettings
 from daemon.wire import SetupConfig
 
 

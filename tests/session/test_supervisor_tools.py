@@ -10,11 +10,11 @@ import threading
 from typing import Any, Callable, Mapping
 
 from daemon import wire
-from daemon.runtime.connection import Endpoint
 from daemon.events import DeviceState, Event
 from daemon.liveserver import LiveServer, ServerLimits
-from daemon.session import Session, SessionSettings, ToolDone
+from daemon.runtime.connection import Endpoint
 from daemon.runtime.supervisor import Inbox, Supervisor, ToolRunner  # noqa: F401 (the interface)
+from daemon.session import Session, SessionSettings, ToolDone
 from tests.session.harness import MODEL
 from tests.session.test_supervisor import run, until
 

@@ -5,8 +5,15 @@ from __future__ import annotations
 
 from daemon import wire
 from daemon.events import ButtonPressed, ButtonReleased, DeviceState
-from daemon.session import (CancelTool, CloseConnection, ConnectionClosed, ConnectionOpened, RunTool,
-                            SessionSettings, ToolDone)
+from daemon.session import (
+    CancelTool,
+    CloseConnection,
+    ConnectionClosed,
+    ConnectionOpened,
+    RunTool,
+    SessionSettings,
+    ToolDone,
+)
 from tests.session.harness import Harness, audio_sent, kinds
 from tests.session.test_connection_cap import live, talk
 from tests.session.test_field import come_back

@@ -5,12 +5,37 @@ from __future__ import annotations
 import pytest
 
 from daemon import wire
-from daemon.events import (ButtonHeld, ButtonPressed, ButtonReleased, DeviceLost, DeviceRestored,
-                           DeviceState, MicFrame, PlaybackDrained)
-from daemon.session import (CloseConnection, ConnectionClosed, ConnectionOpened, Earcon,
-                            FlushPlayback, NewConversation, ReplyEnded, Notify, Persist, Play, PttStart,
-                            PttStop, ServerEvents, Session, SessionSettings, SessionStateError,
-                            ShowStates, Shutdown, Snapshot, Start)
+from daemon.events import (
+    ButtonHeld,
+    ButtonPressed,
+    ButtonReleased,
+    DeviceLost,
+    DeviceRestored,
+    DeviceState,
+    MicFrame,
+    PlaybackDrained,
+)
+from daemon.session import (
+    CloseConnection,
+    ConnectionClosed,
+    ConnectionOpened,
+    Earcon,
+    FlushPlayback,
+    NewConversation,
+    Persist,
+    Play,
+    PttStart,
+    PttStop,
+    ReplyEnded,
+    ServerEvents,
+    Session,
+    SessionSettings,
+    SessionStateError,
+    ShowStates,
+    Shutdown,
+    Snapshot,
+    Start,
+)
 from tests.session.harness import MODEL, Harness, audio_sent, frame, kinds
 from tests.session.test_connection_cap import live, talk
 

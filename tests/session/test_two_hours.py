@@ -4,7 +4,8 @@ Push-to-talk turns at seeded random moments, some deliberately pressed while a s
 is pending or in progress; the server cuts connections at 6 min (goAway 50 s before,
 as users have seen) and sessions at 15 min. Faults are injected along the way
 (1006, 1011, stall, silent after goAway with the user talking, handle refused) and a
-1007 at the end (the key revoked: the fresh setup after it is refused). Checked against the server's own inspection:
+1007 at the end (the key revoked: the fresh setup after it is refused).
+Checked against the server's own inspection:
 
 * ≥ 10 resumes and ≥ 7 rollovers;
 * every user turn answered exactly once, and the audio the server got for it is
@@ -20,9 +21,9 @@ import asyncio
 import hashlib
 import random
 
-from daemon.runtime.connection import Keepalive
 from daemon.events import ButtonPressed, ButtonReleased, DeviceState
 from daemon.liveserver import LiveServer, ServerLimits
+from daemon.runtime.connection import Keepalive
 from daemon.session import CloseConnection, Notify, OpenConnection, SessionSettings
 from tests.session.test_supervisor import Rig, run, until
 
@@ -74,7 +75,8 @@ class Conversation:
                                     for t in self.server.user_turns), timeout=20,
                         what=f"an answer to turn {len(self.turns)}")
         except AssertionError:
-            print("\n".join(self.timeline)); print(*[(c.id, c.session_id, c.resumed, c.opened_at, c.closed_at, c.close_code, c.close_reason, c.faults) for c in self.server.connections], sep="\n")
+            print("\n".join(self.timeline))
+            print(*[(c.id, c.session_id, c.resumed, c.opened_at, c.closed_at, c.close_code, c.close_reason, c.faults) for c in self.server.connections], sep="\n")
             print([(t.index, t.source, t.audio_digest[:6], t.replies, t.interrupted)
                    for t in self.server.user_turns[-5:]], digest[:6], self.rig.sup.stats())
             raise

@@ -1,4 +1,5 @@
-"""A real subscriber (paho-mqtt) playing Home Assistant; the broker is daemon/cli/demo/mqttbroker.py."""
+"""A real subscriber (paho-mqtt) playing Home Assistant;
+the broker is daemon/cli/demo/mqttbroker.py."""
 
 from __future__ import annotations
 

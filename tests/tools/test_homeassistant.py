@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import threading
 import time
@@ -17,8 +16,8 @@ import pytest
 
 from daemon.runtime.actions import ToolContext, build_tools, parse_tools
 from daemon.runtime.homeassistant import ENTITIES, HomeAssistant, MqttSettings, announce_prompt
-from daemon.vocabulary import ToolDone
 from daemon.runtime.tools import ToolRunner
+from daemon.vocabulary import ToolDone
 from tests.app.conftest import write_config
 from tests.tools.broker import PASSWORD, Broker, Subscriber
 
@@ -179,7 +178,7 @@ def test_acl_confines_a_device_to_its_prefix(broker: Broker, tmp_path: Path) -> 
     intruder = Subscriber(broker, topics=(), user="dev2")
     try:
         intruder.publish(f"{PREFIX}/state", "hacked")
-        intruder.publish(f"voiced/dev2/state", "mine")
+        intruder.publish("voiced/dev2/state", "mine")
         sub.wait_value("voiced/dev2/state", "mine")
         assert sub.last(f"{PREFIX}/state") is None
     finally:

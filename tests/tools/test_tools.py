@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import os
 import queue
 import shutil
 import stat
@@ -19,15 +18,15 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+from gpiozero.pins.mock import MockFactory, MockPWMPin
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from gpiozero.pins.mock import MockFactory, MockPWMPin
 
 from daemon.app import config
-from daemon.runtime.actions import ToolContext, VolumeStore, build_tools, close_tools, parse_tools
 from daemon.errors import ConfigError
-from daemon.vocabulary import ToolDone
+from daemon.runtime.actions import ToolContext, VolumeStore, build_tools, close_tools, parse_tools
 from daemon.runtime.tools import ToolRunner, check_args, declarations, model_tools
+from daemon.vocabulary import ToolDone
 
 WAIT = 10.0  # generous wall bound for a result on a loaded machine; results come in ms
 
@@ -70,16 +69,22 @@ def pins() -> Iterator[MockFactory]:
     ('name = "x"\ndescription = "d"\ngpio = {pin = 40}\n', "tools[0].gpio.pin"),
     ('name = "x y"\ndescription = "d"\ngpio = {pin = 4}\n', "tools[0].name"),
     ('name = "x"\ndescription = ""\ngpio = {pin = 4}\n', "tools[0].description"),
-    ('name = "x"\ndescription = "d"\nparameters = {type = "object", properties = {a = {type = "date"}}}\n'
+    ('name = "x"\ndescription = "d"\n'
+     'parameters = {type = "object", properties = {a = {type = "date"}}}\n'
      'command = {argv = ["/bin/true"]}\n', "tools[0].parameters.properties.a.type"),
-    ('name = "x"\ndescription = "d"\nparameters = {type = "object", properties = {a = {type = "string", pattern = "x"}}}\n'
+    ('name = "x"\ndescription = "d"\n'
+     ''
+     'parameters = {type = "object", properties = {a = {type = "string", pattern = "x"}}}\n'
      'command = {argv = ["/bin/true"]}\n', "tools[0].parameters.properties.a.pattern"),
-    ('name = "x"\ndescription = "d"\nparameters = {type = "object", properties = {a = {type = "string", minimum = 1}}}\n'
+    ('name = "x"\ndescription = "d"\n'
+     ''
+     'parameters = {type = "object", properties = {a = {type = "string", minimum = 1}}}\n'
      'command = {argv = ["/bin/true"]}\n', "tools[0].parameters.properties.a.minimum"),
     ('name = "x"\ndescription = "d"\nparameters = {type = "object", required = ["b"]}\n'
      'command = {argv = ["/bin/true"]}\n', "tools[0].parameters.required"),
     ('name = "x"\ndescription = "d"\ncommand = {argv = "rm -rf /"}\n', "tools[0].command.argv"),
-    ('name = "x"\ndescription = "d"\nparameters = {type = "object", properties = {a = {type = "string"}}}\n'
+    ('name = "x"\ndescription = "d"\n'
+     'parameters = {type = "object", properties = {a = {type = "string"}}}\n'
      'command = {argv = ["/bin/echo", "--a={a}"]}\n', "tools[0].command.argv[1]"),
     ('name = "x"\ndescription = "d"\ncommand = {argv = ["/bin/echo", "{nope}"]}\n', "tools[0].command.argv[1]"),
     ('name = "x"\ndescription = "d"\nparameters = {type = "object", properties = {a = {type = "string"}}}\n'

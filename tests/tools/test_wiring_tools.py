@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from daemon.app.wiring import MuteGate
 from daemon.errors import ConfigError
 from daemon.events import ButtonPressed, ButtonReleased, DeviceState, MicFrame
 from daemon.runtime.homeassistant import HomeAssistant, MqttSettings, resolve_password
-from daemon.app.wiring import MuteGate
 from hw.led import Led, LedSettings
 from hw.sim import mock_pin_factory
 

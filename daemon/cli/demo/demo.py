@@ -92,8 +92,8 @@ async def run_demo(args: argparse.Namespace, out: Callable[[str], None]) -> dict
     from daemon.cli.demo.script import Script
     from daemon.cli.demo.trace import Tap, Trace, fmt_nominal
     from daemon.health import floor_guards
-    from daemon.session import Session
     from daemon.runtime.supervisor import Inbox, Supervisor
+    from daemon.session import Session
 
     scale = args.time_scale
     conf = _load_config(args.config)

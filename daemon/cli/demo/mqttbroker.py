@@ -71,7 +71,8 @@ class Broker:
                 return self
             except OSError:
                 if self.proc.poll() is not None:
-                    raise RuntimeError(f"mosquitto exited {self.proc.returncode}: {self.log_text()}")
+                    raise RuntimeError(
+                        f"mosquitto exited {self.proc.returncode}: {self.log_text()}") from None
                 time.sleep(0.05)
         raise RuntimeError("mosquitto did not listen")
 

@@ -33,16 +33,16 @@ async def run_tools_segment(server: Any, model: str, scale: float,
     from gpiozero.pins.mock import MockFactory, MockPWMPin
 
     from daemon import wire
+    from daemon.app.wiring import Controls, top_state
+    from daemon.cli.demo.mqttbroker import PASSWORD, Broker, have_mosquitto
     from daemon.runtime.actions import ToolContext, build_tools, close_tools, parse_tools
     from daemon.runtime.connection import Endpoint
     from daemon.runtime.control import ControlServer
     from daemon.runtime.homeassistant import ENTITIES, HomeAssistant, MqttSettings
-    from daemon.vocabulary import RunTool, ShowStates
-    from daemon.cli.demo.mqttbroker import PASSWORD, Broker, have_mosquitto
-    from daemon.session import Session, SessionSettings
     from daemon.runtime.supervisor import Supervisor
     from daemon.runtime.tools import ToolRunner, declarations, session_tools
-    from daemon.app.wiring import Controls, top_state
+    from daemon.session import Session, SessionSettings
+    from daemon.vocabulary import RunTool, ShowStates
 
     totals: dict[str, Any] = {"tool_turns": 0, "pin_went_high": False, "ha_entities": None,
                               "announce_round_trip": None, "errors": []}

@@ -32,8 +32,17 @@ from pathlib import Path
 from typing import Any, Callable
 
 from daemon.events import ButtonPressed, ButtonReleased, DeviceState, Event, MicFrame
-from daemon.session import (CloseConnection, Effect, FlushPlayback, Notify, OpenConnection,
-                            Persist, Play, SendFrame, ShowStates)
+from daemon.session import (
+    CloseConnection,
+    Effect,
+    FlushPlayback,
+    Notify,
+    OpenConnection,
+    Persist,
+    Play,
+    SendFrame,
+    ShowStates,
+)
 
 __all__ = ["Tap", "Trace", "TurnRecord", "speech", "fmt_nominal"]
 
