@@ -461,7 +461,7 @@ class Session:
                 self._deadline is None or self._now < self._deadline):
             # The hot path, 50 times a second while idle: into the pre-roll ring and out,
             # no state can change (nobody is talking, no timer is due).
-            self._ring(event.pcm)  # type: ignore[attr-defined]
+            self._ring(event.pcm)
             return _NO_EFFECTS
         self._effects = []
         conn_id = getattr(event, "conn_id", None)
@@ -1043,7 +1043,7 @@ class Session:
         else:
             self.counts["asks_interrupted"] += 1
         typed = isinstance(ask, _Question)
-        user = ask.text if typed else "".join(self._in_text)
+        user = ask.text if isinstance(ask, _Question) else "".join(self._in_text)
         self.conversation.add_exchange(user, "".join(self._out_text) if ask.heard else "",
                                        "typed" if typed else "voice")
         self._in_text.clear()
@@ -1134,7 +1134,7 @@ class Session:
         head = self._asks[0] if self._asks else None
         return head if head is not None and head.conn == self._conn else None
 
-    def _content(self) -> _AskT | None:
+    def _content(self) -> _Ask | None:
         """Model content arrived: the ask it answers (None: drop it). Content nobody asked
         for — no press, no question (F7 phantom turns, after a resume or a restore) — is
         never played."""
@@ -1322,6 +1322,7 @@ class Session:
                 self._send_tool_response(call_id, call.name,
                                          {"error": f"unknown tool {call.name}"})
             else:
+                assert head is not None  # asked
                 self._calls[call_id] = _Call(call.name, self.counts["sessions"],
                                              self._blocking_tools)
                 self.counts["tools_run"] += 1

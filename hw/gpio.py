@@ -209,7 +209,7 @@ class Gpio:
         self.led: Led | None = None
         self.problem: str | None = None
         """Why GPIO is not open (one sentence), or None while it is."""
-        self.node = settings.pin_factory
+        self.node: str = settings.pin_factory
         """The device node (``/dev/gpiochip0``) or factory the problem is about."""
         self.tries = 0
 

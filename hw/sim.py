@@ -70,7 +70,7 @@ _PIN_HISTORY = 4096
 """State changes a simulated pin remembers (tests read the recent ones)."""
 
 
-class _RecentStates(list):  # type: ignore[type-arg]
+class _RecentStates(list[Any]):
     """A pin's state history that keeps only the newest changes.
 
     gpiozero's mock pins remember every change, and the LED patterns change the pin
@@ -89,10 +89,10 @@ def mock_pin_factory() -> Any:
     bounded state history."""
     from gpiozero.pins.mock import MockFactory, MockPWMPin
 
-    class SimPin(MockPWMPin):  # type: ignore[misc]
+    class SimPin(MockPWMPin):
         def clear_states(self) -> None:
             super().clear_states()
-            self.states = _RecentStates(self.states)
+            self.states = _RecentStates(self.states)  # type: ignore[has-type]
 
     return MockFactory(pin_class=SimPin)
 

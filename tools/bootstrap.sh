@@ -49,6 +49,11 @@ pip_install() {
 pip_install --upgrade pip
 if [ "$job" = test ]; then
   pip_install -e '.[test]'
+  # The habits before the behaviour (README "Development"): lint, format, types; each stops
+  # the run with its own findings. Config: pyproject.toml [tool.ruff], setup.cfg [mypy].
+  .venv/bin/ruff check .
+  .venv/bin/ruff format --check .
+  .venv/bin/mypy
   exec .venv/bin/python -m pytest "$@"
 else
   pip_install -e .

@@ -445,8 +445,8 @@ def example_toml() -> str:
             for line in textwrap.wrap(docs.get(f.name, ""), 96):
                 out.append(f"#   {line}")
             default = getattr(cls, f.name, None) if f.default is not dataclasses.MISSING else None
-            if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-                default = f.default_factory()  # type: ignore[misc]
+            if f.default_factory is not dataclasses.MISSING:
+                default = f.default_factory()
             if default is None:
                 out.append(f"# {f.name} =   (not set)")
             else:

@@ -399,7 +399,8 @@ class ToolsAndHome:
         self.controls: Controls | None = None
         self.mute = mute or MuteGate()
 
-    def attach(self, supervisor: Any, controls: Controls, dispatch: Callable[[dict[str, Any]], Any],
+    def attach(self, supervisor: Any, controls: Controls,
+               dispatch: Callable[[bytes], Mapping[str, Any]],
                sw_version: str = "") -> None:
         """Bind the device controls; subscribe to the supervisor's effects."""
         self.controls = controls

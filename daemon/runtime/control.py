@@ -134,6 +134,7 @@ class ControlServer:
         text = req.get("text")
         if needs_text and (not isinstance(text, str) or not text.strip()):
             return {"ok": False, "error": f"{cmd} needs non-empty text"}
+        text = text if isinstance(text, str) else ""
         try:
             if cmd == "status":
                 return {"ok": True, "status": dict(self.target.status())}

@@ -26,6 +26,7 @@ import os
 import string
 import sys
 import threading
+from types import TracebackType
 from typing import Callable, Iterable, Mapping, TextIO
 
 __all__ = [
@@ -215,8 +216,8 @@ def setup_logging(
     out = sys.stderr if stream is None else stream
     redactor = Redactor(secrets)
     root = logging.getLogger()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
+    for old in list(root.handlers):
+        root.removeHandler(old)
     if journal is None:
         journal = use_journal(env, out)
     handler: logging.Handler
@@ -245,9 +246,10 @@ def install_excepthooks() -> None:
     """
     crash_logger = logging.getLogger("voiced.crash")
 
-    def main_hook(exc_type: type[BaseException], exc: BaseException, tb: object) -> None:
+    def main_hook(exc_type: type[BaseException], exc: BaseException,
+                  tb: TracebackType | None) -> None:
         if issubclass(exc_type, KeyboardInterrupt):
-            sys.__excepthook__(exc_type, exc, tb)  # type: ignore[arg-type]
+            sys.__excepthook__(exc_type, exc, tb)
             return
         crash_logger.critical("uncaught %s", exc_type.__name__, exc_info=(exc_type, exc, tb))
 
@@ -256,7 +258,7 @@ def install_excepthooks() -> None:
             return
         name = args.thread.name if args.thread else "?"
         crash_logger.critical("uncaught %s in thread %s", args.exc_type.__name__, name,
-                              exc_info=(args.exc_type, args.exc_value, args.exc_traceback))
+                              exc_info=args.exc_value if args.exc_value is not None else True)
 
     sys.excepthook = main_hook
     threading.excepthook = thread_hook

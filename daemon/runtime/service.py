@@ -102,7 +102,7 @@ def exit_code_for(exc: BaseException, *, starting: bool = False) -> int:
 
 def _default_send(message: str) -> bool:
     # Imported lazily so that importing this module never needs libsystemd.
-    from systemd import daemon
+    from systemd import daemon  # type: ignore[attr-defined]  # C, no stubs
 
     return bool(daemon.notify(message))
 
