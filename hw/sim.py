@@ -32,7 +32,7 @@ from .playback import Phase
 from .resample import Resampler
 from .speaker import REPLY_RATE, ReplyControls, ReplyPath, SpeakerSettings
 
-__all__ = ["SimMic", "SimSpeaker", "SoftButton", "SimHardware", "make_sim_hardware",
+__all__ = ["SimMic", "SimSpeaker", "SoftButton", "make_sim_hardware",
            "mock_pin_factory", "read_wav"]
 
 log = logging.getLogger(__name__)
@@ -347,9 +347,6 @@ class SoftButton:
         else:
             self._pin.drive_low()
 
-
-SimHardware = Hardware
-"""``--hw sim``'s bundle: the common :class:`hw.factory.Hardware` with a soft button."""
 
 
 def make_sim_hardware(post: Callable[[Event], None], *,

@@ -14,7 +14,6 @@ daemon's own wire encoders and decoder over a plain websockets client:
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -124,8 +123,3 @@ async def scripted_conversation(url: str, out: Callable[[str], None] = print,
         say(f"closed by server: {code} {reason}")
         ok = ok and code == 1011
     return ok
-
-
-def main_demo(url: str, api_key: str | None = None) -> int:
-    """Synchronous wrapper for scripts."""
-    return 0 if asyncio.run(scripted_conversation(url, api_key=api_key)) else 1

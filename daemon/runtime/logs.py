@@ -30,14 +30,11 @@ from types import TracebackType
 from typing import Callable, Iterable, Mapping, TextIO
 
 __all__ = [
-    "FIELDS", "REDACTED", "Redactor", "StructuredJournalHandler", "StderrFormatter",
+    "REDACTED", "Redactor", "StructuredJournalHandler", "StderrFormatter",
     "stderr_is_journal", "use_journal", "setup_logging", "install_excepthooks",
 ]
 
 REDACTED = "[redacted]"
-
-FIELDS: tuple[str, ...] = ("SESSION_ID", "STATE", "CLOSE_CODE", "REASON")
-"""The structured fields voiced uses (others that are valid journal names pass too)."""
 
 _FIELD_CHARS = frozenset(string.ascii_uppercase + string.digits + "_")
 
