@@ -103,7 +103,7 @@ What happens in LIVE, on top of the phase:
   server hands out a handle right after setupComplete, before it has read the restore).
   A resume due while the session's rollover point is less than ``rollover_window`` away
   becomes that rollover (one switch, not two).
-* **Failures** are classified by one function (lifecycle.classify_failure): fatal only
+* **Failures** are classified by one function (vocabulary.classify_failure): fatal only
   at setup (key, model, invalid setup) → FAILED with the server's reason; handle refused
   or a mid-session 1007/1008 → fresh session with context; quota → BACKOFF "quota";
   retryable → BACKOFF (jittered, capped, reset after a stable period); the same refusal
@@ -148,8 +148,7 @@ from daemon.events import (
     PlaybackUnderrun,
 )
 from daemon.turns import TurnState, next_turn_state
-from daemon.vocabulary import *  # noqa: F401,F403  (re-exported: the public vocabulary)
-from daemon.vocabulary import (
+from daemon.vocabulary import (  # the core's vocabulary, re-exported: see __all__
     CancelTool,
     CloseConnection,
     ConnectionClosed,
@@ -185,9 +184,16 @@ from daemon.vocabulary import (
     VideoFrame,
     classify_failure,
 )
-from daemon.vocabulary import __all__ as _lifecycle_all
 
-__all__ = ["Phase", "Session", "SessionStateError", "TurnState", *_lifecycle_all]
+__all__ = [
+    "Phase", "Session", "SessionStateError", "TurnState", "SessionSettings", "ConnectionOpened",
+    "ServerEvents", "ConnectionClosed", "ConnectionFailed", "FrameRejected", "TimerFired",
+    "Start", "Shutdown", "SendText", "SetInstruction", "NewConversation", "PttStart", "PttStop",
+    "VideoFrame", "ToolDone", "Effect", "OpenConnection", "SendFrame", "CloseConnection",
+    "Play", "FlushPlayback", "ReplyEnded", "Earcon", "RunTool", "CancelTool", "ShowStates",
+    "Persist", "Notify", "SessionStats", "Snapshot", "FailureKind", "Failure",
+    "classify_failure",
+]
 
 log = logging.getLogger(__name__)
 
