@@ -26,7 +26,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench import faultrig
 from bench.faults import FaultResult, fault, recover
 from daemon import wire
 from daemon.liveserver import ServerLimits
@@ -35,6 +34,7 @@ from daemon.runtime.connection import Endpoint
 from daemon.runtime.supervisor import Supervisor
 from daemon.runtime.tools import ToolRunner, declarations, session_tools
 from daemon.session import Session, SessionSettings
+from testing import faultrig
 from testing.faultrig import FaultRig, until
 
 TOOL_SCALE = 5.0

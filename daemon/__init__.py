@@ -2,7 +2,7 @@
 
 The folder listing is the architecture (README "How it works"). The pure core sits at
 the package root: no I/O, no asyncio, time comes in as ``now``; it imports nothing from
-``daemon.runtime``, ``daemon.app``, ``daemon.cli`` or ``hw`` (tests/test_layout.py).
+``runtime/``, ``app/``, ``cli/`` or ``hw/`` (tests/test_layout.py).
 
 ==================  ===========================================================
 module              what it is

@@ -1,6 +1,6 @@
 """The asyncio shell around the pure core: adapters that run, never decide.
 
-May import the core and ``hw``; never ``daemon.app`` or ``daemon.cli``.
+May import the core and ``hw/``; never ``daemon/app/`` or ``daemon/cli/``.
 
 =================  ============================================================
 module             what it is

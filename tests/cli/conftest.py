@@ -1,4 +1,4 @@
-"""Fixtures for tests/demo: the private PulseAudio of tests/hw (imported, not copied)."""
+"""Fixtures for tests/cli: the private PulseAudio of tests/hw (imported, not copied)."""
 
 from __future__ import annotations
 

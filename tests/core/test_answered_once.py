@@ -7,8 +7,8 @@ from __future__ import annotations
 from daemon import wire
 from daemon.events import ButtonPressed, ButtonReleased
 from daemon.session import ConnectionClosed, ConnectionOpened, Play
-from tests.session.harness import kinds
-from tests.session.test_connection_cap import live, talk
+from tests.core.harness import kinds
+from tests.core.test_connection_cap import live, talk
 
 
 def test_a_stray_transcription_while_the_user_talks_does_not_swallow_the_answer() -> None:
@@ -92,7 +92,7 @@ def test_a_long_turn_cut_by_switches_while_spoken_is_asked_whole_before_it_can_b
     "unanswered on two connections" (its audio never reached the server whole: the
     soak's "frames lost")."""
     from daemon.session import SessionSettings
-    from tests.session.harness import audio_sent
+    from tests.core.harness import audio_sent
     h = live(SessionSettings(backoff_base=0.1))
     h.feed(ButtonPressed())
     said = h.mic(50)

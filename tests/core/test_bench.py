@@ -6,8 +6,8 @@ import time
 
 from daemon.events import ButtonPressed, ButtonReleased, MicFrame
 from daemon.session import SendFrame
-from tests.session.harness import frame
-from tests.session.test_connection_cap import live
+from tests.core.harness import frame
+from tests.core.test_connection_cap import live
 
 
 def test_bench_core_cost_per_mic_frame() -> None:

@@ -13,7 +13,7 @@ from daemon.session import (
     OpenConnection,
     SessionSettings,
 )
-from tests.session.harness import Harness, audio_sent, kinds
+from tests.core.harness import Harness, audio_sent, kinds
 
 
 def live(settings: SessionSettings | None = None, **kw) -> Harness:

@@ -19,8 +19,8 @@ from daemon.session import (
     Start,
     classify_failure,
 )
-from tests.session.harness import Harness, audio_sent, kinds
-from tests.session.test_connection_cap import live, talk
+from tests.core.harness import Harness, audio_sent, kinds
+from tests.core.test_connection_cap import live, talk
 
 F, H, R = FailureKind.FATAL, FailureKind.HANDLE_REFUSED, FailureKind.RETRYABLE
 

@@ -33,8 +33,8 @@ from daemon.session import (
     classify_failure,
 )
 from daemon.turns import TurnState
-from tests.session.harness import Harness, audio_sent, kinds
-from tests.session.test_connection_cap import live, talk
+from tests.core.harness import Harness, audio_sent, kinds
+from tests.core.test_connection_cap import live, talk
 
 AUDIO_1007 = "The audio content type (CONTENT_TYPE_AUDIO) is not supported for this model configuration."
 NOT_IMPLEMENTED = "Operation is not implemented, or supported, or enabled."

@@ -49,7 +49,7 @@ from daemon.session import (
     TimerFired,
     ToolDone,
 )
-from tests.session.harness import MODEL, frame
+from tests.core.harness import MODEL, frame
 
 _TALK = st.sampled_from([("press",), ("release",), ("frames", 5), ("frames", 25), ("reply",),
                          ("handle",), ("drained",)])

@@ -12,8 +12,8 @@ from daemon.session import (
     SetInstruction,
     VideoFrame,
 )
-from tests.session.harness import Harness, kinds
-from tests.session.test_connection_cap import live, talk
+from tests.core.harness import Harness, kinds
+from tests.core.test_connection_cap import live, talk
 
 
 def exchange(h: Harness, said: str, answer: str, handle: str = "h") -> None:

@@ -14,9 +14,9 @@ from daemon.session import (
     SessionSettings,
     ToolDone,
 )
-from tests.session.harness import Harness, audio_sent, kinds
-from tests.session.test_connection_cap import live, talk
-from tests.session.test_field import come_back
+from tests.core.harness import Harness, audio_sent, kinds
+from tests.core.test_connection_cap import live, talk
+from tests.core.test_field import come_back
 
 TOOLS = SessionSettings(tools=("lights", "timer"), backoff_base=0.1)
 

@@ -36,8 +36,8 @@ from daemon.session import (
     Snapshot,
     Start,
 )
-from tests.session.harness import MODEL, Harness, audio_sent, frame, kinds
-from tests.session.test_connection_cap import live, talk
+from tests.core.harness import MODEL, Harness, audio_sent, frame, kinds
+from tests.core.test_connection_cap import live, talk
 
 S = DeviceState
 

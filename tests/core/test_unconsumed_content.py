@@ -5,7 +5,7 @@ instruction update) is in the server's history only once the server has *read* i
 the Gemini API gives no receipt for that. A handle that reaches us after we sent such
 content may have been issued before the server read it: resuming with it brings back a
 session without that content (the local server issues one right after setupComplete,
-before the restore arrives). Found by tests/session/test_two_hours.py: a fresh session
+before the restore arrives). Found by tests/runtime/test_two_hours.py: a fresh session
 with no turn of its own before the next goAway resumed with its setup-time handle and
 lost the whole restored conversation.
 """
@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from daemon import wire
 from daemon.session import CloseConnection, SendText, SessionSettings, SetInstruction
-from tests.session.harness import Harness, kinds
-from tests.session.test_connection_cap import live
-from tests.session.test_session_cap import exchange, reopen
+from tests.core.harness import Harness, kinds
+from tests.core.test_connection_cap import live
+from tests.core.test_session_cap import exchange, reopen
 
 
 def _rolled_over(h: Harness) -> list[dict]:

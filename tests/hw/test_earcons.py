@@ -24,7 +24,7 @@ def test_earcons_settings_reach_the_sim_speaker():
 
     from hw.sim import SimSpeaker
     from hw.speaker import SpeakerSettings
-    from tests.hw.audio_util import Inbox
+    from tests.hw.harness import Inbox
 
     spk = SimSpeaker(SpeakerSettings(), Inbox(), speed=None,
                      earcons=EarconSettings(press=False, release=True))

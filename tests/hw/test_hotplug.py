@@ -21,7 +21,7 @@ from daemon.events import DeviceLost, DeviceRestored, MicFrame, PlaybackDrained,
 from hw.mic import Mic, MicSettings
 from hw.pastream import PortAudioHost
 from hw.speaker import Speaker, SpeakerSettings
-from tests.hw.audio_util import Inbox, loud_span, samples, spectrum_db, tone
+from tests.hw.harness import Inbox, loud_span, samples, spectrum_db, tone
 
 USB_PCM = 'pcm.usbmic { type pulse device "usbmic" }\n'
 

@@ -20,7 +20,7 @@ from daemon.events import (
 from hw.mic import MicSettings
 from hw.sim import SimMic, make_sim_hardware, read_wav
 from hw.speaker import SpeakerSettings
-from tests.hw.audio_util import Inbox, best_correlation, samples, tone
+from tests.hw.harness import Inbox, best_correlation, samples, tone
 
 
 def write_wav(path, pcm: bytes, rate: int, channels: int = 1) -> None:

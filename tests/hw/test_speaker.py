@@ -10,7 +10,7 @@ import pytest
 from daemon.errors import ConfigError
 from daemon.events import DeviceLost, DeviceRestored, PlaybackDrained, PlaybackStarted
 from hw.speaker import Speaker, SpeakerSettings
-from tests.hw.audio_util import Inbox, best_correlation, loud_span, samples, tone
+from tests.hw.harness import Inbox, best_correlation, loud_span, samples, tone
 
 
 def drained(ev) -> bool:

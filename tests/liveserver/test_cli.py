@@ -12,7 +12,7 @@ import pytest
 
 from daemon import wire
 from daemon.liveserver import LiveServerThread, ServerLimits
-from tests.liveserver.rawclient import RawClient, run, text_of, tone
+from tests.liveserver.harness import RawClient, run, text_of, tone
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

@@ -16,7 +16,7 @@ from daemon import wire
 from daemon.liveserver import LiveServer, ServerLimits
 from daemon.runtime.connection import Connection, Endpoint, Keepalive
 from daemon.vocabulary import ConnectionClosed, ConnectionFailed, ServerEvents
-from tests.liveserver.rawclient import run
+from tests.liveserver.harness import run
 
 SCALE = 100.0
 SETUP = wire.encode(wire.setup_message(wire.SetupConfig(model="gemini-3.8-live")))

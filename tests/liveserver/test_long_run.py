@@ -8,7 +8,7 @@ import time
 
 from daemon import wire
 from daemon.liveserver import LiveServer, ServerLimits
-from tests.liveserver.rawclient import RawClient, run, text_of, tone
+from tests.liveserver.harness import RawClient, run, text_of, tone
 from tests.timing import scaled
 
 

@@ -20,7 +20,7 @@ from daemon.liveserver.model import (
     synthetic_speech,
 )
 from daemon.liveserver.store import HandleRefused, Store
-from tests.liveserver.rawclient import silence, tone
+from tests.liveserver.harness import silence, tone
 
 
 def test_vad_finds_start_and_end_offsets():

@@ -16,7 +16,7 @@ from google.genai import errors, types
 
 from daemon import wire
 from daemon.liveserver import LiveServer, ServerLimits
-from tests.liveserver.rawclient import RawClient, run, silence, tone
+from tests.liveserver.harness import RawClient, run, silence, tone
 
 
 def sdk_client(server: LiveServer, vertex: bool = False) -> genai.Client:

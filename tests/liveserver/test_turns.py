@@ -9,7 +9,7 @@ import pytest
 
 from daemon import wire
 from daemon.liveserver import LiveServer, ServerLimits
-from tests.liveserver.rawclient import (
+from tests.liveserver.harness import (
     RawClient,
     audio_of,
     handle_of,

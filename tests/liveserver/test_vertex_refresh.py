@@ -21,7 +21,7 @@ from daemon.app.endpoints import BearerHeaders
 from daemon.liveserver import LiveServer, ServerLimits
 from daemon.runtime.connection import Connection, Endpoint
 from daemon.vocabulary import ConnectionFailed, ServerEvents
-from tests.liveserver.rawclient import run
+from tests.liveserver.harness import run
 
 google_credentials = pytest.importorskip("google.oauth2.credentials")
 

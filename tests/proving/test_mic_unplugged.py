@@ -11,7 +11,7 @@ import asyncio
 from daemon.events import DeviceState
 from hw.mic import Mic, MicSettings
 from testing.faultrig import FaultRig, until
-from tests.hw.audio_util import tone
+from tests.hw.harness import tone
 
 
 def test_mic_unplugged_mid_turn_and_plugged_back(pulse) -> None:

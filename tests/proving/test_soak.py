@@ -19,7 +19,7 @@ from bench.soak import CHAOS, describe, run_soak
 def _every_turn_arrived_and_was_answered_once(r: dict) -> None:
     """Last, after every other check: no audio lost, no turn answered twice (an answer
     completed while the core closed its connection is taken, not asked again:
-    tests/session/test_answered_once.py)."""
+    tests/core/test_answered_once.py)."""
     assert r["frames_lost"] == 0, (r["frames_lost"], r["not_answered_once"])
     assert r["answered_twice"] == 0, (r["answered_twice"], r["not_answered_once"])
 

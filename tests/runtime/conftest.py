@@ -61,7 +61,7 @@ class Child:
 
 @pytest.fixture
 def spawn_child() -> Iterator:
-    """Starts tests/service/notify_child.py with a given environment; kills by PID."""
+    """Starts tests/runtime/notify_child.py with a given environment; kills by PID."""
     children: list[subprocess.Popen[str]] = []
 
     def spawn(*args: str, env: dict[str, str] | None = None) -> Child:

@@ -18,8 +18,8 @@ from daemon.session import (
     FrameRejected,
     ServerEvents,
 )
-from tests.session.harness import MODEL
-from tests.session.test_supervisor import run, until
+from tests.core.harness import MODEL
+from tests.runtime.test_supervisor import run, until
 
 SETUP = wire.encode(wire.setup_message(wire.SetupConfig(model=MODEL)))
 

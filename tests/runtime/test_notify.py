@@ -1,5 +1,5 @@
 """The test is the service manager: it binds NOTIFY_SOCKET and watches a child
-process that uses the real Notifier and watchdog_loop (tests/service/notify_child.py)."""
+process that uses the real Notifier and watchdog_loop (tests/runtime/notify_child.py)."""
 
 from __future__ import annotations
 

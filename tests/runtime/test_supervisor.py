@@ -14,8 +14,8 @@ from daemon.liveserver import LiveServer, ServerLimits
 from daemon.runtime.connection import Endpoint, Keepalive
 from daemon.runtime.supervisor import Inbox, Supervisor
 from daemon.session import Effect, SendFrame, Session, SessionSettings
-from tests.session.harness import MODEL
-from tests.session.standins import StandInLed, StandInMic, StandInSpeaker, sha
+from tests.core.harness import MODEL
+from tests.core.standins import StandInLed, StandInMic, StandInSpeaker, sha
 
 SCALE = 50.0
 

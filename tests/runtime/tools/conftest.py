@@ -1,6 +1,6 @@
 """Fixtures for the tools and Home Assistant tests: the daemon-as-a-child fixtures of
 tests/app (a real ``voiced run --hw sim``, a Live server at a time scale) and a real
-Mosquitto broker (tests/tools/broker.py)."""
+Mosquitto broker (tests/runtime/tools/harness.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Iterator
 import pytest
 
 from tests.app.conftest import live, manager, spawn  # noqa: F401  (fixtures, re-used)
-from tests.tools.broker import Broker, have_mosquitto
+from tests.runtime.tools.harness import Broker, have_mosquitto
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from tests.app.conftest import live_server, write_config
-from tests.tools.broker import PASSWORD, Broker, Subscriber
+from tests.runtime.tools.harness import PASSWORD, Broker, Subscriber
 
 
 def _until(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "") -> Any:

@@ -19,7 +19,7 @@ from daemon.runtime.homeassistant import ENTITIES, HomeAssistant, MqttSettings, 
 from daemon.runtime.tools import ToolRunner
 from daemon.vocabulary import ToolDone
 from tests.app.conftest import write_config
-from tests.tools.broker import PASSWORD, Broker, Subscriber
+from tests.runtime.tools.harness import PASSWORD, Broker, Subscriber
 
 PREFIX = "voiced/dev1"
 NODE = "voiced_dev1"
