@@ -7,7 +7,13 @@ import random
 from typing import Any, Iterable
 
 from daemon import wire
-from daemon.events import Event, MicFrame
+from daemon.events import (
+    ButtonPressed,
+    ButtonReleased,
+    Event,
+    MicFrame,
+    PlaybackDrained,
+)
 from daemon.session import (
     CloseConnection,
     ConnectionClosed,
@@ -158,3 +164,42 @@ def kinds(messages: list[dict]) -> list[str]:
         else:
             out.append("?")
     return out
+
+
+def live(settings: SessionSettings | None = None, **kw) -> Harness:
+    h = Harness(settings, **kw)
+    h.connect()
+    h.server(wire.ResumptionUpdate("h0", True))
+    return h
+
+
+def talk(h: Harness, frames: int = 10) -> list[bytes]:
+    """A whole push-to-talk turn; returns the frames captured after the press."""
+    h.feed(ButtonPressed())
+    pcm = h.mic(frames)
+    h.feed(ButtonReleased(frames * 0.02))
+    return pcm
+
+
+def come_back(h: Harness) -> int:
+    """The connection the core is opening comes up (after any backoff)."""
+    if h.session.phase.value == "closing":
+        h.finish_close()
+    h.reconnect()
+    h.feed(ConnectionOpened(h.conn))
+    h.server(wire.SetupComplete())
+    return h.conn
+
+
+def exchange(h: Harness, said: str, answer: str, handle: str = "h") -> None:
+    talk(h)
+    h.server(wire.InputTranscription(said))
+    h.reply(text=answer, chunks=1, handle=handle)
+    h.feed(PlaybackDrained())
+
+
+def reopen(h: Harness) -> list[dict]:
+    h.finish_close()
+    h.feed(ConnectionOpened(h.conn))
+    h.server(wire.SetupComplete())
+    return h.sent(conn=h.conn)

@@ -7,8 +7,7 @@ from __future__ import annotations
 from daemon import wire
 from daemon.events import ButtonPressed, ButtonReleased
 from daemon.session import ConnectionClosed, ConnectionOpened, Play
-from tests.core.harness import kinds
-from tests.core.test_connection_cap import live, talk
+from tests.core.harness import kinds, live, talk
 
 
 def test_a_stray_transcription_while_the_user_talks_does_not_swallow_the_answer() -> None:

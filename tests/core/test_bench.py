@@ -6,8 +6,7 @@ import time
 
 from daemon.events import ButtonPressed, ButtonReleased, MicFrame
 from daemon.session import SendFrame
-from tests.core.harness import frame
-from tests.core.test_connection_cap import live
+from tests.core.harness import frame, live
 
 
 def test_bench_core_cost_per_mic_frame() -> None:

@@ -13,22 +13,7 @@ from daemon.session import (
     OpenConnection,
     SessionSettings,
 )
-from tests.core.harness import Harness, audio_sent, kinds
-
-
-def live(settings: SessionSettings | None = None, **kw) -> Harness:
-    h = Harness(settings, **kw)
-    h.connect()
-    h.server(wire.ResumptionUpdate("h0", True))
-    return h
-
-
-def talk(h: Harness, frames: int = 10) -> list[bytes]:
-    """A whole push-to-talk turn; returns the frames captured after the press."""
-    h.feed(ButtonPressed())
-    pcm = h.mic(frames)
-    h.feed(ButtonReleased(frames * 0.02))
-    return pcm
+from tests.core.harness import Harness, audio_sent, kinds, live, talk
 
 
 def test_first_setup_asks_for_a_resumable_session_without_a_null_handle() -> None:

@@ -19,8 +19,7 @@ from daemon.session import (
     Start,
     classify_failure,
 )
-from tests.core.harness import Harness, audio_sent, kinds
-from tests.core.test_connection_cap import live, talk
+from tests.core.harness import Harness, audio_sent, kinds, live, talk
 
 F, H, R = FailureKind.FATAL, FailureKind.HANDLE_REFUSED, FailureKind.RETRYABLE
 

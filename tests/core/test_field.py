@@ -33,8 +33,7 @@ from daemon.session import (
     classify_failure,
 )
 from daemon.turns import TurnState
-from tests.core.harness import Harness, audio_sent, kinds
-from tests.core.test_connection_cap import live, talk
+from tests.core.harness import Harness, audio_sent, come_back, kinds, live, talk
 
 AUDIO_1007 = "The audio content type (CONTENT_TYPE_AUDIO) is not supported for this model configuration."
 NOT_IMPLEMENTED = "Operation is not implemented, or supported, or enabled."
@@ -45,16 +44,6 @@ QUOTA = "RESOURCE_EXHAUSTED: You exceeded your current quota, please check your 
 
 def notes(h: Harness, text: str) -> list[str]:
     return [n.message for n in h.of(Notify) if text in n.message]
-
-
-def come_back(h: Harness) -> int:
-    """The connection the core is opening comes up (after any backoff)."""
-    if h.session.phase.value == "closing":
-        h.finish_close()
-    h.reconnect()
-    h.feed(ConnectionOpened(h.conn))
-    h.server(wire.SetupComplete())
-    return h.conn
 
 
 # ------------------------------------------------------------------------------ failure classes

@@ -6,28 +6,12 @@ from daemon import wire
 from daemon.events import PlaybackDrained
 from daemon.session import (
     CloseConnection,
-    ConnectionOpened,
     SendText,
     SessionSettings,
     SetInstruction,
     VideoFrame,
 )
-from tests.core.harness import Harness, kinds
-from tests.core.test_connection_cap import live, talk
-
-
-def exchange(h: Harness, said: str, answer: str, handle: str = "h") -> None:
-    talk(h)
-    h.server(wire.InputTranscription(said))
-    h.reply(text=answer, chunks=1, handle=handle)
-    h.feed(PlaybackDrained())
-
-
-def reopen(h: Harness) -> list[dict]:
-    h.finish_close()
-    h.feed(ConnectionOpened(h.conn))
-    h.server(wire.SetupComplete())
-    return h.sent(conn=h.conn)
+from tests.core.harness import exchange, kinds, live, reopen, talk
 
 
 def test_rollover_before_the_session_cap_to_a_fresh_session_with_context_turn_by_turn() -> None:

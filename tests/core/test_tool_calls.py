@@ -14,9 +14,7 @@ from daemon.session import (
     SessionSettings,
     ToolDone,
 )
-from tests.core.harness import Harness, audio_sent, kinds
-from tests.core.test_connection_cap import live, talk
-from tests.core.test_field import come_back
+from tests.core.harness import Harness, audio_sent, come_back, kinds, live, talk
 
 TOOLS = SessionSettings(tools=("lights", "timer"), backoff_base=0.1)
 

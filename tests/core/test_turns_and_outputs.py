@@ -36,8 +36,7 @@ from daemon.session import (
     Snapshot,
     Start,
 )
-from tests.core.harness import MODEL, Harness, audio_sent, frame, kinds
-from tests.core.test_connection_cap import live, talk
+from tests.core.harness import MODEL, Harness, audio_sent, frame, kinds, live, talk
 
 S = DeviceState
 

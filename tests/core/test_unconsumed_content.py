@@ -14,9 +14,7 @@ from __future__ import annotations
 
 from daemon import wire
 from daemon.session import CloseConnection, SendText, SessionSettings, SetInstruction
-from tests.core.harness import Harness, kinds
-from tests.core.test_connection_cap import live
-from tests.core.test_session_cap import exchange, reopen
+from tests.core.harness import Harness, exchange, kinds, live, reopen
 
 
 def _rolled_over(h: Harness) -> list[dict]:

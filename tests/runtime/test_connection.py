@@ -19,7 +19,7 @@ from daemon.session import (
     ServerEvents,
 )
 from tests.core.harness import MODEL
-from tests.runtime.test_supervisor import run, until
+from tests.runtime.harness import run, until
 
 SETUP = wire.encode(wire.setup_message(wire.SetupConfig(model=MODEL)))
 

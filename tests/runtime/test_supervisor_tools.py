@@ -16,7 +16,7 @@ from daemon.runtime.connection import Endpoint
 from daemon.runtime.supervisor import Inbox, Supervisor, ToolRunner  # noqa: F401 (the interface)
 from daemon.session import Session, SessionSettings, ToolDone
 from tests.core.harness import MODEL
-from tests.runtime.test_supervisor import run, until
+from tests.runtime.harness import run, until
 
 LIGHTS = {"name": "lights", "description": "Switch the kitchen lights.",
           "parameters": {"type": "object", "properties": {"on": {"type": "boolean"}}}}

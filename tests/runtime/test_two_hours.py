@@ -25,7 +25,7 @@ from daemon.events import ButtonPressed, ButtonReleased, DeviceState
 from daemon.liveserver import LiveServer, ServerLimits
 from daemon.runtime.connection import Keepalive
 from daemon.session import CloseConnection, Notify, OpenConnection, SessionSettings
-from tests.runtime.test_supervisor import Rig, run, until
+from tests.runtime.harness import Rig, run, until
 
 SCALE = 400.0
 DURATION = 7200.0   # nominal seconds
