@@ -22,6 +22,7 @@ CORE_MAY_NOT = ("daemon.runtime", "daemon.app", "daemon.cli", "daemon.liveserver
 HW_MAY_NOT = ("daemon.runtime", "daemon.app", "daemon.cli", "daemon.liveserver", "websockets",
               "aiomqtt", "testing", "bench")
 RUNTIME_MAY_NOT = ("daemon.app", "daemon.cli", "testing", "bench")
+LIVESERVER_MAY_NOT = ("daemon.runtime", "daemon.app", "daemon.cli", "hw", "testing", "bench")
 # The installed packages never import what is not installed.
 INSTALLED_MAY_NOT = ("testing", "bench", "tests")
 
@@ -105,6 +106,11 @@ def test_hw_imports_nothing_from_the_network_side(module: str) -> None:
 @pytest.mark.parametrize("module", modules("daemon.runtime"))
 def test_the_runtime_does_not_import_its_composition_root(module: str) -> None:
     assert offending(module, RUNTIME_MAY_NOT) == []
+
+
+@pytest.mark.parametrize("module", modules("daemon.liveserver"))
+def test_the_live_server_imports_nothing_of_the_device(module: str) -> None:
+    assert offending(module, LIVESERVER_MAY_NOT) == []
 
 
 @pytest.mark.parametrize("module", modules("daemon") + modules("hw"))
