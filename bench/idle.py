@@ -154,7 +154,7 @@ def _kill(proc: subprocess.Popen[Any]) -> None:
 
 def measure_idle(seconds: float = 20.0, rounds: int = 3, settle: float = 2.0) -> dict[str, Any]:
     """Run both side by side; ``rounds`` spans of ``seconds`` each; return the figures."""
-    from tests.hw.conftest import ASOUNDRC, Pulse
+    from testing.pulse import ASOUNDRC, Pulse
 
     with tempfile.TemporaryDirectory(prefix="voiced-idle-") as tmpdir:
         tmp = Path(tmpdir)

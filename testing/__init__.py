@@ -7,6 +7,8 @@ module          what it is
 ``processrig``  ``voiced run`` as a child process, this process its manager
 ``proxy``       a loopback TCP proxy that timestamps and can stall
 ``devices``     bench-side device clocks (the real reply path, paced)
+``pulse``       a private PulseAudio with a virtual mic and speaker (tests/hw fixtures,
+                bench.idle)
 ==============  ===============================================================
 """
 

@@ -25,8 +25,8 @@ from daemon.events import ButtonPressed, ButtonReleased, DeviceLost, DeviceResto
 from hw.button import ButtonSettings
 from hw.gpio import Gpio, GpioSettings, GpioUnavailable, open_pin_factory
 from hw.led import LedSettings
+from testing.pulse import Pulse
 from tests.app.conftest import Manager, write_config
-from tests.hw.conftest import Pulse
 
 ABSENT_CHIP = next(n for n in range(63, 0, -1) if not Path(f"/dev/gpiochip{n}").exists())
 
