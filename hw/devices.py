@@ -1,8 +1,8 @@
 """Find PortAudio devices by name, not index (PITFALLS.md "Device side": card numbers move).
 
-Used by the mic and speaker adapters and by ``voiced devices`` (daemon/cli/devices.py). A device spec is
-``None``/``""`` (the default device), an index (``3`` or ``"3"``), or a name
-substring matched case-insensitively (an exact name wins over a substring).
+Used by the mic and speaker adapters and by ``voiced devices`` (daemon/cli/devices.py).
+A device spec is ``None``/``""`` (the default device), an index (``3`` or ``"3"``), or
+a name substring matched case-insensitively (an exact name wins over a substring).
 """
 
 from __future__ import annotations
