@@ -116,7 +116,7 @@ def test_effective_config_never_shows_the_key(tmp_path: Path) -> None:
 
 
 def test_shipped_example_is_the_generated_one_and_loads_to_defaults(tmp_path: Path) -> None:
-    shipped = Path(__file__).resolve().parent.parent / "systemd" / "voiced.toml.example"
+    shipped = Path(__file__).resolve().parent.parent.parent / "systemd" / "voiced.toml.example"
     assert shipped.read_text() == config.example_toml(), (
         "regenerate: python -c 'from daemon import config; print(config.example_toml(), end=\"\")'"
         " > systemd/voiced.toml.example")
