@@ -9,4 +9,7 @@ voiced's proving ground: benchmarks against the official SDK, a fault matrix, a 
 Every figure is measured on loopback against the local Live server
 (daemon.liveserver), in child processes where CPU or memory is the figure, so
 that the server's own work is never counted. Each figure carries a "how".
+
+The rigs the tests share (the fault rig, the process rig, the proxy, the paced devices,
+the private PulseAudio) are in ``testing/``: deleting a benchmark never breaks the suite.
 """

@@ -11,15 +11,13 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any, Sequence
+
+from testing import MODEL, ROOT
 
 __all__ = ["MODEL", "ROOT", "rss_mb", "peak_rss_mb", "open_fds", "percentile", "run_child",
            "audio_frames", "emit"]
 
-ROOT = Path(__file__).resolve().parent.parent
-MODEL = "gemini-2.5-flash-native-audio-preview-12-2025"
-"""A model the local server knows, on both the voiced and the SDK path."""
 
 FRAME_BYTES = 640  # 20 ms of 16 kHz s16le mono: what hw.mic posts
 

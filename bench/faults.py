@@ -2,7 +2,7 @@
 
     python -m bench.faults [--markdown] [--only NAME ...]
 
-Each fault is a coroutine running against a fresh :class:`bench.faultrig.FaultRig`
+Each fault is a coroutine running against a fresh :class:`testing.faultrig.FaultRig`
 and returning a :class:`FaultResult`; ``tests/proving/test_faults.py`` runs the same
 scenarios and asserts on the results, and ``--markdown`` writes the table for the
 README (``docs/proving.md``). A recoverable fault is injected in the middle of a
@@ -20,11 +20,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Awaitable, Callable
 
-from bench.faultrig import SCALE, FaultRig, until
 from daemon.events import DeviceLost, DeviceRestored, DeviceState, MicOverflow
-from daemon.lifecycle import NewConversation, RunTool, SessionSettings
 from daemon.liveserver import ServerLimits
 from daemon.liveserver import protocol as lp
+from daemon.vocabulary import NewConversation, RunTool, SessionSettings
+from testing.faultrig import SCALE, FaultRig, until
 
 __all__ = ["FaultResult", "FAULTS", "run_fault", "run_all", "markdown"]
 
@@ -744,7 +744,9 @@ if __name__ == "__main__":
     from bench.faults import main as module_main
     raise SystemExit(module_main())
 else:
-    from bench import procfaults  # noqa: F401  (registers sigterm_mid_turn, kill9_restart)
     # Tool and MQTT rows (issue 11): tool_hangs, tool_cancelled, tool_across_goaway,
     # broker_down_and_back.
-    from bench import toolfaults  # noqa: F401
+    from bench import (
+        procfaults,  # noqa: F401  (registers sigterm_mid_turn, kill9_restart)
+        toolfaults,  # noqa: F401
+    )

@@ -58,10 +58,10 @@ async def talk(hw: Any, seed: int, answered: Callable[[], bool]) -> None:
 
 async def run_voiced(url: str, turns: int, speed: float) -> dict[str, Any]:
     from daemon import wire
-    from daemon.connection import Endpoint
     from daemon.events import DeviceState
+    from daemon.runtime.connection import Endpoint
+    from daemon.runtime.supervisor import Inbox, Supervisor
     from daemon.session import Session, SessionSettings
-    from daemon.supervisor import Inbox, Supervisor
     from hw.sim import make_sim_hardware
 
     inbox = Inbox()
@@ -202,8 +202,8 @@ def voiced_run_footprint(turns: int, scale: float = 4.0) -> dict[str, Any]:
     import tempfile
     from pathlib import Path
 
-    from bench.processrig import VoicedProcess
     from daemon.liveserver import LiveServerThread, ServerLimits
+    from testing.processrig import VoicedProcess
 
     async def drive(p: VoicedProcess, server: Any) -> dict[str, Any]:
         out: dict[str, Any] = {"rss_mb": []}

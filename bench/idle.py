@@ -125,7 +125,7 @@ def _write_config(tmp: Path) -> Path:
 
 def _wait_idle(runtime: Path, proc: subprocess.Popen[bytes], log: Path,
                timeout: float = 30.0) -> dict[str, Any]:
-    from daemon.control import request
+    from daemon.cli.ctl import request
 
     end = time.monotonic() + timeout
     last: Any = None
@@ -191,7 +191,7 @@ def measure_idle(seconds: float = 20.0, rounds: int = 3, settle: float = 2.0,
                  profile_s: float = 0.0) -> dict[str, Any]:
     """Run both side by side; ``rounds`` spans of ``seconds`` each; return the figures.
     With ``profile_s``, then py-spy samples voiced at rest that long (``idle_profile``)."""
-    from tests.hw.conftest import ASOUNDRC, Pulse
+    from testing.pulse import ASOUNDRC, Pulse
 
     with tempfile.TemporaryDirectory(prefix="voiced-idle-") as tmpdir:
         tmp = Path(tmpdir)
@@ -302,11 +302,14 @@ def describe(r: dict[str, Any]) -> str:
     def threads(d: dict[str, float]) -> str:
         return ", ".join(f"{k} {v:g}" for k, v in d.items() if v >= 0.5) or "none"
     return "\n".join([
-        f"idle cost ({r['idle_rounds']} × {r['idle_seconds_per_round']:g} s, mic {r['idle_mic']})",
-        f"  voiced run  {r['idle_cpu_s_per_hour']:8.1f} CPU s/h  {r['idle_wakeups_per_s']:7.1f} "
+        f"idle cost ({r['idle_rounds']} × {r['idle_seconds_per_round']:g} s"
+        f", mic {r['idle_mic']})",
+        f"  voiced run  {r['idle_cpu_s_per_hour']:8.1f} CPU s/h  "
+        f"{r['idle_wakeups_per_s']:7.1f} "
         f"wakeups/s   threads: {threads(r['idle_threads'])}",
         f"  floor       {r['idle_cpu_s_per_hour_floor']:8.1f} CPU s/h  "
-        f"{r['idle_wakeups_per_s_floor']:7.1f} wakeups/s   threads: {threads(r['idle_threads_floor'])}",
+        f"{r['idle_wakeups_per_s_floor']:7.1f} wakeups/s   "
+        f"threads: {threads(r['idle_threads_floor'])}",
         f"  ratio (per round, median) {r['idle_cpu_ratio_vs_floor']:.2f}",
     ])
 

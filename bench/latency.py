@@ -22,7 +22,7 @@ this process and prints one JSON line.
   code path alone (socket → ``speaker.play``). At the server's default pacing
   (faster than realtime, as the Live API streams) and at realtime.
 * **ptt**: the real hw.button.Button on a gpiozero mock pin, driven from another thread
-  (as gpiozero's would); a loopback TCP proxy (bench.proxy) between daemon and server
+  (as gpiozero's would); a loopback TCP proxy (testing.proxy) between daemon and server
   notes when the daemon's bytes arrive. Latency = pin edge → activityStart on the wire.
 """
 
@@ -36,14 +36,21 @@ import time
 from typing import Any, Callable
 
 from bench.common import MODEL, audio_frames, emit, percentile
-from bench.devices import PacedSpeaker
 from daemon import wire
-from daemon.connection import Endpoint
 from daemon.events import ButtonPressed, ButtonReleased, DeviceState, Event, MicFrame
 from daemon.liveserver import LiveServer, ServerLimits
-from daemon.session import (CloseConnection, Notify, Play, SendFrame, ServerEvents, Session,
-                            SessionSettings)
-from daemon.supervisor import Inbox, Supervisor
+from daemon.runtime.connection import Endpoint
+from daemon.runtime.supervisor import Inbox, Supervisor
+from daemon.session import (
+    CloseConnection,
+    Notify,
+    Play,
+    SendFrame,
+    ServerEvents,
+    Session,
+    SessionSettings,
+)
+from testing.devices import PacedSpeaker
 
 PATH = "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent"
 
@@ -153,7 +160,7 @@ async def heard(replies: int, pace: float | None) -> dict[str, Any]:
     ``pace`` None is the server's default pacing (faster than realtime, as the Live API
     streams); 1.0 is realtime. The release and the mic frames are posted from another
     thread, as hw.button and hw.mic do; the speaker is the real reply path pulled by a
-    20 ms device clock (bench.devices.PacedSpeaker)."""
+    20 ms device clock (testing.devices.PacedSpeaker)."""
     limits = ServerLimits(time_scale=1.0) if pace is None else \
         ServerLimits(time_scale=1.0, reply_pace=pace)
     async with LiveServer(limits=limits, voice="synthetic") as server:
@@ -232,9 +239,9 @@ async def playback(replies: int) -> dict[str, Any]:
 # ------------------------------------------------------------------------------ push-to-talk
 
 async def ptt(presses: int, scale: float = 20.0) -> dict[str, Any]:
-    from bench.proxy import TcpProxy
     from hw.button import Button, ButtonSettings
     from hw.sim import mock_pin_factory
+    from testing.proxy import TcpProxy
 
     async with LiveServer(limits=ServerLimits(time_scale=scale), voice="synthetic") as server:
         with TcpProxy("127.0.0.1", server.port) as proxy:

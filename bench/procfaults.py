@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 
 from bench.faults import FaultResult, fault
-from bench.processrig import VoicedProcess, saved_handle
 from daemon.liveserver import LiveServer, ServerLimits
+from testing.processrig import VoicedProcess, saved_handle
 
 SCALE = 4.0
 

@@ -25,11 +25,11 @@ from bench.common import ROOT
 __all__ = ["profile_send_path"]
 
 PARTS = [  # (label, path fragments of a frame's file), first match wins, innermost first
-    ("the session core (daemon/session.py, lifecycle.py)", ("daemon/session.py",
-                                                             "daemon/lifecycle.py")),
+    ("the session core (daemon/session.py, vocabulary.py)", ("daemon/session.py",
+                                                             "daemon/vocabulary.py")),
     ("wire encoding (daemon/wire.py, base64, json)", ("daemon/wire.py", "base64.py", "json/")),
-    ("the supervisor and inbox (daemon/supervisor.py)", ("daemon/supervisor.py",)),
-    ("the connection adapter (daemon/connection.py)", ("daemon/connection.py",)),
+    ("the supervisor and inbox (daemon/runtime/supervisor.py)", ("daemon/runtime/supervisor.py",)),
+    ("the connection adapter (daemon/runtime/connection.py)", ("daemon/runtime/connection.py",)),
     ("websockets", ("websockets/",)),
     ("asyncio's loop", ("asyncio/", "selectors.py")),
     ("the bench's mic thread and events (bench/, daemon/events.py)", ("bench/",

@@ -29,8 +29,8 @@ from typing import Any
 from bench.__main__ import collect, how
 from bench.common import ROOT
 from bench.faults import markdown as fault_table
-from bench.profile import profile_send_path
 from bench.faults import run_all
+from bench.profile import profile_send_path
 from bench.soak import run_soak
 
 FIGURE_ROWS = [
@@ -143,7 +143,8 @@ def soak_md(s: dict[str, Any]) -> str:
         f"| resident memory (MB) | {s['rss_mb_start']:.1f} | {s['rss_mb_end']:.1f} | "
         f"{s['rss_mb_max']:.1f} |",
         f"| resident memory after malloc_trim (MB) | {s['rss_trimmed_mb_start']:.1f} | "
-        f"{s['rss_trimmed_mb_end']:.1f} | {max(x['rss_trimmed_mb'] for x in s['samples']):.1f} |",
+        f"{s['rss_trimmed_mb_end']:.1f} | "
+        f"{max(x['rss_trimmed_mb'] for x in s['samples']):.1f} |",
         f"| Python objects (MB, getsizeof of gc-tracked) | {s['py_heap_mb_start']:.2f} | "
         f"{s['py_heap_mb_end']:.2f} | {max(x['py_heap_mb'] for x in s['samples']):.2f} |",
         f"| open file descriptors | {s['fds_start']} | {s['fds_end']} | "

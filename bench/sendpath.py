@@ -65,10 +65,10 @@ def pace_from_thread(frames: list[bytes], speed: float, post: Callable[[Any], No
 
 async def run_voiced(url: str, frames: list[bytes], speed: float) -> float:
     from daemon import wire
-    from daemon.connection import Endpoint
     from daemon.events import DeviceState, MicFrame
+    from daemon.runtime.connection import Endpoint
+    from daemon.runtime.supervisor import Inbox, Supervisor
     from daemon.session import Play, PttStart, PttStop, Session, SessionSettings, ShowStates
-    from daemon.supervisor import Inbox, Supervisor
 
     inbox = Inbox()
     session = Session(SessionSettings(pre_roll_ms=0), wire.SetupConfig(model=MODEL), "gemini")

@@ -239,7 +239,8 @@ def describe(r: dict[str, Any]) -> str:
         f"  resumes {r['resumes']}, rollovers {r['rollovers']}, retries {r['retries']}, "
         f"server connections {r['connections']}, sessions {r['sessions']}",
         f"  {'':14}{'start':>8}{'end':>8}",
-        f"  {'rss MB':14}{r['rss_mb_start']:>8.1f}{r['rss_mb_end']:>8.1f}   (max {r['rss_mb_max']:.1f})",
+        f"  {'rss MB':14}{r['rss_mb_start']:>8.1f}{r['rss_mb_end']:>8.1f}"
+        f"   (max {r['rss_mb_max']:.1f})",
         f"  {'rss trimmed':14}{r['rss_trimmed_mb_start']:>8.1f}{r['rss_trimmed_mb_end']:>8.1f}"
         "   (after malloc_trim: freed memory glibc kept)",
         f"  {'python heap':14}{r['py_heap_mb_start']:>8.2f}{r['py_heap_mb_end']:>8.2f}"

@@ -1,6 +1,6 @@
 """Child process of :mod:`bench.soak`: ``voiced run`` itself, living ``--hours`` of device time.
 
-This is the daemon's own :class:`daemon.app.App` — state keeper and state file, control
+This is the daemon's own :class:`daemon.app.run.App` — state keeper and state file, control
 socket, STATUS loop, systemd watchdog gate on a real ``NOTIFY_SOCKET``, SIGTERM
 shutdown — with the production failure timeouts (setup, reply, close, keepalive) of
 ``[session]``'s defaults, at a time scale. Only the session caps are shortened to the
@@ -10,7 +10,7 @@ server's short, real-shaped limits, and only two adapters are swapped:
   from a thread of its own (as hw.mic's PortAudio callback), idle or not — so idle
   frames take the pre-roll path, across the thread hop, for the whole day;
 * the speaker is the real reply path on a device clock at the same scale
-  (:class:`bench.devices.PacedSpeaker`).
+  (:class:`testing.devices.PacedSpeaker`).
 
 The button is the real hw.button.Button on a mock pin; a "user" thread asks for a turn
 every 20–70 nominal seconds — pressed and released by the mic's thread, 1–6 s of audio
@@ -47,7 +47,7 @@ from typing import Any, Callable
 
 from bench.common import emit, rss_mb
 from daemon.events import ButtonPressed, ButtonReleased, Event, MicFrame
-from daemon.state import _TMP_PREFIX
+from daemon.runtime.state import _TMP_PREFIX
 
 _LIBC = ctypes.CDLL("libc.so.6")
 FRAME_BYTES = 640  # 20 ms at 16 kHz, s16le mono
@@ -66,7 +66,7 @@ def soak_config(tmp: Path, scale: float) -> str:
             # wall time x scale: the child descheduled 0.4 s on a loaded machine is 60
             # nominal s, and the stuck-button cap ended 1-6 turns a day (reported, yet the
             # rig's doing). Capped turns stay counted (turns_capped); the cap itself is
-            # tests/session/test_field.py's.
+            # tests/core/test_field.py's.
             "max_turn_seconds = 600.0\n"
             # A press lasts 1–6 nominal s, i.e. 10–60 ms of wall time at ×100: the debounce
             # lock-out (wall milliseconds) must be shorter than that.
@@ -145,7 +145,7 @@ class TurnTap:
     assembles it (the pre-roll ring's frames, then every frame until the release).
 
     Recording and forwarding happen under one lock, so the order seen here is the
-    order the inbox hands the events to the core (as daemon.demotrace.Tap, but in
+    order the inbox hands the events to the core (as daemon.cli.demo.trace.Tap, but in
     constant memory: a day of frames is 4.3 million).
     """
 
@@ -272,13 +272,13 @@ class NotifyListener:
 
 
 def run_day(url: str, hours: float, scale: float, seed: int, tmp: Path) -> dict[str, Any]:
-    from bench.devices import PacedSpeaker
-    from daemon.app import App, load_config
-    from daemon.cli import build_parser
-    from daemon.control import request
-    from daemon.endpoints import resolve
-    from daemon.logs import setup_logging
+    from daemon.app.endpoints import resolve
+    from daemon.app.run import App, load_config
+    from daemon.cli.ctl import request
+    from daemon.cli.main import build_parser
+    from daemon.runtime.logs import setup_logging
     from hw.sim import make_sim_hardware
+    from testing.devices import PacedSpeaker
 
     (tmp / "voiced.toml").write_text(soak_config(tmp, scale))
     notify = NotifyListener(tmp / "notify.sock")
@@ -339,7 +339,7 @@ def run_day(url: str, hours: float, scale: float, seed: int, tmp: Path) -> dict[
         # written in its thread, a reconnect's task is there for a moment; a leak is there
         # in every look). What was open is kept, so a difference between samples is named.
         looks: list[tuple[list[str], list[str]]] = []
-        # A state save's temporary file (daemon.state's ".tmp-" prefix) is a write in
+        # A state save's temporary file (daemon.runtime.state's ".tmp-" prefix) is a write in
         # flight, never quiet: seen held across two looks on a loaded machine.
         def still(a: tuple[list[str], list[str]], b: tuple[list[str], list[str]]) -> bool:
             return a == b and not any(f"/{_TMP_PREFIX}" in target for target in a[0])

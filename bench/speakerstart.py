@@ -38,7 +38,7 @@ def _wait(pred: Callable[[], Any], timeout: float, what: str) -> None:
 
 def measure_speaker_start(count: int = 10) -> dict[str, Any]:
     """``count`` rounds of (paused → first reply callback, running → first callback)."""
-    from tests.hw.conftest import ASOUNDRC, Pulse
+    from testing.pulse import ASOUNDRC, Pulse
 
     with tempfile.TemporaryDirectory(prefix="voiced-spkstart-") as tmpdir:
         root = Path(tmpdir) / "pulse"

@@ -12,8 +12,8 @@
   comes back: the turn is answered as if nothing happened; the bridge reconnects and
   republishes.
 
-Each runs the real :class:`bench.faultrig.FaultRig` (Supervisor, Session, Connection,
-LED and button on mock pins) with a :class:`daemon.tools.ToolRunner` handed to the
+Each runs the real :class:`testing.faultrig.FaultRig` (Supervisor, Session, Connection,
+LED and button on mock pins) with a :class:`daemon.runtime.tools.ToolRunner` handed to the
 supervisor, and the local server's ``tool_script`` making the pressed turn call the tool.
 """
 
@@ -26,16 +26,16 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench import faultrig
-from bench.faultrig import FaultRig, until
 from bench.faults import FaultResult, fault, recover
 from daemon import wire
-from daemon.actions import parse_tools
-from daemon.connection import Endpoint
 from daemon.liveserver import ServerLimits
+from daemon.runtime.actions import parse_tools
+from daemon.runtime.connection import Endpoint
+from daemon.runtime.supervisor import Supervisor
+from daemon.runtime.tools import ToolRunner, declarations, session_tools
 from daemon.session import Session, SessionSettings
-from daemon.supervisor import Supervisor
-from daemon.tools import ToolRunner, declarations, session_tools
+from testing import faultrig
+from testing.faultrig import FaultRig, until
 
 TOOL_SCALE = 5.0
 """Nominal seconds per wall second for these rows (the rig's own is 20)."""
@@ -132,12 +132,12 @@ async def tool_across_goaway(res: FaultResult) -> None:
 
 @fault("broker_down_and_back", "the MQTT broker goes away mid-turn and comes back")
 async def broker_down_and_back(res: FaultResult) -> None:
-    from daemon.homeassistant import HomeAssistant, MqttSettings
+    from daemon.runtime.homeassistant import HomeAssistant, MqttSettings
 
     if shutil.which("mosquitto") is None and not Path("/usr/sbin/mosquitto").exists():
         res.outcome = "not run: mosquitto is not installed"
         return
-    from daemon.mqttbroker import PASSWORD, Broker
+    from daemon.cli.demo.mqttbroker import PASSWORD, Broker
 
     with tempfile.TemporaryDirectory() as tmp:
         broker = Broker(Path(tmp)).start()

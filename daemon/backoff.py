@@ -62,7 +62,8 @@ class Backoff:
         self._connected_at = now
 
     def next_delay(self, now: float) -> float:
-        """A connection attempt failed (or a ready connection broke) at ``now``: how long to wait."""
+        """A connection attempt failed (or a ready connection broke) at ``now``:
+        how long to wait."""
         if self._connected_at is not None and now - self._connected_at >= self.stable_period:
             self.reset()
         self._connected_at = None

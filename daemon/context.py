@@ -85,10 +85,6 @@ class Conversation:
         """Forget everything (a new conversation)."""
         self.entries.clear()
 
-    def tokens(self) -> int:
-        """Estimated tokens of the whole remembered conversation."""
-        return sum(estimate_tokens(e.text) for e in self.entries)
-
     def restore_turns(self, budget_tokens: int) -> list[Turn]:
         """What to send into a fresh session (``clientContent``, ``turnComplete: false``).
 

@@ -10,8 +10,6 @@ voiced's exceptions. One base class; each leaf says whose fault it is.
   * :exc:`ConfigError` — the *user's* configuration is wrong; the message names
     the key, the value and what is allowed. Fatal: exit, don't retry.
   * :exc:`DeviceError` — a *device* (audio, GPIO) is missing or failed.
-  * :exc:`SessionClosed` — the Live API closed the connection; carries the
-    WebSocket close code and the server's reason text.
 
 Leaf errors also subclass the matching builtin, so callers may catch either
 (as gpiozero does).
@@ -25,7 +23,6 @@ __all__ = [
     "EncodeError",
     "ConfigError",
     "DeviceError",
-    "SessionClosed",
 ]
 
 
@@ -54,11 +51,3 @@ class ConfigError(VoicedError, ValueError):
 class DeviceError(VoicedError, OSError):
     """An audio or GPIO device is missing or failed."""
 
-
-class SessionClosed(VoicedError, ConnectionError):
-    """The Live API closed the WebSocket; ``code`` and ``reason`` are the server's."""
-
-    def __init__(self, code: int | None, reason: str = "") -> None:
-        self.code = code
-        self.reason = reason
-        super().__init__(f"connection closed: {code} {reason}".rstrip())

@@ -2,7 +2,7 @@
 Pure health decisions for the systemd side: is the pipeline moving (the
 watchdog gate), and the one-line STATUS text. No asyncio, no I/O: time comes
 in as ``now`` (``time.monotonic()`` seconds, which is also asyncio's
-``loop.time()`` on Linux). daemon/service.py runs these from the event loop
+``loop.time()`` on Linux). daemon/runtime/service.py runs these from the event loop
 and re-exports them.
 
 When a lost device makes systemd restart us (issue 14; README "When something goes
@@ -170,7 +170,7 @@ GUARD_WALL_FLOORS: Mapping[str, float] = {
     "close_timeout": 2.0,
     "playback_slack": 1.0,
 }
-"""Wall seconds the session's guards (daemon/lifecycle.py SessionSettings, nominal
+"""Wall seconds the session's guards (daemon/vocabulary.py SessionSettings, nominal
 seconds) never go below. At a time scale S the core's clock runs S times faster than the
 wall, so a 30 s stall guard is 1.5 s of wall time at S = 20 — less than a slow CPU (an
 emulated arm64 userland, a Pi Zero 2 W) needs for one TLS-less handshake or one burst of

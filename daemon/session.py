@@ -110,7 +110,7 @@ What happens in LIVE, on top of the phase:
   server hands out a handle right after setupComplete, before it has read the restore).
   A resume due while the session's rollover point is less than ``rollover_window`` away
   becomes that rollover (one switch, not two).
-* **Failures** are classified by one function (lifecycle.classify_failure): fatal only
+* **Failures** are classified by one function (vocabulary.classify_failure): fatal only
   at setup (key, model, invalid setup) → FAILED with the server's reason; handle refused
   or a mid-session 1007/1008 → fresh session with context; quota → BACKOFF "quota";
   retryable → BACKOFF (jittered, capped, reset after a stable period); the same refusal
@@ -140,23 +140,70 @@ from daemon import wire
 from daemon.backoff import Backoff
 from daemon.context import Conversation
 from daemon.errors import VoicedError
-from daemon.events import (ButtonHeld, ButtonPressed, ButtonReleased, DeviceLost, DeviceRestored,
-                           DeviceState, Event, MicFrame, MicOverflow, PlaybackDrained,
-                           PlaybackStarted, PlaybackUnderrun)
-from daemon.lifecycle import *  # noqa: F401,F403  (re-exported: the public vocabulary)
-from daemon.lifecycle import (Announce, CancelTool, CloseConnection, ConnectionClosed,
-                              ConnectionFailed, ConnectionOpened, Earcon, Effect, Failure,
-                              FailureKind,
-                              FlushPlayback, FrameRejected, ReplyEnded, NewConversation, Notify,
-                              OpenConnection, Persist, Play, PttStart, PttStop, RunTool,
-                              SendFrame, SendText, ServerEvents, SessionSettings, SessionStats,
-                              SetInstruction, SetMuted, ShowStates, Shutdown, Snapshot,
-                              SpeakLocally,
-                              Start, TimerFired, ToolDone, VideoFrame, classify_failure)
-from daemon.lifecycle import __all__ as _lifecycle_all
+from daemon.events import (
+    ButtonHeld,
+    ButtonPressed,
+    ButtonReleased,
+    DeviceLost,
+    DeviceRestored,
+    DeviceState,
+    Event,
+    MicFrame,
+    MicOverflow,
+    PlaybackDrained,
+    PlaybackStarted,
+    PlaybackUnderrun,
+)
 from daemon.turns import ASK_ENDINGS, AskEnd, TurnState, ask_end, next_turn_state
+from daemon.vocabulary import (  # the core's vocabulary, re-exported: see __all__
+    Announce,
+    CancelTool,
+    CloseConnection,
+    ConnectionClosed,
+    ConnectionFailed,
+    ConnectionOpened,
+    Earcon,
+    Effect,
+    Failure,
+    FailureKind,
+    FlushPlayback,
+    FrameRejected,
+    NewConversation,
+    Notify,
+    OpenConnection,
+    Persist,
+    Play,
+    PttStart,
+    PttStop,
+    ReplyEnded,
+    RunTool,
+    SendFrame,
+    SendText,
+    ServerEvents,
+    SessionSettings,
+    SessionStats,
+    SetInstruction,
+    SetMuted,
+    ShowStates,
+    Shutdown,
+    Snapshot,
+    SpeakLocally,
+    Start,
+    TimerFired,
+    ToolDone,
+    VideoFrame,
+    classify_failure,
+)
 
-__all__ = ["Phase", "Session", "SessionStateError", "TurnState", *_lifecycle_all]
+__all__ = [
+    "Phase", "Session", "SessionStateError", "TurnState", "SessionSettings", "ConnectionOpened",
+    "ServerEvents", "ConnectionClosed", "ConnectionFailed", "FrameRejected", "TimerFired",
+    "Start", "Shutdown", "SendText", "SetInstruction", "NewConversation", "PttStart", "PttStop",
+    "VideoFrame", "ToolDone", "Effect", "OpenConnection", "SendFrame", "CloseConnection",
+    "Play", "FlushPlayback", "ReplyEnded", "Earcon", "RunTool", "CancelTool", "ShowStates",
+    "Persist", "Notify", "SessionStats", "Snapshot", "FailureKind", "Failure",
+    "classify_failure", "Announce", "SetMuted", "SpeakLocally",
+]
 
 log = logging.getLogger(__name__)
 
@@ -441,7 +488,7 @@ class Session:
                 self._deadline is None or self._now < self._deadline):
             # The hot path, 50 times a second while idle: into the pre-roll ring and out,
             # no state can change (nobody is talking, no timer is due).
-            self._ring(event.pcm)  # type: ignore[attr-defined]
+            self._ring(event.pcm)
             return _NO_EFFECTS
         self._effects = []
         conn_id = getattr(event, "conn_id", None)
@@ -1053,7 +1100,7 @@ class Session:
         else:
             self.counts["asks_interrupted"] += 1
         typed = isinstance(ask, _Question)
-        user = ask.text if typed else "".join(self._in_text)
+        user = ask.text if isinstance(ask, _Question) else "".join(self._in_text)
         self.conversation.add_exchange(user, "".join(self._out_text) if ask.heard else "",
                                        "typed" if typed else "voice")
         self._in_text.clear()
@@ -1146,7 +1193,7 @@ class Session:
         head = self._asks[0] if self._asks else None
         return head if head is not None and head.conn == self._conn else None
 
-    def _content(self) -> _AskT | None:
+    def _content(self) -> _Ask | None:
         """Model content arrived: the ask it answers (None: drop it). Content nobody asked
         for — no press, no question (F7 phantom turns, after a resume or a restore) — is
         never played."""
@@ -1335,6 +1382,7 @@ class Session:
                 self._send_tool_response(call_id, call.name,
                                          {"error": f"unknown tool {call.name}"})
             else:
+                assert head is not None  # asked
                 self._calls[call_id] = _Call(call.name, self.counts["sessions"],
                                              self._blocking_tools)
                 self.counts["tools_run"] += 1
@@ -1555,7 +1603,7 @@ class Session:
             turns.append(self._turn)
         return [t for t in turns if not live or t.conn != self._conn]
 
-    # ------------------------------------------------------------------------------ playback, devices
+    # --------------------------------------------------------------------------- playback, devices
 
     def _on_playback_started(self, event: PlaybackStarted) -> None:
         pass
@@ -1574,7 +1622,7 @@ class Session:
     def _on_mic_overflow(self, event: MicOverflow) -> None:
         self.counts["mic_overflows"] = event.count
 
-    # ------------------------------------------------------------------------------ typed input, control
+    # ------------------------------------------------------------------------ typed input, control
 
     def _on_send_text(self, event: SendText) -> None:
         if not event.text.strip():

@@ -1,28 +1,25 @@
 """Find PortAudio devices by name, not index (PITFALLS.md "Device side": card numbers move).
 
-Used by the mic and speaker adapters and by ``voiced devices``. A device spec is
-``None``/``""`` (the default device), an index (``3`` or ``"3"``), or a name
-substring matched case-insensitively (an exact name wins over a substring).
+Used by the mic and speaker adapters and by ``voiced devices`` (daemon/cli/devices.py).
+A device spec is ``None``/``""`` (the default device), an index (``3`` or ``"3"``), or
+a name substring matched case-insensitively (an exact name wins over a substring).
 """
 
 from __future__ import annotations
 
-import argparse
 import atexit
 import contextlib
 import ctypes
 import ctypes.util
-import json
 import logging
 import os
 from dataclasses import dataclass
-from dataclasses import asdict
 from typing import Any, Iterator, Literal
 
 from daemon.errors import DeviceError
 
 __all__ = ["AudioDevice", "list_devices", "find_device", "pick_rate", "format_devices",
-           "route_alsa_messages_to_log", "add_arguments", "main"]
+           "route_alsa_messages_to_log"]
 
 log = logging.getLogger(__name__)
 
@@ -191,31 +188,3 @@ def quiet_stderr() -> Iterator[None]:
     finally:
         os.dup2(saved, 2)
         os.close(saved)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """``voiced devices`` options."""
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    parser.add_argument("--verbose", action="store_true",
-                        help="show PortAudio's ALSA/JACK probing messages")
-
-
-def main(args: argparse.Namespace) -> int:
-    """``voiced devices``: list audio inputs and outputs with names, channels and rates."""
-    import pyaudio
-
-    if not args.verbose:
-        route_alsa_messages_to_log()
-    ctx = contextlib.nullcontext() if args.verbose else quiet_stderr()
-    with ctx:  # JACK and PortAudio print too; the CLI is single-threaded so fd 2 can go
-        pa = pyaudio.PyAudio()
-    try:
-        devices = list_devices(pa)
-    finally:
-        pa.terminate()
-    if args.json:
-        print(json.dumps([asdict(d) for d in devices], indent=2))
-    else:
-        print(format_devices(devices) if devices else "no audio devices found")
-        print("\nPick one by name in the config: [mic] device = \"<part of the name>\"")
-    return 0

@@ -6,7 +6,7 @@ and it needs ``/sys/class/gpio/export``, read-only under the unit's
 ``ProtectKernelTunables=yes``); on a Pi 5 nothing loads and the error is "Unable to
 load any default pin factory!" (issue 14). So voiced names its factory
 (``[gpio] pin_factory``, default lgpio, which talks to ``/dev/gpiochip*`` on every
-Pi; ``GPIOZERO_PIN_FACTORY`` overrides it through daemon/config.py) and builds it
+Pi; ``GPIOZERO_PIN_FACTORY`` overrides it through daemon/app/config.py) and builds it
 itself.
 
 GPIO that is missing or not ours to use is not a reason to stop the daemon: the
@@ -209,7 +209,7 @@ class Gpio:
         self.led: Led | None = None
         self.problem: str | None = None
         """Why GPIO is not open (one sentence), or None while it is."""
-        self.node = settings.pin_factory
+        self.node: str = settings.pin_factory
         """The device node (``/dev/gpiochip0``) or factory the problem is about."""
         self.tries = 0
 

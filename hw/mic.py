@@ -20,7 +20,6 @@ to send). PITFALLS.md "Device side" items handled here:
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -131,7 +130,6 @@ class Mic(KeptStream):
         self._post = post
         self._framer = CaptureFramer(post, settings.frame_bytes)
         self._overflows = 0
-        self._lock = threading.Lock()
         self._keeper = StreamKeeper(
             "mic", "input", settings.device, post, self._open_stream,
             fallback_to_default=settings.fallback_to_default,

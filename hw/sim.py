@@ -32,7 +32,7 @@ from .playback import Phase
 from .resample import Resampler
 from .speaker import REPLY_RATE, ReplyControls, ReplyPath, SpeakerSettings
 
-__all__ = ["SimMic", "SimSpeaker", "SoftButton", "SimHardware", "make_sim_hardware",
+__all__ = ["SimMic", "SimSpeaker", "SoftButton", "make_sim_hardware",
            "mock_pin_factory", "read_wav"]
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ _PIN_HISTORY = 4096
 """State changes a simulated pin remembers (tests read the recent ones)."""
 
 
-class _RecentStates(list):  # type: ignore[type-arg]
+class _RecentStates(list[Any]):
     """A pin's state history that keeps only the newest changes.
 
     gpiozero's mock pins remember every change, and the LED patterns change the pin
@@ -89,10 +89,10 @@ def mock_pin_factory() -> Any:
     bounded state history."""
     from gpiozero.pins.mock import MockFactory, MockPWMPin
 
-    class SimPin(MockPWMPin):  # type: ignore[misc]
+    class SimPin(MockPWMPin):
         def clear_states(self) -> None:
             super().clear_states()
-            self.states = _RecentStates(self.states)
+            self.states = _RecentStates(self.states)  # type: ignore[has-type]
 
     return MockFactory(pin_class=SimPin)
 
@@ -347,9 +347,6 @@ class SoftButton:
         else:
             self._pin.drive_low()
 
-
-SimHardware = Hardware
-"""``--hw sim``'s bundle: the common :class:`hw.factory.Hardware` with a soft button."""
 
 
 def make_sim_hardware(post: Callable[[Event], None], *,

@@ -1,12 +1,12 @@
 """Fixtures shared by several test directories, registered here ONCE.
 
-The private PulseAudio (tests/virtual_audio.py) is used by tests/hw, tests/demo,
+The private PulseAudio (tests/virtual_audio.py) is used by tests/hw, tests/cli,
 tests/proving and tests/app: registered in each of them it was a separate session
 fixture per directory or module, i.e. up to five servers, each with three keep-alive
 streams, idling at ~16-23% of a core apiece for the rest of the run. Here it is one
 server, running only while a directory's tests use it.
 
-The systemd check (tests/service/test_systemd_check.py) is started in the background when
+The systemd check (tests/runtime/test_systemd_check.py) is started in the background when
 the run's tests are known; its test collects the verdict.
 """
 
@@ -53,14 +53,14 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None
 
 
 # --- The systemd check, started at the beginning of the run --------------------------------
-# tests/service/test_systemd_check.py boots a container and installs voiced in it: 3-8 min
+# tests/runtime/test_systemd_check.py boots a container and installs voiced in it: 3-8 min
 # of wall time spent mostly waiting (boot, pip, systemd timers), one process. Run last in
 # line it added all of that to CI; started in the background as soon as the run's tests
 # are known, it overlaps the rest of the suite, and the test only collects its verdict.
 # The suite holds under a busy CPU anyway (tools/ci-under-load.sh), so the overlap costs
 # no correctness, and the check's own waits are wall-clock deadlines that only end a hang.
 
-SYSTEMD_CHECK_TEST = ("tests/service/test_systemd_check.py::"
+SYSTEMD_CHECK_TEST = ("tests/runtime/test_systemd_check.py::"
                       "test_every_service_claim_of_the_readme_holds_under_a_real_systemd")
 
 

@@ -1,6 +1,6 @@
 """The test's side of sd_notify: a real AF_UNIX datagram socket playing systemd.
 
-Shared by tests/service (the notify pieces) and tests/app (the whole daemon).
+Shared by tests/runtime (the notify pieces) and tests/app (the whole daemon).
 """
 
 from __future__ import annotations

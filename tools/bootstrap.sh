@@ -20,7 +20,7 @@ SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 apt_pkgs=(python3 python3-venv python3-dev gcc pkg-config portaudio19-dev libsystemd-dev espeak-ng)
 if [ "$job" = test ]; then
   apt_pkgs+=(pulseaudio pulseaudio-utils libasound2-plugins sox systemd)
-  # The unit under a real systemd (tools/systemd-check.sh, tests/service/test_systemd_check.py).
+  # The unit under a real systemd (tools/systemd-check.sh, tests/runtime/test_systemd_check.py).
   apt_pkgs+=(systemd-container debootstrap)
 fi
 if [ "$job" = test ]; then
@@ -58,6 +58,11 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "$want" >"$stamp"
 fi
 if [ "$job" = test ]; then
+  # The habits before the behaviour (README "Development"): lint, format, types; each stops
+  # the run with its own findings. Config: pyproject.toml [tool.ruff], setup.cfg [mypy].
+  .venv/bin/ruff check .
+  .venv/bin/ruff format --check .
+  .venv/bin/mypy
   exec .venv/bin/python -m pytest "$@"
 else
   exec .venv/bin/voiced demo "$@"

@@ -514,7 +514,8 @@ class Checks:
                 ok = "a fresh session with context" in restored and not refused
                 ok = ok and any(re.search(r"[1-9]\d* turns restored", m) for m in msgs)
             ok = ok and not st.get("last_error")
-            return ok, f"journal: \"{restored}\"; last error {st.get('last_error')!r}; refusals {len(refused)}"
+            return ok, (f"journal: \"{restored}\"; last error {st.get('last_error')!r}; "
+                        f"refusals {len(refused)}")
         self.attempt(name, body)
 
     def credential(self) -> None:
@@ -538,7 +539,7 @@ class Checks:
                 "voiced config": self.box.exec(["/opt/voiced/bin/voiced", "config"]).stdout,
             }
             seen = [where for where, text in places.items() if KEY in text]
-            cred = self.box.exec(["sh", "-c", f"cat /run/credentials/voiced.service/api-key"],
+            cred = self.box.exec(["sh", "-c", "cat /run/credentials/voiced.service/api-key"],
                                  check=False).stdout.strip()
             return not seen and cred == KEY, (
                 f"key in $CREDENTIALS_DIRECTORY/api-key only; searched {', '.join(places)}: "
@@ -584,7 +585,8 @@ class Checks:
                 int(self.show("NRestarts")["NRestarts"]) > int(before["NRestarts"])
                 and self.show("ActiveState")["ActiveState"] == "active"), 60)
             self.wait_idle()
-            return True, f"kill -9 {pid}: restarted after {time.monotonic() - started:.1f} s (RestartSec=5s)"
+            return True, (f"kill -9 {pid}: restarted after "
+                          f"{time.monotonic() - started:.1f} s (RestartSec=5s)")
         self.attempt("Restart=on-failure: a crash is restarted, no start limit", body)
 
     def stop_fast(self) -> None:
@@ -741,7 +743,8 @@ def run(args: argparse.Namespace) -> int:
         checks.claim("the check ran to the end", False, str(exc)[:800])
     finally:
         if args.keep:
-            say(f"… kept {workdir} (container {box.name} still running: nsenter --target {box.pid1})")
+            say(f"… kept {workdir} (container {box.name} "
+                f"still running: nsenter --target {box.pid1})")
         else:
             box.stop()
             box.unmount()

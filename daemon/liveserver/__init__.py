@@ -16,7 +16,8 @@ Public API::
         server.port, server.url                # "ws://127.0.0.1:PORT"
         server.endpoint()                      # Gemini v1beta BidiGenerateContent URL
         server.endpoint(api="gemini", version="v1alpha", constrained=True)
-        server.endpoint(api="vertex")          # …aiplatform.v1beta1.LlmBidiService/BidiGenerateContent
+        server.endpoint(api="vertex")
+        # …aiplatform.v1beta1.LlmBidiService/BidiGenerateContent
         server.now()                           # server clock, nominal seconds
 
         # inspection (records in store.py; read-only)

@@ -99,7 +99,8 @@ async def _serve(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    print(f"voiced live-server: listening (time scale {args.time_scale:g}, voice {server.voice.kind}, "
+    print(f"voiced live-server: listening (time scale {args.time_scale:g}, "
+          f"voice {server.voice.kind}, "
           f"{'keys required' if args.api_keys else 'any key accepted'})", flush=True)
     if args.faults:
         print("  faults armed: " + ", ".join(n for n, _ in args.faults), flush=True)

@@ -14,7 +14,6 @@ daemon's own wire encoders and decoder over a plain websockets client:
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -68,7 +67,8 @@ async def _until_turn_complete(ws: ClientConnection) -> _Turn:
 
 async def scripted_conversation(url: str, out: Callable[[str], None] = print,
                                 model: str = "gemini-3.8-live", api_key: str | None = None) -> bool:
-    """Run the script against *url*; ``out`` gets one line per step. True if all went as expected."""
+    """Run the script against *url*; ``out`` gets one line per step.
+    True if all went as expected."""
     headers = {"x-goog-api-key": api_key} if api_key else {}
     start = time.monotonic()
 
@@ -123,8 +123,3 @@ async def scripted_conversation(url: str, out: Callable[[str], None] = print,
         say(f"closed by server: {code} {reason}")
         ok = ok and code == 1011
     return ok
-
-
-def main_demo(url: str, api_key: str | None = None) -> int:
-    """Synchronous wrapper for scripts."""
-    return 0 if asyncio.run(scripted_conversation(url, api_key=api_key)) else 1

@@ -31,8 +31,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Protocol
 
-from daemon.liveserver.protocol import (CANCELLED, CONTENT_TYPE_AUDIO, DEADLINE_EXPIRED, INTERNAL,
-                                        KEY_EXPIRED, NOT_IMPLEMENTED, UNAVAILABLE)
+from daemon.liveserver.protocol import (
+    CANCELLED,
+    CONTENT_TYPE_AUDIO,
+    DEADLINE_EXPIRED,
+    INTERNAL,
+    KEY_EXPIRED,
+    NOT_IMPLEMENTED,
+    UNAVAILABLE,
+)
 
 __all__ = ["Faults", "FaultTarget", "ArmedFaults", "ReplyFault", "FIELD_MODES"]
 

@@ -193,7 +193,9 @@ async def _phantom(conv: Conversation, tool_call: str | None) -> None:
             call_id = f"phantom-{session.phantom_turns + 1}"
             future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
             conv.pending_calls[call_id] = (tool_call, False, future)
-            future.add_done_callback(lambda _f, cid=call_id: conv.pending_calls.pop(cid, None))
+            def forget(_f: asyncio.Future[Any], cid: str = call_id) -> None:
+                conv.pending_calls.pop(cid, None)
+            future.add_done_callback(forget)
             await conn.send(m.tool_call(call_id, tool_call, {}))
         pcm = await _speech(conv, PHANTOM_TEXT)
         sent = await _paced(conv, _chunks(conv, pcm), limits.reply_wall_seconds)

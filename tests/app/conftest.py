@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from daemon.control import request
+from daemon.cli.ctl import request
 from daemon.liveserver import LiveServerThread, ServerLimits
 from tests.notify import NotifyListener
 

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from daemon.control import format_report
+from daemon.cli.ctl import format_report
 from tests.app.conftest import Manager, write_config
 
 HANG_CAP = 60.0

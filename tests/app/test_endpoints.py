@@ -1,4 +1,4 @@
-"""Endpoint resolution (daemon/endpoints.py): URL, credential headers, API flavour, model."""
+"""Endpoint resolution (daemon/app/endpoints.py): URL, credential headers, API flavour, model."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from dataclasses import replace
 import pytest
 from google.oauth2.credentials import Credentials
 
-from daemon.config import LiveSettings, Secret
-from daemon.endpoints import gemini_path, is_loopback, resolve, vertex_url
+from daemon.app.config import LiveSettings, Secret
+from daemon.app.endpoints import gemini_path, is_loopback, resolve, vertex_url
 from daemon.errors import ConfigError
 
 KEY = Secret("AIzaSyEXAMPLEKEY")

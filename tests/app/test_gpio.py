@@ -19,14 +19,14 @@ from typing import Any
 import pytest
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
-from daemon import config
+from daemon.app import config
 from daemon.errors import ConfigError
 from daemon.events import ButtonPressed, ButtonReleased, DeviceLost, DeviceRestored, DeviceState
 from hw.button import ButtonSettings
 from hw.gpio import Gpio, GpioSettings, GpioUnavailable, open_pin_factory
 from hw.led import LedSettings
+from testing.pulse import Pulse
 from tests.app.conftest import Manager, write_config
-from tests.virtual_audio import Pulse
 
 ABSENT_CHIP = next(n for n in range(63, 0, -1) if not Path(f"/dev/gpiochip{n}").exists())
 
@@ -232,7 +232,7 @@ def test_voiced_run_hw_pi_without_gpio_prints_one_line_and_keeps_serving(
     # One journal line says it; the "ready:" line is the STATUS= text, which carries it as
     # the last error on purpose (systemctl status shows why the LED is dark).
     chip_lines = [line for line in log.splitlines()
-                  if "/dev/gpiochip" in line and "daemon.app: ready: " not in line]
+                  if "/dev/gpiochip" in line and "daemon.app.run: ready: " not in line]
     assert len(chip_lines) == 1, log
     assert re.search(r"/dev/gpiochip0 not found — is this a Raspberry Pi\? \(button and LED "
                      r"off; retrying", chip_lines[0]), chip_lines

@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from testing.pulse import Pulse
 from tests.app.conftest import Manager, write_config
-from tests.virtual_audio import Pulse
 
 
 def test_run_with_pyaudio_devices_by_name(tmp_path: Path, manager: Manager, live: Any,

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from daemon.control import format_report
+from daemon.cli.ctl import format_report
 from tests.app.conftest import REPO, Manager, live_server, write_config
 
 KEY_PREFIX = "AIzaSyTEST"

@@ -14,8 +14,8 @@ from typing import Any
 
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
-from daemon.app import show_error_led
-from daemon.state import StateStore
+from daemon.app.run import show_error_led
+from daemon.runtime.state import StateStore
 from hw.led import LedSettings
 from tests.app.conftest import REPO, SCALE, Manager, write_config
 

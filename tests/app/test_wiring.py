@@ -1,4 +1,4 @@
-"""The small adapters of daemon/wiring.py, in-process: the watchdog's pulse and the
+"""The small adapters of daemon/app/wiring.py, in-process: the watchdog's pulse and the
 state keeper's restore rules."""
 
 from __future__ import annotations
@@ -6,14 +6,14 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from daemon.app.wiring import Pulse, StateKeeper
 from daemon.context import Entry
 from daemon.events import DeviceLost, DeviceRestored, MicFrame
 from daemon.health import WatchdogGate
+from daemon.runtime.state import StateStore
+from daemon.runtime.supervisor import Heartbeat
 from daemon.session import SessionSettings, Snapshot
-from daemon.state import StateStore
-from daemon.supervisor import Heartbeat
 from daemon.wire import SetupConfig
-from daemon.wiring import Pulse, StateKeeper
 
 SETUP = SetupConfig(model="gemini-3.8-live", system_instruction="configured")
 

@@ -10,7 +10,7 @@ from daemon.errors import ConfigError
 from daemon.events import ButtonHeld, ButtonPressed, ButtonReleased
 from hw.button import Button, ButtonSettings
 from hw.sim import mock_pin_factory
-from tests.hw.audio_util import Inbox
+from tests.hw.harness import Inbox
 
 
 @pytest.fixture

@@ -20,10 +20,11 @@ def test_earcons_render_and_release_is_off_by_default():
 
 
 def test_earcons_settings_reach_the_sim_speaker():
+    import time
+
     from hw.sim import SimSpeaker
     from hw.speaker import SpeakerSettings
-    from tests.hw.audio_util import Inbox
-    import time
+    from tests.hw.harness import Inbox
 
     spk = SimSpeaker(SpeakerSettings(), Inbox(), speed=None,
                      earcons=EarconSettings(press=False, release=True))
@@ -40,7 +41,7 @@ def test_earcons_settings_reach_the_sim_speaker():
 
 
 def test_settings_are_flat_for_the_config_loader():
-    # daemon/config.py builds each [section] from scalar/tuple fields; no nesting.
+    # daemon/app/config.py builds each [section] from scalar/tuple fields; no nesting.
     import dataclasses
     import typing
 

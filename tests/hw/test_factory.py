@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import pytest
 
 from daemon.errors import ConfigError
@@ -11,7 +10,7 @@ from hw.factory import make_hardware, make_pi_hardware
 from hw.mic import MicSettings
 from hw.sim import mock_pin_factory
 from hw.speaker import SpeakerSettings
-from tests.hw.audio_util import Inbox, tone
+from tests.hw.harness import Inbox, tone
 
 
 def test_factory_pi_bundle_runs_on_real_portaudio(pulse):

@@ -17,12 +17,11 @@ import time
 
 import numpy as np
 
-from daemon.events import (DeviceLost, DeviceRestored, MicFrame, PlaybackDrained,
-                           PlaybackStarted)
+from daemon.events import DeviceLost, DeviceRestored, MicFrame, PlaybackDrained, PlaybackStarted
 from hw.mic import Mic, MicSettings
 from hw.pastream import PortAudioHost
 from hw.speaker import Speaker, SpeakerSettings
-from tests.hw.audio_util import Inbox, loud_span, samples, spectrum_db, tone
+from tests.hw.harness import Inbox, loud_span, samples, spectrum_db, tone
 
 USB_PCM = 'pcm.usbmic { type pulse device "usbmic" }\n'
 
@@ -144,8 +143,9 @@ def test_mic_absent_at_start_appears_later_with_the_speaker_open(pulse, caplog):
         assert not mic.is_open and spk.lost is None  # (closed for a moment during rescans)
         assert host.lost_devices()[0].attempts >= 1  # it keeps trying
         # The journal keeps saying so while it is missing (every minute by default).
-        reminded = lambda: any("mic 'usbmic' still missing after" in r.getMessage()  # noqa: E731
-                               for r in caplog.records)
+        def reminded() -> bool:
+            return any("mic 'usbmic' still missing after" in r.getMessage()
+                       for r in caplog.records)
         deadline = time.monotonic() + 10
         while not reminded() and time.monotonic() < deadline:
             time.sleep(0.05)

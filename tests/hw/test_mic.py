@@ -10,7 +10,7 @@ import pytest
 from daemon.errors import ConfigError, DeviceError
 from daemon.events import DeviceLost, DeviceRestored, MicFrame, MicOverflow
 from hw.mic import CaptureFramer, Mic, MicSettings
-from tests.hw.audio_util import Inbox, best_correlation, loud_span, samples, spectrum_db, tone
+from tests.hw.harness import Inbox, best_correlation, loud_span, samples, spectrum_db, tone
 
 
 def _pcm(inbox: Inbox) -> bytes:

@@ -11,7 +11,7 @@ import numpy as np
 from daemon.events import PlaybackDrained, PlaybackStarted, PlaybackUnderrun
 from hw.playback import Phase, PlaybackQueue
 from hw.speaker import ReplyPath, SpeakerSettings
-from tests.hw.audio_util import Inbox, samples, tone
+from tests.hw.harness import Inbox, samples, tone
 
 RATE = 48000
 FRAME = RATE * 20 // 1000 * 2  # 20 ms in bytes

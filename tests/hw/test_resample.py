@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from hw.resample import Resampler
-from tests.hw.audio_util import samples, spectrum_db, tone
+from tests.hw.harness import samples, spectrum_db, tone
 
 PAIRS = [(48000, 16000), (44100, 16000), (24000, 48000), (24000, 44100)]
 

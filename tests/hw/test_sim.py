@@ -9,12 +9,18 @@ import numpy as np
 import pytest
 
 from daemon.errors import DeviceError
-from daemon.events import (ButtonPressed, ButtonReleased, DeviceState, MicFrame,
-                           PlaybackDrained, PlaybackStarted)
+from daemon.events import (
+    ButtonPressed,
+    ButtonReleased,
+    DeviceState,
+    MicFrame,
+    PlaybackDrained,
+    PlaybackStarted,
+)
 from hw.mic import MicSettings
 from hw.sim import SimMic, make_sim_hardware, read_wav
 from hw.speaker import SpeakerSettings
-from tests.hw.audio_util import Inbox, best_correlation, samples, tone
+from tests.hw.harness import Inbox, best_correlation, samples, tone
 
 
 def write_wav(path, pcm: bytes, rate: int, channels: int = 1) -> None:

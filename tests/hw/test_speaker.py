@@ -10,7 +10,7 @@ import pytest
 from daemon.errors import ConfigError
 from daemon.events import DeviceLost, DeviceRestored, PlaybackDrained, PlaybackStarted
 from hw.speaker import Speaker, SpeakerSettings
-from tests.hw.audio_util import Inbox, best_correlation, loud_span, samples, tone
+from tests.hw.harness import Inbox, best_correlation, loud_span, samples, tone
 
 
 def drained(ev) -> bool:
@@ -158,7 +158,6 @@ def test_speaker_settings_reject_bad_values():
 def test_speaker_pauses_while_idle_and_the_next_reply_starts_it(pulse, monkeypatch):
     # Issue 13: no silent stream running all day; a reply after the pause is heard whole.
     import hw.speaker
-
     from tests.timing import wait_until
 
     monkeypatch.setattr(hw.speaker, "PAUSE_AFTER_IDLE", 0.3)

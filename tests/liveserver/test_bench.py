@@ -7,7 +7,7 @@ import time
 
 from daemon import wire
 from daemon.liveserver import LiveServer, ServerLimits
-from tests.liveserver.rawclient import RawClient, audio_of, run, tone
+from tests.liveserver.harness import RawClient, audio_of, run, tone
 
 
 def test_bench_reply_latency_and_pace_at_realtime():

@@ -4,33 +4,13 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
-
-import pytest
 
 from daemon import wire
 from daemon.liveserver import LiveServerThread, ServerLimits
-from tests.liveserver.rawclient import RawClient, run, text_of, tone
+from tests.liveserver.harness import RawClient, run, text_of, tone
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-@pytest.fixture
-def server_process():
-    procs: list[subprocess.Popen] = []
-
-    def start(*args: str) -> subprocess.Popen:
-        proc = subprocess.Popen([sys.executable, "-m", "daemon", "live-server", *args], cwd=ROOT,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        procs.append(proc)
-        return proc
-    yield start
-    for proc in procs:  # killed by PID in the finaliser
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 def test_cli_prints_endpoints_serves_and_stops_on_ctrl_c(server_process):

@@ -6,7 +6,7 @@ import hashlib
 import time
 
 from daemon.liveserver import LiveServer, ServerLimits
-from tests.liveserver.rawclient import RawClient, audio_of, handle_of, run, text_of, tone
+from tests.liveserver.harness import RawClient, audio_of, handle_of, run, text_of, tone
 
 FAST = ServerLimits(time_scale=600.0)
 

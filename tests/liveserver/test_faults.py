@@ -11,7 +11,7 @@ from websockets.asyncio.client import connect
 from daemon import wire
 from daemon.errors import ProtocolError
 from daemon.liveserver import LiveServer, ServerLimits
-from tests.liveserver.rawclient import RawClient, no_message, run, text_of
+from tests.liveserver.harness import RawClient, no_message, run, text_of
 
 FAST = ServerLimits(time_scale=600.0)
 

@@ -15,8 +15,7 @@ from daemon import wire
 from daemon.liveserver import LiveServer, ServerLimits
 from daemon.liveserver import protocol as p
 from daemon.liveserver.faults import FIELD_MODES
-from tests.liveserver.rawclient import RawClient, audio_of, no_message, run, text_of, tone
-from tests.liveserver.test_cli import server_process  # noqa: F401 (a fixture)
+from tests.liveserver.harness import RawClient, audio_of, no_message, run, text_of, tone
 
 FAST = ServerLimits(time_scale=600.0)   # 10-minute cap = 1 s
 SLOW = ServerLimits(time_scale=100.0)   # for timings: 1 nominal second = 10 ms

@@ -12,7 +12,7 @@ from websockets.exceptions import InvalidStatus
 
 from daemon import wire
 from daemon.liveserver import LiveServer, ServerLimits
-from tests.liveserver.rawclient import RawClient, run, text_of, tone
+from tests.liveserver.harness import RawClient, run, text_of, tone
 
 FAST = ServerLimits(time_scale=600.0)
 GEMINI_PATHS = [(v, c) for v in ("v1alpha", "v1beta") for c in (False, True)]

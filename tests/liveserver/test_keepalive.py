@@ -1,4 +1,4 @@
-"""The daemon's keepalive (daemon/connection.py) against the server's F13 pong faults.
+"""The daemon's keepalive (daemon/runtime/connection.py) against the server's F13 pong faults.
 
 FIELD_REPORTS.md F13: pongs 8–30 s late, or never, on a healthy session; the daemon must
 not disconnect itself. A dead TCP path is still noticed: the kernel must see our pings
@@ -13,10 +13,10 @@ import socket
 import pytest
 
 from daemon import wire
-from daemon.connection import Connection, Endpoint, Keepalive
-from daemon.lifecycle import ConnectionClosed, ConnectionFailed, ServerEvents
 from daemon.liveserver import LiveServer, ServerLimits
-from tests.liveserver.rawclient import run
+from daemon.runtime.connection import Connection, Endpoint, Keepalive
+from daemon.vocabulary import ConnectionClosed, ConnectionFailed, ServerEvents
+from tests.liveserver.harness import run
 
 SCALE = 100.0
 SETUP = wire.encode(wire.setup_message(wire.SetupConfig(model="gemini-3.8-live")))

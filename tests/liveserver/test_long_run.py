@@ -9,7 +9,7 @@ import time
 
 from daemon import wire
 from daemon.liveserver import LiveServer, ServerLimits
-from tests.liveserver.rawclient import RawClient, text_of, tone
+from tests.liveserver.harness import RawClient, text_of, tone
 from tests.timing import ProgressLoop, cap
 
 

@@ -9,10 +9,18 @@ import numpy as np
 import pytest
 
 from daemon.liveserver.limits import ServerLimits, audio_tokens, text_tokens
-from daemon.liveserver.model import (EnergyVad, Voice, _wav_pcm, describe_audio, input_text,
-                                     reply_text, resample, synthetic_speech)
+from daemon.liveserver.model import (
+    EnergyVad,
+    Voice,
+    _wav_pcm,
+    describe_audio,
+    input_text,
+    reply_text,
+    resample,
+    synthetic_speech,
+)
 from daemon.liveserver.store import HandleRefused, Store
-from tests.liveserver.rawclient import silence, tone
+from tests.liveserver.harness import silence, tone
 
 
 def test_vad_finds_start_and_end_offsets():

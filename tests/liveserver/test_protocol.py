@@ -87,7 +87,8 @@ def test_parse_client_messages():
 
 
 @pytest.mark.parametrize("frame", [
-    '{"realtimeInput": {"audio": {"data": "AA", "mimeType": "audio/pcm;rate=16000"}}}',  # 1 byte
+    # 1 byte:
+    '{"realtimeInput": {"audio": {"data": "AA", "mimeType": "audio/pcm;rate=16000"}}}',
     '{"realtimeInput": {"audio": {"data": "AAAA", "mimeType": "audio/opus"}}}',
     '{"realtimeInput": {"mystery": 1}}', '{"clientContent": {"turns": [{"role": "robot"}]}}',
     '{"setup": {"model": "m"}}', '{}', b'\xff\xfe',

@@ -9,7 +9,7 @@ import time
 from daemon import wire
 from daemon.liveserver import LiveServer, ServerLimits
 from daemon.liveserver.turns import CONTEXT_EXHAUSTED
-from tests.liveserver.rawclient import Closed, RawClient, handle_of, no_message, run, text_of, tone
+from tests.liveserver.harness import Closed, RawClient, handle_of, no_message, run, text_of, tone
 
 # ×60: none of the tests on FAST waits for a cap, and at ×600 the 1 s connection (goAway
 # at 0.9 s) is shorter than the CPU two synthesised replies take on a busy machine (1011).

@@ -11,13 +11,12 @@ import hashlib
 
 import pytest
 from google import genai
-from google.genai import errors, types
 from google.genai import _live_converters as live_converters
+from google.genai import errors, types
 
 from daemon import wire
 from daemon.liveserver import LiveServer, ServerLimits
-from tests.liveserver.rawclient import RawClient, run, silence, tone
-
+from tests.liveserver.harness import RawClient, run, silence, tone
 
 
 def sdk_client(server: LiveServer, vertex: bool = False) -> genai.Client:

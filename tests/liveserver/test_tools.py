@@ -9,7 +9,7 @@ from google.genai import types
 from daemon import wire
 from daemon.liveserver import LiveServer, ServerLimits
 from daemon.liveserver.turns import TOOL_PENDING, UNKNOWN_CALL
-from tests.liveserver.rawclient import RawClient, run, text_of, tone
+from tests.liveserver.harness import RawClient, run, text_of, tone
 
 FAST = ServerLimits(time_scale=600.0)
 OLD_MODEL = "gemini-2.5-flash-native-audio-preview-12-2025"  # BLOCKING by default

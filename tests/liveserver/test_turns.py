@@ -1,4 +1,5 @@
-"""Turn taking: push-to-talk, energy VAD, text, clientContent, barge-in, roles (LIVE_PROTOCOL.md §3–§4)."""
+"""Turn taking: push-to-talk, energy VAD, text, clientContent, barge-in,
+roles (LIVE_PROTOCOL.md §3–§4)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,16 @@ import pytest
 
 from daemon import wire
 from daemon.liveserver import LiveServer, ServerLimits
-from tests.liveserver.rawclient import (RawClient, audio_of, handle_of, no_message, run, silence,
-                                        text_of, tone)
+from tests.liveserver.harness import (
+    RawClient,
+    audio_of,
+    handle_of,
+    no_message,
+    run,
+    silence,
+    text_of,
+    tone,
+)
 
 FAST = ServerLimits(time_scale=600.0)
 # Realtime clock, replies streamed 8x faster than realtime: a reply lasts long enough to barge in.

@@ -17,11 +17,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from daemon import wire
-from daemon.connection import Connection, Endpoint
-from daemon.endpoints import BearerHeaders
-from daemon.lifecycle import ConnectionFailed, ServerEvents
+from daemon.app.endpoints import BearerHeaders
 from daemon.liveserver import LiveServer, ServerLimits
-from tests.liveserver.rawclient import run
+from daemon.runtime.connection import Connection, Endpoint
+from daemon.vocabulary import ConnectionFailed, ServerEvents
+from tests.liveserver.harness import run
 
 google_credentials = pytest.importorskip("google.oauth2.credentials")
 

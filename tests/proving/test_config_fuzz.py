@@ -1,7 +1,7 @@
 """Fuzzing the config loader: whatever the file or the environment holds, the loader
 returns a Config or raises ConfigError naming a key — never anything else.
 
-(The server-message decoder is fuzzed in tests/test_wire.py.)
+(The server-message decoder is fuzzed in tests/core/test_wire.py.)
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from daemon import config
+from daemon.app import config
 from daemon.errors import ConfigError
 
 FUZZ = settings(max_examples=300, deadline=None,

@@ -15,11 +15,11 @@ from typing import Any, Callable
 
 from bench.common import MODEL
 from daemon import wire
-from daemon.connection import Endpoint
 from daemon.events import ButtonPressed, ButtonReleased, DeviceState, MicFrame
 from daemon.liveserver import LiveServer, ServerLimits
+from daemon.runtime.connection import Endpoint
+from daemon.runtime.supervisor import Inbox, Supervisor
 from daemon.session import SendText, Session, SessionSettings
-from daemon.supervisor import Inbox, Supervisor
 
 PATH = "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent"
 FRAME = 640

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import asyncio
 
-from bench.faultrig import FaultRig, until
 from daemon.events import DeviceState
 from hw.mic import Mic, MicSettings
-from tests.hw.audio_util import tone
+from testing.faultrig import FaultRig, until
+from tests.hw.harness import tone
 
 
 def test_mic_unplugged_mid_turn_and_plugged_back(pulse) -> None:

@@ -26,7 +26,7 @@ def _every_turn_answered_once_or_reported(r: dict) -> None:
     designed, reported ends (a question dropped, a turn capped at max_turn_seconds, a turn
     asked without part of its audio), each counted by the core; nothing lost silently,
     nothing answered twice (an answer completed while the core closed its connection is
-    taken, not asked again: tests/session/test_answered_once.py)."""
+    taken, not asked again: tests/core/test_answered_once.py)."""
     assert r["turns_silently_lost"] == 0, (r["designed_ends"], r["not_answered_once"])
     assert r["answered_twice"] == 0, (r["answered_twice"], r["not_answered_once"])
     # Every drop is one of the designed causes, and the core's counter agrees with what
@@ -98,7 +98,7 @@ def test_a_chaos_day_answers_every_turn_once_or_reports_it(chaos_day: dict) -> N
     assert len(r["faults_injected"]) >= 3, r
     assert {name for name, _ in CHAOS} >= {n.split(" (failed")[0] for n in r["faults_injected"]}
     # A turn cut mid-answer on its second connection used to be taken for answered
-    # (server tally [1, 0, 1, 0], nobody told): tests/session/test_answered_once.py.
+    # (server tally [1, 0, 1, 0], nobody told): tests/core/test_answered_once.py.
     _every_turn_answered_once_or_reported(r)
     _every_frame_of_the_day_went_through_the_tap(r)
     _no_state_left_behind(r)

@@ -1,4 +1,4 @@
-"""Edges the decoder fuzz in tests/test_wire.py leaves out: NaN/Infinity tokens (Python's
+"""Edges the decoder fuzz in tests/core/test_wire.py leaves out: NaN/Infinity tokens (Python's
 json accepts them), numbers beyond int64 and float range, durations and rates that
 overflow, deep nesting. Each decodes or raises ProtocolError — nothing else."""
 

@@ -1,0 +1,102 @@
+"""The supervisor's tool hook end to end: the local Live server calls a declared function,
+the core asks for it (RunTool), a tiny real runner (a function table on a thread) runs it
+and posts ToolDone, and the answer goes back as toolResponse (issue 10 item 5)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+from typing import Any, Callable, Mapping
+
+from daemon import wire
+from daemon.events import DeviceState, Event
+from daemon.liveserver import LiveServer, ServerLimits
+from daemon.runtime.connection import Endpoint
+from daemon.runtime.supervisor import Inbox, Supervisor, ToolRunner  # noqa: F401 (the interface)
+from daemon.session import Session, SessionSettings, ToolDone
+from tests.core.harness import MODEL
+from tests.runtime.harness import run, until
+
+LIGHTS = {"name": "lights", "description": "Switch the kitchen lights.",
+          "parameters": {"type": "object", "properties": {"on": {"type": "boolean"}}}}
+
+
+class TableRunner:
+    """Runs ``table[name](**args)`` on a thread of its own and posts the result."""
+
+    def __init__(self, table: Mapping[str, Callable[..., Any]]) -> None:
+        self.table = table
+        self.started: list[tuple[str, str, dict]] = []
+        self.cancelled: list[str] = []
+        self.threads: list[threading.Thread] = []
+
+    def start(self, call_id: str, name: str, args: Mapping[str, Any],
+              post: Callable[[Event], None]) -> None:
+        self.started.append((call_id, name, dict(args)))
+
+        def work() -> None:
+            try:
+                response = {"result": self.table[name](**args)}
+            except Exception as exc:   # a failed tool is an answer too (F18)
+                response = {"error": str(exc)}
+            post(ToolDone(call_id, name, response))
+        t = threading.Thread(target=work, name=f"tool-{name}")
+        self.threads.append(t)
+        t.start()
+
+    def cancel(self, call_id: str) -> None:
+        self.cancelled.append(call_id)
+
+
+def test_a_declared_tool_runs_off_the_loop_and_its_result_is_spoken() -> None:
+    async def body() -> None:
+        scale = 10.0  # slow enough for a loaded machine: setup timeout 1.5 s wall
+        switched: list[bool] = []
+        runner = TableRunner({"lights": lambda on: switched.append(on) or ("on" if on else "off")})
+        async with LiveServer(limits=ServerLimits(time_scale=scale), voice="synthetic") as server:
+            settings = SessionSettings(tools=frozenset({"lights"}))
+            session = Session(settings, wire.SetupConfig(model=MODEL, tools=(LIGHTS,)), "gemini",
+                              0.0, rng=random.Random(1).random)
+            inbox = Inbox()
+            sup = Supervisor(session, Endpoint(server.endpoint(), {"x-goog-api-key": "k"}),
+                             inbox=inbox, time_scale=scale, tool_runner=runner)
+            seen: list[frozenset[DeviceState]] = []
+            sup.subscribe(lambda e: seen.append(e.states) if hasattr(e, "states") else None)
+            task = asyncio.get_running_loop().create_task(sup.run())
+            try:
+                await until(lambda: session.phase.value == "live", timeout=30.0, what="live")
+                sup.send_text('call lights {"on": true}')
+                turns = await server.wait_turns(1, timeout=30.0)
+                assert turns[0].replies == 1, turns[0]
+                assert "lights returned" in turns[0].reply_text and '"on"' in turns[0].reply_text
+                assert switched == [True]
+                assert [s[1] for s in runner.started] == ["lights"]
+                assert any(DeviceState.WORKING in s for s in seen), "WORKING never shown"
+                await until(lambda: session.stats(sup.now()).asks_answered == 1, timeout=30.0, what="answered")
+                assert session.stats(sup.now()).tools_run == 1
+            finally:
+                sup.stop()
+                await asyncio.wait_for(task, 10)
+    run(body, timeout=120.0)
+
+
+def test_without_a_runner_a_call_is_answered_with_an_error_not_silence() -> None:
+    async def body() -> None:
+        scale = 10.0  # slow enough for a loaded machine: setup timeout 1.5 s wall
+        async with LiveServer(limits=ServerLimits(time_scale=scale), voice="synthetic") as server:
+            settings = SessionSettings(tools=frozenset({"lights"}))
+            session = Session(settings, wire.SetupConfig(model=MODEL, tools=(LIGHTS,)), "gemini",
+                              0.0, rng=random.Random(1).random)
+            sup = Supervisor(session, Endpoint(server.endpoint(), {"x-goog-api-key": "k"}),
+                             time_scale=scale)
+            task = asyncio.get_running_loop().create_task(sup.run())
+            try:
+                await until(lambda: session.phase.value == "live", timeout=30.0, what="live")
+                sup.send_text('call lights {"on": false}')
+                turns = await server.wait_turns(1, timeout=30.0)
+                assert "no tool runner" in turns[0].reply_text
+            finally:
+                sup.stop()
+                await asyncio.wait_for(task, 10)
+    run(body, timeout=120.0)
