@@ -15,8 +15,17 @@ from typing import Any, Sequence
 
 from testing import MODEL, ROOT
 
-__all__ = ["MODEL", "ROOT", "rss_mb", "peak_rss_mb", "open_fds", "percentile", "run_child",
-           "audio_frames", "emit"]
+__all__ = [
+    "MODEL",
+    "ROOT",
+    "rss_mb",
+    "peak_rss_mb",
+    "open_fds",
+    "percentile",
+    "run_child",
+    "audio_frames",
+    "emit",
+]
 
 
 FRAME_BYTES = 640  # 20 ms of 16 kHz s16le mono: what hw.mic posts
@@ -68,18 +77,27 @@ def emit(result: dict[str, Any]) -> None:
     print(json.dumps(result), flush=True)
 
 
-def run_child(module: str, *args: str, timeout: float = 300.0,
-              env: dict[str, str] | None = None) -> dict[str, Any]:
+def run_child(
+    module: str, *args: str, timeout: float = 300.0, env: dict[str, str] | None = None
+) -> dict[str, Any]:
     """Run ``python -m bench.<module> args`` and return its last JSON line, plus
     ``spawned_at`` (``time.monotonic()`` just before the process was started)."""
     cmd = [sys.executable, "-m", f"bench.{module}", *args]
     spawned = time.monotonic()
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
+    proc = subprocess.run(
+        cmd,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode or not lines:
-        raise RuntimeError(f"bench child {' '.join(cmd[2:])} failed ({proc.returncode}):\n"
-                           f"{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+        raise RuntimeError(
+            f"bench child {' '.join(cmd[2:])} failed ({proc.returncode}):\n"
+            f"{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+        )
     out = json.loads(lines[-1])
     out["spawned_at"] = spawned
     return out

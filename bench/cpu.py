@@ -28,13 +28,21 @@ def measure_cpu(seconds: float, rounds: int, speed: float = 20.0) -> dict[str, A
     failed: list[str] = []
     with LiveServerThread(limits=ServerLimits(), voice="synthetic") as server:
         for r in range(rounds):
-            order = KINDS[r % 3:] + KINDS[:r % 3]
+            order = KINDS[r % 3 :] + KINDS[: r % 3]
             got: dict[str, float] = {}
             try:
                 for kind in order:
-                    out = run_child("sendpath", kind, "--url", server.url, "--seconds",
-                                    str(seconds), "--speed", str(speed),
-                                    timeout=60 + 3 * seconds / speed)
+                    out = run_child(
+                        "sendpath",
+                        kind,
+                        "--url",
+                        server.url,
+                        "--seconds",
+                        str(seconds),
+                        "--speed",
+                        str(speed),
+                        timeout=60 + 3 * seconds / speed,
+                    )
                     got[kind] = out["cpu_s_per_audio_min"]
             except (RuntimeError, subprocess.TimeoutExpired) as exc:
                 # A child that hangs or fails (seen: the SDK child on a machine loaded to
@@ -52,11 +60,14 @@ def measure_cpu(seconds: float, rounds: int, speed: float = 20.0) -> dict[str, A
         "cpu_ratio_vs_sdk": round(statistics.median(ratios_sdk), 3),
         "cpu_ratio_vs_floor": round(statistics.median(ratios_floor), 3),
         "cpu_s_per_audio_min": {k: round(v, 4) for k, v in med.items()},
-        "cpu_rounds": rounds - len(failed), "cpu_rounds_failed": failed,
-        "cpu_audio_s_per_run": seconds, "cpu_speed": speed,
+        "cpu_rounds": rounds - len(failed),
+        "cpu_rounds_failed": failed,
+        "cpu_audio_s_per_run": seconds,
+        "cpu_speed": speed,
     }
 
 
 if __name__ == "__main__":
     import json
+
     print(json.dumps(measure_cpu(20, 2)))

@@ -37,16 +37,16 @@ class FaultResult:
 
     name: str
     fault: str
-    expect: str            # "recover", "stop" (fatal), "restart" (process-level) or
-                           # "wait" (quota: the QUOTA state and slow retries, no ERROR)
-    outcome: str = ""      # "recovered", "stopped cleanly", or what went wrong
-    answered: int = 0      # replies to the turn hit by the fault (want exactly 1)
+    expect: str  # "recover", "stop" (fatal), "restart" (process-level) or
+    # "wait" (quota: the QUOTA state and slow retries, no ERROR)
+    outcome: str = ""  # "recovered", "stopped cleanly", or what went wrong
+    answered: int = 0  # replies to the turn hit by the fault (want exactly 1)
     frames_captured: int = 0
     frames_lost: int = 0
-    led: str = ""          # what hw.led.Led shows at the end
-    led_during: str = ""   # what it showed while the fault held (where that matters)
-    retries: int = 0       # the core's reconnect count
-    connections: int = 0   # connections opened after the fault
+    led: str = ""  # what hw.led.Led shows at the end
+    led_during: str = ""  # what it showed while the fault held (where that matters)
+    retries: int = 0  # the core's reconnect count
+    connections: int = 0  # connections opened after the fault
     detail: str = ""
     wall_s: float = 0.0
     extra: dict[str, float] = field(default_factory=dict)
@@ -60,13 +60,21 @@ def fault(name: str, what: str, expect: str = "recover") -> Callable[[Scenario],
     def register(fn: Scenario) -> Scenario:
         FAULTS[name] = (what, expect, fn)
         return fn
+
     return register
 
 
 # ------------------------------------------------------------------------------ helpers
 
-async def recover(r: FaultRig, res: FaultResult, inject: Callable[[], object], *,
-                  warm: bool = True, timeout: float = 20.0) -> None:
+
+async def recover(
+    r: FaultRig,
+    res: FaultResult,
+    inject: Callable[[], object],
+    *,
+    warm: bool = True,
+    timeout: float = 20.0,
+) -> None:
     """One clean turn (so there is a handle), then a turn with ``inject`` mid-way."""
     if warm:
         first = await r.turn()
@@ -104,7 +112,7 @@ async def stop_cleanly(r: FaultRig, res: FaultResult, code: int, reason: str) ->
     try:
         await until(lambda: r.phase == "failed", 10, "FAILED")
         failed_at = len(r.server.connections)
-        await asyncio.sleep(60 / SCALE)   # a nominal minute (backoff starts at 0.5 s): no retry
+        await asyncio.sleep(60 / SCALE)  # a nominal minute (backoff starts at 0.5 s): no retry
         res.outcome = "stopped cleanly" if len(r.server.connections) == failed_at else "retried"
         # Setups refused before the stop (the one fresh session the core may try).
         res.extra["refused_setups"] = failed_at - n
@@ -145,15 +153,21 @@ async def speaker_drained(r: FaultRig, timeout: float = 10.0) -> None:
             return
 
 
-async def idle_fault(r: FaultRig, res: FaultResult, inject: Callable[[], object],
-                     settle: Callable[[], object], *, timeout: float = 20.0,
-                     linger: float = 0.0) -> None:
+async def idle_fault(
+    r: FaultRig,
+    res: FaultResult,
+    inject: Callable[[], object],
+    settle: Callable[[], object],
+    *,
+    timeout: float = 20.0,
+    linger: float = 0.0,
+) -> None:
     """A clean turn, then ``inject`` while idle, wait for ``settle()`` and *linger*
     nominal seconds more; what played meanwhile was unasked. Then a press."""
     first = await r.turn()
     await r.answered(first)
     assert r.sup is not None
-    await speaker_drained(r)     # the first answer's last samples are not "unasked"
+    await speaker_drained(r)  # the first answer's last samples are not "unasked"
     before_conn, retries0 = len(r.server.connections), r.sup.stats().retries
     played0 = speaker_bytes(r)
     got = inject()
@@ -183,6 +197,7 @@ def reply_fault(kind: str, **params: object) -> Callable[[FaultRig], Callable[[]
 
 # ------------------------------------------------------------------------------ the matrix
 
+
 @fault("close_1000", "server closes 1000 mid-turn (unexpected normal close)")
 async def close_1000(res: FaultResult) -> None:
     async with FaultRig() as r:
@@ -210,8 +225,13 @@ async def close_1007(res: FaultResult) -> None:
 @fault("close_1008", "server closes 1008 model not found", expect="stop")
 async def close_1008(res: FaultResult) -> None:
     async with FaultRig() as r:
-        await stop_cleanly(r, res, 1008, "models/x is not found for API version v1beta, or is "
-                           "not supported for bidiGenerateContent.")
+        await stop_cleanly(
+            r,
+            res,
+            1008,
+            "models/x is not found for API version v1beta, or is "
+            "not supported for bidiGenerateContent.",
+        )
 
 
 @fault("goaway_silence", "goAway (timeLeft 30 s), then the server goes silent, mid-turn")
@@ -223,18 +243,22 @@ async def goaway_silence(res: FaultResult) -> None:
 @fault("setup_never", "connection drops; the next setupComplete never comes")
 async def setup_never(res: FaultResult) -> None:
     async with FaultRig() as r:
+
         def inject() -> None:
             r.server.faults.withhold_setup_complete()
             r.server.faults.close_now(1011, INTERNAL)
+
         await recover(r, res, inject)
 
 
 @fault("handle_refused", "connection drops; the resume is refused (1008 session not found)")
 async def handle_refused(res: FaultResult) -> None:
     async with FaultRig() as r:
+
         def inject() -> None:
             r.server.faults.refuse_next_resume()
             r.server.faults.close_now(1011, INTERNAL)
+
         await recover(r, res, inject)
         res.extra["sessions"] = len(r.server.sessions)
 
@@ -275,13 +299,16 @@ async def huge_frame(res: FaultResult) -> None:
 @fault("mic_overflow_storm", "10 000 input overflows posted from another thread mid-turn")
 async def mic_overflow_storm(res: FaultResult) -> None:
     async with FaultRig() as r:
+
         def storm() -> None:
             for i in range(1, 10_001):
                 r.inbox.post(MicOverflow(i))
+
         def inject() -> None:
             t = threading.Thread(target=storm)
             t.start()
             t.join()
+
         await recover(r, res, inject)
         assert r.sup is not None
         res.extra["mic_overflows"] = r.sup.stats().mic_overflows
@@ -290,11 +317,13 @@ async def mic_overflow_storm(res: FaultResult) -> None:
 @fault("mic_vanishes", "the mic device vanishes mid-turn and comes back (DeviceLost/Restored)")
 async def mic_vanishes(res: FaultResult) -> None:
     async with FaultRig() as r:
+
         async def inject() -> None:
             r.inbox.post(DeviceLost("mic", "sim", "device unplugged"))
             await until(lambda: r.led.shown is DeviceState.ERROR, 5, "LED error")
             res.led_during = r.led.shown.value
             r.inbox.post(DeviceRestored("mic", "sim"))
+
         await recover(r, res, inject)
 
 
@@ -319,14 +348,16 @@ async def button_bounce_storm(res: FaultResult) -> None:
             with r.button_clock.held(), r.button._lock:
                 for i in range(400):
                     r.button_pin.drive_low() if i % 2 == 0 else r.button_pin.drive_high()
+
         t = threading.Thread(target=bounce)
         t.start()
         t.join()
         try:
             # The lock-out ends, the final level (up) wins, the turn ends and is answered.
             await until(lambda: not r.button.is_active, 20, "the release after the storm")
-            await until(lambda: r.is_idle() and r.sent('"activityEnd"') > ends, 20,
-                        "IDLE after the storm")
+            await until(
+                lambda: r.is_idle() and r.sent('"activityEnd"') > ends, 20, "IDLE after the storm"
+            )
             res.outcome = "recovered"
         except TimeoutError as exc:
             res.outcome = f"not recovered: {exc}"
@@ -346,13 +377,15 @@ async def button_bounce_storm(res: FaultResult) -> None:
 DEADLINE = lp.DEADLINE_EXPIRED
 
 
-@fault("f1_goaway_1_5s", "F1: goAway timeLeft \"1.5s\" mid-turn, then 1011 Deadline expired")
+@fault("f1_goaway_1_5s", 'F1: goAway timeLeft "1.5s" mid-turn, then 1011 Deadline expired')
 async def f1_goaway_1_5s(res: FaultResult) -> None:
     async with FaultRig() as r:
         await recover(r, res, lambda: r.server.faults.go_away_now(1.5))
 
 
-@fault("f1_cancelled_1000", "F1: goAway mid-turn, then 1000 \"The operation was cancelled.\" (Vertex)")
+@fault(
+    "f1_cancelled_1000", 'F1: goAway mid-turn, then 1000 "The operation was cancelled." (Vertex)'
+)
 async def f1_cancelled_1000(res: FaultResult) -> None:
     async with FaultRig() as r:
         await recover(r, res, lambda: r.server.faults.go_away_now(10, 1000, lp.CANCELLED))
@@ -364,30 +397,40 @@ async def f1_cap_no_goaway(res: FaultResult) -> None:
         await recover(r, res, lambda: r.server.faults.close_now(1011, DEADLINE))
 
 
-@fault("f2_goaway_total_silence",
-       "F2: goAway (timeLeft 30 s) mid-turn, then no messages and no pongs until 1011")
+@fault(
+    "f2_goaway_total_silence",
+    "F2: goAway (timeLeft 30 s) mid-turn, then no messages and no pongs until 1011",
+)
 async def f2_goaway_total_silence(res: FaultResult) -> None:
     async with FaultRig() as r:
         await recover(r, res, lambda: r.server.faults.go_away_then_silence(30))
 
 
-@fault("f4_handle_expired", "F4: connection drops; every handle has expired (1008 session not found)")
+@fault(
+    "f4_handle_expired", "F4: connection drops; every handle has expired (1008 session not found)"
+)
 async def f4_handle_expired(res: FaultResult) -> None:
     async with FaultRig() as r:
+
         def inject() -> None:
             r.server.faults.expire_all_handles()
             r.server.faults.close_now(1011, INTERNAL)
+
         await recover(r, res, inject)
         res.extra["sessions"] = len(r.server.sessions)
 
 
-@fault("f6_history_dropped",
-       "F6: connection drops; the resume is accepted but the history silently dropped")
+@fault(
+    "f6_history_dropped",
+    "F6: connection drops; the resume is accepted but the history silently dropped",
+)
 async def f6_history_dropped(res: FaultResult) -> None:
     async with FaultRig() as r:
+
         def inject() -> None:
             r.server.faults.forget_on_resume()
             r.server.faults.close_now(1011, INTERNAL)
+
         # A conversation worth forgetting: the core tells a collapse from the jitter of
         # small counts only above history_loss_min_tokens (500) prompt tokens, and one
         # exchange is ~150 (a 1.5 s question ~40, its answer ~110). After five, the
@@ -399,55 +442,72 @@ async def f6_history_dropped(res: FaultResult) -> None:
         # Detected (promptTokenCount collapsed) and restored: the session the daemon is
         # on knows the first turn's answer again.
         session = r.server.sessions[-1]
-        res.extra["history_restored"] = int(any(
-            "Turn 1:" in text for role, text in session.history if role in ("model", "user")))
+        res.extra["history_restored"] = int(
+            any("Turn 1:" in text for role, text in session.history if role in ("model", "user"))
+        )
 
 
 @fault("f7_phantom_turn", "F7: an unasked model turn (and toolCall) 2.5 s after an idle resume")
 async def f7_phantom_turn(res: FaultResult) -> None:
     async with FaultRig() as r:
+
         def inject() -> None:
             r.server.faults.phantom_turn_after_resume(2.5, tool_call="save_meeting_note")
             r.server.faults.close_now(1011, INTERNAL)
 
         # The phantom says ~3 s of audio: 8 nominal seconds after it began, it would have
         # been sent and played.
-        await idle_fault(r, res, inject, lambda: any(s.phantom_turns for s in r.server.sessions),
-                         linger=8)
+        await idle_fault(
+            r, res, inject, lambda: any(s.phantom_turns for s in r.server.sessions), linger=8
+        )
 
 
-@fault("f7_reanswer_restore", "F7: a fresh session after a refused resume; restored history "
-       "sent with turnComplete true would be answered again")
+@fault(
+    "f7_reanswer_restore",
+    "F7: a fresh session after a refused resume; restored history "
+    "sent with turnComplete true would be answered again",
+)
 async def f7_reanswer_restore(res: FaultResult) -> None:
     async with FaultRig() as r:
+
         def inject() -> None:
             r.server.faults.reanswer_history()
             r.server.faults.refuse_next_resume()
             r.server.faults.close_now(1011, INTERNAL)
+
         await recover(r, res, inject)
-        res.extra["reanswered"] = sum(t.replies for t in r.server.user_turns
-                                      if t.misbehaved == "reanswer_history")
+        res.extra["reanswered"] = sum(
+            t.replies for t in r.server.user_turns if t.misbehaved == "reanswer_history"
+        )
 
 
-@fault("f9_backend_unavailable", "F9: 1011 \"The service is currently unavailable.\" mid-turn "
-       "and on every connection for 10 s")
+@fault(
+    "f9_backend_unavailable",
+    'F9: 1011 "The service is currently unavailable." mid-turn and on every connection for 10 s',
+)
 async def f9_backend_unavailable(res: FaultResult) -> None:
     async with FaultRig() as r:
+
         def inject() -> None:
             r.server.faults.backend_down(10)
             r.server.faults.close_now(1011, lp.UNAVAILABLE)
+
         await recover(r, res, inject, timeout=40)
         res.extra["refused"] = sum(1 for c in r.server.connections if "backend_down" in c.faults)
 
 
-@fault("f9_internal_mid_audio", "F9: 1011 \"Internal error occurred.\" in the middle of the reply audio")
+@fault(
+    "f9_internal_mid_audio", 'F9: 1011 "Internal error occurred." in the middle of the reply audio'
+)
 async def f9_internal_mid_audio(res: FaultResult) -> None:
     async with FaultRig() as r:
         await recover(r, res, reply_fault("close_mid_audio")(r))
 
 
-@fault("f10_not_implemented_1008",
-       "F10: mid-session 1008 \"Operation is not implemented, or supported, or enabled.\"")
+@fault(
+    "f10_not_implemented_1008",
+    'F10: mid-session 1008 "Operation is not implemented, or supported, or enabled."',
+)
 async def f10_not_implemented_1008(res: FaultResult) -> None:
     async with FaultRig() as r:
         await recover(r, res, lambda: r.server.faults.close_now(1008, lp.NOT_IMPLEMENTED))
@@ -459,11 +519,15 @@ async def f11_content_type_1007(res: FaultResult) -> None:
         await recover(r, res, lambda: r.server.faults.close_now(1007, lp.CONTENT_TYPE_AUDIO))
 
 
-@fault("setup_key_expired_1007", "F11: 1007 \"API key expired. Please renew the API key.\" at setup",
-       expect="stop")
+@fault(
+    "setup_key_expired_1007",
+    'F11: 1007 "API key expired. Please renew the API key." at setup',
+    expect="stop",
+)
 async def setup_key_expired_1007(res: FaultResult) -> None:
-    async with FaultRig(arm=lambda s: s.faults.refuse_next_setup(1007, lp.KEY_EXPIRED, 10),
-                        wait_idle=False) as r:
+    async with FaultRig(
+        arm=lambda s: s.faults.refuse_next_setup(1007, lp.KEY_EXPIRED, 10), wait_idle=False
+    ) as r:
         assert r.sup is not None
         try:
             await until(lambda: r.phase == "failed", 10, "FAILED")
@@ -476,10 +540,14 @@ async def setup_key_expired_1007(res: FaultResult) -> None:
         res.detail = r.sup.stats().last_error or ""
 
 
-@fault("f12_session_cap", "F12: TCP drops mid-turn; the dead socket holds the only session slot "
-       "(cap 1) for 60 s: 1011 RESOURCE_EXHAUSTED until then")
+@fault(
+    "f12_session_cap",
+    "F12: TCP drops mid-turn; the dead socket holds the only session slot "
+    "(cap 1) for 60 s: 1011 RESOURCE_EXHAUSTED until then",
+)
 async def f12_session_cap(res: FaultResult) -> None:
     async with FaultRig(arm=lambda s: s.faults.session_cap(1, abandoned_timeout=60)) as r:
+
         async def inject() -> None:
             r.server.faults.close_now(1006, "")
             try:
@@ -487,50 +555,66 @@ async def f12_session_cap(res: FaultResult) -> None:
             except TimeoutError:
                 pass
             res.led_during = r.led.shown.value
+
         await recover(r, res, inject, timeout=40)
         res.extra["refused"] = sum(1 for c in r.server.connections if "session_cap" in c.faults)
 
 
-@fault("f12_switches_under_cap", "F12: a goAway switch, a refused resume (fresh session), a "
-       "rollover and a new conversation under a 1-session cap: every old socket closed (1000) "
-       "before the next opens")
+@fault(
+    "f12_switches_under_cap",
+    "F12: a goAway switch, a refused resume (fresh session), a "
+    "rollover and a new conversation under a 1-session cap: every old socket closed (1000) "
+    "before the next opens",
+)
 async def f12_switches_under_cap(res: FaultResult) -> None:
     # Sessions roll over after 180 nominal s (cap 300 s, looking 120 s early): after the
     # goAway switch and the refused resume, which take less than that.
     settings = SessionSettings(session_cap_audio=300.0, rollover_window=120.0)
-    async with FaultRig(arm=lambda s: s.faults.session_cap(1, abandoned_timeout=600),
-                        settings=settings) as r:
+    async with FaultRig(
+        arm=lambda s: s.faults.session_cap(1, abandoned_timeout=600), settings=settings
+    ) as r:
         await recover(r, res, lambda: r.server.faults.go_away_now(5))
+
         def refused_resume() -> None:
             r.server.faults.refuse_next_resume()
             r.server.faults.go_away_now(5)
+
         audio = await r.turn(fault=refused_resume)
         await r.answered(audio)
         assert r.sup is not None
-        rollovers0 = r.sup.stats().rollovers      # the fresh session counts as one
+        rollovers0 = r.sup.stats().rollovers  # the fresh session counts as one
         try:
-            await until(lambda: r.sup is not None and r.sup.stats().rollovers > rollovers0, 20,
-                        "a rollover")
+            await until(
+                lambda: r.sup is not None and r.sup.stats().rollovers > rollovers0, 20, "a rollover"
+            )
             audio = await r.turn()
             await r.answered(audio)
         except TimeoutError as exc:
             res.outcome = f"no rollover: {exc}"
         res.extra["rollovers"] = r.sup.stats().rollovers - rollovers0
         sessions = len(r.server.sessions)
-        r.inbox.post(NewConversation())            # what the long-hold action does
+        r.inbox.post(NewConversation())  # what the long-hold action does
         try:
-            await until(lambda: len(r.server.sessions) > sessions and r.is_idle(), 20,
-                        "the new conversation")
+            await until(
+                lambda: len(r.server.sessions) > sessions and r.is_idle(),
+                20,
+                "the new conversation",
+            )
             audio = await r.turn()
             await r.answered(audio)
         except TimeoutError as exc:
             res.outcome = f"no new conversation: {exc}"
-        closed = [c for c in r.server.connections if c.closed_at is not None
-                  and c.setup_completed_at is not None]
-        res.extra["refused_over_cap"] = sum(1 for c in r.server.connections
-                                            if "session_cap" in c.faults)
-        res.extra["closed_by_us_1000"] = sum(1 for c in closed
-                                             if c.closed_by == "client" and c.close_code == 1000)
+        closed = [
+            c
+            for c in r.server.connections
+            if c.closed_at is not None and c.setup_completed_at is not None
+        ]
+        res.extra["refused_over_cap"] = sum(
+            1 for c in r.server.connections if "session_cap" in c.faults
+        )
+        res.extra["closed_by_us_1000"] = sum(
+            1 for c in closed if c.closed_by == "client" and c.close_code == 1000
+        )
         res.extra["closed_other"] = len(closed) - res.extra["closed_by_us_1000"]
         res.extra["sessions"] = len(r.server.sessions)
     # The daemon stopping (as on SIGTERM) closes its session explicitly too.
@@ -538,8 +622,11 @@ async def f12_switches_under_cap(res: FaultResult) -> None:
     res.extra["exit_close_1000"] = int(last.closed_by == "client" and last.close_code == 1000)
 
 
-@fault("f12_daily_budget", "F12: the daily budget runs out mid-turn: every setup gets 1011 "
-       "RESOURCE_EXHAUSTED", expect="wait")
+@fault(
+    "f12_daily_budget",
+    "F12: the daily budget runs out mid-turn: every setup gets 1011 RESOURCE_EXHAUSTED",
+    expect="wait",
+)
 async def f12_daily_budget(res: FaultResult) -> None:
     async with FaultRig(arm=lambda s: s.faults.daily_budget(1)) as r:
         first = await r.turn()
@@ -549,7 +636,7 @@ async def f12_daily_budget(res: FaultResult) -> None:
         r.server.faults.close_now(1011, INTERNAL)
         try:
             await until(lambda: r.led.shown is DeviceState.QUOTA, 20, "LED quota")
-            await asyncio.sleep(300 / SCALE)       # five nominal minutes
+            await asyncio.sleep(300 / SCALE)  # five nominal minutes
             # quota_backoff is five minutes too: the LED may be showing that try right
             # now ("connecting"); still exhausted, the try is refused and it is back to
             # quota. Waiting for that state, not sampling the instant, tells the two apart.
@@ -570,8 +657,9 @@ async def quiet_then_idle(r: FaultRig, res: FaultResult, seconds: float) -> None
     assert r.sup is not None
     retries0, conns0 = r.sup.stats().retries, len(r.server.connections)
     await asyncio.sleep(seconds / SCALE)
-    res.extra["idle_reconnects"] = (r.sup.stats().retries - retries0
-                                    + len(r.server.connections) - conns0)
+    res.extra["idle_reconnects"] = (
+        r.sup.stats().retries - retries0 + len(r.server.connections) - conns0
+    )
     res.extra["pings"] = r.server.connections[-1].pings_received
 
 
@@ -582,8 +670,10 @@ async def f13_pongs_late(res: FaultResult) -> None:
         await quiet_then_idle(r, res, 150)
 
 
-@fault("f13_pongs_never", "F13: pings never answered, the session otherwise healthy "
-       "(idle for 150 s afterwards)")
+@fault(
+    "f13_pongs_never",
+    "F13: pings never answered, the session otherwise healthy (idle for 150 s afterwards)",
+)
 async def f13_pongs_never(res: FaultResult) -> None:
     async with FaultRig() as r:
         await recover(r, res, lambda: r.server.faults.pongs(None))
@@ -602,8 +692,10 @@ async def f14_response_rejected(res: FaultResult) -> None:
         await recover(r, res, reply_fault("reject_response")(r))
 
 
-@fault("f15_premature_turn_complete", "F15: two audio chunks, then turnComplete with no "
-       "generationComplete")
+@fault(
+    "f15_premature_turn_complete",
+    "F15: two audio chunks, then turnComplete with no generationComplete",
+)
 async def f15_premature_turn_complete(res: FaultResult) -> None:
     async with FaultRig() as r:
         await idle_turn_fault(r, res, reply_fault("premature_turn_complete")(r))
@@ -624,8 +716,11 @@ async def idle_turn_fault(r: FaultRig, res: FaultResult, inject: Callable[[], ob
     before_conn, retries0 = len(r.server.connections), r.sup.stats().retries
     audio = await r.turn(fault=inject)
     try:
-        await until(lambda: (t := r.server_turn(audio)) is not None and t.misbehaved, 20,
-                    "the misbehaving reply")
+        await until(
+            lambda: (t := r.server_turn(audio)) is not None and t.misbehaved,
+            20,
+            "the misbehaving reply",
+        )
         await until(r.is_idle, 20, "IDLE after it")
         res.outcome = "recovered"
         await next_press(r, res)
@@ -639,8 +734,10 @@ async def idle_turn_fault(r: FaultRig, res: FaultResult, inject: Callable[[], ob
     res.detail = r.sup.stats().last_error or ""
 
 
-@fault("f16_spurious_interrupt", "F16: a spurious interrupted + turnComplete right after "
-       "activityStart, before the real reply")
+@fault(
+    "f16_spurious_interrupt",
+    "F16: a spurious interrupted + turnComplete right after activityStart, before the real reply",
+)
 async def f16_spurious_interrupt(res: FaultResult) -> None:
     async with FaultRig() as r:
         first = await r.turn()
@@ -666,8 +763,10 @@ async def f17_trickle(res: FaultResult) -> None:
         res.extra["underruns"] = r.speaker.underruns
 
 
-@fault("f18_undeclared_tool_call", "F18: a toolCall of an undeclared function, then nothing "
-       "until it is answered")
+@fault(
+    "f18_undeclared_tool_call",
+    "F18: a toolCall of an undeclared function, then nothing until it is answered",
+)
 async def f18_undeclared_tool_call(res: FaultResult) -> None:
     async with FaultRig() as r:
         await recover(r, res, reply_fault("undeclared_tool_call")(r))
@@ -678,15 +777,20 @@ async def f18_undeclared_tool_call(res: FaultResult) -> None:
 async def f25_close_1000_idle(res: FaultResult) -> None:
     async with FaultRig() as r:
         n = len(r.server.connections)
-        await idle_fault(r, res, lambda: r.server.faults.close_now(1000, ""),
-                         lambda: len([c for c in r.server.connections
-                                      if c.setup_completed_at is not None]) > n)
+        await idle_fault(
+            r,
+            res,
+            lambda: r.server.faults.close_now(1000, ""),
+            lambda: len([c for c in r.server.connections if c.setup_completed_at is not None]) > n,
+        )
 
 
 # ------------------------------------------------------------------------------ running
 
-def run_fault(name: str,
-              loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None) -> FaultResult:
+
+def run_fault(
+    name: str, loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+) -> FaultResult:
     """Run one row. ``loop_factory`` picks the event loop (a test on a busy machine passes
     tests.timing.ProgressLoop, whose clock does not run while the loop waits for a CPU)."""
     what, expect, scenario = FAULTS[name]
@@ -696,6 +800,7 @@ def run_fault(name: str,
     async def main() -> None:
         async with asyncio.timeout(60):
             await scenario(res)
+
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         runner.run(main())
     res.wall_s = round(time.monotonic() - t0, 2)
@@ -707,9 +812,11 @@ def run_all(names: list[str] | None = None) -> list[FaultResult]:
 
 
 def markdown(results: list[FaultResult]) -> str:
-    lines = ["| fault | expected | outcome | turn answered | frames lost / captured | LED after "
-             "| retries | connections | notes |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| fault | expected | outcome | turn answered | frames lost / captured | LED after "
+        "| retries | connections | notes |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in results:
         notes = ", ".join(f"{k} {v:g}" for k, v in r.extra.items())
         if r.detail:
@@ -717,10 +824,12 @@ def markdown(results: list[FaultResult]) -> str:
             notes = f"{label}{r.detail[:60]}" + (f"; {notes}" if notes else "")
         if r.led_during:
             notes = f"LED {r.led_during} during the fault" + (f"; {notes}" if notes else "")
-        lines.append(f"| {r.fault} | {r.expect} | {r.outcome} | "
-                     f"{'—' if r.expect == 'stop' else r.answered} | "
-                     f"{r.frames_lost} / {r.frames_captured} | {r.led} | {r.retries} | "
-                     f"{r.connections} | {notes} |")
+        lines.append(
+            f"| {r.fault} | {r.expect} | {r.outcome} | "
+            f"{'—' if r.expect == 'stop' else r.answered} | "
+            f"{r.frames_lost} / {r.frames_captured} | {r.led} | {r.retries} | "
+            f"{r.connections} | {notes} |"
+        )
     return "\n".join(lines)
 
 
@@ -742,6 +851,7 @@ if __name__ == "__main__":
     # Run the importable module, not this __main__ copy: bench.procfaults registers its
     # faults into bench.faults.FAULTS.
     from bench.faults import main as module_main
+
     raise SystemExit(module_main())
 else:
     # Tool and MQTT rows (issue 11): tool_hangs, tool_cancelled, tool_across_goaway,

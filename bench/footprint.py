@@ -66,10 +66,19 @@ async def run_voiced(url: str, turns: int, speed: float) -> dict[str, Any]:
 
     inbox = Inbox()
     hw = make_sim_hardware(inbox.post, speed=speed)
-    session = Session(SessionSettings(), wire.SetupConfig(model=MODEL, system_instruction="Be brief."),
-                      "gemini")
-    sup = Supervisor(session, Endpoint(url + PATH, {"x-goog-api-key": "bench"}), inbox=inbox,
-                     mic=hw.mic, speaker=hw.speaker, button=hw.button, led=hw.led, time_scale=speed)
+    session = Session(
+        SessionSettings(), wire.SetupConfig(model=MODEL, system_instruction="Be brief."), "gemini"
+    )
+    sup = Supervisor(
+        session,
+        Endpoint(url + PATH, {"x-goog-api-key": "bench"}),
+        inbox=inbox,
+        mic=hw.mic,
+        speaker=hw.speaker,
+        button=hw.button,
+        led=hw.led,
+        time_scale=speed,
+    )
     out: dict[str, Any] = {"rss_mb": []}
     seen = {"spoke": False}
 
@@ -81,6 +90,7 @@ async def run_voiced(url: str, turns: int, speed: float) -> dict[str, Any]:
             out["ready_at"] = time.monotonic()
         if DeviceState.SPEAKING in states:
             seen["spoke"] = True
+
     sup.subscribe(watch)
 
     async def drive() -> None:
@@ -90,6 +100,7 @@ async def run_voiced(url: str, turns: int, speed: float) -> dict[str, Any]:
             await talk(hw, i, lambda: seen["spoke"] and DeviceState.IDLE in sup.states())
             out["rss_mb"].append(rss_mb())
         sup.stop()
+
     await sup.run(drive())
     hw.pin_factory.close()
     return out
@@ -114,10 +125,13 @@ async def run_sdk(url: str, turns: int, speed: float) -> dict[str, Any]:
     client._api_client._websocket_base_url = lambda *a, **k: url  # LIVE_PROTOCOL.md §7 (b)
     client._api_client._websocket_ssl_ctx = {}
     config = types.LiveConnectConfig(
-        response_modalities=["AUDIO"], system_instruction="Be brief.",
+        response_modalities=["AUDIO"],
+        system_instruction="Be brief.",
         realtime_input_config=types.RealtimeInputConfig(
-            automatic_activity_detection=types.AutomaticActivityDetection(disabled=True)),
-        session_resumption=types.SessionResumptionConfig())
+            automatic_activity_detection=types.AutomaticActivityDetection(disabled=True)
+        ),
+        session_resumption=types.SessionResumptionConfig(),
+    )
     out: dict[str, Any] = {"rss_mb": []}
     drained = asyncio.Event()
     async with client.aio.live.connect(model=MODEL, config=config) as session:
@@ -135,7 +149,8 @@ async def run_sdk(url: str, turns: int, speed: float) -> dict[str, Any]:
                     await session.send_realtime_input(activity_end=types.ActivityEnd())
                 elif isinstance(event, MicFrame) and talking:
                     await session.send_realtime_input(
-                        audio=types.Blob(data=event.pcm, mime_type="audio/pcm;rate=16000"))
+                        audio=types.Blob(data=event.pcm, mime_type="audio/pcm;rate=16000")
+                    )
                 elif isinstance(event, PlaybackDrained):
                     drained.set()
 
@@ -182,6 +197,7 @@ if __name__ == "__main__":
 
 # ------------------------------------------------------------------------------ `voiced run`
 
+
 def process_rss_mb(pid: int) -> float:
     """VmRSS of another process, MB."""
     with open(f"/proc/{pid}/status") as f:
@@ -214,16 +230,21 @@ def voiced_run_footprint(turns: int, scale: float = 4.0) -> dict[str, Any]:
             await p.control("ptt", action="start")
             await asyncio.sleep(0.5)
             await p.control("ptt", action="stop")
-            await until(lambda: len(server.user_turns) > i and server.user_turns[i].replies,
-                        30, "the answer")
+            await until(
+                lambda: len(server.user_turns) > i and server.user_turns[i].replies,
+                30,
+                "the answer",
+            )
             await p.wait_status(lambda s: s["state"] == "idle", 30)
             out["rss_mb"].append(process_rss_mb(p.proc.pid))
         p.signal(signal.SIGTERM)
         out["exit_code"] = await p.wait_exit(20)
         return out
 
-    with tempfile.TemporaryDirectory() as tmp, \
-            LiveServerThread(limits=ServerLimits(time_scale=scale), voice="synthetic") as server:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        LiveServerThread(limits=ServerLimits(time_scale=scale), voice="synthetic") as server,
+    ):
         p = VoicedProcess(Path(tmp), server.endpoint(), scale)
         try:
             return asyncio.run(drive(p, server))

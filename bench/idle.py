@@ -73,8 +73,9 @@ class ProcStat:
         return out
 
 
-def _wakeups_by_thread(before: dict[str, int], after: dict[str, int], seconds: float
-                       ) -> dict[str, float]:
+def _wakeups_by_thread(
+    before: dict[str, int], after: dict[str, int], seconds: float
+) -> dict[str, float]:
     rates = {key: (n - before.get(key, 0)) / seconds for key, n in after.items()}
     return {k: round(v, 1) for k, v in sorted(rates.items(), key=lambda kv: -kv[1])}
 
@@ -90,8 +91,9 @@ def python_thread_names(pid: int) -> dict[str, str]:
     if not Path(spy).exists():
         return {}
     try:
-        out = subprocess.run([spy, "dump", "--pid", str(pid)], capture_output=True, text=True,
-                             timeout=20).stdout
+        out = subprocess.run(
+            [spy, "dump", "--pid", str(pid)], capture_output=True, text=True, timeout=20
+        ).stdout
     except (OSError, subprocess.TimeoutExpired):
         return {}
     names: dict[str, str] = {}
@@ -119,20 +121,23 @@ def _write_config(tmp: Path) -> Path:
         f'[service]\nhw = "pi"\nstate_dir = "{tmp / "state"}"\n'
         f'runtime_dir = "{tmp / "run"}"\nlog_level = "INFO"\n'
         '[mic]\ndevice = "vmic"\nfallback_to_default = false\ndevice_rate = 48000\n'
-        '[speaker]\ndevice = "vspk"\nfallback_to_default = false\n')
+        '[speaker]\ndevice = "vspk"\nfallback_to_default = false\n'
+    )
     return config
 
 
-def _wait_idle(runtime: Path, proc: subprocess.Popen[bytes], log: Path,
-               timeout: float = 30.0) -> dict[str, Any]:
+def _wait_idle(
+    runtime: Path, proc: subprocess.Popen[bytes], log: Path, timeout: float = 30.0
+) -> dict[str, Any]:
     from daemon.cli.ctl import request
 
     end = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < end:
         if proc.poll() is not None:
-            raise RuntimeError(f"voiced run exited {proc.returncode}:\n"
-                               f"{log.read_text(errors='replace')[-3000:]}")
+            raise RuntimeError(
+                f"voiced run exited {proc.returncode}:\n{log.read_text(errors='replace')[-3000:]}"
+            )
         try:
             last = request(runtime, "status", 5.0)["status"]
             if last.get("state") == "idle":
@@ -140,8 +145,9 @@ def _wait_idle(runtime: Path, proc: subprocess.Popen[bytes], log: Path,
         except (OSError, ValueError, KeyError):
             pass
         time.sleep(0.1)
-    raise RuntimeError(f"voiced run never idle; last status {last}:\n"
-                       f"{log.read_text(errors='replace')[-3000:]}")
+    raise RuntimeError(
+        f"voiced run never idle; last status {last}:\n{log.read_text(errors='replace')[-3000:]}"
+    )
 
 
 def _kill(proc: subprocess.Popen[Any]) -> None:
@@ -164,14 +170,20 @@ def _where(raw: Path) -> dict[str, float]:
         total += n
         label = "other (no Python frame: C code)"
         for frame in reversed(stack.split(";")):
-            m = re.search(r"\((?:.*/)?((?:daemon|hw|bench)/[\w/]+\.py)|"
-                          r"site-packages/(\w+)|python3\.\d+/(\w+)", frame)
+            m = re.search(
+                r"\((?:.*/)?((?:daemon|hw|bench)/[\w/]+\.py)|"
+                r"site-packages/(\w+)|python3\.\d+/(\w+)",
+                frame,
+            )
             if m:
                 label = m.group(1) or m.group(2) or m.group(3)
                 break
         parts[label] = parts.get(label, 0) + n
-    return {k: round(100 * v / total, 1) for k, v in
-            sorted(parts.items(), key=lambda kv: -kv[1])} if total else {}
+    return (
+        {k: round(100 * v / total, 1) for k, v in sorted(parts.items(), key=lambda kv: -kv[1])}
+        if total
+        else {}
+    )
 
 
 def _profile(pid: int, seconds: float, tmp: Path) -> dict[str, float]:
@@ -181,14 +193,32 @@ def _profile(pid: int, seconds: float, tmp: Path) -> dict[str, float]:
     if not Path(spy).exists():
         return {}
     raw = tmp / "idle-profile.txt"
-    proc = subprocess.run([spy, "record", "--gil", "-r", "200", "-d", f"{seconds:g}",
-                           "-f", "raw", "-o", str(raw), "-p", str(pid)],
-                          capture_output=True, text=True, timeout=seconds + 60)
+    proc = subprocess.run(
+        [
+            spy,
+            "record",
+            "--gil",
+            "-r",
+            "200",
+            "-d",
+            f"{seconds:g}",
+            "-f",
+            "raw",
+            "-o",
+            str(raw),
+            "-p",
+            str(pid),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+    )
     return _where(raw) if proc.returncode == 0 and raw.exists() else {}
 
 
-def measure_idle(seconds: float = 20.0, rounds: int = 3, settle: float = 2.0,
-                 profile_s: float = 0.0) -> dict[str, Any]:
+def measure_idle(
+    seconds: float = 20.0, rounds: int = 3, settle: float = 2.0, profile_s: float = 0.0
+) -> dict[str, Any]:
     """Run both side by side; ``rounds`` spans of ``seconds`` each; return the figures.
     With ``profile_s``, then py-spy samples voiced at rest that long (``idle_profile``)."""
     from testing.pulse import ASOUNDRC, Pulse
@@ -199,42 +229,85 @@ def measure_idle(seconds: float = 20.0, rounds: int = 3, settle: float = 2.0,
         (root / "xdg" / "alsa").mkdir(parents=True)
         (root / "xdg" / "alsa" / "asoundrc").write_text(ASOUNDRC)
         (root / "runtime").mkdir(mode=0o700)
-        overrides = {"PULSE_SERVER": f"unix:{root / 'native'}",
-                     "XDG_CONFIG_HOME": str(root / "xdg"), "XDG_RUNTIME_DIR": str(root / "runtime"),
-                     "HOME": str(root), "JACK_NO_START_SERVER": "1",
-                     "PULSE_STATE_PATH": str(root / "state")}
+        overrides = {
+            "PULSE_SERVER": f"unix:{root / 'native'}",
+            "XDG_CONFIG_HOME": str(root / "xdg"),
+            "XDG_RUNTIME_DIR": str(root / "runtime"),
+            "HOME": str(root),
+            "JACK_NO_START_SERVER": "1",
+            "PULSE_STATE_PATH": str(root / "state"),
+        }
         pulse = Pulse(root=root, env={**os.environ, **overrides}, overrides=overrides)
         procs: list[subprocess.Popen[Any]] = []
         logs: list[Any] = []
         try:
             pulse.start_server()
-            env = {k: v for k, v in pulse.env.items()
-                   if not k.startswith(("NOTIFY_", "WATCHDOG_", "VOICED_", "CREDENTIALS_"))}
-            env.update(PYTHONPATH=str(ROOT), GPIOZERO_PIN_FACTORY="mock",
-                       GPIOZERO_MOCK_PIN_CLASS="mockpwmpin")
+            env = {
+                k: v
+                for k, v in pulse.env.items()
+                if not k.startswith(("NOTIFY_", "WATCHDOG_", "VOICED_", "CREDENTIALS_"))
+            }
+            env.update(
+                PYTHONPATH=str(ROOT),
+                GPIOZERO_PIN_FACTORY="mock",
+                GPIOZERO_MOCK_PIN_CLASS="mockpwmpin",
+            )
             server_log = open(tmp / "server.log", "wb")
             logs.append(server_log)
             port = _free_port()
             server = subprocess.Popen(
-                [sys.executable, "-m", "daemon", "live-server", "--host", "127.0.0.1",
-                 "--port", str(port)], cwd=ROOT, env=env, stdout=server_log,
-                stderr=subprocess.STDOUT)
+                [
+                    sys.executable,
+                    "-m",
+                    "daemon",
+                    "live-server",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                ],
+                cwd=ROOT,
+                env=env,
+                stdout=server_log,
+                stderr=subprocess.STDOUT,
+            )
             procs.append(server)
             _wait_port(port, server)
             voiced_log = tmp / "voiced.log"
             vlog = open(voiced_log, "wb")
             logs.append(vlog)
             voiced = subprocess.Popen(
-                [sys.executable, "-m", "daemon", "run", "--config", str(_write_config(tmp)),
-                 "--hw", "pi", "--endpoint", f"ws://127.0.0.1:{port}"],
-                cwd=ROOT, env=env, stdout=vlog, stderr=subprocess.STDOUT)
+                [
+                    sys.executable,
+                    "-m",
+                    "daemon",
+                    "run",
+                    "--config",
+                    str(_write_config(tmp)),
+                    "--hw",
+                    "pi",
+                    "--endpoint",
+                    f"ws://127.0.0.1:{port}",
+                ],
+                cwd=ROOT,
+                env=env,
+                stdout=vlog,
+                stderr=subprocess.STDOUT,
+            )
             procs.append(voiced)
-            floor = subprocess.Popen([sys.executable, "-m", "bench.idlefloor"], cwd=ROOT,
-                                     env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            floor = subprocess.Popen(
+                [sys.executable, "-m", "bench.idlefloor"],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
             procs.append(floor)
             status = _wait_idle(tmp / "run", voiced, voiced_log)
             if floor.stdout is None or not floor.stdout.readline().startswith(b"capturing"):
-                raise RuntimeError(f"bench.idlefloor failed: {floor.stderr.read() if floor.stderr else ''}")
+                raise RuntimeError(
+                    f"bench.idlefloor failed: {floor.stderr.read() if floor.stderr else ''}"
+                )
             time.sleep(settle)  # past start-up work (imports done, first STATUS sent)
             stats = {"voiced": ProcStat(voiced.pid), "floor": ProcStat(floor.pid)}
             per: dict[str, list[dict[str, Any]]] = {k: [] for k in stats}
@@ -246,8 +319,13 @@ def measure_idle(seconds: float = 20.0, rounds: int = 3, settle: float = 2.0,
                 dt = time.monotonic() - t0
                 for k, s in stats.items():
                     threads = _wakeups_by_thread(w0[k], s.switches(), dt)
-                    per[k].append({"cpu_s_per_hour": (s.cpu_s() - c0[k]) / dt * 3600,
-                                   "wakeups_per_s": sum(threads.values()), "threads": threads})
+                    per[k].append(
+                        {
+                            "cpu_s_per_hour": (s.cpu_s() - c0[k]) / dt * 3600,
+                            "wakeups_per_s": sum(threads.values()),
+                            "threads": threads,
+                        }
+                    )
             profile = _profile(voiced.pid, profile_s, tmp) if profile_s else {}
             final = _wait_idle(tmp / "run", voiced, voiced_log)
             for k, pid in (("voiced", voiced.pid), ("floor", floor.pid)):
@@ -260,11 +338,17 @@ def measure_idle(seconds: float = 20.0, rounds: int = 3, settle: float = 2.0,
             for f in logs:
                 f.close()
             pulse.stop_server()
-    ratios = [v["cpu_s_per_hour"] / max(f["cpu_s_per_hour"], 1e-9)
-              for v, f in zip(per["voiced"], per["floor"])]
-    med = {k: {"cpu_s_per_hour": statistics.median(r["cpu_s_per_hour"] for r in rows),
-               "wakeups_per_s": statistics.median(r["wakeups_per_s"] for r in rows)}
-           for k, rows in per.items()}
+    ratios = [
+        v["cpu_s_per_hour"] / max(f["cpu_s_per_hour"], 1e-9)
+        for v, f in zip(per["voiced"], per["floor"])
+    ]
+    med = {
+        k: {
+            "cpu_s_per_hour": statistics.median(r["cpu_s_per_hour"] for r in rows),
+            "wakeups_per_s": statistics.median(r["wakeups_per_s"] for r in rows),
+        }
+        for k, rows in per.items()
+    }
     return {
         "idle_cpu_s_per_hour": round(med["voiced"]["cpu_s_per_hour"], 1),
         "idle_cpu_s_per_hour_floor": round(med["floor"]["cpu_s_per_hour"], 1),
@@ -273,8 +357,10 @@ def measure_idle(seconds: float = 20.0, rounds: int = 3, settle: float = 2.0,
         "idle_wakeups_per_s_floor": round(med["floor"]["wakeups_per_s"], 1),
         "idle_threads": per["voiced"][-1]["threads"],
         "idle_threads_floor": per["floor"][-1]["threads"],
-        "idle_rounds": rounds, "idle_seconds_per_round": seconds,
-        "idle_mic": status.get("mic"), "idle_state_after": final.get("state"),
+        "idle_rounds": rounds,
+        "idle_seconds_per_round": seconds,
+        "idle_mic": status.get("mic"),
+        "idle_state_after": final.get("state"),
         "idle_profile": profile,
     }
 
@@ -301,25 +387,29 @@ def _wait_port(port: int, proc: subprocess.Popen[Any], timeout: float = 20.0) ->
 def describe(r: dict[str, Any]) -> str:
     def threads(d: dict[str, float]) -> str:
         return ", ".join(f"{k} {v:g}" for k, v in d.items() if v >= 0.5) or "none"
-    return "\n".join([
-        f"idle cost ({r['idle_rounds']} × {r['idle_seconds_per_round']:g} s"
-        f", mic {r['idle_mic']})",
-        f"  voiced run  {r['idle_cpu_s_per_hour']:8.1f} CPU s/h  "
-        f"{r['idle_wakeups_per_s']:7.1f} "
-        f"wakeups/s   threads: {threads(r['idle_threads'])}",
-        f"  floor       {r['idle_cpu_s_per_hour_floor']:8.1f} CPU s/h  "
-        f"{r['idle_wakeups_per_s_floor']:7.1f} wakeups/s   "
-        f"threads: {threads(r['idle_threads_floor'])}",
-        f"  ratio (per round, median) {r['idle_cpu_ratio_vs_floor']:.2f}",
-    ])
+
+    return "\n".join(
+        [
+            f"idle cost ({r['idle_rounds']} × {r['idle_seconds_per_round']:g} s"
+            f", mic {r['idle_mic']})",
+            f"  voiced run  {r['idle_cpu_s_per_hour']:8.1f} CPU s/h  "
+            f"{r['idle_wakeups_per_s']:7.1f} "
+            f"wakeups/s   threads: {threads(r['idle_threads'])}",
+            f"  floor       {r['idle_cpu_s_per_hour_floor']:8.1f} CPU s/h  "
+            f"{r['idle_wakeups_per_s_floor']:7.1f} wakeups/s   "
+            f"threads: {threads(r['idle_threads_floor'])}",
+            f"  ratio (per round, median) {r['idle_cpu_ratio_vs_floor']:.2f}",
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--profile", type=float, default=0.0,
-                        help="then py-spy voiced at rest this many seconds")
+    parser.add_argument(
+        "--profile", type=float, default=0.0, help="then py-spy voiced at rest this many seconds"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     r = measure_idle(args.seconds, args.rounds, profile_s=args.profile)

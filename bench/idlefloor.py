@@ -13,17 +13,27 @@ def main() -> int:
     import pyaudio
 
     pa = pyaudio.PyAudio()
-    index = next(i for i in range(pa.get_device_count())
-                 if "vmic" in pa.get_device_info_by_index(i)["name"]
-                 and pa.get_device_info_by_index(i)["maxInputChannels"] > 0)
+    index = next(
+        i
+        for i in range(pa.get_device_count())
+        if "vmic" in pa.get_device_info_by_index(i)["name"]
+        and pa.get_device_info_by_index(i)["maxInputChannels"] > 0
+    )
     ring: deque[bytes] = deque(maxlen=15)  # ~300 ms, the pre-roll
 
     def callback(data: bytes | None, frames: int, info: object, flags: int) -> tuple[None, int]:
         ring.append(data or b"")
         return None, pyaudio.paContinue
 
-    stream = pa.open(format=pyaudio.paInt16, channels=1, rate=48000, input=True,
-                     input_device_index=index, frames_per_buffer=960, stream_callback=callback)
+    stream = pa.open(
+        format=pyaudio.paInt16,
+        channels=1,
+        rate=48000,
+        input=True,
+        input_device_index=index,
+        frames_per_buffer=960,
+        stream_callback=callback,
+    )
     stream.start_stream()
     print("capturing", flush=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))

@@ -65,12 +65,19 @@ async def until(pred: Callable[[], Any], timeout: float = 20.0, what: str = "") 
     return got
 
 
-def _supervisor(url: str, scale: float, inbox: Inbox, settings: SessionSettings,
-                **hw: Any) -> Supervisor:
-    session = Session(settings, wire.SetupConfig(model=MODEL, system_instruction="Be brief."),
-                      "gemini")
-    return Supervisor(session, Endpoint(url + PATH, {"x-goog-api-key": "bench"}), inbox=inbox,
-                      time_scale=scale, **hw)
+def _supervisor(
+    url: str, scale: float, inbox: Inbox, settings: SessionSettings, **hw: Any
+) -> Supervisor:
+    session = Session(
+        settings, wire.SetupConfig(model=MODEL, system_instruction="Be brief."), "gemini"
+    )
+    return Supervisor(
+        session,
+        Endpoint(url + PATH, {"x-goog-api-key": "bench"}),
+        inbox=inbox,
+        time_scale=scale,
+        **hw,
+    )
 
 
 def _idle(sup: Supervisor) -> bool:
@@ -78,6 +85,7 @@ def _idle(sup: Supervisor) -> bool:
 
 
 # ------------------------------------------------------------------------------ resume gap
+
 
 async def resume(goaways: int, scale: float = 50.0) -> dict[str, Any]:
     async with LiveServer(limits=ServerLimits(time_scale=scale), voice="synthetic") as server:
@@ -94,9 +102,15 @@ async def resume(goaways: int, scale: float = 50.0) -> dict[str, Any]:
                 inbox.post(ButtonPressed())  # the user talks straight into the switch
             elif isinstance(effect, CloseConnection) and "goaway" in marks:
                 state["conn"] = effect.conn_id
-            elif (isinstance(effect, SendFrame) and "goaway" in marks and "flow" not in marks
-                  and effect.conn_id > state["conn"] > 0 and '"audio"' in effect.frame[:40]):
+            elif (
+                isinstance(effect, SendFrame)
+                and "goaway" in marks
+                and "flow" not in marks
+                and effect.conn_id > state["conn"] > 0
+                and '"audio"' in effect.frame[:40]
+            ):
                 marks["flow"] = loop.time()
+
         sup.subscribe(watch)
         captured: list[bytes] = []
         seed = 0
@@ -112,7 +126,7 @@ async def resume(goaways: int, scale: float = 50.0) -> dict[str, Any]:
                     inbox.post(MicFrame(pcm))
                 server.faults.go_away_now(time_left=60.0)
                 await until(lambda: "goaway" in marks, what="goAway")
-                for pcm in frames[15:]:          # spoken while the switch runs: 2 ms apart
+                for pcm in frames[15:]:  # spoken while the switch runs: 2 ms apart
                     inbox.post(MicFrame(pcm))
                     await asyncio.sleep(0.002)
                 await until(lambda: "flow" in marks, what="audio on the new socket")
@@ -120,21 +134,31 @@ async def resume(goaways: int, scale: float = 50.0) -> dict[str, Any]:
                 captured.append(b"".join(frames))
                 gaps.append((marks["flow"] - marks["goaway"]) * 1000)
                 digest = hashlib.sha256(captured[-1]).hexdigest()
-                await until(lambda: any(t.audio_digest == digest and t.replies
-                                        for t in server.user_turns), what="the answer")
+                await until(
+                    lambda: any(t.audio_digest == digest and t.replies for t in server.user_turns),
+                    what="the answer",
+                )
                 await until(lambda: _idle(sup), what="IDLE again")
             sup.stop()
+
         await sup.run(drive())
         answered = {t.audio_digest for t in server.user_turns if t.replies}
         lost = sum(len(c) // 640 for c in captured if hashlib.sha256(c).hexdigest() not in answered)
         st = sup.stats()
-        return {"goaways": len(gaps), "resumes": st.resumes, "rollovers": st.rollovers,
-                "resume_gap_p50_ms": percentile(gaps, 50), "resume_gap_p95_ms": percentile(gaps, 95),
-                "resume_gap_max_ms": max(gaps), "frames_lost": lost + st.frames_dropped,
-                "frames_captured": sum(len(c) // 640 for c in captured)}
+        return {
+            "goaways": len(gaps),
+            "resumes": st.resumes,
+            "rollovers": st.rollovers,
+            "resume_gap_p50_ms": percentile(gaps, 50),
+            "resume_gap_p95_ms": percentile(gaps, 95),
+            "resume_gap_max_ms": max(gaps),
+            "frames_lost": lost + st.frames_dropped,
+            "frames_captured": sum(len(c) // 640 for c in captured),
+        }
 
 
 # ------------------------------------------------------------------------------ playback
+
 
 class _TimingInbox(Inbox):
     """An Inbox noting when each reply chunk was decoded off the socket (post is called
@@ -161,8 +185,11 @@ async def heard(replies: int, pace: float | None) -> dict[str, Any]:
     streams); 1.0 is realtime. The release and the mic frames are posted from another
     thread, as hw.button and hw.mic do; the speaker is the real reply path pulled by a
     20 ms device clock (testing.devices.PacedSpeaker)."""
-    limits = ServerLimits(time_scale=1.0) if pace is None else \
-        ServerLimits(time_scale=1.0, reply_pace=pace)
+    limits = (
+        ServerLimits(time_scale=1.0)
+        if pace is None
+        else ServerLimits(time_scale=1.0, reply_pace=pace)
+    )
     async with LiveServer(limits=limits, voice="synthetic") as server:
         inbox = _TimingInbox()
         speaker = PacedSpeaker(inbox.post, speed=1.0, note_pulls=True)
@@ -187,32 +214,51 @@ async def heard(replies: int, pace: float | None) -> dict[str, Any]:
                 released: list[float] = []
                 thread = threading.Thread(target=talk, args=(i, released))
                 thread.start()
-                await until(lambda: server.user_turns and len(server.user_turns) == i + 1
-                            and server.user_turns[-1].replies, what="the reply")
-                await until(lambda: speaker.path.queue.phase.value == "idle"
-                            and speaker.path.queue.bytes_played >= inbox.audio_bytes, 30,
-                            what="the reply played out")
+                await until(
+                    lambda: (
+                        server.user_turns
+                        and len(server.user_turns) == i + 1
+                        and server.user_turns[-1].replies
+                    ),
+                    what="the reply",
+                )
+                await until(
+                    lambda: (
+                        speaker.path.queue.phase.value == "idle"
+                        and speaker.path.queue.bytes_played >= inbox.audio_bytes
+                    ),
+                    30,
+                    what="the reply played out",
+                )
                 thread.join()
                 first_at, offset = inbox.received[chunks_before]
                 pulls = speaker.pulls or []
                 sample_at = next(t for t, played in pulls if played > offset)
-                rows.append({"heard": (sample_at - released[0]) * 1000,
-                             "server": (first_at - released[0]) * 1000,
-                             "ours": (sample_at - first_at) * 1000,
-                             "to_play": (handed[played_before] - first_at) * 1000,
-                             "underruns": speaker.underruns - underruns_before})
+                rows.append(
+                    {
+                        "heard": (sample_at - released[0]) * 1000,
+                        "server": (first_at - released[0]) * 1000,
+                        "ours": (sample_at - first_at) * 1000,
+                        "to_play": (handed[played_before] - first_at) * 1000,
+                        "underruns": speaker.underruns - underruns_before,
+                    }
+                )
             sup.stop()
+
         await sup.run(drive())
         col = {k: [r[k] for r in rows] for k in rows[0]}
-        return {"replies": replies, "pace": pace if pace is not None else limits.reply_pace,
-                "heard_p50_ms": percentile(col["heard"], 50),
-                "heard_p95_ms": percentile(col["heard"], 95),
-                "server_p50_ms": percentile(col["server"], 50),
-                "added_p50_ms": percentile(col["ours"], 50),
-                "added_p95_ms": percentile(col["ours"], 95),
-                "added_max_ms": max(col["ours"]),
-                "to_play_p95_ms": percentile(col["to_play"], 95),
-                "underruns_per_reply": col["underruns"]}
+        return {
+            "replies": replies,
+            "pace": pace if pace is not None else limits.reply_pace,
+            "heard_p50_ms": percentile(col["heard"], 50),
+            "heard_p95_ms": percentile(col["heard"], 95),
+            "server_p50_ms": percentile(col["server"], 50),
+            "added_p50_ms": percentile(col["ours"], 50),
+            "added_p95_ms": percentile(col["ours"], 95),
+            "added_max_ms": max(col["ours"]),
+            "to_play_p95_ms": percentile(col["to_play"], 95),
+            "underruns_per_reply": col["underruns"],
+        }
 
 
 async def playback(replies: int) -> dict[str, Any]:
@@ -220,7 +266,8 @@ async def playback(replies: int) -> dict[str, Any]:
     default = await heard(replies, None)
     realtime = await heard(replies, 1.0)
     out: dict[str, Any] = {
-        "replies": replies, "reply_pace_default": default["pace"],
+        "replies": replies,
+        "reply_pace_default": default["pace"],
         "reply_heard_latency_p50_ms": default["heard_p50_ms"],
         "reply_heard_latency_p95_ms": default["heard_p95_ms"],
         "reply_server_latency_p50_ms": default["server_p50_ms"],
@@ -238,6 +285,7 @@ async def playback(replies: int) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------ push-to-talk
 
+
 async def ptt(presses: int, scale: float = 20.0) -> dict[str, Any]:
     from hw.button import Button, ButtonSettings
     from hw.sim import mock_pin_factory
@@ -250,8 +298,9 @@ async def ptt(presses: int, scale: float = 20.0) -> dict[str, Any]:
             settings = ButtonSettings()
             button = Button(settings, inbox.post, pin_factory=factory)
             pin = factory.pin(settings.pin)
-            sup = _supervisor(proxy.url(), scale, inbox, SessionSettings(reply_timeout=300.0),
-                              button=button)
+            sup = _supervisor(
+                proxy.url(), scale, inbox, SessionSettings(reply_timeout=300.0), button=button
+            )
             lat: list[float] = []
 
             def edge(level: str, out: list[float]) -> None:
@@ -266,22 +315,30 @@ async def ptt(presses: int, scale: float = 20.0) -> dict[str, Any]:
                     t: list[float] = []
                     thread = threading.Thread(target=edge, args=("low", t))
                     thread.start()
-                    chunk = await until(lambda: len(proxy.client_chunks) > n
-                                        and proxy.client_chunks[n], what="activityStart")
+                    chunk = await until(
+                        lambda: len(proxy.client_chunks) > n and proxy.client_chunks[n],
+                        what="activityStart",
+                    )
                     thread.join()
                     lat.append((chunk[0] - t[0]) * 1000)
                     for pcm in audio_frames(0.1, i):
                         inbox.post(MicFrame(pcm))
                     await asyncio.sleep(0.03)
                     threading.Thread(target=edge, args=("high", [])).start()
-                    await until(lambda: len(server.user_turns) == i + 1
-                                and server.user_turns[-1].replies, what="the answer")
+                    await until(
+                        lambda: len(server.user_turns) == i + 1 and server.user_turns[-1].replies,
+                        what="the answer",
+                    )
                     await until(lambda: _idle(sup), what="IDLE again")
                 sup.stop()
+
             await sup.run(drive())
             factory.close()
-        return {"presses": presses, "ptt_latency_p50_ms": percentile(lat, 50),
-                "ptt_latency_p99_ms": percentile(lat, 99)}
+        return {
+            "presses": presses,
+            "ptt_latency_p50_ms": percentile(lat, 50),
+            "ptt_latency_p99_ms": percentile(lat, 99),
+        }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -63,22 +63,26 @@ async def _stop_or_kill_mid_turn(res: FaultResult, sig: int) -> None:
                 await server.wait_closed(1)
                 gone = server.connections[0]
                 res.extra["close_code"] = int(gone.close_code or 0)
-                res.detail = f"connection closed by {gone.closed_by}: {gone.close_code} " \
-                             f"{gone.close_reason}".strip()
+                res.detail = (
+                    f"connection closed by {gone.closed_by}: {gone.close_code} "
+                    f"{gone.close_reason}".strip()
+                )
 
                 second = VoicedProcess(root, server.endpoint(), SCALE, "second")
                 ready = await second.wait_noted("READY=1")
                 res.extra["restart_ready_s"] = round(ready - second.started_at, 3)
                 conns = await server.wait_connections(2)
-                res.extra["resumed_same_session"] = float(conns[1].resumed
-                                                          and conns[1].session_id == session_id)
+                res.extra["resumed_same_session"] = float(
+                    conns[1].resumed and conns[1].session_id == session_id
+                )
                 await second.wait_status(lambda s: s["state"] == "idle")
                 before = len(server.user_turns)
                 assert (await second.control("ptt", action="start"))["ok"]
                 await asyncio.sleep(0.5)
                 assert (await second.control("ptt", action="stop"))["ok"]
-                await server.wait_for(lambda: len(server.user_turns) > before
-                                      and server.user_turns[-1].replies, 20)
+                await server.wait_for(
+                    lambda: len(server.user_turns) > before and server.user_turns[-1].replies, 20
+                )
                 st = await second.wait_status(lambda s: s["state"] == "idle")
                 turn = server.user_turns[-1]
                 res.answered = turn.replies
@@ -88,11 +92,15 @@ async def _stop_or_kill_mid_turn(res: FaultResult, sig: int) -> None:
                 res.retries = st["retries"]
                 res.connections = len(server.connections) - 1
                 if sig == signal.SIGTERM:
-                    res.extra["refused_over_cap"] = sum(1 for c in server.connections
-                                                        if "session_cap" in c.faults)
+                    res.extra["refused_over_cap"] = sum(
+                        1 for c in server.connections if "session_cap" in c.faults
+                    )
                 clean = rc == 0 if sig == signal.SIGTERM else rc == -signal.SIGKILL
-                res.outcome = ("restarted" if clean and res.extra["resumed_same_session"]
-                               else f"exit {rc}, resumed {res.extra['resumed_same_session']}")
+                res.outcome = (
+                    "restarted"
+                    if clean and res.extra["resumed_same_session"]
+                    else f"exit {rc}, resumed {res.extra['resumed_same_session']}"
+                )
             finally:
                 first.close()
                 if second is not None:
@@ -101,13 +109,17 @@ async def _stop_or_kill_mid_turn(res: FaultResult, sig: int) -> None:
                     second.close()
 
 
-@fault("sigterm_mid_turn", "SIGTERM to `voiced run` while the user talks; then restart",
-       expect="restart")
+@fault(
+    "sigterm_mid_turn",
+    "SIGTERM to `voiced run` while the user talks; then restart",
+    expect="restart",
+)
 async def sigterm_mid_turn(res: FaultResult) -> None:
     await _stop_or_kill_mid_turn(res, signal.SIGTERM)
 
 
-@fault("kill9_restart", "kill -9 of `voiced run` while the user talks; then restart",
-       expect="restart")
+@fault(
+    "kill9_restart", "kill -9 of `voiced run` while the user talks; then restart", expect="restart"
+)
 async def kill9_restart(res: FaultResult) -> None:
     await _stop_or_kill_mid_turn(res, signal.SIGKILL)

@@ -25,15 +25,19 @@ from bench.common import ROOT
 __all__ = ["profile_send_path"]
 
 PARTS = [  # (label, path fragments of a frame's file), first match wins, innermost first
-    ("the session core (daemon/session.py, vocabulary.py)", ("daemon/session.py",
-                                                             "daemon/vocabulary.py")),
+    (
+        "the session core (daemon/session.py, vocabulary.py)",
+        ("daemon/session.py", "daemon/vocabulary.py"),
+    ),
     ("wire encoding (daemon/wire.py, base64, json)", ("daemon/wire.py", "base64.py", "json/")),
     ("the supervisor and inbox (daemon/runtime/supervisor.py)", ("daemon/runtime/supervisor.py",)),
     ("the connection adapter (daemon/runtime/connection.py)", ("daemon/runtime/connection.py",)),
     ("websockets", ("websockets/",)),
     ("asyncio's loop", ("asyncio/", "selectors.py")),
-    ("the bench's mic thread and events (bench/, daemon/events.py)", ("bench/",
-                                                                      "daemon/events.py")),
+    (
+        "the bench's mic thread and events (bench/, daemon/events.py)",
+        ("bench/", "daemon/events.py"),
+    ),
 ]
 
 
@@ -51,14 +55,39 @@ def profile_send_path(seconds: float = 200.0) -> dict[str, Any]:
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not Path(spy).exists():
         return {"profile": None, "profile_note": "py-spy is not installed"}
-    with tempfile.TemporaryDirectory() as tmp, \
-            LiveServerThread(limits=ServerLimits(), voice="synthetic") as server:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        LiveServerThread(limits=ServerLimits(), voice="synthetic") as server,
+    ):
         raw = Path(tmp) / "raw.txt"
         proc = subprocess.run(
-            [spy, "record", "--gil", "-r", "1000", "-f", "raw", "-o", str(raw), "--",
-             sys.executable, "-m", "bench.sendpath", "voiced", "--url", server.url,
-             "--seconds", str(seconds), "--speed", "20"],
-            cwd=ROOT, capture_output=True, text=True, timeout=600)
+            [
+                spy,
+                "record",
+                "--gil",
+                "-r",
+                "1000",
+                "-f",
+                "raw",
+                "-o",
+                str(raw),
+                "--",
+                sys.executable,
+                "-m",
+                "bench.sendpath",
+                "voiced",
+                "--url",
+                server.url,
+                "--seconds",
+                str(seconds),
+                "--speed",
+                "20",
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         if proc.returncode or not raw.exists():
             return {"profile": None, "profile_note": f"py-spy failed: {proc.stderr[-500:]}"}
         parts: dict[str, int] = {}
@@ -72,8 +101,11 @@ def profile_send_path(seconds: float = 200.0) -> dict[str, Any]:
             total += n
             parts[_part(frames)] = parts.get(_part(frames), 0) + n
     share = {k: round(100 * v / total, 1) for k, v in sorted(parts.items(), key=lambda kv: -kv[1])}
-    return {"profile": share, "profile_samples": total,
-            "profile_note": f"py-spy --gil, voiced send path, {seconds:g} audio s at 20×"}
+    return {
+        "profile": share,
+        "profile_samples": total,
+        "profile_note": f"py-spy --gil, voiced send path, {seconds:g} audio s at 20×",
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -54,11 +54,15 @@ def soxr_stream(rate_in: int, rate_out: int) -> tuple[Stream, Callable[[], bytes
     return process, flush
 
 
-def run(make: Callable[[int, int], tuple[Stream, Callable[[], bytes]]], rate_in: int,
-        rate_out: int, pcm: bytes) -> np.ndarray:
+def run(
+    make: Callable[[int, int], tuple[Stream, Callable[[], bytes]]],
+    rate_in: int,
+    rate_out: int,
+    pcm: bytes,
+) -> np.ndarray:
     process, flush = make(rate_in, rate_out)
     frame = rate_in // 50 * 2
-    out = b"".join(process(pcm[i:i + frame]) for i in range(0, len(pcm), frame)) + flush()
+    out = b"".join(process(pcm[i : i + frame]) for i in range(0, len(pcm), frame)) + flush()
     return np.frombuffer(out, "<i2").astype(np.float64) / 32768
 
 
@@ -104,17 +108,19 @@ def measure(make: Any, rate_in: int, rate_out: int) -> dict[str, float]:
         ripple = max(ripple, abs(level_db(x, f, rate_out) - 20 * np.log10(0.5)))
     # Speed in 20 ms frames.
     seconds = 20.0
-    noise = (np.random.default_rng(0).normal(0, 3000, int(rate_in * seconds))
-             .astype("<i2").tobytes())
+    noise = np.random.default_rng(0).normal(0, 3000, int(rate_in * seconds)).astype("<i2").tobytes()
     process, _ = make(rate_in, rate_out)
     frame = rate_in // 50 * 2
-    frames = [noise[i:i + frame] for i in range(0, len(noise), frame)]
+    frames = [noise[i : i + frame] for i in range(0, len(noise), frame)]
     start = time.perf_counter()
     for f in frames:
         process(f)
     elapsed = time.perf_counter() - start
-    return {"alias_rejection_db": round(-worst, 1), "passband_ripple_db": round(ripple, 4),
-            "x_realtime": round(seconds / elapsed)}
+    return {
+        "alias_rejection_db": round(-worst, 1),
+        "passband_ripple_db": round(ripple, 4),
+        "x_realtime": round(seconds / elapsed),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,16 +129,30 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     results = []
     for rate_in, rate_out in PAIRS:
-        row: dict[str, Any] = {"from": rate_in, "to": rate_out, "ours": measure(ours, rate_in,
-                                                                                 rate_out)}
+        row: dict[str, Any] = {
+            "from": rate_in,
+            "to": rate_out,
+            "ours": measure(ours, rate_in, rate_out),
+        }
         try:
             row["soxr"] = measure(soxr_stream, rate_in, rate_out)
         except ImportError:
             row["soxr"] = None
         results.append(row)
     if args.json:
-        print(json.dumps({"targets": {"alias_rejection_db": 80, "passband_ripple_db": 0.1,
-                                      "x_realtime": 1000}, "results": results}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "targets": {
+                        "alias_rejection_db": 80,
+                        "passband_ripple_db": 0.1,
+                        "x_realtime": 1000,
+                    },
+                    "results": results,
+                },
+                indent=2,
+            )
+        )
         return 0
     print("resampler: ours (numpy polyphase Kaiser) vs soxr HQ; 20 ms frames, one core")
     print("targets: alias rejection >= 80 dB, passband ripple <= 0.1 dB, >= 1000x realtime\n")
@@ -144,8 +164,10 @@ def main(argv: list[str] | None = None) -> int:
             if m is None:
                 print(f"{pair:>13}  {name:5} (not installed)")
                 continue
-            print(f"{pair:>13}  {name:5} {m['alias_rejection_db']:>12.1f} "
-                  f"{m['passband_ripple_db']:>10.4f} {m['x_realtime']:>11d}")
+            print(
+                f"{pair:>13}  {name:5} {m['alias_rejection_db']:>12.1f} "
+                f"{m['passband_ripple_db']:>10.4f} {m['x_realtime']:>11d}"
+            )
             pair = ""
     return 0
 

@@ -29,14 +29,19 @@ from typing import Any, Awaitable, Callable
 
 from bench.common import MODEL, audio_frames, emit
 
-PTT_SETUP = {"setup": {"model": f"models/{MODEL}",
-                       "generationConfig": {"responseModalities": ["AUDIO"]},
-                       "realtimeInputConfig": {"automaticActivityDetection": {"disabled": True}}}}
+PTT_SETUP = {
+    "setup": {
+        "model": f"models/{MODEL}",
+        "generationConfig": {"responseModalities": ["AUDIO"]},
+        "realtimeInputConfig": {"automaticActivityDetection": {"disabled": True}},
+    }
+}
 PATH = "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent"
 
 
-async def pace(frames: list[bytes], speed: float,
-               send: Callable[[bytes], Awaitable[Any] | None]) -> None:
+async def pace(
+    frames: list[bytes], speed: float, send: Callable[[bytes], Awaitable[Any] | None]
+) -> None:
     """Send each frame at its slot on an absolute schedule (20 ms / speed apart)."""
     loop = asyncio.get_running_loop()
     period = 0.02 / speed
@@ -50,8 +55,9 @@ async def pace(frames: list[bytes], speed: float,
             await asyncio.sleep(delay)
 
 
-def pace_from_thread(frames: list[bytes], speed: float, post: Callable[[Any], None],
-                     make: Callable[[bytes], Any]) -> None:
+def pace_from_thread(
+    frames: list[bytes], speed: float, post: Callable[[Any], None], make: Callable[[bytes], Any]
+) -> None:
     """The mic's side: post each frame at its slot (20 ms / speed apart, absolute
     schedule) from this (non-loop) thread."""
     period = 0.02 / speed
@@ -80,6 +86,7 @@ async def run_voiced(url: str, frames: list[bytes], speed: float) -> float:
             ready.set()
         elif isinstance(effect, Play):
             replied.set()
+
     sup.subscribe(watch)
     cpu: list[float] = []
 
@@ -93,6 +100,7 @@ async def run_voiced(url: str, frames: list[bytes], speed: float) -> float:
         await replied.wait()
         cpu.append(time.process_time() - c0)
         sup.stop()
+
     await sup.run(drive())
     if not cpu:
         raise RuntimeError("voiced run ended without a reply")
@@ -110,12 +118,19 @@ async def run_sdk(url: str, frames: list[bytes], speed: float) -> float:
     config = types.LiveConnectConfig(
         response_modalities=["AUDIO"],
         realtime_input_config=types.RealtimeInputConfig(
-            automatic_activity_detection=types.AutomaticActivityDetection(disabled=True)))
+            automatic_activity_detection=types.AutomaticActivityDetection(disabled=True)
+        ),
+    )
     async with client.aio.live.connect(model=MODEL, config=config) as session:
         c0 = time.process_time()
         await session.send_realtime_input(activity_start=types.ActivityStart())
-        await pace(frames, speed, lambda pcm: session.send_realtime_input(
-            audio=types.Blob(data=pcm, mime_type="audio/pcm;rate=16000")))
+        await pace(
+            frames,
+            speed,
+            lambda pcm: session.send_realtime_input(
+                audio=types.Blob(data=pcm, mime_type="audio/pcm;rate=16000")
+            ),
+        )
         await session.send_realtime_input(activity_end=types.ActivityEnd())
         async for message in session.receive():
             if message.server_content and message.server_content.model_turn:
@@ -126,14 +141,29 @@ async def run_sdk(url: str, frames: list[bytes], speed: float) -> float:
 async def run_floor(url: str, frames: list[bytes], speed: float) -> float:
     from websockets.asyncio.client import connect
 
-    async with connect(url + PATH, additional_headers={"x-goog-api-key": "bench"},
-                       compression=None) as ws:
+    async with connect(
+        url + PATH, additional_headers={"x-goog-api-key": "bench"}, compression=None
+    ) as ws:
         await ws.send(json.dumps(PTT_SETUP))
         await ws.recv()  # setupComplete
         c0 = time.process_time()
         await ws.send(json.dumps({"realtimeInput": {"activityStart": {}}}))
-        await pace(frames, speed, lambda pcm: ws.send(json.dumps({"realtimeInput": {"audio": {
-            "data": base64.b64encode(pcm).decode("ascii"), "mimeType": "audio/pcm;rate=16000"}}})))
+        await pace(
+            frames,
+            speed,
+            lambda pcm: ws.send(
+                json.dumps(
+                    {
+                        "realtimeInput": {
+                            "audio": {
+                                "data": base64.b64encode(pcm).decode("ascii"),
+                                "mimeType": "audio/pcm;rate=16000",
+                            }
+                        }
+                    }
+                )
+            ),
+        )
         await ws.send(json.dumps({"realtimeInput": {"activityEnd": {}}}))
         while True:
             message = json.loads(await ws.recv())
@@ -155,8 +185,14 @@ def main(argv: list[str] | None = None) -> int:
     frames = audio_frames(args.seconds)
     cpu = asyncio.run(RUNNERS[args.kind](args.url, frames, args.speed))
     minutes = len(frames) * 0.02 / 60
-    emit({"kind": args.kind, "cpu_s": cpu, "audio_min": minutes,
-          "cpu_s_per_audio_min": cpu / minutes})
+    emit(
+        {
+            "kind": args.kind,
+            "cpu_s": cpu,
+            "audio_min": minutes,
+            "cpu_s_per_audio_min": cpu / minutes,
+        }
+    )
     return 0
 
 

@@ -57,20 +57,22 @@ PRE_ROLL_MS = 300  # [session] pre_roll_ms's default; the tap mirrors the core's
 def soak_config(tmp: Path, scale: float) -> str:
     """voiced.toml for the soak: production defaults except the session caps, which are
     the local server's short limits (bench.soak.LIMITS) told to the core."""
-    return (f'[service]\nhw = "sim"\nstate_dir = "{tmp / "state"}"\n'
-            f'runtime_dir = "{tmp / "run"}"\nlog_level = "WARNING"\n'
-            "[session]\nconnection_cap = 45.0\nconnection_switch_window = 25.0\n"
-            "resume_margin = 2.0\nsession_cap_audio = 240.0\nrollover_window = 30.0\n"
-            f"pre_roll_ms = {PRE_ROLL_MS}\n"
-            # A press is 1-6 s of audio exactly (SoakMic.press_for), but the core's clock is
-            # wall time x scale: the child descheduled 0.4 s on a loaded machine is 60
-            # nominal s, and the stuck-button cap ended 1-6 turns a day (reported, yet the
-            # rig's doing). Capped turns stay counted (turns_capped); the cap itself is
-            # tests/core/test_field.py's.
-            "max_turn_seconds = 600.0\n"
-            # A press lasts 1–6 nominal s, i.e. 10–60 ms of wall time at ×100: the debounce
-            # lock-out (wall milliseconds) must be shorter than that.
-            "[button]\ndebounce_ms = 1\n")
+    return (
+        f'[service]\nhw = "sim"\nstate_dir = "{tmp / "state"}"\n'
+        f'runtime_dir = "{tmp / "run"}"\nlog_level = "WARNING"\n'
+        "[session]\nconnection_cap = 45.0\nconnection_switch_window = 25.0\n"
+        "resume_margin = 2.0\nsession_cap_audio = 240.0\nrollover_window = 30.0\n"
+        f"pre_roll_ms = {PRE_ROLL_MS}\n"
+        # A press is 1-6 s of audio exactly (SoakMic.press_for), but the core's clock is
+        # wall time x scale: the child descheduled 0.4 s on a loaded machine is 60
+        # nominal s, and the stuck-button cap ended 1-6 turns a day (reported, yet the
+        # rig's doing). Capped turns stay counted (turns_capped); the cap itself is
+        # tests/core/test_field.py's.
+        "max_turn_seconds = 600.0\n"
+        # A press lasts 1–6 nominal s, i.e. 10–60 ms of wall time at ×100: the debounce
+        # lock-out (wall milliseconds) must be shorter than that.
+        "[button]\ndebounce_ms = 1\n"
+    )
 
 
 class SoakMic:
@@ -90,8 +92,9 @@ class SoakMic:
         self._thread = threading.Thread(target=self._run, name="soak-mic", daemon=True)
         self.frames_posted = 0
         self.longest_burst = 0
-        self._press: tuple[int, Callable[[], None], Callable[[], None],
-                           threading.Event] | None = None
+        self._press: tuple[int, Callable[[], None], Callable[[], None], threading.Event] | None = (
+            None
+        )
 
     @property
     def is_open(self) -> bool:
@@ -108,8 +111,9 @@ class SoakMic:
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(2.0)
 
-    def press_for(self, frames: int, press: Callable[[], None],
-                  release: Callable[[], None]) -> threading.Event:
+    def press_for(
+        self, frames: int, press: Callable[[], None], release: Callable[[], None]
+    ) -> threading.Event:
         """Press before the next frame and release after ``frames`` more, from this
         thread: a press lasts its nominal length in audio however starved the user
         thread is (a 1-6 s press once became 40-100 nominal s on a loaded machine, and
@@ -222,7 +226,7 @@ class _Reported(logging.Handler):
         message = record.getMessage()
         prefix = "dropped a question ("
         if message.startswith(prefix):
-            cause = message[len(prefix):].rsplit("); ask again", 1)[0].split(":")[0]
+            cause = message[len(prefix) :].rsplit("); ask again", 1)[0].split(":")[0]
             self.drops_by_cause[cause] = self.drops_by_cause.get(cause, 0) + 1
         key = message.split(";")[0].split("(")[0].strip()[:60]
         self.warnings[key] = self.warnings.get(key, 0) + 1
@@ -284,8 +288,9 @@ def run_day(url: str, hours: float, scale: float, seed: int, tmp: Path) -> dict[
     notify = NotifyListener(tmp / "notify.sock")
     os.environ.update(NOTIFY_SOCKET=str(tmp / "notify.sock"), WATCHDOG_USEC="1000000")
     os.environ.pop("WATCHDOG_PID", None)
-    args = build_parser().parse_args(["run", "--config", str(tmp / "voiced.toml"),
-                                      "--endpoint", url, "--time-scale", str(scale)])
+    args = build_parser().parse_args(
+        ["run", "--config", str(tmp / "voiced.toml"), "--endpoint", url, "--time-scale", str(scale)]
+    )
     redactor = setup_logging(30, environ=os.environ)
     reported = _Reported()
     logging.getLogger("daemon.session").addHandler(reported)
@@ -298,9 +303,15 @@ def run_day(url: str, hours: float, scale: float, seed: int, tmp: Path) -> dict[
             # the day-long mic and the scaled device clock in place of the sim ones.
             c = self.cfg
             tap = TurnTap(post, c.session.pre_roll_ms)
-            hw = make_sim_hardware(tap.post, mic=c.mic, speaker=c.speaker, button=c.button,
-                                   led=c.led, earcons=c.earcons)
-            hw.mic.close()      # never started
+            hw = make_sim_hardware(
+                tap.post,
+                mic=c.mic,
+                speaker=c.speaker,
+                button=c.button,
+                led=c.led,
+                earcons=c.earcons,
+            )
+            hw.mic.close()  # never started
             hw.speaker.close()
             mic = SoakMic(tap.post, scale, seed)
             speaker = PacedSpeaker(tap.post, speed=scale, drain_ms=40)
@@ -324,14 +335,16 @@ def run_day(url: str, hours: float, scale: float, seed: int, tmp: Path) -> dict[
     def sample() -> None:
         # At a settled moment (connected, idle: no switch half done), so open fds and
         # tasks compare exactly across the day.
-        settled = wait_for(lambda: (st := status())["phase"] == "live"
-                           and st["state"] == "idle", 60, None)
+        settled = wait_for(
+            lambda: (st := status())["phase"] == "live" and st["state"] == "idle", 60, None
+        )
         sup = app.supervisor
         loop = sup._loop
 
         async def tasks() -> list[str]:
             me = asyncio.current_task()
             return sorted(_task_name(t) for t in asyncio.all_tasks() if t is not me)
+
         for pin in (cfg.led.pin, cfg.button.pin):
             parts["pins"].pin(pin).clear_states()  # mock-pin history: the harness's, not ours
         # Quiescence, not a minimum: look every 20 ms until two looks in a row hold the same
@@ -339,13 +352,16 @@ def run_day(url: str, hours: float, scale: float, seed: int, tmp: Path) -> dict[
         # written in its thread, a reconnect's task is there for a moment; a leak is there
         # in every look). What was open is kept, so a difference between samples is named.
         looks: list[tuple[list[str], list[str]]] = []
+
         # A state save's temporary file (daemon.runtime.state's ".tmp-" prefix) is a write in
         # flight, never quiet: seen held across two looks on a loaded machine.
         def still(a: tuple[list[str], list[str]], b: tuple[list[str], list[str]]) -> bool:
             return a == b and not any(f"/{_TMP_PREFIX}" in target for target in a[0])
+
         for _ in range(100):
-            looks.append((_fd_targets(),
-                          asyncio.run_coroutine_threadsafe(tasks(), loop).result(30)))
+            looks.append(
+                (_fd_targets(), asyncio.run_coroutine_threadsafe(tasks(), loop).result(30))
+            )
             if len(looks) >= 2 and still(looks[-1], looks[-2]):
                 break
             time.sleep(0.02)
@@ -355,14 +371,22 @@ def run_day(url: str, hours: float, scale: float, seed: int, tmp: Path) -> dict[
         gc.collect()
         raw = rss_mb()
         _LIBC.malloc_trim(0)  # retention by glibc's arenas vs live objects that grow
-        samples.append({"nominal_h": round(nominal() / 3600, 2), "settled": settled,
-                        "quiet": quiet, "looks": len(looks), "fd_targets": fd_list,
-                        "task_names": task_list,
-                        "rss_mb": round(raw, 2),
-                        "rss_trimmed_mb": round(rss_mb(), 2), "fds": fds,
-                        "tasks": n_tasks, "threads": threading.active_count(),
-                        "py_heap_mb": round(sum(sys.getsizeof(o) for o in gc.get_objects())
-                                            / 2**20, 2)})
+        samples.append(
+            {
+                "nominal_h": round(nominal() / 3600, 2),
+                "settled": settled,
+                "quiet": quiet,
+                "looks": len(looks),
+                "fd_targets": fd_list,
+                "task_names": task_list,
+                "rss_mb": round(raw, 2),
+                "rss_trimmed_mb": round(rss_mb(), 2),
+                "fds": fds,
+                "tasks": n_tasks,
+                "threads": threading.active_count(),
+                "py_heap_mb": round(sum(sys.getsizeof(o) for o in gc.get_objects()) / 2**20, 2),
+            }
+        )
 
     def user() -> None:
         try:
@@ -379,15 +403,15 @@ def run_day(url: str, hours: float, scale: float, seed: int, tmp: Path) -> dict[
                 n = len(tap.turns) + 1
                 # 1-6 nominal s of audio, pressed and released by the mic's own thread
                 # between two frames (SoakMic.press_for).
-                pressed = mic.press_for(int(rng.uniform(1.0, 6.0) * 50), soft.press,
-                                        soft.release)
+                pressed = mic.press_for(int(rng.uniform(1.0, 6.0) * 50), soft.press, soft.release)
                 if not pressed.wait(60):
                     raise RuntimeError(f"soak: the mic never released turn {n}")
                 wait_for(lambda: len(tap.turns) >= n, 30, "the release")
                 # Answered: the core counted the turn and is back to idle (nothing owed,
                 # generating or playing). Not answered in 60 s wall: reported, not hidden.
-                if not wait_for(lambda: (st := status())["turns"] >= n and st["state"] == "idle",
-                                60, None):
+                if not wait_for(
+                    lambda: (st := status())["turns"] >= n and st["state"] == "idle", 60, None
+                ):
                     unanswered.append(n)
             sample()
             out["status"] = status()
@@ -407,10 +431,12 @@ def run_day(url: str, hours: float, scale: float, seed: int, tmp: Path) -> dict[
             if time.monotonic() > stop:
                 if what is None:
                     return False
-                raise RuntimeError(f"soak: timed out waiting for {what} at "
-                                   f"{nominal():.0f} s nominal: {app.supervisor.stats()}; "
-                                   f"tap {len(parts['tap'].turns)} turns, in a turn "
-                                   f"{parts['tap']._turn is not None}")
+                raise RuntimeError(
+                    f"soak: timed out waiting for {what} at "
+                    f"{nominal():.0f} s nominal: {app.supervisor.stats()}; "
+                    f"tap {len(parts['tap'].turns)} turns, in a turn "
+                    f"{parts['tap']._turn is not None}"
+                )
             time.sleep(0.002)
 
     driver = threading.Thread(target=user, name="soak-user", daemon=True)
@@ -421,13 +447,22 @@ def run_day(url: str, hours: float, scale: float, seed: int, tmp: Path) -> dict[
     if failure:
         raise failure[0]
     mic, tap = parts["mic"], parts["tap"]
-    return {"turns": tap.turns, "unanswered": unanswered, "samples": samples,
-            "stats": asdict(app.supervisor.stats()), "exit_code": code,
-            "frames_posted": mic.frames_posted, "frames_seen": tap.frames_seen,
-            "longest_mic_burst": mic.longest_burst, "watchdog_pings": notify.pings,
-            "watchdog_longest_gap_s": round(notify.longest_gap, 2),
-            "status_updates": notify.statuses, "state_saves": app.keeper.saves if app.keeper else 0,
-            "drops_by_cause": reported.drops_by_cause, "warnings": reported.warnings}
+    return {
+        "turns": tap.turns,
+        "unanswered": unanswered,
+        "samples": samples,
+        "stats": asdict(app.supervisor.stats()),
+        "exit_code": code,
+        "frames_posted": mic.frames_posted,
+        "frames_seen": tap.frames_seen,
+        "longest_mic_burst": mic.longest_burst,
+        "watchdog_pings": notify.pings,
+        "watchdog_longest_gap_s": round(notify.longest_gap, 2),
+        "status_updates": notify.statuses,
+        "state_saves": app.keeper.saves if app.keeper else 0,
+        "drops_by_cause": reported.drops_by_cause,
+        "warnings": reported.warnings,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

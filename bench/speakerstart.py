@@ -45,10 +45,14 @@ def measure_speaker_start(count: int = 10) -> dict[str, Any]:
         (root / "xdg" / "alsa").mkdir(parents=True)
         (root / "xdg" / "alsa" / "asoundrc").write_text(ASOUNDRC)
         (root / "runtime").mkdir(mode=0o700)
-        overrides = {"PULSE_SERVER": f"unix:{root / 'native'}",
-                     "XDG_CONFIG_HOME": str(root / "xdg"),
-                     "XDG_RUNTIME_DIR": str(root / "runtime"), "HOME": str(root),
-                     "JACK_NO_START_SERVER": "1", "PULSE_STATE_PATH": str(root / "state")}
+        overrides = {
+            "PULSE_SERVER": f"unix:{root / 'native'}",
+            "XDG_CONFIG_HOME": str(root / "xdg"),
+            "XDG_RUNTIME_DIR": str(root / "runtime"),
+            "HOME": str(root),
+            "JACK_NO_START_SERVER": "1",
+            "PULSE_STATE_PATH": str(root / "state"),
+        }
         pulse = Pulse(root=root, env={**os.environ, **overrides}, overrides=overrides)
         saved = {k: os.environ.get(k) for k in overrides}
         os.environ.update(overrides)  # PortAudio (in this process) reads them at init
@@ -72,8 +76,10 @@ def _rounds(count: int) -> dict[str, Any]:
     hw.speaker.PAUSE_AFTER_IDLE = pause_after
     chunk = bytes(24000 * 2 * 80 // 1000)  # 80 ms at 24 kHz, as the local server sends
     events: list[Any] = []
-    spk = Speaker(SpeakerSettings(device="vspk", device_rate=48000, jitter_ms=0,
-                                  stall_timeout=0.5), events.append)
+    spk = Speaker(
+        SpeakerSettings(device="vspk", device_rate=48000, jitter_ms=0, stall_timeout=0.5),
+        events.append,
+    )
     paused: list[float] = []
     running: list[float] = []
     try:
@@ -90,13 +96,17 @@ def _rounds(count: int) -> dict[str, Any]:
                 _wait(lambda: not spk.is_playing, 5, "the reply drained")
     finally:
         spk.close()
-    return {"speaker_resume_p50_ms": round(statistics.median(paused), 2),
-            "speaker_resume_p95_ms": round(percentile(paused, 95), 2),
-            "speaker_running_p50_ms": round(statistics.median(running), 2),
-            "speaker_running_p95_ms": round(percentile(running, 95), 2),
-            "speaker_resume_extra_p50_ms": round(statistics.median(
-                p - r for p, r in zip(paused, running)), 2),
-            "speaker_start_rounds": count, "speaker_pause_after_s": pause_after}
+    return {
+        "speaker_resume_p50_ms": round(statistics.median(paused), 2),
+        "speaker_resume_p95_ms": round(percentile(paused, 95), 2),
+        "speaker_running_p50_ms": round(statistics.median(running), 2),
+        "speaker_running_p95_ms": round(percentile(running, 95), 2),
+        "speaker_resume_extra_p50_ms": round(
+            statistics.median(p - r for p, r in zip(paused, running)), 2
+        ),
+        "speaker_start_rounds": count,
+        "speaker_pause_after_s": pause_after,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,12 +115,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     r = measure_speaker_start(args.count)
-    print(f"paused stream:  play → first reply callback p50 {r['speaker_resume_p50_ms']} ms, "
-          f"p95 {r['speaker_resume_p95_ms']} ms")
-    print(f"running stream: play → first reply callback p50 {r['speaker_running_p50_ms']} ms, "
-          f"p95 {r['speaker_running_p95_ms']} ms")
-    print(f"the pause costs the next reply p50 {r['speaker_resume_extra_p50_ms']} ms "
-          f"({args.count} rounds, paired)")
+    print(
+        f"paused stream:  play → first reply callback p50 {r['speaker_resume_p50_ms']} ms, "
+        f"p95 {r['speaker_resume_p95_ms']} ms"
+    )
+    print(
+        f"running stream: play → first reply callback p50 {r['speaker_running_p50_ms']} ms, "
+        f"p95 {r['speaker_running_p95_ms']} ms"
+    )
+    print(
+        f"the pause costs the next reply p50 {r['speaker_resume_extra_p50_ms']} ms "
+        f"({args.count} rounds, paired)"
+    )
     if args.json:
         print(json.dumps(r))
     return 0

@@ -68,12 +68,22 @@ class ToolRig(FaultRig):
     async def __aenter__(self) -> "ToolRig":
         await self.server.start()
         path = "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent"
-        setup = wire.SetupConfig(model=self.model, system_instruction="Be brief.",
-                                 tools=declarations(self.specs, self.model))
+        setup = wire.SetupConfig(
+            model=self.model,
+            system_instruction="Be brief.",
+            tools=declarations(self.specs, self.model),
+        )
         session = Session(self.settings, setup, "gemini", rng=self.rng.random)
-        self.sup = Supervisor(session, Endpoint(self.server.url + path, {"x-goog-api-key": "k"}),
-                              inbox=self.inbox, speaker=self.speaker, button=self.button,
-                              led=self.led, time_scale=TOOL_SCALE, tool_runner=self.runner)
+        self.sup = Supervisor(
+            session,
+            Endpoint(self.server.url + path, {"x-goog-api-key": "k"}),
+            inbox=self.inbox,
+            speaker=self.speaker,
+            button=self.button,
+            led=self.led,
+            time_scale=TOOL_SCALE,
+            tool_runner=self.runner,
+        )
         self.sup.subscribe(self.effects.append)
         self._task = asyncio.get_running_loop().create_task(self.sup.run())
         await until(self.is_idle, what="the first IDLE")
@@ -90,12 +100,16 @@ class ToolRig(FaultRig):
 @fault("tool_hangs", "the press asks for a tool that hangs (timeout answered, process killed)")
 async def tool_hangs(res: FaultResult) -> None:
     async with ToolRig([{**_SLEEPER, "timeout": 0.5}]) as r:
-        await recover(r, res, lambda: r.server.tool_script.answer_next("wait", {}), timeout=_PATIENCE)
+        await recover(
+            r, res, lambda: r.server.tool_script.answer_next("wait", {}), timeout=_PATIENCE
+        )
         res.extra["timeouts"] = r.runner.timeouts
         res.extra["spoken_timeout"] = r.spoken("timed out after 0.5 s")
 
 
-@fault("tool_cancelled", "a press barges in on a NON_BLOCKING tool call (cancelled, no late result)")
+@fault(
+    "tool_cancelled", "a press barges in on a NON_BLOCKING tool call (cancelled, no late result)"
+)
 async def tool_cancelled(res: FaultResult) -> None:
     # gemini-2.5-flash-native-audio takes NON_BLOCKING declarations (FIELD_REPORTS Part 3).
     async with ToolRig([{**_SLEEPER, "timeout": 60}]) as r:
@@ -108,14 +122,20 @@ async def tool_cancelled(res: FaultResult) -> None:
         res.extra["cancelled"] = r.runner.cancelled
         res.extra["late_results"] = r.sent('"toolResponse"')
         res.extra["first_turn_interrupted"] = sum(
-            t.interrupted for t in r.server.user_turns if t.audio_digest == _digest(first))
+            t.interrupted for t in r.server.user_turns if t.audio_digest == _digest(first)
+        )
 
 
 @fault("tool_across_goaway", "a goAway arrives while a tool call runs")
 async def tool_across_goaway(res: FaultResult) -> None:
-    slow = {"name": "slow", "description": "Takes 10 nominal seconds.",
-            "command": {"argv": ["/bin/sleep", str(10 / TOOL_SCALE)]}, "timeout": 30}
+    slow = {
+        "name": "slow",
+        "description": "Takes 10 nominal seconds.",
+        "command": {"argv": ["/bin/sleep", str(10 / TOOL_SCALE)]},
+        "timeout": 30,
+    }
     async with ToolRig([slow]) as r:
+
         async def go_away_while_it_runs() -> None:
             await until(lambda: r.runner.running == 1, 15, "the call to run")
             r.server.faults.go_away_now(30)
@@ -124,6 +144,7 @@ async def tool_across_goaway(res: FaultResult) -> None:
         def inject() -> None:
             r.server.tool_script.answer_next("slow", {})
             background.append(asyncio.get_running_loop().create_task(go_away_while_it_runs()))
+
         background: list[asyncio.Task[None]] = []
         await recover(r, res, inject, timeout=_PATIENCE)
         await asyncio.gather(*background)
@@ -144,10 +165,19 @@ async def broker_down_and_back(res: FaultResult) -> None:
         try:
             async with ToolRig([]) as r:
                 assert r.sup is not None
-                home = HomeAssistant(MqttSettings(host="127.0.0.1", port=broker.port, username="dev1",
-                                                  topic_prefix="voiced/dev1", reconnect_max=0.2),
-                                     password=PASSWORD, dispatch=lambda req: {"ok": True},
-                                     device=None, status=lambda: {})
+                home = HomeAssistant(
+                    MqttSettings(
+                        host="127.0.0.1",
+                        port=broker.port,
+                        username="dev1",
+                        topic_prefix="voiced/dev1",
+                        reconnect_max=0.2,
+                    ),
+                    password=PASSWORD,
+                    dispatch=lambda req: {"ok": True},
+                    device=None,
+                    status=lambda: {},
+                )
                 bridge = asyncio.get_running_loop().create_task(home.run())
                 await asyncio.wait_for(home.connected.wait(), 15)
                 await recover(r, res, broker.stop, timeout=_PATIENCE)

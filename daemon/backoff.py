@@ -22,8 +22,9 @@ from typing import Callable, Iterator
 __all__ = ["delays", "Backoff"]
 
 
-def delays(base: float, cap: float, factor: float = 2.0,
-           rng: Callable[[], float] = random.random) -> Iterator[float]:
+def delays(
+    base: float, cap: float, factor: float = 2.0, rng: Callable[[], float] = random.random
+) -> Iterator[float]:
     """Yield reconnect delays forever: ``rng() * min(cap, base * factor**n)`` for n = 0, 1, …
 
     Args:
@@ -33,8 +34,10 @@ def delays(base: float, cap: float, factor: float = 2.0,
         rng: returns a float in [0, 1); inject a seeded one in tests.
     """
     if base <= 0 or cap < base or factor < 1:
-        raise ValueError(f"backoff needs 0 < base <= cap and factor >= 1 "
-                         f"(base={base}, cap={cap}, factor={factor})")
+        raise ValueError(
+            f"backoff needs 0 < base <= cap and factor >= 1 "
+            f"(base={base}, cap={cap}, factor={factor})"
+        )
     ceiling = base
     while True:
         yield rng() * ceiling
@@ -48,8 +51,14 @@ class Backoff:
     failed; both take the caller's ``now`` (nominal seconds).
     """
 
-    def __init__(self, base: float, cap: float, stable_period: float, factor: float = 2.0,
-                 rng: Callable[[], float] = random.random) -> None:
+    def __init__(
+        self,
+        base: float,
+        cap: float,
+        stable_period: float,
+        factor: float = 2.0,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
         self._base, self._cap, self._factor, self._rng = base, cap, factor, rng
         self.stable_period = stable_period
         self._delays = delays(base, cap, factor, rng)

@@ -32,8 +32,10 @@ from daemon.wire import Turn
 
 __all__ = ["Entry", "Conversation", "estimate_tokens", "SUMMARY_PREFIX", "SUMMARY_ACK"]
 
-SUMMARY_PREFIX = ("For context only, nothing here needs an answer. "
-                  "This is what we said earlier in this conversation:")
+SUMMARY_PREFIX = (
+    "For context only, nothing here needs an answer. "
+    "This is what we said earlier in this conversation:"
+)
 """Opens the one-message summary; phrased as a statement so the model does not reply to it."""
 SUMMARY_ACK = "Understood."
 """Model turn after a summary, so the restored history ends with the model (no open question)."""
@@ -140,7 +142,7 @@ def _summary(entries: Sequence[Entry], budget_tokens: int) -> list[Turn]:
             room = (budget - used) * 4 - 1
             if not lines and room > 20:
                 # A single huge turn: keep its end rather than nothing.
-                lines.append(f"{who}: …{e.text[-(room - len(who) - 3):]}")
+                lines.append(f"{who}: …{e.text[-(room - len(who) - 3) :]}")
             break
         lines.append(line)
         used += cost

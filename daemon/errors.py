@@ -50,4 +50,3 @@ class ConfigError(VoicedError, ValueError):
 
 class DeviceError(VoicedError, OSError):
     """An audio or GPIO device is missing or failed."""
-

@@ -16,28 +16,37 @@ import enum
 from dataclasses import dataclass
 
 __all__ = [
-    "DeviceState", "LED_PRIORITY",
-    "Event", "ButtonPressed", "ButtonReleased", "ButtonHeld",
-    "MicFrame", "MicOverflow", "DeviceLost", "DeviceRestored",
-    "PlaybackStarted", "PlaybackDrained", "PlaybackUnderrun",
+    "DeviceState",
+    "LED_PRIORITY",
+    "Event",
+    "ButtonPressed",
+    "ButtonReleased",
+    "ButtonHeld",
+    "MicFrame",
+    "MicOverflow",
+    "DeviceLost",
+    "DeviceRestored",
+    "PlaybackStarted",
+    "PlaybackDrained",
+    "PlaybackUnderrun",
 ]
 
 
 class DeviceState(enum.Enum):
     """What the device shows on its LED and in STATUS."""
 
-    OFFLINE = "offline"        # no connection and none being attempted (or no network)
+    OFFLINE = "offline"  # no connection and none being attempted (or no network)
     CONNECTING = "connecting"  # opening, resuming, rolling over, backing off
-    IDLE = "idle"              # connected, ready: press to talk
-    LISTENING = "listening"    # button held, audio streaming to the model
-    THINKING = "thinking"      # turn ended, waiting for the reply
-    SPEAKING = "speaking"      # reply playing
+    IDLE = "idle"  # connected, ready: press to talk
+    LISTENING = "listening"  # button held, audio streaming to the model
+    THINKING = "thinking"  # turn ended, waiting for the reply
+    SPEAKING = "speaking"  # reply playing
     GOING_AWAY = "going_away"  # goAway received, switch pending (overlaps the others)
-    WORKING = "working"        # a tool call the model made is running on the device
-    MUTED = "muted"            # the mic is muted (Home Assistant switch / control): press ignored
-    QUOTA = "quota"            # quota or concurrent-session cap hit: long backoff (FIELD_REPORTS F12)
-    COOLDOWN = "cooldown"      # the same failure repeated: circuit breaker open, long cool-down
-    ERROR = "error"            # fatal error, or a device is missing
+    WORKING = "working"  # a tool call the model made is running on the device
+    MUTED = "muted"  # the mic is muted (Home Assistant switch / control): press ignored
+    QUOTA = "quota"  # quota or concurrent-session cap hit: long backoff (FIELD_REPORTS F12)
+    COOLDOWN = "cooldown"  # the same failure repeated: circuit breaker open, long cool-down
+    ERROR = "error"  # fatal error, or a device is missing
 
 
 LED_PRIORITY: tuple[DeviceState, ...] = (

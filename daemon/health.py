@@ -26,12 +26,20 @@ from dataclasses import dataclass, replace
 from typing import Any, Mapping, Protocol, Sequence
 
 __all__ = [
-    "LostDeviceFacts", "Heartbeat", "PipelineHeartbeat", "WatchdogGate", "WatchdogVerdict",
-    "format_status", "STATUS_MAX", "GUARD_WALL_FLOORS", "floor_guards",
+    "LostDeviceFacts",
+    "Heartbeat",
+    "PipelineHeartbeat",
+    "WatchdogGate",
+    "WatchdogVerdict",
+    "format_status",
+    "STATUS_MAX",
+    "GUARD_WALL_FLOORS",
+    "floor_guards",
 ]
 
 
 # --- the watchdog decision -----------------------------------------------------------
+
 
 class LostDeviceFacts(Protocol):
     """A device being reopened (``hw.pastream.LostDevice``); times from ``time.monotonic``."""
@@ -143,12 +151,18 @@ class WatchdogGate:
         for device in lost_devices:
             quiet = now - device.last_attempt
             if quiet > max(self.retry_wedge_after, 3.0 * device.retry_max):
-                return WatchdogVerdict(False, f"{device.kind} {device.name!r} lost and its "
-                                              f"reopen loop is stuck (no attempt for {quiet:.0f}s)")
+                return WatchdogVerdict(
+                    False,
+                    f"{device.kind} {device.name!r} lost and its "
+                    f"reopen loop is stuck (no attempt for {quiet:.0f}s)",
+                )
             missing = now - device.since
             if self.lost_restart_after is not None and missing > self.lost_restart_after:
-                return WatchdogVerdict(False, f"{device.kind} {device.name!r} missing for "
-                                              f"{_age(missing)}: restarting for a fresh start")
+                return WatchdogVerdict(
+                    False,
+                    f"{device.kind} {device.name!r} missing for "
+                    f"{_age(missing)}: restarting for a fresh start",
+                )
         if lost_devices:
             names = ", ".join(f"{d.kind} {d.name!r}" for d in lost_devices)
             return WatchdogVerdict(True, f"loop moving; reopening {names}")
@@ -183,12 +197,16 @@ def floor_guards(settings: Any, time_scale: float) -> Any:
     """``settings`` (a SessionSettings) with each guard in :data:`GUARD_WALL_FLOORS`
     raised to at least its floor × ``time_scale`` nominal seconds. At scale 1 (production)
     the floors are below the defaults and nothing changes."""
-    changes = {name: floor * time_scale for name, floor in GUARD_WALL_FLOORS.items()
-               if getattr(settings, name) < floor * time_scale}
+    changes = {
+        name: floor * time_scale
+        for name, floor in GUARD_WALL_FLOORS.items()
+        if getattr(settings, name) < floor * time_scale
+    }
     return replace(settings, **changes) if changes else settings
 
 
 # --- STATUS ---------------------------------------------------------------------------
+
 
 def _age(seconds: float) -> str:
     """Coarse human duration: 45s, 12m03s, 2h05m (coarse keeps STATUS churn low)."""
@@ -241,14 +259,19 @@ def format_status(stats: Mapping[str, object]) -> str:
         for device in missing:
             if isinstance(device, Mapping):
                 seconds = _number(device, "seconds")
-                parts.append(f"{device.get('kind', 'device')} {device.get('name', '?')!r} missing"
-                             + (f" {_age(seconds)}" if seconds is not None else ""))
+                parts.append(
+                    f"{device.get('kind', 'device')} {device.get('name', '?')!r} missing"
+                    + (f" {_age(seconds)}" if seconds is not None else "")
+                )
     for key, label in (("session_age", "session"), ("connection_age", "connection")):
         value = _number(stats, key)
         if value is not None:
             parts.append(f"{label} {_age(value)}")
-    for key, label in (("next_resume_in", "resume in"), ("next_rollover_in", "rollover in"),
-                       ("next_retry_in", "retry in")):
+    for key, label in (
+        ("next_resume_in", "resume in"),
+        ("next_rollover_in", "rollover in"),
+        ("next_retry_in", "retry in"),
+    ):
         value = _number(stats, key)
         if value is not None:
             parts.append(f"{label} {_age(value)}")

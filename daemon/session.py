@@ -196,13 +196,47 @@ from daemon.vocabulary import (  # the core's vocabulary, re-exported: see __all
 )
 
 __all__ = [
-    "Phase", "Session", "SessionStateError", "TurnState", "SessionSettings", "ConnectionOpened",
-    "ServerEvents", "ConnectionClosed", "ConnectionFailed", "FrameRejected", "TimerFired",
-    "Start", "Shutdown", "SendText", "SetInstruction", "NewConversation", "PttStart", "PttStop",
-    "VideoFrame", "ToolDone", "Effect", "OpenConnection", "SendFrame", "CloseConnection",
-    "Play", "FlushPlayback", "ReplyEnded", "Earcon", "RunTool", "CancelTool", "ShowStates",
-    "Persist", "Notify", "SessionStats", "Snapshot", "FailureKind", "Failure",
-    "classify_failure", "Announce", "SetMuted", "SpeakLocally",
+    "Phase",
+    "Session",
+    "SessionStateError",
+    "TurnState",
+    "SessionSettings",
+    "ConnectionOpened",
+    "ServerEvents",
+    "ConnectionClosed",
+    "ConnectionFailed",
+    "FrameRejected",
+    "TimerFired",
+    "Start",
+    "Shutdown",
+    "SendText",
+    "SetInstruction",
+    "NewConversation",
+    "PttStart",
+    "PttStop",
+    "VideoFrame",
+    "ToolDone",
+    "Effect",
+    "OpenConnection",
+    "SendFrame",
+    "CloseConnection",
+    "Play",
+    "FlushPlayback",
+    "ReplyEnded",
+    "Earcon",
+    "RunTool",
+    "CancelTool",
+    "ShowStates",
+    "Persist",
+    "Notify",
+    "SessionStats",
+    "Snapshot",
+    "FailureKind",
+    "Failure",
+    "classify_failure",
+    "Announce",
+    "SetMuted",
+    "SpeakLocally",
 ]
 
 log = logging.getLogger(__name__)
@@ -216,21 +250,30 @@ class SessionStateError(VoicedError, RuntimeError):
 
 
 class Phase(enum.Enum):
-    NEW = "new"                # built, not started
+    NEW = "new"  # built, not started
     CONNECTING = "connecting"  # socket opening, setup sent, waiting for setupComplete
-    LIVE = "live"              # setupComplete received: frames flow
-    CLOSING = "closing"        # we closed the socket; the next step waits for it to be gone
-    BACKOFF = "backoff"        # waiting before reconnecting: a retry, quota, or a cool-down
-    FAILED = "failed"          # fatal error: no retry until Start or NewConversation
-    STOPPED = "stopped"        # shut down, for good
+    LIVE = "live"  # setupComplete received: frames flow
+    CLOSING = "closing"  # we closed the socket; the next step waits for it to be gone
+    BACKOFF = "backoff"  # waiting before reconnecting: a retry, quota, or a cool-down
+    FAILED = "failed"  # fatal error: no retry until Start or NewConversation
+    STOPPED = "stopped"  # shut down, for good
 
 
 NEW, CONNECTING, LIVE, CLOSING, BACKOFF, FAILED, STOPPED = Phase
 
 _EDGES = {
-    (NEW, CONNECTING), (CONNECTING, LIVE), (CONNECTING, CLOSING), (CONNECTING, BACKOFF),
-    (CONNECTING, FAILED), (CONNECTING, CONNECTING), (LIVE, CLOSING), (LIVE, BACKOFF),
-    (LIVE, CONNECTING), (CLOSING, CONNECTING), (CLOSING, BACKOFF), (BACKOFF, CONNECTING),
+    (NEW, CONNECTING),
+    (CONNECTING, LIVE),
+    (CONNECTING, CLOSING),
+    (CONNECTING, BACKOFF),
+    (CONNECTING, FAILED),
+    (CONNECTING, CONNECTING),
+    (LIVE, CLOSING),
+    (LIVE, BACKOFF),
+    (LIVE, CONNECTING),
+    (CLOSING, CONNECTING),
+    (CLOSING, BACKOFF),
+    (BACKOFF, CONNECTING),
     (FAILED, CONNECTING),
     *((p, STOPPED) for p in Phase),
 }
@@ -243,18 +286,18 @@ class _Ask:
     the core gives up on it (dropped, always reported)."""
 
     id: int
-    conn: int | None = None    # connection it is sent on (None: not sent yet, or to resend)
+    conn: int | None = None  # connection it is sent on (None: not sent yet, or to resend)
     sent_at: float = 0.0
-    attempts: int = 0          # times it went out whole (a replay is attempt 2); a turn
+    attempts: int = 0  # times it went out whole (a replay is attempt 2); a turn
     #                            cut by a switch while still being spoken is not an attempt
     after_unread: bool = False  # sent after content the server may not have read yet
-    superseded: bool = False   # a newer activity interrupted its reply (barge-in)
-    heard: bool = False        # reply content for it arrived
-    generated: bool = False    # its generationComplete arrived
-    completed: bool = False    # its turnComplete arrived
-    called: bool = False       # it made a tool call the core ran
-    refused: int = 0           # empty / RESPONSE_REJECTED answers so far (F14)
-    tripped: bool = False      # its connection closed 1007 while it was on it (F11)
+    superseded: bool = False  # a newer activity interrupted its reply (barge-in)
+    heard: bool = False  # reply content for it arrived
+    generated: bool = False  # its generationComplete arrived
+    completed: bool = False  # its turnComplete arrived
+    called: bool = False  # it made a tool call the core ran
+    refused: int = 0  # empty / RESPONSE_REJECTED answers so far (F14)
+    tripped: bool = False  # its connection closed 1007 while it was on it (F11)
 
 
 @dataclass(eq=False)
@@ -264,14 +307,14 @@ class _UserTurn(_Ask):
 
     frames: list[bytes] = field(default_factory=list)
     nbytes: int = 0
-    counted: int = 0           # leading frames already counted in frames_sent
-    pre_roll: int = 0          # how many of ``frames`` came from before the press
+    counted: int = 0  # leading frames already counted in frames_sent
+    pre_roll: int = 0  # how many of ``frames`` came from before the press
     started_at: float = 0.0
     ended: bool = False
-    barge_in: bool = False     # pressed while connected: opens as soon as it may
-    clipped: bool = False      # longer than buffer_seconds: the rest was sent, not kept
-    incomplete: bool = False   # asked without part of its audio (counted in turns_incomplete)
-    by_design: bool = False    # dropped, capped or incomplete (counted in turns_ended_by_design)
+    barge_in: bool = False  # pressed while connected: opens as soon as it may
+    clipped: bool = False  # longer than buffer_seconds: the rest was sent, not kept
+    incomplete: bool = False  # asked without part of its audio (counted in turns_incomplete)
+    by_design: bool = False  # dropped, capped or incomplete (counted in turns_ended_by_design)
 
 
 @dataclass(eq=False)
@@ -289,7 +332,7 @@ class _Call:
     """A tool call the core started (RunTool) and has not answered yet."""
 
     name: str
-    session: int       # ordinal of the Live session that made it
+    session: int  # ordinal of the Live session that made it
     blocking: bool
 
 
@@ -312,15 +355,27 @@ class _Pending:
 
 
 _ANYTIME: dict[type, str] = {
-    MicFrame: "_on_mic_frame", MicOverflow: "_on_mic_overflow",
-    ButtonPressed: "_on_press", PttStart: "_on_press",
-    ButtonReleased: "_on_release", PttStop: "_on_release", ButtonHeld: "_on_held",
-    PlaybackStarted: "_on_playback_started", PlaybackDrained: "_on_playback_drained",
-    PlaybackUnderrun: "_ignore", DeviceLost: "_on_device_lost",
-    DeviceRestored: "_on_device_restored", SendText: "_on_send_text",
-    SetInstruction: "_on_set_instruction", NewConversation: "_on_new_conversation",
-    VideoFrame: "_on_video_frame", TimerFired: "_ignore", Shutdown: "_on_shutdown",
-    FrameRejected: "_on_frame_rejected", ToolDone: "_on_tool_done", Announce: "_on_announce",
+    MicFrame: "_on_mic_frame",
+    MicOverflow: "_on_mic_overflow",
+    ButtonPressed: "_on_press",
+    PttStart: "_on_press",
+    ButtonReleased: "_on_release",
+    PttStop: "_on_release",
+    ButtonHeld: "_on_held",
+    PlaybackStarted: "_on_playback_started",
+    PlaybackDrained: "_on_playback_drained",
+    PlaybackUnderrun: "_ignore",
+    DeviceLost: "_on_device_lost",
+    DeviceRestored: "_on_device_restored",
+    SendText: "_on_send_text",
+    SetInstruction: "_on_set_instruction",
+    NewConversation: "_on_new_conversation",
+    VideoFrame: "_on_video_frame",
+    TimerFired: "_ignore",
+    Shutdown: "_on_shutdown",
+    FrameRejected: "_on_frame_rejected",
+    ToolDone: "_on_tool_done",
+    Announce: "_on_announce",
     SetMuted: "_on_set_muted",
 }
 _CONNECTION_EVENTS = (ConnectionOpened, ServerEvents, ConnectionClosed, ConnectionFailed)
@@ -329,12 +384,27 @@ _LATE: dict[type, str] = {t: "_ignore" for t in _CONNECTION_EVENTS}
 
 TRANSITIONS: dict[Phase, dict[type, str]] = {
     NEW: {**_ANYTIME, Start: "_on_start"},
-    CONNECTING: {**_ANYTIME, ConnectionOpened: "_ignore", ServerEvents: "_on_server_events",
-                 ConnectionClosed: "_on_lost", ConnectionFailed: "_on_lost"},
-    LIVE: {**_ANYTIME, ConnectionOpened: "_ignore", ServerEvents: "_on_server_events",
-           ConnectionClosed: "_on_lost", ConnectionFailed: "_on_lost"},
-    CLOSING: {**_ANYTIME, ConnectionOpened: "_ignore", ServerEvents: "_on_closing_events",
-              ConnectionClosed: "_on_closed", ConnectionFailed: "_on_closed"},
+    CONNECTING: {
+        **_ANYTIME,
+        ConnectionOpened: "_ignore",
+        ServerEvents: "_on_server_events",
+        ConnectionClosed: "_on_lost",
+        ConnectionFailed: "_on_lost",
+    },
+    LIVE: {
+        **_ANYTIME,
+        ConnectionOpened: "_ignore",
+        ServerEvents: "_on_server_events",
+        ConnectionClosed: "_on_lost",
+        ConnectionFailed: "_on_lost",
+    },
+    CLOSING: {
+        **_ANYTIME,
+        ConnectionOpened: "_ignore",
+        ServerEvents: "_on_closing_events",
+        ConnectionClosed: "_on_closed",
+        ConnectionFailed: "_on_closed",
+    },
     BACKOFF: {**_ANYTIME, **_LATE},
     FAILED: {**_ANYTIME, **_LATE, Start: "_on_start"},
     STOPPED: {t: "_ignore" for t in (*_ANYTIME, Start, *_CONNECTION_EVENTS)},
@@ -358,8 +428,15 @@ class Session:
         rng: random source for the backoff jitter (seeded in tests).
     """
 
-    def __init__(self, settings: SessionSettings, setup: wire.SetupConfig, api: str = "gemini",
-                 now: float = 0.0, *, rng: Callable[[], float] = random.random) -> None:
+    def __init__(
+        self,
+        settings: SessionSettings,
+        setup: wire.SetupConfig,
+        api: str = "gemini",
+        now: float = 0.0,
+        *,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
         if api not in ("gemini", "vertex"):
             raise ValueError(f"api {api!r}: must be 'gemini' or 'vertex'")
         self.settings = settings
@@ -369,8 +446,9 @@ class Session:
         self.phase = NEW
         self._now = now
         self._effects: list[Effect] = []
-        self._backoff = Backoff(settings.backoff_base, settings.backoff_cap,
-                                settings.backoff_stable_period, rng=rng)
+        self._backoff = Backoff(
+            settings.backoff_base, settings.backoff_cap, settings.backoff_stable_period, rng=rng
+        )
         model = _model_id(setup.model)
         # gemini-3.1-flash-live-preview takes clientContent only as initial history
         # (historyConfig.initialHistoryInClientContent; LIVE_PROTOCOL.md, FIELD_REPORTS F8).
@@ -381,24 +459,27 @@ class Session:
         # rollover takes moments); false from a failure until a connection is ready.
         self._reachable = False
         self._muted = False  # the user muted the mic (SetMuted)
-        self._blocking_tools = (settings.tools_blocking if settings.tools_blocking is not None
-                                else not model.startswith("gemini-3.8"))
+        self._blocking_tools = (
+            settings.tools_blocking
+            if settings.tools_blocking is not None
+            else not model.startswith("gemini-3.8")
+        )
         # connection
-        self._conn = 0                     # id of the connection we deal with (0: none yet)
+        self._conn = 0  # id of the connection we deal with (0: none yet)
         self._phase_deadline: float | None = None
         self._after_close: Failure | bool = False  # after CLOSING: a failure, or open(fresh)
         self._resuming = False
         self._resume_refusals = 0
         self._ready_at: float | None = None
         self._last_server_at = now
-        self._last_result_at = now         # our latest toolResponse: the model answers after it
+        self._last_result_at = now  # our latest toolResponse: the model answers after it
         self._goaway: _Due | None = None
-        self._waiting = "retry"            # what BACKOFF waits for: retry, quota, cooldown
+        self._waiting = "retry"  # what BACKOFF waits for: retry, quota, cooldown
         self._failures: deque[tuple[float, str]] = deque()  # circuit breaker record
         # Live API session
         self._handle: str | None = None
         self._handle_at = 0.0
-        self._handle_stale = False         # an answered turn has no handle after it yet
+        self._handle_stale = False  # an answered turn has no handle after it yet
         # Content sent without a turn (restore, typed context, instruction) that the server
         # may not have read yet: a handle issued before it was read stands for a state
         # without it, and nothing in a Gemini API handle says which. The server reads our
@@ -410,7 +491,7 @@ class Session:
         self._tokens = 0
         self._prompt_tokens = 0
         self._prompt_before_resume: int | None = None  # F6 check after a resume
-        self._model_turns = 0              # model turns on this session (3.1 clientContent)
+        self._model_turns = 0  # model turns on this session (3.1 clientContent)
         self._system_turns_refused = False  # Vertex refused a role-"system" turn (F8)
         self._system_turn_conn: int | None = None
         self._window_full_at: float | None = None
@@ -424,8 +505,8 @@ class Session:
         self._turn: _UserTurn | None = None
         self._asks: deque[_AskT] = deque()  # oldest first; the sent ones are a prefix
         self._next_ask_id = 1
-        self._spurious_interrupt = False   # an interrupted we did not provoke (F16)
-        self._unasked = False              # model content nobody asked for is arriving (F7)
+        self._spurious_interrupt = False  # an interrupted we did not provoke (F16)
+        self._unasked = False  # model content nobody asked for is arriving (F7)
         self._tool_grace_until: float | None = None  # a NON_BLOCKING result may be spoken
         self._pending: deque[_Pending] = deque()
         self._in_text: list[str] = []
@@ -445,18 +526,44 @@ class Session:
         self._deadline: float | None = None  # cached: deadline() is called every loop turn
         self._persist_wanted = False
         self._drop_noted = False
-        self.counts = dict(sessions=0, resumes=0, rollovers=0, retries=0, turns=0, replies=0,
-                           frames_captured=0, frames_sent=0, frames_dropped=0, bad_frames=0,
-                           mic_overflows=0, asks=0, asks_answered=0, asks_interrupted=0,
-                           asks_dropped=0, phantom_replies=0, tools_run=0, quota_waits=0,
-                           cooldowns=0, turns_capped=0, turns_incomplete=0,
-                           turns_ended_by_design=0)
+        self.counts = dict(
+            sessions=0,
+            resumes=0,
+            rollovers=0,
+            retries=0,
+            turns=0,
+            replies=0,
+            frames_captured=0,
+            frames_sent=0,
+            frames_dropped=0,
+            bad_frames=0,
+            mic_overflows=0,
+            asks=0,
+            asks_answered=0,
+            asks_interrupted=0,
+            asks_dropped=0,
+            phantom_replies=0,
+            tools_run=0,
+            quota_waits=0,
+            cooldowns=0,
+            turns_capped=0,
+            turns_incomplete=0,
+            turns_ended_by_design=0,
+        )
         self.last_error: str | None = None
 
     @classmethod
-    def from_snapshot(cls, snapshot: Snapshot, settings: SessionSettings, setup: wire.SetupConfig,
-                      api: str = "gemini", now: float = 0.0, downtime: float = 0.0,
-                      *, rng: Callable[[], float] = random.random) -> "Session":
+    def from_snapshot(
+        cls,
+        snapshot: Snapshot,
+        settings: SessionSettings,
+        setup: wire.SetupConfig,
+        api: str = "gemini",
+        now: float = 0.0,
+        downtime: float = 0.0,
+        *,
+        rng: Callable[[], float] = random.random,
+    ) -> "Session":
         """A session continuing a saved one: it resumes with the saved handle if the
         handle is still within its lifetime after ``downtime`` seconds, else it starts
         fresh with the saved conversation restored."""
@@ -484,8 +591,11 @@ class Session:
         """
         if now > self._now:
             self._now = now
-        if type(event) is MicFrame and self._turn is None and (
-                self._deadline is None or self._now < self._deadline):
+        if (
+            type(event) is MicFrame
+            and self._turn is None
+            and (self._deadline is None or self._now < self._deadline)
+        ):
             # The hot path, 50 times a second while idle: into the pre-roll ring and out,
             # no state can change (nobody is talking, no timer is due).
             self._ring(event.pcm)
@@ -498,7 +608,8 @@ class Session:
             name = TRANSITIONS[self.phase][type(event)]
         except KeyError:
             raise SessionStateError(
-                f"{type(event).__name__} cannot be handled in phase {self.phase.value}") from None
+                f"{type(event).__name__} cannot be handled in phase {self.phase.value}"
+            ) from None
         getattr(self, name)(event)
         self._step_turn(type(event).__name__)
         self._tick()
@@ -558,9 +669,13 @@ class Session:
             out.add(DeviceState.MUTED)
         if self._goaway is not None and self.phase in (LIVE, CLOSING):
             out.add(DeviceState.GOING_AWAY)
-        if self.phase is LIVE and not out & {DeviceState.LISTENING, DeviceState.SPEAKING,
-                                               DeviceState.THINKING, DeviceState.ERROR,
-                                               DeviceState.WORKING}:
+        if self.phase is LIVE and not out & {
+            DeviceState.LISTENING,
+            DeviceState.SPEAKING,
+            DeviceState.THINKING,
+            DeviceState.ERROR,
+            DeviceState.WORKING,
+        }:
             out.add(DeviceState.IDLE)
         return frozenset(out)
 
@@ -574,27 +689,47 @@ class Session:
         waiting = self._waiting if self.phase is BACKOFF else None
         return SessionStats(
             phase=self.phase.value,
-            session_age=None if self._session_started_at is None else now - self._session_started_at,
-            connection_age=None if self._ready_at is None or self.phase is not LIVE
+            session_age=None
+            if self._session_started_at is None
+            else now - self._session_started_at,
+            connection_age=None
+            if self._ready_at is None or self.phase is not LIVE
             else now - self._ready_at,
             next_switch_in=None if nxt is None else max(0.0, nxt.soft - now),
             next_switch=None if nxt is None else nxt.reason,
             next_resume_in=None if resume is None else max(0.0, resume - now),
             next_rollover_in=None if rollover is None else max(0.0, rollover - now),
-            tokens_used=self._tokens, context_window=self.settings.context_window,
-            sessions=c["sessions"], resumes=c["resumes"], rollovers=c["rollovers"],
-            retries=c["retries"], turns=c["turns"], replies=c["replies"],
-            frames_captured=c["frames_captured"], frames_sent=c["frames_sent"],
-            frames_buffered=self._buffered_frames(), frames_dropped=c["frames_dropped"],
-            bad_frames=c["bad_frames"], mic_overflows=c["mic_overflows"],
-            last_error=self.last_error, asks=c["asks"], asks_answered=c["asks_answered"],
-            asks_interrupted=c["asks_interrupted"], asks_dropped=c["asks_dropped"],
-            asks_waiting=len(self._asks), phantom_replies=c["phantom_replies"],
-            tools_run=c["tools_run"], tools_running=len(self._calls), waiting=waiting,
-            turns_capped=c["turns_capped"], turns_incomplete=c["turns_incomplete"],
+            tokens_used=self._tokens,
+            context_window=self.settings.context_window,
+            sessions=c["sessions"],
+            resumes=c["resumes"],
+            rollovers=c["rollovers"],
+            retries=c["retries"],
+            turns=c["turns"],
+            replies=c["replies"],
+            frames_captured=c["frames_captured"],
+            frames_sent=c["frames_sent"],
+            frames_buffered=self._buffered_frames(),
+            frames_dropped=c["frames_dropped"],
+            bad_frames=c["bad_frames"],
+            mic_overflows=c["mic_overflows"],
+            last_error=self.last_error,
+            asks=c["asks"],
+            asks_answered=c["asks_answered"],
+            asks_interrupted=c["asks_interrupted"],
+            asks_dropped=c["asks_dropped"],
+            asks_waiting=len(self._asks),
+            phantom_replies=c["phantom_replies"],
+            tools_run=c["tools_run"],
+            tools_running=len(self._calls),
+            waiting=waiting,
+            turns_capped=c["turns_capped"],
+            turns_incomplete=c["turns_incomplete"],
             turns_ended_by_design=c["turns_ended_by_design"],
-            wait_left=None if waiting is None or self._phase_deadline is None
-            else max(0.0, self._phase_deadline - now))
+            wait_left=None
+            if waiting is None or self._phase_deadline is None
+            else max(0.0, self._phase_deadline - now),
+        )
 
     def snapshot(self) -> Snapshot:
         """What a restart needs to continue (see :meth:`from_snapshot`)."""
@@ -604,10 +739,13 @@ class Session:
         return Snapshot(
             handle=self._handle if usable else None,
             handle_age=self._now - self._handle_at if usable else None,
-            session_age=None if self._session_started_at is None or not usable
+            session_age=None
+            if self._session_started_at is None or not usable
             else self._now - self._session_started_at,
-            video_sent=self._video_sent, system_instruction=self.setup.system_instruction,
-            history=tuple(self.conversation.entries))
+            video_sent=self._video_sent,
+            system_instruction=self.setup.system_instruction,
+            history=tuple(self.conversation.entries),
+        )
 
     # ------------------------------------------------------------------------------ plumbing
 
@@ -667,9 +805,13 @@ class Session:
         playing."""
         turn = self._turn
         head = self._asks[0] if self._asks else None
-        return (turn is not None, turn is not None and turn.conn is None,
-                bool(self._asks), head is not None and head.heard and head.conn == self._conn,
-                self._playing)
+        return (
+            turn is not None,
+            turn is not None and turn.conn is None,
+            bool(self._asks),
+            head is not None and head.heard and head.conn == self._conn,
+            self._playing,
+        )
 
     def _ignore(self, event: Event) -> None:
         pass
@@ -686,15 +828,23 @@ class Session:
         if turn is not None and now >= turn.started_at + self.settings.max_turn_seconds:
             # A stuck button, a toggle left on, `ptt start` with no stop: end it, audibly.
             self._emit(Earcon("error"))
-            self._notify("warning", f"the turn reached {self.settings.max_turn_seconds:g} s "
-                         "([session] max_turn_seconds): ended it as if released")
+            self._notify(
+                "warning",
+                f"the turn reached {self.settings.max_turn_seconds:g} s "
+                "([session] max_turn_seconds): ended it as if released",
+            )
             self.counts["turns_capped"] += 1
             self._ended_by_design(turn)
             self._end_turn(turn)
         if self._phase_deadline is not None and now >= self._phase_deadline:
             if self.phase is CONNECTING:
-                self._close_then(Failure(FailureKind.RETRYABLE, "no setupComplete within "
-                                         f"{self.settings.setup_timeout:g} s"), "setup timeout")
+                self._close_then(
+                    Failure(
+                        FailureKind.RETRYABLE,
+                        f"no setupComplete within {self.settings.setup_timeout:g} s",
+                    ),
+                    "setup timeout",
+                )
             elif self.phase is CLOSING:
                 self._closed()
             elif self.phase is BACKOFF:
@@ -705,8 +855,13 @@ class Session:
         if stall is not None and now >= stall:
             # F14: the user hears and sees that it failed; the ask goes out again once.
             self._emit(Earcon("error"))
-            self._close_then(Failure(FailureKind.RETRYABLE, "stall: no answer from the server "
-                                     f"for {self.settings.reply_timeout:g} s"), "stalled")
+            self._close_then(
+                Failure(
+                    FailureKind.RETRYABLE,
+                    f"stall: no answer from the server for {self.settings.reply_timeout:g} s",
+                ),
+                "stalled",
+            )
             return
         dues = self._dues()
         hard = [d for d in dues if d.hard is not None and d.hard <= now]
@@ -716,8 +871,12 @@ class Session:
             # A rollover due within one rollover window anyway is done now, instead of a
             # resume followed shortly by a second switch.
             soon = now + self.settings.rollover_window
-            fresh = (any(d.fresh for d in wanted) or not self._handle_usable()
-                     or self._handle_stale or any(d.fresh and d.soft <= soon for d in dues))
+            fresh = (
+                any(d.fresh for d in wanted)
+                or not self._handle_usable()
+                or self._handle_stale
+                or any(d.fresh and d.soft <= soon for d in dues)
+            )
             self._switch(fresh, wanted[0].reason, forced=bool(hard))
             return
         if not soft:
@@ -729,12 +888,16 @@ class Session:
             out.append(self._goaway)
         if self._ready_at is not None:
             end = self._ready_at + s.connection_cap
-            out.append(_Due("connection age", end - s.connection_switch_window,
-                            end - s.resume_margin, False))
+            out.append(
+                _Due(
+                    "connection age", end - s.connection_switch_window, end - s.resume_margin, False
+                )
+            )
         if self._session_started_at is not None and not s.compression:
             # With contextWindowCompression the session has no 15-minute cap (docs).
-            end = self._session_started_at + (s.session_cap_video if self._video_sent
-                                              else s.session_cap_audio)
+            end = self._session_started_at + (
+                s.session_cap_video if self._video_sent else s.session_cap_audio
+            )
             out.append(_Due("session cap", end - s.rollover_window, end - s.resume_margin, True))
         if self._window_full_at is not None:
             out.append(_Due("context window", self._window_full_at, None, True))
@@ -767,12 +930,12 @@ class Session:
         # but a user waiting on a held turn outweighs it: go fresh then (see _tick). With
         # content the server may not have read, only a turn could make a handle good, and
         # a turn pressed now is held for the next connection: waiting is pointless.
-        return (not self._handle_stale or turn is not None or bool(self._asks)
-                or self._unread_content)
+        return (
+            not self._handle_stale or turn is not None or bool(self._asks) or self._unread_content
+        )
 
     def _handle_usable(self) -> bool:
-        return (self._handle is not None
-                and self._now - self._handle_at < self.settings.handle_ttl)
+        return self._handle is not None and self._now - self._handle_at < self.settings.handle_ttl
 
     # ------------------------------------------------------------------------------ connections
 
@@ -784,11 +947,18 @@ class Session:
         resume = not fresh and self._handle_usable() and not self._handle_stale
         if not resume:
             self._handle = None
-        history = (not resume and self._history_in_setup
-                   and bool(self.conversation.restore_turns(self.settings.restore_budget_tokens)))
-        setup = replace(self.setup, resumable=True, handle=self._handle if resume else None,
-                        compression=self._compression(),
-                        initial_history_in_client_content=history)
+        history = (
+            not resume
+            and self._history_in_setup
+            and bool(self.conversation.restore_turns(self.settings.restore_budget_tokens))
+        )
+        setup = replace(
+            self.setup,
+            resumable=True,
+            handle=self._handle if resume else None,
+            compression=self._compression(),
+            initial_history_in_client_content=history,
+        )
         if resume:
             self._prompt_before_resume = self._prompt_tokens or None
         self._conn += 1
@@ -888,8 +1058,11 @@ class Session:
                 self._send(wire.client_content_message(turns, turn_complete=False))
             self._handle_stale = True
             self._unread_content = True
-        self._notify("info", f"new session {self.counts['sessions']} (connection {self._conn}), "
-                     f"{len(turns)} turns restored")
+        self._notify(
+            "info",
+            f"new session {self.counts['sessions']} (connection {self._conn}), "
+            f"{len(turns)} turns restored",
+        )
         self._persist_wanted = True
 
     def _switch(self, fresh: bool, reason: str, forced: bool) -> None:
@@ -927,27 +1100,45 @@ class Session:
     def _on_lost(self, event: ConnectionClosed | ConnectionFailed) -> None:
         at_setup = self.phase is CONNECTING
         if isinstance(event, ConnectionClosed):
-            failure = classify_failure(event.code, event.reason, resuming=self._resuming,
-                                       at_setup=at_setup)
+            failure = classify_failure(
+                event.code, event.reason, resuming=self._resuming, at_setup=at_setup
+            )
         else:
-            failure = classify_failure(None, event.detail, event.error_kind, event.status,
-                                       resuming=self._resuming, at_setup=at_setup)
-        if (failure.kind is FailureKind.RETRYABLE and at_setup and self._resuming
-                and isinstance(event, ConnectionClosed) and event.code not in (None, 1006)):
+            failure = classify_failure(
+                None,
+                event.detail,
+                event.error_kind,
+                event.status,
+                resuming=self._resuming,
+                at_setup=at_setup,
+            )
+        if (
+            failure.kind is FailureKind.RETRYABLE
+            and at_setup
+            and self._resuming
+            and isinstance(event, ConnectionClosed)
+            and event.code not in (None, 1006)
+        ):
             # The server is reachable but would not take the resume (e.g. 1011 while it
             # still thinks the old socket is open). Twice in a row means the handle is
             # no good to us: go fresh with context instead of retrying forever.
             self._resume_refusals += 1
             if self._resume_refusals >= 2:
                 failure = Failure(FailureKind.HANDLE_REFUSED, failure.message)
-        if (failure.kind is FailureKind.FRESH and isinstance(event, ConnectionClosed)
-                and event.code == 1007):
+        if (
+            failure.kind is FailureKind.FRESH
+            and isinstance(event, ConnectionClosed)
+            and event.code == 1007
+        ):
             if self.api == "vertex" and self._system_turn_conn == self._conn:
                 # A role-"system" turn refused (F8): the new instruction goes in the setup
                 # of a fresh session from now on.
                 self._system_turns_refused = True
-                self._notify("warning", "the server refused the instruction as a system turn "
-                             f"({failure.message}): rolling over with it in the setup")
+                self._notify(
+                    "warning",
+                    "the server refused the instruction as a system turn "
+                    f"({failure.message}): rolling over with it in the setup",
+                )
             else:
                 # F11: what was on the wire may be what it refused; resent once only.
                 for ask in self._asks:
@@ -961,10 +1152,18 @@ class Session:
         # network that is down, or a backend that is down for minutes (F9: 1011 "The
         # service is currently unavailable."), is the backoff's job: retried, capped at
         # backoff_cap, and recovered as soon as it is back (the audio is held meanwhile).
-        self._act_on_failure(failure, refused_by_server=(
-            failure.kind is not FailureKind.RETRYABLE and (
-                isinstance(event, ConnectionClosed) and event.code not in (None, 1006)
-                or isinstance(event, ConnectionFailed) and event.error_kind == "http")))
+        self._act_on_failure(
+            failure,
+            refused_by_server=(
+                failure.kind is not FailureKind.RETRYABLE
+                and (
+                    isinstance(event, ConnectionClosed)
+                    and event.code not in (None, 1006)
+                    or isinstance(event, ConnectionFailed)
+                    and event.error_kind == "http"
+                )
+            ),
+        )
 
     def _act_on_failure(self, failure: Failure, refused_by_server: bool = False) -> None:
         self.last_error = failure.message
@@ -981,26 +1180,36 @@ class Session:
             self._waiting = "cooldown"
             self._go(BACKOFF)
             self._phase_deadline = self._now + self.settings.cooldown
-            self._notify("error", f"the same failure {self.settings.breaker_failures} times in "
-                         f"{self.settings.breaker_window:g} s ({failure.message}): pausing "
-                         f"{self.settings.cooldown:g} s before trying again")
+            self._notify(
+                "error",
+                f"the same failure {self.settings.breaker_failures} times in "
+                f"{self.settings.breaker_window:g} s ({failure.message}): pausing "
+                f"{self.settings.cooldown:g} s before trying again",
+            )
         elif kind is FailureKind.QUOTA:
             self.counts["quota_waits"] += 1
             self._waiting = "quota"
             self._go(BACKOFF)
             self._phase_deadline = self._now + self.settings.quota_backoff
-            self._notify("error", f"the Live API refused for quota or too many sessions "
-                         f"({failure.message}): trying again in {self.settings.quota_backoff:g} s")
+            self._notify(
+                "error",
+                f"the Live API refused for quota or too many sessions "
+                f"({failure.message}): trying again in {self.settings.quota_backoff:g} s",
+            )
         elif kind in (FailureKind.HANDLE_REFUSED, FailureKind.FRESH):
             what = "resumption refused" if kind is FailureKind.HANDLE_REFUSED else "session broke"
-            self._notify("warning", f"{what} ({failure.message}): "
-                         "starting a fresh session with the conversation restored")
+            self._notify(
+                "warning",
+                f"{what} ({failure.message}): "
+                "starting a fresh session with the conversation restored",
+            )
             self._handle = None
             self._open(fresh=True)
         else:
             delay = self._backoff.next_delay(self._now)
-            self._notify("warning", f"connection lost ({failure.message}); "
-                         f"reconnecting in {delay:.1f} s")
+            self._notify(
+                "warning", f"connection lost ({failure.message}); reconnecting in {delay:.1f} s"
+            )
             self._waiting = "retry"
             self._go(BACKOFF)
             self._phase_deadline = self._now + delay
@@ -1026,8 +1235,11 @@ class Session:
         if turn is not None and turn.conn == self._conn:
             turn.conn = None
             if turn.clipped:
-                self._notify("warning", "the turn is longer than buffer_seconds: only its first "
-                             f"{self.settings.buffer_seconds:g} s can be sent again")
+                self._notify(
+                    "warning",
+                    "the turn is longer than buffer_seconds: only its first "
+                    f"{self.settings.buffer_seconds:g} s can be sent again",
+                )
                 self._incomplete(turn)
 
     def _connection_gone(self) -> None:
@@ -1045,8 +1257,10 @@ class Session:
                 # its answer, which must not run twice): it keeps playing across the
                 # switch (F17) and is not asked again (it would be answered twice).
                 if not ask.generated:
-                    self._notify("info", "the connection ended before the reply was complete: "
-                                 "playing what arrived")
+                    self._notify(
+                        "info",
+                        "the connection ended before the reply was complete: playing what arrived",
+                    )
                 if self._playing:
                     self._emit(ReplyEnded())
                 self._resolve(ask, "answered")
@@ -1057,13 +1271,14 @@ class Session:
                 # drop, reported — never taken silently for answered, never sent a third time.
                 if self._playing:
                     self._emit(ReplyEnded())
-                self._drop(ask, "it went unanswered on two connections: the answer was cut "
-                           "short")
+                self._drop(ask, "it went unanswered on two connections: the answer was cut short")
             elif ask.heard:
                 # Part of the answer arrived: what arrived still plays (never flushed by a
                 # switch, F17), and the question goes out again for the whole answer.
-                self._notify("info", "the connection ended in the middle of a reply: "
-                             "asking again on the next one")
+                self._notify(
+                    "info",
+                    "the connection ended in the middle of a reply: asking again on the next one",
+                )
                 if self._playing:
                     self._emit(ReplyEnded())
             elif ask.tripped and ask.attempts >= 2:
@@ -1101,8 +1316,9 @@ class Session:
             self.counts["asks_interrupted"] += 1
         typed = isinstance(ask, _Question)
         user = ask.text if isinstance(ask, _Question) else "".join(self._in_text)
-        self.conversation.add_exchange(user, "".join(self._out_text) if ask.heard else "",
-                                       "typed" if typed else "voice")
+        self.conversation.add_exchange(
+            user, "".join(self._out_text) if ask.heard else "", "typed" if typed else "voice"
+        )
         self._in_text.clear()
         self._out_text.clear()
         self._handle_stale = True
@@ -1127,8 +1343,12 @@ class Session:
             return  # mic audio and turns wait for the tool result (F10: 1008 otherwise)
         turn = self._turn
         in_flight = any(a.conn == self._conn for a in self._asks)
-        if turn is not None and turn.conn is None and turn.barge_in and (
-                in_flight or not self._asks):
+        if (
+            turn is not None
+            and turn.conn is None
+            and turn.barge_in
+            and (in_flight or not self._asks)
+        ):
             # Pressed while connected but held (behind a blocking tool call): it interrupts
             # whatever is being answered, as a live press does.
             self._open_activity(turn)
@@ -1184,7 +1404,8 @@ class Session:
 
     def _blocking_call(self) -> bool:
         return self._blocking_tools and any(
-            c.blocking and c.session == self.counts["sessions"] for c in self._calls.values())
+            c.blocking and c.session == self.counts["sessions"] for c in self._calls.values()
+        )
 
     # ------------------------------------------------------------------------------ server events
 
@@ -1212,8 +1433,7 @@ class Session:
         if not self._unasked:
             self._unasked = True
             self.counts["phantom_replies"] += 1
-            self._notify("warning", "the model spoke with nobody asking (phantom turn): "
-                         "not played")
+            self._notify("warning", "the model spoke with nobody asking (phantom turn): not played")
         return None
 
     def _on_model_audio(self, ev: wire.ModelAudio) -> None:
@@ -1234,8 +1454,7 @@ class Session:
         self._in_text.append(ev.text)
 
     def _on_output_transcription(self, ev: wire.OutputTranscription) -> None:
-        if (not self._unasked and self._reply_head() is None
-                and self._tool_grace_until is None):
+        if not self._unasked and self._reply_head() is None and self._tool_grace_until is None:
             # A transcription with no model content and nobody asking is not a phantom
             # turn: no turnComplete of its own need follow it, and taking it for one
             # would swallow the next real answer as "the rest of the phantom" (answered
@@ -1305,8 +1524,9 @@ class Session:
             if head.refused >= 2 or head.attempts >= 2:
                 self._drop(head, "the model rejected it twice (RESPONSE_REJECTED)")
             else:
-                self._notify("warning", "the model rejected the question (RESPONSE_REJECTED): "
-                             "asking again")
+                self._notify(
+                    "warning", "the model rejected the question (RESPONSE_REJECTED): asking again"
+                )
                 head.conn = None
             self._in_text.clear()
             self._out_text.clear()
@@ -1314,14 +1534,19 @@ class Session:
         if not head.heard:
             # An empty answer (a tap with nothing said gets one): answered, but logged
             # (F14 lists empty answers among silent failures).
-            self._notify("info", f"the model answered with nothing (turnComplete "
-                         f"{ev.reason or 'without content'})")
+            self._notify(
+                "info",
+                f"the model answered with nothing (turnComplete {ev.reason or 'without content'})",
+            )
             self._resolve(head, "answered")
             return
         if not head.generated:
             # F15: turnComplete without generationComplete or interrupted.
-            self._notify("info", "the reply ended early (turnComplete without "
-                         "generationComplete): it may be cut short")
+            self._notify(
+                "info",
+                "the reply ended early (turnComplete without "
+                "generationComplete): it may be cut short",
+            )
         self._resolve(head, "answered")
 
     def _on_usage(self, ev: wire.Usage) -> None:
@@ -1330,26 +1555,39 @@ class Session:
             before = self._prompt_before_resume
             self._prompt_before_resume = None
             s = self.settings
-            if (before is not None and before >= s.history_loss_min_tokens
-                    and ev.prompt_tokens < s.history_loss_ratio * before):
+            if (
+                before is not None
+                and before >= s.history_loss_min_tokens
+                and ev.prompt_tokens < s.history_loss_ratio * before
+            ):
                 # F6: the resume was accepted but the server kept no history. Roll over
                 # with the conversation restored rather than talk to a model that forgot.
-                self._notify("warning", f"the resumed session lost its history (prompt tokens "
-                             f"{before} → {ev.prompt_tokens}): restoring the conversation "
-                             "in a fresh session")
+                self._notify(
+                    "warning",
+                    f"the resumed session lost its history (prompt tokens "
+                    f"{before} → {ev.prompt_tokens}): restoring the conversation "
+                    "in a fresh session",
+                )
                 self._request = _Due("history lost on resume", self._now, None, True)
             self._prompt_tokens = ev.prompt_tokens
         s = self.settings
-        if (not s.compression and self._window_full_at is None
-                and self._tokens >= s.context_threshold * s.context_window):
+        if (
+            not s.compression
+            and self._window_full_at is None
+            and self._tokens >= s.context_threshold * s.context_window
+        ):
             self._window_full_at = self._now
-            self._notify("info", f"context window {self._tokens}/{s.context_window} tokens: "
-                         "rolling over with a summary at the next pause")
+            self._notify(
+                "info",
+                f"context window {self._tokens}/{s.context_window} tokens: "
+                "rolling over with a summary at the next pause",
+            )
 
     def _on_goaway(self, ev: wire.GoAway) -> None:
         left = ev.time_left if ev.time_left is not None else self.settings.goaway_default_time_left
-        self._goaway = _Due("goAway", self._now, self._now + left - self.settings.resume_margin,
-                            False)
+        self._goaway = _Due(
+            "goAway", self._now, self._now + left - self.settings.resume_margin, False
+        )
         self._notify("info", f"goAway: {left:g} s left on this connection")
 
     def _on_resumption_update(self, ev: wire.ResumptionUpdate) -> None:
@@ -1374,17 +1612,18 @@ class Session:
                 # gets an answer so it does not wait (F18).
                 self.counts["phantom_replies"] += 1
                 self._notify("warning", f"not running {call.name}: no user asked (phantom call)")
-                self._send_tool_response(call_id, call.name,
-                                         {"error": "no user asked for this; not run"})
+                self._send_tool_response(
+                    call_id, call.name, {"error": "no user asked for this; not run"}
+                )
             elif call.name not in self._tool_names:
                 # F18: an undeclared name gets an answer at once, never silence.
                 self._notify("warning", f"the model called an unknown tool {call.name!r}")
-                self._send_tool_response(call_id, call.name,
-                                         {"error": f"unknown tool {call.name}"})
+                self._send_tool_response(call_id, call.name, {"error": f"unknown tool {call.name}"})
             else:
                 assert head is not None  # asked
-                self._calls[call_id] = _Call(call.name, self.counts["sessions"],
-                                             self._blocking_tools)
+                self._calls[call_id] = _Call(
+                    call.name, self.counts["sessions"], self._blocking_tools
+                )
                 self.counts["tools_run"] += 1
                 head.heard = head.called = True  # a call is an answer in progress
                 self._emit(RunTool(call_id, call.name, dict(call.args)))
@@ -1404,8 +1643,9 @@ class Session:
             return
         if call.session != self.counts["sessions"]:
             # The session that asked is gone: the result becomes context of the next one.
-            self._pending.append(_Pending(
-                "context", f"(The {call.name} tool returned: {dict(event.response)})"))
+            self._pending.append(
+                _Pending("context", f"(The {call.name} tool returned: {dict(event.response)})")
+            )
         elif self.phase is LIVE:
             self._send_tool_response(event.call_id, call.name, event.response)
             if self._reply_head() is None:
@@ -1420,8 +1660,9 @@ class Session:
         # NON_BLOCKING results carry the tool's scheduling (FIELD_REPORTS Part 3, F18:
         # the model's default WHEN_IDLE can leave a voice turn unanswered).
         scheduling = self._tool_scheduling.get(name)
-        self._send(wire.tool_response_message(
-            [wire.FunctionResponse(call_id, name, response, scheduling)]))
+        self._send(
+            wire.tool_response_message([wire.FunctionResponse(call_id, name, response, scheduling)])
+        )
 
     def _on_unknown(self, ev: wire.UnknownMessage) -> None:
         self._notify("debug", f"ignoring a server message with keys {list(ev.keys)}")
@@ -1468,8 +1709,9 @@ class Session:
             self._incomplete(turn)
             if not self._drop_noted:
                 self._drop_noted = True
-                self._notify("warning", "audio buffer full while reconnecting: "
-                             "dropping mic frames (counted)")
+                self._notify(
+                    "warning", "audio buffer full while reconnecting: dropping mic frames (counted)"
+                )
             return
         turn.frames.append(pcm)
         turn.nbytes += len(pcm)
@@ -1502,23 +1744,34 @@ class Session:
             # Not silence: the user hears that it cannot be answered yet (it is kept).
             self._emit(Earcon("error"))
             left = max(0.0, (self._phase_deadline or self._now) - self._now)
-            self._notify("warning", f"{'quota' if self._waiting == 'quota' else 'cool-down'}: "
-                         f"holding what you say (up to {self.settings.buffer_seconds:g} s); "
-                         f"next try in {left:.0f} s")
+            self._notify(
+                "warning",
+                f"{'quota' if self._waiting == 'quota' else 'cool-down'}: "
+                f"holding what you say (up to {self.settings.buffer_seconds:g} s); "
+                f"next try in {left:.0f} s",
+            )
         else:
             self._emit(Earcon("press"))
             if self.phase is BACKOFF:
                 # Offline for a while (a switch in progress is not worth a line).
-                self._notify("info", "not connected: holding what you say "
-                             f"(up to {self.settings.buffer_seconds:g} s)")
+                self._notify(
+                    "info",
+                    "not connected: holding what you say "
+                    f"(up to {self.settings.buffer_seconds:g} s)",
+                )
         if self._playing:
             self._emit(FlushPlayback())  # barge-in: stop talking over the user
             self._playing = False
         frames = list(self._pre_roll)
         self._pre_roll.clear()
         self._pre_roll_bytes = 0
-        turn = _UserTurn(self._new_id(), frames=frames, nbytes=sum(map(len, frames)),
-                         pre_roll=len(frames), started_at=self._now)
+        turn = _UserTurn(
+            self._new_id(),
+            frames=frames,
+            nbytes=sum(map(len, frames)),
+            pre_roll=len(frames),
+            started_at=self._now,
+        )
         self.counts["frames_captured"] += len(frames)
         self._turn = turn
         self._drop_noted = False
@@ -1582,7 +1835,7 @@ class Session:
 
     def _speech_in(self, turn: _UserTurn) -> bool:
         level = self.settings.long_hold_silence_peak
-        for pcm in turn.frames[turn.pre_roll:]:
+        for pcm in turn.frames[turn.pre_roll :]:
             samples = array("h")
             samples.frombytes(pcm[: len(pcm) // 2 * 2])
             if samples and (max(samples) >= level or min(samples) <= -level):
@@ -1667,8 +1920,9 @@ class Session:
         (issue 3 item 6; LIVE_PROTOCOL.md §3; F8: Vertex 3.x may refuse the system turn
         with 1007, and then the setup of a fresh session carries it)."""
         model = _model_id(self.setup.model)
-        if ((self.api == "vertex" and not self._system_turns_refused)
-                or model.startswith("gemini-3.8-live")):
+        if (self.api == "vertex" and not self._system_turns_refused) or model.startswith(
+            "gemini-3.8-live"
+        ):
             self._pending.append(_Pending("instruction", self.setup.system_instruction or ""))
             self._instruction_pending = False
         else:
@@ -1692,7 +1946,8 @@ class Session:
                 # one, LIVE_PROTOCOL.md §2.)
                 self._unread_content = True
             elif self.api == "vertex" and not _model_id(self.setup.model).startswith(
-                    "gemini-3.8-live"):
+                "gemini-3.8-live"
+            ):
                 self._send(wire.client_content_message([wire.Turn("system", item.text)], False))
                 self._system_turn_conn = self._conn
             else:
@@ -1704,8 +1959,11 @@ class Session:
             self._send(wire.video_message(event.jpeg))
             if not self._video_sent:
                 self._video_sent = True
-                self._notify("info", "video sent: this session is now capped at "
-                             f"{self.settings.session_cap_video:g} s")
+                self._notify(
+                    "info",
+                    "video sent: this session is now capped at "
+                    f"{self.settings.session_cap_video:g} s",
+                )
 
     def _on_new_conversation(self, event: NewConversation) -> None:
         self._new_conversation()
@@ -1749,18 +2007,33 @@ _GRACE = _Ask(0)
 """Stands for "the tool result" as the ask a NON_BLOCKING follow-up reply answers."""
 
 _SERVER_HANDLERS: dict[type, str] = {
-    wire.ModelAudio: "_on_model_audio", wire.ModelText: "_on_model_text",
+    wire.ModelAudio: "_on_model_audio",
+    wire.ModelText: "_on_model_text",
     wire.InputTranscription: "_on_input_transcription",
-    wire.OutputTranscription: "_on_output_transcription", wire.Interrupted: "_on_interrupted",
+    wire.OutputTranscription: "_on_output_transcription",
+    wire.Interrupted: "_on_interrupted",
     wire.GenerationComplete: "_on_generation_complete",
-    wire.TurnComplete: "_on_turn_complete", wire.Usage: "_on_usage", wire.GoAway: "_on_goaway",
-    wire.ResumptionUpdate: "_on_resumption_update", wire.ToolCall: "_on_tool_call",
-    wire.ToolCallCancellation: "_on_tool_cancellation", wire.UnknownMessage: "_on_unknown",
+    wire.TurnComplete: "_on_turn_complete",
+    wire.Usage: "_on_usage",
+    wire.GoAway: "_on_goaway",
+    wire.ResumptionUpdate: "_on_resumption_update",
+    wire.ToolCall: "_on_tool_call",
+    wire.ToolCallCancellation: "_on_tool_cancellation",
+    wire.UnknownMessage: "_on_unknown",
 }
 """Server events in LIVE → handler (setupComplete needs nothing)."""
 
-_CLOSING_HANDLERS = frozenset({
-    "_on_model_audio", "_on_model_text", "_on_input_transcription",
-    "_on_output_transcription", "_on_interrupted", "_on_generation_complete",
-    "_on_turn_complete", "_on_usage", "_on_resumption_update"})
+_CLOSING_HANDLERS = frozenset(
+    {
+        "_on_model_audio",
+        "_on_model_text",
+        "_on_input_transcription",
+        "_on_output_transcription",
+        "_on_interrupted",
+        "_on_generation_complete",
+        "_on_turn_complete",
+        "_on_usage",
+        "_on_resumption_update",
+    }
+)
 """Server events still taken from a connection we are closing: the rest of an answer."""

@@ -48,8 +48,15 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["TurnState", "TURN_TABLE", "turn_state_of", "next_turn_state", "AskEnd",
-           "ASK_ENDINGS", "ask_end"]
+__all__ = [
+    "TurnState",
+    "TURN_TABLE",
+    "turn_state_of",
+    "next_turn_state",
+    "AskEnd",
+    "ASK_ENDINGS",
+    "ask_end",
+]
 
 
 class TurnState(enum.Enum):
@@ -67,8 +74,9 @@ _REPLY = frozenset({ASKED, ANSWERING, PLAYING})
 _ALL = frozenset(TurnState)
 
 
-def turn_state_of(talking: bool, held: bool, owed: bool, arriving: bool,
-                  playing: bool) -> TurnState:
+def turn_state_of(
+    talking: bool, held: bool, owed: bool, arriving: bool, playing: bool
+) -> TurnState:
     """The state the facts say: the button first, then what is heard, then what is owed."""
     if talking:
         return TALKING_HELD if held else TALKING_LIVE
@@ -81,39 +89,49 @@ def turn_state_of(talking: bool, held: bool, owed: bool, arriving: bool,
     return IDLE
 
 
-def _row(*pairs: tuple[TurnState | frozenset[TurnState], frozenset[TurnState]]
-         ) -> dict[TurnState, frozenset[TurnState]]:
+def _row(
+    *pairs: tuple[TurnState | frozenset[TurnState], frozenset[TurnState]],
+) -> dict[TurnState, frozenset[TurnState]]:
     out: dict[TurnState, frozenset[TurnState]] = {}
     for frm, to in pairs:
-        for s in (frm if isinstance(frm, frozenset) else (frm,)):
+        for s in frm if isinstance(frm, frozenset) else (frm,):
             out[s] = out.get(s, frozenset()) | to
     return out
 
 
 _PRESS = _row((frozenset({IDLE}) | _REPLY, _TALKING))
 _RELEASE = _row((_TALKING, frozenset({ASKED, ANSWERING, PLAYING})))
-_HELD = _row((_TALKING, frozenset({IDLE, ASKED, ANSWERING, PLAYING})),
-             (frozenset({IDLE}) | _REPLY, frozenset({IDLE})))
+_HELD = _row(
+    (_TALKING, frozenset({IDLE, ASKED, ANSWERING, PLAYING})),
+    (frozenset({IDLE}) | _REPLY, frozenset({IDLE})),
+)
 # Server content, turnComplete, tool calls: replies move on; the button is the user's.
-_SERVER = _row((frozenset({IDLE}) | _REPLY, frozenset({IDLE}) | _REPLY),
-               (TALKING_LIVE, frozenset({TALKING_LIVE})),
-               (TALKING_HELD, _TALKING))
+_SERVER = _row(
+    (frozenset({IDLE}) | _REPLY, frozenset({IDLE}) | _REPLY),
+    (TALKING_LIVE, frozenset({TALKING_LIVE})),
+    (TALKING_HELD, _TALKING),
+)
 # The connection went (closed, failed) or came (setupComplete is a server event).
-_CONNECTION = _row((frozenset({IDLE}) | _REPLY, frozenset({IDLE}) | _REPLY),
-                   (_TALKING, _TALKING))
+_CONNECTION = _row((frozenset({IDLE}) | _REPLY, frozenset({IDLE}) | _REPLY), (_TALKING, _TALKING))
 _PLAYBACK = _row((PLAYING, frozenset({IDLE, ASKED, ANSWERING})))
-_TIMER = _row((TALKING_LIVE, frozenset({TALKING_HELD}) | _REPLY),   # switch; max turn length
-               (TALKING_HELD, frozenset({TALKING_LIVE}) | _REPLY),   # sent at last; max turn
-               (ASKED, frozenset({IDLE})),                           # dropped after a stall
-               (ANSWERING, frozenset({IDLE, ASKED, PLAYING})),        # stall, switch
-               (PLAYING, frozenset({IDLE, ASKED, ANSWERING})))        # drained by the clock
+_TIMER = _row(
+    (TALKING_LIVE, frozenset({TALKING_HELD}) | _REPLY),  # switch; max turn length
+    (TALKING_HELD, frozenset({TALKING_LIVE}) | _REPLY),  # sent at last; max turn
+    (ASKED, frozenset({IDLE})),  # dropped after a stall
+    (ANSWERING, frozenset({IDLE, ASKED, PLAYING})),  # stall, switch
+    (PLAYING, frozenset({IDLE, ASKED, ANSWERING})),
+)  # drained by the clock
 
 TURN_TABLE: dict[str, dict[TurnState, frozenset[TurnState]]] = {
-    "ButtonPressed": _PRESS, "PttStart": _PRESS,
-    "ButtonReleased": _RELEASE, "PttStop": _RELEASE,
+    "ButtonPressed": _PRESS,
+    "PttStart": _PRESS,
+    "ButtonReleased": _RELEASE,
+    "PttStop": _RELEASE,
     "ButtonHeld": _HELD,
-    "ServerEvents": _SERVER, "ToolDone": _SERVER,
-    "ConnectionClosed": _CONNECTION, "ConnectionFailed": _CONNECTION,
+    "ServerEvents": _SERVER,
+    "ToolDone": _SERVER,
+    "ConnectionClosed": _CONNECTION,
+    "ConnectionFailed": _CONNECTION,
     "PlaybackDrained": _PLAYBACK,
     "SendText": _row((IDLE, frozenset({ASKED}))),  # a typed question is owed at once
     "Announce": _row((IDLE, frozenset({ASKED}))),  # an announcement asked of the model
@@ -128,8 +146,9 @@ TURN_TABLE: dict[str, dict[TurnState, frozenset[TurnState]]] = {
 legal; a cause not listed changes nothing (MicFrame, Start, SetInstruction, …)."""
 
 
-def next_turn_state(state: TurnState, cause: str, facts: tuple[bool, bool, bool, bool, bool]
-                    ) -> tuple[TurnState, bool]:
+def next_turn_state(
+    state: TurnState, cause: str, facts: tuple[bool, bool, bool, bool, bool]
+) -> tuple[TurnState, bool]:
     """The state after ``cause`` given the session's ``facts`` (see :func:`turn_state_of`),
     and whether ``TURN_TABLE`` allows the step."""
     new = turn_state_of(*facts)
@@ -140,11 +159,11 @@ def next_turn_state(state: TurnState, cause: str, facts: tuple[bool, bool, bool,
 
 
 class AskEnd(enum.Enum):
-    ANSWERED = "answered"                  # its turnComplete arrived
+    ANSWERED = "answered"  # its turnComplete arrived
     ANSWERED_BEFORE_CLOSE = "answered before the close"  # whole, then the connection went
-    CUT_SHORT = "cut short"                # part of an answer taken for one: never legal
-    INTERRUPTED = "interrupted"            # a barge-in, a new conversation
-    DROPPED = "dropped"                    # given up on, reported
+    CUT_SHORT = "cut short"  # part of an answer taken for one: never legal
+    INTERRUPTED = "interrupted"  # a barge-in, a new conversation
+    DROPPED = "dropped"  # given up on, reported
 
 
 def ask_end(how: str, completed: bool, generated: bool, called: bool) -> AskEnd:
@@ -169,7 +188,9 @@ ASK_ENDINGS: dict[str, frozenset[AskEnd]] = {
     "ServerEvents": frozenset({AskEnd.ANSWERED, AskEnd.INTERRUPTED, AskEnd.DROPPED}),
     # The connection went (lost, or our close completed or timed out): what it owed ends
     # whole, cut by a barge-in, or dropped after two connections.
-    "ConnectionClosed": _GONE, "ConnectionFailed": _GONE, "timer": _GONE,
+    "ConnectionClosed": _GONE,
+    "ConnectionFailed": _GONE,
+    "timer": _GONE,
     # The conversation is forgotten: what it asked is nobody's question any more.
     "NewConversation": frozenset({AskEnd.INTERRUPTED}),
     "ButtonHeld": frozenset({AskEnd.INTERRUPTED}),

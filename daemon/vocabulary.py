@@ -21,17 +21,45 @@ from daemon.wire import ServerEventT
 __all__ = [
     "SessionSettings",
     # inputs
-    "ConnectionOpened", "ServerEvents", "ConnectionClosed", "ConnectionFailed", "FrameRejected",
-    "TimerFired", "Start", "Shutdown", "SendText", "SetInstruction", "NewConversation",
-    "PttStart", "PttStop", "VideoFrame", "ToolDone", "Announce", "SetMuted",
+    "ConnectionOpened",
+    "ServerEvents",
+    "ConnectionClosed",
+    "ConnectionFailed",
+    "FrameRejected",
+    "TimerFired",
+    "Start",
+    "Shutdown",
+    "SendText",
+    "SetInstruction",
+    "NewConversation",
+    "PttStart",
+    "PttStop",
+    "VideoFrame",
+    "ToolDone",
+    "Announce",
+    "SetMuted",
     # outputs
-    "Effect", "OpenConnection", "SendFrame", "CloseConnection", "Play", "FlushPlayback", "ReplyEnded",
-    "Earcon", "RunTool", "CancelTool", "SpeakLocally",
-    "ShowStates", "Persist", "Notify",
+    "Effect",
+    "OpenConnection",
+    "SendFrame",
+    "CloseConnection",
+    "Play",
+    "FlushPlayback",
+    "ReplyEnded",
+    "Earcon",
+    "RunTool",
+    "CancelTool",
+    "SpeakLocally",
+    "ShowStates",
+    "Persist",
+    "Notify",
     # reporting and persistence
-    "SessionStats", "Snapshot",
+    "SessionStats",
+    "Snapshot",
     # failures
-    "FailureKind", "Failure", "classify_failure",
+    "FailureKind",
+    "Failure",
+    "classify_failure",
 ]
 
 
@@ -158,8 +186,9 @@ class SessionSettings:
 
     def __post_init__(self) -> None:
         if self.long_hold_action not in ("none", "new_conversation"):
-            raise ValueError(f"long_hold_action {self.long_hold_action!r}: "
-                             "must be 'none' or 'new_conversation'")
+            raise ValueError(
+                f"long_hold_action {self.long_hold_action!r}: must be 'none' or 'new_conversation'"
+            )
         if not 0 < self.context_threshold <= 1:
             raise ValueError(f"context_threshold {self.context_threshold}: must be in (0, 1]")
         if self.max_turn_seconds <= 0:
@@ -490,8 +519,11 @@ class Snapshot:
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able form."""
         return {
-            "handle": self.handle, "handle_age": self.handle_age, "session_age": self.session_age,
-            "video_sent": self.video_sent, "system_instruction": self.system_instruction,
+            "handle": self.handle,
+            "handle_age": self.handle_age,
+            "session_age": self.session_age,
+            "video_sent": self.video_sent,
+            "system_instruction": self.system_instruction,
             "history": [{"role": e.role, "text": e.text, "kind": e.kind} for e in self.history],
         }
 
@@ -499,13 +531,18 @@ class Snapshot:
     def from_dict(cls, data: Mapping[str, Any]) -> "Snapshot":
         """Inverse of :meth:`to_dict`; raises ``ValueError`` naming what is wrong."""
         try:
-            history = tuple(Entry(str(h["role"]), str(h["text"]), str(h.get("kind", "voice")))
-                            for h in data.get("history", []))
+            history = tuple(
+                Entry(str(h["role"]), str(h["text"]), str(h.get("kind", "voice")))
+                for h in data.get("history", [])
+            )
             return cls(
-                handle=_opt(data.get("handle"), str), handle_age=_opt(data.get("handle_age"), float),
+                handle=_opt(data.get("handle"), str),
+                handle_age=_opt(data.get("handle_age"), float),
                 session_age=_opt(data.get("session_age"), float),
                 video_sent=bool(data.get("video_sent", False)),
-                system_instruction=_opt(data.get("system_instruction"), str), history=history)
+                system_instruction=_opt(data.get("system_instruction"), str),
+                history=history,
+            )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"session snapshot is malformed: {exc!r}") from None
 
@@ -519,11 +556,11 @@ def _opt(value: Any, kind: type) -> Any:
 
 
 class FailureKind(enum.Enum):
-    FATAL = "fatal"                    # a person must fix it: stop, show the server's reason
+    FATAL = "fatal"  # a person must fix it: stop, show the server's reason
     HANDLE_REFUSED = "handle_refused"  # drop the handle, start fresh with context restored
-    FRESH = "fresh"                    # the session broke mid-way: fresh, context restored
-    QUOTA = "quota"                    # quota / concurrent-session cap: long backoff
-    RETRYABLE = "retryable"            # reconnect with backoff
+    FRESH = "fresh"  # the session broke mid-way: fresh, context restored
+    QUOTA = "quota"  # quota / concurrent-session cap: long backoff
+    RETRYABLE = "retryable"  # reconnect with backoff
 
 
 @dataclass(frozen=True)
@@ -534,18 +571,39 @@ class Failure:
 
 _FATAL_HTTP = frozenset({400, 401, 403, 404})
 # Reasons that are about the key, the account or the model: a person must fix them.
-_ACCOUNT_WORDS = ("api key", "location", "permission", "billing", "unregistered caller",
-                  "not supported in the live api", "is not found for api version",
-                  "model not found", "unknown model")
+_ACCOUNT_WORDS = (
+    "api key",
+    "location",
+    "permission",
+    "billing",
+    "unregistered caller",
+    "not supported in the live api",
+    "is not found for api version",
+    "model not found",
+    "unknown model",
+)
 # Quota and concurrency (FIELD_REPORTS.md F12): the exact Live wording is not confirmed,
 # so any of the gRPC / HTTP spellings counts.
-_QUOTA_WORDS = ("resource_exhausted", "resource has been exhausted", "quota", "429",
-                "concurrent", "rate limit", "rate_limit", "too many")
+_QUOTA_WORDS = (
+    "resource_exhausted",
+    "resource has been exhausted",
+    "quota",
+    "429",
+    "concurrent",
+    "rate limit",
+    "rate_limit",
+    "too many",
+)
 
 
-def classify_failure(code: int | None = None, reason: str = "", error_kind: str | None = None,
-                     status: int | None = None, resuming: bool = False,
-                     at_setup: bool = True) -> Failure:
+def classify_failure(
+    code: int | None = None,
+    reason: str = "",
+    error_kind: str | None = None,
+    status: int | None = None,
+    resuming: bool = False,
+    at_setup: bool = True,
+) -> Failure:
     """Decide what a close or a failed connect means. The only place that decides it.
 
     Fatal is only what a person must fix and a retry cannot: a rejected key, an unknown

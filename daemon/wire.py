@@ -35,20 +35,51 @@ from daemon.errors import EncodeError, ProtocolError
 
 __all__ = [
     # constants
-    "INPUT_RATE", "OUTPUT_RATE", "INPUT_MIME",
+    "INPUT_RATE",
+    "OUTPUT_RATE",
+    "INPUT_MIME",
     # helpers
-    "camel", "normalize", "b64decode", "b64encode", "parse_duration", "format_duration",
+    "camel",
+    "normalize",
+    "b64decode",
+    "b64encode",
+    "parse_duration",
+    "format_duration",
     # client side
-    "Compression", "SetupConfig", "Turn", "FunctionResponse",
-    "setup_message", "audio_message", "video_message", "text_message",
-    "activity_start_message", "activity_end_message", "audio_stream_end_message",
-    "client_content_message", "tool_response_message", "context_update_message",
-    "encode", "encode_audio",
+    "Compression",
+    "SetupConfig",
+    "Turn",
+    "FunctionResponse",
+    "setup_message",
+    "audio_message",
+    "video_message",
+    "text_message",
+    "activity_start_message",
+    "activity_end_message",
+    "audio_stream_end_message",
+    "client_content_message",
+    "tool_response_message",
+    "context_update_message",
+    "encode",
+    "encode_audio",
     # server side
-    "ServerEvent", "SetupComplete", "ModelAudio", "ModelText", "InputTranscription",
-    "OutputTranscription", "Interrupted", "GenerationComplete", "TurnComplete", "Usage",
-    "FunctionCall", "ToolCall", "ToolCallCancellation", "GoAway", "ResumptionUpdate",
-    "UnknownMessage", "decode_server_message",
+    "ServerEvent",
+    "SetupComplete",
+    "ModelAudio",
+    "ModelText",
+    "InputTranscription",
+    "OutputTranscription",
+    "Interrupted",
+    "GenerationComplete",
+    "TurnComplete",
+    "Usage",
+    "FunctionCall",
+    "ToolCall",
+    "ToolCallCancellation",
+    "GoAway",
+    "ResumptionUpdate",
+    "UnknownMessage",
+    "decode_server_message",
 ]
 
 INPUT_RATE = 16_000
@@ -64,10 +95,18 @@ _SNAKE = re.compile(r"_([a-z0-9])")
 
 # Keys whose *values* are user data (function arguments and results, JSON schemas, labels):
 # key spelling inside them is the user's, not the protocol's, so normalize() leaves it alone.
-_OPAQUE_KEYS = frozenset({
-    "args", "response", "parameters", "parametersJsonSchema", "responseJsonSchema",
-    "responseSchema", "labels", "partialArgs",
-})
+_OPAQUE_KEYS = frozenset(
+    {
+        "args",
+        "response",
+        "parameters",
+        "parametersJsonSchema",
+        "responseJsonSchema",
+        "responseSchema",
+        "labels",
+        "partialArgs",
+    }
+)
 
 
 def camel(key: str) -> str:
@@ -144,11 +183,15 @@ def parse_duration(value: Any) -> float:
     elif isinstance(value, str):
         m = _DURATION.match(value)
         if not m:
-            raise ProtocolError(f"invalid duration {value!r}: expected a string like '50s' or '9.5s'")
+            raise ProtocolError(
+                f"invalid duration {value!r}: expected a string like '50s' or '9.5s'"
+            )
         seconds = float(m.group(1))
     elif isinstance(value, dict):
-        seconds = _int(value.get("seconds", 0), "duration.seconds") + _int(
-            value.get("nanos", 0), "duration.nanos") / 1e9
+        seconds = (
+            _int(value.get("seconds", 0), "duration.seconds")
+            + _int(value.get("nanos", 0), "duration.nanos") / 1e9
+        )
     else:
         raise ProtocolError(f"invalid duration {value!r}")
     if seconds < 0 or seconds != seconds:
@@ -275,7 +318,10 @@ def setup_message(config: SetupConfig) -> dict[str, Any]:
     setup: dict[str, Any] = {"model": _model_name(config.model), "generationConfig": gen}
     if config.system_instruction:
         # The SDK sends role "user" for the system instruction (LIVE_PROTOCOL.md §2).
-        setup["systemInstruction"] = {"role": "user", "parts": [{"text": config.system_instruction}]}
+        setup["systemInstruction"] = {
+            "role": "user",
+            "parts": [{"text": config.system_instruction}],
+        }
     rt: dict[str, Any] = {}
     if config.push_to_talk:
         rt["automaticActivityDetection"] = {"disabled": True}
@@ -309,7 +355,9 @@ def setup_message(config: SetupConfig) -> dict[str, Any]:
 
 def audio_message(pcm: bytes, rate: int = INPUT_RATE) -> dict[str, Any]:
     """``realtimeInput.audio``: 16-bit little-endian mono PCM at *rate*."""
-    return {"realtimeInput": {"audio": {"data": b64encode(pcm), "mimeType": f"audio/pcm;rate={rate}"}}}
+    return {
+        "realtimeInput": {"audio": {"data": b64encode(pcm), "mimeType": f"audio/pcm;rate={rate}"}}
+    }
 
 
 def video_message(jpeg: bytes) -> dict[str, Any]:
@@ -387,7 +435,11 @@ def tool_response_message(responses: Iterable[FunctionResponse]) -> dict[str, An
 
 def context_update_message(system_instruction: str) -> dict[str, Any]:
     """``contextUpdate`` with a new system instruction (gemini-3.8-live family)."""
-    return {"contextUpdate": {"systemInstruction": {"role": "user", "parts": [{"text": system_instruction}]}}}
+    return {
+        "contextUpdate": {
+            "systemInstruction": {"role": "user", "parts": [{"text": system_instruction}]}
+        }
+    }
 
 
 def encode(message: Mapping[str, Any]) -> str:
@@ -400,8 +452,13 @@ def encode_audio(pcm: bytes, rate: int = INPUT_RATE) -> str:
 
     This is the hot path: one call per 20 ms mic frame.
     """
-    return ('{"realtimeInput":{"audio":{"data":"' + base64.b64encode(pcm).decode("ascii")
-            + '","mimeType":"audio/pcm;rate=' + str(rate) + '"}}}')
+    return (
+        '{"realtimeInput":{"audio":{"data":"'
+        + base64.b64encode(pcm).decode("ascii")
+        + '","mimeType":"audio/pcm;rate='
+        + str(rate)
+        + '"}}}'
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -518,13 +575,31 @@ class UnknownMessage(ServerEvent):
 
 
 ServerEventT = Union[
-    SetupComplete, ModelAudio, ModelText, InputTranscription, OutputTranscription, Interrupted,
-    GenerationComplete, TurnComplete, Usage, ToolCall, ToolCallCancellation, GoAway,
-    ResumptionUpdate, UnknownMessage,
+    SetupComplete,
+    ModelAudio,
+    ModelText,
+    InputTranscription,
+    OutputTranscription,
+    Interrupted,
+    GenerationComplete,
+    TurnComplete,
+    Usage,
+    ToolCall,
+    ToolCallCancellation,
+    GoAway,
+    ResumptionUpdate,
+    UnknownMessage,
 ]
 
-_KNOWN_TOP = ("setupComplete", "serverContent", "toolCall", "toolCallCancellation", "goAway",
-              "sessionResumptionUpdate", "usageMetadata")
+_KNOWN_TOP = (
+    "setupComplete",
+    "serverContent",
+    "toolCall",
+    "toolCallCancellation",
+    "goAway",
+    "sessionResumptionUpdate",
+    "usageMetadata",
+)
 
 
 def decode_server_message(frame: str | bytes | bytearray | memoryview) -> list[ServerEventT]:
@@ -552,7 +627,9 @@ def decode_server_message(frame: str | bytes | bytearray | memoryview) -> list[S
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ProtocolError(f"frame is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        raise ProtocolError(
+            f"frame is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
     except RecursionError:
         raise ProtocolError("frame is nested too deeply") from None
     if not isinstance(data, dict):
@@ -566,7 +643,9 @@ def decode_server_message(frame: str | bytes | bytearray | memoryview) -> list[S
     if "setupComplete" in msg:
         sc = _obj(msg["setupComplete"], "setupComplete")
         sid = sc.get("sessionId")
-        events.append(SetupComplete(_str(sid, "setupComplete.sessionId") if sid is not None else None))
+        events.append(
+            SetupComplete(_str(sid, "setupComplete.sessionId") if sid is not None else None)
+        )
     usage = _usage(msg["usageMetadata"]) if "usageMetadata" in msg else None
     if "serverContent" in msg:
         _server_content(_obj(msg["serverContent"], "serverContent"), usage, events)
@@ -578,7 +657,9 @@ def decode_server_message(frame: str | bytes | bytearray | memoryview) -> list[S
     if "toolCallCancellation" in msg:
         tcc = _obj(msg["toolCallCancellation"], "toolCallCancellation")
         ids = _list(tcc.get("ids", []), "toolCallCancellation.ids")
-        events.append(ToolCallCancellation(tuple(_str(i, "toolCallCancellation.ids[]") for i in ids)))
+        events.append(
+            ToolCallCancellation(tuple(_str(i, "toolCallCancellation.ids[]") for i in ids))
+        )
     if "goAway" in msg:
         ga = _obj(msg["goAway"], "goAway")
         tl = ga.get("timeLeft")
@@ -592,7 +673,9 @@ def decode_server_message(frame: str | bytes | bytearray | memoryview) -> list[S
 
 def _server_content(sc: dict[str, Any], usage: Usage | None, events: list[ServerEventT]) -> None:
     if "inputTranscription" in sc:
-        events.append(InputTranscription(*_transcription(sc["inputTranscription"], "inputTranscription")))
+        events.append(
+            InputTranscription(*_transcription(sc["inputTranscription"], "inputTranscription"))
+        )
     if "modelTurn" in sc:
         turn = _obj(sc["modelTurn"], "serverContent.modelTurn")
         for i, part in enumerate(_list(turn.get("parts", []), "serverContent.modelTurn.parts")):
@@ -606,10 +689,13 @@ def _server_content(sc: dict[str, Any], usage: Usage | None, events: list[Server
                     events.append(ModelAudio(data, _rate(mime)))
                 # Other inline data (images) is not something a voice device can use.
             if "text" in part:
-                events.append(ModelText(_str(part["text"], where + ".text"),
-                                        bool(part.get("thought", False))))
+                events.append(
+                    ModelText(_str(part["text"], where + ".text"), bool(part.get("thought", False)))
+                )
     if "outputTranscription" in sc:
-        events.append(OutputTranscription(*_transcription(sc["outputTranscription"], "outputTranscription")))
+        events.append(
+            OutputTranscription(*_transcription(sc["outputTranscription"], "outputTranscription"))
+        )
     if sc.get("interrupted"):
         events.append(Interrupted())
     if sc.get("generationComplete"):
@@ -618,7 +704,9 @@ def _server_content(sc: dict[str, Any], usage: Usage | None, events: list[Server
         events.append(usage)
     if sc.get("turnComplete"):
         reason = sc.get("turnCompleteReason")
-        events.append(TurnComplete(_str(reason, "turnCompleteReason") if reason is not None else None))
+        events.append(
+            TurnComplete(_str(reason, "turnCompleteReason") if reason is not None else None)
+        )
 
 
 _RATE = re.compile(r"rate=(\d+)")
@@ -669,11 +757,13 @@ def _tool_call(tc: dict[str, Any]) -> ToolCall:
         fc = _obj(fc, where)
         fid = fc.get("id")
         args = fc.get("args", {})
-        calls.append(FunctionCall(
-            _str(fid, where + ".id") if fid is not None else None,
-            _str(fc.get("name", ""), where + ".name"),
-            _obj(args, where + ".args") if args is not None else {},
-        ))
+        calls.append(
+            FunctionCall(
+                _str(fid, where + ".id") if fid is not None else None,
+                _str(fc.get("name", ""), where + ".name"),
+                _obj(args, where + ".args") if args is not None else {},
+            )
+        )
     return ToolCall(tuple(calls))
 
 
@@ -684,5 +774,7 @@ def _resumption(ru: dict[str, Any]) -> ResumptionUpdate:
     return ResumptionUpdate(
         _str(handle, "sessionResumptionUpdate.newHandle") or None if handle is not None else None,
         _bool(resumable, "sessionResumptionUpdate.resumable"),
-        _int(index, "sessionResumptionUpdate.lastConsumedClientMessageIndex") if index is not None else None,
+        _int(index, "sessionResumptionUpdate.lastConsumedClientMessageIndex")
+        if index is not None
+        else None,
     )

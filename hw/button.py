@@ -59,18 +59,23 @@ class ButtonSettings:
 class Button:
     """gpiozero Button → ButtonPressed / ButtonReleased(held_for) / ButtonHeld."""
 
-    def __init__(self, settings: ButtonSettings, post: Callable[[Event], None],
-                 pin_factory: Any = None, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        settings: ButtonSettings,
+        post: Callable[[Event], None],
+        pin_factory: Any = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         import gpiozero
 
         self.settings = settings
         self._post = post
         self._clock = clock
         self._lock = threading.RLock()
-        self._down = False          # debounced physical level
-        self._changed_at = -1e9     # when the debounced level last changed
-        self._pressed_at = 0.0      # when the current logical press began
-        self._active = False        # logical press in progress (what we posted)
+        self._down = False  # debounced physical level
+        self._changed_at = -1e9  # when the debounced level last changed
+        self._pressed_at = 0.0  # when the current logical press began
+        self._active = False  # logical press in progress (what we posted)
         self._press_id = 0
         self._resync: threading.Timer | None = None
         self._hold: threading.Timer | None = None
@@ -80,15 +85,16 @@ class Button:
             # that wakes 10 times a second all day to time holds, and we time the hold
             # ourselves (a Timer armed only while pressed) — issue 13, idle cost.
             self._device = gpiozero.DigitalInputDevice(
-                settings.pin, pull_up=settings.pull_up, bounce_time=None,
-                pin_factory=pin_factory)
+                settings.pin, pull_up=settings.pull_up, bounce_time=None, pin_factory=pin_factory
+            )
         except Exception as exc:  # GPIO busy, no permission, no pin factory...
             raise DeviceError(f"cannot open button on BCM {settings.pin}: {exc}") from exc
         self._device.when_activated = self._on_edge
         self._device.when_deactivated = self._on_edge
         if self._device.is_active:
-            log.warning("button on BCM %d reads pressed at start; waiting for release",
-                        settings.pin)
+            log.warning(
+                "button on BCM %d reads pressed at start; waiting for release", settings.pin
+            )
             self._down = True  # don't invent a press we didn't see begin
 
     @property

@@ -18,8 +18,14 @@ from typing import Any, Iterator, Literal
 
 from daemon.errors import DeviceError
 
-__all__ = ["AudioDevice", "list_devices", "find_device", "pick_rate", "format_devices",
-           "route_alsa_messages_to_log"]
+__all__ = [
+    "AudioDevice",
+    "list_devices",
+    "find_device",
+    "pick_rate",
+    "format_devices",
+    "route_alsa_messages_to_log",
+]
 
 log = logging.getLogger(__name__)
 
@@ -76,14 +82,21 @@ def route_alsa_messages_to_log() -> bool:
         return False
     # void handler(const char *file, int line, const char *function, int err, const char *fmt, ...)
     # We read only the fixed arguments (fine on x86-64 and AArch64 Linux).
-    prototype = ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
-                                 ctypes.c_int, ctypes.c_char_p)
+    prototype = ctypes.CFUNCTYPE(
+        None, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p
+    )
 
-    def handler(file: bytes | None, line: int, function: bytes | None, err: int,
-                fmt: bytes | None) -> None:
-        log.debug("alsa %s:%d %s: %s (err %d)", (file or b"?").decode(errors="replace"), line,
-                  (function or b"?").decode(errors="replace"),
-                  (fmt or b"").decode(errors="replace"), err)
+    def handler(
+        file: bytes | None, line: int, function: bytes | None, err: int, fmt: bytes | None
+    ) -> None:
+        log.debug(
+            "alsa %s:%d %s: %s (err %d)",
+            (file or b"?").decode(errors="replace"),
+            line,
+            (function or b"?").decode(errors="replace"),
+            (fmt or b"").decode(errors="replace"),
+            err,
+        )
 
     _alsa_handler = prototype(handler)
     lib.snd_lib_error_set_handler(_alsa_handler)
@@ -97,8 +110,9 @@ def list_devices(pa: Any) -> list[AudioDevice]:
     return [_device(pa, pa.get_device_info_by_index(i)) for i in range(pa.get_device_count())]
 
 
-def find_device(pa: Any, spec: str | int | None, direction: Direction,
-                fallback_to_default: bool = False) -> AudioDevice:
+def find_device(
+    pa: Any, spec: str | int | None, direction: Direction, fallback_to_default: bool = False
+) -> AudioDevice:
     """The device ``spec`` names for ``direction``.
 
     Raises:
@@ -113,8 +127,9 @@ def find_device(pa: Any, spec: str | int | None, direction: Direction,
         return found
     names = ", ".join(f"{d.index}:{d.name!r}" for d in devices) or "none"
     if fallback_to_default:
-        log.warning("no %s device matches %r; using the default (available: %s)",
-                    direction, spec, names)
+        log.warning(
+            "no %s device matches %r; using the default (available: %s)", direction, spec, names
+        )
         return _default(pa, devices, direction)
     raise DeviceError(f"no {direction} device matches {spec!r} (available: {names})")
 
@@ -135,8 +150,11 @@ def _match(devices: list[AudioDevice], spec: str | int) -> AudioDevice | None:
 
 def _default(pa: Any, devices: list[AudioDevice], direction: Direction) -> AudioDevice:
     try:
-        info = (pa.get_default_input_device_info() if direction == "input"
-                else pa.get_default_output_device_info())
+        info = (
+            pa.get_default_input_device_info()
+            if direction == "input"
+            else pa.get_default_output_device_info()
+        )
         return _device(pa, info)
     except (IOError, OSError):
         pass  # PortAudio has no default; take the first usable device
@@ -145,8 +163,9 @@ def _default(pa: Any, devices: list[AudioDevice], direction: Direction) -> Audio
     raise DeviceError(f"no {direction} audio device found (PortAudio lists none)")
 
 
-def pick_rate(pa: Any, device: AudioDevice, wanted: int, channels: int,
-              direction: Direction) -> int:
+def pick_rate(
+    pa: Any, device: AudioDevice, wanted: int, channels: int, direction: Direction
+) -> int:
     """``wanted`` if the device takes it, else its default rate, else 48k/44.1k."""
     import pyaudio  # only here: devices.py is imported by `voiced devices` too
 
@@ -154,26 +173,32 @@ def pick_rate(pa: Any, device: AudioDevice, wanted: int, channels: int,
     for rate in dict.fromkeys(candidates):  # keep order, drop repeats
         kwargs: dict[str, Any] = {"rate": rate}
         if direction == "input":
-            kwargs.update(input_device=device.index, input_channels=channels,
-                          input_format=pyaudio.paInt16)
+            kwargs.update(
+                input_device=device.index, input_channels=channels, input_format=pyaudio.paInt16
+            )
         else:
-            kwargs.update(output_device=device.index, output_channels=channels,
-                          output_format=pyaudio.paInt16)
+            kwargs.update(
+                output_device=device.index, output_channels=channels, output_format=pyaudio.paInt16
+            )
         try:
             if pa.is_format_supported(**kwargs):
                 return rate
         except ValueError:
             continue  # PyAudio raises ValueError for "invalid sample rate"
-    raise DeviceError(f"{device.name!r} takes none of the rates {candidates} "
-                      f"with {channels} channel(s) of 16-bit {direction}")
+    raise DeviceError(
+        f"{device.name!r} takes none of the rates {candidates} "
+        f"with {channels} channel(s) of 16-bit {direction}"
+    )
 
 
 def format_devices(devices: list[AudioDevice]) -> str:
     """A table for ``voiced devices``: index, in/out channels, rate, API, name."""
     lines = [f"{'idx':>3}  {'in':>3} {'out':>3}  {'rate':>6}  {'api':<6} name"]
     for d in devices:
-        lines.append(f"{d.index:>3}  {d.max_input_channels:>3} {d.max_output_channels:>3}  "
-                     f"{d.default_rate:>6}  {d.host_api[:6]:<6} {d.name}")
+        lines.append(
+            f"{d.index:>3}  {d.max_input_channels:>3} {d.max_output_channels:>3}  "
+            f"{d.default_rate:>6}  {d.host_api[:6]:<6} {d.name}"
+        )
     return "\n".join(lines)
 
 

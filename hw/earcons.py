@@ -19,8 +19,8 @@ EARCON_NAMES = ("press", "release", "error", "new")
 
 # name -> notes as (frequency Hz, seconds); 0 Hz is a rest.
 _NOTES: dict[str, tuple[tuple[float, float], ...]] = {
-    "press": ((880.0, 0.045), (1320.0, 0.055)),          # rising: "go ahead"
-    "release": ((1320.0, 0.04), (880.0, 0.05)),          # falling: "got it"
+    "press": ((880.0, 0.045), (1320.0, 0.055)),  # rising: "go ahead"
+    "release": ((1320.0, 0.04), (880.0, 0.05)),  # falling: "got it"
     "error": ((330.0, 0.12), (0.0, 0.06), (330.0, 0.12)),  # low double: "something is wrong"
     "new": ((660.0, 0.06), (880.0, 0.06), (1320.0, 0.09)),  # rising three: "fresh start"
 }
@@ -65,7 +65,7 @@ def render(name: str, rate: int, volume: float = 0.25) -> bytes:
         ramp = np.linspace(0.0, 1.0, min(fade, n // 2))
         if len(ramp):
             note[: len(ramp)] *= ramp
-            note[n - len(ramp):] *= ramp[::-1]
+            note[n - len(ramp) :] *= ramp[::-1]
         parts.append(note)
     x = np.concatenate(parts) * volume * 32767
     return np.clip(x, -32768, 32767).astype("<i2").tobytes()

@@ -65,12 +65,18 @@ class Hardware:
             self.pin_factory.close()
 
 
-def make_pi_hardware(post: Callable[[Event], None], *, mic: MicSettings | None = None,
-                     speaker: SpeakerSettings | None = None,
-                     button: ButtonSettings | None = None, led: LedSettings | None = None,
-                     earcons: EarconSettings | None = None,
-                     gpio: GpioSettings | None = None, pin_factory: Any = None,
-                     workdir: str | Path | None = None) -> Hardware:
+def make_pi_hardware(
+    post: Callable[[Event], None],
+    *,
+    mic: MicSettings | None = None,
+    speaker: SpeakerSettings | None = None,
+    button: ButtonSettings | None = None,
+    led: LedSettings | None = None,
+    earcons: EarconSettings | None = None,
+    gpio: GpioSettings | None = None,
+    pin_factory: Any = None,
+    workdir: str | Path | None = None,
+) -> Hardware:
     """PyAudio mic/speaker and the gpiozero button/LED through ``[gpio]``'s pin factory
     (or ``pin_factory`` when given: tests, the caller closes it). ``workdir``: lgpio's
     working directory (the runtime directory).
@@ -84,29 +90,51 @@ def make_pi_hardware(post: Callable[[Event], None], *, mic: MicSettings | None =
     from .mic import Mic
     from .speaker import Speaker
 
-    pins = Gpio(gpio or GpioSettings(), button or ButtonSettings(), led or LedSettings(), post,
-                pin_factory=pin_factory, workdir=workdir)
+    pins = Gpio(
+        gpio or GpioSettings(),
+        button or ButtonSettings(),
+        led or LedSettings(),
+        post,
+        pin_factory=pin_factory,
+        workdir=workdir,
+    )
     pins.start()
-    return Hardware(mic=Mic(mic or MicSettings(), post),
-                    speaker=Speaker(speaker or SpeakerSettings(), post, earcons=earcons),
-                    button=pins, led=pins, gpio=pins)
+    return Hardware(
+        mic=Mic(mic or MicSettings(), post),
+        speaker=Speaker(speaker or SpeakerSettings(), post, earcons=earcons),
+        button=pins,
+        led=pins,
+        gpio=pins,
+    )
 
 
-def make_hardware(backend: Literal["pi", "sim"], post: Callable[[Event], None], *,
-                  mic: MicSettings | None = None, speaker: SpeakerSettings | None = None,
-                  button: ButtonSettings | None = None, led: LedSettings | None = None,
-                  earcons: EarconSettings | None = None, gpio: GpioSettings | None = None,
-                  workdir: str | Path | None = None, sim_mic_source: bytes | str | Path | None = None,
-                  sim_speaker_path: str | Path | None = None,
-                  sim_speed: float | None = 1.0) -> Hardware:
+def make_hardware(
+    backend: Literal["pi", "sim"],
+    post: Callable[[Event], None],
+    *,
+    mic: MicSettings | None = None,
+    speaker: SpeakerSettings | None = None,
+    button: ButtonSettings | None = None,
+    led: LedSettings | None = None,
+    earcons: EarconSettings | None = None,
+    gpio: GpioSettings | None = None,
+    workdir: str | Path | None = None,
+    sim_mic_source: bytes | str | Path | None = None,
+    sim_speaker_path: str | Path | None = None,
+    sim_speed: float | None = 1.0,
+) -> Hardware:
     """Build (not start) the hardware for ``backend`` ("pi" or "sim")."""
-    kwargs: dict[str, Any] = dict(mic=mic, speaker=speaker, button=button, led=led,
-                                  earcons=earcons)
+    kwargs: dict[str, Any] = dict(mic=mic, speaker=speaker, button=button, led=led, earcons=earcons)
     if backend == "pi":
         return make_pi_hardware(post, gpio=gpio, workdir=workdir, **kwargs)
     if backend == "sim":
         from .sim import make_sim_hardware
 
-        return make_sim_hardware(post, mic_source=sim_mic_source,
-                                 speaker_path=sim_speaker_path, speed=sim_speed, **kwargs)
+        return make_sim_hardware(
+            post,
+            mic_source=sim_mic_source,
+            speaker_path=sim_speaker_path,
+            speed=sim_speed,
+            **kwargs,
+        )
     raise ConfigError("service.hw", backend, 'must be "pi" or "sim"')

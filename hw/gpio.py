@@ -35,8 +35,14 @@ from daemon.events import DeviceLost, DeviceRestored, DeviceState, Event
 from .button import Button, ButtonSettings
 from .led import Led, LedSettings, pick_state
 
-__all__ = ["GpioSettings", "GpioUnavailable", "Gpio", "open_pin_factory", "header_chip",
-           "FACTORIES"]
+__all__ = [
+    "GpioSettings",
+    "GpioUnavailable",
+    "Gpio",
+    "open_pin_factory",
+    "header_chip",
+    "FACTORIES",
+]
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +92,11 @@ def header_chip(dev: Path = Path("/dev")) -> int:
     0 when no chip says so (or lgpio cannot read labels)."""
     import lgpio
 
-    chips = sorted((int(m.group(1)), p) for p in dev.glob("gpiochip*")
-                   if (m := re.fullmatch(r"gpiochip(\d+)", p.name)))
+    chips = sorted(
+        (int(m.group(1)), p)
+        for p in dev.glob("gpiochip*")
+        if (m := re.fullmatch(r"gpiochip(\d+)", p.name))
+    )
     for number, _ in chips:
         try:
             handle = lgpio.gpiochip_open(number)
@@ -114,14 +123,17 @@ def _diagnose(node: Path, error: Exception) -> str:
     except OSError as exc:
         return f"cannot look at {node}: {exc.strerror}"
     if not os.access(node, os.R_OK | os.W_OK):
-        return (f"permission denied on {node}: add the user to group gpio "
-                "(sudo usermod -aG gpio USER; on plain Debian the udev rule "
-                "tools/install.sh installs gives gpiochip to that group)")
+        return (
+            f"permission denied on {node}: add the user to group gpio "
+            "(sudo usermod -aG gpio USER; on plain Debian the udev rule "
+            "tools/install.sh installs gives gpiochip to that group)"
+        )
     return f"lgpio cannot open {node}: {error}"
 
 
-def open_pin_factory(settings: GpioSettings, dev: Path = Path("/dev"),
-                     workdir: str | os.PathLike[str] | None = None) -> Any:
+def open_pin_factory(
+    settings: GpioSettings, dev: Path = Path("/dev"), workdir: str | os.PathLike[str] | None = None
+) -> Any:
     """A gpiozero pin factory for ``settings`` — never gpiozero's fallback chain.
 
     ``workdir``: where lgpio makes its notification pipes (``.lgd-nfy*``). lgpio uses the
@@ -150,20 +162,25 @@ def open_pin_factory(settings: GpioSettings, dev: Path = Path("/dev"),
             return LGPIOFactory(chip=chip)
         except Exception as exc:  # lgpio.error('can not open gpiochip'), PinUnknownPi…
             raise GpioUnavailable(_diagnose(node, exc), str(node)) from None
-    modules = {"rpigpio": ("gpiozero.pins.rpigpio", "RPiGPIOFactory", "RPi.GPIO"),
-               "pigpio": ("gpiozero.pins.pigpio", "PiGPIOFactory", "pigpio"),
-               "native": ("gpiozero.pins.native", "NativeFactory", None)}
+    modules = {
+        "rpigpio": ("gpiozero.pins.rpigpio", "RPiGPIOFactory", "RPi.GPIO"),
+        "pigpio": ("gpiozero.pins.pigpio", "PiGPIOFactory", "pigpio"),
+        "native": ("gpiozero.pins.native", "NativeFactory", None),
+    }
     module, cls, package = modules[name]
     try:
         factory_class = getattr(__import__(module, fromlist=[cls]), cls)
     except ImportError:
-        raise ConfigError("gpio.pin_factory", name, f"needs the {package} package, which is "
-                          "not installed (or use \"lgpio\", installed with voiced)") from None
+        raise ConfigError(
+            "gpio.pin_factory",
+            name,
+            f"needs the {package} package, which is "
+            'not installed (or use "lgpio", installed with voiced)',
+        ) from None
     try:
         return factory_class()
     except Exception as exc:  # pigpiod not running, no /dev/gpiomem, not a Pi…
-        raise GpioUnavailable(f"the {name} pin factory cannot open the GPIO: {exc}",
-                              name) from None
+        raise GpioUnavailable(f"the {name} pin factory cannot open the GPIO: {exc}", name) from None
 
 
 class Gpio:
@@ -189,11 +206,19 @@ class Gpio:
             :func:`open_pin_factory`).
     """
 
-    def __init__(self, settings: GpioSettings, button: ButtonSettings, led: LedSettings,
-                 post: Callable[[Event], None], *, retry_initial: float = 1.0,
-                 dev: Path = Path("/dev"), pin_factory: Any = None,
-                 opener: Callable[[GpioSettings, Path], Any] | None = None,
-                 workdir: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self,
+        settings: GpioSettings,
+        button: ButtonSettings,
+        led: LedSettings,
+        post: Callable[[Event], None],
+        *,
+        retry_initial: float = 1.0,
+        dev: Path = Path("/dev"),
+        pin_factory: Any = None,
+        opener: Callable[[GpioSettings, Path], Any] | None = None,
+        workdir: str | os.PathLike[str] | None = None,
+    ) -> None:
         self._given_factory = pin_factory
         self._opener = opener or (lambda s, d: open_pin_factory(s, d, workdir))
         self.settings, self.button_settings, self.led_settings = settings, button, led
@@ -295,16 +320,24 @@ class Gpio:
                 return
             self.factory, self.button, self.led = owned, button, led
             chip = getattr(factory, "chip", None)  # lgpio's; the others have no node
-            self.node = (str(self._dev / f"gpiochip{chip}") if isinstance(chip, int)
-                         else self.settings.pin_factory)
+            self.node = (
+                str(self._dev / f"gpiochip{chip}")
+                if isinstance(chip, int)
+                else self.settings.pin_factory
+            )
             states = self._states
         led.show(states)
 
     def _lost(self, exc: GpioUnavailable) -> None:
         self.problem, self.node = str(exc), exc.node
-        self._post(DeviceLost(kind="gpio", name=exc.node,
-                              reason=f"{exc} (button and LED off; retrying, at most "
-                                     f"{self.settings.retry_max:g} s apart)"))
+        self._post(
+            DeviceLost(
+                kind="gpio",
+                name=exc.node,
+                reason=f"{exc} (button and LED off; retrying, at most "
+                f"{self.settings.retry_max:g} s apart)",
+            )
+        )
 
     def _retry(self) -> None:
         from .pastream import backoff_delays
@@ -327,8 +360,12 @@ class Gpio:
             if self._stop.is_set():
                 return
             self.problem = None
-            log.info("GPIO open (%s, button BCM %d, LED BCM %s) after %d tries",
-                     self.node, self.button_settings.pin,
-                     self.led_settings.rgb_pins or self.led_settings.pin, self.tries)
+            log.info(
+                "GPIO open (%s, button BCM %d, LED BCM %s) after %d tries",
+                self.node,
+                self.button_settings.pin,
+                self.led_settings.rgb_pins or self.led_settings.pin,
+                self.tries,
+            )
             self._post(DeviceRestored(kind="gpio", name=self.node))
             return

@@ -122,11 +122,13 @@ class Led:
         try:
             if settings.rgb_pins is not None:
                 r, g, b = settings.rgb_pins
-                self._device: Any = gpiozero.RGBLED(r, g, b, active_high=settings.active_high,
-                                                    pwm=True, pin_factory=pin_factory)
+                self._device: Any = gpiozero.RGBLED(
+                    r, g, b, active_high=settings.active_high, pwm=True, pin_factory=pin_factory
+                )
             else:
-                self._device = gpiozero.PWMLED(settings.pin, active_high=settings.active_high,
-                                               pin_factory=pin_factory)
+                self._device = gpiozero.PWMLED(
+                    settings.pin, active_high=settings.active_high, pin_factory=pin_factory
+                )
         except Exception as exc:  # busy pin, no PWM, no permission...
             raise DeviceError(f"cannot open LED: {exc}") from exc
         self._rgb = settings.rgb_pins is not None
@@ -185,7 +187,8 @@ class Led:
                         self._write(level)
                         timeout = None if seconds == float("inf") else seconds
                         self._cond.wait_for(
-                            lambda: self._closed or self._generation != generation, timeout)
+                            lambda: self._closed or self._generation != generation, timeout
+                        )
                         if self._closed or self._generation != generation:
                             changed = True
                             break

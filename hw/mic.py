@@ -76,8 +76,9 @@ class MicSettings:
         if self.channels is not None and self.channels <= self.channel:
             raise ConfigError("mic.channels", self.channels, "must be more than mic.channel")
         if self.stall_timeout <= 0 or self.reopen_initial <= 0 or self.reopen_max <= 0:
-            raise ConfigError("mic.stall_timeout/reopen_*", self.stall_timeout,
-                              "timeouts must be positive")
+            raise ConfigError(
+                "mic.stall_timeout/reopen_*", self.stall_timeout, "timeouts must be positive"
+            )
 
     @property
     def frame_bytes(self) -> int:
@@ -124,17 +125,29 @@ class CaptureFramer:
 class Mic(KeptStream):
     """PyAudio microphone posting ``MicFrame``/``MicOverflow``/``DeviceLost``/``DeviceRestored``."""
 
-    def __init__(self, settings: MicSettings, post: Callable[[Event], None], *,
-                 host: PortAudioHost | None = None) -> None:
+    def __init__(
+        self,
+        settings: MicSettings,
+        post: Callable[[Event], None],
+        *,
+        host: PortAudioHost | None = None,
+    ) -> None:
         self.settings = settings
         self._post = post
         self._framer = CaptureFramer(post, settings.frame_bytes)
         self._overflows = 0
         self._keeper = StreamKeeper(
-            "mic", "input", settings.device, post, self._open_stream,
+            "mic",
+            "input",
+            settings.device,
+            post,
+            self._open_stream,
             fallback_to_default=settings.fallback_to_default,
-            stall_timeout=settings.stall_timeout, reopen_initial=settings.reopen_initial,
-            reopen_max=settings.reopen_max, host=host)
+            stall_timeout=settings.stall_timeout,
+            reopen_initial=settings.reopen_initial,
+            reopen_max=settings.reopen_max,
+            host=host,
+        )
 
     @property
     def overflows(self) -> int:
@@ -159,15 +172,16 @@ class Mic(KeptStream):
         """Stop capturing (same as :meth:`close`; a stopped mic is not restarted)."""
         self.close()
 
-
     # -- PortAudio side ------------------------------------------------------
     def _open_stream(self, pa: Any, device: AudioDevice) -> tuple[Any, int]:
         import pyaudio
 
         channels = self.settings.channels or self.settings.channel + 1
         if channels > device.max_input_channels:
-            raise DeviceError(f"{device.name!r} has {device.max_input_channels} input "
-                              f"channel(s); mic.channel={self.settings.channel} needs {channels}")
+            raise DeviceError(
+                f"{device.name!r} has {device.max_input_channels} input "
+                f"channel(s); mic.channel={self.settings.channel} needs {channels}"
+            )
         try:
             rate = self.settings.device_rate or pick_rate(pa, device, MIC_RATE, channels, "input")
         except DeviceError:
@@ -177,14 +191,21 @@ class Mic(KeptStream):
             channels = device.max_input_channels
             rate = pick_rate(pa, device, MIC_RATE, channels, "input")
         self._framer.configure(rate, channels, self.settings.channel)
-        stream = pa.open(format=pyaudio.paInt16, channels=channels, rate=rate, input=True,
-                         input_device_index=device.index,
-                         frames_per_buffer=rate * self.settings.frame_ms // 1000,
-                         stream_callback=self.on_audio, start=True)
+        stream = pa.open(
+            format=pyaudio.paInt16,
+            channels=channels,
+            rate=rate,
+            input=True,
+            input_device_index=device.index,
+            frames_per_buffer=rate * self.settings.frame_ms // 1000,
+            stream_callback=self.on_audio,
+            start=True,
+        )
         return stream, rate
 
-    def on_audio(self, in_data: bytes | None, frame_count: int, time_info: Any,
-                 status_flags: int) -> tuple[None, int]:
+    def on_audio(
+        self, in_data: bytes | None, frame_count: int, time_info: Any, status_flags: int
+    ) -> tuple[None, int]:
         """The PortAudio stream callback (PortAudio's thread): count, frame, post."""
         import pyaudio
 

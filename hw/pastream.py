@@ -55,8 +55,15 @@ from daemon.events import DeviceLost, DeviceRestored, Event
 
 from .devices import AudioDevice, Direction, find_device, route_alsa_messages_to_log
 
-__all__ = ["StreamKeeper", "KeptStream", "PortAudioHost", "LostDevice", "shared_host",
-           "PORTAUDIO_LOCK", "backoff_delays"]
+__all__ = [
+    "StreamKeeper",
+    "KeptStream",
+    "PortAudioHost",
+    "LostDevice",
+    "shared_host",
+    "PORTAUDIO_LOCK",
+    "backoff_delays",
+]
 
 log = logging.getLogger(__name__)
 
@@ -146,14 +153,24 @@ class StreamKeeper:
         host: the PortAudio owner; default :func:`shared_host` (the process's one).
     """
 
-    def __init__(self, kind: str, direction: Direction, spec: str | int | None,
-                 post: Callable[[Event], None], opener: Opener, *,
-                 fallback_to_default: bool = True, stall_timeout: float = 2.5,
-                 reopen_initial: float = 0.25, reopen_max: float = 5.0,
-                 poll_interval: float = 0.05, busy: Callable[[], bool] | None = None,
-                 wanted: Callable[[], bool] | None = None,
-                 pause_after: float | None = None,
-                 host: "PortAudioHost | None" = None) -> None:
+    def __init__(
+        self,
+        kind: str,
+        direction: Direction,
+        spec: str | int | None,
+        post: Callable[[Event], None],
+        opener: Opener,
+        *,
+        fallback_to_default: bool = True,
+        stall_timeout: float = 2.5,
+        reopen_initial: float = 0.25,
+        reopen_max: float = 5.0,
+        poll_interval: float = 0.05,
+        busy: Callable[[], bool] | None = None,
+        wanted: Callable[[], bool] | None = None,
+        pause_after: float | None = None,
+        host: "PortAudioHost | None" = None,
+    ) -> None:
         self.kind = kind
         self.direction = direction
         self.spec = spec
@@ -224,8 +241,11 @@ class StreamKeeper:
         if stream is None:
             return 0.0
         try:
-            return float(stream.get_input_latency() if self.direction == "input"
-                         else stream.get_output_latency())
+            return float(
+                stream.get_input_latency()
+                if self.direction == "input"
+                else stream.get_output_latency()
+            )
         except Exception:  # closed under us
             return 0.0
 
@@ -242,8 +262,11 @@ class StreamKeeper:
         never missed — and a running reply does not wake the host per chunk (its checks
         under PORTAUDIO_LOCK compete with the callback thread on a busy machine)."""
         host = self._host
-        if host is not None and self.pause_after is not None and (
-                self._paused or self._unwanted_since is not None):
+        if (
+            host is not None
+            and self.pause_after is not None
+            and (self._paused or self._unwanted_since is not None)
+        ):
             host.wake()
 
     def heartbeat(self) -> None:
@@ -339,8 +362,9 @@ class StreamKeeper:
                 try:
                     stream.start_stream()
                 except Exception as exc:
-                    raise DeviceError(f"cannot restart {self.kind} {self.device_name!r}: "
-                                      f"{exc}") from exc
+                    raise DeviceError(
+                        f"cannot restart {self.kind} {self.device_name!r}: {exc}"
+                    ) from exc
                 self._paused = False
                 self._unwanted_since = None
                 self._opened_at, self._last_beat = now, 0.0  # the start grace again
@@ -355,8 +379,7 @@ class StreamKeeper:
             try:
                 stream.stop_stream()
             except Exception as exc:  # found dead while pausing: the usual recovery
-                raise DeviceError(f"cannot pause {self.kind} {self.device_name!r}: "
-                                  f"{exc}") from exc
+                raise DeviceError(f"cannot pause {self.kind} {self.device_name!r}: {exc}") from exc
             self._paused = True
             self.pauses += 1
             log.debug("%s paused (idle %.1f s)", self.kind, now - self._unwanted_since)
@@ -373,18 +396,27 @@ class StreamKeeper:
         if self._lost is None:
             self.losses += 1
             self.reminders = 0
-            self._lost = LostDevice(self.kind, self.device_name, reason, now, now, 0,
-                                    self.reopen_max)
-            log.warning("%s %r lost: %s; reopening with backoff", self.kind,
-                        self.device_name, reason)
+            self._lost = LostDevice(
+                self.kind, self.device_name, reason, now, now, 0, self.reopen_max
+            )
+            log.warning(
+                "%s %r lost: %s; reopening with backoff", self.kind, self.device_name, reason
+            )
             self._post(DeviceLost(kind=self.kind, name=self.device_name, reason=reason))
 
     def note_attempt(self, reason: str | None = None) -> None:
         """The host just tried to reopen this lost device."""
         lost = self._lost
         if lost is not None:
-            self._lost = LostDevice(lost.kind, lost.name, reason or lost.reason, lost.since,
-                                    time.monotonic(), lost.attempts + 1, lost.retry_max)
+            self._lost = LostDevice(
+                lost.kind,
+                lost.name,
+                reason or lost.reason,
+                lost.since,
+                time.monotonic(),
+                lost.attempts + 1,
+                lost.retry_max,
+            )
 
     def mark_restored(self) -> None:
         """The reopened stream's callback runs: announce it."""
@@ -403,8 +435,7 @@ class PortAudioHost:
         remind_every: seconds between journal lines while a device stays missing.
     """
 
-    def __init__(self, *, busy_defer_max: float = 10.0,
-                 remind_every: float = REMIND_EVERY) -> None:
+    def __init__(self, *, busy_defer_max: float = 10.0, remind_every: float = REMIND_EVERY) -> None:
         self._busy_defer_max = busy_defer_max
         self._remind_every = remind_every
         self._pa: Any = None
@@ -445,8 +476,9 @@ class PortAudioHost:
             self._schedule_retry()
             if self._thread is None or not self._thread.is_alive():
                 self._stop.clear()
-                self._thread = threading.Thread(target=self._watch, name="portaudio-host",
-                                                daemon=True)
+                self._thread = threading.Thread(
+                    target=self._watch, name="portaudio-host", daemon=True
+                )
                 self._thread.start()
         self._wake.set()
 
@@ -491,8 +523,7 @@ class PortAudioHost:
         # (issue 13). A lost device is retried at poll_interval.
         if any(k.lost is not None for k in self._keepers):
             return min((k.poll_interval for k in self._keepers), default=0.05)
-        return min((max(k.poll_interval, k.stall_timeout / 5) for k in self._keepers),
-                   default=0.05)
+        return min((max(k.poll_interval, k.stall_timeout / 5) for k in self._keepers), default=0.05)
 
     def _schedule_retry(self) -> None:
         """Start (or keep) the backoff for whatever is lost."""
@@ -502,8 +533,9 @@ class PortAudioHost:
             self._deferred_since = None
             return
         if self._delays is None:
-            self._delays = backoff_delays(min(k.reopen_initial for k in lost),
-                                          min(k.reopen_max for k in lost))
+            self._delays = backoff_delays(
+                min(k.reopen_initial for k in lost), min(k.reopen_max for k in lost)
+            )
             self._next_try = time.monotonic() + next(self._delays)
 
     def _watch(self) -> None:
@@ -559,9 +591,15 @@ class PortAudioHost:
             missing = now - lost.since
             if missing >= self._remind_every * (keeper.reminders + 1):
                 keeper.reminders = int(missing // self._remind_every)
-                log.warning("%s %r still missing after %d s (%d attempts, %d PortAudio "
-                            "restarts): %s", lost.kind, lost.name, missing, lost.attempts,
-                            self.rescans, lost.reason)
+                log.warning(
+                    "%s %r still missing after %d s (%d attempts, %d PortAudio restarts): %s",
+                    lost.kind,
+                    lost.name,
+                    missing,
+                    lost.attempts,
+                    self.rescans,
+                    lost.reason,
+                )
 
     def _retry(self, waiting: list[StreamKeeper]) -> bool:
         """One attempt; True if it was put off (busy stream) rather than made."""
@@ -592,8 +630,11 @@ class PortAudioHost:
     def _rescan(self) -> None:
         self.rescans += 1
         lost = [k for k in self._keepers if k.lost is not None]
-        log.info("re-initialising PortAudio to look for %s (rescan %d)",
-                 ", ".join(f"{k.kind} {k.device_name!r}" for k in lost), self.rescans)
+        log.info(
+            "re-initialising PortAudio to look for %s (rescan %d)",
+            ", ".join(f"{k.kind} {k.device_name!r}" for k in lost),
+            self.rescans,
+        )
         for keeper in self._keepers:
             keeper.close_stream()
         self._terminate()

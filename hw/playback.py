@@ -63,10 +63,17 @@ class Phase(enum.Enum):
 class PlaybackQueue:
     """Thread-safe reply queue; ``pull`` is called by the output side only."""
 
-    def __init__(self, post: Callable[[Event], None], rate: int, *, jitter_ms: int = 120,
-                 tail_ms: int = 80, drain_ms: int = 300,
-                 clock: Callable[[], float] = time.monotonic,
-                 on_end: Callable[[], bytes] | None = None) -> None:
+    def __init__(
+        self,
+        post: Callable[[Event], None],
+        rate: int,
+        *,
+        jitter_ms: int = 120,
+        tail_ms: int = 80,
+        drain_ms: int = 300,
+        clock: Callable[[], float] = time.monotonic,
+        on_end: Callable[[], bytes] | None = None,
+    ) -> None:
         self._post = post
         self._clock = clock
         self._on_end = on_end  # returns audio still held upstream (resampler tail)
@@ -75,14 +82,14 @@ class PlaybackQueue:
         self._queued = 0
         self._earcon = bytearray()
         self._phase = Phase.IDLE
-        self._since = 0.0       # when the current phase began
-        self._ended = False     # end_of_reply() was called for what is queued
+        self._since = 0.0  # when the current phase began
+        self._ended = False  # end_of_reply() was called for what is queued
         self._tail_left = 0
         self._pace = EXPECTED_PACE  # arrival ÷ playback speed of the last reply (≥ 1)
         self._arrivals: tuple[float, float, int, int] | None = None  # first, last put, bytes, puts
         self.volume = 1.0
         self.underruns = 0
-        self.bytes_played = 0   # reply bytes handed to the device (not silence)
+        self.bytes_played = 0  # reply bytes handed to the device (not silence)
         self.set_rate(rate, jitter_ms=jitter_ms, tail_ms=tail_ms, drain_ms=drain_ms)
 
     def set_rate(self, rate: int, *, jitter_ms: int, tail_ms: int, drain_ms: int) -> None:
@@ -166,8 +173,11 @@ class PlaybackQueue:
     def _next(self, nbytes: int, events: list[Event]) -> bytes:
         now = self._clock()
         if self._phase is Phase.BUFFERING:
-            if (self._queued >= self._jitter_bytes / self._pace or self._ended
-                    or now - self._since >= self._jitter_wait):
+            if (
+                self._queued >= self._jitter_bytes / self._pace
+                or self._ended
+                or now - self._since >= self._jitter_wait
+            ):
                 self._set(Phase.PLAYING)
                 events.append(PlaybackStarted())
         elif self._phase is Phase.DRY:

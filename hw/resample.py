@@ -47,8 +47,9 @@ ATTENUATION_DB = 85.0
 _SUB_BLOCK = 32  # outputs per sub-block; ~32 measured fastest here (see module doc)
 
 
-def kaiser_lowpass(up: int, rate_in: int, rate_out: int,
-                   attenuation_db: float = ATTENUATION_DB) -> tuple[np.ndarray, int]:
+def kaiser_lowpass(
+    up: int, rate_in: int, rate_out: int, attenuation_db: float = ATTENUATION_DB
+) -> tuple[np.ndarray, int]:
     """Design the prototype low-pass at ``rate_in * up``.
 
     Returns ``(h, K)``: ``h`` has ``K * up`` taps with DC gain ``up`` (to make up
@@ -133,7 +134,7 @@ class Resampler:
     def reset(self) -> None:
         """Forget all history (start a new stream)."""
         self._odd = b""
-        self._fed = 0   # input samples given since reset
+        self._fed = 0  # input samples given since reset
         self._made = 0  # output samples returned since reset
         if not self.passthrough:
             self._buf = np.zeros(self.taps_per_phase - 1, dtype=np.float32)
@@ -153,8 +154,10 @@ class Resampler:
             return self._run(np.concatenate((self._buf, new)))
         # Long inputs (a whole WAV in the sim) in 1 s pieces: the gathered window
         # matrix is ~3x the input, so this bounds memory without changing the result.
-        return b"".join(self._run(np.concatenate((self._buf, new[i:i + self.rate_in])))
-                        for i in range(0, len(new), self.rate_in))
+        return b"".join(
+            self._run(np.concatenate((self._buf, new[i : i + self.rate_in])))
+            for i in range(0, len(new), self.rate_in)
+        )
 
     def flush(self) -> bytes:
         """End of stream: push out everything still held (zero-padded) and reset."""
@@ -175,8 +178,8 @@ class Resampler:
             self._buf = buf
             return b""
         starts = np.arange(periods, dtype=np.intp)[:, None] * self._period_in + self._offsets
-        x = buf[starts[:, :, None] + self._ramp]               # (periods, subs, window)
+        x = buf[starts[:, :, None] + self._ramp]  # (periods, subs, window)
         y = np.matmul(x[:, :, None, :], self._weights).ravel()  # (periods*subs*b,)
-        self._buf = buf[periods * self._period_in:]
+        self._buf = buf[periods * self._period_in :]
         self._made += len(y)
         return np.clip(np.rint(y), -32768, 32767).astype("<i2").tobytes()

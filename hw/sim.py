@@ -32,8 +32,14 @@ from .playback import Phase
 from .resample import Resampler
 from .speaker import REPLY_RATE, ReplyControls, ReplyPath, SpeakerSettings
 
-__all__ = ["SimMic", "SimSpeaker", "SoftButton", "make_sim_hardware",
-           "mock_pin_factory", "read_wav"]
+__all__ = [
+    "SimMic",
+    "SimSpeaker",
+    "SoftButton",
+    "make_sim_hardware",
+    "mock_pin_factory",
+    "read_wav",
+]
 
 log = logging.getLogger(__name__)
 
@@ -100,9 +106,14 @@ def mock_pin_factory() -> Any:
 class SimMic:
     """A mic that "hears" fed audio, paced at ``speed`` × realtime (silence in between)."""
 
-    def __init__(self, settings: MicSettings, post: Callable[[Event], None],
-                 source: Audio | None = None, speed: float | None = 1.0,
-                 source_rate: int = MIC_RATE) -> None:
+    def __init__(
+        self,
+        settings: MicSettings,
+        post: Callable[[Event], None],
+        source: Audio | None = None,
+        speed: float | None = 1.0,
+        source_rate: int = MIC_RATE,
+    ) -> None:
         if speed is not None and speed <= 0:
             raise ValueError(f"sim mic speed must be positive or None, got {speed!r}")
         self.settings = settings
@@ -121,7 +132,7 @@ class SimMic:
 
     @property
     def device_name(self) -> str:
-        """"sim" or "sim:<wav file name>"."""
+        """ "sim" or "sim:<wav file name>"."""
         return self._name
 
     @property
@@ -151,8 +162,9 @@ class SimMic:
         """Block (test/demo helper, not for the event loop) until all fed audio is posted."""
         deadline = time.monotonic() + timeout
         with self._cond:
-            return self._cond.wait_for(lambda: not self._queue,
-                                       max(0.0, deadline - time.monotonic()))
+            return self._cond.wait_for(
+                lambda: not self._queue, max(0.0, deadline - time.monotonic())
+            )
 
     def start(self) -> None:
         """Start posting frames."""
@@ -214,9 +226,14 @@ class SimSpeaker(ReplyControls):
 
     RECORD_SECONDS = 600
 
-    def __init__(self, settings: SpeakerSettings, post: Callable[[Event], None],
-                 path: str | Path | None = None, speed: float | None = 1.0,
-                 earcons: EarconSettings | None = None) -> None:
+    def __init__(
+        self,
+        settings: SpeakerSettings,
+        post: Callable[[Event], None],
+        path: str | Path | None = None,
+        speed: float | None = 1.0,
+        earcons: EarconSettings | None = None,
+    ) -> None:
         if speed is not None and speed <= 0:
             raise ValueError(f"sim speaker speed must be positive or None, got {speed!r}")
         self.settings = settings
@@ -294,8 +311,9 @@ class SimSpeaker(ReplyControls):
                 if self._stop.is_set():
                     return
                 next_at = time.monotonic()
-                self._frames_written += int((next_at - slept_from) * (self.speed or 1.0)
-                                            * self._rate)
+                self._frames_written += int(
+                    (next_at - slept_from) * (self.speed or 1.0) * self._rate
+                )
             sounding = queue.phase is not Phase.IDLE or queue.earcon_pending
             out = queue.pull(frames * 2)
             self._frames_written += frames
@@ -322,8 +340,7 @@ class SimSpeaker(ReplyControls):
         # Clear first, then look: a play() after the look sets the event again, so the
         # wait that follows cannot miss it.
         self._wake.clear()
-        return (queue.phase is Phase.IDLE and not queue.earcon_pending
-                and not queue.queued_bytes)
+        return queue.phase is Phase.IDLE and not queue.earcon_pending and not queue.queued_bytes
 
 
 class SoftButton:
@@ -348,20 +365,26 @@ class SoftButton:
             self._pin.drive_low()
 
 
-
-def make_sim_hardware(post: Callable[[Event], None], *,
-                      mic: MicSettings | None = None, speaker: SpeakerSettings | None = None,
-                      button: ButtonSettings | None = None, led: LedSettings | None = None,
-                      earcons: EarconSettings | None = None, mic_source: Audio | None = None,
-                      speaker_path: str | Path | None = None,
-                      speed: float | None = 1.0) -> Hardware:
+def make_sim_hardware(
+    post: Callable[[Event], None],
+    *,
+    mic: MicSettings | None = None,
+    speaker: SpeakerSettings | None = None,
+    button: ButtonSettings | None = None,
+    led: LedSettings | None = None,
+    earcons: EarconSettings | None = None,
+    mic_source: Audio | None = None,
+    speaker_path: str | Path | None = None,
+    speed: float | None = 1.0,
+) -> Hardware:
     """Build (not start) simulated hardware; ``start()`` starts the mic and speaker clocks."""
     button = button or ButtonSettings()
     factory = mock_pin_factory()
     return Hardware(
         mic=SimMic(mic or MicSettings(), post, source=mic_source, speed=speed),
-        speaker=SimSpeaker(speaker or SpeakerSettings(), post, path=speaker_path, speed=speed,
-                           earcons=earcons),
+        speaker=SimSpeaker(
+            speaker or SpeakerSettings(), post, path=speaker_path, speed=speed, earcons=earcons
+        ),
         button=Button(button, post, pin_factory=factory),
         led=Led(led or LedSettings(), pin_factory=factory),
         soft_button=SoftButton(factory, button.pin, button.pull_up),

@@ -79,8 +79,11 @@ class SpeakerSettings:
         if not 0.0 <= self.volume <= 2.0:
             raise ConfigError("speaker.volume", self.volume, "must be 0.0..2.0")
         if self.tail_ms < 50:
-            raise ConfigError("speaker.tail_ms", self.tail_ms,
-                              "must be at least 50 (the pulse plugin does not drain)")
+            raise ConfigError(
+                "speaker.tail_ms",
+                self.tail_ms,
+                "must be at least 50 (the pulse plugin does not drain)",
+            )
         if not 0 <= self.jitter_ms <= 1000:
             raise ConfigError("speaker.jitter_ms", self.jitter_ms, "must be 0..1000")
         if not 5 <= self.frame_ms <= 100:
@@ -92,16 +95,27 @@ class SpeakerSettings:
 class ReplyPath:
     """play()/flush()/earcon() logic shared by the PyAudio and simulated speakers."""
 
-    def __init__(self, settings: SpeakerSettings, post: Callable[[Event], None],
-                 rate: int, clock: Callable[[], float] = time.monotonic,
-                 earcons: EarconSettings | None = None) -> None:
+    def __init__(
+        self,
+        settings: SpeakerSettings,
+        post: Callable[[Event], None],
+        rate: int,
+        clock: Callable[[], float] = time.monotonic,
+        earcons: EarconSettings | None = None,
+    ) -> None:
         self.settings = settings
         self.earcons = earcons or EarconSettings()
         self._lock = threading.Lock()
         self._resampler = Resampler(REPLY_RATE, rate)
-        self.queue = PlaybackQueue(post, rate, jitter_ms=settings.jitter_ms,
-                                   tail_ms=settings.tail_ms, drain_ms=settings.drain_ms,
-                                   clock=clock, on_end=self._resampler_tail)
+        self.queue = PlaybackQueue(
+            post,
+            rate,
+            jitter_ms=settings.jitter_ms,
+            tail_ms=settings.tail_ms,
+            drain_ms=settings.drain_ms,
+            clock=clock,
+            on_end=self._resampler_tail,
+        )
         self.queue.volume = settings.volume
 
     def set_rate(self, rate: int) -> None:
@@ -206,21 +220,33 @@ class Speaker(ReplyControls, KeptStream):
     loader needs no nesting); None = defaults.
     """
 
-    def __init__(self, settings: SpeakerSettings, post: Callable[[Event], None],
-                 earcons: EarconSettings | None = None, *,
-                 host: PortAudioHost | None = None) -> None:
+    def __init__(
+        self,
+        settings: SpeakerSettings,
+        post: Callable[[Event], None],
+        earcons: EarconSettings | None = None,
+        *,
+        host: PortAudioHost | None = None,
+    ) -> None:
         self.settings = settings
-        self._reply = ReplyPath(settings, post, settings.device_rate or REPLY_RATE,
-                                earcons=earcons)
+        self._reply = ReplyPath(settings, post, settings.device_rate or REPLY_RATE, earcons=earcons)
         self._frames_written = 0
         self._keeper = StreamKeeper(
-            "speaker", "output", settings.device, post, self._open_stream,
+            "speaker",
+            "output",
+            settings.device,
+            post,
+            self._open_stream,
             fallback_to_default=settings.fallback_to_default,
-            stall_timeout=settings.stall_timeout, reopen_initial=settings.reopen_initial,
-            reopen_max=settings.reopen_max, host=host,
+            stall_timeout=settings.stall_timeout,
+            reopen_initial=settings.reopen_initial,
+            reopen_max=settings.reopen_max,
+            host=host,
             # A rescan for the mic waits (bounded) while a reply plays: hw/pastream.py.
             busy=lambda: self._reply.queue.phase is not Phase.IDLE,
-            wanted=self._wanted, pause_after=PAUSE_AFTER_IDLE)
+            wanted=self._wanted,
+            pause_after=PAUSE_AFTER_IDLE,
+        )
 
     # -- properties ----------------------------------------------------------
     @property
@@ -267,14 +293,21 @@ class Speaker(ReplyControls, KeptStream):
             raise DeviceError(f"{device.name!r} has no output channels")
         rate = self.settings.device_rate or pick_rate(pa, device, REPLY_RATE, 1, "output")
         self._reply.set_rate(rate)
-        stream = pa.open(format=pyaudio.paInt16, channels=1, rate=rate, output=True,
-                         output_device_index=device.index,
-                         frames_per_buffer=rate * self.settings.frame_ms // 1000,
-                         stream_callback=self._callback, start=True)
+        stream = pa.open(
+            format=pyaudio.paInt16,
+            channels=1,
+            rate=rate,
+            output=True,
+            output_device_index=device.index,
+            frames_per_buffer=rate * self.settings.frame_ms // 1000,
+            stream_callback=self._callback,
+            start=True,
+        )
         return stream, rate
 
-    def _callback(self, in_data: bytes | None, frame_count: int, time_info: Any,
-                  status_flags: int) -> tuple[bytes, int]:
+    def _callback(
+        self, in_data: bytes | None, frame_count: int, time_info: Any, status_flags: int
+    ) -> tuple[bytes, int]:
         import pyaudio
 
         self._keeper.heartbeat()

@@ -23,8 +23,13 @@ __all__ = ["PacedSpeaker"]
 class PacedSpeaker:
     """A speaker shaped like hw_interface.md, clocked by a thread at ``speed`` × realtime."""
 
-    def __init__(self, post: Callable[[Event], None], speed: float = 1.0,
-                 note_pulls: bool = False, drain_ms: int = 300) -> None:
+    def __init__(
+        self,
+        post: Callable[[Event], None],
+        speed: float = 1.0,
+        note_pulls: bool = False,
+        drain_ms: int = 300,
+    ) -> None:
         from hw.speaker import ReplyPath, SpeakerSettings
 
         self.path = ReplyPath(SpeakerSettings(drain_ms=drain_ms), post, 24000)

@@ -76,17 +76,23 @@ class HoldableClock:
 class FaultRig:
     """``async with FaultRig(...) as rig:`` — a running daemon and its server."""
 
-    def __init__(self, *, limits: ServerLimits | None = None, proxy: bool = False,
-                 settings: SessionSettings | None = None, seed: int = 1,
-                 mic: Callable[[Callable[..., None]], Any] | None = None,
-                 arm: Callable[[LiveServer], Any] | None = None, wait_idle: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        limits: ServerLimits | None = None,
+        proxy: bool = False,
+        settings: SessionSettings | None = None,
+        seed: int = 1,
+        mic: Callable[[Callable[..., None]], Any] | None = None,
+        arm: Callable[[LiveServer], Any] | None = None,
+        wait_idle: bool = True,
+    ) -> None:
         from hw.button import Button, ButtonSettings
         from hw.led import Led, LedSettings
         from hw.sim import SimSpeaker, SoftButton, mock_pin_factory
         from hw.speaker import SpeakerSettings
 
-        self.server = LiveServer(limits=limits or ServerLimits(time_scale=SCALE),
-                                 voice="synthetic")
+        self.server = LiveServer(limits=limits or ServerLimits(time_scale=SCALE), voice="synthetic")
         self.use_proxy = proxy
         self.proxy: TcpProxy | None = None
         self.settings = settings or SessionSettings()
@@ -95,8 +101,9 @@ class FaultRig:
         self.led = Led(LedSettings(), pin_factory=self.pins)
         button = ButtonSettings()
         self.button_clock = HoldableClock()
-        self.button = Button(button, self.inbox.post, pin_factory=self.pins,
-                             clock=self.button_clock)
+        self.button = Button(
+            button, self.inbox.post, pin_factory=self.pins, clock=self.button_clock
+        )
         self.soft_button = SoftButton(self.pins, button.pin)
         self.button_pin = self.pins.pin(button.pin)
         self.speaker = SimSpeaker(SpeakerSettings(), self.inbox.post, speed=SCALE)
@@ -104,7 +111,7 @@ class FaultRig:
         # default the rig posts the frames itself (``speak``).
         self.mic = mic(self.inbox.post) if mic is not None else None
         self.rng = random.Random(seed)
-        self._arm = arm            # faults armed on the server before the daemon starts
+        self._arm = arm  # faults armed on the server before the daemon starts
         self._wait_idle = wait_idle
         self.effects: list[Effect] = []
         self.sup: Supervisor | None = None
@@ -119,12 +126,22 @@ class FaultRig:
             self.proxy = TcpProxy("127.0.0.1", self.server.port).start()
             url = self.proxy.url()
         path = "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent"
-        session = Session(self.settings, wire.SetupConfig(model=MODEL, system_instruction="Be brief."),
-                          "gemini", rng=self.rng.random)
-        self.sup = Supervisor(session, Endpoint(url + path, {"x-goog-api-key": "k"}),
-                              inbox=self.inbox, mic=self.mic, speaker=self.speaker,
-                              button=self.button,
-                              led=self.led, time_scale=SCALE)
+        session = Session(
+            self.settings,
+            wire.SetupConfig(model=MODEL, system_instruction="Be brief."),
+            "gemini",
+            rng=self.rng.random,
+        )
+        self.sup = Supervisor(
+            session,
+            Endpoint(url + path, {"x-goog-api-key": "k"}),
+            inbox=self.inbox,
+            mic=self.mic,
+            speaker=self.speaker,
+            button=self.button,
+            led=self.led,
+            time_scale=SCALE,
+        )
         self.sup.subscribe(self.effects.append)
         self._task = asyncio.get_running_loop().create_task(self.sup.run())
         if self._wait_idle:
@@ -177,8 +194,13 @@ class FaultRig:
             self.inbox.post(MicFrame(pcm))
             await asyncio.sleep(gap)
 
-    async def turn(self, before: int = 20, during: int = 30, after: int = 30,
-                   fault: Callable[[], Any] | None = None) -> bytes:
+    async def turn(
+        self,
+        before: int = 20,
+        during: int = 30,
+        after: int = 30,
+        fault: Callable[[], Any] | None = None,
+    ) -> bytes:
         """A push-to-talk turn on the soft button (the real Button code runs), with
         ``fault()`` called mid-turn; returns the audio captured for it (pre-roll first)."""
         idle = self.frames(before)

@@ -43,8 +43,10 @@ class VoicedProcess:
         self.state_dir = tmp / "state"
         self.runtime = tmp / "run"
         config = tmp / "voiced.toml"
-        config.write_text(f'[service]\nhw = "sim"\nstate_dir = "{self.state_dir}"\n'
-                          f'runtime_dir = "{self.runtime}"\nlog_level = "INFO"\n')
+        config.write_text(
+            f'[service]\nhw = "sim"\nstate_dir = "{self.state_dir}"\n'
+            f'runtime_dir = "{self.runtime}"\nlog_level = "INFO"\n'
+        )
         self.notes: list[tuple[float, str]] = []
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         notify = tmp / f"{name}-notify.sock"
@@ -53,16 +55,35 @@ class VoicedProcess:
         self._sock.settimeout(0.05)
         self._stop = threading.Event()
         threading.Thread(target=self._read, daemon=True).start()
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("NOTIFY_", "WATCHDOG_", "VOICED_", "CREDENTIALS_"))}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("NOTIFY_", "WATCHDOG_", "VOICED_", "CREDENTIALS_"))
+        }
         env.update(NOTIFY_SOCKET=str(notify), PYTHONPATH=str(ROOT))
         self.log_path = tmp / f"{name}.log"
         self._log = open(self.log_path, "wb")
         self.started_at = time.monotonic()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "daemon", "run", "--config", str(config), "--hw", "sim",
-             "--endpoint", endpoint, "--time-scale", str(scale)],
-            cwd=str(ROOT), env=env, stdout=self._log, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "daemon",
+                "run",
+                "--config",
+                str(config),
+                "--hw",
+                "sim",
+                "--endpoint",
+                endpoint,
+                "--time-scale",
+                str(scale),
+            ],
+            cwd=str(ROOT),
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
 
     def _read(self) -> None:
         while not self._stop.is_set():

@@ -31,15 +31,17 @@ class TcpProxy:
         self.connections = 0
         self._pipes: list[_Pipe] = []
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="tcp-proxy",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="tcp-proxy", daemon=True
+        )
         self._server: asyncio.Server | None = None
         self.port = 0
 
     def start(self) -> "TcpProxy":
         self._thread.start()
         self._server = asyncio.run_coroutine_threadsafe(
-            asyncio.start_server(self._accept, "127.0.0.1", 0), self._loop).result(5)
+            asyncio.start_server(self._accept, "127.0.0.1", 0), self._loop
+        ).result(5)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
@@ -48,11 +50,13 @@ class TcpProxy:
 
     def stall(self) -> int:
         """Stop forwarding on every connection open now (they stay open); returns how many."""
+
         async def do() -> int:
             open_pipes = [p for p in self._pipes if not p.closed]
             for pipe in open_pipes:
                 pipe.stalled = True
             return len(open_pipes)
+
         return asyncio.run_coroutine_threadsafe(do(), self._loop).result(5)
 
     def stop(self) -> None:
@@ -68,6 +72,7 @@ class TcpProxy:
                 _, stuck = await asyncio.wait(others, timeout=2)
                 for task in stuck:
                     task.cancel()
+
         asyncio.run_coroutine_threadsafe(do(), self._loop).result(5)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
@@ -88,8 +93,11 @@ class TcpProxy:
             return
         pipe = _Pipe(writer, up_writer)
         self._pipes.append(pipe)
-        await asyncio.gather(pipe.pump(reader, up_writer, self.client_chunks),
-                             pipe.pump(up_reader, writer, None), return_exceptions=True)
+        await asyncio.gather(
+            pipe.pump(reader, up_writer, self.client_chunks),
+            pipe.pump(up_reader, writer, None),
+            return_exceptions=True,
+        )
         pipe.abort()
 
 
@@ -100,8 +108,12 @@ class _Pipe:
         self.closed = False
         self._gone = asyncio.Event()
 
-    async def pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                   log: list[tuple[float, int]] | None) -> None:
+    async def pump(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        log: list[tuple[float, int]] | None,
+    ) -> None:
         while not self.closed:
             data = await reader.read(65536)
             if log is not None and data:

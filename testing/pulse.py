@@ -69,8 +69,7 @@ class Pulse:
 
     def pactl(self, *args: str) -> str:
         """Run pactl against our server; return stdout."""
-        out = subprocess.run([_need("pactl"), *args], env=self.env, capture_output=True,
-                             timeout=10)
+        out = subprocess.run([_need("pactl"), *args], env=self.env, capture_output=True, timeout=10)
         if out.returncode:
             raise RuntimeError(f"pactl {' '.join(args)}: {out.stderr.decode().strip()}")
         return out.stdout.decode()
@@ -90,8 +89,9 @@ class Pulse:
 
     def spawn(self, *argv: str, stdin: int | None = None) -> subprocess.Popen[bytes]:
         """A child process with our env, killed by PID at teardown."""
-        proc = subprocess.Popen(list(argv), env=self.env, stdin=stdin,
-                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            list(argv), env=self.env, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+        )
         if stdin is not None and stdin > 2:
             os.close(stdin)  # the child has its copy
         self.children.append(proc)
@@ -103,22 +103,48 @@ class Pulse:
         pa_file = self.root / "test.pa"
         pa_file.write_text(PA_CONFIG.format(sock=sock, cli=self.root / "cli"))
         self.proc = subprocess.Popen(
-            [_need("pulseaudio"), "-n", "-F", str(pa_file), "--daemonize=no",
-             "--exit-idle-time=-1", "--use-pid-file=no", "--disallow-exit", "-v"],
-            env=self.env, stdout=subprocess.DEVNULL, stderr=open(self.root / "pulse.log", "ab"))
+            [
+                _need("pulseaudio"),
+                "-n",
+                "-F",
+                str(pa_file),
+                "--daemonize=no",
+                "--exit-idle-time=-1",
+                "--use-pid-file=no",
+                "--disallow-exit",
+                "-v",
+            ],
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.root / "pulse.log", "ab"),
+        )
         deadline = time.monotonic() + 10
         while True:
-            if subprocess.run([_need("pactl"), "info"], env=self.env, capture_output=True,
-                              timeout=10).returncode == 0:
+            if (
+                subprocess.run(
+                    [_need("pactl"), "info"], env=self.env, capture_output=True, timeout=10
+                ).returncode
+                == 0
+            ):
                 break
             if time.monotonic() > deadline or self.proc.poll() is not None:
-                raise RuntimeError("private pulseaudio did not start; see "
-                                   f"{self.root / 'pulse.log'}")
+                raise RuntimeError(
+                    f"private pulseaudio did not start; see {self.root / 'pulse.log'}"
+                )
             time.sleep(0.05)
         for sink in ("micfeed", "vspk", "hatfeed"):  # pitfall 1: keep null sinks awake
-            self.spawn(_need("pacat"), "-p", "-d", sink, "--latency-msec=10", "--raw",
-                       "--format=s16le", "--rate=48000", "--channels=1",
-                       stdin=os.open("/dev/zero", os.O_RDONLY))
+            self.spawn(
+                _need("pacat"),
+                "-p",
+                "-d",
+                sink,
+                "--latency-msec=10",
+                "--raw",
+                "--format=s16le",
+                "--rate=48000",
+                "--channels=1",
+                stdin=os.open("/dev/zero", os.O_RDONLY),
+            )
         time.sleep(2.1)  # let the sinks honour the low latency (pitfall 1)
 
     def stop_server(self) -> None:
@@ -130,17 +156,30 @@ class Pulse:
             _kill(self.proc)
             self.proc = None
 
-    def play_into_mic(self, pcm: bytes, rate: int, sink: str = "micfeed",
-                      channels: int = 1) -> subprocess.Popen[bytes]:
+    def play_into_mic(
+        self, pcm: bytes, rate: int, sink: str = "micfeed", channels: int = 1
+    ) -> subprocess.Popen[bytes]:
         """Play s16le ``pcm`` at ``rate`` into the virtual mic (returns the pacat).
 
         ``sink="hatfeed", channels=2`` feeds the two-channel ``vhat`` device instead.
         A 250 ms buffer: 20 ms underran under full CPU load and broke correlation.
         """
         proc = subprocess.Popen(
-            [_need("pacat"), "-p", "-d", sink, "--raw", "--format=s16le",
-             f"--rate={rate}", f"--channels={channels}", "--latency-msec=250"],
-            env=self.env, stdin=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            [
+                _need("pacat"),
+                "-p",
+                "-d",
+                sink,
+                "--raw",
+                "--format=s16le",
+                f"--rate={rate}",
+                f"--channels={channels}",
+                "--latency-msec=250",
+            ],
+            env=self.env,
+            stdin=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
         self.children.append(proc)
         assert proc.stdin is not None
         proc.stdin.write(pcm)
@@ -149,9 +188,17 @@ class Pulse:
 
     def record_speaker(self, rate: int) -> "Recorder":
         """Start recording ``vspk.monitor`` as s16le mono at ``rate``."""
-        proc = self.spawn(_need("pacat"), "-r", "-d", "vspk.monitor", "--raw",
-                          "--format=s16le", f"--rate={rate}", "--channels=1",
-                          "--latency-msec=10")
+        proc = self.spawn(
+            _need("pacat"),
+            "-r",
+            "-d",
+            "vspk.monitor",
+            "--raw",
+            "--format=s16le",
+            f"--rate={rate}",
+            "--channels=1",
+            "--latency-msec=10",
+        )
         return Recorder(proc)
 
 

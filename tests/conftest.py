@@ -35,8 +35,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     # The private PulseAudio is stopped after a test that uses it when the next test that
     # does is in another directory (or there is none): a restart costs ~2.5 s, a server
     # left idling through the directories between costs ~20% of a core all along.
-    users = [item for item in session.items
-             if "pulse_server" in getattr(item, "fixturenames", ())]
+    users = [item for item in session.items if "pulse_server" in getattr(item, "fixturenames", ())]
     _pulse_last_in_dir.clear()
     for item, after in zip(users, [*users[1:], None]):
         if after is None or after.path.parent != item.path.parent:
@@ -45,8 +44,9 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None
-                            ) -> Generator[None, None, None]:
+def pytest_runtest_teardown(
+    item: pytest.Item, nextitem: pytest.Item | None
+) -> Generator[None, None, None]:
     yield  # the test's own fixtures (daemons playing into the server) end first
     if item.nodeid in _pulse_last_in_dir:
         virtual_audio.stop_unused()
@@ -60,8 +60,10 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None
 # The suite holds under a busy CPU anyway (tools/ci-under-load.sh), so the overlap costs
 # no correctness, and the check's own waits are wall-clock deadlines that only end a hang.
 
-SYSTEMD_CHECK_TEST = ("tests/runtime/test_systemd_check.py::"
-                      "test_every_service_claim_of_the_readme_holds_under_a_real_systemd")
+SYSTEMD_CHECK_TEST = (
+    "tests/runtime/test_systemd_check.py::"
+    "test_every_service_claim_of_the_readme_holds_under_a_real_systemd"
+)
 
 
 @dataclass
@@ -82,8 +84,11 @@ class BackgroundCheck:
         except subprocess.TimeoutExpired:
             self.stop()
             raise
-        return (code, (self.root / "stdout").read_text(errors="replace"),
-                (self.root / "stderr").read_text(errors="replace"))
+        return (
+            code,
+            (self.root / "stdout").read_text(errors="replace"),
+            (self.root / "stderr").read_text(errors="replace"),
+        )
 
     def stop(self) -> None:
         """SIGINT first: the check's ``finally`` stops the container and unmounts it."""
@@ -111,9 +116,19 @@ def systemd_check() -> BackgroundCheck:
             # theirs to the measured slowdown (tests/timing.py). At nice 0 beside the
             # suite on a machine at load ~39, the first `systemctl start` timed out.
             proc = subprocess.Popen(
-                ["nice", "-n", "-10", sys.executable, str(REPO / "tools/systemd_check.py"),
-                 "--json", str(root / "systemd-check.json")],
-                stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+                [
+                    "nice",
+                    "-n",
+                    "-10",
+                    sys.executable,
+                    str(REPO / "tools/systemd_check.py"),
+                    "--json",
+                    str(root / "systemd-check.json"),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+            )
         _systemd_check = BackgroundCheck(proc, root)
     return _systemd_check
 
@@ -122,14 +137,19 @@ def systemd_check_can_run() -> tuple[bool, str]:
     """Root and the container tools, or why not (the test skips with that reason)."""
     missing = [t for t in ("systemd-nspawn", "debootstrap", "nsenter") if shutil.which(t) is None]
     if os.geteuid() != 0 or missing:
-        return False, (f"needs root and {', '.join(missing) or 'nothing else'} "
-                       "(bash tools/bootstrap.sh test installs systemd-container and debootstrap)")
+        return False, (
+            f"needs root and {', '.join(missing) or 'nothing else'} "
+            "(bash tools/bootstrap.sh test installs systemd-container and debootstrap)"
+        )
     return True, ""
 
 
 def _start_systemd_check_early(session: pytest.Session) -> None:
-    if any(item.nodeid == SYSTEMD_CHECK_TEST for item in session.items) \
-            and systemd_check_can_run()[0] and not session.config.option.collectonly:
+    if (
+        any(item.nodeid == SYSTEMD_CHECK_TEST for item in session.items)
+        and systemd_check_can_run()[0]
+        and not session.config.option.collectonly
+    ):
         systemd_check()
 
 

@@ -15,12 +15,38 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 # The pure core: daemon's own modules at the package root (no I/O, time comes in as `now`).
-CORE = ("daemon.wire", "daemon.session", "daemon.turns", "daemon.vocabulary", "daemon.context",
-        "daemon.backoff", "daemon.events", "daemon.errors", "daemon.health")
-CORE_MAY_NOT = ("daemon.runtime", "daemon.app", "daemon.cli", "daemon.liveserver", "hw",
-                "testing", "bench", "asyncio", "websockets")
-HW_MAY_NOT = ("daemon.runtime", "daemon.app", "daemon.cli", "daemon.liveserver", "websockets",
-              "aiomqtt", "testing", "bench")
+CORE = (
+    "daemon.wire",
+    "daemon.session",
+    "daemon.turns",
+    "daemon.vocabulary",
+    "daemon.context",
+    "daemon.backoff",
+    "daemon.events",
+    "daemon.errors",
+    "daemon.health",
+)
+CORE_MAY_NOT = (
+    "daemon.runtime",
+    "daemon.app",
+    "daemon.cli",
+    "daemon.liveserver",
+    "hw",
+    "testing",
+    "bench",
+    "asyncio",
+    "websockets",
+)
+HW_MAY_NOT = (
+    "daemon.runtime",
+    "daemon.app",
+    "daemon.cli",
+    "daemon.liveserver",
+    "websockets",
+    "aiomqtt",
+    "testing",
+    "bench",
+)
 RUNTIME_MAY_NOT = ("daemon.app", "daemon.cli", "testing", "bench")
 LIVESERVER_MAY_NOT = ("daemon.runtime", "daemon.app", "daemon.cli", "hw", "testing", "bench")
 # The installed packages never import what is not installed.
@@ -63,8 +89,11 @@ def imports(module: str) -> set[str]:
 
 
 def offending(module: str, forbidden: tuple[str, ...]) -> list[str]:
-    return sorted(name for name in imports(module)
-                  if any(name == f or name.startswith(f + ".") for f in forbidden))
+    return sorted(
+        name
+        for name in imports(module)
+        if any(name == f or name.startswith(f + ".") for f in forbidden)
+    )
 
 
 ALL = modules("daemon") + modules("hw") + modules("testing")
@@ -72,17 +101,20 @@ ALL = modules("daemon") + modules("hw") + modules("testing")
 
 def test_every_module_imports() -> None:
     # One fresh interpreter, as `python -c` would: nothing this test process imported helps.
-    code = ("import importlib, sys\n"
-            "failed = []\n"
-            f"for name in {[m for m in ALL if not m.endswith('__main__')]!r}:\n"
-            "    try:\n"
-            "        importlib.import_module(name)\n"
-            "    except Exception as exc:\n"
-            "        failed.append(f'{name}: {exc!r}')\n"
-            "print('\\n'.join(failed))\n"
-            "sys.exit(1 if failed else 0)\n")
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300)
+    code = (
+        "import importlib, sys\n"
+        "failed = []\n"
+        f"for name in {[m for m in ALL if not m.endswith('__main__')]!r}:\n"
+        "    try:\n"
+        "        importlib.import_module(name)\n"
+        "    except Exception as exc:\n"
+        "        failed.append(f'{name}: {exc!r}')\n"
+        "print('\\n'.join(failed))\n"
+        "sys.exit(1 if failed else 0)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert len(ALL) > 60  # the walk found the tree, not an empty folder
 
@@ -121,8 +153,12 @@ def test_installed_code_imports_no_test_rig(module: str) -> None:
 def test_the_rule_finds_a_violation(tmp_path: Path) -> None:
     # The scan itself: a core-like file importing the shell lazily is caught.
     bad = ast.parse("def f():\n    from daemon.runtime.supervisor import Supervisor\n")
-    names = {f"{n.module}.{a.name}" for n in ast.walk(bad) if isinstance(n, ast.ImportFrom)
-             for a in n.names}
+    names = {
+        f"{n.module}.{a.name}"
+        for n in ast.walk(bad)
+        if isinstance(n, ast.ImportFrom)
+        for a in n.names
+    }
     assert any(name.startswith("daemon.runtime") for name in names)
     assert offending("daemon.session", ("daemon.wire",)) == ["daemon.wire"]
 

@@ -33,8 +33,17 @@ import threading
 import time
 from typing import Any, Awaitable, Callable, TypeVar
 
-__all__ = ["ProgressLoop", "run", "slowdown", "scaled", "cap", "wait_until", "until",
-           "cpu_waits", "longest_cpu_wait_since"]
+__all__ = [
+    "ProgressLoop",
+    "run",
+    "slowdown",
+    "scaled",
+    "cap",
+    "wait_until",
+    "until",
+    "cpu_waits",
+    "longest_cpu_wait_since",
+]
 
 T = TypeVar("T")
 
@@ -83,28 +92,28 @@ def cap(seconds: float) -> float:
     return seconds * _env_factor()
 
 
-def wait_until(pred: Callable[[], T], timeout: float = 10.0, what: str = "",
-               poll: float = 0.001) -> T:
+def wait_until(
+    pred: Callable[[], T], timeout: float = 10.0, what: str = "", poll: float = 0.001
+) -> T:
     """Poll ``pred`` (from any thread) until it returns something truthy; return it.
     ``timeout`` (wall seconds, times VOICED_TEST_SLOWDOWN) only ends a hung test."""
     end = time.monotonic() + cap(timeout)
     while not (got := pred()):
         if time.monotonic() > end:
-            raise AssertionError(f"timed out after {cap(timeout):g} s waiting for "
-                                 f"{what or pred}")
+            raise AssertionError(f"timed out after {cap(timeout):g} s waiting for {what or pred}")
         time.sleep(poll)
     return got
 
 
-async def until(pred: Callable[[], Any], timeout: float = 10.0, what: str = "",
-                poll: float = 0.001) -> Any:
+async def until(
+    pred: Callable[[], Any], timeout: float = 10.0, what: str = "", poll: float = 0.001
+) -> Any:
     """:func:`wait_until` for a coroutine: poll ``pred`` on the running loop."""
     loop = asyncio.get_running_loop()
     end = loop.time() + cap(timeout)
     while not (got := pred()):
         if loop.time() > end:
-            raise AssertionError(f"timed out after {cap(timeout):g} s waiting for "
-                                 f"{what or pred}")
+            raise AssertionError(f"timed out after {cap(timeout):g} s waiting for {what or pred}")
         await asyncio.sleep(poll)
     return got
 
@@ -126,11 +135,11 @@ class ProgressLoop(asyncio.SelectorEventLoop):
 
     def __init__(self) -> None:
         super().__init__()
-        self._fds: dict[int, int] = {}        # native thread id -> open schedstat
-        self._waited: dict[int, float] = {}   # native thread id -> run-queue delay, last read
+        self._fds: dict[int, int] = {}  # native thread id -> open schedstat
+        self._waited: dict[int, float] = {}  # native thread id -> run-queue delay, last read
         self._enabled = os.path.exists("/proc/thread-self/schedstat")
         self._loop_tid = threading.get_native_id()  # created in the thread that runs it
-        self._stolen = 0.0                    # wall seconds the loop's work waited for a CPU
+        self._stolen = 0.0  # wall seconds the loop's work waited for a CPU
         self._last = 0.0
 
     def _watched(self) -> set[int]:
@@ -143,7 +152,7 @@ class ProgressLoop(asyncio.SelectorEventLoop):
     def _run_queue_delay(self) -> float:
         tids = self._watched()
         for tid in list(self._fds):
-            if tid not in tids:               # ended: stop reading it
+            if tid not in tids:  # ended: stop reading it
                 os.close(self._fds.pop(tid))
                 self._waited.pop(tid, None)
         longest = 0.0
@@ -151,14 +160,13 @@ class ProgressLoop(asyncio.SelectorEventLoop):
             fd = self._fds.get(tid)
             if fd is None:
                 try:
-                    fd = self._fds[tid] = os.open(f"/proc/self/task/{tid}/schedstat",
-                                                  os.O_RDONLY)
-                except OSError:               # ended meanwhile
+                    fd = self._fds[tid] = os.open(f"/proc/self/task/{tid}/schedstat", os.O_RDONLY)
+                except OSError:  # ended meanwhile
                     continue
             try:
                 waited = int(os.pread(fd, 96, 0).split()[1]) / 1e9
             except (OSError, IndexError, ValueError):
-                continue                      # ended while reading
+                continue  # ended while reading
             # A thread first seen now brings its whole past wait: count only what follows.
             longest = max(longest, waited - self._waited.get(tid, waited))
             self._waited[tid] = waited

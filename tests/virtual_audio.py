@@ -88,13 +88,21 @@ def speech(tmp_path_factory: pytest.TempPathFactory) -> dict[int, bytes]:
 
     root = tmp_path_factory.mktemp("speech")
     raw = root / "speech.wav"
-    subprocess.run([_need("espeak-ng"), "-w", str(raw), "what is the capital of France"],
-                   check=True, capture_output=True, timeout=30)
+    subprocess.run(
+        [_need("espeak-ng"), "-w", str(raw), "what is the capital of France"],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
     out: dict[int, bytes] = {}
     for rate in (16000, 24000, 48000):
         path = root / f"speech{rate}.wav"
-        subprocess.run([_need("sox"), str(raw), "-r", str(rate), "-c", "1", "-b", "16",
-                        str(path)], check=True, capture_output=True, timeout=30)
+        subprocess.run(
+            [_need("sox"), str(raw), "-r", str(rate), "-c", "1", "-b", "16", str(path)],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
         with wave.open(str(path), "rb") as w:
             out[rate] = w.readframes(w.getnframes())
     return out

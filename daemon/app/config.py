@@ -31,9 +31,20 @@ from typing import Any, Callable, Literal, Mapping
 from daemon.errors import ConfigError
 
 __all__ = [
-    "DEFAULT_PATH", "LiveSettings", "ServiceSettings", "Config", "Secret",
-    "load", "parse", "peek", "resolve_api_key", "to_toml", "example_toml", "field_docs",
-    "SECTIONS", "ENV_OVERRIDES",
+    "DEFAULT_PATH",
+    "LiveSettings",
+    "ServiceSettings",
+    "Config",
+    "Secret",
+    "load",
+    "parse",
+    "peek",
+    "resolve_api_key",
+    "to_toml",
+    "example_toml",
+    "field_docs",
+    "SECTIONS",
+    "ENV_OVERRIDES",
 ]
 
 DEFAULT_PATH = Path("/etc/voiced/voiced.toml")
@@ -128,16 +139,18 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
 # Settings fields that are not keys of the file: derived from [[tools]] and [live] model
 # (daemon/tools.session_tools, in :func:`parse`) or from the machine (local_speech: app.py),
 # so they are neither read, nor printed, nor documented.
-DERIVED: frozenset[str] = frozenset({"session.tools", "session.tools_blocking",
-                                      "session.tool_scheduling", "session.local_speech"})
+DERIVED: frozenset[str] = frozenset(
+    {"session.tools", "session.tools_blocking", "session.tool_scheduling", "session.local_speech"}
+)
 
 # Extra checks beyond the type: "section.key" -> (predicate, what is allowed).
 CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "live.endpoint": (
         lambda v: v in ("auto", "gemini", "vertex", "local") or v.startswith(("ws://", "wss://")),
-        'one of "auto", "gemini", "vertex", "local", or a ws:// / wss:// URL'),
+        'one of "auto", "gemini", "vertex", "local", or a ws:// / wss:// URL',
+    ),
     "live.api_version": (lambda v: v in ("v1alpha", "v1beta"), 'one of "v1alpha", "v1beta"'),
-    "live.model": (lambda v: bool(v.strip()), "a model id such as \"gemini-3.8-live\""),
+    "live.model": (lambda v: bool(v.strip()), 'a model id such as "gemini-3.8-live"'),
     "live.local_time_scale": (lambda v: 0 < v <= 100_000, "a number > 0 (1 = real time)"),
 }
 
@@ -178,8 +191,10 @@ def _describe(tp: Any) -> str:
     if origin is Literal:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
     if origin in (types.UnionType, typing.Union):
-        return " or ".join("nothing (omit the key)" if a is type(None) else _describe(a)
-                           for a in typing.get_args(tp))
+        return " or ".join(
+            "nothing (omit the key)" if a is type(None) else _describe(a)
+            for a in typing.get_args(tp)
+        )
     if origin is tuple:
         args = typing.get_args(tp)
         return f"a list (each {_describe(args[0])})" if args else "a list"
@@ -229,7 +244,9 @@ def _build(section: str, cls: type, values: Mapping[str, Any]) -> Any:
     for key, value in values.items():
         dotted = f"{section}.{key}"
         if key not in names:
-            raise ConfigError(dotted, value, "unknown key; known keys in [" + section + "]: " + ", ".join(names))
+            raise ConfigError(
+                dotted, value, "unknown key; known keys in [" + section + "]: " + ", ".join(names)
+            )
         kwargs[key] = _coerce(dotted, value, hints[key])
         check = CHECKS.get(dotted)
         if check is not None and not check[0](kwargs[key]):
@@ -244,13 +261,17 @@ def _build(section: str, cls: type, values: Mapping[str, Any]) -> Any:
         text = str(exc)
         first = text.split(" ", 1)[0]
         if first in names:
-            raise ConfigError(f"{section}.{first}", values.get(first, getattr(cls, first, None)),
-                              text.split(": ", 1)[-1]) from None
+            raise ConfigError(
+                f"{section}.{first}",
+                values.get(first, getattr(cls, first, None)),
+                text.split(": ", 1)[-1],
+            ) from None
         raise ConfigError(section, dict(values), text) from None
 
 
-def parse(data: Mapping[str, Any], environ: Mapping[str, str] | None = None,
-          source: str = "<memory>") -> Config:
+def parse(
+    data: Mapping[str, Any], environ: Mapping[str, str] | None = None, source: str = "<memory>"
+) -> Config:
     """Build a :class:`Config` from parsed TOML *data* and environment overrides."""
     merged: dict[str, dict[str, Any]] = {}
     tools: tuple[Any, ...] = ()
@@ -262,27 +283,36 @@ def parse(data: Mapping[str, Any], environ: Mapping[str, str] | None = None,
             tools = parse_tools(values)
             continue
         if section not in SECTIONS:
-            raise ConfigError(section, "[...]", "unknown section; known sections: "
-                              + ", ".join([*SECTIONS, "tools"]))
+            raise ConfigError(
+                section,
+                "[...]",
+                "unknown section; known sections: " + ", ".join([*SECTIONS, "tools"]),
+            )
         if not isinstance(values, dict):
             raise ConfigError(section, values, "must be a [section] table")
         merged[section] = dict(values)
     for var, (section, key) in ENV_OVERRIDES.items():
         if environ and environ.get(var):
             merged.setdefault(section, {})[key] = _env_value(var, environ[var])
-    sections = {name: _build(name, _import(target), merged.get(name, {})) for name, target in SECTIONS.items()}
+    sections = {
+        name: _build(name, _import(target), merged.get(name, {}))
+        for name, target in SECTIONS.items()
+    }
     if tools:
         from daemon.runtime.actions import check_pins
 
         led = sections["led"]
         used = {sections["button"].pin: "button.pin"}
-        used.update({p: "led.rgb_pins" for p in led.rgb_pins} if led.rgb_pins else {led.pin: "led.pin"})
+        used.update(
+            {p: "led.rgb_pins" for p in led.rgb_pins} if led.rgb_pins else {led.pin: "led.pin"}
+        )
         check_pins(tools, used)
         # The core's view of the tools (names, blocking) follows the declarations.
         from daemon.runtime.tools import session_tools
 
-        sections["session"] = dataclasses.replace(sections["session"],
-                                                  **session_tools(tools, sections["live"].model))
+        sections["session"] = dataclasses.replace(
+            sections["session"], **session_tools(tools, sections["live"].model)
+        )
     return Config(sections=sections, source=source, tools=tools)
 
 
@@ -294,8 +324,11 @@ def _env_value(var: str, text: str) -> Any:
         return text
 
 
-def load(path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None,
-         required: bool = False) -> Config:
+def load(
+    path: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    required: bool = False,
+) -> Config:
     """Read the TOML file at *path* (default /etc/voiced/voiced.toml) and build the config.
 
     A missing default file means "all defaults"; a missing file that was asked for
@@ -313,8 +346,9 @@ def load(path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] 
             raise ConfigError(str(p), "...", f"is not valid TOML: {exc}") from None
         except UnicodeDecodeError as exc:
             # tomllib decodes the bytes itself and lets this escape (found by fuzzing).
-            raise ConfigError(str(p), "...", f"is not UTF-8 text (TOML must be): {exc.reason} "
-                              f"at byte {exc.start}") from None
+            raise ConfigError(
+                str(p), "...", f"is not UTF-8 text (TOML must be): {exc.reason} at byte {exc.start}"
+            ) from None
         except OSError as exc:
             raise ConfigError(str(p), "...", f"cannot be read: {exc.strerror}") from None
         source = str(p)
@@ -325,8 +359,13 @@ def load(path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] 
     return dataclasses.replace(config, api_key=key)
 
 
-def peek(section: str, key: str | None, default: Any, path: str | os.PathLike[str] | None = None,
-         environ: Mapping[str, str] | None = None) -> Any:
+def peek(
+    section: str,
+    key: str | None,
+    default: Any,
+    path: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Any:
     """One raw value of the config file (``key`` None: the whole table),
     or ``default`` when the file is missing,
     unreadable (a user outside group voiced), broken, or lacks it — never an error.
@@ -378,8 +417,10 @@ def resolve_api_key(live: LiveSettings, environ: Mapping[str, str]) -> Secret | 
 
 def to_toml(config: Config) -> str:
     """The effective configuration as TOML, secrets redacted (``voiced config``)."""
-    lines = [f"# effective configuration (from {config.source})",
-             f"# api key: {'set (redacted)' if config.api_key else 'none'}"]
+    lines = [
+        f"# effective configuration (from {config.source})",
+        f"# api key: {'set (redacted)' if config.api_key else 'none'}",
+    ]
     for name, settings in config.sections.items():
         lines.append(f"\n[{name}]")
         for f in dataclasses.fields(settings):
@@ -391,9 +432,12 @@ def to_toml(config: Config) -> str:
             else:
                 lines.append(f"{f.name} = {_toml_value(value)}")
     for spec in config.tools:
-        lines += ["\n[[tools]]", f"name = {_toml_value(spec.name)}",
-                  f"description = {_toml_value(spec.description)}",
-                  f"# action: {spec.action.kind}, timeout {spec.timeout:g} s"]
+        lines += [
+            "\n[[tools]]",
+            f"name = {_toml_value(spec.name)}",
+            f"description = {_toml_value(spec.description)}",
+            f"# action: {spec.action.kind}, timeout {spec.timeout:g} s",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -416,9 +460,13 @@ def field_docs(cls: type) -> dict[str, str]:
     body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
     docs: dict[str, str] = {}
     for node, after in zip(body, body[1:]):
-        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
-                and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant)
-                and isinstance(after.value.value, str)):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(after, ast.Expr)
+            and isinstance(after.value, ast.Constant)
+            and isinstance(after.value.value, str)
+        ):
             docs[node.target.id] = " ".join(after.value.value.split())
     return docs
 
@@ -429,12 +477,17 @@ def example_toml() -> str:
     ``systemd/voiced.toml.example`` is this text (a test keeps them equal); the
     installer copies it to /etc/voiced/voiced.toml.
     """
-    out = ["# voiced configuration: /etc/voiced/voiced.toml",
-           "# Every key is shown at its default, commented out: uncomment what you change.",
-           "# `voiced config` prints the effective configuration; `sudo systemctl reload voiced`",
-           "# applies a new system instruction mid-conversation (other keys need a restart).",
-           "# Environment overrides:"] + [f"#   {var} sets {sec}.{key}" for var, (sec, key) in ENV_OVERRIDES.items()] + [
-           "# The API key never goes here: see the README (systemd credential or live.key_file)."]
+    out = (
+        [
+            "# voiced configuration: /etc/voiced/voiced.toml",
+            "# Every key is shown at its default, commented out: uncomment what you change.",
+            "# `voiced config` prints the effective configuration; `sudo systemctl reload voiced`",
+            "# applies a new system instruction mid-conversation (other keys need a restart).",
+            "# Environment overrides:",
+        ]
+        + [f"#   {var} sets {sec}.{key}" for var, (sec, key) in ENV_OVERRIDES.items()]
+        + ["# The API key never goes here: see the README (systemd credential or live.key_file)."]
+    )
     for name, target in SECTIONS.items():
         cls = _import(target)
         doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
@@ -461,27 +514,27 @@ _TOOLS_EXAMPLE = [
     "",
     "# [[tools]]: functions the model may call (none by default). Each has a name, a description,",
     "# a JSON schema of its parameters (type, properties, required, enum, minimum, maximum, maxLength),",  # noqa: E501
-    "# an optional timeout (seconds, default 10), behavior (\"BLOCKING\"/\"NON_BLOCKING\"), scheduling",
-    "# (\"SILENT\"/\"WHEN_IDLE\"/\"INTERRUPT\") and exactly one action: gpio, command, http, mqtt or builtin.",  # noqa: E501
+    '# an optional timeout (seconds, default 10), behavior ("BLOCKING"/"NON_BLOCKING"), scheduling',
+    '# ("SILENT"/"WHEN_IDLE"/"INTERRUPT") and exactly one action: gpio, command, http, mqtt or builtin.',  # noqa: E501
     "# [[tools]]",
-    "# name = \"porch_light\"",
-    "# description = \"Switch the porch light on or off.\"",
+    '# name = "porch_light"',
+    '# description = "Switch the porch light on or off."',
     "# gpio = { pin = 17 }                       # parameter `on` (boolean); pwm = true takes `level` 0..1",  # noqa: E501
     "# [[tools]]",
-    "# name = \"garage_door\"",
-    "# description = \"Open or close a garage door.\"",
-    "# parameters = { type = \"object\", properties = { door = { type = \"string\", enum = [\"left\", \"right\"] } }, required = [\"door\"] }",  # noqa: E501
-    "# command = { argv = [\"/usr/local/bin/garage\", \"{door}\"] }   # never a shell; \"{door}\" is one argv element",  # noqa: E501
+    '# name = "garage_door"',
+    '# description = "Open or close a garage door."',
+    '# parameters = { type = "object", properties = { door = { type = "string", enum = ["left", "right"] } }, required = ["door"] }',  # noqa: E501
+    '# command = { argv = ["/usr/local/bin/garage", "{door}"] }   # never a shell; "{door}" is one argv element',  # noqa: E501
     "# [[tools]]",
-    "# name = \"scene\"",
-    "# description = \"Turn on a Home Assistant scene.\"",
-    "# parameters = { type = \"object\", properties = { scene = { type = \"string\", maxLength = 40 } }, required = [\"scene\"] }",  # noqa: E501
-    "# http = { method = \"POST\", url = \"http://homeassistant.local:8123/api/services/scene/turn_on\", body = { entity_id = \"{scene}\" }, token_file = \"/etc/voiced/ha-token\" }",  # noqa: E501
+    '# name = "scene"',
+    '# description = "Turn on a Home Assistant scene."',
+    '# parameters = { type = "object", properties = { scene = { type = "string", maxLength = 40 } }, required = ["scene"] }',  # noqa: E501
+    '# http = { method = "POST", url = "http://homeassistant.local:8123/api/services/scene/turn_on", body = { entity_id = "{scene}" }, token_file = "/etc/voiced/ha-token" }',  # noqa: E501
     "# [[tools]]",
-    "# name = \"fan\"",
-    "# description = \"Switch the fan.\"",
-    "# parameters = { type = \"object\", properties = { on = { type = \"boolean\" } }, required = [\"on\"] }",  # noqa: E501
-    "# mqtt = { topic = \"home/fan/set\", payload = \"{on}\" }   # needs [mqtt]",
+    '# name = "fan"',
+    '# description = "Switch the fan."',
+    '# parameters = { type = "object", properties = { on = { type = "boolean" } }, required = ["on"] }',  # noqa: E501
+    '# mqtt = { topic = "home/fan/set", payload = "{on}" }   # needs [mqtt]',
     "# [[tools]]",
-    "# builtin = \"set_volume\"                  # also get_volume, stop, mute, new_conversation, set_timer",  # noqa: E501
+    '# builtin = "set_volume"                  # also get_volume, stop, mute, new_conversation, set_timer',  # noqa: E501
 ]

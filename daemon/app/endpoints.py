@@ -160,7 +160,9 @@ def _vertex_model(model: str, project: str, location: str) -> str:
     if "/" in model:
         return model  # already a resource name
     if project:
-        return f"projects/{project}/locations/{location or 'global'}/publishers/google/models/{model}"
+        return (
+            f"projects/{project}/locations/{location or 'global'}/publishers/google/models/{model}"
+        )
     return f"publishers/google/models/{model}"  # express mode (API key, no project)
 
 
@@ -183,16 +185,22 @@ def resolve(live: LiveSettings, key: Secret | None, *, credentials: Any = None) 
         return Target("local", "gemini", Endpoint("", {}), live.model, simulated=True)
     if value == "gemini":
         if not key:
-            raise ConfigError("live.endpoint", "gemini",
-                              f"the Gemini API needs an API key: put it in {_KEY_SOURCES}")
+            raise ConfigError(
+                "live.endpoint",
+                "gemini",
+                f"the Gemini API needs an API key: put it in {_KEY_SOURCES}",
+            )
         url = f"wss://{GEMINI_HOST}{gemini_path(live.api_version)}"
         return Target("gemini", "gemini", Endpoint(url, _key_headers(key)), live.model)
     if value == "vertex":
         return _vertex(live, key, credentials)
     if value.startswith(("ws://", "wss://")):
         return _custom(value, live, key)
-    raise ConfigError("live.endpoint", value,
-                      'must be one of "auto", "gemini", "vertex", "local", or a ws:// / wss:// URL')
+    raise ConfigError(
+        "live.endpoint",
+        value,
+        'must be one of "auto", "gemini", "vertex", "local", or a ws:// / wss:// URL',
+    )
 
 
 def _vertex(live: LiveSettings, key: Secret | None, credentials: Any) -> Target:
@@ -203,19 +211,26 @@ def _vertex(live: LiveSettings, key: Secret | None, credentials: Any) -> Target:
         url = vertex_url(location if live.project else "global")
     else:
         if not live.project:
-            raise ConfigError("live.project", live.project,
-                              'Vertex AI needs a project id (or an API key for express mode)')
+            raise ConfigError(
+                "live.project",
+                live.project,
+                "Vertex AI needs a project id (or an API key for express mode)",
+            )
         if credentials is None:
             try:
                 import google.auth
 
                 credentials, _ = google.auth.default(
-                    scopes=["https://www.googleapis.com/auth/cloud-platform"])
+                    scopes=["https://www.googleapis.com/auth/cloud-platform"]
+                )
             except Exception as exc:  # DefaultCredentialsError, ImportError
-                raise ConfigError("live.endpoint", "vertex",
-                                  "no API key and no Google Application Default Credentials "
-                                  f"({type(exc).__name__}): set GOOGLE_APPLICATION_CREDENTIALS "
-                                  f"or put an express-mode key in {_KEY_SOURCES}") from None
+                raise ConfigError(
+                    "live.endpoint",
+                    "vertex",
+                    "no API key and no Google Application Default Credentials "
+                    f"({type(exc).__name__}): set GOOGLE_APPLICATION_CREDENTIALS "
+                    f"or put an express-mode key in {_KEY_SOURCES}",
+                ) from None
         quota = getattr(credentials, "quota_project_id", None)
         headers = BearerHeaders(credentials, quota)
         url = vertex_url(location)
@@ -229,18 +244,32 @@ def _custom(value: str, live: LiveSettings, key: Secret | None) -> Target:
     if not host:
         raise ConfigError("live.endpoint", value, "a ws:// or wss:// URL needs a host")
     if parts.scheme == "ws" and not is_loopback(host):
-        raise ConfigError("live.endpoint", value,
-                          "plain ws:// is allowed only for loopback hosts (127.0.0.1, ::1, "
-                          "localhost); use wss:// for anything else")
+        raise ConfigError(
+            "live.endpoint",
+            value,
+            "plain ws:// is allowed only for loopback hosts (127.0.0.1, ::1, "
+            "localhost); use wss:// for anything else",
+        )
     if "key=" in (parts.query or "") or "access_token=" in (parts.query or ""):
-        raise ConfigError("live.endpoint", "<URL with a credential in its query>",
-                          "must not carry a key in the URL (it would be logged and shown); "
-                          f"put the key in {_KEY_SOURCES}")
+        raise ConfigError(
+            "live.endpoint",
+            "<URL with a credential in its query>",
+            "must not carry a key in the URL (it would be logged and shown); "
+            f"put the key in {_KEY_SOURCES}",
+        )
     url = value
     if not parts.path.startswith("/ws/"):
-        url = urlunsplit((parts.scheme, parts.netloc,
-                          parts.path.rstrip("/") + gemini_path(live.api_version), parts.query, ""))
+        url = urlunsplit(
+            (
+                parts.scheme,
+                parts.netloc,
+                parts.path.rstrip("/") + gemini_path(live.api_version),
+                parts.query,
+                "",
+            )
+        )
     api = "vertex" if "LlmBidiService" in url else "gemini"
-    model = live.model if api == "gemini" else _vertex_model(live.model, live.project,
-                                                               live.location)
+    model = (
+        live.model if api == "gemini" else _vertex_model(live.model, live.project, live.location)
+    )
     return Target("custom", api, Endpoint(url, _key_headers(key)), model)

@@ -87,17 +87,28 @@ _WIRE_LOG_CHARS = 400
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", metavar="FILE", help="configuration file "
-                        f"(default {config_mod.DEFAULT_PATH}, or $VOICED_CONFIG)")
-    parser.add_argument("--endpoint", metavar="URL", help='override [live] endpoint: "auto", '
-                        '"gemini", "vertex", "local" or a ws(s):// URL (ws:// for loopback only)')
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help=f"configuration file (default {config_mod.DEFAULT_PATH}, or $VOICED_CONFIG)",
+    )
+    parser.add_argument(
+        "--endpoint",
+        metavar="URL",
+        help='override [live] endpoint: "auto", '
+        '"gemini", "vertex", "local" or a ws(s):// URL (ws:// for loopback only)',
+    )
     parser.add_argument("--hw", choices=("pi", "sim"), help="override [service] hw")
     parser.add_argument("--state-dir", metavar="DIR", help="override [service] state_dir")
     parser.add_argument("--runtime-dir", metavar="DIR", help="override [service] runtime_dir")
-    parser.add_argument("--time-scale", type=float, metavar="F",
-                        help="nominal seconds per wall second of the daemon's clock, for a "
-                        "time-scaled local server (default: [live] local_time_scale with the "
-                        "embedded server, else 1)")
+    parser.add_argument(
+        "--time-scale",
+        type=float,
+        metavar="F",
+        help="nominal seconds per wall second of the daemon's clock, for a "
+        "time-scaled local server (default: [live] local_time_scale with the "
+        "embedded server, else 1)",
+    )
     parser.add_argument("--mic-wav", metavar="FILE", help="--hw sim: what the mic hears first")
     parser.add_argument("--speaker-wav", metavar="FILE", help="--hw sim: record replies here")
 
@@ -111,8 +122,15 @@ def load_config(args: argparse.Namespace, environ: Mapping[str, str]) -> Config:
         if not check(args.endpoint):
             raise ConfigError("--endpoint", args.endpoint, f"must be {allowed}")
         live = dataclasses.replace(live, endpoint=args.endpoint)
-    overrides = {k: v for k, v in (("hw", args.hw), ("state_dir", args.state_dir),
-                                   ("runtime_dir", args.runtime_dir)) if v}
+    overrides = {
+        k: v
+        for k, v in (
+            ("hw", args.hw),
+            ("state_dir", args.state_dir),
+            ("runtime_dir", args.runtime_dir),
+        )
+        if v
+    }
     service = dataclasses.replace(service, **overrides)
     return dataclasses.replace(cfg, sections={**cfg.sections, "live": live, "service": service})
 
@@ -172,10 +190,14 @@ def main(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         # The config did not load, so say "error" on the LED of the hardware it names
         # (under the unit there is no --hw: issue 14), read tolerantly key by key.
-        hw = args.hw or env.get("VOICED_HW") or config_mod.peek("service", "hw", "pi",
-                                                                  args.config, env)
-        return _fatal(exc, hw, led=_peek_settings("led", args, env),
-                      gpio=_peek_settings("gpio", args, env))
+        hw = (
+            args.hw
+            or env.get("VOICED_HW")
+            or config_mod.peek("service", "hw", "pi", args.config, env)
+        )
+        return _fatal(
+            exc, hw, led=_peek_settings("led", args, env), gpio=_peek_settings("gpio", args, env)
+        )
     try:
         return asyncio.run(app.run())
     except (ConfigError, DeviceError) as exc:
@@ -197,14 +219,16 @@ def _peek_settings(section: str, args: argparse.Namespace, environ: Mapping[str,
     itself broken (the config as a whole failed to load)."""
     try:
         data = config_mod.peek(section, None, {}, args.config, environ)
-        return config_mod.parse({section: data} if isinstance(data, dict) else {},
-                                environ).sections[section]
+        return config_mod.parse(
+            {section: data} if isinstance(data, dict) else {}, environ
+        ).sections[section]
     except ConfigError:
         return config_mod.parse({}, {}).sections[section]
 
 
-def _fatal(exc: Exception, hw: str | None, led: Any = None, gpio: Any = None,
-           starting: bool = True) -> int:
+def _fatal(
+    exc: Exception, hw: str | None, led: Any = None, gpio: Any = None, starting: bool = True
+) -> int:
     code = exit_code_for(exc, starting=starting)
     what = "configuration error" if isinstance(exc, ConfigError) else "device error"
     # One line on stderr (the journal, under systemd: `systemctl status` shows it).
@@ -214,8 +238,13 @@ def _fatal(exc: Exception, hw: str | None, led: Any = None, gpio: Any = None,
     return code
 
 
-def show_error_led(settings: Any = None, *, linger: float = _ERROR_LINGER,
-                   pin_factory: Any = None, gpio: Any = None) -> bool:
+def show_error_led(
+    settings: Any = None,
+    *,
+    linger: float = _ERROR_LINGER,
+    pin_factory: Any = None,
+    gpio: Any = None,
+) -> bool:
     """Blink "error" on the LED for ``linger`` seconds, if it can be opened at all
     (through ``[gpio]``'s pin factory unless one is given). Returns whether it could."""
     factory = pin_factory
@@ -267,8 +296,14 @@ class _GpioControls(Controls):
 class App:
     """One run of the daemon: builds everything from the config and runs the supervisor."""
 
-    def __init__(self, cfg: Config, target: Target, redactor: Redactor,
-                 args: argparse.Namespace, environ: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        target: Target,
+        redactor: Redactor,
+        args: argparse.Namespace,
+        environ: Mapping[str, str],
+    ) -> None:
         self.cfg, self.target, self.redactor = cfg, target, redactor
         self.args, self.environ = args, environ
         self.notifier = Notifier(redact=redactor.redact)
@@ -288,27 +323,42 @@ class App:
         live = self.cfg.live
         from daemon.runtime.tools import declarations
 
-        return SetupConfig(model=self.target.model, voice=live.voice or None,
-                           language=live.language or None,
-                           system_instruction=live.system_instruction or None,
-                           tools=declarations(self.cfg.tools, self.target.model))
+        return SetupConfig(
+            model=self.target.model,
+            voice=live.voice or None,
+            language=live.language or None,
+            system_instruction=live.system_instruction or None,
+            tools=declarations(self.cfg.tools, self.target.model),
+        )
 
     def _dir(self, key: str) -> Path:
         path = Path(getattr(self.cfg.service, key))
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise ConfigError(f"service.{key}", str(path), f"cannot be created: {exc.strerror}") from exc
+            raise ConfigError(
+                f"service.{key}", str(path), f"cannot be created: {exc.strerror}"
+            ) from exc
         return path
 
     def _hardware(self, post: Any) -> Any:
         from hw.factory import make_hardware
 
         c = self.cfg
-        return make_hardware(c.service.hw, post, mic=c.mic, speaker=c.speaker, button=c.button,
-                             led=c.led, earcons=c.earcons, gpio=c.gpio,
-                             workdir=self._dir("runtime_dir"), sim_mic_source=self.args.mic_wav,
-                             sim_speaker_path=self.args.speaker_wav, sim_speed=1.0)
+        return make_hardware(
+            c.service.hw,
+            post,
+            mic=c.mic,
+            speaker=c.speaker,
+            button=c.button,
+            led=c.led,
+            earcons=c.earcons,
+            gpio=c.gpio,
+            workdir=self._dir("runtime_dir"),
+            sim_mic_source=self.args.mic_wav,
+            sim_speaker_path=self.args.speaker_wav,
+            sim_speed=1.0,
+        )
 
     # -- running
 
@@ -329,8 +379,11 @@ class App:
             server = await LiveServer(limits=ServerLimits(time_scale=self.time_scale)).start()
             cleanup.push_async_callback(server.stop)
             target = self.target = target.at(server.endpoint())
-            log.warning("no API key and endpoint %r: using the embedded local Live server; "
-                        "answers are SIMULATED, not a model", cfg.live.endpoint)
+            log.warning(
+                "no API key and endpoint %r: using the embedded local Live server; "
+                "answers are SIMULATED, not a model",
+                cfg.live.endpoint,
+            )
         log.info("endpoint %s (model %s)", target.describe(), target.model)
         # The embedded server is new in every process, so a handle saved by the last one
         # can only be refused (1008 session not found, FIELD_REPORTS): name this server
@@ -338,15 +391,17 @@ class App:
         # restored, and no expected refusal reported as the last error (issue 14).
         keeper = self.keeper = StateKeeper(
             StateStore(self._dir("state_dir")),
-            server=f"local:{os.getpid()}:{time.time_ns()}" if target.local
-            else target.endpoint.url,
-            config_instruction=cfg.live.system_instruction, time_scale=self.time_scale)
+            server=f"local:{os.getpid()}:{time.time_ns()}" if target.local else target.endpoint.url,
+            config_instruction=cfg.live.system_instruction,
+            time_scale=self.time_scale,
+        )
         cleanup.callback(keeper.close)  # after the supervisor's final Persist
         # Guards never shrink below what a slow machine needs in wall time (issue 14).
         # The device's own voice (espeak-ng) says announcements while offline, if installed.
         voice = local_voice()
-        settings = dataclasses.replace(floor_guards(cfg.session, self.time_scale),
-                                       local_speech=voice is not None)
+        settings = dataclasses.replace(
+            floor_guards(cfg.session, self.time_scale), local_speech=voice is not None
+        )
         session = keeper.restore(settings, self._setup(), target.api)
         inbox = Inbox()
         pulse = Pulse()
@@ -357,31 +412,54 @@ class App:
         # it runs (every close is idempotent) and closes the mock pin factory of --hw sim.
         cleanup.callback(hardware.close)
         # [[tools]] and [mqtt] (daemon/app/wiring.py): GPIO tools share the button's pin factory.
-        extras = ToolsAndHome(cfg, self.environ, pin_factory=hardware.pin_factory, mute=mute,
-                              state_dir=self._dir("state_dir"))
+        extras = ToolsAndHome(
+            cfg,
+            self.environ,
+            pin_factory=hardware.pin_factory,
+            mute=mute,
+            state_dir=self._dir("state_dir"),
+        )
         cleanup.callback(extras.close)
         # Pongs from Gemini come 8–30 s late (connection.Keepalive); at a time scale keep
         # at least 10 wall seconds of patience, or a busy test machine trips 1011.
         keepalive = Keepalive(30.0, max(60.0, 10.0 * self.time_scale))
         sup = self.supervisor = Supervisor(
-            session, target.endpoint, inbox=inbox, mic=hardware.mic, speaker=hardware.speaker,
-            button=hardware.button, led=hardware.led, time_scale=self.time_scale,
-            keepalive=keepalive, wake_interval=0.5, tool_runner=extras.runner, speech=voice)
+            session,
+            target.endpoint,
+            inbox=inbox,
+            mic=hardware.mic,
+            speaker=hardware.speaker,
+            button=hardware.button,
+            led=hardware.led,
+            time_scale=self.time_scale,
+            keepalive=keepalive,
+            wake_interval=0.5,
+            tool_runner=extras.runner,
+            speech=voice,
+        )
         pulse.heartbeat = sup.heartbeat
-        self.controls = _GpioControls(sup, target.describe(), hardware.mic, hardware.speaker,
-                                      gpio=hardware.gpio)
+        self.controls = _GpioControls(
+            sup, target.describe(), hardware.mic, hardware.speaker, gpio=hardware.gpio
+        )
         sup.subscribe(self._on_effect)
-        control = AppControlServer(self.controls, self._dir("runtime_dir"),
-                                   cfg.service.control_group or None,
-                                   debug=cfg.service.debug_commands, mic=hardware.mic)
+        control = AppControlServer(
+            self.controls,
+            self._dir("runtime_dir"),
+            cfg.service.control_group or None,
+            debug=cfg.service.debug_commands,
+            mic=hardware.mic,
+        )
         await control.start()
         cleanup.push_async_callback(control.stop)
         extras.attach(sup, self.controls, control.dispatch)
-        install_signal_handlers(asyncio.get_running_loop(), self.notifier, stop=sup.stop,
-                                reload=self._reload)
-        await sup.run(self._watch(pulse),
-                      status_loop(self.notifier, self.controls.status, period=_STATUS_PERIOD),
-                      *extras.companions())
+        install_signal_handlers(
+            asyncio.get_running_loop(), self.notifier, stop=sup.stop, reload=self._reload
+        )
+        await sup.run(
+            self._watch(pulse),
+            status_loop(self.notifier, self.controls.status, period=_STATUS_PERIOD),
+            *extras.companions(),
+        )
 
     async def _watch(self, pulse: Pulse) -> None:
         """READY=1 (the supervisor runs companions once the hardware is open), then the
@@ -393,8 +471,9 @@ class App:
         gate = WatchdogGate(started_at=time.monotonic())
         from hw.pastream import shared_host  # the audio devices being reopened (issue 14)
 
-        await watchdog_loop(self.notifier, gate, pulse, interval=interval,
-                            lost_devices=shared_host().lost_devices)
+        await watchdog_loop(
+            self.notifier, gate, pulse, interval=interval, lost_devices=shared_host().lost_devices
+        )
 
     def _status_text(self) -> str:
         assert self.controls is not None
@@ -415,8 +494,9 @@ class App:
             if not effect.frame.startswith('{"realtimeInput":{"audio"'):
                 log.debug("> conn %d %s", effect.conn_id, effect.frame[:_WIRE_LOG_CHARS])
         elif isinstance(effect, OpenConnection) and log.isEnabledFor(logging.DEBUG):
-            log.debug("> conn %d (opening) %s", effect.conn_id,
-                      effect.setup_frame[:_WIRE_LOG_CHARS * 4])
+            log.debug(
+                "> conn %d (opening) %s", effect.conn_id, effect.setup_frame[: _WIRE_LOG_CHARS * 4]
+            )
 
     def _reload(self) -> None:
         """SIGHUP: read the config again; apply what can change while running."""
@@ -433,16 +513,20 @@ class App:
         if new.live.system_instruction != old.live.system_instruction:
             log.info("system instruction changed: applying it mid-conversation")
             self.supervisor.instruct(new.live.system_instruction)
-        later = [f"{name}.{f.name}" for name in new.sections
-                 for f in dataclasses.fields(new.sections[name])
-                 if getattr(new.sections[name], f.name) != getattr(old.sections[name], f.name)
-                 and f"{name}.{f.name}" not in ("live.system_instruction", "service.log_level")]
+        later = [
+            f"{name}.{f.name}"
+            for name in new.sections
+            for f in dataclasses.fields(new.sections[name])
+            if getattr(new.sections[name], f.name) != getattr(old.sections[name], f.name)
+            and f"{name}.{f.name}" not in ("live.system_instruction", "service.log_level")
+        ]
         if later or (new.api_key != old.api_key):
-            log.warning("reload: %s changed; that takes effect at the next restart",
-                        ", ".join(later + (["the API key"] if new.api_key != old.api_key else [])))
+            log.warning(
+                "reload: %s changed; that takes effect at the next restart",
+                ", ".join(later + (["the API key"] if new.api_key != old.api_key else [])),
+            )
         self.cfg = new
         if self.keeper is not None:
             self.keeper.config_instruction = new.live.system_instruction
         self.notifier.ready(self._status_text())
         log.info("reloaded %s", new.source)
-

@@ -37,8 +37,17 @@ from daemon.runtime.state import StateStore
 from daemon.session import Session, SessionSettings, Snapshot
 from daemon.vocabulary import CloseConnection, Effect, Persist, SetMuted, ShowStates
 
-__all__ = ["Pulse", "Controls", "AppControlServer", "StateKeeper", "MuteGate", "ToolsAndHome",
-           "top_state", "local_voice", "DEBUG_COMMANDS"]
+__all__ = [
+    "Pulse",
+    "Controls",
+    "AppControlServer",
+    "StateKeeper",
+    "MuteGate",
+    "ToolsAndHome",
+    "top_state",
+    "local_voice",
+    "DEBUG_COMMANDS",
+]
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +68,7 @@ def local_voice() -> Callable[[str], tuple[bytes, int]] | None:
     def speak(text: str) -> tuple[bytes, int]:
         with lock:
             return voice.speak(text), OUTPUT_RATE
+
     return speak
 
 
@@ -103,9 +113,11 @@ class Pulse:
 
     def wrap(self, post: Callable[[Event], None]) -> Callable[[Event], None]:
         """A ``post`` for the hardware adapters that lets this pulse see their events."""
+
         def observed(event: Event) -> None:
             self.observe(event)
             post(event)
+
         return observed
 
 
@@ -137,8 +149,16 @@ class Controls:
     """The control socket's target: the supervisor, plus what ``status`` reports; and the
     device side the built-in tools and Home Assistant use (volume, mute, stop, timers)."""
 
-    def __init__(self, supervisor: Any, endpoint: str, mic: Any = None, speaker: Any = None, *,
-                 mute: MuteGate | None = None, volume_store: Any = None) -> None:
+    def __init__(
+        self,
+        supervisor: Any,
+        endpoint: str,
+        mic: Any = None,
+        speaker: Any = None,
+        *,
+        mute: MuteGate | None = None,
+        volume_store: Any = None,
+    ) -> None:
         self.supervisor = supervisor
         self.endpoint = endpoint
         self.mic, self.speaker = mic, speaker
@@ -208,10 +228,11 @@ class Controls:
         out["mic"] = getattr(self.mic, "device_name", "none")
         out["speaker"] = getattr(self.speaker, "device_name", "none")
         now = time.monotonic()  # audio devices being reopened (hw/pastream.py, issue 14)
-        out["devices_missing"] = [{"kind": lost.kind, "name": lost.name,
-                                   "seconds": round(now - lost.since, 1)}
-                                  for lost in (getattr(part, "lost", None)
-                                               for part in (self.mic, self.speaker)) if lost]
+        out["devices_missing"] = [
+            {"kind": lost.kind, "name": lost.name, "seconds": round(now - lost.since, 1)}
+            for lost in (getattr(part, "lost", None) for part in (self.mic, self.speaker))
+            if lost
+        ]
         return out
 
     def say(self, text: str) -> None:
@@ -245,8 +266,15 @@ class AppControlServer(ControlServer):
     commands unless ``[service] debug_commands = true``.
     """
 
-    def __init__(self, target: Any, directory: Any, group: str | None = None, *,
-                 debug: bool = False, mic: Any = None) -> None:
+    def __init__(
+        self,
+        target: Any,
+        directory: Any,
+        group: str | None = None,
+        *,
+        debug: bool = False,
+        mic: Any = None,
+    ) -> None:
         super().__init__(target, directory, group)
         self.debug = debug
         self.mic = mic
@@ -292,8 +320,15 @@ class StateKeeper:
         time_scale: the supervisor's; downtime is converted to nominal seconds.
     """
 
-    def __init__(self, store: StateStore, *, server: str, config_instruction: str,
-                 time_scale: float = 1.0, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        store: StateStore,
+        *,
+        server: str,
+        config_instruction: str,
+        time_scale: float = 1.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.store = store
         self.server = server
         self.config_instruction = config_instruction
@@ -304,9 +339,13 @@ class StateKeeper:
 
     def save(self, snapshot: Snapshot) -> None:
         """Queue an atomic save of ``snapshot`` (in order; returns at once)."""
-        payload = {"snapshot": snapshot.to_dict(), "saved_at": self._clock(),
-                   "time_scale": self.time_scale, "server": self.server,
-                   "config_instruction": self.config_instruction}
+        payload = {
+            "snapshot": snapshot.to_dict(),
+            "saved_at": self._clock(),
+            "time_scale": self.time_scale,
+            "server": self.server,
+            "config_instruction": self.config_instruction,
+        }
         future = self._worker.submit(self.store.save, payload)
         future.add_done_callback(self._saved)
 
@@ -332,8 +371,9 @@ class StateKeeper:
             snapshot = Snapshot.from_dict(payload["snapshot"])
             downtime = max(0.0, self._clock() - float(payload["saved_at"])) * self.time_scale
         except (KeyError, TypeError, ValueError) as exc:
-            log.warning("state file %s is unusable (%s); starting a new conversation",
-                        self.store.path, exc)
+            log.warning(
+                "state file %s is unusable (%s); starting a new conversation", self.store.path, exc
+            )
             return Session(settings, setup, api)
         if snapshot.handle and payload.get("server") != self.server:
             # A handle from another server (or from an embedded server that died with
@@ -343,9 +383,12 @@ class StateKeeper:
             snapshot = replace(snapshot, system_instruction=None)  # the config changed: it wins
         session = Session.from_snapshot(snapshot, settings, setup, api, now=0.0, downtime=downtime)
         resuming = session.snapshot().handle is not None
-        log.info("restored the conversation (%d entries, down %.0f s): %s",
-                 len(snapshot.history), downtime,
-                 "resuming the same session" if resuming else "a fresh session with context")
+        log.info(
+            "restored the conversation (%d entries, down %.0f s): %s",
+            len(snapshot.history),
+            downtime,
+            "resuming the same session" if resuming else "a fresh session with context",
+        )
         return session
 
 
@@ -364,8 +407,15 @@ class ToolsAndHome:
         mute: the mic mute gate the hardware posts through.
     """
 
-    def __init__(self, cfg: Any, environ: Mapping[str, str], *, pin_factory: Any = None,
-                 mute: MuteGate | None = None, state_dir: Any = None) -> None:
+    def __init__(
+        self,
+        cfg: Any,
+        environ: Mapping[str, str],
+        *,
+        pin_factory: Any = None,
+        mute: MuteGate | None = None,
+        state_dir: Any = None,
+    ) -> None:
         from daemon.runtime.actions import ToolContext, VolumeStore, build_tools
         from daemon.runtime.homeassistant import resolve_password
         from daemon.runtime.tools import ToolRunner
@@ -382,9 +432,13 @@ class ToolsAndHome:
         self.controls: Controls | None = None
         self.mute = mute or MuteGate()
 
-    def attach(self, supervisor: Any, controls: Controls,
-               dispatch: Callable[[bytes], Mapping[str, Any]],
-               sw_version: str = "") -> None:
+    def attach(
+        self,
+        supervisor: Any,
+        controls: Controls,
+        dispatch: Callable[[bytes], Mapping[str, Any]],
+        sw_version: str = "",
+    ) -> None:
         """Bind the device controls; subscribe to the supervisor's effects."""
         self.controls = controls
         controls.mute = self.mute
@@ -399,9 +453,15 @@ class ToolsAndHome:
 
             def dispatch_json(request: dict[str, Any]) -> Mapping[str, Any]:
                 return dispatch(json.dumps(request).encode())
-            self.home = HomeAssistant(self.cfg.mqtt, password=self.mqtt_password,
-                                      dispatch=dispatch_json, device=controls,
-                                      status=controls.status, sw_version=sw_version)
+
+            self.home = HomeAssistant(
+                self.cfg.mqtt,
+                password=self.mqtt_password,
+                dispatch=dispatch_json,
+                device=controls,
+                status=controls.status,
+                sw_version=sw_version,
+            )
             supervisor.subscribe(self._feed_home)
             self.mute.listeners.append(lambda muted: self._home_mute(muted))
             controls.volume_listeners.append(self._home_volume)

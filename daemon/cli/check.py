@@ -37,9 +37,14 @@ __all__ = ["Result", "run_checks", "resolve_endpoint", "tone_pcm", "add_argument
 Out = Callable[[str], None]
 
 _STATE_WORDS = {
-    "offline": "off", "connecting": "slow pulse", "idle": "dim steady",
-    "listening": "full steady", "thinking": "fast pulse", "speaking": "medium blink",
-    "going_away": "double blink", "error": "fast blink",
+    "offline": "off",
+    "connecting": "slow pulse",
+    "idle": "dim steady",
+    "listening": "full steady",
+    "thinking": "fast pulse",
+    "speaking": "medium blink",
+    "going_away": "double blink",
+    "error": "fast blink",
 }
 
 
@@ -137,8 +142,12 @@ def check_mic(conf: Any, res: Result, seconds: float, threshold_dbfs: float) -> 
     if frames < 0.7 * expected:
         return res.report("mic", False, f"{name}: only {frames} of ~{expected:.0f} frames arrived")
     if peak < threshold_dbfs:
-        return res.report("mic", False, f"{name}: {frames} frames but silent (peak {peak:.1f} dBFS "
-                          f"< {threshold_dbfs:g}); is it muted or the wrong device?")
+        return res.report(
+            "mic",
+            False,
+            f"{name}: {frames} frames but silent (peak {peak:.1f} dBFS "
+            f"< {threshold_dbfs:g}); is it muted or the wrong device?",
+        )
     return res.report("mic", True, f"{name}: {frames} frames, peak {peak:.1f} dBFS")
 
 
@@ -150,7 +159,7 @@ def tone_pcm(seconds: float = 1.0, freq: float = 440.0, rate: int = 24000) -> by
     fade = min(n // 2, rate // 100)
     ramp = np.linspace(0.0, 1.0, fade)
     x[:fade] *= ramp
-    x[n - fade:] *= ramp[::-1]
+    x[n - fade :] *= ramp[::-1]
     return (x * 32767).astype("<i2").tobytes()
 
 
@@ -207,8 +216,10 @@ def check_led(conf: Any, res: Result, seconds: float, pin_factory: Any) -> bool:
                 levels = [lvl * s.brightness for lvl, _ in PATTERNS[state]]
                 lo, hi = min(levels) - 0.02, max(levels) + 0.02
                 if not all(lo <= v <= hi for v in samples):
-                    bad.append(f"{state.value} drove {min(samples):.2f}..{max(samples):.2f}, "
-                               f"pattern is {min(levels):.2f}..{max(levels):.2f}")
+                    bad.append(
+                        f"{state.value} drove {min(samples):.2f}..{max(samples):.2f}, "
+                        f"pattern is {min(levels):.2f}..{max(levels):.2f}"
+                    )
     finally:
         led.close()
     pins = s.rgb_pins if s.rgb_pins is not None else (s.pin,)
@@ -229,21 +240,34 @@ def check_button(conf: Any, res: Result, timeout: float, pin_factory: Any) -> bo
     except DeviceError as exc:
         return res.report("button", False, str(exc))
     try:
-        res.out(f"      button     press and release the button on GPIO{conf.button.pin} "
-                f"(within {timeout:g} s)")
+        res.out(
+            f"      button     press and release the button on GPIO{conf.button.pin} "
+            f"(within {timeout:g} s)"
+        )
         start = time.monotonic()
         if _events_of(q, ButtonPressed, timeout) is None:
-            return res.report("button", False, f"GPIO{conf.button.pin}: no press within "
-                              f"{timeout:g} s (wiring? pull_up = {conf.button.pull_up})")
+            return res.report(
+                "button",
+                False,
+                f"GPIO{conf.button.pin}: no press within "
+                f"{timeout:g} s (wiring? pull_up = {conf.button.pull_up})",
+            )
         left = max(0.5, timeout - (time.monotonic() - start))
         released = _events_of(q, ButtonReleased, left)
         if released is None:
-            return res.report("button", False, f"GPIO{conf.button.pin}: pressed but never "
-                              "released (stuck, or wired to the wrong level)")
+            return res.report(
+                "button",
+                False,
+                f"GPIO{conf.button.pin}: pressed but never "
+                "released (stuck, or wired to the wrong level)",
+            )
     finally:
         button.close()
-    return res.report("button", True, f"GPIO{conf.button.pin}: pressed and released "
-                      f"(held {released.held_for:.2f} s)")
+    return res.report(
+        "button",
+        True,
+        f"GPIO{conf.button.pin}: pressed and released (held {released.held_for:.2f} s)",
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -264,8 +288,9 @@ def resolve_endpoint(conf: Any, override: str | None) -> Any:
     return resolve(live, conf.api_key)
 
 
-async def _try_setup(url: str, headers: dict[str, str], setup: str,
-                     timeout: float) -> tuple[bool, str]:
+async def _try_setup(
+    url: str, headers: dict[str, str], setup: str, timeout: float
+) -> tuple[bool, str]:
     import websockets
     from websockets.asyncio.client import connect
 
@@ -274,15 +299,23 @@ async def _try_setup(url: str, headers: dict[str, str], setup: str,
     t0 = time.monotonic()
     try:
         async with asyncio.timeout(timeout):
-            async with connect(url, additional_headers=headers, ping_interval=None,
-                               max_size=16 * 1024 * 1024, open_timeout=timeout) as ws:
+            async with connect(
+                url,
+                additional_headers=headers,
+                ping_interval=None,
+                max_size=16 * 1024 * 1024,
+                open_timeout=timeout,
+            ) as ws:
                 await ws.send(setup)
                 raw = await ws.recv()
     except websockets.ConnectionClosed as exc:
         code = exc.rcvd.code if exc.rcvd else 1006
         reason = exc.rcvd.reason if exc.rcvd else "no close frame"
-        hint = {1007: "the key or the setup was refused", 1008: "the model or method was refused",
-                1011: "the server failed"}.get(code, "closed")
+        hint = {
+            1007: "the key or the setup was refused",
+            1008: "the model or method was refused",
+            1011: "the server failed",
+        }.get(code, "closed")
         return False, f"{hint}: {code} {reason}"
     except websockets.InvalidStatus as exc:
         return False, f"HTTP {exc.response.status_code} at the handshake (wrong path or key?)"
@@ -297,15 +330,23 @@ async def _try_setup(url: str, headers: dict[str, str], setup: str,
     return False, f"the first answer was not setupComplete: {[type(e).__name__ for e in events]}"
 
 
-async def _check_connection_async(conf: Any, override: str | None,
-                                  timeout: float) -> tuple[bool, str]:
+async def _check_connection_async(
+    conf: Any, override: str | None, timeout: float
+) -> tuple[bool, str]:
     from daemon import wire
 
     target = resolve_endpoint(conf, override)
     live = conf.live
-    setup = wire.encode(wire.setup_message(wire.SetupConfig(
-        model=target.model, voice=live.voice or None, language=live.language or None,
-        system_instruction=live.system_instruction or None)))
+    setup = wire.encode(
+        wire.setup_message(
+            wire.SetupConfig(
+                model=target.model,
+                voice=live.voice or None,
+                language=live.language or None,
+                system_instruction=live.system_instruction or None,
+            )
+        )
+    )
     if not target.local:
         headers = dict(target.endpoint.headers)  # a Bearer token is fetched here (Vertex)
         ok, detail = await _try_setup(target.endpoint.url, headers, setup, timeout)
@@ -329,8 +370,9 @@ def check_connection(conf: Any, res: Result, override: str | None, timeout: floa
 # ---------------------------------------------------------------------------------------------
 
 
-def run_checks(args: argparse.Namespace, out: Out = print, pin_factory: Any = None,
-               verbose: bool = True) -> Result:
+def run_checks(
+    args: argparse.Namespace, out: Out = print, pin_factory: Any = None, verbose: bool = True
+) -> Result:
     """Run the parts ``args`` asks for; ``pin_factory`` is gpiozero's (None: its default).
 
     Raises:
@@ -352,39 +394,79 @@ def run_checks(args: argparse.Namespace, out: Out = print, pin_factory: Any = No
     if not args.no_connection:
         check_connection(conf, res, args.endpoint, args.connect_timeout)
     total = len(res.passed) + len(res.failed)
-    out(f"{len(res.passed)}/{total} passed" + (f"; failed: {', '.join(res.failed)}"
-                                               if res.failed else ""))
+    out(
+        f"{len(res.passed)}/{total} passed"
+        + (f"; failed: {', '.join(res.failed)}" if res.failed else "")
+    )
     return res
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """``voiced check`` options."""
-    parser.add_argument("--config", metavar="FILE", help="configuration to check (default: "
-                        "/etc/voiced/voiced.toml if it exists, else the defaults)")
-    parser.add_argument("--endpoint", metavar="URL", help="check this Live server instead of "
-                        "live.endpoint (ws:// only for loopback)")
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="configuration to check (default: "
+        "/etc/voiced/voiced.toml if it exists, else the defaults)",
+    )
+    parser.add_argument(
+        "--endpoint",
+        metavar="URL",
+        help="check this Live server instead of live.endpoint (ws:// only for loopback)",
+    )
     for part in ("mic", "speaker", "led", "button", "connection"):
         parser.add_argument(f"--no-{part}", action="store_true", help=f"skip the {part} check")
-    parser.add_argument("--mic-seconds", type=float, default=3.0, metavar="S",
-                        help="how long the level meter runs (default: %(default)s)")
-    parser.add_argument("--mic-threshold", type=float, default=-60.0, metavar="DBFS",
-                        help="peak level the mic must reach to pass (default: %(default)s)")
-    parser.add_argument("--led-seconds", type=float, default=1.5, metavar="S",
-                        help="how long each LED state is shown (default: %(default)s)")
-    parser.add_argument("--button-timeout", type=float, default=15.0, metavar="S",
-                        help="how long to wait for a press (default: %(default)s)")
-    parser.add_argument("--verbose", action="store_true",
-                        help="show PortAudio's probing messages and the adapters' log lines")
-    parser.add_argument("--connect-timeout", type=float, default=10.0, metavar="S",
-                        help="how long to wait for setupComplete (default: %(default)s)")
+    parser.add_argument(
+        "--mic-seconds",
+        type=float,
+        default=3.0,
+        metavar="S",
+        help="how long the level meter runs (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--mic-threshold",
+        type=float,
+        default=-60.0,
+        metavar="DBFS",
+        help="peak level the mic must reach to pass (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--led-seconds",
+        type=float,
+        default=1.5,
+        metavar="S",
+        help="how long each LED state is shown (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--button-timeout",
+        type=float,
+        default=15.0,
+        metavar="S",
+        help="how long to wait for a press (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show PortAudio's probing messages and the adapters' log lines",
+    )
+    parser.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="how long to wait for setupComplete (default: %(default)s)",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
     """``voiced check``."""
     import logging
 
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR,
-                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.ERROR,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
     try:
         res = run_checks(args, lambda line: print(line, flush=True), verbose=args.verbose)
     except ConfigError as exc:

@@ -16,8 +16,11 @@ __all__ = ["add_arguments", "main"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", metavar="FILE", help="configuration file "
-                        f"(default {config.DEFAULT_PATH}, or $VOICED_CONFIG)")
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help=f"configuration file (default {config.DEFAULT_PATH}, or $VOICED_CONFIG)",
+    )
 
 
 def main(args: argparse.Namespace) -> int:

@@ -20,8 +20,16 @@ from typing import Any, Mapping
 
 from daemon.runtime.control import SOCKET_NAME
 
-__all__ = ["request", "format_report", "DEFAULT_RUNTIME_DIR", "EXIT_NOT_RUNNING", "EXIT_FORBIDDEN", "send", "add_arguments",
-           "main"]
+__all__ = [
+    "request",
+    "format_report",
+    "DEFAULT_RUNTIME_DIR",
+    "EXIT_NOT_RUNNING",
+    "EXIT_FORBIDDEN",
+    "send",
+    "add_arguments",
+    "main",
+]
 
 DEFAULT_RUNTIME_DIR = "/run/voiced"
 EXIT_NOT_RUNNING = 3
@@ -45,21 +53,33 @@ def send(runtime_dir: str, cmd: str, timeout: float = 5.0, **fields: Any) -> dic
         raise ControlClientError(
             f"no voiced daemon is running (no control socket answers at {path}); start it with "
             "`systemctl start voiced` or `voiced run`, or point --runtime-dir at its runtime "
-            "directory", EXIT_NOT_RUNNING) from None
+            "directory",
+            EXIT_NOT_RUNNING,
+        ) from None
     except PermissionError:
         raise ControlClientError(
             f"not allowed to use {path}: run as root or join the daemon's control group "
-            "(service.control_group, default \"voiced\")", EXIT_FORBIDDEN) from None
+            '(service.control_group, default "voiced")',
+            EXIT_FORBIDDEN,
+        ) from None
     except socket.timeout:
-        raise ControlClientError(f"the daemon did not answer within {timeout:g} s ({path})") from None
+        raise ControlClientError(
+            f"the daemon did not answer within {timeout:g} s ({path})"
+        ) from None
     except OSError as exc:
-        raise ControlClientError(f"cannot talk to the daemon at {path}: {exc.strerror or exc}") from None
+        raise ControlClientError(
+            f"cannot talk to the daemon at {path}: {exc.strerror or exc}"
+        ) from None
     except ValueError:  # empty or non-JSON answer: the daemon went away mid-request
-        raise ControlClientError(f"the daemon closed the connection without an answer ({path})") from None
+        raise ControlClientError(
+            f"the daemon closed the connection without an answer ({path})"
+        ) from None
     if not isinstance(reply, dict):
         raise ControlClientError(f"the daemon sent an unexpected answer: {reply!r}")
     if not reply.get("ok"):
-        raise ControlClientError(f"the daemon refused {cmd}: {reply.get('error', 'no reason given')}")
+        raise ControlClientError(
+            f"the daemon refused {cmd}: {reply.get('error', 'no reason given')}"
+        )
     return reply
 
 
@@ -86,17 +106,24 @@ _DONE = {
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of the control sub-command this parser is for (its name ends ``prog``)."""
     name = parser.prog.rsplit(" ", 1)[-1]
-    parser.add_argument("--runtime-dir", default=None, metavar="DIR",
-                        help="the daemon's runtime directory, where control.sock lives "
-                             "(default: [service] runtime_dir of /etc/voiced/voiced.toml, "
-                             f"else {DEFAULT_RUNTIME_DIR})")
+    parser.add_argument(
+        "--runtime-dir",
+        default=None,
+        metavar="DIR",
+        help="the daemon's runtime directory, where control.sock lives "
+        "(default: [service] runtime_dir of /etc/voiced/voiced.toml, "
+        f"else {DEFAULT_RUNTIME_DIR})",
+    )
     if name == "status":
         parser.add_argument("--json", action="store_true", help="print the raw status as JSON")
     elif name in ("say", "context", "instruct"):
         parser.add_argument("text", nargs="+", metavar="TEXT", help="the text (words are joined)")
     elif name == "ptt":
-        parser.add_argument("action", choices=("start", "stop"),
-                            help="start or stop talking, as if the button were held")
+        parser.add_argument(
+            "action",
+            choices=("start", "stop"),
+            help="start or stop talking, as if the button were held",
+        )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -124,7 +151,10 @@ def main(args: argparse.Namespace) -> int:
         print(_DONE.get(cmd, "done"))
     return 0
 
-def request(directory: str | os.PathLike[str], cmd: str, timeout: float = 5.0, **fields: Any) -> dict[str, Any]:
+
+def request(
+    directory: str | os.PathLike[str], cmd: str, timeout: float = 5.0, **fields: Any
+) -> dict[str, Any]:
     """Send one request to a running daemon and return its reply (blocking; for the CLI)."""
     path = Path(directory) / SOCKET_NAME
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
@@ -165,15 +195,32 @@ def format_report(st: Mapping[str, Any]) -> str:
         f"next         resume in {_age(st.get('next_resume_in'))}, "
         f"rollover in {_age(st.get('next_rollover_in'))}",
         f"context      {_bar(int(st.get('tokens_used') or 0), int(st.get('context_window') or 0))}",
-        "counts       " + ", ".join(f"{k} {st.get(k, 0)}" for k in (
-            "turns", "replies", "resumes", "rollovers", "retries")),
-        "audio        " + ", ".join(f"{k.replace('frames_', '')} {st.get(k, 0)}" for k in (
-            "frames_captured", "frames_sent", "frames_buffered", "frames_dropped")),
-        "asks         " + ", ".join(f"{label} {st.get(k, 0)}" for k, label in (
-            ("asks", "asked"), ("asks_answered", "answered"), ("asks_interrupted", "cut"),
-            ("asks_dropped", "dropped"), ("asks_waiting", "open"), ("phantom_replies", "phantoms")))
-        + (f"; waiting for {st['waiting']} ({_age(st.get('wait_left'))} left)"
-           if st.get("waiting") else ""),
+        "counts       "
+        + ", ".join(
+            f"{k} {st.get(k, 0)}" for k in ("turns", "replies", "resumes", "rollovers", "retries")
+        ),
+        "audio        "
+        + ", ".join(
+            f"{k.replace('frames_', '')} {st.get(k, 0)}"
+            for k in ("frames_captured", "frames_sent", "frames_buffered", "frames_dropped")
+        ),
+        "asks         "
+        + ", ".join(
+            f"{label} {st.get(k, 0)}"
+            for k, label in (
+                ("asks", "asked"),
+                ("asks_answered", "answered"),
+                ("asks_interrupted", "cut"),
+                ("asks_dropped", "dropped"),
+                ("asks_waiting", "open"),
+                ("phantom_replies", "phantoms"),
+            )
+        )
+        + (
+            f"; waiting for {st['waiting']} ({_age(st.get('wait_left'))} left)"
+            if st.get("waiting")
+            else ""
+        ),
         f"devices      mic {st.get('mic', '?')}, speaker {st.get('speaker', '?')}"
         + (f", gpio {st['gpio']}" if st.get("gpio") else ""),
         f"last error   {st.get('last_error') or 'none'}",

@@ -19,29 +19,51 @@ __all__ = ["gpio_pins", "add_arguments", "main"]
 def gpio_pins(conf: Any) -> list[dict[str, Any]]:
     """The BCM pins in use, from the ``[button]`` and ``[led]`` sections."""
     button, led = conf.button, conf.led
-    pins = [{"pin": button.pin, "use": "button",
-             "wiring": "button between the pin and GND (internal pull-up)" if button.pull_up
-             else "button between the pin and 3V3 (internal pull-down)"}]
+    pins = [
+        {
+            "pin": button.pin,
+            "use": "button",
+            "wiring": "button between the pin and GND (internal pull-up)"
+            if button.pull_up
+            else "button between the pin and 3V3 (internal pull-down)",
+        }
+    ]
     if led.rgb_pins is not None:
         for colour, pin in zip(("red", "green", "blue"), led.rgb_pins):
-            pins.append({"pin": pin, "use": f"led {colour}",
-                         "wiring": "PWM; common cathode to GND" if led.active_high
-                         else "PWM; common anode to 3V3"})
+            pins.append(
+                {
+                    "pin": pin,
+                    "use": f"led {colour}",
+                    "wiring": "PWM; common cathode to GND"
+                    if led.active_high
+                    else "PWM; common anode to 3V3",
+                }
+            )
     else:
-        pins.append({"pin": led.pin, "use": "led",
-                     "wiring": "PWM; LED + resistor from the pin to GND" if led.active_high
-                     else "PWM; LED + resistor from 3V3 to the pin (active low)"})
+        pins.append(
+            {
+                "pin": led.pin,
+                "use": "led",
+                "wiring": "PWM; LED + resistor from the pin to GND"
+                if led.active_high
+                else "PWM; LED + resistor from 3V3 to the pin (active low)",
+            }
+        )
     return pins
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """``voiced devices`` options."""
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
-    parser.add_argument("--config", metavar="FILE",
-                        help="configuration to read the pins from (default: /etc/voiced/voiced.toml "
-                             "if it exists, else the defaults)")
-    parser.add_argument("--verbose", action="store_true",
-                        help="show PortAudio's ALSA/JACK probing messages")
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="configuration to read the pins from (default: /etc/voiced/voiced.toml "
+        "if it exists, else the defaults)",
+    )
+    parser.add_argument(
+        "--verbose", action="store_true", help="show PortAudio's ALSA/JACK probing messages"
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -67,13 +89,24 @@ def main(args: argparse.Namespace) -> int:
         pa.terminate()
     pins = gpio_pins(conf)
     if args.json:
-        print(json.dumps({"inputs": [asdict(d) for d in devices if d.max_input_channels],
-                          "outputs": [asdict(d) for d in devices if d.max_output_channels],
-                          "gpio": pins, "config": conf.source}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "inputs": [asdict(d) for d in devices if d.max_input_channels],
+                    "outputs": [asdict(d) for d in devices if d.max_output_channels],
+                    "gpio": pins,
+                    "config": conf.source,
+                },
+                indent=2,
+            )
+        )
         return 0
-    print("Audio devices (pick one by name: [mic] device = \"<part of the name>\")")
-    print(format_devices(devices) if devices else "  none found (is the sound card or the "
-          "sound server up? see README troubleshooting)")
+    print('Audio devices (pick one by name: [mic] device = "<part of the name>")')
+    print(
+        format_devices(devices)
+        if devices
+        else "  none found (is the sound card or the sound server up? see README troubleshooting)"
+    )
     print(f"\nGPIO pins in use (BCM numbering, from {conf.source})")
     for p in pins:
         print(f"  GPIO{p['pin']:<3} {p['use']:<10} {p['wiring']}")

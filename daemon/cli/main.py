@@ -16,13 +16,20 @@ from typing import Sequence
 COMMANDS: dict[str, tuple[str, str]] = {
     "live-server": ("daemon.liveserver.cli", "run the local Live API server (no key, no network)"),
     "run": ("daemon.app.run", "run the daemon (what the systemd service starts)"),
-    "demo": ("daemon.cli.demo.demo", "the whole device on this machine: simulated hardware, local server, "
-             "a scripted conversation across goAway, resume and rollover"),
+    "demo": (
+        "daemon.cli.demo.demo",
+        "the whole device on this machine: simulated hardware, local server, "
+        "a scripted conversation across goAway, resume and rollover",
+    ),
     "config": ("daemon.cli.config", "print the effective configuration, secrets redacted"),
-    "devices": ("daemon.cli.devices", "list audio devices (name, channels, rate) and the GPIO pins "
-                "in use"),
-    "check": ("daemon.cli.check", "try each part once: mic meter, speaker tone, LED walk, button, "
-              "connection and key"),
+    "devices": (
+        "daemon.cli.devices",
+        "list audio devices (name, channels, rate) and the GPIO pins in use",
+    ),
+    "check": (
+        "daemon.cli.check",
+        "try each part once: mic meter, speaker tone, LED walk, button, connection and key",
+    ),
     "status": ("daemon.cli.ctl", "ask the running daemon what it is doing"),
     "say": ("daemon.cli.ctl", "ask the running daemon a question by text; the answer is spoken"),
     "context": ("daemon.cli.ctl", "tell the running daemon something to know, without an answer"),

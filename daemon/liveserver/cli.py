@@ -43,26 +43,57 @@ def _fault_list() -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``voiced live-server``."""
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
-    parser.add_argument("--port", type=int, default=8765, help="port (0 = any free port; default: %(default)s)")
-    parser.add_argument("--time-scale", type=_positive, default=None, metavar="F",
-                        help="run every limit F times faster: with 60, the 10-minute connection cap "
-                             "lasts 10 s (default: 1)")
-    parser.add_argument("--api-key", action="append", metavar="K", dest="api_keys",
-                        help="accept only this key (repeatable; default: accept any key or none)")
-    parser.add_argument("--voice", choices=("auto", "espeak", "synthetic"), default="auto",
-                        help="reply voice: espeak-ng if installed (auto), or a synthetic "
-                             "speech-like signal (default: %(default)s)")
-    parser.add_argument("--fault", action="append", default=[], metavar="NAME[:K=V,...]",
-                        dest="faults", type=_fault_spec,
-                        help="arm a field fault mode (repeatable), e.g. session_cap:sessions=3, "
-                             "backend_down:seconds=120, pongs_never, burst:count=2; "
-                             "--fault list shows them all (FIELD_REPORTS.md F1-F25)")
-    parser.add_argument("--demo", action="store_true",
-                        help="run a short scripted conversation against the server, print what "
-                             "happened and exit (time scale 100 unless --time-scale is given)")
-    parser.add_argument("--log-level", default="INFO",
-                        choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="(default: %(default)s)")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--port", type=int, default=8765, help="port (0 = any free port; default: %(default)s)"
+    )
+    parser.add_argument(
+        "--time-scale",
+        type=_positive,
+        default=None,
+        metavar="F",
+        help="run every limit F times faster: with 60, the 10-minute connection cap "
+        "lasts 10 s (default: 1)",
+    )
+    parser.add_argument(
+        "--api-key",
+        action="append",
+        metavar="K",
+        dest="api_keys",
+        help="accept only this key (repeatable; default: accept any key or none)",
+    )
+    parser.add_argument(
+        "--voice",
+        choices=("auto", "espeak", "synthetic"),
+        default="auto",
+        help="reply voice: espeak-ng if installed (auto), or a synthetic "
+        "speech-like signal (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="NAME[:K=V,...]",
+        dest="faults",
+        type=_fault_spec,
+        help="arm a field fault mode (repeatable), e.g. session_cap:sessions=3, "
+        "backend_down:seconds=120, pongs_never, burst:count=2; "
+        "--fault list shows them all (FIELD_REPORTS.md F1-F25)",
+    )
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        help="run a short scripted conversation against the server, print what "
+        "happened and exit (time scale 100 unless --time-scale is given)",
+    )
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        help="(default: %(default)s)",
+    )
 
 
 async def _serve(args: argparse.Namespace) -> int:
@@ -74,16 +105,23 @@ async def _serve(args: argparse.Namespace) -> int:
     if args.time_scale is None:
         args.time_scale = 100.0 if args.demo else 1.0
     try:
-        server = LiveServer(args.host, args.port, limits=ServerLimits(time_scale=args.time_scale),
-                            api_keys=args.api_keys, voice=args.voice)
+        server = LiveServer(
+            args.host,
+            args.port,
+            limits=ServerLimits(time_scale=args.time_scale),
+            api_keys=args.api_keys,
+            voice=args.voice,
+        )
     except ValueError as exc:
         print(f"voiced live-server: {exc}", file=sys.stderr)
         return 2
     try:
         await server.start()
     except OSError as exc:
-        print(f"voiced live-server: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}",
-              file=sys.stderr)
+        print(
+            f"voiced live-server: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}",
+            file=sys.stderr,
+        )
         return 1
     for name, params in args.faults:  # armed once the server clock runs (backend_down)
         try:
@@ -99,15 +137,20 @@ async def _serve(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    print(f"voiced live-server: listening (time scale {args.time_scale:g}, "
-          f"voice {server.voice.kind}, "
-          f"{'keys required' if args.api_keys else 'any key accepted'})", flush=True)
+    print(
+        f"voiced live-server: listening (time scale {args.time_scale:g}, "
+        f"voice {server.voice.kind}, "
+        f"{'keys required' if args.api_keys else 'any key accepted'})",
+        flush=True,
+    )
     if args.faults:
         print("  faults armed: " + ", ".join(n for n, _ in args.faults), flush=True)
-    for label, url in (("gemini", server.endpoint()),
-                       ("gemini v1alpha", server.endpoint(version="v1alpha")),
-                       ("ephemeral", server.endpoint(version="v1alpha", constrained=True)),
-                       ("vertex", server.endpoint(api="vertex"))):
+    for label, url in (
+        ("gemini", server.endpoint()),
+        ("gemini v1alpha", server.endpoint(version="v1alpha")),
+        ("ephemeral", server.endpoint(version="v1alpha", constrained=True)),
+        ("vertex", server.endpoint(api="vertex")),
+    ):
         print(f"  {label:15} {url}", flush=True)
     print("Ctrl-C stops.", flush=True)
     try:
@@ -116,8 +159,11 @@ async def _serve(args: argparse.Namespace) -> int:
         await server.stop()
         sessions = server.sessions
         turns = sum(len(s.user_turns) for s in sessions)
-        print(f"voiced live-server: stopped after {len(server.connections)} connections, "
-              f"{len(sessions)} sessions, {turns} turns", flush=True)
+        print(
+            f"voiced live-server: stopped after {len(server.connections)} connections, "
+            f"{len(sessions)} sessions, {turns} turns",
+            flush=True,
+        )
     return 0
 
 
@@ -127,15 +173,19 @@ async def _demo(server: object, args: argparse.Namespace) -> int:
 
     assert isinstance(server, LiveServer)
     try:
-        ok = await scripted_conversation(server.endpoint(),
-                                         api_key=args.api_keys[0] if args.api_keys else None)
+        ok = await scripted_conversation(
+            server.endpoint(), api_key=args.api_keys[0] if args.api_keys else None
+        )
     finally:
         await server.stop()
     session = server.sessions[0] if server.sessions else None
     if session is not None:
-        print(f"server saw: {len(session.connections)} connections, {len(session.user_turns)} turns, "
-              f"{session.audio_bytes_received} audio bytes (sha256 {session.audio_digest[:12]}…), "
-              f"{session.tokens} tokens in context", flush=True)
+        print(
+            f"server saw: {len(session.connections)} connections, {len(session.user_turns)} turns, "
+            f"{session.audio_bytes_received} audio bytes (sha256 {session.audio_digest[:12]}…), "
+            f"{session.tokens} tokens in context",
+            flush=True,
+        )
     print("demo: OK" if ok else "demo: FAILED", flush=True)
     return 0 if ok else 1
 

@@ -44,8 +44,14 @@ log = logging.getLogger(__name__)
 class LiveConnection:
     """Serves one WebSocket until it closes. Created by :class:`LiveServer`."""
 
-    def __init__(self, server: LiveServer, ws: ServerConnection, record: ConnectionRecord,
-                 endpoint: Endpoint, authorised: bool) -> None:
+    def __init__(
+        self,
+        server: LiveServer,
+        ws: ServerConnection,
+        record: ConnectionRecord,
+        endpoint: Endpoint,
+        authorised: bool,
+    ) -> None:
         self.server = server
         self.limits = server.limits
         self.ws = ws
@@ -113,8 +119,11 @@ class LiveConnection:
                 for item in p.parse_client_message(frame):
                     if isinstance(item, p.ToolResponse):
                         self.record.tool_responses.extend(
-                            (call_id, name, scheduling) for (call_id, name, _), scheduling
-                            in zip(item.responses, item.scheduling))
+                            (call_id, name, scheduling)
+                            for (call_id, name, _), scheduling in zip(
+                                item.responses, item.scheduling
+                            )
+                        )
                     await conversation.handle(item)
             except p.ClientRefused as refused:
                 log.info("! connection %d: %s", self.record.id, refused)
@@ -134,21 +143,32 @@ class LiveConnection:
             rec.faults.append("backend_down")
             raise p.ClientRefused(1011, faults.armed.backend_reason, "backend down")
         armed, now = faults.armed, self.server.now()
-        mine = [c for c in self.server.connections
-                if c is not rec and c.key_id == rec.key_id and c.setup_completed_at is not None]
+        mine = [
+            c
+            for c in self.server.connections
+            if c is not rec and c.key_id == rec.key_id and c.setup_completed_at is not None
+        ]
         if armed.session_cap is not None:
             # Open sessions, and sockets dropped without a close frame until the server
             # notices (F12: "count sockets the client abandoned … until a timeout").
-            held = sum(1 for c in mine if c.is_open or (
-                c.close_code == 1006 and now - (c.closed_at or now) < armed.abandoned_timeout))
+            held = sum(
+                1
+                for c in mine
+                if c.is_open
+                or (c.close_code == 1006 and now - (c.closed_at or now) < armed.abandoned_timeout)
+            )
             if held >= armed.session_cap:
                 rec.faults.append("session_cap")
-                raise p.ClientRefused(1011, p.RESOURCE_EXHAUSTED,
-                                      f"{held} concurrent sessions (cap {armed.session_cap})")
+                raise p.ClientRefused(
+                    1011,
+                    p.RESOURCE_EXHAUSTED,
+                    f"{held} concurrent sessions (cap {armed.session_cap})",
+                )
         if armed.daily_budget is not None and len(mine) >= armed.daily_budget:
             rec.faults.append("daily_budget")
-            raise p.ClientRefused(1011, p.RESOURCE_EXHAUSTED,
-                                  f"daily budget of {armed.daily_budget} sessions used")
+            raise p.ClientRefused(
+                1011, p.RESOURCE_EXHAUSTED, f"daily budget of {armed.daily_budget} sessions used"
+            )
 
     def _open_session(self, params: p.SetupParams) -> tuple[SessionRecord, bool]:
         now = self.server.now()
@@ -186,17 +206,22 @@ class LiveConnection:
         cap = self.limits.connection_cap
         variant = self.server.faults.take_cap_variant()
         if variant is None:
-            self._at("goaway", rec.opened_at + cap - self.limits.goaway_before,
-                     self._on_goaway_timer)
+            self._at(
+                "goaway", rec.opened_at + cap - self.limits.goaway_before, self._on_goaway_timer
+            )
             self._at("cap", rec.opened_at + cap, self._deadline_close)
         else:
             # F1 variants: another timeLeft, another close, or no goAway at all.
             time_left, code, reason = variant
-            rec.faults.append(f"cap:{'no_goaway' if time_left is None else f'{time_left:g}'}:{code}")
+            rec.faults.append(
+                f"cap:{'no_goaway' if time_left is None else f'{time_left:g}'}:{code}"
+            )
             if time_left is not None:
-                self._at("goaway", rec.opened_at + cap - time_left,
-                         lambda: self._spawn(self._go_away(time_left, silent=False,
-                                                           reschedule=False)))
+                self._at(
+                    "goaway",
+                    rec.opened_at + cap - time_left,
+                    lambda: self._spawn(self._go_away(time_left, silent=False, reschedule=False)),
+                )
             self._at("cap", rec.opened_at + cap, lambda: self._spawn(self.close(code, reason)))
         self.schedule_session_cap()
         self.fault_pongs(self.server.faults.armed.pong_delay, record=False)
@@ -214,8 +239,13 @@ class LiveConnection:
         await self.send(m.setup_complete())
         self.record.setup_completed_at = self.server.now()
         self.server.changed()
-        log.info("= connection %d: session %s %s, model %s", self.record.id, self.record.session_id,
-                 "resumed" if self.record.resumed else "new", self.record.model)
+        log.info(
+            "= connection %d: session %s %s, model %s",
+            self.record.id,
+            self.record.session_id,
+            "resumed" if self.record.resumed else "new",
+            self.record.model,
+        )
         close = self.server.faults.take_close_after_setup()
         if close:
             self.record.faults.append(f"close_next:{close[0]}")
@@ -226,14 +256,20 @@ class LiveConnection:
             # F10/F11: a healthy session closed mid-way with a "policy" or "argument" code.
             seconds, code, reason = later
             self.record.faults.append(f"close_after:{seconds:g}:{code}")
-            self._at("close_after", self.server.now() + seconds,
-                     lambda: self._spawn(self.close(code, reason)))
+            self._at(
+                "close_after",
+                self.server.now() + seconds,
+                lambda: self._spawn(self.close(code, reason)),
+            )
         phantom = self.server.faults.take_phantom_after_resume() if self.record.resumed else None
         if phantom is not None:
             delay, tool = phantom
             self.record.faults.append(f"phantom_turn:{delay:g}")
-            self._at("phantom", self.server.now() + delay,
-                     lambda: field.start_phantom(conversation, tool))
+            self._at(
+                "phantom",
+                self.server.now() + delay,
+                lambda: field.start_phantom(conversation, tool),
+            )
         # Right after setup nothing is generating, so a resume would lose nothing: hand
         # out a handle at once, so that even a session idle for a whole connection can be
         # resumed. [UNCERTAIN] whether the real API does this before the first turn
@@ -266,7 +302,11 @@ class LiveConnection:
         # A close reason fits in 123 bytes (RFC 6455 §5.5); longer real texts arrive cut.
         reason = reason.encode("utf-8")[:123].decode("utf-8", "ignore")
         rec.closed_at, rec.close_code, rec.close_reason, rec.closed_by = (
-            self.server.now(), code, reason, "server")
+            self.server.now(),
+            code,
+            reason,
+            "server",
+        )
         self.server.changed()
         if code == 1006:
             self.ws.transport.abort()
@@ -285,8 +325,13 @@ class LiveConnection:
             rec.close_code = self.ws.close_code if self.ws.close_code is not None else 1006
             rec.close_reason = self.ws.close_reason or ""
             rec.closed_by = "client"
-        log.info("x connection %d closed by %s: %s %s", rec.id, rec.closed_by, rec.close_code,
-                 rec.close_reason)
+        log.info(
+            "x connection %d closed by %s: %s %s",
+            rec.id,
+            rec.closed_by,
+            rec.close_code,
+            rec.close_reason,
+        )
         self.server.changed()
 
     # --- timers ----------------------------------------------------------------------------
@@ -326,12 +371,19 @@ class LiveConnection:
         mute = not silent and self.server.faults.take_mute_after_goaway()
         if mute:
             self.record.faults.append("goaway_then_silence")
-        self._spawn(self._go_away(self.limits.goaway_before, silent=silent, reschedule=False,
-                                  mute=mute))
+        self._spawn(
+            self._go_away(self.limits.goaway_before, silent=silent, reschedule=False, mute=mute)
+        )
 
-    async def _go_away(self, time_left: float, silent: bool, reschedule: bool = True,
-                       code: int = 1011, reason: str = p.DEADLINE_EXPIRED,
-                       mute: bool = False) -> None:
+    async def _go_away(
+        self,
+        time_left: float,
+        silent: bool,
+        reschedule: bool = True,
+        code: int = 1011,
+        reason: str = p.DEADLINE_EXPIRED,
+        mute: bool = False,
+    ) -> None:
         await self.send(m.go_away(time_left))
         self.record.goaway_at, self.record.goaway_time_left = self.server.now(), time_left
         self.server.changed()
@@ -347,8 +399,9 @@ class LiveConnection:
             self.ws.transport.pause_reading()
         if reschedule or mute:
             self._cancel_timer("goaway")
-            self._at("cap", self.server.now() + time_left,
-                     lambda: self._spawn(self.close(code, reason)))
+            self._at(
+                "cap", self.server.now() + time_left, lambda: self._spawn(self.close(code, reason))
+            )
 
     def schedule_session_cap(self) -> None:
         """(Re)arm the session cap: without contextWindowCompression a session ends at
@@ -362,6 +415,7 @@ class LiveConnection:
         def expire() -> None:
             session.end(f"session cap {cap:g}s reached", self.server.now())
             self._deadline_close()
+
         self._at("session_cap", session.created_at + cap, expire)
 
     # --- fault targets (see faults.py) -----------------------------------------------------
@@ -376,10 +430,20 @@ class LiveConnection:
         self._cancel_all()
         self.ws.transport.pause_reading()
 
-    def fault_go_away(self, time_left: float, silent: bool, code: int = 1011,
-                      reason: str = p.DEADLINE_EXPIRED, mute: bool = False) -> None:
-        self.record.faults.append(f"go_away:{time_left:g}" + (":silent" if silent else "")
-                                  + (":mute" if mute else "") + (f":{code}" if code != 1011 else ""))
+    def fault_go_away(
+        self,
+        time_left: float,
+        silent: bool,
+        code: int = 1011,
+        reason: str = p.DEADLINE_EXPIRED,
+        mute: bool = False,
+    ) -> None:
+        self.record.faults.append(
+            f"go_away:{time_left:g}"
+            + (":silent" if silent else "")
+            + (":mute" if mute else "")
+            + (f":{code}" if code != 1011 else "")
+        )
         self._cancel_timer("goaway")
         self._spawn(self._go_away(time_left, silent, code=code, reason=reason, mute=mute))
 
@@ -416,6 +480,7 @@ class LiveConnection:
                 return
             original(frame)
             self.record.pongs_sent += 1
+
         proto.send_frame = send_frame  # type: ignore[method-assign]
 
     def fault_send_raw(self, frame: bytes, label: str) -> None:

@@ -65,8 +65,12 @@ async def _until_turn_complete(ws: ClientConnection) -> _Turn:
                 return turn
 
 
-async def scripted_conversation(url: str, out: Callable[[str], None] = print,
-                                model: str = "gemini-3.8-live", api_key: str | None = None) -> bool:
+async def scripted_conversation(
+    url: str,
+    out: Callable[[str], None] = print,
+    model: str = "gemini-3.8-live",
+    api_key: str | None = None,
+) -> bool:
     """Run the script against *url*; ``out`` gets one line per step.
     True if all went as expected."""
     headers = {"x-goog-api-key": api_key} if api_key else {}
@@ -90,12 +94,14 @@ async def scripted_conversation(url: str, out: Callable[[str], None] = print,
     say(f"push-to-talk: {len(speech) / 32000:.2f} s of audio")
     await ws.send(wire.encode(wire.activity_start_message()))
     for i in range(0, len(speech), 640):
-        await ws.send(wire.encode_audio(speech[i:i + 640]))
+        await ws.send(wire.encode_audio(speech[i : i + 640]))
     await ws.send(wire.encode(wire.activity_end_message()))
     turn = await _until_turn_complete(ws)
     say(f"  heard: {turn.heard}")
-    say(f"  said:  {turn.said}  ({turn.audio_seconds:.2f} s of 24 kHz audio, "
-        f"{turn.usage.total_tokens if turn.usage else '?'} tokens)")
+    say(
+        f"  said:  {turn.said}  ({turn.audio_seconds:.2f} s of 24 kHz audio, "
+        f"{turn.usage.total_tokens if turn.usage else '?'} tokens)"
+    )
     ok = turn.said.startswith("Turn 1:")
 
     await ws.send(wire.encode(wire.text_message("What did you hear?")))

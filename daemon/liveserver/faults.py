@@ -49,8 +49,14 @@ class FaultTarget(Protocol):
 
     def fault_close(self, code: int, reason: str) -> None: ...
     def fault_stall(self) -> None: ...
-    def fault_go_away(self, time_left: float, silent: bool, code: int = 1011,
-                      reason: str = DEADLINE_EXPIRED, mute: bool = False) -> None: ...
+    def fault_go_away(
+        self,
+        time_left: float,
+        silent: bool,
+        code: int = 1011,
+        reason: str = DEADLINE_EXPIRED,
+        mute: bool = False,
+    ) -> None: ...
     def fault_send_raw(self, frame: bytes, label: str) -> None: ...
     def fault_pongs(self, delay: float | None) -> None: ...
 
@@ -68,9 +74,16 @@ class ReplyFault:
         return dict(self.params).get(key, default)
 
 
-REPLY_FAULTS = ("stall_after_activity_end", "reject_response", "premature_turn_complete",
-                "interrupted_with_audio", "burst", "trickle", "undeclared_tool_call",
-                "close_mid_audio")
+REPLY_FAULTS = (
+    "stall_after_activity_end",
+    "reject_response",
+    "premature_turn_complete",
+    "interrupted_with_audio",
+    "burst",
+    "trickle",
+    "undeclared_tool_call",
+    "close_mid_audio",
+)
 
 
 @dataclass
@@ -106,9 +119,12 @@ class ArmedFaults:
 class Faults:
     """``server.faults``: every way to make the server misbehave, from a test."""
 
-    def __init__(self, targets: Callable[[], Iterable[FaultTarget]],
-                 expire_handles: Callable[[], int],
-                 now: Callable[[], float] = lambda: 0.0) -> None:
+    def __init__(
+        self,
+        targets: Callable[[], Iterable[FaultTarget]],
+        expire_handles: Callable[[], int],
+        now: Callable[[], float] = lambda: 0.0,
+    ) -> None:
         self._targets = targets
         self._expire_handles = expire_handles
         self._now = now
@@ -136,13 +152,15 @@ class Faults:
         (no pongs either: the socket's reading is paused)."""
         return self._each(lambda t: t.fault_stall())
 
-    def go_away_now(self, time_left: float, code: int = 1011,
-                    reason: str = DEADLINE_EXPIRED) -> int:
+    def go_away_now(
+        self, time_left: float, code: int = 1011, reason: str = DEADLINE_EXPIRED
+    ) -> int:
         """Send ``goAway{timeLeft}`` now and close with *code* and *reason* after
         *time_left* nominal seconds (replacing the connection-cap schedule). F1:
         ``time_left=1.5`` sends "1.5s"; Vertex closes 1000 "The operation was cancelled."."""
-        return self._each(lambda t: t.fault_go_away(time_left, silent=False, code=code,
-                                                     reason=reason))
+        return self._each(
+            lambda t: t.fault_go_away(time_left, silent=False, code=code, reason=reason)
+        )
 
     def go_away_then_silence(self, time_left: float = 50.0, now: bool = True) -> int:
         """F2: ``goAway{time_left}``, then nothing at all — no messages, no pongs
@@ -175,7 +193,9 @@ class Faults:
 
     def send_malformed(self) -> int:
         """Send a binary frame that is not JSON."""
-        return self._each(lambda t: t.fault_send_raw(b'{"serverContent": {"modelTurn": ', "malformed"))
+        return self._each(
+            lambda t: t.fault_send_raw(b'{"serverContent": {"modelTurn": ', "malformed")
+        )
 
     def send_unknown_field(self) -> int:
         """Send a message whose only top-level key is unknown (the SDK 3.6.1 raises
@@ -211,21 +231,28 @@ class Faults:
         """Refuse the next *count* resumes as an unknown handle (1008, §6)."""
         self.armed.refuse_resume += count
 
-    def refuse_next_setup(self, code: int = 1007, reason: str = KEY_EXPIRED,
-                          count: int = 1) -> None:
+    def refuse_next_setup(
+        self, code: int = 1007, reason: str = KEY_EXPIRED, count: int = 1
+    ) -> None:
         """The next *count* setups (new or resume) are refused with *code* and *reason*
         before ``setupComplete`` (F11: 1007 "API key expired. Please renew the API key.")."""
         self.armed.refuse_setup.extend([(code, reason)] * count)
 
-    def close_after(self, seconds: float, code: int = 1008, reason: str = NOT_IMPLEMENTED,
-                    count: int = 1) -> None:
+    def close_after(
+        self, seconds: float, code: int = 1008, reason: str = NOT_IMPLEMENTED, count: int = 1
+    ) -> None:
         """The next *count* connections are closed *seconds* after ``setupComplete``:
         the mid-session 1008 "Operation is not implemented…" (F10) or 1007
         CONTENT_TYPE_AUDIO (F11) of healthy sessions, selectable from the command line."""
         self.armed.close_after.extend([(seconds, code, reason)] * count)
 
-    def cap_variant(self, time_left: float | None = 1.5, code: int = 1011,
-                    reason: str = DEADLINE_EXPIRED, count: int = 1) -> None:
+    def cap_variant(
+        self,
+        time_left: float | None = 1.5,
+        code: int = 1011,
+        reason: str = DEADLINE_EXPIRED,
+        count: int = 1,
+    ) -> None:
         """F1 variants at the next connection's cap: ``goAway`` with *time_left* (e.g.
         "1.5s"), then close *code* *reason* (1000 "The operation was cancelled." on
         Vertex); ``time_left=None``: the close comes with no goAway at all."""
@@ -237,8 +264,9 @@ class Faults:
         and replies say the model remembers nothing before that turn."""
         self.armed.forget_on_resume += count
 
-    def phantom_turn_after_resume(self, delay: float = 2.5, tool_call: str | None = None,
-                                  count: int = 1) -> None:
+    def phantom_turn_after_resume(
+        self, delay: float = 2.5, tool_call: str | None = None, count: int = 1
+    ) -> None:
         """F7: *delay* nominal seconds after ``setupComplete`` of the next *count*
         resumed connections, an unasked model turn (audio, ``generationComplete``,
         ``turnComplete``), after a ``toolCall`` of *tool_call* when given."""
@@ -306,15 +334,17 @@ class Faults:
         try:
             what, action = FIELD_MODES[name]
         except KeyError:
-            raise ValueError(f"unknown fault {name!r}: one of {', '.join(sorted(FIELD_MODES))}"
-                             ) from None
+            raise ValueError(
+                f"unknown fault {name!r}: one of {', '.join(sorted(FIELD_MODES))}"
+            ) from None
         try:
             action(self, **params)
         except (TypeError, ValueError) as exc:
             # TypeError: a parameter it does not take; ValueError: a value that is no number.
             given = ", ".join(f"{k}={v}" for k, v in params.items())
-            raise ValueError(f"fault {name!r} ({what}) refused {given or 'no parameters'}: "
-                             f"{exc}") from None
+            raise ValueError(
+                f"fault {name!r} ({what}) refused {given or 'no parameters'}: {exc}"
+            ) from None
 
     def pending(self) -> ArmedFaults:
         """What is armed and not yet consumed."""
@@ -394,60 +424,108 @@ def _reply(kind: str) -> Callable[..., None]:
 
 
 FIELD_MODES: dict[str, tuple[str, Callable[..., None]]] = {
-    "cap_time_left_1_5": ("F1: goAway timeLeft 1.5s at the next cap, then 1011 Deadline expired",
-                          lambda f, **k: f.cap_variant(1.5, **k)),
-    "cap_cancelled_1000": ("F1: at the next cap, goAway then close 1000 The operation was cancelled.",
-                           lambda f, time_left=50.0, **k: f.cap_variant(float(time_left), 1000,
-                                                                         CANCELLED, **k)),
-    "cap_no_goaway": ("F1: at the next cap, close 1011 Deadline expired with no goAway",
-                      lambda f, **k: f.cap_variant(None, **k)),
-    "goaway_then_silence": ("F2: the next connection says goAway, then nothing (no pongs) "
-                            "until 1011 Deadline expired", lambda f: f.go_away_then_silence(
-                                now=False)),
-    "silent_after_goaway": ("goAway, then silence that never ends (not even a close)",
-                            lambda f: f.silent_after_goaway(now=False)),
-    "refuse_resume": ("F4: the next resume gets 1008 BidiGenerateContent session not found",
-                      lambda f, count=1: f.refuse_next_resume(int(count))),
-    "forget_on_resume": ("F6: the next resume is accepted but the history is dropped",
-                         lambda f, count=1: f.forget_on_resume(int(count))),
-    "phantom_turn": ("F7: an unasked model turn 2.5 s after the next resume",
-                     lambda f, delay=2.5, tool_call=None, count=1: f.phantom_turn_after_resume(
-                         float(delay), tool_call, int(count))),
-    "reanswer_history": ("F7: restored history ending in an answered user turn is answered again",
-                         lambda f, count=1: f.reanswer_history(int(count))),
-    "backend_down": ("F9: every setup for N s gets 1011 The service is currently unavailable.",
-                     lambda f, seconds=120.0: f.backend_down(float(seconds))),
-    "internal_mid_audio": ("F9: the next reply is cut by 1011 Internal error occurred.",
-                           _reply("close_mid_audio")),
-    "not_implemented_1008": ("F10: the next connection closes 1008 Operation is not implemented… "
-                             "after N s", lambda f, seconds=30.0, count=1: f.close_after(
-                                 float(seconds), 1008, NOT_IMPLEMENTED, int(count))),
-    "content_type_1007": ("F11: the next connection closes 1007 CONTENT_TYPE_AUDIO after N s",
-                          lambda f, seconds=30.0, count=1: f.close_after(
-                              float(seconds), 1007, CONTENT_TYPE_AUDIO, int(count))),
-    "key_expired": ("F11: the next setup gets 1007 API key expired. Please renew the API key.",
-                    lambda f, count=1: f.refuse_next_setup(1007, KEY_EXPIRED, int(count))),
-    "session_cap": ("F12: at most N concurrent sessions per key, then 1011 RESOURCE_EXHAUSTED",
-                    lambda f, sessions=3, abandoned_timeout=60.0: f.session_cap(
-                        int(sessions), float(abandoned_timeout))),
-    "daily_budget": ("F12: after N sessions per key, 1011 RESOURCE_EXHAUSTED",
-                     lambda f, sessions=10: f.daily_budget(int(sessions))),
-    "pongs_late": ("F13: pongs N s late (default 25)",
-                   lambda f, seconds=25.0: f.pongs(float(seconds))),
+    "cap_time_left_1_5": (
+        "F1: goAway timeLeft 1.5s at the next cap, then 1011 Deadline expired",
+        lambda f, **k: f.cap_variant(1.5, **k),
+    ),
+    "cap_cancelled_1000": (
+        "F1: at the next cap, goAway then close 1000 The operation was cancelled.",
+        lambda f, time_left=50.0, **k: f.cap_variant(float(time_left), 1000, CANCELLED, **k),
+    ),
+    "cap_no_goaway": (
+        "F1: at the next cap, close 1011 Deadline expired with no goAway",
+        lambda f, **k: f.cap_variant(None, **k),
+    ),
+    "goaway_then_silence": (
+        "F2: the next connection says goAway, then nothing (no pongs) until 1011 Deadline expired",
+        lambda f: f.go_away_then_silence(now=False),
+    ),
+    "silent_after_goaway": (
+        "goAway, then silence that never ends (not even a close)",
+        lambda f: f.silent_after_goaway(now=False),
+    ),
+    "refuse_resume": (
+        "F4: the next resume gets 1008 BidiGenerateContent session not found",
+        lambda f, count=1: f.refuse_next_resume(int(count)),
+    ),
+    "forget_on_resume": (
+        "F6: the next resume is accepted but the history is dropped",
+        lambda f, count=1: f.forget_on_resume(int(count)),
+    ),
+    "phantom_turn": (
+        "F7: an unasked model turn 2.5 s after the next resume",
+        lambda f, delay=2.5, tool_call=None, count=1: f.phantom_turn_after_resume(
+            float(delay), tool_call, int(count)
+        ),
+    ),
+    "reanswer_history": (
+        "F7: restored history ending in an answered user turn is answered again",
+        lambda f, count=1: f.reanswer_history(int(count)),
+    ),
+    "backend_down": (
+        "F9: every setup for N s gets 1011 The service is currently unavailable.",
+        lambda f, seconds=120.0: f.backend_down(float(seconds)),
+    ),
+    "internal_mid_audio": (
+        "F9: the next reply is cut by 1011 Internal error occurred.",
+        _reply("close_mid_audio"),
+    ),
+    "not_implemented_1008": (
+        "F10: the next connection closes 1008 Operation is not implemented… after N s",
+        lambda f, seconds=30.0, count=1: f.close_after(
+            float(seconds), 1008, NOT_IMPLEMENTED, int(count)
+        ),
+    ),
+    "content_type_1007": (
+        "F11: the next connection closes 1007 CONTENT_TYPE_AUDIO after N s",
+        lambda f, seconds=30.0, count=1: f.close_after(
+            float(seconds), 1007, CONTENT_TYPE_AUDIO, int(count)
+        ),
+    ),
+    "key_expired": (
+        "F11: the next setup gets 1007 API key expired. Please renew the API key.",
+        lambda f, count=1: f.refuse_next_setup(1007, KEY_EXPIRED, int(count)),
+    ),
+    "session_cap": (
+        "F12: at most N concurrent sessions per key, then 1011 RESOURCE_EXHAUSTED",
+        lambda f, sessions=3, abandoned_timeout=60.0: f.session_cap(
+            int(sessions), float(abandoned_timeout)
+        ),
+    ),
+    "daily_budget": (
+        "F12: after N sessions per key, 1011 RESOURCE_EXHAUSTED",
+        lambda f, sessions=10: f.daily_budget(int(sessions)),
+    ),
+    "pongs_late": (
+        "F13: pongs N s late (default 25)",
+        lambda f, seconds=25.0: f.pongs(float(seconds)),
+    ),
     "pongs_never": ("F13: pings are never answered", lambda f: f.pongs(None)),
-    "stall_after_activity_end": ("F14: inputTranscription, then nothing",
-                                 _reply("stall_after_activity_end")),
-    "reject_response": ("F14: turnComplete RESPONSE_REJECTED with no audio",
-                        _reply("reject_response")),
-    "premature_turn_complete": ("F15: two chunks, then turnComplete, no generationComplete",
-                                _reply("premature_turn_complete")),
-    "interrupted_with_audio": ("F16: interrupted in the same frame as audio",
-                               _reply("interrupted_with_audio")),
-    "spurious_interrupt": ("F16: interrupted + turnComplete after the next activityStart",
-                           lambda f, count=1: f.spurious_interrupt(int(count))),
+    "stall_after_activity_end": (
+        "F14: inputTranscription, then nothing",
+        _reply("stall_after_activity_end"),
+    ),
+    "reject_response": (
+        "F14: turnComplete RESPONSE_REJECTED with no audio",
+        _reply("reject_response"),
+    ),
+    "premature_turn_complete": (
+        "F15: two chunks, then turnComplete, no generationComplete",
+        _reply("premature_turn_complete"),
+    ),
+    "interrupted_with_audio": (
+        "F16: interrupted in the same frame as audio",
+        _reply("interrupted_with_audio"),
+    ),
+    "spurious_interrupt": (
+        "F16: interrupted + turnComplete after the next activityStart",
+        lambda f, count=1: f.spurious_interrupt(int(count)),
+    ),
     "burst": ("F17: 10 s of audio in 0.3 s, turnComplete ~10 s later", _reply("burst")),
     "trickle": ("F17: audio at 0.7x realtime with 1.5 s gaps", _reply("trickle")),
-    "undeclared_tool_call": ("F18: a toolCall of not_registered, then nothing until answered",
-                             _reply("undeclared_tool_call")),
+    "undeclared_tool_call": (
+        "F18: a toolCall of not_registered, then nothing until answered",
+        _reply("undeclared_tool_call"),
+    ),
 }
 """Field faults armable by name: name → (what it does, action(faults, **params))."""

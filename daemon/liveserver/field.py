@@ -40,7 +40,7 @@ _BYTES_PER_SECOND = 48_000  # 24 kHz 16-bit mono reply audio (LIVE_PROTOCOL.md Â
 
 def _chunks(conv: Conversation, pcm: bytes) -> list[bytes]:
     size = _BYTES_PER_SECOND * conv.limits.reply_chunk_ms // 1000
-    return [pcm[i:i + size] for i in range(0, len(pcm), size)] or [b""]
+    return [pcm[i : i + size] for i in range(0, len(pcm), size)] or [b""]
 
 
 async def _speech(conv: Conversation, text: str) -> bytes:
@@ -59,16 +59,23 @@ async def _paced(conv: Conversation, chunks: list[bytes], wall_for: Any) -> floa
     return sent
 
 
-def _turn_complete(conv: Conversation, prompt_tokens: int, seconds: float,
-                   reason: str | None = None) -> dict[str, Any]:
+def _turn_complete(
+    conv: Conversation, prompt_tokens: int, seconds: float, reason: str | None = None
+) -> dict[str, Any]:
     msg = m.turn_complete(prompt_tokens, audio_tokens(seconds, conv.limits), conv.conn.endpoint.api)
     if reason:
         msg["serverContent"]["turnCompleteReason"] = reason
     return msg
 
 
-async def play(conv: Conversation, turn: UserTurn, summary: AudioSummary | None, text: str,
-               fault: ReplyFault, prompt_tokens: int) -> None:
+async def play(
+    conv: Conversation,
+    turn: UserTurn,
+    summary: AudioSummary | None,
+    text: str,
+    fault: ReplyFault,
+    prompt_tokens: int,
+) -> None:
     """Answer *turn* misbehaving as *fault* says (see ``Faults.misbehave_next_reply``)."""
     conn, send, session, limits = conv.conn, conv.conn.send, conv.session, conv.limits
     turn.misbehaved = fault.kind
@@ -116,7 +123,7 @@ async def play(conv: Conversation, turn: UserTurn, summary: AudioSummary | None,
             return
         if fault.kind == "close_mid_audio":
             # F9: "Internal error occurred." in the middle of the model's audio.
-            await _paced(conv, chunks[:int(fault.get("chunks", 2))], limits.reply_wall_seconds)
+            await _paced(conv, chunks[: int(fault.get("chunks", 2))], limits.reply_wall_seconds)
             turn.dropped += 1
             # Closed by the connection, not from inside this reply, which the close cancels.
             conn.fault_close(int(fault.get("code", 1011)), str(fault.get("reason", INTERNAL)))
@@ -136,8 +143,9 @@ async def play(conv: Conversation, turn: UserTurn, summary: AudioSummary | None,
             # F17: slower than realtime, with pauses.
             pace, gap = float(fault.get("pace", 0.7)), float(fault.get("gap", 1.5))
             every = float(fault.get("every", 2.0))
-            sent = await _paced(conv, chunks,
-                                lambda s: limits.wall(s / pace + gap * int(s // every)))
+            sent = await _paced(
+                conv, chunks, lambda s: limits.wall(s / pace + gap * int(s // every))
+            )
         else:  # undeclared_tool_call: the spoken part is a normal reply
             sent = await _paced(conv, chunks, limits.reply_wall_seconds)
         if conv.params.output_transcription:
@@ -193,15 +201,17 @@ async def _phantom(conv: Conversation, tool_call: str | None) -> None:
             call_id = f"phantom-{session.phantom_turns + 1}"
             future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
             conv.pending_calls[call_id] = (tool_call, False, future)
+
             def forget(_f: asyncio.Future[Any], cid: str = call_id) -> None:
                 conv.pending_calls.pop(cid, None)
+
             future.add_done_callback(forget)
             await conn.send(m.tool_call(call_id, tool_call, {}))
         pcm = await _speech(conv, PHANTOM_TEXT)
         sent = await _paced(conv, _chunks(conv, pcm), limits.reply_wall_seconds)
         if conv.params.output_transcription:
             await conn.send(m.output_transcription(PHANTOM_TEXT))
-        session.phantom_turns += 1   # counted once all its audio is out
+        session.phantom_turns += 1  # counted once all its audio is out
         conn.server.changed()
         await conn.send(m.generation_complete())
         await conn.send(_turn_complete(conv, session.tokens, sent))

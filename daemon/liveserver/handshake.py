@@ -13,14 +13,24 @@ from urllib.parse import parse_qs, urlsplit
 
 from daemon.liveserver.protocol import ClientRefused
 
-__all__ = ["Endpoint", "parse_path", "credentials", "GEMINI_MODELS", "VERTEX_MODELS",
-           "RETIRED_MODELS", "is_known_model", "model_not_found"]
+__all__ = [
+    "Endpoint",
+    "parse_path",
+    "credentials",
+    "GEMINI_MODELS",
+    "VERTEX_MODELS",
+    "RETIRED_MODELS",
+    "is_known_model",
+    "model_not_found",
+]
 
 _GEMINI_PATH = re.compile(
     r"^/ws/google\.ai\.generativelanguage\.(v1alpha|v1beta)\.GenerativeService\."
-    r"(BidiGenerateContent|BidiGenerateContentConstrained)$")
+    r"(BidiGenerateContent|BidiGenerateContentConstrained)$"
+)
 _VERTEX_PATH = re.compile(
-    r"^/ws/google\.cloud\.aiplatform\.(v1beta1|v1)\.LlmBidiService/(BidiGenerateContent)$")
+    r"^/ws/google\.cloud\.aiplatform\.(v1beta1|v1)\.LlmBidiService/(BidiGenerateContent)$"
+)
 
 
 @dataclass(frozen=True)
@@ -75,17 +85,26 @@ def credentials(path: str, headers: Mapping[str, str]) -> list[tuple[str, str]]:
 # ---------------------------------------------------------------------------------------------
 # Models (LIVE_PROTOCOL.md §2 "Models for native-audio Live")
 
-GEMINI_MODELS = frozenset({
-    "gemini-3.8-live", "gemini-3.8-live-extended-thinking", "gemini-3.1-flash-live-preview",
-    "gemini-2.5-flash-native-audio-preview-12-2025", "gemini-2.5-flash-native-audio-preview-09-2025",
-    "gemini-2.5-flash-native-audio-latest",
-})
-VERTEX_MODELS = frozenset({
-    "gemini-3.8-live", "gemini-live-2.5-flash-native-audio",
-    "gemini-live-2.5-flash-preview-native-audio-09-2025",
-})
-RETIRED_MODELS = frozenset({"gemini-live-2.5-flash-preview", "gemini-2.0-flash-exp", "gemini-2.0-flash"})
-
+GEMINI_MODELS = frozenset(
+    {
+        "gemini-3.8-live",
+        "gemini-3.8-live-extended-thinking",
+        "gemini-3.1-flash-live-preview",
+        "gemini-2.5-flash-native-audio-preview-12-2025",
+        "gemini-2.5-flash-native-audio-preview-09-2025",
+        "gemini-2.5-flash-native-audio-latest",
+    }
+)
+VERTEX_MODELS = frozenset(
+    {
+        "gemini-3.8-live",
+        "gemini-live-2.5-flash-native-audio",
+        "gemini-live-2.5-flash-preview-native-audio-09-2025",
+    }
+)
+RETIRED_MODELS = frozenset(
+    {"gemini-live-2.5-flash-preview", "gemini-2.0-flash-exp", "gemini-2.0-flash"}
+)
 
 
 def is_known_model(model: str, api: str) -> bool:
@@ -106,4 +125,5 @@ def model_not_found(model: str, endpoint: Endpoint) -> ClientRefused:
         1008,
         f"models/{model} is not found for API version {endpoint.version}, or is not supported "
         f"for bidiGenerateContent. Call ListModels to see the list of available models and "
-        f"their supported methods.")
+        f"their supported methods.",
+    )

@@ -77,13 +77,22 @@ class ServerLimits:
         # Bad limits are a caller's bug; say which field and why.
         if not self.time_scale > 0:
             raise ValueError(f"ServerLimits.time_scale = {self.time_scale!r}: must be > 0")
-        for name in ("connection_cap", "session_cap_audio", "session_cap_video", "handle_ttl",
-                     "audio_tokens_per_second", "chars_per_token", "reply_pace"):
+        for name in (
+            "connection_cap",
+            "session_cap_audio",
+            "session_cap_video",
+            "handle_ttl",
+            "audio_tokens_per_second",
+            "chars_per_token",
+            "reply_pace",
+        ):
             if not getattr(self, name) > 0:
                 raise ValueError(f"ServerLimits.{name} = {getattr(self, name)!r}: must be > 0")
         if not 0 <= self.goaway_before < self.connection_cap:
-            raise ValueError(f"ServerLimits.goaway_before = {self.goaway_before!r}: must be in "
-                             f"[0, connection_cap)")
+            raise ValueError(
+                f"ServerLimits.goaway_before = {self.goaway_before!r}: must be in "
+                f"[0, connection_cap)"
+            )
         if self.context_window <= 0:
             raise ValueError(f"ServerLimits.context_window = {self.context_window!r}: must be > 0")
         if self.reply_chunk_ms <= 0:

@@ -11,9 +11,20 @@ from typing import Any, Mapping, Sequence
 
 from daemon.wire import b64encode, format_duration
 
-__all__ = ["encode_server", "setup_complete", "model_audio", "output_transcription",
-           "input_transcription", "interrupted", "generation_complete", "turn_complete",
-           "go_away", "resumption_update", "tool_call", "tool_call_cancellation"]
+__all__ = [
+    "encode_server",
+    "setup_complete",
+    "model_audio",
+    "output_transcription",
+    "input_transcription",
+    "interrupted",
+    "generation_complete",
+    "turn_complete",
+    "go_away",
+    "resumption_update",
+    "tool_call",
+    "tool_call_cancellation",
+]
 
 
 def encode_server(message: Mapping[str, Any]) -> bytes:
@@ -26,8 +37,16 @@ def setup_complete() -> dict[str, Any]:
 
 
 def model_audio(pcm: bytes, rate: int = 24_000) -> dict[str, Any]:
-    return {"serverContent": {"modelTurn": {"role": "model", "parts": [
-        {"inlineData": {"mimeType": f"audio/pcm;rate={rate}", "data": b64encode(pcm)}}]}}}
+    return {
+        "serverContent": {
+            "modelTurn": {
+                "role": "model",
+                "parts": [
+                    {"inlineData": {"mimeType": f"audio/pcm;rate={rate}", "data": b64encode(pcm)}}
+                ],
+            }
+        }
+    }
 
 
 def output_transcription(text: str) -> dict[str, Any]:
@@ -49,9 +68,13 @@ def generation_complete() -> dict[str, Any]:
     return {"serverContent": {"generationComplete": True}}
 
 
-def turn_complete(prompt_tokens: int, response_tokens: int, api: str = "gemini",
-                  response_modality: str = "AUDIO",
-                  prompt_details: Sequence[tuple[str, int]] = ()) -> dict[str, Any]:
+def turn_complete(
+    prompt_tokens: int,
+    response_tokens: int,
+    api: str = "gemini",
+    response_modality: str = "AUDIO",
+    prompt_details: Sequence[tuple[str, int]] = (),
+) -> dict[str, Any]:
     """``turnComplete`` with ``usageMetadata`` in the same message (LIVE_PROTOCOL.md §4).
 
     Vertex names the response count ``candidatesTokenCount``.

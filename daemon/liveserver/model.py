@@ -28,8 +28,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["EnergyVad", "VadEvent", "AudioSummary", "describe_audio", "reply_text", "input_text",
-           "Voice", "synthetic_speech", "resample", "OUTPUT_RATE"]
+__all__ = [
+    "EnergyVad",
+    "VadEvent",
+    "AudioSummary",
+    "describe_audio",
+    "reply_text",
+    "input_text",
+    "Voice",
+    "synthetic_speech",
+    "resample",
+    "OUTPUT_RATE",
+]
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +69,13 @@ class EnergyVad:
 
     WINDOW_MS = 20
 
-    def __init__(self, rate: int = 16_000, threshold_dbfs: float = -40.0, silence_ms: int = 500,
-                 min_speech_ms: int = 60) -> None:
+    def __init__(
+        self,
+        rate: int = 16_000,
+        threshold_dbfs: float = -40.0,
+        silence_ms: int = 500,
+        min_speech_ms: int = 60,
+    ) -> None:
         self.rate = rate
         self.window_bytes = rate * self.WINDOW_MS // 1000 * 2
         self.threshold = 32768.0 * 10 ** (threshold_dbfs / 20)
@@ -90,7 +105,9 @@ class EnergyVad:
                 self._quiet_run = 0
                 if not self.in_speech and self._loud_run >= self.speech_windows:
                     self.in_speech = True
-                    events.append(VadEvent("start", end_offset - self._loud_run * self.window_bytes))
+                    events.append(
+                        VadEvent("start", end_offset - self._loud_run * self.window_bytes)
+                    )
             else:
                 self._quiet_run += 1
                 self._loud_run = 0
@@ -152,7 +169,7 @@ def reply_text(turn: int, audio: AudioSummary | None, text: str = "") -> str:
 
 def _quote(text: str, limit: int = 80) -> str:
     text = " ".join(text.split())
-    return f"\u201c{text if len(text) <= limit else text[:limit - 1] + '…'}\u201d"
+    return f"\u201c{text if len(text) <= limit else text[: limit - 1] + '…'}\u201d"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -189,8 +206,13 @@ def synthetic_speech(text: str, rate: int = OUTPUT_RATE) -> bytes:
     segments: list[np.ndarray] = []
     seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
     rng = np.random.default_rng(seed)
-    formant_sets = ((730, 1090, 2440), (270, 2290, 3010), (530, 1840, 2480), (570, 840, 2410),
-                    (300, 870, 2240))
+    formant_sets = (
+        (730, 1090, 2440),
+        (270, 2290, 3010),
+        (530, 1840, 2480),
+        (570, 840, 2410),
+        (300, 870, 2240),
+    )
     for word in text.split():
         n_syll = max(1, round(len(word.strip(".,:;!?")) / 3))
         for _ in range(n_syll):
@@ -204,7 +226,7 @@ def synthetic_speech(text: str, rate: int = OUTPUT_RATE) -> bytes:
                 freq = h * f0.mean()
                 if freq > rate / 2 - 500:
                     break
-                gain = sum(1.0 / (1 + ((freq - f) / 90.0) ** 2) for f in formants) / h ** 0.5
+                gain = sum(1.0 / (1 + ((freq - f) / 90.0) ** 2) for f in formants) / h**0.5
                 sig += gain * np.sin(h * phase)
             env = np.sin(np.pi * np.arange(n) / n) ** 0.6
             sig = sig * env
@@ -227,17 +249,19 @@ def _wav_pcm(wav: bytes) -> tuple[bytes, int]:
         raise ValueError("espeak-ng output is not a WAV file")
     pos, rate, bits, channels = 12, 22_050, 16, 1
     while pos + 8 <= len(wav):
-        chunk_id, size = wav[pos:pos + 4], int.from_bytes(wav[pos + 4:pos + 8], "little")
+        chunk_id, size = wav[pos : pos + 4], int.from_bytes(wav[pos + 4 : pos + 8], "little")
         body = pos + 8
         if chunk_id == b"fmt ":
-            channels = int.from_bytes(wav[body + 2:body + 4], "little")
-            rate = int.from_bytes(wav[body + 4:body + 8], "little")
-            bits = int.from_bytes(wav[body + 14:body + 16], "little")
+            channels = int.from_bytes(wav[body + 2 : body + 4], "little")
+            rate = int.from_bytes(wav[body + 4 : body + 8], "little")
+            bits = int.from_bytes(wav[body + 14 : body + 16], "little")
         elif chunk_id == b"data":
             if bits != 16 or channels != 1:
-                raise ValueError(f"espeak-ng output is {bits}-bit x{channels}, expected 16-bit mono")
+                raise ValueError(
+                    f"espeak-ng output is {bits}-bit x{channels}, expected 16-bit mono"
+                )
             data = wav[body:]
-            return data[:len(data) - len(data) % 2], rate
+            return data[: len(data) - len(data) % 2], rate
         pos = body + size + (size & 1)
     raise ValueError("espeak-ng output has no data chunk")
 
@@ -276,8 +300,12 @@ class Voice:
     def _espeak(self, text: str) -> bytes | None:
         assert self.espeak is not None
         try:
-            done = subprocess.run([self.espeak, "--stdout", "-s", "170", "--", text],
-                                  capture_output=True, timeout=30, check=True)
+            done = subprocess.run(
+                [self.espeak, "--stdout", "-s", "170", "--", text],
+                capture_output=True,
+                timeout=30,
+                check=True,
+            )
             pcm, rate = _wav_pcm(done.stdout)
         except (OSError, subprocess.SubprocessError, ValueError) as exc:
             # A broken espeak must not stop replies: fall back to the synthetic voice.

@@ -26,12 +26,33 @@ from daemon.errors import ProtocolError
 from daemon.wire import b64decode, normalize
 
 __all__ = [
-    "ClientRefused", "INVALID_ARGUMENT", "BAD_KEY", "SESSION_NOT_FOUND", "DEADLINE_EXPIRED",
-    "INTERNAL", "UNAVAILABLE", "CANCELLED", "ABORTED", "NOT_IMPLEMENTED", "CONTENT_TYPE_AUDIO",
-    "KEY_EXPIRED", "RESOURCE_EXHAUSTED", "model_id", "SetupParams", "parse_setup",
+    "ClientRefused",
+    "INVALID_ARGUMENT",
+    "BAD_KEY",
+    "SESSION_NOT_FOUND",
+    "DEADLINE_EXPIRED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "CANCELLED",
+    "ABORTED",
+    "NOT_IMPLEMENTED",
+    "CONTENT_TYPE_AUDIO",
+    "KEY_EXPIRED",
+    "RESOURCE_EXHAUSTED",
+    "model_id",
+    "SetupParams",
+    "parse_setup",
     "parse_first_message",
-    "RealtimeAudio", "RealtimeVideo", "RealtimeText", "ActivityStart", "ActivityEnd",
-    "AudioStreamEnd", "ClientContent", "ToolResponse", "ContextUpdate", "ClientInput",
+    "RealtimeAudio",
+    "RealtimeVideo",
+    "RealtimeText",
+    "ActivityStart",
+    "ActivityEnd",
+    "AudioStreamEnd",
+    "ClientContent",
+    "ToolResponse",
+    "ContextUpdate",
+    "ClientInput",
     "parse_client_message",
 ]
 
@@ -44,15 +65,19 @@ SESSION_NOT_FOUND = "BidiGenerateContent session not found"
 DEADLINE_EXPIRED = "Deadline expired before operation could complete."
 INTERNAL = "Internal error occurred."
 # Field texts (FIELD_REPORTS.md Part 0 table and F1, F9–F12; the fault modes send them)
-UNAVAILABLE = "The service is currently unavailable."               # 1011, F9
-CANCELLED = "The operation was cancelled."                          # 1000 at the cap on Vertex, F1
-ABORTED = "The operation was aborted."                              # 1008, F10
-NOT_IMPLEMENTED = "Operation is not implemented, or supported, or enabled."   # 1008, F10
-CONTENT_TYPE_AUDIO = ("The audio content type (CONTENT_TYPE_AUDIO) is not supported for this "
-                      "model configuration.")                        # 1007 mid-session, F11
-KEY_EXPIRED = "API key expired. Please renew the API key."          # 1007 at setup, F11
-RESOURCE_EXHAUSTED = ("RESOURCE_EXHAUSTED: You exceeded your current quota, please check your plan "
-                      "and billing details.")
+UNAVAILABLE = "The service is currently unavailable."  # 1011, F9
+CANCELLED = "The operation was cancelled."  # 1000 at the cap on Vertex, F1
+ABORTED = "The operation was aborted."  # 1008, F10
+NOT_IMPLEMENTED = "Operation is not implemented, or supported, or enabled."  # 1008, F10
+CONTENT_TYPE_AUDIO = (
+    "The audio content type (CONTENT_TYPE_AUDIO) is not supported for this "
+    "model configuration."
+)  # 1007 mid-session, F11
+KEY_EXPIRED = "API key expired. Please renew the API key."  # 1007 at setup, F11
+RESOURCE_EXHAUSTED = (
+    "RESOURCE_EXHAUSTED: You exceeded your current quota, please check your plan "
+    "and billing details."
+)
 """1011 for the concurrent-session cap and the daily budget (F12). [UNCONFIRMED] The
 exact Live API wording is not on record: FIELD_REPORTS.md F12 calls its own text a
 placeholder (the 429-as-1011 claim rests on a bot-written summary); this follows the
@@ -82,14 +107,28 @@ def model_id(name: str) -> str:
 
 # Keys the setup message may carry (LIVE_PROTOCOL.md §2, types.LiveClientSetup in SDK 3.6.1).
 # proto3 JSON parsers refuse unknown fields, so the real API closes with 1007 for others.
-_SETUP_KEYS = frozenset({
-    "model", "generationConfig", "systemInstruction", "tools", "realtimeInputConfig",
-    "sessionResumption", "contextWindowCompression", "inputAudioTranscription",
-    "outputAudioTranscription", "proactivity", "historyConfig", "explicitVadSignal",
-    "avatarConfig", "safetySettings", "labels",
-})
-_ACTIVITY_HANDLING = frozenset({"ACTIVITY_HANDLING_UNSPECIFIED", "START_OF_ACTIVITY_INTERRUPTS",
-                                "NO_INTERRUPTION"})
+_SETUP_KEYS = frozenset(
+    {
+        "model",
+        "generationConfig",
+        "systemInstruction",
+        "tools",
+        "realtimeInputConfig",
+        "sessionResumption",
+        "contextWindowCompression",
+        "inputAudioTranscription",
+        "outputAudioTranscription",
+        "proactivity",
+        "historyConfig",
+        "explicitVadSignal",
+        "avatarConfig",
+        "safetySettings",
+        "labels",
+    }
+)
+_ACTIVITY_HANDLING = frozenset(
+    {"ACTIVITY_HANDLING_UNSPECIFIED", "START_OF_ACTIVITY_INTERRUPTS", "NO_INTERRUPTION"}
+)
 
 
 @dataclass(frozen=True)
@@ -134,7 +173,9 @@ def _text_of(content: Any, where: str) -> str:
         text = part.get("text")
         if text is not None:
             if not isinstance(text, str):
-                raise ClientRefused(1007, INVALID_ARGUMENT, f"{where}.parts[{i}].text: not a string")
+                raise ClientRefused(
+                    1007, INVALID_ARGUMENT, f"{where}.parts[{i}].text: not a string"
+                )
             texts.append(text)
     return "".join(texts)
 
@@ -166,11 +207,15 @@ def _functions(tools: Any) -> tuple[tuple[str, str], ...]:
         raise ClientRefused(1007, INVALID_ARGUMENT, "setup.tools: expected a list")
     out = []
     for i, tool in enumerate(tools):
-        for j, fd in enumerate(_obj(tool, f"setup.tools[{i}]").get("functionDeclarations", []) or []):
+        for j, fd in enumerate(
+            _obj(tool, f"setup.tools[{i}]").get("functionDeclarations", []) or []
+        ):
             fd = _obj(fd, f"setup.tools[{i}].functionDeclarations[{j}]")
             name = fd.get("name")
             if not isinstance(name, str) or not name:
-                raise ClientRefused(1007, INVALID_ARGUMENT, f"functionDeclarations[{j}].name is required")
+                raise ClientRefused(
+                    1007, INVALID_ARGUMENT, f"functionDeclarations[{j}].name is required"
+                )
             out.append((name, str(fd.get("behavior", ""))))
     return tuple(out)
 
@@ -180,20 +225,30 @@ def parse_setup(setup: Any) -> SetupParams:
     setup = _obj(setup, "setup")
     unknown = sorted(set(setup) - _SETUP_KEYS)
     if unknown:
-        raise ClientRefused(1007, f'Invalid JSON payload received. Unknown name "{unknown[0]}" at '
-                                  f"'setup': Cannot find field.")
+        raise ClientRefused(
+            1007,
+            f'Invalid JSON payload received. Unknown name "{unknown[0]}" at '
+            f"'setup': Cannot find field.",
+        )
     model = setup.get("model")
     if not isinstance(model, str) or not model:
         raise ClientRefused(1007, INVALID_ARGUMENT, "setup.model is required")
     gen = _obj(setup.get("generationConfig"), "setup.generationConfig")
     modalities = gen.get("responseModalities", ["AUDIO"])
-    if not isinstance(modalities, list) or len(modalities) > 1 or any(
-            m not in ("AUDIO", "TEXT") for m in modalities):
-        raise ClientRefused(1007, INVALID_ARGUMENT, "responseModalities: exactly one of AUDIO, TEXT")
+    if (
+        not isinstance(modalities, list)
+        or len(modalities) > 1
+        or any(m not in ("AUDIO", "TEXT") for m in modalities)
+    ):
+        raise ClientRefused(
+            1007, INVALID_ARGUMENT, "responseModalities: exactly one of AUDIO, TEXT"
+        )
     voice = None
     speech = _obj(gen.get("speechConfig"), "speechConfig")
-    prebuilt = _obj(_obj(speech.get("voiceConfig"), "voiceConfig").get("prebuiltVoiceConfig"),
-                    "prebuiltVoiceConfig")
+    prebuilt = _obj(
+        _obj(speech.get("voiceConfig"), "voiceConfig").get("prebuiltVoiceConfig"),
+        "prebuiltVoiceConfig",
+    )
     if isinstance(prebuilt.get("voiceName"), str):
         voice = prebuilt["voiceName"]
 
@@ -201,7 +256,9 @@ def parse_setup(setup: Any) -> SetupParams:
     aad = _obj(rt.get("automaticActivityDetection"), "automaticActivityDetection")
     disabled = aad.get("disabled", False)
     if not isinstance(disabled, bool):
-        raise ClientRefused(1007, INVALID_ARGUMENT, "automaticActivityDetection.disabled: not a bool")
+        raise ClientRefused(
+            1007, INVALID_ARGUMENT, "automaticActivityDetection.disabled: not a bool"
+        )
     handling = rt.get("activityHandling", "START_OF_ACTIVITY_INTERRUPTS")
     if handling not in _ACTIVITY_HANDLING:
         raise ClientRefused(1007, INVALID_ARGUMENT, f"activityHandling {handling!r}")
@@ -295,8 +352,17 @@ class ContextUpdate:
     system_instruction: str | None
 
 
-ClientInput = Union[RealtimeAudio, RealtimeVideo, RealtimeText, ActivityStart, ActivityEnd,
-                    AudioStreamEnd, ClientContent, ToolResponse, ContextUpdate]
+ClientInput = Union[
+    RealtimeAudio,
+    RealtimeVideo,
+    RealtimeText,
+    ActivityStart,
+    ActivityEnd,
+    AudioStreamEnd,
+    ClientContent,
+    ToolResponse,
+    ContextUpdate,
+]
 
 _MESSAGE_KEYS = ("setup", "clientContent", "realtimeInput", "toolResponse", "contextUpdate")
 _RATE = re.compile(r"rate=(\d+)")
@@ -317,11 +383,14 @@ def _load(frame: str | bytes) -> dict[str, Any]:
         raise ClientRefused(1007, "Invalid JSON payload received.", "nested too deeply") from None
     unknown = [k for k in msg if k not in _MESSAGE_KEYS]
     if unknown:
-        raise ClientRefused(1007, f'Invalid JSON payload received. Unknown name "{unknown[0]}": '
-                                  f"Cannot find field.")
+        raise ClientRefused(
+            1007, f'Invalid JSON payload received. Unknown name "{unknown[0]}": Cannot find field.'
+        )
     if len(msg) != 1:
         # Exactly one of the oneof fields (LIVE_PROTOCOL.md §2 protocol rules).
-        raise ClientRefused(1007, INVALID_ARGUMENT, f"expected exactly one message field, got {sorted(msg)}")
+        raise ClientRefused(
+            1007, INVALID_ARGUMENT, f"expected exactly one message field, got {sorted(msg)}"
+        )
     return msg
 
 
@@ -329,7 +398,9 @@ def parse_first_message(frame: str | bytes) -> SetupParams:
     """The first client frame must be ``setup`` (else 1007, LIVE_PROTOCOL.md §2)."""
     msg = _load(frame)
     if "setup" not in msg:
-        raise ClientRefused(1007, INVALID_ARGUMENT, f"first message is {next(iter(msg))}, not setup")
+        raise ClientRefused(
+            1007, INVALID_ARGUMENT, f"first message is {next(iter(msg))}, not setup"
+        )
     return parse_setup(msg["setup"])
 
 
@@ -375,7 +446,9 @@ def parse_client_message(frame: str | bytes) -> list[ClientInput]:
             turn = _obj(turn, f"clientContent.turns[{i}]")
             role = turn.get("role", "user")
             if role not in ("user", "model", "system"):
-                raise ClientRefused(1007, INVALID_ARGUMENT, f"clientContent.turns[{i}].role {role!r}")
+                raise ClientRefused(
+                    1007, INVALID_ARGUMENT, f"clientContent.turns[{i}].role {role!r}"
+                )
             turns.append((role, _text_of(turn, f"clientContent.turns[{i}]")))
         return [ClientContent(tuple(turns), bool(cc.get("turnComplete", False)))]
     if "toolResponse" in msg:
@@ -388,7 +461,9 @@ def parse_client_message(frame: str | bytes) -> list[ClientInput]:
         return [ToolResponse(tuple(responses), tuple(scheduling))]
     cu = _obj(msg["contextUpdate"], "contextUpdate")
     si = cu.get("systemInstruction")
-    return [ContextUpdate(_text_of(si, "contextUpdate.systemInstruction") if si is not None else None)]
+    return [
+        ContextUpdate(_text_of(si, "contextUpdate.systemInstruction") if si is not None else None)
+    ]
 
 
 SCHEDULING = ("SCHEDULING_UNSPECIFIED", "SILENT", "WHEN_IDLE", "INTERRUPT")
@@ -400,14 +475,16 @@ def _scheduling(fr: dict[str, Any], i: int) -> str:
     # without NON_BLOCKING calls takes the field and has nothing to schedule (nothing
     # on record says the real service refuses it there).
     if not isinstance(fr.get("willContinue", False), bool):
-        raise ClientRefused(1007, INVALID_ARGUMENT,
-                            f"toolResponse.functionResponses[{i}].willContinue: not a bool")
+        raise ClientRefused(
+            1007, INVALID_ARGUMENT, f"toolResponse.functionResponses[{i}].willContinue: not a bool"
+        )
     value = fr.get("scheduling")
     if value is None:
         return ""
     if value not in SCHEDULING:
-        raise ClientRefused(1007, INVALID_ARGUMENT,
-                            f"toolResponse.functionResponses[{i}].scheduling {value!r}")
+        raise ClientRefused(
+            1007, INVALID_ARGUMENT, f"toolResponse.functionResponses[{i}].scheduling {value!r}"
+        )
     return str(value)
 
 
@@ -420,8 +497,11 @@ def _realtime(rt: dict[str, Any]) -> list[ClientInput]:
         chunks = rt["mediaChunks"]
         if isinstance(chunks, list) and chunks:
             data, mime = _blob(chunks[0], "realtimeInput.mediaChunks[0]")
-            out.append(_audio(data, mime, "realtimeInput.mediaChunks[0]") if mime.startswith("audio/")
-                       else RealtimeVideo(data, mime))
+            out.append(
+                _audio(data, mime, "realtimeInput.mediaChunks[0]")
+                if mime.startswith("audio/")
+                else RealtimeVideo(data, mime)
+            )
     if "audio" in rt:
         data, mime = _blob(rt["audio"], "realtimeInput.audio")
         out.append(_audio(data, mime or "audio/pcm;rate=16000", "realtimeInput.audio"))
@@ -438,9 +518,20 @@ def _realtime(rt: dict[str, Any]) -> list[ClientInput]:
         out.append(AudioStreamEnd())
     if "activityEnd" in rt:
         out.append(ActivityEnd())
-    known = {"activityStart", "activityEnd", "audio", "video", "text", "audioStreamEnd", "mediaChunks"}
+    known = {
+        "activityStart",
+        "activityEnd",
+        "audio",
+        "video",
+        "text",
+        "audioStreamEnd",
+        "mediaChunks",
+    }
     unknown = sorted(set(rt) - known)
     if unknown:
-        raise ClientRefused(1007, f'Invalid JSON payload received. Unknown name "{unknown[0]}" at '
-                                  f"'realtime_input': Cannot find field.")
+        raise ClientRefused(
+            1007,
+            f'Invalid JSON payload received. Unknown name "{unknown[0]}" at '
+            f"'realtime_input': Cannot find field.",
+        )
     return out

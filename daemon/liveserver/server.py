@@ -51,9 +51,16 @@ class LiveServer:
         models: extra model ids to accept besides the documented ones.
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, *,
-                 limits: ServerLimits | None = None, api_keys: Iterable[str] | None = None,
-                 voice: str = "auto", models: Iterable[str] | None = None) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        limits: ServerLimits | None = None,
+        api_keys: Iterable[str] | None = None,
+        voice: str = "auto",
+        models: Iterable[str] | None = None,
+    ) -> None:
         self.host = host
         self._requested_port = port
         self.limits = limits or ServerLimits()
@@ -79,7 +86,9 @@ class LiveServer:
         self._t0 = self._loop.time()
         self._changed = asyncio.Event()
         self._server = await serve(
-            self._handle, self.host, self._requested_port,
+            self._handle,
+            self.host,
+            self._requested_port,
             process_request=self._route,
             max_size=self.limits.max_frame_bytes,
             # The real server's pong timing is its own business (PITFALLS.md "Keepalive");
@@ -101,8 +110,9 @@ class LiveServer:
             if conn.stalled:
                 conn.abort()  # a stalled socket would never finish a close handshake
         # Close through our own path so records say who closed and why.
-        await asyncio.gather(*(c.close(1001, "") for c in live if not c.stalled),
-                             return_exceptions=True)
+        await asyncio.gather(
+            *(c.close(1001, "") for c in live if not c.stalled), return_exceptions=True
+        )
         self._server.close()
         await self._server.wait_closed()
         self._server = None
@@ -128,8 +138,9 @@ class LiveServer:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"ws://{host}:{self.port}"
 
-    def endpoint(self, api: str = "gemini", version: str | None = None,
-                 constrained: bool = False) -> str:
+    def endpoint(
+        self, api: str = "gemini", version: str | None = None, constrained: bool = False
+    ) -> str:
         """The full WebSocket URL of an API path (LIVE_PROTOCOL.md §1)."""
         if api == "vertex":
             ep = hs.Endpoint("vertex", version or "v1beta1", "BidiGenerateContent")
@@ -175,6 +186,7 @@ class LiveServer:
 
         *timeout* is in wall seconds; ``TimeoutError`` says what was awaited.
         """
+
         async def poll() -> Any:
             while True:
                 assert self._changed is not None
@@ -183,34 +195,46 @@ class LiveServer:
                 if value:
                     return value
                 await event.wait()
+
         try:
             return await asyncio.wait_for(poll(), timeout)
         except asyncio.TimeoutError:
-            raise TimeoutError(f"LiveServer.wait_for({getattr(predicate, '__name__', predicate)}) "
-                               f"timed out after {timeout} s") from None
+            raise TimeoutError(
+                f"LiveServer.wait_for({getattr(predicate, '__name__', predicate)}) "
+                f"timed out after {timeout} s"
+            ) from None
 
-    async def wait_connections(self, n: int, timeout: float | None = 10.0) -> list[ConnectionRecord]:
+    async def wait_connections(
+        self, n: int, timeout: float | None = 10.0
+    ) -> list[ConnectionRecord]:
         """Wait until *n* connections have completed setup (``setupComplete`` sent)."""
+
         def opened() -> list[ConnectionRecord] | None:
             done = [c for c in self.connections if c.setup_completed_at is not None]
             return done if len(done) >= n else None
+
         return await self.wait_for(opened, timeout)
 
     async def wait_closed(self, n: int, timeout: float | None = 10.0) -> list[ConnectionRecord]:
         """Wait until *n* connections have closed."""
+
         def closed() -> list[ConnectionRecord] | None:
             done = [c for c in self.connections if c.closed_at is not None]
             return done if len(done) >= n else None
+
         return await self.wait_for(closed, timeout)
 
-    async def wait_turns(self, k: int, session: SessionRecord | None = None,
-                         timeout: float | None = 10.0) -> list[UserTurn]:
+    async def wait_turns(
+        self, k: int, session: SessionRecord | None = None, timeout: float | None = 10.0
+    ) -> list[UserTurn]:
         """Wait until *k* user turns have been answered or interrupted (in *session*,
         or across all sessions)."""
+
         def answered() -> list[UserTurn] | None:
             turns = session.user_turns if session is not None else self.user_turns
             done = [t for t in turns if t.replies or t.interrupted]
             return done if len(done) >= k else None
+
         return await self.wait_for(answered, timeout)
 
     # --- handshake -------------------------------------------------------------------------
@@ -250,7 +274,9 @@ class LiveServer:
             await conn.run()
         finally:
             self._live.discard(conn)
-            log.debug("= connection %d closed: %s %s", record.id, record.close_code, record.close_reason)
+            log.debug(
+                "= connection %d closed: %s %s", record.id, record.close_code, record.close_reason
+            )
             self.changed()
 
     def _live_targets(self) -> list[LiveConnection]:
@@ -272,7 +298,9 @@ class LiveServerThread:
     def __init__(self, **kwargs: Any) -> None:
         self._kwargs = kwargs
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="live-server", daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="live-server", daemon=True
+        )
         self.server: LiveServer | None = None
 
     def start(self) -> LiveServer:
@@ -290,8 +318,10 @@ class LiveServerThread:
     def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Call *fn* on the server's loop thread (e.g. ``call(server.faults.close_now, 1011)``)
         and return its result: fault injection is not thread-safe otherwise."""
+
         async def wrapper() -> Any:
             return fn(*args, **kwargs)
+
         return self.run(wrapper())
 
     def stop(self) -> None:

@@ -21,7 +21,14 @@ from dataclasses import dataclass, field
 
 from daemon.liveserver.limits import ServerLimits, text_tokens
 
-__all__ = ["HistoryEntry", "UserTurn", "ConnectionRecord", "SessionRecord", "Store", "HandleRefused"]
+__all__ = [
+    "HistoryEntry",
+    "UserTurn",
+    "ConnectionRecord",
+    "SessionRecord",
+    "Store",
+    "HandleRefused",
+]
 
 
 @dataclass
@@ -207,8 +214,11 @@ class SessionRecord:
         ``rolled_back``: a turn still being answered when the connection dropped is
         lost, which is why updates mid-generation say resumable false (§4)."""
         self.entries = list(snapshot.entries)
-        self.system_instruction, self.system_tokens = snapshot.system_instruction, snapshot.system_tokens
-        for turn in self.user_turns[snapshot.turn_count:]:
+        self.system_instruction, self.system_tokens = (
+            snapshot.system_instruction,
+            snapshot.system_tokens,
+        )
+        for turn in self.user_turns[snapshot.turn_count :]:
             turn.rolled_back = True
 
     def forget(self) -> None:
@@ -259,8 +269,12 @@ class Store:
         return record
 
     def new_session(self, model: str, api: str, now: float) -> SessionRecord:
-        session = SessionRecord(id=f"s{len(self.sessions) + 1}-{secrets.token_hex(4)}",
-                                model=model, api=api, created_at=now)
+        session = SessionRecord(
+            id=f"s{len(self.sessions) + 1}-{secrets.token_hex(4)}",
+            model=model,
+            api=api,
+            created_at=now,
+        )
         self.sessions.append(session)
         self._by_id[session.id] = session
         return session
@@ -271,8 +285,12 @@ class Store:
     def issue_handle(self, session: SessionRecord, now: float) -> str:
         """A new resumption handle for *session* (opaque, like the real ones)."""
         handle = f"h-{secrets.token_urlsafe(24)}"
-        snapshot = Snapshot(tuple(session.entries), session.system_instruction,
-                            session.system_tokens, len(session.user_turns))
+        snapshot = Snapshot(
+            tuple(session.entries),
+            session.system_instruction,
+            session.system_tokens,
+            len(session.user_turns),
+        )
         self._handles[handle] = _Handle(session.id, now, snapshot)
         session.handles.append(handle)
         return handle

@@ -68,8 +68,15 @@ UNKNOWN_CALL = "Requested entity was not found."
 """Close reason (1008) for a toolResponse whose id names no pending call (FIELD_REPORTS F10)."""
 
 _CALL = re.compile(r"^\s*call\s+([A-Za-z_][\w.-]*)\s*(\{.*\})?\s*[.!?]?\s*$", re.S | re.I)
-_REALTIME = (p.RealtimeAudio, p.RealtimeText, p.RealtimeVideo, p.ActivityStart, p.ActivityEnd,
-             p.AudioStreamEnd, p.ClientContent)
+_REALTIME = (
+    p.RealtimeAudio,
+    p.RealtimeText,
+    p.RealtimeVideo,
+    p.ActivityStart,
+    p.ActivityEnd,
+    p.AudioStreamEnd,
+    p.ClientContent,
+)
 """Inputs refused while a blocking call is pending (F10: "a matching toolResponse before any
 other client messages")."""
 
@@ -93,6 +100,7 @@ class ToolScript:
     @property
     def waiting(self) -> int:
         return len(self._queue)
+
 
 _VAD_KEEP_BYTES = 32_000  # 1 s of 16 kHz audio kept before speech starts
 
@@ -124,9 +132,12 @@ class Conversation:
         self._vad_start: int | None = None
 
     def _new_vad(self) -> EnergyVad:
-        return EnergyVad(rate=self._rate, threshold_dbfs=self.limits.vad_threshold_dbfs,
-                         silence_ms=self.params.silence_ms or self.limits.vad_silence_ms,
-                         min_speech_ms=self.limits.vad_min_speech_ms)
+        return EnergyVad(
+            rate=self._rate,
+            threshold_dbfs=self.limits.vad_threshold_dbfs,
+            silence_ms=self.params.silence_ms or self.limits.vad_silence_ms,
+            min_speech_ms=self.limits.vad_min_speech_ms,
+        )
 
     # --- input -----------------------------------------------------------------------------
 
@@ -144,9 +155,14 @@ class Conversation:
         elif isinstance(item, p.ActivityStart):
             if self._vad is not None:
                 # activityStart is only allowed with automatic detection disabled (§2).
-                raise p.ClientRefused(1007, p.INVALID_ARGUMENT, "activityStart with automatic VAD on")
-            if (self.reply is not None and self.reply.done()
-                    and self.conn.server.faults.take_spurious_interrupt()):
+                raise p.ClientRefused(
+                    1007, p.INVALID_ARGUMENT, "activityStart with automatic VAD on"
+                )
+            if (
+                self.reply is not None
+                and self.reply.done()
+                and self.conn.server.faults.take_spurious_interrupt()
+            ):
                 # F16 (e): activityStart after a finished reply gets a spurious
                 # interrupted + turnComplete before the real reply.
                 self.conn.record.faults.append("spurious_interrupt")
@@ -162,7 +178,9 @@ class Conversation:
                 raise p.ClientRefused(1007, p.INVALID_ARGUMENT, "activityEnd with automatic VAD on")
             if self._in_activity:
                 self._in_activity = False
-                await self._user_turn("activity", bytes(self._turn_audio), " ".join(self._turn_text))
+                await self._user_turn(
+                    "activity", bytes(self._turn_audio), " ".join(self._turn_text)
+                )
         elif isinstance(item, p.AudioStreamEnd):
             if self._vad is not None:
                 # Mic off: a turn in progress ends now; sending audio again reopens the stream.
@@ -186,17 +204,22 @@ class Conversation:
             await self._client_content(item)
         elif isinstance(item, p.ContextUpdate):
             if not params.model.startswith("gemini-3.8-live"):
-                raise p.ClientRefused(1007, p.INVALID_ARGUMENT, "contextUpdate needs gemini-3.8-live")
+                raise p.ClientRefused(
+                    1007, p.INVALID_ARGUMENT, "contextUpdate needs gemini-3.8-live"
+                )
             if item.system_instruction is not None:
                 session.set_system_instruction(item.system_instruction, self.limits)
             self.conn.server.changed()
         elif isinstance(item, p.ToolResponse):
             for call_id, name, response in item.responses:
                 match = self.pending_calls.get(call_id) or next(
-                    (c for c in self.pending_calls.values() if not call_id and c[0] == name), None)
+                    (c for c in self.pending_calls.values() if not call_id and c[0] == name), None
+                )
                 if match is None or match[2].done():
                     # An id we never issued, already answered or cancelled (F10).
-                    raise p.ClientRefused(1008, UNKNOWN_CALL, f"toolResponse for unknown id {call_id!r}")
+                    raise p.ClientRefused(
+                        1008, UNKNOWN_CALL, f"toolResponse for unknown id {call_id!r}"
+                    )
                 match[2].set_result(response)
 
     async def _ptt_audio(self, pcm: bytes) -> None:
@@ -227,8 +250,8 @@ class Conversation:
 
     async def _vad_end(self, end: int) -> None:
         assert self._vad_start is not None
-        audio = bytes(self._vad_buf[self._vad_start - self._vad_base:end - self._vad_base])
-        del self._vad_buf[:end - self._vad_base]
+        audio = bytes(self._vad_buf[self._vad_start - self._vad_base : end - self._vad_base])
+        del self._vad_buf[: end - self._vad_base]
         self._vad_base = end
         self._vad_start = None
         await self._user_turn("vad", audio, "")
@@ -240,14 +263,19 @@ class Conversation:
         if item.turn_complete:
             await self.interrupt()  # turnComplete=true interrupts generation (§3 notes)
         for role, text in item.turns:
-            self.session.append(role, text, text_tokens(text, self.limits),
-                                user_turn_start=role == "user")
+            self.session.append(
+                role, text, text_tokens(text, self.limits), user_turn_start=role == "user"
+            )
         self.conn.server.changed()
         if item.turn_complete:
             last_user = next((t for r, t in reversed(item.turns) if r == "user"), "")
             say = ""
             roles = [r for r, _ in item.turns]
-            if "user" in roles and roles[-1] == "model" and self.conn.server.faults.take_reanswer_history():
+            if (
+                "user" in roles
+                and roles[-1] == "model"
+                and self.conn.server.faults.take_reanswer_history()
+            ):
                 # F7: history ending in an answered user turn, sent with turnComplete
                 # true, gets that answer spoken again.
                 say = item.turns[-1][1]
@@ -256,32 +284,44 @@ class Conversation:
 
     # --- turns -----------------------------------------------------------------------------
 
-    async def _user_turn(self, source: str, audio: bytes, text: str, in_history: bool = False,
-                         say: str = "") -> None:
+    async def _user_turn(
+        self, source: str, audio: bytes, text: str, in_history: bool = False, say: str = ""
+    ) -> None:
         """A user turn ended: account it, maybe compress, then answer it."""
         session, params, limits = self.session, self.params, self.limits
         summary = describe_audio(audio, self._rate) if audio else None
         tokens = audio_tokens(summary.seconds if summary else 0, limits) + (
-            0 if in_history else text_tokens(text, limits))
+            0 if in_history else text_tokens(text, limits)
+        )
         if params.compression:
             trigger = params.trigger_tokens or limits.default_trigger_tokens()
             target = params.target_tokens if params.target_tokens is not None else trigger // 2
             if session.tokens + tokens > trigger:
                 # Sliding window, cut at the start of a user turn (LIVE_PROTOCOL.md §2).
                 session.trim(target)
-        turn = UserTurn(index=len(session.user_turns) + 1, source=source,
-                        connection_id=self.conn.record.id, text=text, reply_text=say,
-                        misbehaved="reanswer_history" if say else "")
+        turn = UserTurn(
+            index=len(session.user_turns) + 1,
+            source=source,
+            connection_id=self.conn.record.id,
+            text=text,
+            reply_text=say,
+            misbehaved="reanswer_history" if say else "",
+        )
         if summary:
             turn.audio_bytes, turn.audio_seconds, turn.audio_digest = (
-                summary.bytes, summary.seconds, summary.digest)
+                summary.bytes,
+                summary.seconds,
+                summary.digest,
+            )
         if not in_history:
             session.append("user", input_text(summary, text), tokens, user_turn_start=True)
         session.add_turn(turn, audio)
         self.conn.server.changed()
         if not params.compression and session.tokens > limits.context_window:
-            session.end(f"context window of {limits.context_window} tokens overflowed",
-                        self.conn.server.now())
+            session.end(
+                f"context window of {limits.context_window} tokens overflowed",
+                self.conn.server.now(),
+            )
             await self.conn.close(1011, CONTEXT_EXHAUSTED)
             return
         previous = self.reply
@@ -305,8 +345,9 @@ class Conversation:
 
     # --- replies ---------------------------------------------------------------------------
 
-    async def _answer(self, turn: UserTurn, summary: AudioSummary | None,
-                      previous: asyncio.Task[None] | None) -> None:
+    async def _answer(
+        self, turn: UserTurn, summary: AudioSummary | None, previous: asyncio.Task[None] | None
+    ) -> None:
         session, params, limits, send = self.session, self.params, self.limits, self.conn.send
         if previous is not None and not previous.done():
             await asyncio.wait([previous])  # NO_INTERRUPTION: replies queue up
@@ -333,7 +374,7 @@ class Conversation:
             turn.reply_text = text
             pcm = await asyncio.to_thread(self.conn.server.voice.speak, text, params.voice)
             chunk = 24_000 * 2 * limits.reply_chunk_ms // 1000
-            chunks = [pcm[i:i + chunk] for i in range(0, len(pcm), chunk)] or [b""]
+            chunks = [pcm[i : i + chunk] for i in range(0, len(pcm), chunk)] or [b""]
             loop = asyncio.get_running_loop()
             start = loop.time()
             for i, piece in enumerate(chunks):
@@ -347,7 +388,9 @@ class Conversation:
                     spoken_words = upto
                 sent_seconds += len(piece) / 48_000
                 # Pace: reply_pace audio seconds per nominal second (PITFALLS.md, ~1.66x).
-                await asyncio.sleep(max(0.0, start + limits.reply_wall_seconds(sent_seconds) - loop.time()))
+                await asyncio.sleep(
+                    max(0.0, start + limits.reply_wall_seconds(sent_seconds) - loop.time())
+                )
         except asyncio.CancelledError:
             if self.conn.quiet:
                 turn.dropped += 1
@@ -368,23 +411,36 @@ class Conversation:
             return
         response = audio_tokens(sent_seconds, limits)
         await send(m.generation_complete())
-        await send(m.turn_complete(prompt_tokens, response, self.conn.endpoint.api,
-                                   prompt_details=[("AUDIO", audio_tokens(turn.audio_seconds, limits)),
-                                                   ("TEXT", text_tokens(turn.text, limits))]))
+        await send(
+            m.turn_complete(
+                prompt_tokens,
+                response,
+                self.conn.endpoint.api,
+                prompt_details=[
+                    ("AUDIO", audio_tokens(turn.audio_seconds, limits)),
+                    ("TEXT", text_tokens(turn.text, limits)),
+                ],
+            )
+        )
         session.append("model", text, response)
         turn.replies += 1
-        log.info("> session %s turn %d (%s) answered: %s", session.id, turn.index, turn.source, text)
+        log.info(
+            "> session %s turn %d (%s) answered: %s", session.id, turn.index, turn.source, text
+        )
         turn.prompt_tokens, turn.response_tokens = prompt_tokens, response
         await self.turn_boundary()
 
     async def _maybe_call_tool(self, turn: UserTurn, text: str) -> str:
-        """"call NAME {json args}" from the user calls a declared function: send
+        """ "call NAME {json args}" from the user calls a declared function: send
         ``toolCall``, wait for the ``toolResponse``, and say what it returned."""
         found = _CALL.match(turn.text or "")
         declared = dict(self.params.functions)
         script = getattr(self.conn.server, "tool_script", None)
-        scripted = (script.take() if script is not None and turn.source in ("activity", "vad")
-                    and not found else None)
+        scripted = (
+            script.take()
+            if script is not None and turn.source in ("activity", "vad") and not found
+            else None
+        )
         if scripted is not None:
             name, args = scripted
             if name not in declared:
@@ -404,17 +460,23 @@ class Conversation:
         # gemini-3.8-live calls NON_BLOCKING by default, older models BLOCKING (§2);
         # gemini-3.1-flash-live is synchronous only, whatever was declared (FIELD_REPORTS Part 3).
         model = self.params.model
-        blocking = model.startswith("gemini-3.1-flash-live") or behavior == "BLOCKING" or (
-            not behavior and not model.startswith("gemini-3.8-live"))
+        blocking = (
+            model.startswith("gemini-3.1-flash-live")
+            or behavior == "BLOCKING"
+            or (not behavior and not model.startswith("gemini-3.8-live"))
+        )
         self._calls += 1
         call_id = f"fc-{turn.index}-{self._calls}"
         if scripted is not None and script is not None:
             script.issued.append((call_id, name, args))
-        self.session.append("model", f"[call {name} {json.dumps(args)}]", text_tokens(name, self.limits))
+        self.session.append(
+            "model", f"[call {name} {json.dumps(args)}]", text_tokens(name, self.limits)
+        )
         return await self.call_tool(turn, call_id, name, args, blocking)
 
-    async def call_tool(self, turn: UserTurn, call_id: str, name: str, args: dict[str, Any],
-                        blocking: bool) -> str:
+    async def call_tool(
+        self, turn: UserTurn, call_id: str, name: str, args: dict[str, Any], blocking: bool
+    ) -> str:
         """Send ``toolCall`` *call_id* and wait, however long, for its ``toolResponse``
         (pending until then: a BLOCKING one closes 1008 on realtime input, §8.3; a barge-in
         cancels it); record what it returned in the history. Returns the reply text that

@@ -44,9 +44,21 @@ from typing import AbstractSet, Any, Callable, Mapping, Protocol
 from daemon.errors import ConfigError
 from daemon.runtime.tools import DEFAULT_TIMEOUT, SCHEDULING, ToolSpec, check_schema
 
-__all__ = ["ToolContext", "Device", "parse_tools", "check_pins", "build_tools", "close_tools",
-           "BUILTINS", "VolumeStore",
-           "GpioAction", "CommandAction", "HttpAction", "MqttAction", "BuiltinAction"]
+__all__ = [
+    "ToolContext",
+    "Device",
+    "parse_tools",
+    "check_pins",
+    "build_tools",
+    "close_tools",
+    "BUILTINS",
+    "VolumeStore",
+    "GpioAction",
+    "CommandAction",
+    "HttpAction",
+    "MqttAction",
+    "BuiltinAction",
+]
 
 log = logging.getLogger(__name__)
 
@@ -84,17 +96,21 @@ class ToolContext:
 
 # -- helpers --------------------------------------------------------------------------------
 
+
 def _table(value: Any, key: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ConfigError(key, value, "must be a table")
     return value
 
 
-def _keys(table: Mapping[str, Any], key: str, allowed: set[str],
-          required: AbstractSet[str] = frozenset()) -> None:
+def _keys(
+    table: Mapping[str, Any], key: str, allowed: set[str], required: AbstractSet[str] = frozenset()
+) -> None:
     for k in table:
         if k not in allowed:
-            raise ConfigError(f"{key}.{k}", table[k], "unknown key; known: " + ", ".join(sorted(allowed)))
+            raise ConfigError(
+                f"{key}.{k}", table[k], "unknown key; known: " + ", ".join(sorted(allowed))
+            )
     for k in sorted(required - set(table)):
         raise ConfigError(f"{key}.{k}", "(missing)", "is required")
 
@@ -146,6 +162,7 @@ def _truncate(text: str, limit: int) -> str:
 
 # -- actions --------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class GpioAction:
     pin: int
@@ -156,19 +173,33 @@ class GpioAction:
 
     def default_parameters(self) -> dict[str, Any]:
         if self.pwm:
-            return {"type": "object", "properties": {"level": {
-                "type": "number", "minimum": 0, "maximum": 1,
-                "description": "output level, 0 (off) to 1 (full)"}}, "required": ["level"]}
-        return {"type": "object", "properties": {"on": {
-            "type": "boolean", "description": "true to switch on, false to switch off"}},
-            "required": ["on"]}
+            return {
+                "type": "object",
+                "properties": {
+                    "level": {
+                        "type": "number",
+                        "minimum": 0,
+                        "maximum": 1,
+                        "description": "output level, 0 (off) to 1 (full)",
+                    }
+                },
+                "required": ["level"],
+            }
+        return {
+            "type": "object",
+            "properties": {
+                "on": {"type": "boolean", "description": "true to switch on, false to switch off"}
+            },
+            "required": ["on"],
+        }
 
     def build(self, ctx: ToolContext) -> GpioAction:
         from gpiozero import OutputDevice, PWMOutputDevice
 
         cls = PWMOutputDevice if self.pwm else OutputDevice
-        device = cls(self.pin, active_high=self.active_high, initial_value=False,
-                     pin_factory=ctx.pin_factory)
+        device = cls(
+            self.pin, active_high=self.active_high, initial_value=False, pin_factory=ctx.pin_factory
+        )
         return replace(self, _device=device)
 
     def run(self, args: Mapping[str, Any], cancelled: threading.Event) -> Mapping[str, Any]:
@@ -208,9 +239,15 @@ class CommandAction:
     def run(self, args: Mapping[str, Any], cancelled: threading.Event) -> Mapping[str, Any]:
         argv = self.command_line(args)
         # No shell, no stdin, a minimal environment, its own process group (killed whole).
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, shell=False, start_new_session=True,
-                                env={"PATH": _PATH, "LANG": "C.UTF-8"})
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            shell=False,
+            start_new_session=True,
+            env={"PATH": _PATH, "LANG": "C.UTF-8"},
+        )
         watcher = threading.Thread(target=self._kill_when, args=(cancelled, proc), daemon=True)
         watcher.start()
         output, _ = proc.communicate()
@@ -246,8 +283,9 @@ class HttpAction:
         return self
 
     def request(self, args: Mapping[str, Any]) -> urllib.request.Request:
-        url = _ANY_BRACE.sub(lambda m: urllib.parse.quote(_as_text(args.get(m.group(1), "")), safe=""),
-                             self.url)
+        url = _ANY_BRACE.sub(
+            lambda m: urllib.parse.quote(_as_text(args.get(m.group(1), "")), safe=""), self.url
+        )
         headers = dict(self.headers)
         data = None
         if self.body is not None:
@@ -307,6 +345,7 @@ class MqttAction:
 
 # -- built-ins ------------------------------------------------------------------------------
 
+
 class VolumeStore:
     """The speaker volume, kept across restarts in the state directory (``volume.json``)."""
 
@@ -328,18 +367,32 @@ class VolumeStore:
 
 # name -> (description, parameters)
 BUILTINS: dict[str, tuple[str, dict[str, Any]]] = {
-    "set_volume": ("Set the loudness of this device's speaker, in percent.",
-                   {"type": "object", "properties": {"percent": {
-                       "type": "integer", "minimum": 0, "maximum": 100}}, "required": ["percent"]}),
+    "set_volume": (
+        "Set the loudness of this device's speaker, in percent.",
+        {
+            "type": "object",
+            "properties": {"percent": {"type": "integer", "minimum": 0, "maximum": 100}},
+            "required": ["percent"],
+        },
+    ),
     "get_volume": ("Tell the loudness of this device's speaker, in percent.", {"type": "object"}),
     "stop": ("Stop talking at once (the user said stop).", {"type": "object"}),
-    "mute": ("Mute or unmute this device's microphone; while muted the button is ignored.",
-             {"type": "object", "properties": {"muted": {"type": "boolean"}}, "required": ["muted"]}),
+    "mute": (
+        "Mute or unmute this device's microphone; while muted the button is ignored.",
+        {"type": "object", "properties": {"muted": {"type": "boolean"}}, "required": ["muted"]},
+    ),
     "new_conversation": ("Forget this conversation and start a new one.", {"type": "object"}),
-    "set_timer": ("Start a timer on this device; it rings and says the label when it is due.",
-                  {"type": "object", "properties": {
-                      "seconds": {"type": "integer", "minimum": 1, "maximum": 86400},
-                      "label": {"type": "string", "maxLength": 80}}, "required": ["seconds"]}),
+    "set_timer": (
+        "Start a timer on this device; it rings and says the label when it is due.",
+        {
+            "type": "object",
+            "properties": {
+                "seconds": {"type": "integer", "minimum": 1, "maximum": 86400},
+                "label": {"type": "string", "maxLength": 80},
+            },
+            "required": ["seconds"],
+        },
+    ),
 }
 
 
@@ -380,6 +433,7 @@ class BuiltinAction:
 
 # -- parsing and building -------------------------------------------------------------------
 
+
 def _parse_action(kind: str, value: Any, key: str, params: set[str], timeout: float) -> Any:
     if kind == "builtin":
         if not isinstance(value, str) or value not in BUILTINS:
@@ -391,20 +445,26 @@ def _parse_action(kind: str, value: Any, key: str, params: set[str], timeout: fl
         pin = _typed(t, "pin", key, int, 0)
         if not 0 <= pin <= 27:
             raise ConfigError(f"{key}.pin", pin, "must be a BCM pin 0..27")
-        return GpioAction(pin, _typed(t, "pwm", key, bool, False), _typed(t, "active_high", key, bool, True))
+        return GpioAction(
+            pin, _typed(t, "pwm", key, bool, False), _typed(t, "active_high", key, bool, True)
+        )
     if kind == "command":
         _keys(t, key, {"argv", "max_output"}, {"argv"})
         argv = t["argv"]
         if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
             raise ConfigError(f"{key}.argv", argv, "must be a non-empty list of strings (no shell)")
         if _PLACEHOLDER.match(argv[0]):
-            raise ConfigError(f"{key}.argv[0]", argv[0], "the program must be fixed, not a parameter")
+            raise ConfigError(
+                f"{key}.argv[0]", argv[0], "the program must be fixed, not a parameter"
+            )
         for i, a in enumerate(argv):
             m = _PLACEHOLDER.match(a)
             if m and m.group(1) not in params:
                 raise ConfigError(f"{key}.argv[{i}]", a, "names no parameter of this tool")
             if not m and "{" in a and _ANY_BRACE.search(a):
-                raise ConfigError(f"{key}.argv[{i}]", a, 'a parameter must be a whole element ("{name}")')
+                raise ConfigError(
+                    f"{key}.argv[{i}]", a, 'a parameter must be a whole element ("{name}")'
+                )
         return CommandAction(tuple(argv), _typed(t, "max_output", key, int, _MAX_OUTPUT))
     if kind == "http":
         _keys(t, key, {"url", "method", "body", "headers", "token_file", "max_output"}, {"url"})
@@ -423,9 +483,18 @@ def _parse_action(kind: str, value: Any, key: str, params: set[str], timeout: fl
         body = t.get("body")
         for name in _placeholders(body):
             if name not in params:
-                raise ConfigError(f"{key}.body", body, f"{{{name}}} names no parameter of this tool")
-        return HttpAction(url, method, body, headers, _typed(t, "token_file", key, str, ""),
-                          _typed(t, "max_output", key, int, _MAX_OUTPUT), timeout)
+                raise ConfigError(
+                    f"{key}.body", body, f"{{{name}}} names no parameter of this tool"
+                )
+        return HttpAction(
+            url,
+            method,
+            body,
+            headers,
+            _typed(t, "token_file", key, str, ""),
+            _typed(t, "max_output", key, int, _MAX_OUTPUT),
+            timeout,
+        )
     # mqtt
     _keys(t, key, {"topic", "payload", "qos", "retain"}, {"topic"})
     topic = _typed(t, "topic", key, str, "")
@@ -437,7 +506,9 @@ def _parse_action(kind: str, value: Any, key: str, params: set[str], timeout: fl
     payload = t.get("payload")
     for name in _placeholders(payload):
         if name not in params:
-            raise ConfigError(f"{key}.payload", payload, f"{{{name}}} names no parameter of this tool")
+            raise ConfigError(
+                f"{key}.payload", payload, f"{{{name}}} names no parameter of this tool"
+            )
     return MqttAction(topic, payload, qos, _typed(t, "retain", key, bool, False))
 
 
@@ -451,41 +522,64 @@ def parse_tools(raw: Any) -> tuple[ToolSpec, ...]:
         t = _table(entry, key)
         actions = [k for k in _ACTION_KEYS if k in t]
         if len(actions) != 1:
-            raise ConfigError(key, sorted(t), "needs exactly one action: " + ", ".join(_ACTION_KEYS))
+            raise ConfigError(
+                key, sorted(t), "needs exactly one action: " + ", ".join(_ACTION_KEYS)
+            )
         kind = actions[0]
         _keys(t, key, _TOOL_KEYS | {kind})
-        if kind == "builtin" and (not isinstance(t["builtin"], str) or t["builtin"] not in BUILTINS):
-            raise ConfigError(f"{key}.builtin", t["builtin"], "must be one of " + ", ".join(BUILTINS))
+        if kind == "builtin" and (
+            not isinstance(t["builtin"], str) or t["builtin"] not in BUILTINS
+        ):
+            raise ConfigError(
+                f"{key}.builtin", t["builtin"], "must be one of " + ", ".join(BUILTINS)
+            )
         builtin = BUILTINS[t["builtin"]] if kind == "builtin" else None
         name = t.get("name", t["builtin"] if builtin else None)
         if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}", name):
-            raise ConfigError(f"{key}.name", name, "must be a function name: a letter or _, then "
-                              "letters, digits, _ . - (at most 64)")
+            raise ConfigError(
+                f"{key}.name",
+                name,
+                "must be a function name: a letter or _, then letters, digits, _ . - (at most 64)",
+            )
         if any(s.name == name for s in specs):
             raise ConfigError(f"{key}.name", name, "is already the name of another tool")
         description = t.get("description", builtin[0] if builtin else "")
         if not isinstance(description, str) or not description.strip():
-            raise ConfigError(f"{key}.description", description, "must say what the tool does "
-                              "(the model chooses tools by it)")
+            raise ConfigError(
+                f"{key}.description",
+                description,
+                "must say what the tool does (the model chooses tools by it)",
+            )
         timeout = t.get("timeout", DEFAULT_TIMEOUT)
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 600:
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, (int, float))
+            or not 0 < timeout <= 600
+        ):
             raise ConfigError(f"{key}.timeout", timeout, "must be seconds, > 0 and <= 600")
         behavior = t.get("behavior", "")
         if behavior not in ("", "BLOCKING", "NON_BLOCKING"):
             raise ConfigError(f"{key}.behavior", behavior, 'must be "BLOCKING" or "NON_BLOCKING"')
         scheduling = t.get("scheduling", "")
         if scheduling not in ("",) + SCHEDULING:
-            raise ConfigError(f"{key}.scheduling", scheduling, "must be one of " + ", ".join(SCHEDULING))
+            raise ConfigError(
+                f"{key}.scheduling", scheduling, "must be one of " + ", ".join(SCHEDULING)
+            )
         parameters = t.get("parameters")
         if parameters is None and kind == "gpio":
-            parameters = GpioAction(0, bool(_table(t["gpio"], f"{key}.gpio").get("pwm"))).default_parameters()
+            parameters = GpioAction(
+                0, bool(_table(t["gpio"], f"{key}.gpio").get("pwm"))
+            ).default_parameters()
         elif parameters is None:
             parameters = builtin[1] if builtin else {"type": "object"}
         check_schema(parameters, f"{key}.parameters")
         params = set(parameters.get("properties", {}))
         action = _parse_action(kind, t[kind], f"{key}.{kind}", params, float(timeout))
-        specs.append(ToolSpec(name, description.strip(), parameters, action, float(timeout),
-                              behavior, scheduling))
+        specs.append(
+            ToolSpec(
+                name, description.strip(), parameters, action, float(timeout), behavior, scheduling
+            )
+        )
     return tuple(specs)
 
 

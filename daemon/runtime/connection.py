@@ -94,9 +94,17 @@ class Connection:
         close_timeout: wall seconds for the closing handshake before the TCP abort.
     """
 
-    def __init__(self, conn_id: int, endpoint: Endpoint, post: Callable[[Event], None], *,
-                 keepalive: Keepalive = Keepalive(), open_timeout: float = 15.0,
-                 close_timeout: float = 5.0, ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        conn_id: int,
+        endpoint: Endpoint,
+        post: Callable[[Event], None],
+        *,
+        keepalive: Keepalive = Keepalive(),
+        open_timeout: float = 15.0,
+        close_timeout: float = 5.0,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self.conn_id = conn_id
         self._endpoint = endpoint
         self._post = post
@@ -206,19 +214,28 @@ class Connection:
         except Exception as exc:  # google.auth RefreshError, requests' ConnectionError, …
             # Retryable like any failure to connect: the token service may be unreachable.
             self._opened.set()
-            self._terminal(ConnectionFailed(self.conn_id, "connect",
-                                            f"credential refresh failed: {type(exc).__name__}: "
-                                            f"{exc}", None))
+            self._terminal(
+                ConnectionFailed(
+                    self.conn_id,
+                    "connect",
+                    f"credential refresh failed: {type(exc).__name__}: {exc}",
+                    None,
+                )
+            )
             return None
         try:
             ws = await connect(
-                self._endpoint.url, additional_headers=headers,
-                open_timeout=self._open_timeout, close_timeout=self._close_timeout,
+                self._endpoint.url,
+                additional_headers=headers,
+                open_timeout=self._open_timeout,
+                close_timeout=self._close_timeout,
                 ping_interval=self._keepalive.interval,
                 ping_timeout=self._keepalive.timeout if self._keepalive.require_pongs else None,
                 max_size=MAX_FRAME_BYTES,
                 # Base64 PCM barely deflates; skipping permessage-deflate saves a Pi's CPU.
-                compression=None, ssl=self._ssl)
+                compression=None,
+                ssl=self._ssl,
+            )
         except (InvalidURI, ValueError) as exc:
             # A malformed URL can fail in urllib before websockets sees it (ValueError).
             kind, detail = "invalid", str(exc)
@@ -280,11 +297,25 @@ class Connection:
             # One line per connection end, with journal fields (logs.py) so that
             # `journalctl -u voiced CLOSE_CODE=1011` finds them.
             if isinstance(event, ConnectionClosed):
-                log.info("x connection %d closed: %s %s", self.conn_id, event.code, event.reason,
-                         extra={"CONNECTION_ID": self.conn_id, "CLOSE_CODE": event.code,
-                                "REASON": event.reason})
+                log.info(
+                    "x connection %d closed: %s %s",
+                    self.conn_id,
+                    event.code,
+                    event.reason,
+                    extra={
+                        "CONNECTION_ID": self.conn_id,
+                        "CLOSE_CODE": event.code,
+                        "REASON": event.reason,
+                    },
+                )
             else:
-                log.info("x connection %d failed: %s", self.conn_id, event,
-                         extra={"CONNECTION_ID": self.conn_id,
-                                "ERROR_KIND": getattr(event, "error_kind", "")})
+                log.info(
+                    "x connection %d failed: %s",
+                    self.conn_id,
+                    event,
+                    extra={
+                        "CONNECTION_ID": self.conn_id,
+                        "ERROR_KIND": getattr(event, "error_kind", ""),
+                    },
+                )
             self._post(event)

@@ -44,7 +44,10 @@ class ControlTarget(Protocol):
 
 # cmd -> (needs text?, help). The CLI builds its sub-commands from this table.
 COMMANDS: dict[str, tuple[bool, str]] = {
-    "status": (False, "what the daemon is doing: state, ages, next resume/rollover, tokens, counts"),
+    "status": (
+        False,
+        "what the daemon is doing: state, ages, next resume/rollover, tokens, counts",
+    ),
     "say": (True, "ask a question by text; the answer is spoken"),
     "announce": (True, "say this text verbatim (through the model; on the device when offline)"),
     "context": (True, "add context to the conversation without asking for an answer"),
@@ -57,7 +60,9 @@ COMMANDS: dict[str, tuple[bool, str]] = {
 class ControlServer:
     """Serves the control protocol on ``directory/control.sock`` for *target*."""
 
-    def __init__(self, target: ControlTarget, directory: str | os.PathLike[str], group: str | None = None) -> None:
+    def __init__(
+        self, target: ControlTarget, directory: str | os.PathLike[str], group: str | None = None
+    ) -> None:
         self.target = target
         self.path = Path(directory) / SOCKET_NAME
         self.group = group
@@ -67,7 +72,9 @@ class ControlServer:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()  # a stale socket from a crash
-        self._server = await asyncio.start_unix_server(self._serve, path=str(self.path), limit=_MAX_LINE)
+        self._server = await asyncio.start_unix_server(
+            self._serve, path=str(self.path), limit=_MAX_LINE
+        )
         os.chmod(self.path, 0o660)
         if self.group:
             self._apply_group(self.group)

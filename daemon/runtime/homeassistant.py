@@ -40,8 +40,14 @@ from typing import Any, Callable, Mapping
 
 from daemon.errors import ConfigError
 
-__all__ = ["MqttSettings", "HomeAssistant", "resolve_password", "machine_node", "ENTITIES",
-           "announce_prompt"]
+__all__ = [
+    "MqttSettings",
+    "HomeAssistant",
+    "resolve_password",
+    "machine_node",
+    "ENTITIES",
+    "announce_prompt",
+]
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +90,9 @@ class MqttSettings:
         for key in ("topic_prefix", "discovery_prefix"):
             value = getattr(self, key)
             if any(c in value for c in "#+\x00") or value.startswith("/") or value.endswith("/"):
-                raise ConfigError(f"mqtt.{key}", value, "must be a topic without wildcards or "
-                                  "leading/trailing /")
+                raise ConfigError(
+                    f"mqtt.{key}", value, "must be a topic without wildcards or leading/trailing /"
+                )
         if self.ca_file and not self.tls:
             raise ConfigError("mqtt.ca_file", self.ca_file, "needs tls = true")
 
@@ -104,18 +111,26 @@ def resolve_password(settings: MqttSettings, environ: Mapping[str, str]) -> str 
             try:
                 text = path.read_text(encoding="utf-8").strip()
             except (OSError, UnicodeDecodeError) as exc:
-                raise ConfigError("systemd credential mqtt-password", str(path),
-                                  f"cannot be read ({type(exc).__name__})") from None
+                raise ConfigError(
+                    "systemd credential mqtt-password",
+                    str(path),
+                    f"cannot be read ({type(exc).__name__})",
+                ) from None
             if text:
                 return text
     if settings.password_file:
         try:
             text = Path(settings.password_file).read_text(encoding="utf-8").strip()
         except FileNotFoundError:
-            raise ConfigError("mqtt.password_file", settings.password_file, "file not found") from None
+            raise ConfigError(
+                "mqtt.password_file", settings.password_file, "file not found"
+            ) from None
         except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError("mqtt.password_file", settings.password_file,
-                              f"cannot be read ({type(exc).__name__})") from None
+            raise ConfigError(
+                "mqtt.password_file",
+                settings.password_file,
+                f"cannot be read ({type(exc).__name__})",
+            ) from None
         if not text:
             raise ConfigError("mqtt.password_file", settings.password_file, "the file is empty")
         return text
@@ -140,42 +155,128 @@ future its thread waits on."""
 
 def announce_prompt(text: str) -> str:
     """What the model is asked so that it says ``text`` verbatim (an announcement)."""
-    return ("Announcement: say exactly the following words, verbatim, and nothing else. "
-            f"Do not answer or comment on them.\n{text}")
+    return (
+        "Announcement: say exactly the following words, verbatim, and nothing else. "
+        f"Do not answer or comment on them.\n{text}"
+    )
 
 
-STATES = ("idle", "listening", "thinking", "speaking", "working", "going_away", "error",
-          "quota", "cooldown", "muted", "connecting", "offline")
+STATES = (
+    "idle",
+    "listening",
+    "thinking",
+    "speaking",
+    "working",
+    "going_away",
+    "error",
+    "quota",
+    "cooldown",
+    "muted",
+    "connecting",
+    "offline",
+)
 
 # object id -> (component, config beyond the common keys). Topics are relative to the prefix.
 ENTITIES: dict[str, tuple[str, dict[str, Any]]] = {
-    "state": ("sensor", {"name": "State", "state_topic": "state", "icon": "mdi:account-voice",
-                         "device_class": "enum", "options": list(STATES)}),
-    "transcript_in": ("sensor", {"name": "Last heard", "state_topic": "transcript_in",
-                                 "icon": "mdi:microphone-message"}),
-    "transcript_out": ("sensor", {"name": "Last said", "state_topic": "transcript_out",
-                                  "icon": "mdi:message-reply-text"}),
-    "connection_age": ("sensor", {"name": "Connection age", "state_topic": "diagnostics",
-                                  "value_template": "{{ value_json.connection_age }}",
-                                  "unit_of_measurement": "s", "device_class": "duration",
-                                  "entity_category": "diagnostic"}),
-    "session_age": ("sensor", {"name": "Session age", "state_topic": "diagnostics",
-                               "value_template": "{{ value_json.session_age }}",
-                               "unit_of_measurement": "s", "device_class": "duration",
-                               "entity_category": "diagnostic"}),
-    "volume": ("number", {"name": "Volume", "state_topic": "volume", "command_topic": "volume/set",
-                          "min": 0, "max": 100, "step": 1, "unit_of_measurement": "%",
-                          "icon": "mdi:volume-high"}),
-    "mute": ("switch", {"name": "Mute microphone", "state_topic": "mute", "command_topic": "mute/set",
-                        "icon": "mdi:microphone-off"}),
-    "talk": ("switch", {"name": "Talk", "state_topic": "talk", "command_topic": "talk/set",
-                        "icon": "mdi:gesture-tap-button"}),
-    "new_conversation": ("button", {"name": "New conversation", "command_topic": "new_conversation/press",
-                                    "icon": "mdi:restart"}),
-    "announce": ("text", {"name": "Announce", "command_topic": "announce/set", "state_topic": "announce",
-                          "max": 255, "icon": "mdi:bullhorn"}),
-    "instruct": ("text", {"name": "Instruction", "command_topic": "instruct/set", "state_topic": "instruct",
-                          "max": 255, "icon": "mdi:script-text"}),
+    "state": (
+        "sensor",
+        {
+            "name": "State",
+            "state_topic": "state",
+            "icon": "mdi:account-voice",
+            "device_class": "enum",
+            "options": list(STATES),
+        },
+    ),
+    "transcript_in": (
+        "sensor",
+        {"name": "Last heard", "state_topic": "transcript_in", "icon": "mdi:microphone-message"},
+    ),
+    "transcript_out": (
+        "sensor",
+        {"name": "Last said", "state_topic": "transcript_out", "icon": "mdi:message-reply-text"},
+    ),
+    "connection_age": (
+        "sensor",
+        {
+            "name": "Connection age",
+            "state_topic": "diagnostics",
+            "value_template": "{{ value_json.connection_age }}",
+            "unit_of_measurement": "s",
+            "device_class": "duration",
+            "entity_category": "diagnostic",
+        },
+    ),
+    "session_age": (
+        "sensor",
+        {
+            "name": "Session age",
+            "state_topic": "diagnostics",
+            "value_template": "{{ value_json.session_age }}",
+            "unit_of_measurement": "s",
+            "device_class": "duration",
+            "entity_category": "diagnostic",
+        },
+    ),
+    "volume": (
+        "number",
+        {
+            "name": "Volume",
+            "state_topic": "volume",
+            "command_topic": "volume/set",
+            "min": 0,
+            "max": 100,
+            "step": 1,
+            "unit_of_measurement": "%",
+            "icon": "mdi:volume-high",
+        },
+    ),
+    "mute": (
+        "switch",
+        {
+            "name": "Mute microphone",
+            "state_topic": "mute",
+            "command_topic": "mute/set",
+            "icon": "mdi:microphone-off",
+        },
+    ),
+    "talk": (
+        "switch",
+        {
+            "name": "Talk",
+            "state_topic": "talk",
+            "command_topic": "talk/set",
+            "icon": "mdi:gesture-tap-button",
+        },
+    ),
+    "new_conversation": (
+        "button",
+        {
+            "name": "New conversation",
+            "command_topic": "new_conversation/press",
+            "icon": "mdi:restart",
+        },
+    ),
+    "announce": (
+        "text",
+        {
+            "name": "Announce",
+            "command_topic": "announce/set",
+            "state_topic": "announce",
+            "max": 255,
+            "icon": "mdi:bullhorn",
+        },
+    ),
+    "instruct": (
+        "text",
+        {
+            "name": "Instruction",
+            "command_topic": "instruct/set",
+            "state_topic": "instruct",
+            "max": 255,
+            "icon": "mdi:script-text",
+        },
+    ),
 }
 
 
@@ -194,9 +295,18 @@ class HomeAssistant:
         sw_version: shown in the HA device block.
     """
 
-    def __init__(self, settings: MqttSettings, *, password: str | None, dispatch: Callable[[dict[str, Any]], Mapping[str, Any]],
-                 device: Any, status: Callable[[], Mapping[str, Any]], node: str | None = None,
-                 sw_version: str = "", diagnostics_period: float = 30.0) -> None:
+    def __init__(
+        self,
+        settings: MqttSettings,
+        *,
+        password: str | None,
+        dispatch: Callable[[dict[str, Any]], Mapping[str, Any]],
+        device: Any,
+        status: Callable[[], Mapping[str, Any]],
+        node: str | None = None,
+        sw_version: str = "",
+        diagnostics_period: float = 30.0,
+    ) -> None:
         self.settings = settings
         self.password = password
         self.dispatch = dispatch
@@ -244,8 +354,12 @@ class HomeAssistant:
 
     def discovery(self) -> dict[str, dict[str, Any]]:
         """Discovery topic → config payload, for every entity."""
-        device = {"identifiers": [self.node], "name": self.name,
-                  "manufacturer": "voiced", "model": "voiced push-to-talk (Gemini Live)"}
+        device = {
+            "identifiers": [self.node],
+            "name": self.name,
+            "manufacturer": "voiced",
+            "model": "voiced push-to-talk (Gemini Live)",
+        }
         if self.sw_version:
             device["sw_version"] = self.sw_version
         out = {}
@@ -254,17 +368,22 @@ class HomeAssistant:
                 "unique_id": f"{self.node}_{object_id}",
                 "object_id": f"{self.node}_{object_id}",
                 "availability_topic": self.topic("availability"),
-                "payload_available": "online", "payload_not_available": "offline",
-                "device": device}
+                "payload_available": "online",
+                "payload_not_available": "offline",
+                "device": device,
+            }
             for k, v in extra.items():
                 config[k] = self.topic(v) if k.endswith("_topic") else v
-            out[f"{self.settings.discovery_prefix}/{component}/{self.node}/{object_id}/config"] = config
+            out[f"{self.settings.discovery_prefix}/{component}/{self.node}/{object_id}/config"] = (
+                config
+            )
         return out
 
     # -- thread-safe publish for MQTT tools ------------------------------------------------
 
-    def publish_threadsafe(self, topic: str, payload: bytes, qos: int, retain: bool,
-                           timeout: float) -> None:
+    def publish_threadsafe(
+        self, topic: str, payload: bytes, qos: int, retain: bool, timeout: float
+    ) -> None:
         """Publish from a tool's thread; raises RuntimeError when the broker is not there."""
         loop = self._loop
         if loop is None or self._client is None or not self.connected.is_set():
@@ -276,7 +395,8 @@ class HomeAssistant:
         except concurrent.futures.TimeoutError:
             done.cancel()  # the publisher skips it if it has not gone out yet
             raise RuntimeError(
-                f"the broker did not take the message within {timeout:g} s") from None
+                f"the broker did not take the message within {timeout:g} s"
+            ) from None
 
     def _queue_tool_message(self, item: _ToolMessage) -> None:
         self._tool_messages.append(item)
@@ -298,14 +418,23 @@ class HomeAssistant:
         backoff = delays(base, s.reconnect_max)
         while True:
             try:
-                async with aiomqtt.Client(s.host, s.port, username=s.username or None,
-                                          password=self.password, identifier=f"voiced-{self.node}",
-                                          will=will, tls_params=tls, keepalive=s.keepalive,
-                                          timeout=10.0) as client:
+                async with aiomqtt.Client(
+                    s.host,
+                    s.port,
+                    username=s.username or None,
+                    password=self.password,
+                    identifier=f"voiced-{self.node}",
+                    will=will,
+                    tls_params=tls,
+                    keepalive=s.keepalive,
+                    timeout=10.0,
+                ) as client:
                     self._client = client
                     try:
                         await self._on_connect(client)
-                        backoff = delays(base, s.reconnect_max)  # a connection that worked resets it
+                        backoff = delays(
+                            base, s.reconnect_max
+                        )  # a connection that worked resets it
                         await self._serve(client)
                     except asyncio.CancelledError:
                         # A clean stop sends no last will: say "offline" ourselves (QoS 0:
@@ -313,8 +442,12 @@ class HomeAssistant:
                         # the supervisor winds down). Also when the stop comes while we are
                         # still announcing ourselves: "online" is already out by then.
                         with contextlib.suppress(Exception):
-                            await asyncio.wait_for(client.publish(
-                                self.topic("availability"), b"offline", qos=0, retain=True), 1.0)
+                            await asyncio.wait_for(
+                                client.publish(
+                                    self.topic("availability"), b"offline", qos=0, retain=True
+                                ),
+                                1.0,
+                            )
                         raise
             except aiomqtt.MqttError as exc:
                 log.warning("MQTT broker %s:%d: %s; retrying", s.host, s.port, exc)
@@ -337,15 +470,21 @@ class HomeAssistant:
             if "command_topic" in extra:
                 await client.subscribe(self.topic(extra["command_topic"]), qos=1)
         self.connected.set()
-        log.info("MQTT connected to %s:%d as %s (Home Assistant discovery published)",
-                 self.settings.host, self.settings.port, self.prefix)
+        log.info(
+            "MQTT connected to %s:%d as %s (Home Assistant discovery published)",
+            self.settings.host,
+            self.settings.port,
+            self.prefix,
+        )
 
     async def _serve(self, client: Any) -> None:
         # Two helpers of this companion's task (the supervisor owns it), ended with this
         # connection: the diagnostics ticker and the one publisher of state and tool messages.
         loop = asyncio.get_running_loop()
-        helpers = [loop.create_task(self._diagnostics(), name="mqtt-diagnostics"),
-                   loop.create_task(self._publisher(client), name="mqtt-publisher")]
+        helpers = [
+            loop.create_task(self._diagnostics(), name="mqtt-diagnostics"),
+            loop.create_task(self._publisher(client), name="mqtt-publisher"),
+        ]
         try:
             async for message in client.messages:
                 self._command(str(message.topic), bytes(message.payload or b""))
@@ -388,8 +527,10 @@ class HomeAssistant:
         except Exception:  # status must never take the bridge down
             log.exception("! status for MQTT failed")
             return
-        diag = {k: (round(float(st[k]), 1) if st.get(k) is not None else None)
-                for k in ("connection_age", "session_age")}
+        diag = {
+            k: (round(float(st[k]), 1) if st.get(k) is not None else None)
+            for k in ("connection_age", "session_age")
+        }
         self.update("diagnostics", json.dumps(diag, sort_keys=True))
         if self.device is not None:
             self.update("volume", str(round(self.device.get_volume() * 100)))
@@ -406,7 +547,7 @@ class HomeAssistant:
 
     def _command(self, topic: str, payload: bytes) -> None:
         """A command from Home Assistant (loop thread)."""
-        rel = topic[len(self.prefix) + 1:] if topic.startswith(self.prefix + "/") else topic
+        rel = topic[len(self.prefix) + 1 :] if topic.startswith(self.prefix + "/") else topic
         text = payload.decode("utf-8", "replace").strip()
         self.commands += 1
         log.info("MQTT command %s %r", rel, text[:80])

@@ -30,8 +30,14 @@ from types import TracebackType
 from typing import Callable, Iterable, Mapping, TextIO
 
 __all__ = [
-    "REDACTED", "Redactor", "StructuredJournalHandler", "StderrFormatter",
-    "stderr_is_journal", "use_journal", "setup_logging", "install_excepthooks",
+    "REDACTED",
+    "Redactor",
+    "StructuredJournalHandler",
+    "StderrFormatter",
+    "stderr_is_journal",
+    "use_journal",
+    "setup_logging",
+    "install_excepthooks",
 ]
 
 REDACTED = "[redacted]"
@@ -115,9 +121,12 @@ class StructuredJournalHandler(logging.Handler):
         sender: ``systemd.journal.send`` by default.
     """
 
-    def __init__(self, identifier: str = "voiced",
-                 sender: Callable[..., object] | None = None,
-                 level: int = logging.NOTSET) -> None:
+    def __init__(
+        self,
+        identifier: str = "voiced",
+        sender: Callable[..., object] | None = None,
+        level: int = logging.NOTSET,
+    ) -> None:
         super().__init__(level)
         if sender is None:
             from systemd import journal
@@ -145,8 +154,13 @@ class StructuredJournalHandler(logging.Handler):
             for name, value in record.__dict__.items():
                 if name not in _STANDARD_ATTRS and _is_field_name(name) and value is not None:
                     fields[name] = value
-            self._send(message, CODE_FILE=record.pathname, CODE_LINE=record.lineno,
-                       CODE_FUNC=record.funcName, **fields)
+            self._send(
+                message,
+                CODE_FILE=record.pathname,
+                CODE_LINE=record.lineno,
+                CODE_FUNC=record.funcName,
+                **fields,
+            )
         except Exception:  # noqa: BLE001 — logging must never raise
             self.handleError(record)
 
@@ -155,14 +169,20 @@ class StderrFormatter(logging.Formatter):
     """``2026-01-01 12:00:00 INFO daemon.session: message [state=idle close_code=1000]``."""
 
     def __init__(self, timestamps: bool = True) -> None:
-        fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s" if timestamps \
+        fmt = (
+            "%(asctime)s %(levelname)s %(name)s: %(message)s"
+            if timestamps
             else "%(levelname)s %(name)s: %(message)s"
+        )
         super().__init__(fmt, datefmt="%Y-%m-%d %H:%M:%S")
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
-        extra = [f"{name.lower()}={value}" for name, value in record.__dict__.items()
-                 if name not in _STANDARD_ATTRS and _is_field_name(name) and value is not None]
+        extra = [
+            f"{name.lower()}={value}"
+            for name, value in record.__dict__.items()
+            if name not in _STANDARD_ATTRS and _is_field_name(name) and value is not None
+        ]
         if extra:
             first, sep, rest = text.partition("\n")
             text = f"{first} [{' '.join(extra)}]{sep}{rest}"
@@ -243,8 +263,9 @@ def install_excepthooks() -> None:
     """
     crash_logger = logging.getLogger("voiced.crash")
 
-    def main_hook(exc_type: type[BaseException], exc: BaseException,
-                  tb: TracebackType | None) -> None:
+    def main_hook(
+        exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None
+    ) -> None:
         if issubclass(exc_type, KeyboardInterrupt):
             sys.__excepthook__(exc_type, exc, tb)
             return
@@ -254,8 +275,12 @@ def install_excepthooks() -> None:
         if args.exc_type is SystemExit:
             return
         name = args.thread.name if args.thread else "?"
-        crash_logger.critical("uncaught %s in thread %s", args.exc_type.__name__, name,
-                              exc_info=args.exc_value if args.exc_value is not None else True)
+        crash_logger.critical(
+            "uncaught %s in thread %s",
+            args.exc_type.__name__,
+            name,
+            exc_info=args.exc_value if args.exc_value is not None else True,
+        )
 
     sys.excepthook = main_hook
     threading.excepthook = thread_hook

@@ -50,11 +50,22 @@ from daemon.health import (
 )
 
 __all__ = [
-    "EXIT_OK", "EXIT_FAILURE", "EXIT_USAGE", "EXIT_CONFIG", "EXIT_SOFTWARE",
+    "EXIT_OK",
+    "EXIT_FAILURE",
+    "EXIT_USAGE",
+    "EXIT_CONFIG",
+    "EXIT_SOFTWARE",
     "exit_code_for",
-    "Notifier", "watchdog_interval",
-    "Heartbeat", "PipelineHeartbeat", "WatchdogGate", "WatchdogVerdict", "watchdog_loop",
-    "format_status", "status_loop", "STATUS_MAX",
+    "Notifier",
+    "watchdog_interval",
+    "Heartbeat",
+    "PipelineHeartbeat",
+    "WatchdogGate",
+    "WatchdogVerdict",
+    "watchdog_loop",
+    "format_status",
+    "status_loop",
+    "STATUS_MAX",
     "install_signal_handlers",
 ]
 
@@ -100,6 +111,7 @@ def exit_code_for(exc: BaseException, *, starting: bool = False) -> int:
 
 # --- sd_notify ------------------------------------------------------------------------
 
+
 def _default_send(message: str) -> bool:
     # Imported lazily so that importing this module never needs libsystemd.
     from systemd import daemon  # type: ignore[attr-defined]  # C, no stubs
@@ -142,8 +154,11 @@ class Notifier:
             # buffer EAGAIN; a bad name EINVAL. Say it once, loudly.
             if not self._failed_once:
                 self._failed_once = True
-                logger.warning("sd_notify failed (%s: %s); continuing without the service "
-                               "manager", type(exc).__name__, exc)
+                logger.warning(
+                    "sd_notify failed (%s: %s); continuing without the service manager",
+                    type(exc).__name__,
+                    exc,
+                )
             else:
                 logger.debug("sd_notify failed again: %s", exc)
             return False
@@ -247,16 +262,22 @@ async def watchdog_loop(
         return
     pinging: bool | None = None
     while True:
-        verdict = gate.decide(clock(), heartbeat.last_loop_tick, heartbeat.last_mic_frame,
-                              heartbeat.mic_expected, lost_devices())
+        verdict = gate.decide(
+            clock(),
+            heartbeat.last_loop_tick,
+            heartbeat.last_mic_frame,
+            heartbeat.mic_expected,
+            lost_devices(),
+        )
         if verdict.ping:
             notifier.watchdog()
         if verdict.ping != pinging:
             if verdict.ping:
                 logger.info("watchdog: pinging (%s)", verdict.reason)
             else:
-                logger.error("watchdog: withholding pings, systemd will restart us (%s)",
-                             verdict.reason)
+                logger.error(
+                    "watchdog: withholding pings, systemd will restart us (%s)", verdict.reason
+                )
             pinging = verdict.ping
         await asyncio.sleep(interval if verdict.ping else interval / 5)
 
@@ -280,6 +301,7 @@ async def status_loop(
 
 # --- signals --------------------------------------------------------------------------
 
+
 def install_signal_handlers(
     loop: asyncio.AbstractEventLoop,
     notifier: Notifier,
@@ -296,6 +318,7 @@ def install_signal_handlers(
     ``systemctl status`` says "deactivating" while we persist state and close
     the connection (issue 5 item 5).
     """
+
     def on_stop(signame: str) -> None:
         logger.info("x %s: stopping", signame)
         notifier.stopping(f"stopping ({signame})")

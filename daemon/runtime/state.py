@@ -48,8 +48,9 @@ _TMP_PREFIX = ".tmp-"
 
 
 def _canonical(payload: Mapping[str, Any]) -> bytes:
-    return json.dumps(payload, sort_keys=True, separators=(",", ":"),
-                      ensure_ascii=False, allow_nan=False).encode("utf-8")
+    return json.dumps(
+        payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode("utf-8")
 
 
 class StateStore:
@@ -61,8 +62,13 @@ class StateStore:
         clock: wall clock for the ``.corrupt-<timestamp>`` suffix (tests pass one).
     """
 
-    def __init__(self, directory: str | os.PathLike[str], name: str = "state.json",
-                 *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        name: str = "state.json",
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.directory = Path(directory)
         self.path = self.directory / name
         self._clock = clock
@@ -90,8 +96,9 @@ class StateStore:
         data = json.dumps(document, ensure_ascii=False, allow_nan=False).encode("utf-8")
         tmp_path: str | None = None
         try:
-            fd, tmp_path = tempfile.mkstemp(dir=self.directory,
-                                            prefix=_TMP_PREFIX + self.path.name + ".")
+            fd, tmp_path = tempfile.mkstemp(
+                dir=self.directory, prefix=_TMP_PREFIX + self.path.name + "."
+            )
             with os.fdopen(fd, "wb") as tmp:
                 tmp.write(data)
                 tmp.flush()
@@ -180,13 +187,21 @@ class StateStore:
         try:
             os.replace(self.path, target)
             self._fsync_directory()
-            logger.warning("state file %s is unusable (%s); moved it to %s and starting "
-                           "fresh", self.path, problem, target.name)
+            logger.warning(
+                "state file %s is unusable (%s); moved it to %s and starting fresh",
+                self.path,
+                problem,
+                target.name,
+            )
         except OSError as exc:
             # Cannot move it (read-only disk?): still start fresh; the next save
             # replaces it.
-            logger.warning("state file %s is unusable (%s) and could not be moved "
-                           "aside (%s); starting fresh", self.path, problem, exc)
+            logger.warning(
+                "state file %s is unusable (%s) and could not be moved aside (%s); starting fresh",
+                self.path,
+                problem,
+                exc,
+            )
 
     def _remove_stale_temps(self) -> None:
         prefix = _TMP_PREFIX + self.path.name + "."

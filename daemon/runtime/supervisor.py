@@ -69,8 +69,12 @@ __all__ = ["Inbox", "Heartbeat", "Supervisor", "ToolRunner"]
 log = logging.getLogger(__name__)
 _session_log = logging.getLogger("daemon.session")
 
-_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
-           "error": logging.ERROR}
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
 
 
 class ReadyQueue:
@@ -204,8 +208,11 @@ class Inbox:
         arming nothing, while events are still on their way to the loop: one of them
         may be a press, and the frames after it belong to its turn."""
         with self._lock:
-            if self._pending or self._drain_scheduled or (
-                    self._queue is not None and not self._queue.empty()):
+            if (
+                self._pending
+                or self._drain_scheduled
+                or (self._queue is not None and not self._queue.empty())
+            ):
                 return False
             self._hold_limit = max(0, limit_bytes)
             return True
@@ -282,8 +289,9 @@ class ToolRunner(Protocol):
     ``cancel`` is best effort: the core drops a late ``ToolDone`` of a cancelled call.
     """
 
-    def start(self, call_id: str, name: str, args: Mapping[str, Any],
-              post: Callable[[Event], None]) -> None: ...
+    def start(
+        self, call_id: str, name: str, args: Mapping[str, Any], post: Callable[[Event], None]
+    ) -> None: ...
 
     def cancel(self, call_id: str) -> None: ...
 
@@ -294,8 +302,13 @@ class Heartbeat:
     "Watchdog pinged from its own thread"). ``last_mic_frame`` is the newest frame the
     mic posted — read from the inbox, because idle frames no longer wake the loop."""
 
-    def __init__(self, last_iteration: float = 0.0, last_mic_frame: float | None = None,
-                 iterations: int = 0, inbox: Inbox | None = None) -> None:
+    def __init__(
+        self,
+        last_iteration: float = 0.0,
+        last_mic_frame: float | None = None,
+        iterations: int = 0,
+        inbox: Inbox | None = None,
+    ) -> None:
         self.last_iteration = last_iteration
         self.iterations = iterations
         self._inbox = inbox
@@ -330,11 +343,22 @@ class Supervisor:
             (``SessionSettings.local_speech`` false).
     """
 
-    def __init__(self, session: Session, endpoint: Endpoint, *, inbox: Inbox | None = None,
-                 mic: Any = None, speaker: Any = None, button: Any = None, led: Any = None,
-                 time_scale: float = 1.0, keepalive: Keepalive = Keepalive(),
-                 wake_interval: float = 1.0, tool_runner: ToolRunner | None = None,
-                 speech: Callable[[str], tuple[bytes, int]] | None = None) -> None:
+    def __init__(
+        self,
+        session: Session,
+        endpoint: Endpoint,
+        *,
+        inbox: Inbox | None = None,
+        mic: Any = None,
+        speaker: Any = None,
+        button: Any = None,
+        led: Any = None,
+        time_scale: float = 1.0,
+        keepalive: Keepalive = Keepalive(),
+        wake_interval: float = 1.0,
+        tool_runner: ToolRunner | None = None,
+        speech: Callable[[str], tuple[bytes, int]] | None = None,
+    ) -> None:
         if time_scale <= 0:
             raise ValueError(f"time_scale {time_scale!r}: must be > 0")
         self.session = session
@@ -476,8 +500,7 @@ class Supervisor:
         except Exception:
             log.exception("! companion task failed")
 
-    async def _next_event(self, queue: ReadyQueue,
-                          loop: asyncio.AbstractEventLoop) -> Event | None:
+    async def _next_event(self, queue: ReadyQueue, loop: asyncio.AbstractEventLoop) -> Event | None:
         if not queue.empty():
             # Before any deadline arithmetic: the core checks its timers on every event
             # it handles, so a busy queue needs no timer (and no per-frame deadline()).
@@ -494,8 +517,7 @@ class Supervisor:
         d = self.session.deadline()
         return TimerFired() if d is not None and d <= self.now() else None
 
-    def _arm_wake(self, loop: asyncio.AbstractEventLoop, queue: ReadyQueue,
-                  wake_at: float) -> None:
+    def _arm_wake(self, loop: asyncio.AbstractEventLoop, queue: ReadyQueue, wake_at: float) -> None:
         # One timer, kept across waits: while frames stream the wake time only moves
         # later, and a timer that fires early costs one spare iteration, where
         # re-arming per frame cost a heap push and a cancel every 20 ms.
@@ -578,22 +600,32 @@ class Supervisor:
         elif isinstance(effect, Notify):
             # Logged under the core's name: it is the core's decision being reported.
             # SESSION_ID: the ordinal of the Live session in this run (journal field, logs.py).
-            _session_log.log(_LEVELS.get(effect.level, logging.INFO), "%s", effect.message,
-                             extra={"SESSION_ID": self.session.stats(self.now()).sessions})
+            _session_log.log(
+                _LEVELS.get(effect.level, logging.INFO),
+                "%s",
+                effect.message,
+                extra={"SESSION_ID": self.session.stats(self.now()).sessions},
+            )
 
     def _run_tool(self, effect: RunTool) -> None:
         # The model waits for an answer to every call (FIELD_REPORTS.md F18): whatever
         # goes wrong here still ends in a ToolDone, never in silence.
         if self.tool_runner is None:
-            self.inbox.post(ToolDone(effect.call_id, effect.name,
-                                     {"error": "no tool runner on this device"}))
+            self.inbox.post(
+                ToolDone(effect.call_id, effect.name, {"error": "no tool runner on this device"})
+            )
             return
         try:
             self.tool_runner.start(effect.call_id, effect.name, effect.args, self.inbox.post)
         except Exception as exc:
             log.exception("! tool runner failed to start %s", effect.name)
-            self.inbox.post(ToolDone(effect.call_id, effect.name,
-                                     {"error": f"tool {effect.name} failed to start: {exc}"}))
+            self.inbox.post(
+                ToolDone(
+                    effect.call_id,
+                    effect.name,
+                    {"error": f"tool {effect.name} failed to start: {exc}"},
+                )
+            )
 
     async def _speak_locally(self, text: str) -> None:
         if self.speech is None or self.speaker is None:
@@ -617,12 +649,17 @@ class Supervisor:
                 self._readers[old_id].cancel()
         s, scale = self.session.settings, self.time_scale
         conn = Connection(
-            effect.conn_id, self.endpoint, self.inbox.post,
+            effect.conn_id,
+            self.endpoint,
+            self.inbox.post,
             keepalive=Keepalive(self.keepalive.interval / scale, self.keepalive.timeout / scale),
-            open_timeout=s.setup_timeout / scale, close_timeout=s.close_timeout / scale)
+            open_timeout=s.setup_timeout / scale,
+            close_timeout=s.close_timeout / scale,
+        )
         self._connections[effect.conn_id] = conn
         self._readers[effect.conn_id] = self._spawn(
-            self._run_connection(conn, effect.setup_frame), f"conn-{effect.conn_id}")
+            self._run_connection(conn, effect.setup_frame), f"conn-{effect.conn_id}"
+        )
 
     async def _run_connection(self, conn: Connection, setup_frame: str) -> None:
         writer = self._spawn(conn.send_loop(), f"conn-{conn.conn_id}-writer")
@@ -663,7 +700,8 @@ class Supervisor:
             conn.close(1000, "shutting down")
         if self._tasks:
             _, pending = await asyncio.wait(
-                self._tasks, timeout=self.session.settings.close_timeout / self.time_scale)
+                self._tasks, timeout=self.session.settings.close_timeout / self.time_scale
+            )
             for task in pending:
                 task.cancel()
             if pending:

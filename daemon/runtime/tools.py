@@ -36,9 +36,20 @@ from typing import Any, Callable, Mapping, Protocol
 from daemon.errors import ConfigError
 from daemon.vocabulary import ToolDone
 
-__all__ = ["ToolSpec", "Action", "ToolRunner", "ModelTools", "model_tools", "declarations",
-           "session_tools", "scheduling_of",
-           "check_schema", "check_args", "SCHEDULING", "DEFAULT_TIMEOUT"]
+__all__ = [
+    "ToolSpec",
+    "Action",
+    "ToolRunner",
+    "ModelTools",
+    "model_tools",
+    "declarations",
+    "session_tools",
+    "scheduling_of",
+    "check_schema",
+    "check_args",
+    "SCHEDULING",
+    "DEFAULT_TIMEOUT",
+]
 
 log = logging.getLogger(__name__)
 
@@ -50,15 +61,27 @@ SCHEDULING = ("SILENT", "WHEN_IDLE", "INTERRUPT")
 context only, WHEN_IDLE speaks once the model is idle, INTERRUPT speaks at once."""
 
 _TYPES: dict[str, tuple[type, ...]] = {
-    "object": (dict,), "string": (str,), "integer": (int,), "number": (int, float),
+    "object": (dict,),
+    "string": (str,),
+    "integer": (int,),
+    "number": (int, float),
     "boolean": (bool,),
 }
-_SCHEMA_KEYS = {"type", "properties", "required", "enum", "minimum", "maximum", "maxLength",
-                "description"}
+_SCHEMA_KEYS = {
+    "type",
+    "properties",
+    "required",
+    "enum",
+    "minimum",
+    "maximum",
+    "maxLength",
+    "description",
+}
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 
 
 # -- which model does what with tools -------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class ModelTools:
@@ -77,12 +100,20 @@ class ModelTools:
 # voice mode (F18), so INTERRUPT is our default: the user asked, the answer is awaited.
 MODEL_TOOLS: tuple[tuple[str, ModelTools], ...] = (
     ("gemini-3.1-flash-live", ModelTools(non_blocking=False, default_scheduling=None)),
-    ("gemini-3.8-live-extended-thinking", ModelTools(non_blocking=True, default_scheduling="INTERRUPT")),
+    (
+        "gemini-3.8-live-extended-thinking",
+        ModelTools(non_blocking=True, default_scheduling="INTERRUPT"),
+    ),
     ("gemini-3.8-live", ModelTools(non_blocking=True, default_scheduling="INTERRUPT")),
-    ("gemini-2.5-flash-native-audio", ModelTools(non_blocking=True, default_scheduling="INTERRUPT")),
+    (
+        "gemini-2.5-flash-native-audio",
+        ModelTools(non_blocking=True, default_scheduling="INTERRUPT"),
+    ),
     ("gemini-live-2.5-flash", ModelTools(non_blocking=True, default_scheduling="INTERRUPT")),
 )
-_UNKNOWN_MODEL = ModelTools(non_blocking=False, default_scheduling=None)  # BLOCKING works everywhere
+_UNKNOWN_MODEL = ModelTools(
+    non_blocking=False, default_scheduling=None
+)  # BLOCKING works everywhere
 
 
 def model_tools(model: str) -> ModelTools:
@@ -93,14 +124,18 @@ def model_tools(model: str) -> ModelTools:
 
 # -- schemas --------------------------------------------------------------------------------
 
+
 def check_schema(schema: Any, key: str, *, top: bool = True) -> None:
     """Raise :class:`ConfigError` naming ``key`` unless ``schema`` is in our subset."""
     if not isinstance(schema, Mapping):
         raise ConfigError(key, schema, "must be a table (a JSON schema)")
     unknown = sorted(set(schema) - _SCHEMA_KEYS)
     if unknown:
-        raise ConfigError(f"{key}.{unknown[0]}", schema[unknown[0]],
-                          "is not supported; allowed schema keys: " + ", ".join(sorted(_SCHEMA_KEYS)))
+        raise ConfigError(
+            f"{key}.{unknown[0]}",
+            schema[unknown[0]],
+            "is not supported; allowed schema keys: " + ", ".join(sorted(_SCHEMA_KEYS)),
+        )
     kind = schema.get("type")
     if not isinstance(kind, str) or kind not in _TYPES:
         raise ConfigError(f"{key}.type", kind, "must be one of " + ", ".join(_TYPES))
@@ -112,27 +147,37 @@ def check_schema(schema: Any, key: str, *, top: bool = True) -> None:
             raise ConfigError(f"{key}.properties", props, "must be a table of parameter schemas")
         for name, sub in props.items():
             if not name or not set(name) <= _NAME_CHARS:
-                raise ConfigError(f"{key}.properties", name, "parameter names are letters, digits, _ and -")
+                raise ConfigError(
+                    f"{key}.properties", name, "parameter names are letters, digits, _ and -"
+                )
             check_schema(sub, f"{key}.properties.{name}", top=False)
         required = schema.get("required", [])
         if not isinstance(required, (list, tuple)) or any(
-                not isinstance(r, str) or r not in props for r in required):
+            not isinstance(r, str) or r not in props for r in required
+        ):
             raise ConfigError(f"{key}.required", required, "must list names from properties")
     elif "properties" in schema or "required" in schema:
         raise ConfigError(f"{key}.properties", props, f'only for type "object", not {kind!r}')
     if "enum" in schema:
         enum = schema["enum"]
-        if (not isinstance(enum, (list, tuple)) or not enum
-                or not all(_is_type(v, kind) for v in enum)):
+        if (
+            not isinstance(enum, (list, tuple))
+            or not enum
+            or not all(_is_type(v, kind) for v in enum)
+        ):
             raise ConfigError(f"{key}.enum", enum, f"must be a non-empty list of {kind} values")
     for bound in ("minimum", "maximum"):
         if bound in schema:
             if kind not in ("integer", "number") or not _is_type(schema[bound], "number"):
-                raise ConfigError(f"{key}.{bound}", schema[bound], "must be a number, on a numeric parameter")
+                raise ConfigError(
+                    f"{key}.{bound}", schema[bound], "must be a number, on a numeric parameter"
+                )
     if "maxLength" in schema:
         n = schema["maxLength"]
         if kind != "string" or not _is_type(n, "integer") or n < 0:
-            raise ConfigError(f"{key}.maxLength", n, "must be a whole number >= 0, on a string parameter")
+            raise ConfigError(
+                f"{key}.maxLength", n, "must be a whole number >= 0, on a string parameter"
+            )
     if "description" in schema and not isinstance(schema["description"], str):
         raise ConfigError(f"{key}.description", schema["description"], "must be a string")
 
@@ -179,6 +224,7 @@ def check_args(schema: Mapping[str, Any], args: Any, where: str = "arguments") -
 
 
 # -- specs, declarations --------------------------------------------------------------------
+
 
 class Action(Protocol):
     """What a tool does (daemon/runtime/actions.py). ``run`` is called on the call's own thread;
@@ -229,10 +275,14 @@ def session_tools(specs: tuple[ToolSpec, ...], model: str) -> dict[str, Any]:
     (the core then holds the mic for every pending call, which is safe for the others
     too: FIELD_REPORTS F10)."""
     blocking = not model_tools(model).non_blocking or any(s.behavior == "BLOCKING" for s in specs)
-    scheduling = tuple((s.name, chosen) for s in specs
-                       if (chosen := scheduling_of(s, model)) is not None)
-    return {"tools": tuple(s.name for s in specs), "tools_blocking": blocking,
-            "tool_scheduling": scheduling}
+    scheduling = tuple(
+        (s.name, chosen) for s in specs if (chosen := scheduling_of(s, model)) is not None
+    )
+    return {
+        "tools": tuple(s.name for s in specs),
+        "tools_blocking": blocking,
+        "tool_scheduling": scheduling,
+    }
 
 
 def scheduling_of(spec: ToolSpec, model: str) -> str | None:
@@ -247,6 +297,7 @@ def scheduling_of(spec: ToolSpec, model: str) -> str | None:
 
 
 # -- the runner -----------------------------------------------------------------------------
+
 
 class _Call:
     def __init__(self, call_id: str, name: str) -> None:
@@ -267,8 +318,9 @@ class ToolRunner:
             (the Home Assistant "working" state; the LED comes from the core).
     """
 
-    def __init__(self, specs: tuple[ToolSpec, ...] = (), *,
-                 on_change: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self, specs: tuple[ToolSpec, ...] = (), *, on_change: Callable[[int], None] | None = None
+    ) -> None:
         self.specs = {s.name: s for s in specs}
         self.on_change = on_change
         self._lock = threading.Lock()
@@ -290,8 +342,9 @@ class ToolRunner:
             return model_tools(model).default_scheduling
         return scheduling_of(spec, model)
 
-    def start(self, call_id: str, name: str, args: Mapping[str, Any],
-              post: Callable[[Any], None]) -> None:
+    def start(
+        self, call_id: str, name: str, args: Mapping[str, Any], post: Callable[[Any], None]
+    ) -> None:
         """Run ``name(args)``; post ``ToolDone(call_id, name, response)`` when done.
         Returns at once."""
         spec = self.specs.get(name)
@@ -310,8 +363,12 @@ class ToolRunner:
         self._changed()
         timer = threading.Timer(spec.timeout, self._timed_out, (call, spec, post))
         timer.daemon = True
-        worker = threading.Thread(target=self._work, args=(call, spec, dict(args), post, timer),
-                                  name=f"tool-{name}", daemon=True)
+        worker = threading.Thread(
+            target=self._work,
+            args=(call, spec, dict(args), post, timer),
+            name=f"tool-{name}",
+            daemon=True,
+        )
         timer.start()
         worker.start()
         log.info("tool %s(%s) started (call %s)", name, _brief(args), call_id)
@@ -335,8 +392,14 @@ class ToolRunner:
 
     # -- internals
 
-    def _work(self, call: _Call, spec: ToolSpec, args: dict[str, Any],
-              post: Callable[[Any], None], timer: threading.Timer) -> None:
+    def _work(
+        self,
+        call: _Call,
+        spec: ToolSpec,
+        args: dict[str, Any],
+        post: Callable[[Any], None],
+        timer: threading.Timer,
+    ) -> None:
         try:
             result = spec.action.run(args, call.cancelled)
             response = dict(result) if isinstance(result, Mapping) else {"result": result}
@@ -350,9 +413,13 @@ class ToolRunner:
         if self._answer(call, {"error": f"{spec.name} timed out after {spec.timeout:g} s"}, post):
             self.timeouts += 1
             call.cancelled.set()  # let the action stop early if it can
-            log.warning("tool %s timed out after %g s (call %s)", spec.name, spec.timeout, call.call_id)
+            log.warning(
+                "tool %s timed out after %g s (call %s)", spec.name, spec.timeout, call.call_id
+            )
 
-    def _answer(self, call: _Call, response: Mapping[str, Any], post: Callable[[Any], None]) -> bool:
+    def _answer(
+        self, call: _Call, response: Mapping[str, Any], post: Callable[[Any], None]
+    ) -> bool:
         with self._lock:
             if call.answered:
                 return False  # cancelled, or the other of (result, timeout) came first
@@ -371,5 +438,9 @@ class ToolRunner:
 
 
 def _brief(args: Any, limit: int = 120) -> str:
-    text = ", ".join(f"{k}={v!r}" for k, v in args.items()) if isinstance(args, Mapping) else repr(args)
+    text = (
+        ", ".join(f"{k}={v!r}" for k, v in args.items())
+        if isinstance(args, Mapping)
+        else repr(args)
+    )
     return text if len(text) <= limit else text[:limit] + "…"

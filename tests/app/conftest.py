@@ -44,7 +44,7 @@ class Manager(NotifyListener):
         return self.times_of(assignment, after)
 
     def statuses(self) -> list[str]:
-        return [line[len("STATUS="):] for _, line in self.lines() if line.startswith("STATUS=")]
+        return [line[len("STATUS=") :] for _, line in self.lines() if line.startswith("STATUS=")]
 
     def wait(self, assignment: str, timeout: float = 60.0, after: float = 0.0) -> float:
         # Only ends a hang: a daemon's start-up took more than 15 s on a loaded CI machine.
@@ -65,8 +65,9 @@ def manager(tmp_path: Path) -> Iterator[Manager]:
 @contextlib.contextmanager
 def live_server(api_keys: Any = None) -> Iterator[Any]:
     """A Live server at SCALE on its own thread; ``server.thread.run(coro)`` waits on it."""
-    thread = LiveServerThread(limits=ServerLimits(time_scale=SCALE), voice="synthetic",
-                              api_keys=api_keys)
+    thread = LiveServerThread(
+        limits=ServerLimits(time_scale=SCALE), voice="synthetic", api_keys=api_keys
+    )
     server = thread.start()
     server.thread = thread  # type: ignore[attr-defined]
     try:
@@ -84,8 +85,13 @@ def live() -> Iterator[Any]:
 
 def write_config(path: Path, tmp: Path, extra: str = "", **service: Any) -> Path:
     """A config for a sim daemon with its directories under ``tmp``."""
-    values: dict[str, Any] = {"hw": "sim", "state_dir": str(tmp / "state"),
-                              "runtime_dir": str(tmp / "run"), "log_level": "INFO", **service}
+    values: dict[str, Any] = {
+        "hw": "sim",
+        "state_dir": str(tmp / "state"),
+        "runtime_dir": str(tmp / "run"),
+        "log_level": "INFO",
+        **service,
+    }
     lines = ["[service]", *(f"{key} = {_toml(value)}" for key, value in values.items())]
     path.write_text("\n".join(lines) + "\n" + extra)
     return path
@@ -102,18 +108,41 @@ def _toml(value: Any) -> str:
 class Daemon:
     """``python -m daemon run`` as a child process."""
 
-    def __init__(self, tmp: Path, config: Path, endpoint: str | None, manager: Manager | None,
-                 *, env: dict[str, str] | None = None, extra_args: tuple[str, ...] = (),
-                 watchdog_usec: int | None = WATCHDOG_USEC, name: str = "daemon") -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        config: Path,
+        endpoint: str | None,
+        manager: Manager | None,
+        *,
+        env: dict[str, str] | None = None,
+        extra_args: tuple[str, ...] = (),
+        watchdog_usec: int | None = WATCHDOG_USEC,
+        name: str = "daemon",
+    ) -> None:
         self.tmp = tmp
         self.runtime = tmp / "run"
         self.log_path = tmp / f"{name}.log"
-        args = [sys.executable, "-m", "daemon", "run", "--config", str(config), "--hw", "sim",
-                "--time-scale", str(SCALE), *extra_args]
+        args = [
+            sys.executable,
+            "-m",
+            "daemon",
+            "run",
+            "--config",
+            str(config),
+            "--hw",
+            "sim",
+            "--time-scale",
+            str(SCALE),
+            *extra_args,
+        ]
         if endpoint:
             args += ["--endpoint", endpoint]
-        child_env = {k: v for k, v in os.environ.items()
-                     if not k.startswith(("NOTIFY_", "WATCHDOG_", "VOICED_", "CREDENTIALS_"))}
+        child_env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("NOTIFY_", "WATCHDOG_", "VOICED_", "CREDENTIALS_"))
+        }
         child_env["PYTHONPATH"] = str(REPO)
         if manager is not None:
             child_env["NOTIFY_SOCKET"] = manager.path
@@ -122,8 +151,9 @@ class Daemon:
         child_env.update(env or {})
         self.args = args
         self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(args, cwd=str(REPO), env=child_env, stdout=self._log,
-                                     stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            args, cwd=str(REPO), env=child_env, stdout=self._log, stderr=subprocess.STDOUT
+        )
 
     @property
     def pid(self) -> int:
@@ -147,8 +177,9 @@ class Daemon:
                 time.sleep(0.05)
         raise AssertionError(f"control socket never answered:\n{self.log()}")
 
-    def wait_status(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 60.0
-                    ) -> dict[str, Any]:  # only ends a hang
+    def wait_status(
+        self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 60.0
+    ) -> dict[str, Any]:  # only ends a hang
         deadline = time.monotonic() + timeout
         st: dict[str, Any] = {}
         while time.monotonic() < deadline:
@@ -180,8 +211,9 @@ def spawn(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
     """``spawn(config, endpoint, manager, **kw)`` starts a daemon; all are killed at the end."""
     started: list[Daemon] = []
 
-    def start(config: Path, endpoint: str | None, manager: Manager | None = None,
-              **kw: Any) -> Daemon:
+    def start(
+        config: Path, endpoint: str | None, manager: Manager | None = None, **kw: Any
+    ) -> Daemon:
         d = Daemon(tmp_path, config, endpoint, manager, name=f"daemon{len(started)}", **kw)
         started.append(d)
         return d

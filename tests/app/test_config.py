@@ -22,8 +22,14 @@ def test_every_section_maps_to_its_settings_class() -> None:
     from hw.button import ButtonSettings
     from hw.mic import MicSettings
 
-    cfg = config.parse({"session": {"pre_roll_ms": 500}, "mic": {"device": "USB"},
-                        "button": {"pin": 17, "toggle": True}}, environ={"VOICED_SPEAKER_DEVICE": "2"})
+    cfg = config.parse(
+        {
+            "session": {"pre_roll_ms": 500},
+            "mic": {"device": "USB"},
+            "button": {"pin": 17, "toggle": True},
+        },
+        environ={"VOICED_SPEAKER_DEVICE": "2"},
+    )
     assert cfg.session == SessionSettings(pre_roll_ms=500)
     assert cfg.mic == MicSettings(device="USB")
     assert cfg.button == ButtonSettings(pin=17, toggle=True)
@@ -32,37 +38,49 @@ def test_every_section_maps_to_its_settings_class() -> None:
 
 def test_file_values_and_env_overrides(tmp_path: Path) -> None:
     p = tmp_path / "voiced.toml"
-    p.write_text('[live]\nmodel = "gemini-2.5-flash-native-audio-preview-12-2025"\nvoice = "Kore"\n'
-                 '[service]\nhw = "pi"\n')
+    p.write_text(
+        '[live]\nmodel = "gemini-2.5-flash-native-audio-preview-12-2025"\nvoice = "Kore"\n'
+        '[service]\nhw = "pi"\n'
+    )
     cfg = config.load(p, environ={"VOICED_HW": "sim", "VOICED_ENDPOINT": "ws://127.0.0.1:9"})
-    assert cfg.live.model == "gemini-2.5-flash-native-audio-preview-12-2025" and cfg.live.voice == "Kore"
+    assert (
+        cfg.live.model == "gemini-2.5-flash-native-audio-preview-12-2025"
+        and cfg.live.voice == "Kore"
+    )
     assert cfg.service.hw == "sim", "environment beats the file"
     assert cfg.live.endpoint == "ws://127.0.0.1:9"
     assert cfg.source == str(p)
 
 
-@pytest.mark.parametrize("data, key, says", [
-    ({"live": {"modle": "x"}}, "live.modle", "unknown key; known keys in [live]: endpoint"),
-    ({"lives": {}}, "lives", "unknown section; known sections: live"),
-    ({"live": "gemini"}, "live", "must be a [section] table"),
-    ({"live": {"endpoint": "http://x"}}, "live.endpoint", 'one of "auto", "gemini"'),
-    ({"live": {"api_version": "v1"}}, "live.api_version", '"v1alpha", "v1beta"'),
-    ({"live": {"local_time_scale": "fast"}}, "live.local_time_scale", "must be a number"),
-    ({"live": {"local_time_scale": 0}}, "live.local_time_scale", "a number > 0"),
-    ({"live": {"voice": 3}}, "live.voice", "must be a string"),
-    ({"service": {"hw": "raspberry"}}, "service.hw", "one of 'pi', 'sim'"),
-    ({"service": {"log_level": "LOUD"}}, "service.log_level", "one of 'DEBUG'"),
-    # Checks that live in the settings classes themselves keep their words and their key.
-    ({"button": {"pin": 40}}, "button.pin", "must be a BCM pin 0..27"),
-    ({"led": {"rgb_pins": [1, 2]}}, "led.rgb_pins", "three BCM pins"),
-    ({"led": {"rgb_pins": [1, 2, "x"]}}, "led.rgb_pins", "a list (each a whole number)"),
-    ({"mic": {"frame_ms": 5}}, "mic.frame_ms", "frame_ms"),
-    ({"mic": {"device": 1.5}}, "mic.device", "a string or a whole number"),
-    ({"speaker": {"volume": 3.0}}, "speaker.volume", "volume"),
-    ({"earcons": {"volume": -1}}, "earcons.volume", "0.0..1.0"),
-    ({"session": {"long_hold_action": "reboot"}}, "session.long_hold_action", "'none' or 'new_conversation'"),
-    ({"session": {"context_threshold": 1.5}}, "session.context_threshold", "must be in (0, 1]"),
-])
+@pytest.mark.parametrize(
+    "data, key, says",
+    [
+        ({"live": {"modle": "x"}}, "live.modle", "unknown key; known keys in [live]: endpoint"),
+        ({"lives": {}}, "lives", "unknown section; known sections: live"),
+        ({"live": "gemini"}, "live", "must be a [section] table"),
+        ({"live": {"endpoint": "http://x"}}, "live.endpoint", 'one of "auto", "gemini"'),
+        ({"live": {"api_version": "v1"}}, "live.api_version", '"v1alpha", "v1beta"'),
+        ({"live": {"local_time_scale": "fast"}}, "live.local_time_scale", "must be a number"),
+        ({"live": {"local_time_scale": 0}}, "live.local_time_scale", "a number > 0"),
+        ({"live": {"voice": 3}}, "live.voice", "must be a string"),
+        ({"service": {"hw": "raspberry"}}, "service.hw", "one of 'pi', 'sim'"),
+        ({"service": {"log_level": "LOUD"}}, "service.log_level", "one of 'DEBUG'"),
+        # Checks that live in the settings classes themselves keep their words and their key.
+        ({"button": {"pin": 40}}, "button.pin", "must be a BCM pin 0..27"),
+        ({"led": {"rgb_pins": [1, 2]}}, "led.rgb_pins", "three BCM pins"),
+        ({"led": {"rgb_pins": [1, 2, "x"]}}, "led.rgb_pins", "a list (each a whole number)"),
+        ({"mic": {"frame_ms": 5}}, "mic.frame_ms", "frame_ms"),
+        ({"mic": {"device": 1.5}}, "mic.device", "a string or a whole number"),
+        ({"speaker": {"volume": 3.0}}, "speaker.volume", "volume"),
+        ({"earcons": {"volume": -1}}, "earcons.volume", "0.0..1.0"),
+        (
+            {"session": {"long_hold_action": "reboot"}},
+            "session.long_hold_action",
+            "'none' or 'new_conversation'",
+        ),
+        ({"session": {"context_threshold": 1.5}}, "session.context_threshold", "must be in (0, 1]"),
+    ],
+)
 def test_errors_name_key_value_and_what_is_allowed(data: dict, key: str, says: str) -> None:
     with pytest.raises(ConfigError) as info:
         config.parse(data, environ={})
@@ -90,12 +108,17 @@ def test_api_key_sources_in_order(tmp_path: Path) -> None:
     env = {"CREDENTIALS_DIRECTORY": str(creds), "VOICED_API_KEY": "from-env"}
     assert config.resolve_api_key(live, env).reveal() == "from-credential"
     assert config.resolve_api_key(live, {"VOICED_API_KEY": "from-env"}).reveal() == "from-file"
-    assert config.resolve_api_key(config.LiveSettings(), {"VOICED_API_KEY": "from-env"}).reveal() == "from-env"
+    assert (
+        config.resolve_api_key(config.LiveSettings(), {"VOICED_API_KEY": "from-env"}).reveal()
+        == "from-env"
+    )
     assert config.resolve_api_key(config.LiveSettings(), {}) is None
     # An empty credential (install.sh --no-key) is "no key there": the next source answers.
     (creds / "api-key").write_text("")
     assert config.resolve_api_key(live, env).reveal() == "from-file"
-    assert config.resolve_api_key(config.LiveSettings(), {"CREDENTIALS_DIRECTORY": str(creds)}) is None
+    assert (
+        config.resolve_api_key(config.LiveSettings(), {"CREDENTIALS_DIRECTORY": str(creds)}) is None
+    )
     keyfile.write_text("\n")
     with pytest.raises(ConfigError, match="live.key_file.*empty"):
         config.resolve_api_key(live, env)
@@ -104,7 +127,10 @@ def test_api_key_sources_in_order(tmp_path: Path) -> None:
 
 
 def test_effective_config_never_shows_the_key(tmp_path: Path) -> None:
-    cfg = config.load(None, environ={"VOICED_CONFIG": str(tmp_path / "none.toml"), "VOICED_API_KEY": "AIzaSECRET123"})
+    cfg = config.load(
+        None,
+        environ={"VOICED_CONFIG": str(tmp_path / "none.toml"), "VOICED_API_KEY": "AIzaSECRET123"},
+    )
     assert cfg.api_key.reveal() == "AIzaSECRET123"
     text = config.to_toml(cfg)
     assert "AIzaSECRET123" not in text and "api key: set (redacted)" in text
@@ -119,7 +145,8 @@ def test_shipped_example_is_the_generated_one_and_loads_to_defaults(tmp_path: Pa
     shipped = Path(__file__).resolve().parent.parent.parent / "systemd" / "voiced.toml.example"
     assert shipped.read_text() == config.example_toml(), (
         "regenerate: python -c 'from daemon import config; print(config.example_toml(), end=\"\")'"
-        " > systemd/voiced.toml.example")
+        " > systemd/voiced.toml.example"
+    )
     assert config.load(shipped, environ={}).sections == config.parse({}, environ={}).sections
     # Every key of every section is documented in it.
     for name, target in config.SECTIONS.items():
@@ -133,7 +160,9 @@ def test_shipped_example_is_the_generated_one_and_loads_to_defaults(tmp_path: Pa
 
 
 @pytest.mark.parametrize("content", [b"\xff\xfe", "directory"])
-def test_an_unreadable_credential_is_a_config_error_without_its_content(tmp_path: Path, content) -> None:
+def test_an_unreadable_credential_is_a_config_error_without_its_content(
+    tmp_path: Path, content
+) -> None:
     if content == "directory":
         (tmp_path / "api-key").mkdir()
     else:
@@ -148,4 +177,9 @@ def test_an_unreadable_credential_is_a_config_error_without_its_content(tmp_path
 
 def test_a_credential_is_stripped(tmp_path: Path) -> None:
     (tmp_path / "api-key").write_text("  the-key\n")
-    assert config.resolve_api_key(config.LiveSettings(), {"CREDENTIALS_DIRECTORY": str(tmp_path)}).reveal() == "the-key"
+    assert (
+        config.resolve_api_key(
+            config.LiveSettings(), {"CREDENTIALS_DIRECTORY": str(tmp_path)}
+        ).reveal()
+        == "the-key"
+    )

@@ -34,11 +34,14 @@ def _wait_saved_handle(state_dir: Path, after_text: str, timeout: float = 10.0) 
         if snap.get("handle") and any(h["text"] == after_text for h in snap["history"]):
             return snap["handle"]
         time.sleep(0.02)
-    raise AssertionError(f"no handle after {after_text!r} saved in {state_dir}: {_saved(state_dir)}")
+    raise AssertionError(
+        f"no handle after {after_text!r} saved in {state_dir}: {_saved(state_dir)}"
+    )
 
 
 def test_kill_9_mid_conversation_then_restart_resumes_the_same_session(
-        tmp_path: Path, manager: Manager, live: Any, spawn: Any) -> None:
+    tmp_path: Path, manager: Manager, live: Any, spawn: Any
+) -> None:
     cfg = write_config(tmp_path / "voiced.toml", tmp_path)
     first = spawn(cfg, live.endpoint(), manager)
     first.wait_control()
@@ -61,8 +64,9 @@ def test_kill_9_mid_conversation_then_restart_resumes_the_same_session(
     st = second.wait_status(lambda s: s["state"] == "idle")
     assert st["resumes"] == 1 and st["sessions"] == 0, st
     assert second.control("say", text="what number did I ask you to remember")["ok"]
-    turns = live.thread.run(live.wait_turns(2, session=live.sessions[0], timeout=HANG_CAP),
-                            HANG_CAP + 5)
+    turns = live.thread.run(
+        live.wait_turns(2, session=live.sessions[0], timeout=HANG_CAP), HANG_CAP + 5
+    )
     texts = [t.text for t in turns if not t.rolled_back]
     assert texts[0] == "remember the number forty-two"
     assert texts[-1] == "what number did I ask you to remember"
@@ -74,7 +78,8 @@ def test_kill_9_mid_conversation_then_restart_resumes_the_same_session(
 
 
 def test_a_corrupt_state_file_means_a_clean_start_with_a_warning(
-        tmp_path: Path, manager: Manager, live: Any, spawn: Any) -> None:
+    tmp_path: Path, manager: Manager, live: Any, spawn: Any
+) -> None:
     state = tmp_path / "state"
     state.mkdir()
     (state / "state.json").write_bytes(b'{"format": "voiced-state", "version": 1, "sha2\x00\xff')
@@ -97,7 +102,8 @@ def test_a_corrupt_state_file_means_a_clean_start_with_a_warning(
 
 
 def test_control_commands_change_what_the_server_sees(
-        tmp_path: Path, live: Any, spawn: Any) -> None:
+    tmp_path: Path, live: Any, spawn: Any
+) -> None:
     cfg = write_config(tmp_path / "voiced.toml", tmp_path)
     d = spawn(cfg, live.endpoint(), None, watchdog_usec=None)
     d.wait_control()
@@ -128,9 +134,15 @@ def test_control_commands_change_what_the_server_sees(
     print("\n" + report)
 
     assert d.control("new-session")["ok"]
-    live.thread.run(live.wait_for(lambda: len(live.sessions) == 2
-                                  and live.sessions[1].connections
-                                  and live.sessions[1].connections[0].setup_completed_at))
+    live.thread.run(
+        live.wait_for(
+            lambda: (
+                len(live.sessions) == 2
+                and live.sessions[1].connections
+                and live.sessions[1].connections[0].setup_completed_at
+            )
+        )
+    )
     fresh = live.sessions[1]
     assert not fresh.connections[0].resumed
     assert not any("alpha" in text or "Ada" in text for _, text in fresh.history)
@@ -141,7 +153,8 @@ def test_control_commands_change_what_the_server_sees(
 
 
 def test_a_clean_restart_while_idle_resumes_the_same_session(
-        tmp_path: Path, live: Any, spawn: Any) -> None:
+    tmp_path: Path, live: Any, spawn: Any
+) -> None:
     """``systemctl restart``: SIGTERM persists the newest handle; the next run resumes."""
     cfg = write_config(tmp_path / "voiced.toml", tmp_path)
     first = spawn(cfg, live.endpoint(), None, watchdog_usec=None)

@@ -29,7 +29,8 @@ def _saved(state: Path, text: str, timeout: float = 15.0) -> dict[str, Any]:
 
 
 def test_a_restart_with_the_embedded_server_restores_the_conversation_without_a_refusal(
-        tmp_path: Path, spawn: Any) -> None:
+    tmp_path: Path, spawn: Any
+) -> None:
     cfg = write_config(tmp_path / "voiced.toml", tmp_path)
     first = spawn(cfg, "local", None, watchdog_usec=None)
     first.wait_control()

@@ -19,9 +19,11 @@ LIVE = LiveSettings()
 def test_auto_is_gemini_with_a_key_and_the_local_server_without() -> None:
     with_key = resolve(LIVE, KEY)
     assert with_key.kind == "gemini" and not with_key.simulated
-    assert with_key.endpoint.url == ("wss://generativelanguage.googleapis.com/ws/google.ai."
-                                     "generativelanguage.v1beta.GenerativeService."
-                                     "BidiGenerateContent")
+    assert with_key.endpoint.url == (
+        "wss://generativelanguage.googleapis.com/ws/google.ai."
+        "generativelanguage.v1beta.GenerativeService."
+        "BidiGenerateContent"
+    )
     assert dict(with_key.endpoint.headers) == {"x-goog-api-key": "AIzaSyEXAMPLEKEY"}
     assert "AIzaSyEXAMPLEKEY" not in repr(with_key)
     without = resolve(LIVE, None)
@@ -41,21 +43,28 @@ def test_api_version_goes_into_the_gemini_path() -> None:
     assert ".v1alpha.GenerativeService.BidiGenerateContent" in t.endpoint.url
 
 
-@pytest.mark.parametrize("url,expected", [
-    ("ws://127.0.0.1:9000", "ws://127.0.0.1:9000" + gemini_path()),
-    ("ws://localhost:9000/", "ws://localhost:9000" + gemini_path()),
-    ("ws://[::1]:9000/ws/google.cloud.aiplatform.v1beta1.LlmBidiService/BidiGenerateContent",
-     "ws://[::1]:9000/ws/google.cloud.aiplatform.v1beta1.LlmBidiService/BidiGenerateContent"),
-    ("wss://live.example.org/proxy", "wss://live.example.org/proxy" + gemini_path()),
-])
+@pytest.mark.parametrize(
+    "url,expected",
+    [
+        ("ws://127.0.0.1:9000", "ws://127.0.0.1:9000" + gemini_path()),
+        ("ws://localhost:9000/", "ws://localhost:9000" + gemini_path()),
+        (
+            "ws://[::1]:9000/ws/google.cloud.aiplatform.v1beta1.LlmBidiService/BidiGenerateContent",
+            "ws://[::1]:9000/ws/google.cloud.aiplatform.v1beta1.LlmBidiService/BidiGenerateContent",
+        ),
+        ("wss://live.example.org/proxy", "wss://live.example.org/proxy" + gemini_path()),
+    ],
+)
 def test_custom_urls(url: str, expected: str) -> None:
     t = resolve(replace(LIVE, endpoint=url), KEY)
     assert t.kind == "custom" and t.endpoint.url == expected
     assert t.api == ("vertex" if "LlmBidiService" in url else "gemini")
 
 
-@pytest.mark.parametrize("url", ["ws://192.0.2.1:9000", "ws://example.com/ws/x",
-                                 "ws://10.0.0.2", "ws://127.0.0.1.example.com"])
+@pytest.mark.parametrize(
+    "url",
+    ["ws://192.0.2.1:9000", "ws://example.com/ws/x", "ws://10.0.0.2", "ws://127.0.0.1.example.com"],
+)
 def test_plain_ws_is_for_loopback_only(url: str) -> None:
     with pytest.raises(ConfigError) as info:
         resolve(replace(LIVE, endpoint=url), KEY)
@@ -81,18 +90,25 @@ def test_vertex_express_mode_uses_the_key_and_the_global_host() -> None:
 
 
 def test_vertex_with_google_credentials_sends_a_bearer_token_and_a_full_model_name() -> None:
-    creds = Credentials(token="ya29.TOKEN",
-                        expiry=datetime.datetime.utcnow() + datetime.timedelta(hours=1),
-                        quota_project_id="billing-proj")
+    creds = Credentials(
+        token="ya29.TOKEN",
+        expiry=datetime.datetime.utcnow() + datetime.timedelta(hours=1),
+        quota_project_id="billing-proj",
+    )
     live = replace(LIVE, endpoint="vertex", project="my-proj", location="europe-west4")
     t = resolve(live, None, credentials=creds)
-    assert t.endpoint.url == ("wss://europe-west4-aiplatform.googleapis.com/ws/google.cloud."
-                              "aiplatform.v1beta1.LlmBidiService/BidiGenerateContent")
-    assert dict(t.endpoint.headers) == {"Authorization": "Bearer ya29.TOKEN",
-                                        "x-goog-user-project": "billing-proj"}
+    assert t.endpoint.url == (
+        "wss://europe-west4-aiplatform.googleapis.com/ws/google.cloud."
+        "aiplatform.v1beta1.LlmBidiService/BidiGenerateContent"
+    )
+    assert dict(t.endpoint.headers) == {
+        "Authorization": "Bearer ya29.TOKEN",
+        "x-goog-user-project": "billing-proj",
+    }
     assert "ya29" not in repr(t)
-    assert t.model == ("projects/my-proj/locations/europe-west4/publishers/google/models/"
-                       "gemini-3.8-live")
+    assert t.model == (
+        "projects/my-proj/locations/europe-west4/publishers/google/models/gemini-3.8-live"
+    )
 
 
 def test_vertex_without_key_or_project_names_the_project() -> None:
@@ -101,9 +117,14 @@ def test_vertex_without_key_or_project_names_the_project() -> None:
     assert info.value.key == "live.project"
 
 
-@pytest.mark.parametrize("location,host", [
-    ("us", "aiplatform.us.rep.googleapis.com"), ("eu", "aiplatform.eu.rep.googleapis.com"),
-    ("global", "aiplatform.googleapis.com"), ("us-central1", "us-central1-aiplatform.googleapis.com"),
-])
+@pytest.mark.parametrize(
+    "location,host",
+    [
+        ("us", "aiplatform.us.rep.googleapis.com"),
+        ("eu", "aiplatform.eu.rep.googleapis.com"),
+        ("global", "aiplatform.googleapis.com"),
+        ("us-central1", "us-central1-aiplatform.googleapis.com"),
+    ],
+)
 def test_vertex_hosts(location: str, host: str) -> None:
     assert vertex_url(location).startswith(f"wss://{host}/ws/google.cloud.aiplatform.v1beta1.")

@@ -52,6 +52,7 @@ class Events:
 
 # -- which factory -----------------------------------------------------------------------
 
+
 def test_gpio_section_defaults_to_lgpio_with_the_chip_found_by_label():
     cfg = config.parse({})
     assert cfg.gpio == GpioSettings(pin_factory="lgpio", chip="auto", retry_max=30.0)
@@ -111,6 +112,7 @@ def test_permission_denied_names_the_node_and_the_group():
             os.setgid(65534)
             os.setuid(65534)
             from hw.gpio import _diagnose
+
             os.write(write, _diagnose(node, OSError("can not open gpiochip")).encode())
         finally:
             os._exit(0)
@@ -134,6 +136,7 @@ def test_a_missing_factory_package_is_a_config_error():
 
 # -- kept open: lost, retried, restored --------------------------------------------------
 
+
 def test_gpio_reports_the_missing_chip_retries_and_drives_button_and_led_once_it_appears():
     """The first tries go through the real lgpio factory (no chip here); then the chip
     "appears" (a mock factory stands in for it): DeviceRestored, the LED shows what it was
@@ -149,14 +152,22 @@ def test_gpio_reports_the_missing_chip_retries_and_drives_button_and_led_once_it
         return mock
 
     events = Events()
-    gpio = Gpio(GpioSettings(chip=ABSENT_CHIP, retry_max=1.0), ButtonSettings(), LedSettings(),
-                events, retry_initial=0.05, opener=opener)
+    gpio = Gpio(
+        GpioSettings(chip=ABSENT_CHIP, retry_max=1.0),
+        ButtonSettings(),
+        LedSettings(),
+        events,
+        retry_initial=0.05,
+        opener=opener,
+    )
     try:
         gpio.start()
         lost = events.wait_for(DeviceLost)
         assert lost.kind == "gpio" and lost.name == f"/dev/gpiochip{ABSENT_CHIP}"
-        assert lost.reason.startswith(f"/dev/gpiochip{ABSENT_CHIP} not found — is this a "
-                                      "Raspberry Pi? (button and LED off; retrying")
+        assert lost.reason.startswith(
+            f"/dev/gpiochip{ABSENT_CHIP} not found — is this a "
+            "Raspberry Pi? (button and LED off; retrying"
+        )
         assert not gpio.is_open and gpio.problem
         gpio.show(frozenset({DeviceState.IDLE, DeviceState.ERROR}))
         assert gpio.shown is DeviceState.ERROR  # what it would show
@@ -187,8 +198,9 @@ def test_gpio_reports_the_missing_chip_retries_and_drives_button_and_led_once_it
 
 def test_gpio_close_stops_the_retrying():
     events = Events()
-    gpio = Gpio(GpioSettings(chip=ABSENT_CHIP), ButtonSettings(), LedSettings(), events,
-                retry_initial=0.02)
+    gpio = Gpio(
+        GpioSettings(chip=ABSENT_CHIP), ButtonSettings(), LedSettings(), events, retry_initial=0.02
+    )
     gpio.start()
     events.wait_for(DeviceLost)
     started = time.monotonic()
@@ -199,28 +211,42 @@ def test_gpio_close_stops_the_retrying():
 
 # -- the daemon without GPIO -------------------------------------------------------------
 
+
 def test_voiced_run_hw_pi_without_gpio_prints_one_line_and_keeps_serving(
-        tmp_path: Path, manager: Manager, live: Any, spawn: Any,
-        pulse_server: Pulse) -> None:
+    tmp_path: Path, manager: Manager, live: Any, spawn: Any, pulse_server: Pulse
+) -> None:
     """No gpiochip here: one line naming it, no traceback, READY, and the voice path
     works from the control socket (ptt) while GPIO is retried."""
     if Path("/dev/gpiochip0").exists():
         pytest.skip("this machine has GPIO")
-    cfg = write_config(tmp_path / "voiced.toml", tmp_path,
-                       '[mic]\ndevice = "vmic"\nfallback_to_default = false\n'
-                       '[speaker]\ndevice = "vspk"\nfallback_to_default = false\n', hw="pi")
+    cfg = write_config(
+        tmp_path / "voiced.toml",
+        tmp_path,
+        '[mic]\ndevice = "vmic"\nfallback_to_default = false\n'
+        '[speaker]\ndevice = "vspk"\nfallback_to_default = false\n',
+        hw="pi",
+    )
     env = {k: "" for k in ("GPIOZERO_PIN_FACTORY", "GPIOZERO_MOCK_PIN_CLASS")}
-    d = spawn(cfg, live.endpoint(), manager, env={**pulse_server.overrides, **env},
-              extra_args=("--hw", "pi"))
+    d = spawn(
+        cfg,
+        live.endpoint(),
+        manager,
+        env={**pulse_server.overrides, **env},
+        extra_args=("--hw", "pi"),
+    )
     manager.wait("READY=1", timeout=20)
     d.wait_control()
     st = d.wait_status(lambda s: s.get("gpio", "").startswith("off"))
     assert st["gpio"].startswith("off: /dev/gpiochip0 not found"), st
     assert "GPIO: /dev/gpiochip0 not found" in (st["last_error"] or "")
     assert "error" in st["states"]
-    report = subprocess.run([sys.executable, "-m", "daemon", "status", "--runtime-dir",
-                             str(d.runtime)], capture_output=True, text=True, timeout=30,
-                            cwd=Path(__file__).resolve().parents[2])
+    report = subprocess.run(
+        [sys.executable, "-m", "daemon", "status", "--runtime-dir", str(d.runtime)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=Path(__file__).resolve().parents[2],
+    )
     assert "gpio off: /dev/gpiochip0 not found" in report.stdout, report
     assert d.control("ptt", action="start")["ok"]
     time.sleep(0.5)
@@ -231,27 +257,41 @@ def test_voiced_run_hw_pi_without_gpio_prints_one_line_and_keeps_serving(
     log = d.log()
     # One journal line says it; the "ready:" line is the STATUS= text, which carries it as
     # the last error on purpose (systemctl status shows why the LED is dark).
-    chip_lines = [line for line in log.splitlines()
-                  if "/dev/gpiochip" in line and "daemon.app.run: ready: " not in line]
+    chip_lines = [
+        line
+        for line in log.splitlines()
+        if "/dev/gpiochip" in line and "daemon.app.run: ready: " not in line
+    ]
     assert len(chip_lines) == 1, log
-    assert re.search(r"/dev/gpiochip0 not found — is this a Raspberry Pi\? \(button and LED "
-                     r"off; retrying", chip_lines[0]), chip_lines
+    assert re.search(
+        r"/dev/gpiochip0 not found — is this a Raspberry Pi\? \(button and LED "
+        r"off; retrying",
+        chip_lines[0],
+    ), chip_lines
     assert "Traceback" not in log and "Unable to load any default pin factory" not in log
     print(f"\n{chip_lines[0]}")
 
 
 def test_a_config_error_blinks_the_led_of_the_configured_hardware_without_hw_flag(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     """Under the unit there is no --hw: the error LED follows [service] hw of the file."""
     repo = Path(__file__).resolve().parents[2]
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(repo)}
     results = {}
     for hw in ("pi", "sim"):
         cfg = tmp_path / f"{hw}.toml"
-        cfg.write_text(f'[service]\nhw = "{hw}"\n[gpio]\npin_factory = "mock"\n'
-                       '[button]\npin = 40\n')
-        results[hw] = subprocess.run([sys.executable, "-m", "daemon", "run", "--config", str(cfg)],
-                                     cwd=repo, env=env, capture_output=True, text=True, timeout=60)
+        cfg.write_text(
+            f'[service]\nhw = "{hw}"\n[gpio]\npin_factory = "mock"\n[button]\npin = 40\n'
+        )
+        results[hw] = subprocess.run(
+            [sys.executable, "-m", "daemon", "run", "--config", str(cfg)],
+            cwd=repo,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     for hw, result in results.items():
         assert result.returncode == 78, (hw, result.stderr)
         assert "config button.pin = 40: must be a BCM pin 0..27" in result.stderr

@@ -15,14 +15,26 @@ from testing.pulse import Pulse
 from tests.app.conftest import Manager, write_config
 
 
-def test_run_with_pyaudio_devices_by_name(tmp_path: Path, manager: Manager, live: Any,
-                                          spawn: Any, pulse_server: Pulse,
-                                          speech: dict[int, bytes]) -> None:
-    cfg = write_config(tmp_path / "voiced.toml", tmp_path,
-                       '[mic]\ndevice = "vmic"\nfallback_to_default = false\n'
-                       '[speaker]\ndevice = "vspk"\nfallback_to_default = false\n', hw="pi")
-    env = {**pulse_server.overrides, "GPIOZERO_PIN_FACTORY": "mock",
-           "GPIOZERO_MOCK_PIN_CLASS": "mockpwmpin"}
+def test_run_with_pyaudio_devices_by_name(
+    tmp_path: Path,
+    manager: Manager,
+    live: Any,
+    spawn: Any,
+    pulse_server: Pulse,
+    speech: dict[int, bytes],
+) -> None:
+    cfg = write_config(
+        tmp_path / "voiced.toml",
+        tmp_path,
+        '[mic]\ndevice = "vmic"\nfallback_to_default = false\n'
+        '[speaker]\ndevice = "vspk"\nfallback_to_default = false\n',
+        hw="pi",
+    )
+    env = {
+        **pulse_server.overrides,
+        "GPIOZERO_PIN_FACTORY": "mock",
+        "GPIOZERO_MOCK_PIN_CLASS": "mockpwmpin",
+    }
     recorder = pulse_server.record_speaker(24000)
     d = spawn(cfg, live.endpoint(), manager, env=env, extra_args=("--hw", "pi"))
     ready = manager.wait("READY=1", timeout=20)
@@ -42,10 +54,12 @@ def test_run_with_pyaudio_devices_by_name(tmp_path: Path, manager: Manager, live
     assert turns[0].source == "activity" and seconds * 0.8 < heard < seconds + 2.0, (heard, seconds)
     d.wait_status(lambda s: s["replies"] == 1 and s["state"] == "idle", timeout=30)
     played = np.frombuffer(recorder.stop(), dtype="<i2").astype(np.float64)
-    loud = np.sqrt(np.mean(played ** 2)) if len(played) else 0.0
-    print(f"\n--hw pi: turn of {seconds:.2f} s speech heard as {heard:.2f} s (pre-roll and "
-          f"release margin included); speaker recorded {len(played) / 24000:.1f} s, "
-          f"rms {loud:.0f}")
+    loud = np.sqrt(np.mean(played**2)) if len(played) else 0.0
+    print(
+        f"\n--hw pi: turn of {seconds:.2f} s speech heard as {heard:.2f} s (pre-roll and "
+        f"release margin included); speaker recorded {len(played) / 24000:.1f} s, "
+        f"rms {loud:.0f}"
+    )
     assert loud > 100, "the reply was not played on vspk"
     d.signal(signal.SIGTERM)
     assert d.wait() == 0

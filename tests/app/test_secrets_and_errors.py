@@ -24,8 +24,9 @@ def _dump(pid: int, what: str) -> bytes:
 
 
 @pytest.mark.parametrize("source", ["credential", "key_file", "environment"])
-def test_a_known_key_leaves_no_trace(tmp_path: Path, manager: Manager, spawn: Any,
-                                     source: str) -> None:
+def test_a_known_key_leaves_no_trace(
+    tmp_path: Path, manager: Manager, spawn: Any, source: str
+) -> None:
     key = KEY_PREFIX + secrets.token_urlsafe(24)
     with live_server(api_keys={key}) as live:
         extra, env = "", {}
@@ -55,22 +56,27 @@ def test_a_known_key_leaves_no_trace(tmp_path: Path, manager: Manager, spawn: An
         dumps = {
             "cmdline": _dump(d.pid, "cmdline"),
             "environ": _dump(d.pid, "environ"),
-            "control status": json.dumps(status).encode() + format_report(status["status"]).encode(),
+            "control status": json.dumps(status).encode()
+            + format_report(status["status"]).encode(),
             "notify": "\n".join(line for _, line in manager.lines()).encode(),
         }
         d.signal(signal.SIGTERM)
         assert d.wait() == 0
         dumps["log"] = d.log_path.read_bytes()
         dumps["state"] = (tmp_path / "state" / "state.json").read_bytes()
-        shown = subprocess.run([sys.executable, "-m", "daemon", "config", "--config", str(cfg)],
-                               cwd=REPO, env={**env, "PATH": "/usr/bin:/bin"},
-                               capture_output=True, check=True)
+        shown = subprocess.run(
+            [sys.executable, "-m", "daemon", "config", "--config", str(cfg)],
+            cwd=REPO,
+            env={**env, "PATH": "/usr/bin:/bin"},
+            capture_output=True,
+            check=True,
+        )
         dumps["voiced config"] = shown.stdout + shown.stderr
     assert b"api key: set (redacted)" in dumps["voiced config"]
     assert b"DEBUG" in dumps["log"] and b"STATUS=" in dumps["notify"]
     for what, data in dumps.items():
         assert key.encode() not in data, f"the API key leaked into {what}"
-        assert key[len(KEY_PREFIX):][:16].encode() not in data, f"part of the key in {what}"
+        assert key[len(KEY_PREFIX) :][:16].encode() not in data, f"part of the key in {what}"
     if source == "environment":
         # Moved out by a re-exec (same PID): /proc/<pid>/environ is the start-up environment.
         assert b"VOICED_API_KEY=" not in dumps["environ"]
@@ -80,11 +86,28 @@ def test_a_known_key_leaves_no_trace(tmp_path: Path, manager: Manager, spawn: An
 def _run_expecting_78(tmp_path: Path, toml: str, *args: str, one_line: bool = True) -> str:
     cfg = tmp_path / "bad.toml"
     cfg.write_text(toml)
-    proc = subprocess.run([sys.executable, "-m", "daemon", "run", "--config", str(cfg),
-                           "--hw", "sim", "--state-dir", str(tmp_path / "s"),
-                           "--runtime-dir", str(tmp_path / "r"), *args],
-                          cwd=REPO, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)},
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "daemon",
+            "run",
+            "--config",
+            str(cfg),
+            "--hw",
+            "sim",
+            "--state-dir",
+            str(tmp_path / "s"),
+            "--runtime-dir",
+            str(tmp_path / "r"),
+            *args,
+        ],
+        cwd=REPO,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 78, (proc.returncode, proc.stdout, proc.stderr)
     lines = proc.stderr.strip().splitlines()
     assert lines[-1].startswith("voiced: "), proc.stderr
@@ -93,28 +116,39 @@ def _run_expecting_78(tmp_path: Path, toml: str, *args: str, one_line: bool = Tr
     return proc.stderr
 
 
-@pytest.mark.parametrize("toml,args,named", [
-    ("", ("--endpoint", "ws://example.com/ws/x"), "live.endpoint"),
-    ("", ("--endpoint", "htp://typo"), "--endpoint"),
-    ('[live]\nendpoint = "ws://192.0.2.7:9000"\n', (), "live.endpoint"),
-    ('[live]\nendpoint = "gemini"\n', (), "live.endpoint"),
-    ('[live]\nendpoint = "smoke-signals"\n', (), "live.endpoint"),
-    ('[live]\nkey_file = "/nonexistent/key"\n', (), "live.key_file"),
-    ("[button]\npin = 99\n", (), "button.pin"),
-    ("[mic]\nloudness = 11\n", (), "mic.loudness"),
-    ("[live\n", (), "bad.toml"),
-    ('[live]\nendpoint = "vertex"\nproject = ""\n', (), "live.project"),
-])
-def test_fatal_config_errors_exit_78_naming_the_key(tmp_path: Path, toml: str,
-                                                    args: tuple[str, ...], named: str) -> None:
+@pytest.mark.parametrize(
+    "toml,args,named",
+    [
+        ("", ("--endpoint", "ws://example.com/ws/x"), "live.endpoint"),
+        ("", ("--endpoint", "htp://typo"), "--endpoint"),
+        ('[live]\nendpoint = "ws://192.0.2.7:9000"\n', (), "live.endpoint"),
+        ('[live]\nendpoint = "gemini"\n', (), "live.endpoint"),
+        ('[live]\nendpoint = "smoke-signals"\n', (), "live.endpoint"),
+        ('[live]\nkey_file = "/nonexistent/key"\n', (), "live.key_file"),
+        ("[button]\npin = 99\n", (), "button.pin"),
+        ("[mic]\nloudness = 11\n", (), "mic.loudness"),
+        ("[live\n", (), "bad.toml"),
+        ('[live]\nendpoint = "vertex"\nproject = ""\n', (), "live.project"),
+    ],
+)
+def test_fatal_config_errors_exit_78_naming_the_key(
+    tmp_path: Path, toml: str, args: tuple[str, ...], named: str
+) -> None:
     err = _run_expecting_78(tmp_path, toml, *args)
     assert named in err, err
     assert "Traceback" not in err
 
 
 def test_a_missing_sim_mic_file_is_a_fatal_device_error(tmp_path: Path) -> None:
-    err = _run_expecting_78(tmp_path, "", "--endpoint", "ws://127.0.0.1:9/",
-                            "--mic-wav", str(tmp_path / "none.wav"), one_line=False)
+    err = _run_expecting_78(
+        tmp_path,
+        "",
+        "--endpoint",
+        "ws://127.0.0.1:9/",
+        "--mic-wav",
+        str(tmp_path / "none.wav"),
+        one_line=False,
+    )
     assert "device error" in err and "none.wav" in err
 
 

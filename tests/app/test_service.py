@@ -20,7 +20,8 @@ def _gaps(times: list[float]) -> list[float]:
 
 
 def test_ready_status_watchdog_then_sigterm_closes_1000_and_exits_0(
-        tmp_path: Path, manager: Manager, live: Any, spawn: Any) -> None:
+    tmp_path: Path, manager: Manager, live: Any, spawn: Any
+) -> None:
     cfg = write_config(tmp_path / "voiced.toml", tmp_path)
     t_spawn = time.monotonic()
     d = spawn(cfg, live.endpoint(), manager)
@@ -36,11 +37,15 @@ def test_ready_status_watchdog_then_sigterm_closes_1000_and_exits_0(
     pings = manager.times("WATCHDOG=1", after=ready)
     gaps = _gaps(pings)
     interval = WATCHDOG_USEC / 2 / 1e6
-    print(f"\nstart: READY=1 {ready - t_spawn:.2f} s after exec, setupComplete by "
-          f"{t_live - t_spawn:.2f} s")
-    print(f"watchdog: {len(pings)} pings in {pings[-1] - pings[0]:.2f} s; gap median "
-          f"{statistics.median(gaps):.3f} s, max {max(gaps):.3f} s (interval {interval} s, "
-          f"timeout {WATCHDOG_USEC / 1e6} s)")
+    print(
+        f"\nstart: READY=1 {ready - t_spawn:.2f} s after exec, setupComplete by "
+        f"{t_live - t_spawn:.2f} s"
+    )
+    print(
+        f"watchdog: {len(pings)} pings in {pings[-1] - pings[0]:.2f} s; gap median "
+        f"{statistics.median(gaps):.3f} s, max {max(gaps):.3f} s (interval {interval} s, "
+        f"timeout {WATCHDOG_USEC / 1e6} s)"
+    )
     assert len(pings) >= 4
     assert max(gaps) < WATCHDOG_USEC / 1e6, "systemd would have killed a healthy daemon"
     assert min(gaps) > interval / 2, "pinging far more often than asked"
@@ -58,14 +63,15 @@ def test_ready_status_watchdog_then_sigterm_closes_1000_and_exits_0(
     print(f"SIGTERM → exit in {time.monotonic() - t_term:.2f} s")
     closed = live.thread.run(live.wait_closed(1))
     assert closed[0].close_code == 1000 and closed[0].closed_by == "client"
-    state = (tmp_path / "state" / "state.json")
+    state = tmp_path / "state" / "state.json"
     assert state.exists() and "what is the time" in state.read_text()
     assert not (tmp_path / "run" / "control.sock").exists()
     assert "WATCHDOG=1" not in [line for t, line in manager.lines() if t > t_term + 1.0]
 
 
 def test_watchdog_pings_stop_when_the_loop_or_the_mic_is_wedged(
-        tmp_path: Path, manager: Manager, live: Any, spawn: Any) -> None:
+    tmp_path: Path, manager: Manager, live: Any, spawn: Any
+) -> None:
     cfg = write_config(tmp_path / "voiced.toml", tmp_path, debug_commands=True)
     d = spawn(cfg, live.endpoint(), manager)
     manager.wait("READY=1")
@@ -80,8 +86,10 @@ def test_watchdog_pings_stop_when_the_loop_or_the_mic_is_wedged(
     during = [t for t in manager.times("WATCHDOG=1") if t0 + 0.2 < t < t1 - 0.1]
     assert before and not during, (before[-3:], during)
     resumed = manager.wait("WATCHDOG=1", after=t1, timeout=5.0)
-    print(f"\nloop wedged {t1 - t0:.2f} s: last ping {t0 - before[-1]:.2f} s before, "
-          f"next {resumed - t1:.2f} s after")
+    print(
+        f"\nloop wedged {t1 - t0:.2f} s: last ping {t0 - before[-1]:.2f} s before, "
+        f"next {resumed - t1:.2f} s after"
+    )
     # 2. The loop runs but the mic delivers nothing and nobody reported it lost:
     #    the gate withholds pings (mic_limit 5 s) so systemd restarts us.
     t2 = time.monotonic()
@@ -97,8 +105,7 @@ def test_watchdog_pings_stop_when_the_loop_or_the_mic_is_wedged(
     assert d.wait() == 0
 
 
-def test_debug_commands_are_unknown_unless_enabled(
-        tmp_path: Path, live: Any, spawn: Any) -> None:
+def test_debug_commands_are_unknown_unless_enabled(tmp_path: Path, live: Any, spawn: Any) -> None:
     cfg = write_config(tmp_path / "voiced.toml", tmp_path)
     d = spawn(cfg, live.endpoint(), None, watchdog_usec=None)
     d.wait_control()
@@ -109,7 +116,8 @@ def test_debug_commands_are_unknown_unless_enabled(
 
 
 def test_sighup_reloads_and_applies_a_new_instruction_mid_conversation(
-        tmp_path: Path, manager: Manager, live: Any, spawn: Any) -> None:
+    tmp_path: Path, manager: Manager, live: Any, spawn: Any
+) -> None:
     path = tmp_path / "voiced.toml"
     write_config(path, tmp_path, extra='[live]\nsystem_instruction = "Be terse."\n')
     d = spawn(path, live.endpoint(), manager)
@@ -125,8 +133,9 @@ def test_sighup_reloads_and_applies_a_new_instruction_mid_conversation(
     reloading = manager.wait("RELOADING=1", after=t)
     ready_again = manager.wait("READY=1", after=reloading)
     assert ready_again >= reloading
-    live.thread.run(live.wait_for(
-        lambda: live.sessions[0].system_instruction == "Speak like a pirate."))
+    live.thread.run(
+        live.wait_for(lambda: live.sessions[0].system_instruction == "Speak like a pirate.")
+    )
     # Same session, same connection: applied mid-conversation, not by a restart.
     assert len(live.sessions) == 1 and len(live.connections) == 1
     assert d.control("say", text="second question")["ok"]
@@ -135,15 +144,19 @@ def test_sighup_reloads_and_applies_a_new_instruction_mid_conversation(
     assert "system instruction changed" in d.log()
     d.signal(signal.SIGTERM)
     assert d.wait() == 0
-    print(f"\nSIGHUP → RELOADING {reloading - t:.3f} s → READY {ready_again - t:.3f} s "
-          f"(scale {SCALE})")
+    print(
+        f"\nSIGHUP → RELOADING {reloading - t:.3f} s → READY {ready_again - t:.3f} s "
+        f"(scale {SCALE})"
+    )
 
 
 def test_a_broken_notify_socket_never_kills_the_daemon(
-        tmp_path: Path, live: Any, spawn: Any) -> None:
+    tmp_path: Path, live: Any, spawn: Any
+) -> None:
     cfg = write_config(tmp_path / "voiced.toml", tmp_path)
-    d = spawn(cfg, live.endpoint(), None,
-              env={"NOTIFY_SOCKET": str(tmp_path / "nobody-listens.sock")})
+    d = spawn(
+        cfg, live.endpoint(), None, env={"NOTIFY_SOCKET": str(tmp_path / "nobody-listens.sock")}
+    )
     d.wait_control()
     assert d.control("say", text="still alive?")["ok"]
     live.thread.run(live.wait_turns(1))
@@ -156,7 +169,8 @@ def test_a_broken_notify_socket_never_kills_the_daemon(
 
 @pytest.mark.parametrize("moment", ["mid-turn", "mid-reply"])
 def test_sigterm_mid_turn_or_mid_reply_closes_1000_persists_and_exits_0(
-        tmp_path: Path, manager: Manager, live: Any, spawn: Any, moment: str) -> None:
+    tmp_path: Path, manager: Manager, live: Any, spawn: Any, moment: str
+) -> None:
     cfg = write_config(tmp_path / "voiced.toml", tmp_path)
     d = spawn(cfg, live.endpoint(), manager)
     d.wait_control()

@@ -39,10 +39,10 @@ def test_ready_and_watchdog_while_offline(tmp_path: Path, manager: Manager, spaw
     assert d.wait() == 0
 
 
-def test_local_endpoint_runs_the_embedded_server_and_warns(tmp_path: Path, manager: Manager,
-                                                           spawn: Any) -> None:
-    cfg = write_config(tmp_path / "voiced.toml", tmp_path,
-                       f"[live]\nlocal_time_scale = {SCALE}\n")
+def test_local_endpoint_runs_the_embedded_server_and_warns(
+    tmp_path: Path, manager: Manager, spawn: Any
+) -> None:
+    cfg = write_config(tmp_path / "voiced.toml", tmp_path, f"[live]\nlocal_time_scale = {SCALE}\n")
     d = spawn(cfg, None, manager, extra_args=())  # endpoint "auto" and no key: local
     manager.wait("READY=1")
     d.wait_control()
@@ -56,17 +56,31 @@ def test_local_endpoint_runs_the_embedded_server_and_warns(tmp_path: Path, manag
 
 
 def test_a_saved_conversation_past_its_handle_lifetime_is_restored_into_a_fresh_session(
-        tmp_path: Path, live: Any, spawn: Any) -> None:
+    tmp_path: Path, live: Any, spawn: Any
+) -> None:
     state = tmp_path / "state"
     state.mkdir()
-    history = [{"role": "user", "text": "My cat is called Miso.", "kind": "voice"},
-               {"role": "model", "text": "What a lovely name for a cat.", "kind": "voice"}]
-    StateStore(state).save({
-        "snapshot": {"handle": "old-handle", "handle_age": 10.0, "session_age": 60.0,
-                     "video_sent": False, "system_instruction": None, "history": history},
-        # Three hours ago in nominal time: past the 2-hour handle lifetime.
-        "saved_at": time.time() - 3 * 3600 / SCALE, "time_scale": SCALE,
-        "server": live.endpoint(), "config_instruction": "x"})
+    history = [
+        {"role": "user", "text": "My cat is called Miso.", "kind": "voice"},
+        {"role": "model", "text": "What a lovely name for a cat.", "kind": "voice"},
+    ]
+    StateStore(state).save(
+        {
+            "snapshot": {
+                "handle": "old-handle",
+                "handle_age": 10.0,
+                "session_age": 60.0,
+                "video_sent": False,
+                "system_instruction": None,
+                "history": history,
+            },
+            # Three hours ago in nominal time: past the 2-hour handle lifetime.
+            "saved_at": time.time() - 3 * 3600 / SCALE,
+            "time_scale": SCALE,
+            "server": live.endpoint(),
+            "config_instruction": "x",
+        }
+    )
     cfg = write_config(tmp_path / "voiced.toml", tmp_path)
     d = spawn(cfg, live.endpoint(), None, watchdog_usec=None)
     conns = live.thread.run(live.wait_connections(1))
@@ -82,8 +96,9 @@ def test_a_saved_conversation_past_its_handle_lifetime_is_restored_into_a_fresh_
     assert d.wait() == 0
 
 
-def test_sighup_with_a_broken_config_keeps_running(tmp_path: Path, manager: Manager, live: Any,
-                                                    spawn: Any) -> None:
+def test_sighup_with_a_broken_config_keeps_running(
+    tmp_path: Path, manager: Manager, live: Any, spawn: Any
+) -> None:
     path = write_config(tmp_path / "voiced.toml", tmp_path)
     d = spawn(path, live.endpoint(), manager)
     manager.wait("READY=1")
@@ -105,14 +120,23 @@ def test_sighup_with_a_broken_config_keeps_running(tmp_path: Path, manager: Mana
 def test_voiced_config_prints_the_effective_configuration(tmp_path: Path) -> None:
     cfg = tmp_path / "v.toml"
     cfg.write_text('[live]\nvoice = "Puck"\n[button]\npin = 17\n')
-    out = subprocess.run([sys.executable, "-m", "daemon", "config", "--config", str(cfg)],
-                         cwd=REPO, env={"PATH": "/usr/bin:/bin", "VOICED_MODEL": "gemini-x"},
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "daemon", "config", "--config", str(cfg)],
+        cwd=REPO,
+        env={"PATH": "/usr/bin:/bin", "VOICED_MODEL": "gemini-x"},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert 'voice = "Puck"' in out and "pin = 17" in out and 'model = "gemini-x"' in out
     assert "[session]" in out and "[service]" in out and "api key: none" in out
     cfg.write_text("[button]\npin = 99\n")
-    bad = subprocess.run([sys.executable, "-m", "daemon", "config", "--config", str(cfg)],
-                         cwd=REPO, capture_output=True, text=True)
+    bad = subprocess.run(
+        [sys.executable, "-m", "daemon", "config", "--config", str(cfg)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 78 and "button.pin" in bad.stderr
 
 

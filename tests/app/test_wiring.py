@@ -44,16 +44,23 @@ def test_pulse_without_a_supervisor_yet_reports_nothing() -> None:
     assert pulse.last_loop_tick is None and pulse.last_mic_frame is None
 
 
-def _keeper(tmp_path: Path, server: str = "wss://a", instruction: str = "configured"
-            ) -> StateKeeper:
-    return StateKeeper(StateStore(tmp_path), server=server, config_instruction=instruction,
-                       time_scale=1.0)
+def _keeper(
+    tmp_path: Path, server: str = "wss://a", instruction: str = "configured"
+) -> StateKeeper:
+    return StateKeeper(
+        StateStore(tmp_path), server=server, config_instruction=instruction, time_scale=1.0
+    )
 
 
 def _snapshot(instruction: str = "instructed later") -> Snapshot:
-    return Snapshot(handle="h1", handle_age=5.0, session_age=30.0, video_sent=False,
-                    system_instruction=instruction,
-                    history=(Entry("user", "hello"), Entry("model", "hi there")))
+    return Snapshot(
+        handle="h1",
+        handle_age=5.0,
+        session_age=30.0,
+        video_sent=False,
+        system_instruction=instruction,
+        history=(Entry("user", "hello"), Entry("model", "hi there")),
+    )
 
 
 def test_keeper_round_trip_resumes_with_the_saved_handle_and_instruction(tmp_path: Path) -> None:
@@ -69,7 +76,8 @@ def test_keeper_round_trip_resumes_with_the_saved_handle_and_instruction(tmp_pat
 
 
 def test_keeper_drops_a_handle_from_another_server_but_keeps_the_conversation(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     keeper = _keeper(tmp_path, server="wss://a")
     keeper.save(_snapshot())
     keeper.close()
@@ -84,7 +92,8 @@ def test_keeper_a_changed_config_instruction_wins_over_the_saved_one(tmp_path: P
     keeper.close()
     edited = SetupConfig(model="gemini-3.8-live", system_instruction="edited in the file")
     session = _keeper(tmp_path, instruction="edited in the file").restore(
-        SessionSettings(), edited, "gemini")
+        SessionSettings(), edited, "gemini"
+    )
     assert session.snapshot().system_instruction == "edited in the file"
 
 

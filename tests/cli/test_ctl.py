@@ -21,16 +21,27 @@ from daemon.runtime import control
 
 
 def voiced(*argv: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "daemon", *argv], capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "daemon", *argv], capture_output=True, text=True, timeout=timeout
+    )
 
 
-@pytest.mark.parametrize("argv", [
-    ("status",), ("status", "--json"), ("say", "what", "time", "is", "it"),
-    ("context", "I am in the kitchen"), ("instruct", "Be brief."), ("ptt", "start"),
-    ("ptt", "stop"), ("new-session",),
-])
-def test_every_command_says_clearly_that_no_daemon_runs(tmp_path: Path, argv: tuple[str, ...]) -> None:
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("status",),
+        ("status", "--json"),
+        ("say", "what", "time", "is", "it"),
+        ("context", "I am in the kitchen"),
+        ("instruct", "Be brief."),
+        ("ptt", "start"),
+        ("ptt", "stop"),
+        ("new-session",),
+    ],
+)
+def test_every_command_says_clearly_that_no_daemon_runs(
+    tmp_path: Path, argv: tuple[str, ...]
+) -> None:
     proc = voiced(*argv, "--runtime-dir", str(tmp_path / "nothing-here"))
     assert proc.returncode == ctl.EXIT_NOT_RUNNING
     assert "no voiced daemon is running" in proc.stderr
@@ -61,10 +72,22 @@ class Target:
         self.calls: list[tuple[str, Any]] = []
 
     def status(self) -> dict[str, Any]:
-        return {"state": "idle", "endpoint": "embedded", "session_age": 754.0,
-                "connection_age": 154.0, "next_resume_in": 356.0, "next_rollover_in": 26.0,
-                "tokens_used": 32768, "context_window": 131072, "turns": 7, "replies": 7,
-                "resumes": 1, "rollovers": 0, "retries": 0, "last_error": None}
+        return {
+            "state": "idle",
+            "endpoint": "embedded",
+            "session_age": 754.0,
+            "connection_age": 154.0,
+            "next_resume_in": 356.0,
+            "next_rollover_in": 26.0,
+            "tokens_used": 32768,
+            "context_window": 131072,
+            "turns": 7,
+            "replies": 7,
+            "resumes": 1,
+            "rollovers": 0,
+            "retries": 0,
+            "last_error": None,
+        }
 
     def say(self, text: str) -> None:
         self.calls.append(("say", text))
@@ -84,6 +107,7 @@ class Target:
 
 def with_control_server(tmp_path: Path, target: Target, body: Callable[[], None]) -> None:
     """Serve the real control protocol on tmp_path while ``body`` runs in a thread."""
+
     async def main() -> None:
         async with asyncio.timeout(60):
             server = control.ControlServer(target, tmp_path)
@@ -92,6 +116,7 @@ def with_control_server(tmp_path: Path, target: Target, body: Callable[[], None]
                 await asyncio.to_thread(body)
             finally:
                 await server.stop()
+
     asyncio.run(main())
 
 
@@ -110,8 +135,12 @@ def test_commands_reach_the_daemon_and_report_what_it_did(tmp_path: Path) -> Non
         results["json"] = voiced("status", "--json", *rd)
 
     with_control_server(tmp_path, target, body)
-    assert target.calls == [("say", "what time is it?"), ("context", "I am in the kitchen"),
-                            ("ptt", True), ("new-session", None)]
+    assert target.calls == [
+        ("say", "what time is it?"),
+        ("context", "I am in the kitchen"),
+        ("ptt", True),
+        ("new-session", None),
+    ]
     for name in ("say", "context", "ptt", "new", "status", "json"):
         assert results[name].returncode == 0, (name, results[name].stderr)
     assert "answer will be spoken" in results["say"].stdout
@@ -145,7 +174,7 @@ def serve_raw(path: Path, handler: Callable[[socket.socket], None]) -> threading
 
 def test_a_daemon_that_hangs_up_or_never_answers_is_reported(tmp_path: Path) -> None:
     sock = tmp_path / control.SOCKET_NAME
-    t = serve_raw(sock, lambda conn: conn.recv(1024))   # reads, closes without a word
+    t = serve_raw(sock, lambda conn: conn.recv(1024))  # reads, closes without a word
     with pytest.raises(ctl.ControlClientError, match="closed the connection without an answer"):
         ctl.send(str(tmp_path), "status")
     t.join(5)
@@ -164,8 +193,12 @@ def test_a_daemon_that_hangs_up_or_never_answers_is_reported(tmp_path: Path) -> 
 
 def test_runtime_dir_comes_from_the_daemons_config_by_default(tmp_path: Path) -> None:
     (tmp_path / "voiced.toml").write_text(f'[service]\nruntime_dir = "{tmp_path / "rd"}"\n')
-    proc = subprocess.run([sys.executable, "-m", "daemon", "status"], capture_output=True,
-                          text=True, timeout=30,
-                          env={**os.environ, "VOICED_CONFIG": str(tmp_path / "voiced.toml")})
+    proc = subprocess.run(
+        [sys.executable, "-m", "daemon", "status"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "VOICED_CONFIG": str(tmp_path / "voiced.toml")},
+    )
     assert proc.returncode == ctl.EXIT_NOT_RUNNING
     assert str(tmp_path / "rd" / "control.sock") in proc.stderr

@@ -23,8 +23,9 @@ from tests import timing
 
 
 def voiced(*argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "daemon", *argv], capture_output=True,
-                          text=True, timeout=30)
+    return subprocess.run(
+        [sys.executable, "-m", "daemon", *argv], capture_output=True, text=True, timeout=30
+    )
 
 
 def test_cli_commands_change_what_the_live_server_sees(tmp_path: Path) -> None:
@@ -40,9 +41,16 @@ def test_cli_commands_change_what_the_live_server_sees(tmp_path: Path) -> None:
         async with LiveServer(limits=ServerLimits(time_scale=scale), voice="synthetic") as server:
             inbox = Inbox()
             hw = make_sim_hardware(inbox.post, speed=scale)
-            sup = Supervisor(Session(SessionSettings(), wire.SetupConfig(model="gemini-3.8-live")),
-                             Endpoint(server.endpoint(), {}), inbox=inbox, mic=hw.mic,
-                             speaker=hw.speaker, button=hw.button, led=hw.led, time_scale=scale)
+            sup = Supervisor(
+                Session(SessionSettings(), wire.SetupConfig(model="gemini-3.8-live")),
+                Endpoint(server.endpoint(), {}),
+                inbox=inbox,
+                mic=hw.mic,
+                speaker=hw.speaker,
+                button=hw.button,
+                led=hw.led,
+                time_scale=scale,
+            )
             control = ControlServer(Controls(sup, "local", hw.mic, hw.speaker), tmp_path)
 
             async def run(name: str, *argv: str) -> None:
@@ -54,25 +62,37 @@ def test_cli_commands_change_what_the_live_server_sees(tmp_path: Path) -> None:
                 try:
                     await server.wait_connections(1)
                     await run("say", "say", "what", "time", "is", "it")
-                    await server.wait_for(lambda: any(
-                        t.text == "what time is it" and t.replies for t in server.user_turns))
+                    await server.wait_for(
+                        lambda: any(
+                            t.text == "what time is it" and t.replies for t in server.user_turns
+                        )
+                    )
                     await run("ptt-start", "ptt", "start")
                     hw.mic.feed(synthetic_speech("hello there"), OUTPUT_RATE)
                     await asyncio.to_thread(hw.mic.wait_heard, 10)
                     await run("ptt-stop", "ptt", "stop")
-                    await server.wait_for(lambda: any(
-                        t.source == "activity" and t.audio_seconds > 0.5 and t.replies
-                        for t in server.user_turns))
+                    await server.wait_for(
+                        lambda: any(
+                            t.source == "activity" and t.audio_seconds > 0.5 and t.replies
+                            for t in server.user_turns
+                        )
+                    )
                     await run("context", "context", "I am in the kitchen")
-                    await server.wait_for(lambda: ("user", "I am in the kitchen")
-                                          in server.sessions[0].history)
+                    await server.wait_for(
+                        lambda: ("user", "I am in the kitchen") in server.sessions[0].history
+                    )
                     await run("instruct", "instruct", "Answer in French.")
-                    await server.wait_for(lambda: server.sessions[0].system_instruction
-                                          == "Answer in French.")
+                    await server.wait_for(
+                        lambda: server.sessions[0].system_instruction == "Answer in French."
+                    )
                     await run("status", "status")
                     await run("new", "new-session")
-                    await server.wait_for(lambda: len(server.sessions) == 2
-                                          and server.sessions[1].connections[0].setup_completed_at)
+                    await server.wait_for(
+                        lambda: (
+                            len(server.sessions) == 2
+                            and server.sessions[1].connections[0].setup_completed_at
+                        )
+                    )
                 finally:
                     await control.stop()
                     sup.stop()

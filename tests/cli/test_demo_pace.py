@@ -33,7 +33,7 @@ def test_the_scale_follows_the_measured_cpu_speed():
     assert choose_time_scale(REFERENCE_CPU_MS) == 20
     assert choose_time_scale(REFERENCE_CPU_MS * 2) == 20
     assert choose_time_scale(REFERENCE_CPU_MS * 4) == 10
-    assert choose_time_scale(REFERENCE_CPU_MS * 8) == 5   # where emulated arm64 passed
+    assert choose_time_scale(REFERENCE_CPU_MS * 8) == 5  # where emulated arm64 passed
     assert choose_time_scale(REFERENCE_CPU_MS * 20) == 2
     assert choose_time_scale(REFERENCE_CPU_MS * 1000) == 1
     ms = measure_cpu(nominal_seconds=1, rounds=1)
@@ -42,7 +42,7 @@ def test_the_scale_follows_the_measured_cpu_speed():
 
 def test_guards_keep_wall_clock_floors_at_any_scale():
     settings = SessionSettings()
-    assert floor_guards(settings, 1.0) == settings   # production: untouched
+    assert floor_guards(settings, 1.0) == settings  # production: untouched
     for scale in (5.0, 20.0, 60.0):
         floored = floor_guards(settings, scale)
         for name, floor in GUARD_WALL_FLOORS.items():
@@ -85,8 +85,9 @@ def _wait_listening(port: int, timeout: float = 20.0) -> None:
 
 @pytest.mark.timeout(3600)  # only ends a hang: at a measured slowdown of 3, S=20 runs at 6.7
 @pytest.mark.parametrize("written_for, runs", [(20, 3), (60, 3)])
-def test_demo_against_a_separate_live_server_passes_every_time(tmp_path: Path, written_for: int,
-                                                                runs: int) -> None:
+def test_demo_against_a_separate_live_server_passes_every_time(
+    tmp_path: Path, written_for: int, runs: int
+) -> None:
     results = []
     for run in range(runs):
         # Two processes, each on its own clock at S nominal seconds per wall second: on a
@@ -95,30 +96,63 @@ def test_demo_against_a_separate_live_server_passes_every_time(tmp_path: Path, w
         # against is a matter of order, not of speed, and is still there at any scale.
         scale = round(scaled(written_for), 2)
         port = _free_port()
-        server = subprocess.Popen([sys.executable, "-m", "daemon", "live-server", "--port",
-                                   str(port), "--time-scale", str(scale), "--voice", "synthetic",
-                                   "--log-level", "WARNING"],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "daemon",
+                "live-server",
+                "--port",
+                str(port),
+                "--time-scale",
+                str(scale),
+                "--voice",
+                "synthetic",
+                "--log-level",
+                "WARNING",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             _wait_listening(port)
             proc = subprocess.run(
-                [sys.executable, "-m", "daemon", "demo", "--json", "--endpoint",
-                 f"ws://127.0.0.1:{port}", "--time-scale", str(scale), "--synthetic-speech",
-                 "--out", str(tmp_path / f"run{run}")],
+                [
+                    sys.executable,
+                    "-m",
+                    "daemon",
+                    "demo",
+                    "--json",
+                    "--endpoint",
+                    f"ws://127.0.0.1:{port}",
+                    "--time-scale",
+                    str(scale),
+                    "--synthetic-speech",
+                    "--out",
+                    str(tmp_path / f"run{run}"),
+                ],
                 # The demo's own budget is (900 + 400) / S + 60 wall seconds; more on top
                 # for start-up on a loaded machine.
-                capture_output=True, text=True, timeout=cap(120 + 1300 / scale))
+                capture_output=True,
+                text=True,
+                timeout=cap(120 + 1300 / scale),
+            )
         finally:
             server.kill()
             server.wait(10)
         totals = json.loads(proc.stdout.strip().splitlines()[-1])
         errors = [line for line in proc.stdout.splitlines() if line.startswith("error:")]
         results.append((scale, proc.returncode, totals["replies"], totals["turns"], errors))
-        print(f"S={scale} run {run}: rc {proc.returncode}, replies {totals['replies']}/"
-              f"{totals['turns']}, lag max {totals['loop_lag_max_s']} s", errors)
+        print(
+            f"S={scale} run {run}: rc {proc.returncode}, replies {totals['replies']}/"
+            f"{totals['turns']}, lag max {totals['loop_lag_max_s']} s",
+            errors,
+        )
     failed = [r for r in results if r[1] != 0]
-    assert not failed, f"{len(failed)} of {runs} runs written for S={written_for} failed " \
-                       f"(scale, rc, replies, turns, errors): {failed}"
+    assert not failed, (
+        f"{len(failed)} of {runs} runs written for S={written_for} failed "
+        f"(scale, rc, replies, turns, errors): {failed}"
+    )
 
 
 def _starved_demo(tmp_path: Path, hogs: int, *args: str) -> subprocess.CompletedProcess[str]:
@@ -126,12 +160,30 @@ def _starved_demo(tmp_path: Path, hogs: int, *args: str) -> subprocess.Completed
     taskset = shutil.which("taskset")
     assert taskset, "taskset (util-linux) is required"
     cpu = str(sorted(os.sched_getaffinity(0))[0])
-    loops = [subprocess.Popen([taskset, "-c", cpu, sys.executable, "-c", "while True: pass"])
-             for _ in range(hogs)]
+    loops = [
+        subprocess.Popen([taskset, "-c", cpu, sys.executable, "-c", "while True: pass"])
+        for _ in range(hogs)
+    ]
     try:
-        proc = subprocess.run([taskset, "-c", cpu, sys.executable, "-m", "daemon", "demo",
-                               "--json", "--synthetic-speech", "--out", str(tmp_path), *args],
-                              capture_output=True, text=True, timeout=420)
+        proc = subprocess.run(
+            [
+                taskset,
+                "-c",
+                cpu,
+                sys.executable,
+                "-m",
+                "daemon",
+                "demo",
+                "--json",
+                "--synthetic-speech",
+                "--out",
+                str(tmp_path),
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=420,
+        )
     finally:
         for loop in loops:
             loop.kill()

@@ -39,14 +39,24 @@ def frame(i: int, size: int = 640) -> bytes:
 class Harness:
     """Drives one :class:`Session` with a float clock and records every effect."""
 
-    def __init__(self, settings: SessionSettings | None = None, *, api: str = "gemini",
-                 model: str = MODEL, instruction: str | None = "Be brief.",
-                 session: Session | None = None, seed: int = 1) -> None:
+    def __init__(
+        self,
+        settings: SessionSettings | None = None,
+        *,
+        api: str = "gemini",
+        model: str = MODEL,
+        instruction: str | None = "Be brief.",
+        session: Session | None = None,
+        seed: int = 1,
+    ) -> None:
         self.now = 0.0
         self.session = session or Session(
             settings or SessionSettings(),
-            wire.SetupConfig(model=model, system_instruction=instruction), api, 0.0,
-            rng=random.Random(seed).random)
+            wire.SetupConfig(model=model, system_instruction=instruction),
+            api,
+            0.0,
+            rng=random.Random(seed).random,
+        )
         self.effects: list[Effect] = []
         self.conn = 0
         self.mic_index = 0
@@ -126,8 +136,11 @@ class Harness:
     # -- inspecting
     def sent(self, effects: Iterable[Effect] | None = None, conn: int | None = None) -> list[dict]:
         """Client messages sent (decoded), optionally on one connection."""
-        return [json.loads(e.frame) for e in (self.effects if effects is None else effects)
-                if isinstance(e, SendFrame) and (conn is None or e.conn_id == conn)]
+        return [
+            json.loads(e.frame)
+            for e in (self.effects if effects is None else effects)
+            if isinstance(e, SendFrame) and (conn is None or e.conn_id == conn)
+        ]
 
     def of(self, kind: type, effects: Iterable[Effect] | None = None) -> list[Any]:
         return [e for e in (self.effects if effects is None else effects) if isinstance(e, kind)]
@@ -140,8 +153,11 @@ class Harness:
 
 
 def audio_sent(messages: list[dict]) -> list[bytes]:
-    return [wire.b64decode(m["realtimeInput"]["audio"]["data"]) for m in messages
-            if "audio" in m.get("realtimeInput", {})]
+    return [
+        wire.b64decode(m["realtimeInput"]["audio"]["data"])
+        for m in messages
+        if "audio" in m.get("realtimeInput", {})
+    ]
 
 
 def kinds(messages: list[dict]) -> list[str]:
@@ -206,8 +222,12 @@ def reopen(h: Harness) -> list[dict]:
 
 
 def responses(h: Harness, conn: int | None = None) -> list[dict]:
-    return [r for m in h.sent(conn=conn) if "toolResponse" in m
-            for r in m["toolResponse"]["functionResponses"]]
+    return [
+        r
+        for m in h.sent(conn=conn)
+        if "toolResponse" in m
+        for r in m["toolResponse"]["functionResponses"]
+    ]
 
 
 def call(h: Harness, *calls: tuple[str, str, dict]) -> None:

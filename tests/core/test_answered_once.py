@@ -19,7 +19,7 @@ def test_a_stray_transcription_while_the_user_talks_does_not_swallow_the_answer(
     h = live()
     h.feed(ButtonPressed())
     h.mic(5)
-    h.server(wire.OutputTranscription("x" * 1000))      # mid-turn, nobody asked
+    h.server(wire.OutputTranscription("x" * 1000))  # mid-turn, nobody asked
     h.mic(5)
     h.feed(ButtonReleased(0.2))
     h.clear()
@@ -27,7 +27,7 @@ def test_a_stray_transcription_while_the_user_talks_does_not_swallow_the_answer(
     assert h.of(Play), "the answer was taken for the rest of a phantom turn"
     st = h.session.stats(h.now)
     assert (st.asks_answered, st.asks_waiting, st.phantom_replies) == (1, 0, 0)
-    h.advance(120.0)                                    # no stall, nothing asked again
+    h.advance(120.0)  # no stall, nothing asked again
     assert "start" not in kinds(h.sent()) and h.session.stats(h.now).retries == 0
 
 
@@ -60,7 +60,9 @@ def test_an_answer_completed_while_a_switch_closes_its_connection_is_not_asked_a
     _closing_takes_the_rest(h, lambda: (h.server(wire.GoAway(0.0)), h.advance(0.01)))
 
 
-def test_an_answer_completed_after_the_stall_timer_closed_its_connection_is_not_asked_again() -> None:
+def test_an_answer_completed_after_the_stall_timer_closed_its_connection_is_not_asked_again() -> (
+    None
+):
     """The reply stall fired (a slow server, a busy machine) and the answer completes
     while we close: answered once, not sent again."""
     h = live()
@@ -92,10 +94,11 @@ def test_a_long_turn_cut_by_switches_while_spoken_is_asked_whole_before_it_can_b
     soak's "frames lost")."""
     from daemon.session import SessionSettings
     from tests.core.harness import audio_sent
+
     h = live(SessionSettings(backoff_base=0.1))
     h.feed(ButtonPressed())
     said = h.mic(50)
-    for _ in range(2):                      # two switches while the user talks
+    for _ in range(2):  # two switches while the user talks
         h.server(wire.GoAway(1.0))
         said += h.mic(50)
         h.finish_close()
@@ -109,7 +112,7 @@ def test_a_long_turn_cut_by_switches_while_spoken_is_asked_whole_before_it_can_b
     h.reconnect()
     h.feed(ConnectionOpened(h.conn))
     h.server(wire.SetupComplete())
-    assert audio_sent(h.sent(conn=h.conn))[-len(said):] == said
+    assert audio_sent(h.sent(conn=h.conn))[-len(said) :] == said
     assert kinds(h.sent(conn=h.conn))[-1] == "end"
 
 
@@ -128,15 +131,16 @@ def test_a_turn_cut_short_on_its_second_connection_is_reported_not_taken_as_answ
     twice, something heard), so the user thread saw the device idle and nobody was told.
     It is the designed drop — unanswered on two connections —, counted, logged and heard."""
     from daemon.session import Earcon, Notify, SessionSettings
+
     h = live(SessionSettings(backoff_base=0.1))
     talk(h)
     h.feed(ConnectionClosed(h.conn, 1011, "Internal error occurred."))  # before any reply
     assert h.session.stats(h.now).asks_waiting == 1
     conn = _back(h)
-    assert kinds(h.sent(conn=conn))[:1] == ["start"]   # asked a second time
+    assert kinds(h.sent(conn=conn))[:1] == ["start"]  # asked a second time
     h.server(wire.ModelAudio(b"\1\0" * 2400), wire.OutputTranscription("The answ"))
     h.clear()
-    h.feed(ConnectionClosed(conn, 1011, "Internal error occurred."))   # mid-answer
+    h.feed(ConnectionClosed(conn, 1011, "Internal error occurred."))  # mid-answer
     st = h.session.stats(h.now)
     assert (st.asks_answered, st.asks_dropped, st.asks_waiting) == (0, 1, 0), st
     assert any("unanswered on two connections" in n.message for n in h.of(Notify)), h.effects
@@ -151,6 +155,7 @@ def test_a_whole_answer_cut_before_its_turn_complete_on_the_second_connection_is
     (generationComplete) and only its turnComplete was cut: answered (F17), not dropped,
     not asked a third time."""
     from daemon.session import SessionSettings
+
     h = live(SessionSettings(backoff_base=0.1))
     talk(h)
     h.feed(ConnectionClosed(h.conn, 1011, "Internal error occurred."))
@@ -167,10 +172,14 @@ def test_the_turn_table_has_no_cause_on_which_part_of_an_answer_is_an_answer() -
     whole answer (generationComplete, a tool call) is CUT_SHORT, which no cause may
     produce; the session records it as a turn violation (the property test fails on it)."""
     from daemon.turns import ASK_ENDINGS, AskEnd, ask_end
-    assert ask_end("answered", completed=False, generated=False, called=False) is \
-        AskEnd.CUT_SHORT
+
+    assert ask_end("answered", completed=False, generated=False, called=False) is AskEnd.CUT_SHORT
     assert all(AskEnd.CUT_SHORT not in row for row in ASK_ENDINGS.values())
-    assert ask_end("answered", completed=False, generated=True, called=False) in \
-        ASK_ENDINGS["ConnectionClosed"]
-    assert ask_end("answered", completed=True, generated=False, called=False) in \
-        ASK_ENDINGS["ServerEvents"]
+    assert (
+        ask_end("answered", completed=False, generated=True, called=False)
+        in ASK_ENDINGS["ConnectionClosed"]
+    )
+    assert (
+        ask_end("answered", completed=True, generated=False, called=False)
+        in ASK_ENDINGS["ServerEvents"]
+    )

@@ -13,7 +13,7 @@ from daemon.context import SUMMARY_ACK, SUMMARY_PREFIX, Conversation, Entry, est
 def test_delays_full_jitter_under_a_growing_capped_ceiling() -> None:
     rng = random.Random(7)
     got = [d for d, _ in zip(delays(0.5, 8.0, rng=rng.random), range(200))]
-    ceilings = [min(8.0, 0.5 * 2 ** n) for n in range(200)]
+    ceilings = [min(8.0, 0.5 * 2**n) for n in range(200)]
     assert all(0 <= d <= c for d, c in zip(got, ceilings))
     # Jitter is real: late delays spread over the whole [0, cap) range, not pinned at the cap.
     late = got[10:]
@@ -36,13 +36,14 @@ def test_backoff_resets_after_a_stable_period_only() -> None:
     b = Backoff(1.0, 60.0, stable_period=30.0, rng=lambda: 1.0)
     assert [b.next_delay(t) for t in (0, 1, 2, 3)] == [1.0, 2.0, 4.0, 8.0]
     b.connected(10.0)
-    assert b.next_delay(20.0) == 16.0     # up 10 s only: keeps growing
+    assert b.next_delay(20.0) == 16.0  # up 10 s only: keeps growing
     b.connected(100.0)
-    assert b.next_delay(131.0) == 1.0     # up 31 s: back to the start
+    assert b.next_delay(131.0) == 1.0  # up 31 s: back to the start
     assert b.attempts == 1
 
 
 # -- context -------------------------------------------------------------------------------
+
 
 def _conv(n: int, text: str = "word " * 10) -> Conversation:
     c = Conversation()

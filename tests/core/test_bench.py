@@ -25,6 +25,8 @@ def test_bench_core_cost_per_mic_frame() -> None:
     talking = (time.perf_counter() - t0) / len(pcm)
     s.handle(ButtonReleased(100.0), h.now)
     assert sent == len(pcm)
-    print(f"\ncore per 20 ms mic frame: idle (pre-roll only) {idle * 1e6:.1f} µs, "
-          f"talking (encode + send effect) {talking * 1e6:.1f} µs "
-          f"= {talking / 0.02 * 100:.2f}% of one core in real time")
+    print(
+        f"\ncore per 20 ms mic frame: idle (pre-roll only) {idle * 1e6:.1f} µs, "
+        f"talking (encode + send effect) {talking * 1e6:.1f} µs "
+        f"= {talking / 0.02 * 100:.2f}% of one core in real time"
+    )

@@ -113,10 +113,10 @@ def test_press_after_goaway_is_held_and_switch_happens_at_once() -> None:
     h = live()
     old = h.conn
     talk(h)
-    h.server(wire.ModelAudio(b"\0\0" * 4800))   # reply playing
+    h.server(wire.ModelAudio(b"\0\0" * 4800))  # reply playing
     h.server(wire.GoAway(50.0))
     h.clear()
-    h.feed(ButtonPressed())          # barge in over the reply
+    h.feed(ButtonPressed())  # barge in over the reply
     assert h.of(FlushPlayback)
     assert h.of(CloseConnection) and h.of(CloseConnection)[0].conn_id == old
     assert h.sent(conn=old) == [], "the held turn leaked onto the dying connection"
@@ -161,14 +161,16 @@ def test_no_handle_at_the_hard_deadline_means_fresh_session_with_context() -> No
     restore = h.sent(conn=h.conn)[0]["clientContent"]
     assert "turnComplete" not in restore
     assert [t["parts"][0]["text"] for t in restore["turns"]] == [
-        "hello there", "General Kenobi.General Kenobi.General Kenobi."]
+        "hello there",
+        "General Kenobi.General Kenobi.General Kenobi.",
+    ]
 
 
 def test_playback_counts_as_finished_by_the_clock_if_the_speaker_never_says_so() -> None:
     h = live(SessionSettings(playback_slack=1.0))
     talk(h)
     h.server(wire.GoAway(50.0))
-    h.reply(chunks=10)          # 10 × 0.1 s of audio
+    h.reply(chunks=10)  # 10 × 0.1 s of audio
     assert not h.of(CloseConnection)
     h.advance(2.5)
     assert h.of(CloseConnection)
@@ -180,13 +182,13 @@ def test_a_resume_due_shortly_before_the_rollover_point_becomes_the_rollover() -
     h = live(s)
     h.advance(600.0)
     h.server(wire.ResumptionUpdate("h1", True))
-    h.server(wire.GoAway(50.0))         # at 600 the rollover (780) is > 120 s away: resume
+    h.server(wire.GoAway(50.0))  # at 600 the rollover (780) is > 120 s away: resume
     h.finish_close()
     assert h.setups()[-1]["sessionResumption"] == {"handle": "h1"}
     h.feed(ConnectionOpened(h.conn))
     h.server(wire.SetupComplete())
     h.server(wire.ResumptionUpdate("h2", True))
-    h.advance(70.0)                     # 670: the rollover (780) is within 120 s
+    h.advance(70.0)  # 670: the rollover (780) is within 120 s
     h.server(wire.GoAway(50.0))
     h.finish_close()
     assert h.setups()[-1]["sessionResumption"] == {}, "resumed, then would roll over soon after"
@@ -198,8 +200,14 @@ def test_a_long_turn_across_two_age_switches_arrives_whole_in_order_once() -> No
     across two forced switches mid-turn, with frames captured while each switch is in
     progress. The connection that gets the release must get the whole turn — pre-roll,
     every frame, in order, once, in one activity — and its answer ends the ask."""
-    h = live(SessionSettings(connection_cap=45.0, connection_switch_window=25.0,
-                             resume_margin=2.0, session_cap_audio=10_000.0))
+    h = live(
+        SessionSettings(
+            connection_cap=45.0,
+            connection_switch_window=25.0,
+            resume_margin=2.0,
+            session_cap_audio=10_000.0,
+        )
+    )
     pre = h.mic(15)  # idle: the pre-roll ring
     h.advance(30.0)
     h.feed(ButtonPressed())
@@ -236,8 +244,9 @@ def test_a_turn_longer_than_the_buffer_switched_mid_turn_is_counted_incomplete()
     replay; switched mid-turn, the next connection gets the turn without the frames in
     between. That is a designed end (README: audio beyond the buffer), so it is counted
     in turns_incomplete — the soak's accounting relies on it — not only said."""
-    h = live(SessionSettings(buffer_seconds=2.0, max_turn_seconds=60.0, pre_roll_ms=0,
-                             resume_margin=2.0))
+    h = live(
+        SessionSettings(buffer_seconds=2.0, max_turn_seconds=60.0, pre_roll_ms=0, resume_margin=2.0)
+    )
     h.feed(ButtonPressed())
     h.mic(150)  # 3 s: the last second went out live but is not kept
     assert h.session.stats(h.now).turns_incomplete == 0  # nothing missing yet

@@ -24,30 +24,49 @@ from tests.core.harness import Harness, audio_sent, kinds, live, talk
 F, H, R = FailureKind.FATAL, FailureKind.HANDLE_REFUSED, FailureKind.RETRYABLE
 
 
-@pytest.mark.parametrize("code,reason,kind,status,resuming,expected", [
-    (1007, "API key not valid. Please pass a valid API key.", None, None, False, F),
-    (1007, "API key not valid. Please pass a valid API key.", None, None, True, F),
-    (1007, "User location is not supported for the API use.", None, None, False, F),
-    (1007, "Request contains an invalid argument.", None, None, False, F),
-    (1007, "Request contains an invalid argument.", None, None, True, H),
-    (1008, "models/x is not found for API version v1beta, or is not supported", None, None, False, F),
-    (1008, "Your API key was reported as leaked. Please use another API key.", None, None, False, F),
-    (1008, "BidiGenerateContent session not found", None, None, True, H),
-    (1008, "Deadline expired before operation could complete.", None, None, False, R),
-    (1011, "Deadline expired before operation could complete.", None, None, False, R),
-    (1011, "Internal error occurred.", None, None, False, R),
-    (1011, "The service is currently unavailable.", None, None, True, R),
-    (1006, "", None, None, False, R),
-    (1000, "", None, None, False, R),
-    (None, "Name or service not known", "dns", None, False, R),
-    (None, "Connection refused", "connect", None, False, R),
-    (None, "certificate verify failed", "tls", None, False, R),
-    (None, "", "timeout", None, False, R),
-    (None, "server rejected WebSocket connection: HTTP 404", "http", 404, False, F),
-    (None, "server rejected WebSocket connection: HTTP 503", "http", 503, False, R),
-    (None, "bad uri", "invalid", None, False, F),
-])
-def test_one_function_classifies_every_close(code, reason, kind, status, resuming, expected) -> None:
+@pytest.mark.parametrize(
+    "code,reason,kind,status,resuming,expected",
+    [
+        (1007, "API key not valid. Please pass a valid API key.", None, None, False, F),
+        (1007, "API key not valid. Please pass a valid API key.", None, None, True, F),
+        (1007, "User location is not supported for the API use.", None, None, False, F),
+        (1007, "Request contains an invalid argument.", None, None, False, F),
+        (1007, "Request contains an invalid argument.", None, None, True, H),
+        (
+            1008,
+            "models/x is not found for API version v1beta, or is not supported",
+            None,
+            None,
+            False,
+            F,
+        ),
+        (
+            1008,
+            "Your API key was reported as leaked. Please use another API key.",
+            None,
+            None,
+            False,
+            F,
+        ),
+        (1008, "BidiGenerateContent session not found", None, None, True, H),
+        (1008, "Deadline expired before operation could complete.", None, None, False, R),
+        (1011, "Deadline expired before operation could complete.", None, None, False, R),
+        (1011, "Internal error occurred.", None, None, False, R),
+        (1011, "The service is currently unavailable.", None, None, True, R),
+        (1006, "", None, None, False, R),
+        (1000, "", None, None, False, R),
+        (None, "Name or service not known", "dns", None, False, R),
+        (None, "Connection refused", "connect", None, False, R),
+        (None, "certificate verify failed", "tls", None, False, R),
+        (None, "", "timeout", None, False, R),
+        (None, "server rejected WebSocket connection: HTTP 404", "http", 404, False, F),
+        (None, "server rejected WebSocket connection: HTTP 503", "http", 503, False, R),
+        (None, "bad uri", "invalid", None, False, F),
+    ],
+)
+def test_one_function_classifies_every_close(
+    code, reason, kind, status, resuming, expected
+) -> None:
     """LIVE_PROTOCOL.md §6; PITFALLS.md "1007 is not retryable", "1008 session not found"."""
     got = classify_failure(code, reason, kind, status, resuming)
     assert got.kind is expected
@@ -69,7 +88,7 @@ def test_fatal_1007_stops_for_good_with_the_servers_reason() -> None:
     assert h.session.stats(h.now).last_error.startswith("1007 API key not valid")
     h.feed(ButtonPressed())
     assert h.effects[-2:][0] == Earcon("error") or Earcon("error") in h.effects[-2:]
-    h.feed(Start())   # a human fixed it and asked again
+    h.feed(Start())  # a human fixed it and asked again
     assert len(h.of(OpenConnection)) == 2
 
 
@@ -163,7 +182,7 @@ def test_audio_during_reconnect_is_buffered_and_sent_in_order() -> None:
     h.feed(ButtonPressed())
     before = h.mic(10)
     h.feed(ConnectionClosed(h.conn, 1006, ""))
-    during = h.mic(100)                # backing off, then connecting
+    during = h.mic(100)  # backing off, then connecting
     h.reconnect()
     during += h.mic(50)
     h.feed(ConnectionOpened(h.conn))

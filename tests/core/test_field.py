@@ -35,7 +35,9 @@ from daemon.session import (
 from daemon.turns import TurnState
 from tests.core.harness import Harness, audio_sent, come_back, kinds, live, talk
 
-AUDIO_1007 = "The audio content type (CONTENT_TYPE_AUDIO) is not supported for this model configuration."
+AUDIO_1007 = (
+    "The audio content type (CONTENT_TYPE_AUDIO) is not supported for this model configuration."
+)
 NOT_IMPLEMENTED = "Operation is not implemented, or supported, or enabled."
 ABORTED = "The operation was aborted."
 NOT_FOUND = "Requested entity was not found."
@@ -48,33 +50,41 @@ def notes(h: Harness, text: str) -> list[str]:
 
 # ------------------------------------------------------------------------------ failure classes
 
-F, H, FR, Q, R = (FailureKind.FATAL, FailureKind.HANDLE_REFUSED, FailureKind.FRESH,
-                  FailureKind.QUOTA, FailureKind.RETRYABLE)
+F, H, FR, Q, R = (
+    FailureKind.FATAL,
+    FailureKind.HANDLE_REFUSED,
+    FailureKind.FRESH,
+    FailureKind.QUOTA,
+    FailureKind.RETRYABLE,
+)
 
 
-@pytest.mark.parametrize("code,reason,at_setup,resuming,expected", [
-    # Mid-session closes on healthy sessions (F10, F11): a fresh session, never fatal.
-    (1007, AUDIO_1007, False, False, FR),
-    (1007, "Request contains an invalid argument.", False, False, FR),
-    (1008, NOT_IMPLEMENTED, False, False, FR),
-    (1008, ABORTED, False, False, FR),
-    (1008, NOT_FOUND, False, False, FR),
-    (1008, NOT_FOUND, False, True, FR),
-    # At setup: only what a person must fix is fatal.
-    (1007, "API key not valid. Please pass a valid API key.", True, False, F),
-    (1007, "API key expired. Please renew the API key.", True, True, F),
-    (1008, "models/x is not found for API version v1beta, or is not supported", True, False, F),
-    (1007, "gemini-2.0-flash-001 is not supported in the live api.", True, False, F),
-    (1007, "Request contains an invalid argument.", True, False, F),
-    (1007, AUDIO_1007, True, True, H),           # the same 1007 on a resume: handle refused
-    (1008, NOT_FOUND, True, True, H),            # F3: a resume of a session that is gone
-    (1008, ABORTED, True, False, R),
-    # Quota and concurrency (F12), whatever the code.
-    (1011, QUOTA, False, False, Q),
-    (1011, "Resource has been exhausted (e.g. check quota).", True, False, Q),
-    (1008, "429 live_concurrent_session", True, False, Q),
-    (1011, "The service is currently unavailable.", False, False, R),
-])
+@pytest.mark.parametrize(
+    "code,reason,at_setup,resuming,expected",
+    [
+        # Mid-session closes on healthy sessions (F10, F11): a fresh session, never fatal.
+        (1007, AUDIO_1007, False, False, FR),
+        (1007, "Request contains an invalid argument.", False, False, FR),
+        (1008, NOT_IMPLEMENTED, False, False, FR),
+        (1008, ABORTED, False, False, FR),
+        (1008, NOT_FOUND, False, False, FR),
+        (1008, NOT_FOUND, False, True, FR),
+        # At setup: only what a person must fix is fatal.
+        (1007, "API key not valid. Please pass a valid API key.", True, False, F),
+        (1007, "API key expired. Please renew the API key.", True, True, F),
+        (1008, "models/x is not found for API version v1beta, or is not supported", True, False, F),
+        (1007, "gemini-2.0-flash-001 is not supported in the live api.", True, False, F),
+        (1007, "Request contains an invalid argument.", True, False, F),
+        (1007, AUDIO_1007, True, True, H),  # the same 1007 on a resume: handle refused
+        (1008, NOT_FOUND, True, True, H),  # F3: a resume of a session that is gone
+        (1008, ABORTED, True, False, R),
+        # Quota and concurrency (F12), whatever the code.
+        (1011, QUOTA, False, False, Q),
+        (1011, "Resource has been exhausted (e.g. check quota).", True, False, Q),
+        (1008, "429 live_concurrent_session", True, False, Q),
+        (1011, "The service is currently unavailable.", False, False, R),
+    ],
+)
 def test_failure_classes_from_the_field(code, reason, at_setup, resuming, expected) -> None:
     got = classify_failure(code, reason, resuming=resuming, at_setup=at_setup)
     assert got.kind is expected, got
@@ -85,8 +95,9 @@ def test_http_429_is_quota_not_fatal() -> None:
     assert classify_failure(None, "rate limited", "http", 429).kind is Q
 
 
-@pytest.mark.parametrize("code,reason", [(1007, AUDIO_1007), (1008, NOT_IMPLEMENTED),
-                                         (1008, ABORTED), (1008, NOT_FOUND)])
+@pytest.mark.parametrize(
+    "code,reason", [(1007, AUDIO_1007), (1008, NOT_IMPLEMENTED), (1008, ABORTED), (1008, NOT_FOUND)]
+)
 def test_mid_session_1007_1008_start_fresh_with_the_conversation_restored(code, reason) -> None:
     h = live()
     talk(h)
@@ -147,8 +158,9 @@ def test_quota_has_its_own_state_long_backoff_status_and_notify() -> None:
 def test_the_same_refusal_n_times_opens_the_circuit_breaker_never_failed() -> None:
     """F11: a healthy-looking session refused 1007 again and again (a tight reconnect
     loop a retry cannot fix): a cool-down, never FAILED."""
-    s = SessionSettings(breaker_failures=3, breaker_window=120.0, cooldown=600.0,
-                        backoff_base=0.1, backoff_cap=1.0)
+    s = SessionSettings(
+        breaker_failures=3, breaker_window=120.0, cooldown=600.0, backoff_base=0.1, backoff_cap=1.0
+    )
     h = Harness(s)
     h.feed(Start())
     for _ in range(2):
@@ -172,21 +184,22 @@ def test_a_backend_down_for_minutes_is_retried_capped_and_recovered_not_cooled_d
     """F9: 1011 "The service is currently unavailable." on every connection for minutes is
     the backoff's job (capped at backoff_cap), not the breaker's: the first connection
     after it is back is used, no 15-minute pause."""
-    s = SessionSettings(breaker_failures=3, breaker_window=300.0, cooldown=900.0,
-                        backoff_base=0.5, backoff_cap=60.0)
+    s = SessionSettings(
+        breaker_failures=3, breaker_window=300.0, cooldown=900.0, backoff_base=0.5, backoff_cap=60.0
+    )
     h = live(s)
     talk(h)
     down_until = h.now + 300.0
     h.feed(ConnectionClosed(h.conn, 1011, "The service is currently unavailable."))
     tries = 0
     while h.now < down_until:
-        h.reconnect(limit=61.0)                  # never longer than the cap
+        h.reconnect(limit=61.0)  # never longer than the cap
         assert DeviceState.COOLDOWN not in h.session.states()
         h.feed(ConnectionOpened(h.conn))
         h.feed(ConnectionClosed(h.conn, 1011, "The service is currently unavailable."))
         tries += 1
     assert tries >= 5 and h.session.stats(h.now).waiting == "retry"
-    h.reconnect(limit=61.0)                      # the backend is back
+    h.reconnect(limit=61.0)  # the backend is back
     h.feed(ConnectionOpened(h.conn))
     h.server(wire.SetupComplete())
     assert h.session.phase.value == "live"
@@ -203,6 +216,7 @@ def test_network_down_is_the_backoffs_job_not_the_breakers() -> None:
 
 
 # ------------------------------------------------------------------------------ the four turn bugs
+
 
 def loud(n: int) -> list[MicFrame]:
     return [MicFrame((8000).to_bytes(2, "little", signed=True) * 320) for _ in range(n)]
@@ -266,10 +280,10 @@ def test_quick_barge_in_the_old_turn_complete_does_not_clear_the_new_ask() -> No
     h = live(SessionSettings(backoff_base=0.1))
     talk(h)
     h.server(wire.ModelAudio(b"\1\0" * 2400))
-    new = talk(h, 5)                       # barge-in, released at once
+    new = talk(h, 5)  # barge-in, released at once
     assert DeviceState.THINKING in h.session.states()
     h.server(wire.Interrupted())
-    h.server(wire.TurnComplete())          # the OLD reply's end
+    h.server(wire.TurnComplete())  # the OLD reply's end
     st = h.session.stats(h.now)
     assert st.asks_interrupted == 1 and st.asks_waiting == 1, "the new ask was cleared"
     assert h.session.turn_state is TurnState.ASKED
@@ -285,7 +299,7 @@ def test_an_endless_turn_ends_at_max_turn_seconds_with_a_cue() -> None:
     """Bug (d): a stuck button, a toggle left on, `ptt start` without stop."""
     h = live(SessionSettings(max_turn_seconds=20.0, buffer_seconds=10.0))
     h.feed(PttStart())
-    h.mic(1200)                            # 24 s
+    h.mic(1200)  # 24 s
     assert kinds(h.sent()).count("end") == 1, "the turn did not end"
     assert Earcon("error") in h.effects and notes(h, "max_turn_seconds")
     assert h.session.turn_state is not TurnState.TALKING_LIVE
@@ -297,6 +311,7 @@ def test_an_endless_turn_ends_at_max_turn_seconds_with_a_cue() -> None:
 
 
 # ------------------------------------------------------------------------------ field behaviours
+
 
 def test_f6_a_resume_that_lost_the_history_is_restored_in_a_fresh_session() -> None:
     h = live()
@@ -333,7 +348,7 @@ def test_f7_a_phantom_model_turn_never_plays_and_its_tool_call_never_runs() -> N
     assert resp["id"] == "p1" and "no user asked" in resp["response"]["error"]
     assert h.session.stats(h.now).phantom_replies >= 1
     assert DeviceState.IDLE in h.session.states()
-    talk(h)                                 # and the next real question is answered
+    talk(h)  # and the next real question is answered
     h.reply("Sure.")
     assert h.of(Play) and h.session.stats(h.now).asks_answered == 1
 
@@ -397,12 +412,12 @@ def test_f17_a_hard_switch_never_flushes_a_reply_that_already_arrived() -> None:
     after the audio arrived must let it play to the end, and not ask again."""
     s = SessionSettings(connection_cap=100.0, connection_switch_window=30.0, resume_margin=5.0)
     h = live(s)
-    h.advance(65.0)                         # before the soft switch time (70)
+    h.advance(65.0)  # before the soft switch time (70)
     talk(h)
-    h.server(*[wire.ModelAudio(b"\1\0" * 24000) for _ in range(40)])   # 40 s in one frame
+    h.server(*[wire.ModelAudio(b"\1\0" * 24000) for _ in range(40)])  # 40 s in one frame
     h.server(wire.GenerationComplete())
     h.clear()
-    h.advance(30.0)                         # past the hard switch time (95), no turnComplete
+    h.advance(30.0)  # past the hard switch time (95), no turnComplete
     assert h.of(CloseConnection), "no forced switch"
     assert not h.of(FlushPlayback), "flushed a reply that had already arrived"
     assert DeviceState.SPEAKING in h.session.states()
@@ -428,9 +443,11 @@ def test_31_restores_as_initial_history_and_types_as_realtime_text() -> None:
     talk(h)
     h.reply("Ana.")
     h.feed(SendText("And my surname?"))
-    assert kinds(h.sent())[-1] == "?" and h.sent()[-1] == {"realtimeInput": {"text": "And my surname?"}}
+    assert kinds(h.sent())[-1] == "?" and h.sent()[-1] == {
+        "realtimeInput": {"text": "And my surname?"}
+    }
     h.reply("Silva.")
-    h.feed(ConnectionClosed(h.conn, 1008, NOT_IMPLEMENTED))     # mid-session: fresh
+    h.feed(ConnectionClosed(h.conn, 1008, NOT_IMPLEMENTED))  # mid-session: fresh
     assert h.setups()[-1]["historyConfig"] == {"initialHistoryInClientContent": True}
     h.feed(ConnectionOpened(h.conn))
     h.server(wire.SetupComplete())
@@ -442,6 +459,7 @@ def test_31_restores_as_initial_history_and_types_as_realtime_text() -> None:
 def test_vertex_system_turn_refused_with_1007_rolls_over_with_the_instruction() -> None:
     h = live(api="vertex", model="gemini-2.5-flash-native-audio-preview-12-2025")
     from daemon.session import SetInstruction
+
     h.feed(SetInstruction("Answer in French."))
     assert h.sent()[-1]["clientContent"]["turns"][0]["role"] == "system"
     h.feed(ConnectionClosed(h.conn, 1007, "Request contains an invalid argument."))
@@ -450,11 +468,12 @@ def test_vertex_system_turn_refused_with_1007_rolls_over_with_the_instruction() 
     assert h.setups()[-1]["sessionResumption"] == {}
     h.feed(ConnectionOpened(h.conn))
     h.server(wire.SetupComplete())
-    h.feed(SetInstruction("Answer in German."))    # from now on: a rollover, not a system turn
+    h.feed(SetInstruction("Answer in German."))  # from now on: a rollover, not a system turn
     assert not [m for m in h.sent(conn=h.conn) if "system" in str(m)]
 
 
 # ------------------------------------------------------------------------------ the hot path
+
 
 def test_an_idle_mic_frame_allocates_no_effects_and_changes_nothing() -> None:
     h = live()
@@ -465,11 +484,11 @@ def test_an_idle_mic_frame_allocates_no_effects_and_changes_nothing() -> None:
 
 def test_f7_a_phantom_turn_still_running_when_the_user_asks_is_not_taken_for_the_answer() -> None:
     h = live()
-    h.server(wire.ModelAudio(b"\2\0" * 2400))          # phantom begins
-    talk(h)                                             # the user asks meanwhile
-    h.server(wire.ModelAudio(b"\2\0" * 2400))          # still the phantom
+    h.server(wire.ModelAudio(b"\2\0" * 2400))  # phantom begins
+    talk(h)  # the user asks meanwhile
+    h.server(wire.ModelAudio(b"\2\0" * 2400))  # still the phantom
     h.server(wire.Interrupted())
-    h.server(wire.TurnComplete())                       # the phantom's end
+    h.server(wire.TurnComplete())  # the phantom's end
     assert not h.of(Play) and h.session.stats(h.now).asks_waiting == 1
     h.reply("The real answer.")
     assert h.of(Play) and h.session.stats(h.now).asks_answered == 1

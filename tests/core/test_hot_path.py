@@ -6,8 +6,7 @@ from __future__ import annotations
 
 from daemon.events import ButtonPressed, ButtonReleased, MicFrame
 from daemon.session import Earcon, SendFrame
-from tests.core.harness import audio_sent, frame, kinds
-from tests.core.harness import live
+from tests.core.harness import audio_sent, frame, kinds, live
 
 
 def test_live_frames_are_sent_in_order_and_kept_for_a_replay() -> None:

@@ -15,13 +15,19 @@ from daemon.vocabulary import SessionSettings
 from daemon.wire import SetupConfig
 
 
-def test_close_codes_and_session_ids_are_structured_fields(caplog: pytest.LogCaptureFixture) -> None:
+def test_close_codes_and_session_ids_are_structured_fields(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     caplog.set_level(logging.INFO)
 
     async def body() -> None:
         async with asyncio.timeout(20), LiveServer() as server:
-            session = Session(SessionSettings(backoff_base=0.01), SetupConfig(model="gemini-3.8-live"),
-                              "gemini", 0.0)
+            session = Session(
+                SessionSettings(backoff_base=0.01),
+                SetupConfig(model="gemini-3.8-live"),
+                "gemini",
+                0.0,
+            )
             sup = Supervisor(session, Endpoint(server.endpoint(), {}))
 
             async def script() -> None:
@@ -34,6 +40,8 @@ def test_close_codes_and_session_ids_are_structured_fields(caplog: pytest.LogCap
 
     asyncio.run(body())
     closes = [r for r in caplog.records if getattr(r, "CLOSE_CODE", None) == 1011]
-    assert closes and closes[0].REASON == "Internal error occurred." and closes[0].CONNECTION_ID == 1
+    assert (
+        closes and closes[0].REASON == "Internal error occurred." and closes[0].CONNECTION_ID == 1
+    )
     core = [r for r in caplog.records if r.name == "daemon.session" and hasattr(r, "SESSION_ID")]
     assert core and all(isinstance(r.SESSION_ID, int) and r.SESSION_ID >= 1 for r in core)

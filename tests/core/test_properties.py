@@ -51,34 +51,67 @@ from daemon.session import (
 )
 from tests.core.harness import MODEL, frame
 
-_TALK = st.sampled_from([("press",), ("release",), ("frames", 5), ("frames", 25), ("reply",),
-                         ("handle",), ("drained",)])
-ACTIONS = st.one_of(_TALK, _TALK, _TALK, st.tuples(st.just("advance"), st.floats(50.0, 400.0)),
-    st.just(("press",)), st.just(("release",)), st.tuples(st.just("frames"), st.integers(1, 30)),
-    st.tuples(st.just("advance"), st.floats(0.01, 200.0)), st.just(("ready",)),
-    st.just(("reply",)), st.tuples(st.just("goaway"), st.floats(0.0, 60.0)),
+_TALK = st.sampled_from(
+    [("press",), ("release",), ("frames", 5), ("frames", 25), ("reply",), ("handle",), ("drained",)]
+)
+ACTIONS = st.one_of(
+    _TALK,
+    _TALK,
+    _TALK,
+    st.tuples(st.just("advance"), st.floats(50.0, 400.0)),
+    st.just(("press",)),
+    st.just(("release",)),
+    st.tuples(st.just("frames"), st.integers(1, 30)),
+    st.tuples(st.just("advance"), st.floats(0.01, 200.0)),
+    st.just(("ready",)),
+    st.just(("reply",)),
+    st.tuples(st.just("goaway"), st.floats(0.0, 60.0)),
     st.tuples(st.just("close"), st.sampled_from([1000, 1006, 1007, 1008, 1011])),
-    st.just(("fail",)), st.just(("handle",)), st.just(("question",)), st.just(("context",)),
-    st.just(("instruction",)), st.just(("new",)), st.just(("drained",)),
-    st.tuples(st.just("usage"), st.integers(0, 140_000)), st.just(("closed",)),
+    st.just(("fail",)),
+    st.just(("handle",)),
+    st.just(("question",)),
+    st.just(("context",)),
+    st.just(("instruction",)),
+    st.just(("new",)),
+    st.just(("drained",)),
+    st.tuples(st.just("usage"), st.integers(0, 140_000)),
+    st.just(("closed",)),
     st.just(("partial",)),
-    st.just(("start",)), st.just(("interrupted",)), st.just(("rejected",)), st.just(("tool",)),
-    st.just(("tooldone",)), st.just(("cancel",)), st.just(("held",)), st.just(("empty",)),
+    st.just(("start",)),
+    st.just(("interrupted",)),
+    st.just(("rejected",)),
+    st.just(("tool",)),
+    st.just(("tooldone",)),
+    st.just(("cancel",)),
+    st.just(("held",)),
+    st.just(("empty",)),
 )
 
 
 class World:
     def __init__(self, seed: int) -> None:
         self.now = 0.0
-        s = SessionSettings(connection_cap=300, session_cap_audio=500, rollover_window=60,
-                            context_window=100_000, reply_timeout=20, setup_timeout=10,
-                            backoff_cap=30, buffer_seconds=5, max_turn_seconds=4,
-                            tools=frozenset({"lights"}), long_hold_action="new_conversation",
-                            breaker_failures=3, breaker_window=100, cooldown=200,
-                            quota_backoff=150)
-        self.core = Session(s, wire.SetupConfig(model=MODEL), "gemini", 0.0,
-                            rng=random.Random(seed).random)
-        self.conn: int | None = None        # the connection the world has open or opening
+        s = SessionSettings(
+            connection_cap=300,
+            session_cap_audio=500,
+            rollover_window=60,
+            context_window=100_000,
+            reply_timeout=20,
+            setup_timeout=10,
+            backoff_cap=30,
+            buffer_seconds=5,
+            max_turn_seconds=4,
+            tools=frozenset({"lights"}),
+            long_hold_action="new_conversation",
+            breaker_failures=3,
+            breaker_window=100,
+            cooldown=200,
+            quota_backoff=150,
+        )
+        self.core = Session(
+            s, wire.SetupConfig(model=MODEL), "gemini", 0.0, rng=random.Random(seed).random
+        )
+        self.conn: int | None = None  # the connection the world has open or opening
         self.ready: set[int] = set()
         self.closing: set[int] = set()
         self.gone: set[int] = set()
@@ -102,7 +135,8 @@ class World:
                 # A connection we asked to close whose close did not finish in time is
                 # aborted by the supervisor before the next one opens.
                 assert self.conn is None or self.conn in self.gone | self.closing, (
-                    "opened a connection while the previous one was still open")
+                    "opened a connection while the previous one was still open"
+                )
                 if self.conn is not None:
                     self.gone.add(self.conn)
                 self.conn = e.conn_id
@@ -126,19 +160,22 @@ class World:
 
     def check_promises(self) -> None:
         st = self.core.stats(self.now)
-        assert st.asks == st.asks_answered + st.asks_interrupted + st.asks_dropped + st.asks_waiting, st
+        assert (
+            st.asks == st.asks_answered + st.asks_interrupted + st.asks_dropped + st.asks_waiting
+        ), st
         assert st.asks_dropped == self.drop_notes, "an ask was dropped without telling anyone"
         # Part of an answer cut by a close is not an answer (the chaos day's [1, 0, 1, 0]).
-        assert st.asks_answered <= self.completions, ("taken for answered with no answer "
-                                                      "ended", st)
+        assert st.asks_answered <= self.completions, ("taken for answered with no answer ended", st)
         assert st.frames_captured == st.frames_sent + st.frames_buffered + st.frames_dropped, st
         assert not self.core.turn_violations, self.core.turn_violations
 
     def server(self, *events: wire.ServerEventT) -> None:
         c = self.conn
         if c is not None and c in self.ready and c not in self.gone and c not in self.closing:
-            self.completions += sum(isinstance(e, (wire.GenerationComplete, wire.TurnComplete,
-                                                   wire.ToolCall)) for e in events)
+            self.completions += sum(
+                isinstance(e, (wire.GenerationComplete, wire.TurnComplete, wire.ToolCall))
+                for e in events
+            )
             self.feed(ServerEvents(c, tuple(events)))
 
     def end(self, event_cls: type, *args: object) -> None:
@@ -171,7 +208,12 @@ class World:
                 self.feed(TimerFired())
             self.now = target
         elif kind == "ready":
-            if c is not None and c not in self.ready and c not in self.gone and c not in self.closing:
+            if (
+                c is not None
+                and c not in self.ready
+                and c not in self.gone
+                and c not in self.closing
+            ):
                 self.feed(ConnectionOpened(c))
                 self.ready.add(c)
                 self.feed(ServerEvents(c, (wire.SetupComplete(),)))
@@ -221,8 +263,14 @@ class World:
             self.feed(ButtonHeld())
         elif kind == "tool":
             n = len(self.calls)
-            self.server(wire.ToolCall((wire.FunctionCall(f"c{n}", "lights", {"on": True}),
-                                       wire.FunctionCall(f"x{n}", "nope", {}))))
+            self.server(
+                wire.ToolCall(
+                    (
+                        wire.FunctionCall(f"c{n}", "lights", {"on": True}),
+                        wire.FunctionCall(f"x{n}", "nope", {}),
+                    )
+                )
+            )
         elif kind == "tooldone":
             if self.calls:
                 call = self.calls.pop(0)
@@ -232,12 +280,27 @@ class World:
                 self.server(wire.ToolCallCancellation((self.calls[0].call_id,)))
 
 
-@settings(max_examples=int(os.environ.get("VOICED_HYPOTHESIS_EXAMPLES", "1000")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=int(os.environ.get("VOICED_HYPOTHESIS_EXAMPLES", "1000")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 @given(st.lists(ACTIONS, min_size=1, max_size=60), st.integers(0, 1000))
 # The chaos day's silent loss, always tried: the first connection closes before anything of
 # the answer (the server never read the turn), the second is cut in the middle of it.
-@example([("press",), ("frames", 5), ("release",), ("close", 1011), ("advance", 5.0),
-          ("ready",), ("partial",), ("close", 1011)], 1)
+@example(
+    [
+        ("press",),
+        ("frames", 5),
+        ("release",),
+        ("close", 1011),
+        ("advance", 5.0),
+        ("ready",),
+        ("partial",),
+        ("close", 1011),
+    ],
+    1,
+)
 def test_random_sequences_keep_the_invariants(actions: list[tuple], seed: int) -> None:
     w = World(seed)
     w.feed(Start())
@@ -257,5 +320,5 @@ def test_random_sequences_keep_the_invariants(actions: list[tuple], seed: int) -
         w.act(("advance", (st_.wait_left or 0.0) + 25.0))
     w.check_promises()
     st_ = w.core.stats(w.now)
-    if w.core.phase.value != "failed":   # (a fatal setup answer waits for a person)
+    if w.core.phase.value != "failed":  # (a fatal setup answer waits for a person)
         assert st_.asks_waiting == 0, st_

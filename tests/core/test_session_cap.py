@@ -27,8 +27,12 @@ def test_rollover_before_the_session_cap_to_a_fresh_session_with_context_turn_by
     assert h.setups()[-1]["sessionResumption"] == {}, "a rollover must not resume the old session"
     assert kinds(first) == ["content"]
     turns = [(t["role"], t["parts"][0]["text"]) for t in first[0]["clientContent"]["turns"]]
-    assert turns == [("user", "my name is Ana"), ("model", "Hello Ana."),
-                     ("user", "what is my name"), ("model", "Ana.")]
+    assert turns == [
+        ("user", "my name is Ana"),
+        ("model", "Hello Ana."),
+        ("user", "what is my name"),
+        ("model", "Ana."),
+    ]
     st = h.session.stats(h.now)
     assert (st.sessions, st.rollovers, st.session_age) == (2, 1, 0.0)
 
@@ -56,11 +60,17 @@ def test_video_shortens_the_session_cap_to_two_minutes() -> None:
 
 
 def test_compression_lifts_the_session_cap_and_is_configured() -> None:
-    s = SessionSettings(compression=True, compression_trigger_tokens=25_600,
-                        compression_target_tokens=12_800, connection_cap=100_000)
+    s = SessionSettings(
+        compression=True,
+        compression_trigger_tokens=25_600,
+        compression_target_tokens=12_800,
+        connection_cap=100_000,
+    )
     h = live(s)
     assert h.setups()[0]["contextWindowCompression"] == {
-        "triggerTokens": 25_600, "slidingWindow": {"targetTokens": 12_800}}
+        "triggerTokens": 25_600,
+        "slidingWindow": {"targetTokens": 12_800},
+    }
     h.advance(3600.0)
     h.server(wire.Usage(0, 0, 120_000))
     h.advance(1.0)
@@ -68,12 +78,19 @@ def test_compression_lifts_the_session_cap_and_is_configured() -> None:
 
 
 def test_context_window_threshold_rolls_over_with_a_summary() -> None:
-    s = SessionSettings(context_window=10_000, context_threshold=0.8, restore_budget_tokens=200,
-                        connection_cap=100_000)
+    s = SessionSettings(
+        context_window=10_000,
+        context_threshold=0.8,
+        restore_budget_tokens=200,
+        connection_cap=100_000,
+    )
     h = live(s)
     for i in range(30):
-        exchange(h, f"question number {i} about something long enough",
-                 f"answer number {i} which is also rather long")
+        exchange(
+            h,
+            f"question number {i} about something long enough",
+            f"answer number {i} which is also rather long",
+        )
     h.server(wire.Usage(7000, 900, 7900))
     h.advance(1.0)
     assert not h.of(CloseConnection)
@@ -102,8 +119,11 @@ def test_typed_context_and_question_go_out_at_quiet_points() -> None:
     assert msgs[0]["clientContent"]["turns"][0]["parts"][0]["text"] == "The user is in Lisbon."
     h.server(wire.OutputTranscription("Sunny."), wire.TurnComplete())
     texts = [(e.role, e.text, e.kind) for e in h.session.conversation.entries]
-    assert texts[-3:] == [("user", "The user is in Lisbon.", "context"),
-                          ("user", "What's the weather?", "typed"), ("model", "Sunny.", "voice")]
+    assert texts[-3:] == [
+        ("user", "The user is in Lisbon.", "context"),
+        ("user", "What's the weather?", "typed"),
+        ("model", "Sunny.", "voice"),
+    ]
 
 
 def test_instruction_on_vertex_is_a_system_turn() -> None:
@@ -119,8 +139,13 @@ def test_instruction_on_gemini_3_8_live_is_a_context_update() -> None:
     h = live(model="models/gemini-3.8-live-preview")
     h.clear()
     h.feed(SetInstruction("Speak French."))
-    assert h.sent() == [{"contextUpdate": {"systemInstruction": {
-        "role": "user", "parts": [{"text": "Speak French."}]}}}]
+    assert h.sent() == [
+        {
+            "contextUpdate": {
+                "systemInstruction": {"role": "user", "parts": [{"text": "Speak French."}]}
+            }
+        }
+    ]
 
 
 def test_instruction_elsewhere_is_a_seamless_rollover_with_the_conversation() -> None:
@@ -139,6 +164,7 @@ def test_instruction_elsewhere_is_a_seamless_rollover_with_the_conversation() ->
 def test_instruction_change_waits_for_the_user_to_finish() -> None:
     h = live()
     from daemon.events import ButtonPressed, ButtonReleased
+
     h.feed(ButtonPressed())
     h.mic(3)
     h.feed(SetInstruction("Speak French."))

@@ -14,7 +14,7 @@ from daemon.session import (
     SessionSettings,
     ToolDone,
 )
-from tests.core.harness import Harness, audio_sent, come_back, kinds, live, talk, call, responses
+from tests.core.harness import audio_sent, call, come_back, kinds, live, responses, talk
 
 TOOLS = SessionSettings(tools=("lights", "timer"), backoff_base=0.1)
 
@@ -39,8 +39,9 @@ def test_an_undeclared_name_is_answered_at_once_and_never_run() -> None:
     talk(h)
     call(h, ("c1", "launch_rockets", {}), ("c2", "timer", {"s": 60}))
     assert [r.name for r in h.of(RunTool)] == ["timer"]
-    assert responses(h) == [{"id": "c1", "name": "launch_rockets",
-                             "response": {"error": "unknown tool launch_rockets"}}]
+    assert responses(h) == [
+        {"id": "c1", "name": "launch_rockets", "response": {"error": "unknown tool launch_rockets"}}
+    ]
 
 
 def test_a_cancelled_call_is_stopped_and_its_late_result_never_sent() -> None:
@@ -123,7 +124,9 @@ def test_after_a_rollover_a_late_result_is_summarised_into_the_restored_context(
     h = live(TOOLS)
     talk(h)
     call(h, ("c1", "timer", {"s": 60}))
-    h.feed(ConnectionClosed(h.conn, 1008, "Operation is not implemented, or supported, or enabled."))
+    h.feed(
+        ConnectionClosed(h.conn, 1008, "Operation is not implemented, or supported, or enabled.")
+    )
     h.feed(ToolDone("c1", "timer", {"result": "set"}))
     h.feed(ConnectionOpened(h.conn))
     h.server(wire.SetupComplete())
@@ -154,11 +157,11 @@ def test_the_reply_guard_counts_from_the_tool_result_not_from_the_call() -> None
     h = live(s)
     talk(h)
     call(h, ("c1", "lights", {"on": True}))
-    h.advance(s.reply_timeout - 5)           # the tool runs 25 s: no stall meanwhile
+    h.advance(s.reply_timeout - 5)  # the tool runs 25 s: no stall meanwhile
     h.feed(ToolDone("c1", "lights", {"result": "on"}))
     conn = h.conn
     h.clear()
-    h.advance(s.reply_timeout - 1)           # the model still thinking about the result
+    h.advance(s.reply_timeout - 1)  # the model still thinking about the result
     assert not h.of(CloseConnection), "stalled before the server had reply_timeout"
     assert h.session.phase.value == "live" and h.conn == conn
     h.reply("The lights are on.")

@@ -87,7 +87,7 @@ def test_barge_in_flushes_playback_and_drops_the_rest_of_the_old_reply() -> None
     h.feed(ButtonPressed())
     assert h.of(FlushPlayback)
     assert kinds(h.sent()) == ["start"]
-    h.server(wire.ModelAudio(b"\2\0" * 100))     # still in flight before the server stops
+    h.server(wire.ModelAudio(b"\2\0" * 100))  # still in flight before the server stops
     assert not h.of(Play)
     h.server(wire.Interrupted(), wire.TurnComplete())
     h.mic(2)
@@ -102,7 +102,7 @@ def test_interrupted_we_provoked_flushes_playback_and_drops_the_old_reply() -> N
     h = live()
     talk(h)
     h.server(wire.ModelAudio(b"\1\0" * 100))
-    h.feed(ButtonPressed())             # barge-in: the press itself stops the speaker
+    h.feed(ButtonPressed())  # barge-in: the press itself stops the speaker
     assert h.of(FlushPlayback)
     h.clear()
     h.server(wire.ModelAudio(b"\1\0" * 100), wire.Interrupted())
@@ -144,15 +144,20 @@ def test_led_states_follow_the_conversation() -> None:
     assert S.ERROR in h.session.states()
     h.feed(DeviceRestored("speaker", "USB"))
     h.feed(PlaybackDrained())
-    assert S.CONNECTING in h.session.states()   # the switch began at the safe point
+    assert S.CONNECTING in h.session.states()  # the switch began at the safe point
     shown = [e.states for e in h.of(ShowStates)]
     assert shown[0] == {S.CONNECTING}
     assert all(a != b for a, b in zip(shown, shown[1:])), "ShowStates only on a change"
 
 
 def test_stats_report_ages_counts_and_next_switch() -> None:
-    s = SessionSettings(connection_cap=600, connection_switch_window=90, session_cap_audio=900,
-                        rollover_window=120, pre_roll_ms=0)
+    s = SessionSettings(
+        connection_cap=600,
+        connection_switch_window=90,
+        session_cap_audio=900,
+        rollover_window=120,
+        pre_roll_ms=0,
+    )
     h = live(s)
     h.advance(100.0)
     talk(h, 7)
@@ -174,8 +179,9 @@ def test_snapshot_persisted_and_a_restart_resumes_within_the_handle_lifetime() -
     snap = h.of(Persist)[-1].snapshot
     assert snap.handle == "h7" and [e.text for e in snap.history] == ["hi", "hello"]
     assert Snapshot.from_dict(snap.to_dict()) == snap
-    s2 = Session.from_snapshot(snap, SessionSettings(), wire.SetupConfig(model=MODEL), now=0.0,
-                               downtime=300.0)
+    s2 = Session.from_snapshot(
+        snap, SessionSettings(), wire.SetupConfig(model=MODEL), now=0.0, downtime=300.0
+    )
     h2 = Harness(session=s2)
     h2.feed(Start())
     assert h2.setups()[0]["sessionResumption"] == {"handle": "h7"}
@@ -185,11 +191,21 @@ def test_snapshot_persisted_and_a_restart_resumes_within_the_handle_lifetime() -
 
 
 def test_restart_after_the_handle_expired_starts_fresh_with_context() -> None:
-    snap = Snapshot("old", 100.0, 100.0, False, "Be kind.",
-                    (Snapshot.from_dict({"history": [{"role": "user", "text": "hi"},
-                                                     {"role": "model", "text": "hello"}]}).history))
-    s2 = Session.from_snapshot(snap, SessionSettings(handle_ttl=7200), wire.SetupConfig(model=MODEL),
-                               downtime=8000.0)
+    snap = Snapshot(
+        "old",
+        100.0,
+        100.0,
+        False,
+        "Be kind.",
+        (
+            Snapshot.from_dict(
+                {"history": [{"role": "user", "text": "hi"}, {"role": "model", "text": "hello"}]}
+            ).history
+        ),
+    )
+    s2 = Session.from_snapshot(
+        snap, SessionSettings(handle_ttl=7200), wire.SetupConfig(model=MODEL), downtime=8000.0
+    )
     h = Harness(session=s2)
     h.feed(Start())
     setup = h.setups()[0]
@@ -260,8 +276,11 @@ def test_a_tool_call_with_no_tools_declared_is_answered_with_an_error_at_once() 
     h.clear()
     h.server(wire.ToolCall((wire.FunctionCall("1", "lights", {}),)))
     (resp,) = [m["toolResponse"] for m in h.sent()]
-    assert resp == {"functionResponses": [
-        {"id": "1", "name": "lights", "response": {"error": "unknown tool lights"}}]}
+    assert resp == {
+        "functionResponses": [
+            {"id": "1", "name": "lights", "response": {"error": "unknown tool lights"}}
+        ]
+    }
 
 
 def test_shutdown_closes_persists_and_ignores_everything_after() -> None:
@@ -277,15 +296,21 @@ def test_shutdown_closes_persists_and_ignores_everything_after() -> None:
 def test_snapshot_leaves_out_a_handle_older_than_the_last_answer() -> None:
     h = live()
     talk(h)
-    h.reply(chunks=1, handle=None)      # answered, no handle after it (yet)
+    h.reply(chunks=1, handle=None)  # answered, no handle after it (yet)
     assert h.session.snapshot().handle is None
     h.server(wire.ResumptionUpdate("h9", True))
     assert h.session.snapshot().handle == "h9"
 
 
 def test_stats_split_next_resume_and_next_rollover() -> None:
-    h = live(SessionSettings(connection_cap=600, connection_switch_window=90,
-                             session_cap_audio=900, rollover_window=120))
+    h = live(
+        SessionSettings(
+            connection_cap=600,
+            connection_switch_window=90,
+            session_cap_audio=900,
+            rollover_window=120,
+        )
+    )
     st = h.session.stats(h.now)
     assert (st.next_resume_in, st.next_rollover_in) == (510.0, 780.0)
     h2 = live(SessionSettings(compression=True))

@@ -33,8 +33,12 @@ def spectrum_db(x: np.ndarray, rate: int) -> tuple[np.ndarray, np.ndarray]:
     """(freqs, dB relative to the strongest bin) with a Blackman-Harris window."""
     n = len(x)
     k = np.arange(n)
-    w = (0.35875 - 0.48829 * np.cos(2 * np.pi * k / n) + 0.14128 * np.cos(4 * np.pi * k / n)
-         - 0.01168 * np.cos(6 * np.pi * k / n))
+    w = (
+        0.35875
+        - 0.48829 * np.cos(2 * np.pi * k / n)
+        + 0.14128 * np.cos(4 * np.pi * k / n)
+        - 0.01168 * np.cos(6 * np.pi * k / n)
+    )
     mag = np.abs(np.fft.rfft(x * w))
     db = 20 * np.log10(np.maximum(mag, 1e-12) / max(mag.max(), 1e-12))
     return np.fft.rfftfreq(n, 1 / rate), db
@@ -61,12 +65,12 @@ def best_correlation(a: np.ndarray, b: np.ndarray) -> tuple[float, int]:
     if lag > n // 2:
         lag -= n
     if lag >= 0:
-        seg_b, seg_a = b[lag: lag + len(a)], a[: len(b) - lag]
+        seg_b, seg_a = b[lag : lag + len(a)], a[: len(b) - lag]
     else:
-        seg_a, seg_b = a[-lag: -lag + len(b)], b[: len(a) + lag]
+        seg_a, seg_b = a[-lag : -lag + len(b)], b[: len(a) + lag]
     m = min(len(seg_a), len(seg_b))
     seg_a, seg_b = seg_a[:m], seg_b[:m]
-    denom = np.sqrt((seg_a ** 2).sum() * (seg_b ** 2).sum()) or 1.0
+    denom = np.sqrt((seg_a**2).sum() * (seg_b**2).sum()) or 1.0
     return float((seg_a * seg_b).sum() / denom), lag
 
 

@@ -16,9 +16,14 @@ def test_resampler_benchmark_prints_all_figures():
     # By absolute path from the repository root: a test earlier in the same process may have
     # changed the working directory (CI saw "exit status 2": the script was not found).
     # ~5 s on an idle machine; the cap only ends a hung run.
-    out = subprocess.run([sys.executable, str(ROOT / "bench" / "resampler.py"), "--json"],
-                         capture_output=True, text=True, timeout=cap(300), check=True,
-                         cwd=ROOT).stdout
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "resampler.py"), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=cap(300),
+        check=True,
+        cwd=ROOT,
+    ).stdout
     report = json.loads(out)
     for row in report["results"]:
         for name in ("ours", "soxr"):

@@ -58,8 +58,9 @@ def test_button_bounce_on_press_and_release_gives_one_event_each(factory):
     # descheduled for longer on a busy machine. So each burst is one instant of the
     # Button's clock and holds its lock (the lock-out's resync reads the pin after it).
     now = [time.monotonic()]
-    button = Button(ButtonSettings(debounce_ms=30), inbox, pin_factory=factory,
-                    clock=lambda: now[0])
+    button = Button(
+        ButtonSettings(debounce_ms=30), inbox, pin_factory=factory, clock=lambda: now[0]
+    )
     pin = factory.pin(23)
     with button._lock:
         for _ in range(4):  # contact bounce: ~1 ms chatter, ending pressed
@@ -84,7 +85,7 @@ def test_button_bounce_that_ends_released_is_resynced_after_lockout(factory):
     inbox = Inbox()
     button = Button(ButtonSettings(debounce_ms=30), inbox, pin_factory=factory)
     pin = factory.pin(23)
-    pin.drive_low()   # accepted at once
+    pin.drive_low()  # accepted at once
     pin.drive_high()  # inside the lock-out: ignored for now...
     assert kinds(inbox) == ["ButtonPressed"]
     # ...but the final level wins when the lock-out ends: a stuck press is impossible.
@@ -107,16 +108,22 @@ def test_button_long_hold_posts_held_once_and_short_press_does_not(factory):
     assert inbox.wait_for(lambda ev: any(isinstance(e, ButtonHeld) for e in ev), 1.0)
     time.sleep(0.3)
     pin.drive_high()
-    assert kinds(inbox) == ["ButtonPressed", "ButtonReleased",
-                            "ButtonPressed", "ButtonHeld", "ButtonReleased"]
+    assert kinds(inbox) == [
+        "ButtonPressed",
+        "ButtonReleased",
+        "ButtonPressed",
+        "ButtonHeld",
+        "ButtonReleased",
+    ]
     assert inbox.events[-1].held_for >= 0.45
     button.close()
 
 
 def test_button_toggle_mode_second_press_releases(factory):
     inbox = Inbox()
-    button = Button(ButtonSettings(toggle=True, debounce_ms=10, hold_time=5), inbox,
-                    pin_factory=factory)
+    button = Button(
+        ButtonSettings(toggle=True, debounce_ms=10, hold_time=5), inbox, pin_factory=factory
+    )
     pin = factory.pin(23)
     pin.drive_low()
     time.sleep(0.03)

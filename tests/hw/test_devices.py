@@ -50,14 +50,27 @@ def test_devices_alsa_messages_go_to_the_log_not_stderr(pulse):
     import subprocess
     import sys
 
-    code = ("import logging, sys, pyaudio; logging.basicConfig(level=logging.DEBUG, "
-            "stream=sys.stdout, format='%(name)s %(message)s'); "
-            "from hw.devices import route_alsa_messages_to_log as r; "
-            "assert r() and r(); pyaudio.PyAudio().terminate()")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=30, env=pulse.env, check=True)
+    code = (
+        "import logging, sys, pyaudio; logging.basicConfig(level=logging.DEBUG, "
+        "stream=sys.stdout, format='%(name)s %(message)s'); "
+        "from hw.devices import route_alsa_messages_to_log as r; "
+        "assert r() and r(); pyaudio.PyAudio().terminate()"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=pulse.env,
+        check=True,
+    )
     assert "ALSA lib" not in out.stderr
     assert "hw.devices alsa " in out.stdout  # the same messages, at DEBUG in our log
-    plain = subprocess.run([sys.executable, "-c", "import pyaudio; pyaudio.PyAudio().terminate()"],
-                           capture_output=True, text=True, timeout=30, env=pulse.env)
+    plain = subprocess.run(
+        [sys.executable, "-c", "import pyaudio; pyaudio.PyAudio().terminate()"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=pulse.env,
+    )
     assert "ALSA lib" in plain.stderr  # ...which is where they go without it

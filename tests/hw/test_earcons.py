@@ -26,8 +26,9 @@ def test_earcons_settings_reach_the_sim_speaker():
     from hw.speaker import SpeakerSettings
     from tests.hw.harness import Inbox
 
-    spk = SimSpeaker(SpeakerSettings(), Inbox(), speed=None,
-                     earcons=EarconSettings(press=False, release=True))
+    spk = SimSpeaker(
+        SpeakerSettings(), Inbox(), speed=None, earcons=EarconSettings(press=False, release=True)
+    )
     spk.start()
     try:
         spk.earcon("press")  # disabled here
@@ -58,8 +59,13 @@ def test_settings_are_flat_for_the_config_loader():
         # One docstring per field (the config loader and `voiced config` rely on them).
         import ast
         import inspect
+
         body = ast.parse(inspect.getsource(cls)).body[0].body
-        documented = {node.target.id for node, nxt in zip(body, body[1:])
-                      if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr)
-                      and isinstance(nxt.value, ast.Constant)}
+        documented = {
+            node.target.id
+            for node, nxt in zip(body, body[1:])
+            if isinstance(node, ast.AnnAssign)
+            and isinstance(nxt, ast.Expr)
+            and isinstance(nxt.value, ast.Constant)
+        }
         assert documented == {f.name for f in dataclasses.fields(cls)}, cls.__name__

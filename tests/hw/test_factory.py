@@ -16,8 +16,12 @@ from tests.hw.harness import Inbox, tone
 def test_factory_pi_bundle_runs_on_real_portaudio(pulse):
     inbox = Inbox()
     factory = mock_pin_factory()
-    hw = make_pi_hardware(inbox, mic=MicSettings(device="vmic"),
-                          speaker=SpeakerSettings(device="vspk"), pin_factory=factory)
+    hw = make_pi_hardware(
+        inbox,
+        mic=MicSettings(device="vmic"),
+        speaker=SpeakerSettings(device="vspk"),
+        pin_factory=factory,
+    )
     hw.start()
     try:
         assert inbox.wait_for(lambda ev: len([e for e in ev if isinstance(e, MicFrame)]) > 5, 3)
@@ -31,7 +35,9 @@ def test_factory_pi_bundle_runs_on_real_portaudio(pulse):
         hw.close()
         factory.close()
     assert [type(e) for e in inbox.events if isinstance(e, (ButtonPressed, ButtonReleased))] == [
-        ButtonPressed, ButtonReleased]
+        ButtonPressed,
+        ButtonReleased,
+    ]
     assert not hw.mic.is_open and not hw.speaker.is_playing
     hw.close()  # idempotent
 

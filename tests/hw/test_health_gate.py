@@ -15,8 +15,9 @@ def lost(since: float, last_attempt: float, retry_max: float = 5.0) -> LostDevic
 
 
 def decide(gate: WatchdogGate, now: float, *devices: LostDevice):
-    return gate.decide(now, last_loop_tick=now - 0.1, last_mic_frame=None, mic_expected=False,
-                       lost_devices=devices)
+    return gate.decide(
+        now, last_loop_tick=now - 0.1, last_mic_frame=None, mic_expected=False, lost_devices=devices
+    )
 
 
 def test_a_lost_mic_being_retried_keeps_the_pings():
@@ -39,8 +40,11 @@ def test_a_device_missing_for_ten_minutes_gets_one_restart():
     assert decide(gate, 640.0, lost(since=41.0, last_attempt=639.0)).ping
     verdict = decide(gate, 640.0, lost(since=39.0, last_attempt=639.0))
     assert not verdict.ping and "missing for 10m01s" in verdict.reason
-    assert decide(WatchdogGate(started_at=0.0, lost_restart_after=None), 9999.0,
-                  lost(since=0.0, last_attempt=9998.0)).ping
+    assert decide(
+        WatchdogGate(started_at=0.0, lost_restart_after=None),
+        9999.0,
+        lost(since=0.0, last_attempt=9998.0),
+    ).ping
 
 
 def test_the_loop_stall_still_wins_and_no_devices_keeps_the_old_rules():
@@ -52,7 +56,12 @@ def test_the_loop_stall_still_wins_and_no_devices_keeps_the_old_rules():
 
 
 def test_status_names_a_missing_device_and_for_how_long():
-    text = format_status({"state": "error", "session_age": 30.0, "devices_missing": [
-        {"kind": "mic", "name": "USB Mic", "seconds": 250.0}]})
+    text = format_status(
+        {
+            "state": "error",
+            "session_age": 30.0,
+            "devices_missing": [{"kind": "mic", "name": "USB Mic", "seconds": 250.0}],
+        }
+    )
     assert text == "error; mic 'USB Mic' missing 4m10s; session 30s"
     assert format_status({"state": "idle", "devices_missing": []}) == "idle"

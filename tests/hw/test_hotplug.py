@@ -36,18 +36,28 @@ class UsbMic:
         self.module: str | None = None
 
     def plug(self) -> None:
-        self.module = self.pulse.pactl("load-module", "module-remap-source",
-                                       "source_name=usbmic", "master=micfeed.monitor").strip()
+        self.module = self.pulse.pactl(
+            "load-module", "module-remap-source", "source_name=usbmic", "master=micfeed.monitor"
+        ).strip()
         self.asoundrc.write_text(self.base + USB_PCM)
 
     def unplug(self) -> None:
         self.asoundrc.write_text(self.base)
         if self.module is None:
             return
-        source = next((line.split()[0] for line in self.pulse.pactl(
-            "list", "short", "sources").splitlines() if line.split()[1] == "usbmic"), None)
-        ours = [line.split()[0] for line in self.pulse.pactl(
-            "list", "short", "source-outputs").splitlines() if line.split()[1] == source]
+        source = next(
+            (
+                line.split()[0]
+                for line in self.pulse.pactl("list", "short", "sources").splitlines()
+                if line.split()[1] == "usbmic"
+            ),
+            None,
+        )
+        ours = [
+            line.split()[0]
+            for line in self.pulse.pactl("list", "short", "source-outputs").splitlines()
+            if line.split()[1] == source
+        ]
         self.pulse.pactl("unload-module", self.module)
         self.module = None
         # PulseAudio "rescues" orphaned streams onto another source; a vanished USB
@@ -62,8 +72,14 @@ def _of(kind: type, dev: str):
 
 
 def _mic_settings(reopen_initial: float = 0.1, reopen_max: float = 0.4) -> MicSettings:
-    return MicSettings(device="usbmic", fallback_to_default=False, device_rate=48000,
-                       stall_timeout=0.5, reopen_initial=reopen_initial, reopen_max=reopen_max)
+    return MicSettings(
+        device="usbmic",
+        fallback_to_default=False,
+        device_rate=48000,
+        stall_timeout=0.5,
+        reopen_initial=reopen_initial,
+        reopen_max=reopen_max,
+    )
 
 
 def _heard_tone(inbox: Inbox, mark: int, hz: float) -> bool:
@@ -80,8 +96,9 @@ def test_mic_unplugged_and_plugged_back_while_the_speaker_plays(pulse):
     host = PortAudioHost(busy_defer_max=0.3)
     inbox = Inbox()
     mic = Mic(_mic_settings(), inbox, host=host)
-    spk = Speaker(SpeakerSettings(device="vspk", device_rate=48000, stall_timeout=1.0), inbox,
-                  host=host)
+    spk = Speaker(
+        SpeakerSettings(device="vspk", device_rate=48000, stall_timeout=1.0), inbox, host=host
+    )
     rec = pulse.record_speaker(48000)
     reply = tone(660, 24000, 6.0, 0.4)  # longer than unplug + replug below
     try:
@@ -89,7 +106,7 @@ def test_mic_unplugged_and_plugged_back_while_the_speaker_plays(pulse):
         spk.start()
         assert inbox.wait_for(lambda ev: sum(isinstance(e, MicFrame) for e in ev) > 10, 10)
         for i in range(0, len(reply), 4800):
-            spk.play(reply[i:i + 4800])
+            spk.play(reply[i : i + 4800])
         spk.end_of_reply()
         assert inbox.wait_for(lambda ev: any(isinstance(e, PlaybackStarted) for e in ev), 5)
         usb.unplug()
@@ -118,7 +135,7 @@ def test_mic_unplugged_and_plugged_back_while_the_speaker_plays(pulse):
     assert spk.reply_frames_played >= 6.0 * 48000
     heard = samples(pcm)
     windows = heard[: len(heard) // 480 * 480].reshape(-1, 480)  # 10 ms
-    tone_s = float((np.sqrt((windows ** 2).mean(axis=1)) > 0.1).sum()) / 100
+    tone_s = float((np.sqrt((windows**2).mean(axis=1)) > 0.1).sum()) / 100
     cuts = host.rescans
     assert tone_s >= 6.0 - 0.15 * cuts - 0.1, (tone_s, cuts)
 
@@ -142,10 +159,11 @@ def test_mic_absent_at_start_appears_later_with_the_speaker_open(pulse, caplog):
         time.sleep(0.6)
         assert not mic.is_open and spk.lost is None  # (closed for a moment during rescans)
         assert host.lost_devices()[0].attempts >= 1  # it keeps trying
+
         # The journal keeps saying so while it is missing (every minute by default).
         def reminded() -> bool:
-            return any("mic 'usbmic' still missing after" in r.getMessage()
-                       for r in caplog.records)
+            return any("mic 'usbmic' still missing after" in r.getMessage() for r in caplog.records)
+
         deadline = time.monotonic() + 10
         while not reminded() and time.monotonic() < deadline:
             time.sleep(0.05)

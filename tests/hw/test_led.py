@@ -38,9 +38,14 @@ def test_led_each_state_draws_its_own_pattern_on_the_pin(factory):
     waits = cpu_waits()
     for state, led in leds.items():
         led.show(frozenset({state}))
+
     def cycles_seen() -> bool:  # every moving pattern went round once (connecting: 2 s)
-        return all(len(factory.pin(p).states) >= 2 + len(PATTERNS[state])
-                   for state, p in pins.items() if len(PATTERNS[state]) > 1)
+        return all(
+            len(factory.pin(p).states) >= 2 + len(PATTERNS[state])
+            for state, p in pins.items()
+            if len(PATTERNS[state]) > 1
+        )
+
     time.sleep(2.3)
     wait_until(cycles_seen, 30, "a full cycle of every pattern")  # later on a busy machine
     # A step can end late by as long as its thread waited for a CPU (a busy machine),
@@ -59,9 +64,13 @@ def test_led_each_state_draws_its_own_pattern_on_the_pin(factory):
             assert len(values) >= cycle + 1, state
             # ...at roughly the intended speed.
             period = sum(sec for _, sec in PATTERNS[state])
-            deltas = [s.timestamp for s in states[2: 2 + cycle]]
+            deltas = [s.timestamp for s in states[2 : 2 + cycle]]
             assert 0.6 * period <= sum(deltas) <= 1.6 * period + late, (
-                state, sum(deltas), period, late)
+                state,
+                sum(deltas),
+                period,
+                late,
+            )
         else:
             assert values[-1] == round(PATTERNS[state][0][0], 6), state
     # Patterns a person can tell apart: no two states draw the same sequence.
@@ -74,7 +83,7 @@ def test_led_each_state_draws_its_own_pattern_on_the_pin(factory):
 def test_led_priority_follows_led_priority(factory):
     led = Led(LedSettings(), pin_factory=factory)
     for i, higher in enumerate(LED_PRIORITY):
-        for lower in LED_PRIORITY[i + 1:]:
+        for lower in LED_PRIORITY[i + 1 :]:
             assert pick_state(frozenset({higher, lower})) is higher
     led.show(frozenset({DeviceState.IDLE, DeviceState.LISTENING, DeviceState.GOING_AWAY}))
     assert led.shown is DeviceState.GOING_AWAY
@@ -115,8 +124,9 @@ def test_led_off_on_close(factory):
 def test_led_rgb_shows_colour_times_pattern(factory):
     led = Led(LedSettings(rgb_pins=(5, 6, 13), brightness=0.5), pin_factory=factory)
     led.show(frozenset({DeviceState.LISTENING}))
-    wait_until(lambda: [factory.pin(p).state for p in (5, 6, 13)] == [0.0, 0.5, 0.0], 5,
-               "green, half")
+    wait_until(
+        lambda: [factory.pin(p).state for p in (5, 6, 13)] == [0.0, 0.5, 0.0], 5, "green, half"
+    )
     led.show(frozenset({DeviceState.ERROR}))
     wait_until(lambda: factory.pin(6).state == 0.0, 5, "green off for error")
     assert factory.pin(5).state in (0.5, 0.0)

@@ -32,27 +32,30 @@ def _capture(pulse, settings: MicSettings, pcm: bytes, rate: int) -> tuple[Mic, 
 
 def test_mic_tone_at_48k_comes_out_16k_right_frequency_no_aliasing(pulse):
     # 440 Hz plus a 12 kHz tone that a naive x[::3] would fold onto 4 kHz.
-    mix = (np.frombuffer(tone(440, 48000, 1.5, 0.4), "<i2").astype(np.int32)
-           + np.frombuffer(tone(12000, 48000, 1.5, 0.4), "<i2"))
+    mix = np.frombuffer(tone(440, 48000, 1.5, 0.4), "<i2").astype(np.int32) + np.frombuffer(
+        tone(12000, 48000, 1.5, 0.4), "<i2"
+    )
     # device_rate=48000: the pulse plugin would take 16 kHz and resample for us;
     # a real USB mic would not, so force the native-rate path through our resampler.
-    mic, inbox = _capture(pulse, MicSettings(device="VMIC", device_rate=48000),
-                          mix.astype("<i2").tobytes(), 48000)
+    mic, inbox = _capture(
+        pulse, MicSettings(device="VMIC", device_rate=48000), mix.astype("<i2").tobytes(), 48000
+    )
     assert mic.device_name == "vmic" and mic.device_rate == 48000
     frames = inbox.of(MicFrame)
     assert frames and all(len(f.pcm) == 640 for f in frames)  # 20 ms at 16 kHz
     x = samples(_pcm(inbox))
     start, end = loud_span(x, 0.05)
     assert (end - start) / 16000 == pytest.approx(1.5, abs=0.05)
-    freqs, db = spectrum_db(x[start + 1600: end - 1600], 16000)
+    freqs, db = spectrum_db(x[start + 1600 : end - 1600], 16000)
     assert abs(freqs[np.argmax(db)] - 440) < 2
     near_alias = np.abs(freqs - 4000) < 50
     assert db[near_alias].max() < -70  # 12 kHz did not come back as 4 kHz
 
 
 def test_mic_speech_comes_out_correlated(pulse, speech):
-    mic, inbox = _capture(pulse, MicSettings(device="vmic", device_rate=48000),
-                          speech[48000], 48000)
+    mic, inbox = _capture(
+        pulse, MicSettings(device="vmic", device_rate=48000), speech[48000], 48000
+    )
     heard = samples(_pcm(inbox))
     ref = samples(speech[16000])  # sox's 16 kHz: an independent resampler
     corr, lag = best_correlation(ref, heard)
@@ -70,8 +73,12 @@ def test_mic_opens_16k_when_the_device_takes_it(pulse):
 
 def test_mic_recovers_when_the_sound_server_restarts_mid_stream(pulse):
     inbox = Inbox()
-    mic = Mic(MicSettings(device="vmic", device_rate=48000, stall_timeout=0.5,
-                          reopen_initial=0.1, reopen_max=0.5), inbox)
+    mic = Mic(
+        MicSettings(
+            device="vmic", device_rate=48000, stall_timeout=0.5, reopen_initial=0.1, reopen_max=0.5
+        ),
+        inbox,
+    )
     mic.start()
     try:
         assert inbox.wait_for(lambda ev: len(ev) > 10, 3)
@@ -106,15 +113,18 @@ def test_mic_overflow_is_counted_not_fatal():
     mic = Mic(MicSettings(), inbox)
     for _ in range(3):
         assert mic.on_audio(bytes(640), 320, {}, pyaudio.paInputOverflow) == (
-            None, pyaudio.paContinue)
+            None,
+            pyaudio.paContinue,
+        )
     mic.on_audio(bytes(640), 320, {}, 0)
     assert [e.count for e in inbox.of(MicOverflow)] == [1, 2, 3] and mic.overflows == 3
     assert len(inbox.of(MicFrame)) == 4  # the audio around each overflow still flows
 
 
 def test_mic_unknown_device_is_a_clear_error_without_fallback(pulse):
-    mic = Mic(MicSettings(device="no such mic", fallback_to_default=False,
-                          wait_for_device=False), Inbox())
+    mic = Mic(
+        MicSettings(device="no such mic", fallback_to_default=False, wait_for_device=False), Inbox()
+    )
     with pytest.raises(DeviceError, match="no such mic.*vmic"):
         mic.start()
     assert not mic.is_open
@@ -122,12 +132,16 @@ def test_mic_unknown_device_is_a_clear_error_without_fallback(pulse):
 
 def test_mic_missing_at_start_is_waited_for(pulse):
     """A sound source not up yet at boot: DeviceLost, then DeviceRestored when it appears."""
-    module = next(line.split()[0] for line in pulse.pactl("list", "short", "modules")
-                  .splitlines() if "source_name=vmic" in line)
+    module = next(
+        line.split()[0]
+        for line in pulse.pactl("list", "short", "modules").splitlines()
+        if "source_name=vmic" in line
+    )
     pulse.pactl("unload-module", module)
     inbox = Inbox()
-    mic = Mic(MicSettings(device="vmic", stall_timeout=0.5, reopen_initial=0.1,
-                          reopen_max=0.3), inbox)
+    mic = Mic(
+        MicSettings(device="vmic", stall_timeout=0.5, reopen_initial=0.1, reopen_max=0.3), inbox
+    )
     try:
         mic.start()  # does not raise
         assert inbox.wait_for(lambda ev: any(isinstance(e, DeviceLost) for e in ev), 3)
@@ -135,8 +149,9 @@ def test_mic_missing_at_start_is_waited_for(pulse):
         time.sleep(0.5)
         assert not inbox.of(DeviceRestored) and not inbox.of(MicFrame)
     finally:
-        pulse.pactl("load-module", "module-remap-source", "source_name=vmic",
-                    "master=micfeed.monitor")
+        pulse.pactl(
+            "load-module", "module-remap-source", "source_name=vmic", "master=micfeed.monitor"
+        )
     try:
         assert inbox.wait_for(lambda ev: any(isinstance(e, DeviceRestored) for e in ev), 10)
         assert inbox.wait_for(lambda ev: any(isinstance(e, MicFrame) for e in ev), 3)
@@ -174,13 +189,20 @@ def test_mic_settings_reject_bad_values():
 def test_mic_recovers_when_its_device_is_unplugged_and_plugged_back(pulse):
     """Unload the vmic source and kill our stream (what a USB unplug does), reload it."""
     inbox = Inbox()
-    mic = Mic(MicSettings(device="vmic", device_rate=48000, stall_timeout=0.5,
-                          reopen_initial=0.1, reopen_max=0.3), inbox)
+    mic = Mic(
+        MicSettings(
+            device="vmic", device_rate=48000, stall_timeout=0.5, reopen_initial=0.1, reopen_max=0.3
+        ),
+        inbox,
+    )
     mic.start()
     try:
         assert inbox.wait_for(lambda ev: len(ev) > 10, 3)
-        module = next(line.split()[0] for line in pulse.pactl("list", "short", "modules")
-                      .splitlines() if "source_name=vmic" in line)
+        module = next(
+            line.split()[0]
+            for line in pulse.pactl("list", "short", "modules").splitlines()
+            if "source_name=vmic" in line
+        )
         pulse.pactl("unload-module", module)
         # PulseAudio "rescues" orphaned streams onto another source; a vanished USB
         # device kills them instead, so do that.
@@ -189,8 +211,9 @@ def test_mic_recovers_when_its_device_is_unplugged_and_plugged_back(pulse):
         assert inbox.wait_for(lambda ev: any(isinstance(e, DeviceLost) for e in ev), 3)
         time.sleep(1.0)  # reopen attempts fail while the device is gone
         assert not inbox.of(DeviceRestored)
-        pulse.pactl("load-module", "module-remap-source", "source_name=vmic",
-                    "master=micfeed.monitor")
+        pulse.pactl(
+            "load-module", "module-remap-source", "source_name=vmic", "master=micfeed.monitor"
+        )
         assert inbox.wait_for(lambda ev: any(isinstance(e, DeviceRestored) for e in ev), 10)
         mark = len(inbox.events)
         pulse.play_into_mic(tone(440, 48000, 0.6, 0.5), 48000).wait(timeout=10)
@@ -208,8 +231,7 @@ def test_mic_picks_one_channel_of_a_two_channel_device(pulse):
     stereo = np.stack([left, right], axis=1).astype("<i2").tobytes()
     for channel, want in ((0, 440), (1, 1000)):
         inbox = Inbox()
-        mic = Mic(MicSettings(device="vhat", channel=channel, channels=2, device_rate=48000),
-                  inbox)
+        mic = Mic(MicSettings(device="vhat", channel=channel, channels=2, device_rate=48000), inbox)
         mic.start()
         try:
             time.sleep(0.2)

@@ -98,7 +98,7 @@ def test_playback_underrun_plays_silence_and_is_counted():
     inbox, clock = Inbox(), Clock()
     q = make(inbox, clock)
     q.put(b"\x01\x00" * (RATE // 5))  # 200 ms
-    out = pull(q, clock, 12)          # 240 ms: ran dry after 200
+    out = pull(q, clock, 12)  # 240 ms: ran dry after 200
     assert out[-FRAME:] == bytes(FRAME)
     assert q.phase is Phase.DRY and not inbox.of(PlaybackUnderrun)
     q.put(b"\x02\x00" * (RATE // 5))  # more arrives: that was an underrun
@@ -118,7 +118,7 @@ def test_playback_drains_with_tail_padding_after_end_of_reply():
         out += pull(q, clock)
         assert len(out) < 20 * FRAME
     assert out.startswith(reply)
-    tail = out[len(reply):]
+    tail = out[len(reply) :]
     assert tail == bytes(len(tail)) and len(tail) >= RATE * 80 // 1000 * 2
     assert [type(e) for e in inbox.events] == [PlaybackStarted, PlaybackDrained]
     assert q.phase is Phase.IDLE
@@ -161,7 +161,7 @@ def test_playback_earcon_is_mixed_without_playback_events():
     q = make(inbox, clock)
     q.add_earcon(np.full(FRAME // 4, 100, "<i2").tobytes())  # half a frame
     out = np.frombuffer(pull(q, clock), "<i2")
-    assert (out[: FRAME // 4] == 100).all() and (out[FRAME // 4:] == 0).all()
+    assert (out[: FRAME // 4] == 100).all() and (out[FRAME // 4 :] == 0).all()
     assert not inbox.events
 
 
@@ -170,7 +170,7 @@ def test_reply_path_resamples_24k_to_device_rate_and_keeps_the_tail():
     path = ReplyPath(SpeakerSettings(jitter_ms=0), inbox, RATE, clock=clock)
     reply = tone(1000, 24000, 0.5, 0.5)
     for i in range(0, len(reply), 960):
-        path.play(reply[i:i + 960])
+        path.play(reply[i : i + 960])
     path.end_of_reply()
     out = b""
     while not inbox.of(PlaybackDrained):
@@ -222,8 +222,9 @@ def test_reply_rate_change_while_the_device_thread_ends_a_reply_does_not_deadloc
     path.queue.pull(path.queue.queued_bytes)  # everything played: the next pull ends it
     clock.armed = True
     device = threading.Thread(target=path.queue.pull, args=(FRAME,), daemon=True)
-    producer = threading.Thread(target=path.play, args=(tone(500, 16000, 0.1, 0.5), 16000),
-                                daemon=True)
+    producer = threading.Thread(
+        target=path.play, args=(tone(500, 16000, 0.1, 0.5), 16000), daemon=True
+    )
     device.start()
     assert clock.entered.wait(10), "the device thread never reached the queue's clock"
     producer.start()

@@ -12,7 +12,7 @@ PAIRS = [(48000, 16000), (44100, 16000), (24000, 48000), (24000, 44100)]
 
 
 def run(rs: Resampler, pcm: bytes, chunk: int) -> bytes:
-    return b"".join(rs.process(pcm[i:i + chunk]) for i in range(0, len(pcm), chunk)) + rs.flush()
+    return b"".join(rs.process(pcm[i : i + chunk]) for i in range(0, len(pcm), chunk)) + rs.flush()
 
 
 def level_db(x: np.ndarray, freq: float, rate: int) -> float:
@@ -29,7 +29,7 @@ def test_resample_tone_keeps_its_frequency_and_length(rate_in, rate_out):
     pcm = tone(440, rate_in, 1.0, 0.5)
     out = samples(run(Resampler(rate_in, rate_out), pcm, rate_in // 50 * 2))
     assert abs(len(out) - rate_out - Resampler(rate_in, rate_out).delay_out) <= 2
-    freqs, db = spectrum_db(out[rate_out // 10: rate_out // 10 + rate_out // 2], rate_out)
+    freqs, db = spectrum_db(out[rate_out // 10 : rate_out // 10 + rate_out // 2], rate_out)
     assert abs(freqs[np.argmax(db)] - 440) <= 2.5
 
 
@@ -64,7 +64,7 @@ def test_resample_frames_join_without_clicks():
     pcm = tone(1000, 48000, 1.0, 0.5)
     x = samples(run(Resampler(48000, 16000), pcm, 1920))[1000:15000]
     freqs, db = spectrum_db(x, 16000)
-    far = (np.abs(freqs - 1000) > 60)
+    far = np.abs(freqs - 1000) > 60
     assert db[far].max() < -90
 
 
@@ -86,8 +86,10 @@ def test_resample_any_chunking_gives_the_same_bytes():
     expected = {pair: run(Resampler(*pair), pcm, len(pcm)) for pair in PAIRS}
 
     @settings(max_examples=40, deadline=None)
-    @given(pair=st.sampled_from(PAIRS),
-           cuts=st.lists(st.integers(min_value=0, max_value=len(pcm)), max_size=12))
+    @given(
+        pair=st.sampled_from(PAIRS),
+        cuts=st.lists(st.integers(min_value=0, max_value=len(pcm)), max_size=12),
+    )
     def check(pair, cuts):
         rs = Resampler(*pair)
         edges = [0, *sorted(cuts), len(pcm)]

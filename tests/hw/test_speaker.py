@@ -26,7 +26,7 @@ def test_speaker_24k_reply_heard_complete_on_the_sink_monitor(pulse, speech):
         time.sleep(0.2)
         reply = speech[24000]
         for i in range(0, len(reply), 4800):  # 100 ms chunks, as the Live API sends them
-            spk.play(reply[i:i + 4800])
+            spk.play(reply[i : i + 4800])
         assert spk.is_playing
         assert inbox.wait_for(drained, 10)
         time.sleep(0.3)  # let the monitor catch up with the device
@@ -41,14 +41,14 @@ def test_speaker_24k_reply_heard_complete_on_the_sink_monitor(pulse, speech):
     assert len(heard) >= lag + len(ref)
     # The last 150 ms of speech is where a non-draining stop would cut: it must be there.
     _, speech_end = loud_span(ref, 0.005, 48)  # espeak pads the file with silence
-    tail_ref = ref[speech_end - 7200: speech_end]
-    tail_heard = heard[lag + speech_end - 7200: lag + speech_end]
-    assert np.sqrt((tail_ref ** 2).mean()) > 0.005  # there is speech energy to lose
+    tail_ref = ref[speech_end - 7200 : speech_end]
+    tail_heard = heard[lag + speech_end - 7200 : lag + speech_end]
+    assert np.sqrt((tail_ref**2).mean()) > 0.005  # there is speech energy to lose
     tail_corr, tail_lag = best_correlation(tail_ref, tail_heard)
     # (Not 0.99: our 24k→48k and sox's 22.05k→48k differ above 10.5 kHz, which
     # weighs more in quiet final consonants. A cut tail scores about 0.)
     assert tail_corr > 0.9 and abs(tail_lag) <= 2, (tail_corr, tail_lag)
-    rms = lambda v: float(np.sqrt((v ** 2).mean()))  # noqa: E731
+    rms = lambda v: float(np.sqrt((v**2).mean()))  # noqa: E731
     assert rms(tail_heard) == pytest.approx(rms(tail_ref), rel=0.2)
 
 
@@ -81,8 +81,10 @@ def test_speaker_flush_silences_within_one_frame(pulse):
     assert heard < 48000 * 1.5  # far from the 3 s that was queued
     # What was still in the device's buffer is heard: at most its latency's worth.
     assert 0 < latency < 0.5
-    print(f"flush: device latency {latency * 1000:.0f} ms, heard {heard} frames, "
-          f"handed over {played_at_flush}")
+    print(
+        f"flush: device latency {latency * 1000:.0f} ms, heard {heard} frames, "
+        f"handed over {played_at_flush}"
+    )
     assert not drained(inbox.events)  # a flush is not a drain
 
 
@@ -127,8 +129,9 @@ def test_speaker_earcon_is_heard_without_playback_events(pulse):
 
 def test_speaker_recovers_when_the_sound_server_restarts(pulse):
     inbox = Inbox()
-    spk = Speaker(SpeakerSettings(device="vspk", stall_timeout=0.5, reopen_initial=0.1,
-                                  reopen_max=0.5), inbox)
+    spk = Speaker(
+        SpeakerSettings(device="vspk", stall_timeout=0.5, reopen_initial=0.1, reopen_max=0.5), inbox
+    )
     spk.start()
     try:
         pulse.stop_server()

@@ -15,8 +15,13 @@ from daemon import wire
 MODEL = "gemini-3.8-live"
 
 
-def tone(seconds: float, freq: float = 220.0, amplitude: float = 8000.0, rate: int = 16_000,
-         phase: float = 0.0) -> bytes:
+def tone(
+    seconds: float,
+    freq: float = 220.0,
+    amplitude: float = 8000.0,
+    rate: int = 16_000,
+    phase: float = 0.0,
+) -> bytes:
     """A sine burst: loud enough for the energy VAD."""
     t = np.arange(int(seconds * rate)) / rate
     return (amplitude * np.sin(2 * np.pi * freq * t + phase)).astype("<i2").tobytes()
@@ -50,8 +55,9 @@ class RawClient:
     async def send(self, message: dict[str, Any] | str) -> None:
         await self.ws.send(message if isinstance(message, str) else json.dumps(message))
 
-    async def setup(self, config: wire.SetupConfig | None = None, expect_complete: bool = True,
-                    **overrides: Any) -> dict[str, Any] | None:
+    async def setup(
+        self, config: wire.SetupConfig | None = None, expect_complete: bool = True, **overrides: Any
+    ) -> dict[str, Any] | None:
         config = config or wire.SetupConfig(**{"model": MODEL, **overrides})
         await self.send(wire.setup_message(config))
         if not expect_complete:
@@ -76,8 +82,9 @@ class RawClient:
         self.received.append(msg)
         return msg
 
-    async def recv_until(self, predicate: Callable[[dict[str, Any]], bool],
-                         timeout: float = 5.0) -> list[dict[str, Any]]:
+    async def recv_until(
+        self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 5.0
+    ) -> list[dict[str, Any]]:
         out = []
         async with asyncio.timeout(timeout):
             while True:
@@ -87,14 +94,15 @@ class RawClient:
                     return out
 
     async def until_turn_complete(self, timeout: float = 5.0) -> list[dict[str, Any]]:
-        return await self.recv_until(lambda m: m.get("serverContent", {}).get("turnComplete", False),
-                                     timeout)
+        return await self.recv_until(
+            lambda m: m.get("serverContent", {}).get("turnComplete", False), timeout
+        )
 
     async def ptt_turn(self, pcm: bytes, chunk: int = 640) -> list[dict[str, Any]]:
         """activityStart, audio in 20 ms chunks, activityEnd; messages up to turnComplete."""
         await self.send(wire.activity_start_message())
         for i in range(0, len(pcm), chunk):
-            await self.send(wire.encode_audio(pcm[i:i + chunk]))
+            await self.send(wire.encode_audio(pcm[i : i + chunk]))
         await self.send(wire.activity_end_message())
         return await self.until_turn_complete()
 
@@ -136,9 +144,11 @@ def text_of(messages: list[dict[str, Any]], key: str = "outputTranscription") ->
 
 def run(body: Callable[[], Any], timeout: float = 20.0) -> Any:
     """Run an async test body under a hard timeout (no pytest-asyncio)."""
+
     async def main() -> Any:
         async with asyncio.timeout(timeout):
             return await body()
+
     return asyncio.run(main())
 
 

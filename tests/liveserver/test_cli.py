@@ -14,8 +14,18 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def test_cli_prints_endpoints_serves_and_stops_on_ctrl_c(server_process):
-    proc = server_process("--port", "0", "--time-scale", "600", "--voice", "synthetic",
-                          "--api-key", "k1", "--log-level", "WARNING")
+    proc = server_process(
+        "--port",
+        "0",
+        "--time-scale",
+        "600",
+        "--voice",
+        "synthetic",
+        "--api-key",
+        "k1",
+        "--log-level",
+        "WARNING",
+    )
     lines = []
     deadline = time.monotonic() + 20
     while not any(line.strip().startswith("gemini ") for line in lines):
@@ -23,7 +33,8 @@ def test_cli_prints_endpoints_serves_and_stops_on_ctrl_c(server_process):
         lines.append(proc.stdout.readline())
     url = next(line.split()[-1] for line in lines if line.strip().startswith("gemini "))
     assert url.startswith("ws://127.0.0.1:") and url.endswith(
-        "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent")
+        "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent"
+    )
 
     async def talk():
         client = await RawClient.open(url, {"x-goog-api-key": "k1"})
@@ -31,6 +42,7 @@ def test_cli_prints_endpoints_serves_and_stops_on_ctrl_c(server_process):
         msgs = await client.ptt_turn(tone(0.5))
         await client.close()
         return text_of(msgs)
+
     assert run(talk).startswith("Turn 1: I heard 0.50 seconds of audio")
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=10)
@@ -55,6 +67,7 @@ def test_cli_port_in_use_is_a_clear_error(server_process):
 def test_thread_runner_for_synchronous_callers():
     thread = LiveServerThread(limits=ServerLimits(time_scale=600), voice="synthetic")
     with thread as server:
+
         async def talk():
             client = await RawClient.open(server.endpoint())
             await client.setup()
@@ -62,6 +75,7 @@ def test_thread_runner_for_synchronous_callers():
             said = text_of(await client.until_turn_complete())
             await client.close()
             return said
+
         assert run(talk) == "Turn 1: you wrote \u201chi\u201d."
         assert server.sessions[0].user_turns[0].replies == 1
 
@@ -70,12 +84,22 @@ def test_thread_runner_for_synchronous_callers():
             await client.setup()
             assert thread.call(server.faults.close_now, 1011, "Internal error occurred.") == 1
             return (await client.expect_close()).code
+
         assert run(closed_by_fault) == 1011
 
 
 def test_cli_demo_runs_a_scripted_conversation(server_process):
-    proc = server_process("--demo", "--port", "0", "--time-scale", "600", "--voice", "synthetic",
-                          "--log-level", "WARNING")
+    proc = server_process(
+        "--demo",
+        "--port",
+        "0",
+        "--time-scale",
+        "600",
+        "--voice",
+        "synthetic",
+        "--log-level",
+        "WARNING",
+    )
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, out + err
     assert "Turn 1: I heard" in out and "Turn 3: you wrote" in out

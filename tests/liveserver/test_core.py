@@ -11,7 +11,6 @@ from tests.liveserver.harness import RawClient, audio_of, handle_of, run, text_o
 FAST = ServerLimits(time_scale=600.0)
 
 
-
 def test_ptt_turn_reply_names_the_audio_heard():
     async def body():
         async with LiveServer(limits=FAST, voice="synthetic") as server:
@@ -22,7 +21,10 @@ def test_ptt_turn_reply_names_the_audio_heard():
             digest = hashlib.sha256(pcm).hexdigest()
             said = text_of(msgs)
             assert said == f"Turn 1: I heard 1.40 seconds of audio, digest {digest[:6]}."
-            assert text_of(msgs, "inputTranscription") == f"[1.40 seconds of audio, digest {digest[:6]}]"
+            assert (
+                text_of(msgs, "inputTranscription")
+                == f"[1.40 seconds of audio, digest {digest[:6]}]"
+            )
             reply = audio_of(msgs)
             assert len(reply) > 24_000 * 2 // 2  # at least half a second of 24 kHz s16le
             # generationComplete, then turnComplete with usageMetadata in the same message.
@@ -30,8 +32,12 @@ def test_ptt_turn_reply_names_the_audio_heard():
             assert kinds[-2:] == ["generationComplete", "turnComplete"]
             usage = msgs[-1]["usageMetadata"]
             assert usage["promptTokenCount"] == 35  # 1.4 s × 25 tokens/s
-            assert usage["responseTokenCount"] == -(-len(reply) // 1920)  # 25 tokens per 48 000 bytes
-            assert usage["totalTokenCount"] == usage["promptTokenCount"] + usage["responseTokenCount"]
+            assert usage["responseTokenCount"] == -(
+                -len(reply) // 1920
+            )  # 25 tokens per 48 000 bytes
+            assert (
+                usage["totalTokenCount"] == usage["promptTokenCount"] + usage["responseTokenCount"]
+            )
             # Every frame the server sends is binary UTF-8 JSON (LIVE_PROTOCOL.md §4).
             assert set(client.frame_types) == {bytes}
             session = server.sessions[0]
@@ -39,10 +45,17 @@ def test_ptt_turn_reply_names_the_audio_heard():
             assert session.audio_bytes_received == len(pcm)
             turn = session.user_turns[0]
             assert (turn.audio_bytes, turn.audio_digest, turn.replies, turn.source) == (
-                len(pcm), digest, 1, "activity")
-            assert session.history == [("user", f"[1.40 seconds of audio, digest {digest[:6]}]"),
-                                       ("model", said)]
+                len(pcm),
+                digest,
+                1,
+                "activity",
+            )
+            assert session.history == [
+                ("user", f"[1.40 seconds of audio, digest {digest[:6]}]"),
+                ("model", said),
+            ]
             await client.close()
+
     run(body)
 
 
@@ -75,6 +88,7 @@ def test_resumption_handle_restores_history_and_tokens():
             assert session.turn_audio_digest == session.audio_digest  # all audio was in turns
             assert [r for r, _ in session.history] == ["user", "model", "user", "model"]
             await second.close()
+
     run(body)
 
 
@@ -90,13 +104,17 @@ def test_goaway_before_connection_cap_then_1011():
             assert msg == {"goAway": {"timeLeft": "60s"}}
             closed = await client.expect_close(timeout=3)
             close_at = time.monotonic() - start
-            assert (closed.code, closed.reason) == (1011, "Deadline expired before operation could complete.")
+            assert (closed.code, closed.reason) == (
+                1011,
+                "Deadline expired before operation could complete.",
+            )
             # 540 and 600 nominal seconds at ×600 are 0.9 s and 1.0 s of wall time
             # (timers never fire early; under load they may fire late).
             assert 0.89 <= goaway_at < close_at and close_at >= 0.99, (goaway_at, close_at)
             rec = server.connections[0]
             assert (rec.close_code, rec.closed_by) == (1011, "server")
             assert 540 <= rec.goaway_at - rec.opened_at < 600 <= rec.closed_at - rec.opened_at
+
     run(body)
 
 
@@ -110,6 +128,7 @@ def test_fault_close_now_with_code_and_reason():
             closed = await client.expect_close()
             assert (closed.code, closed.reason) == (1011, "The service is currently unavailable.")
             assert server.connections[0].faults == ["close:1011"]
+
     run(body)
 
 
@@ -121,4 +140,5 @@ def test_fault_close_now_1006_drops_tcp():
             server.faults.close_now(1006)
             closed = await client.expect_close()
             assert closed.code == 1006  # no close frame received
+
     run(body)

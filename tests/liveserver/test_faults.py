@@ -33,6 +33,7 @@ def test_stall_stops_reading_and_writing_but_keeps_the_socket():
             assert rec.is_open
             start = time.monotonic()
         assert time.monotonic() - start < 1.9  # stop() aborts; a close handshake would take 2 s
+
     run(body)
 
 
@@ -46,6 +47,7 @@ def test_silent_after_goaway_now():
             await client.send(wire.text_message("hello?"))
             await no_message(client, 1.3)  # past timeLeft and the cap: no reply, no close
             assert server.connections[0].is_open
+
     run(body)
 
 
@@ -62,6 +64,7 @@ def test_silent_after_goaway_armed_for_the_next_connection():
             other = await RawClient.open(server.endpoint())  # only one was armed
             await other.setup()
             await other.expect_close(timeout=2)
+
     run(body)
 
 
@@ -73,9 +76,13 @@ def test_go_away_now_then_close_after_time_left():
             assert server.faults.go_away_now(time_left=9.5) == 1
             assert await client.recv() == {"goAway": {"timeLeft": "9.5s"}}
             closed = await client.expect_close()
-            assert (closed.code, closed.reason) == (1011, "Deadline expired before operation could complete.")
+            assert (closed.code, closed.reason) == (
+                1011,
+                "Deadline expired before operation could complete.",
+            )
             rec = server.connections[0]
             assert 9.4 <= rec.closed_at - rec.goaway_at < 300  # not at the 600 s cap
+
     run(body)
 
 
@@ -91,6 +98,7 @@ def test_delay_setup_complete():
             start = time.monotonic()
             await second.setup()
             assert time.monotonic() - start < 0.45  # one connection only
+
     run(body)
 
 
@@ -101,7 +109,10 @@ def test_withhold_setup_complete():
             client = await RawClient.open(server.endpoint())
             await client.setup(expect_complete=False)
             await no_message(client, 0.5)
-            assert server.connections[0].is_open and server.connections[0].setup_completed_at is None
+            assert (
+                server.connections[0].is_open and server.connections[0].setup_completed_at is None
+            )
+
     run(body)
 
 
@@ -113,6 +124,7 @@ def test_close_next_closes_right_after_setup_complete():
             await client.setup(resumable=False)
             closed = await client.expect_close()
             assert (closed.code, closed.reason) == (1011, "The service is currently unavailable.")
+
     run(body)
 
 
@@ -128,6 +140,7 @@ def test_send_malformed_frame():
             # The connection goes on.
             await client.send(wire.text_message("still there?"))
             assert "you wrote" in text_of(await client.until_turn_complete())
+
     run(body)
 
 
@@ -139,6 +152,7 @@ def test_send_unknown_field():
             server.faults.send_unknown_field()
             events = wire.decode_server_message(await client.ws.recv())
             assert events == [wire.UnknownMessage(("futureFeature",))]
+
     run(body)
 
 
@@ -154,14 +168,18 @@ def test_send_oversized_frame_trips_the_client_max_size():
             assert server.connections[0].close_code == 1009
             # A client with a generous max_size gets the frame whole.
             ws = await connect(server.endpoint(), max_size=4 * 1024 * 1024)
-            await ws.send(wire.encode(wire.setup_message(wire.SetupConfig(model="gemini-3.8-live",
-                                                                          resumable=False))))
+            await ws.send(
+                wire.encode(
+                    wire.setup_message(wire.SetupConfig(model="gemini-3.8-live", resumable=False))
+                )
+            )
             await ws.recv()
             server.faults.send_oversized(2 * 1024 * 1024)
             frame = await ws.recv()
             assert len(frame) >= 2 * 1024 * 1024 - 100
             assert isinstance(wire.decode_server_message(frame)[0], wire.OutputTranscription)
             await ws.close()
+
     run(body)
 
 
@@ -177,4 +195,5 @@ def test_faults_now_hit_only_open_connections():
             assert server.faults.close_now(1011, "Internal error occurred.") == 2
             for c in (a, b):
                 assert (await c.expect_close()).code == 1011
+
     run(body)

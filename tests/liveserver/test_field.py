@@ -17,8 +17,8 @@ from daemon.liveserver import protocol as p
 from daemon.liveserver.faults import FIELD_MODES
 from tests.liveserver.harness import RawClient, audio_of, no_message, run, text_of, tone
 
-FAST = ServerLimits(time_scale=600.0)   # 10-minute cap = 1 s
-SLOW = ServerLimits(time_scale=100.0)   # for timings: 1 nominal second = 10 ms
+FAST = ServerLimits(time_scale=600.0)  # 10-minute cap = 1 s
+SLOW = ServerLimits(time_scale=100.0)  # for timings: 1 nominal second = 10 ms
 STEADY = ServerLimits(time_scale=10.0)  # no timing at stake: caps far away on a busy machine
 
 DEADLINE = "Deadline expired before operation could complete."
@@ -43,6 +43,7 @@ async def answered_turn(server: LiveServer) -> tuple[RawClient, list[dict]]:
 
 # --------------------------------------------------------------------------- F1, F2, F25
 
+
 def test_f2_goaway_then_total_silence_until_the_deadline_close():
     async def body():
         async with LiveServer(limits=SLOW, voice="synthetic") as server:
@@ -53,14 +54,15 @@ def test_f2_goaway_then_total_silence_until_the_deadline_close():
             assert await client.recv() == {"goAway": {"timeLeft": "30s"}}
             await client.send(wire.text_message("hello?"))
             pong = await client.ws.ping()
-            await no_message(client, 0.15)          # 15 of the 30 nominal seconds
-            assert not pong.done()                  # no pongs either
+            await no_message(client, 0.15)  # 15 of the 30 nominal seconds
+            assert not pong.done()  # no pongs either
             closed = await client.expect_close(timeout=2)
             assert (closed.code, closed.reason) == (1011, DEADLINE)
             assert asyncio.get_running_loop().time() - t0 >= 0.3 * 0.95
             rec = server.connections[0]
             assert rec.faults == ["go_away:30:mute"] and rec.closed_by == "server"
-            assert not server.user_turns            # the text was never read
+            assert not server.user_turns  # the text was never read
+
     run(body)
 
 
@@ -74,17 +76,25 @@ def test_f2_armed_for_the_next_connection_at_its_scheduled_goaway():
             pong = await client.ws.ping()
             closed = await client.expect_close(timeout=10)
             assert (closed.code, closed.reason) == (1011, DEADLINE)
-            assert pong.done() and pong.exception() is not None   # ended by the close, unanswered
+            assert pong.done() and pong.exception() is not None  # ended by the close, unanswered
             rec = server.connections[0]
             assert rec.faults == ["goaway_then_silence"] and rec.closed_at - rec.opened_at >= 599
+
     run(body)
 
 
-@pytest.mark.parametrize("variant, goaway, close", [
-    ("cap_time_left_1_5", {"goAway": {"timeLeft": "1.5s"}}, (1011, DEADLINE)),
-    ("cap_cancelled_1000", {"goAway": {"timeLeft": "50s"}}, (1000, "The operation was cancelled.")),
-    ("cap_no_goaway", None, (1011, DEADLINE)),
-])
+@pytest.mark.parametrize(
+    "variant, goaway, close",
+    [
+        ("cap_time_left_1_5", {"goAway": {"timeLeft": "1.5s"}}, (1011, DEADLINE)),
+        (
+            "cap_cancelled_1000",
+            {"goAway": {"timeLeft": "50s"}},
+            (1000, "The operation was cancelled."),
+        ),
+        ("cap_no_goaway", None, (1011, DEADLINE)),
+    ],
+)
 def test_f1_connection_cap_variants(variant, goaway, close):
     async def body():
         async with LiveServer(limits=FAST, voice="synthetic") as server:
@@ -97,10 +107,11 @@ def test_f1_connection_cap_variants(variant, goaway, close):
             assert (closed.code, closed.reason) == close
             assert [m for m in client.received if "goAway" in m] == ([goaway] if goaway else [])
             rec = server.connections[0]
-            assert rec.closed_at - rec.opened_at >= 599   # at the cap, not before
-            other = await RawClient.open(server.endpoint())      # only one was armed
+            assert rec.closed_at - rec.opened_at >= 599  # at the cap, not before
+            other = await RawClient.open(server.endpoint())  # only one was armed
             await other.setup()
             assert await other.recv(timeout=10) == {"goAway": {"timeLeft": "60s"}}
+
     run(body)
 
 
@@ -116,10 +127,12 @@ def test_f25_close_1000_with_an_empty_reason(mid_turn):
             assert server.faults.close_now(1000, "") == 1
             closed = await client.expect_close()
             assert (closed.code, closed.reason) == (1000, "")
+
     run(body)
 
 
 # --------------------------------------------------------------------------- F4, F6, F7
+
 
 def test_f4_unknown_and_expired_handles_get_session_not_found():
     async def body():
@@ -134,7 +147,11 @@ def test_f4_unknown_and_expired_handles_get_session_not_found():
                 other = await RawClient.open(server.endpoint())
                 await other.setup(handle=h, expect_complete=False)
                 closed = await other.expect_close()
-                assert (closed.code, closed.reason) == (1008, "BidiGenerateContent session not found")
+                assert (closed.code, closed.reason) == (
+                    1008,
+                    "BidiGenerateContent session not found",
+                )
+
     run(body)
 
 
@@ -142,22 +159,25 @@ def test_f6_resume_accepted_but_the_history_silently_dropped():
     async def body():
         async with LiveServer(limits=STEADY, voice="synthetic") as server:
             client, _ = await answered_turn(server)
-            await client.recv()                      # the handle after turnComplete
+            await client.recv()  # the handle after turnComplete
             first = await client.ptt_turn(tone(0.4, freq=250))
-            before = first[-1]["usageMetadata"]["promptTokenCount"]   # turns 1 and 2 and a reply
+            before = first[-1]["usageMetadata"]["promptTokenCount"]  # turns 1 and 2 and a reply
             await client.recv()
             handle = client.received[-1]["sessionResumptionUpdate"]["newHandle"]
             await client.close()
             server.faults.forget_on_resume()
-            again = await resumed_client(server, handle)   # setupComplete + a handle
+            again = await resumed_client(server, handle)  # setupComplete + a handle
             second = await again.ptt_turn(tone(0.4, freq=330))
             after = second[-1]["usageMetadata"]["promptTokenCount"]
-            assert after < before / 2                # the collapse a client can watch for
+            assert after < before / 2  # the collapse a client can watch for
             said = text_of(second)
             assert said.startswith("Turn 3:") and "I remember nothing before turn 3." in said
             session = server.sessions[0]
-            assert len(server.sessions) == 1 and session.connections[1].faults == ["forget_on_resume"]
+            assert len(server.sessions) == 1 and session.connections[1].faults == [
+                "forget_on_resume"
+            ]
             assert not any(text.startswith(("Turn 1", "Turn 2")) for _, text in session.history)
+
     run(body)
 
 
@@ -172,15 +192,16 @@ def test_f7_phantom_turn_after_a_resume_only():
             t0 = loop.time()
             again = await resumed_client(server, client.handle)
             got = await again.until_turn_complete(timeout=5)
-            assert loop.time() - t0 >= 0.025 * 0.95    # 2.5 nominal seconds after setup
+            assert loop.time() - t0 >= 0.025 * 0.95  # 2.5 nominal seconds after setup
             assert got[0]["toolCall"]["functionCalls"][0]["name"] == "save_meeting_note"
             assert audio_of(got) and any(sc(m).get("generationComplete") for m in got)
             assert text_of(got) == "I'm back. Is there anything else I can help you with?"
             assert server.sessions[0].phantom_turns == 1
-            assert not server.user_turns                # nobody asked
-            fresh = await RawClient.open(server.endpoint())   # a new session: no phantom
+            assert not server.user_turns  # nobody asked
+            fresh = await RawClient.open(server.endpoint())  # a new session: no phantom
             await fresh.setup()
             await no_message(fresh, 0.1)
+
     run(body)
 
 
@@ -190,16 +211,24 @@ def test_f7_restored_history_with_turn_complete_true_is_answered_again_verbatim(
             server.faults.reanswer_history()
             client = await RawClient.open(server.endpoint())
             await client.setup()
-            await client.send(wire.client_content_message(
-                [wire.Turn("user", "What is the capital of France?"),
-                 wire.Turn("model", "Paris is the capital of France.")], turn_complete=True))
+            await client.send(
+                wire.client_content_message(
+                    [
+                        wire.Turn("user", "What is the capital of France?"),
+                        wire.Turn("model", "Paris is the capital of France."),
+                    ],
+                    turn_complete=True,
+                )
+            )
             got = await client.until_turn_complete()
             assert text_of(got) == "Paris is the capital of France."
             assert server.user_turns[0].misbehaved == "reanswer_history"
+
     run(body)
 
 
 # --------------------------------------------------------------------------- F9, F10, F11
+
 
 def test_f9_backend_down_refuses_new_and_resumed_sessions_then_recovers():
     async def body():
@@ -212,10 +241,14 @@ def test_f9_backend_down_refuses_new_and_resumed_sessions_then_recovers():
                 c = await RawClient.open(server.endpoint())
                 await c.setup(handle=handle, expect_complete=False)
                 closed = await c.expect_close()
-                assert (closed.code, closed.reason) == (1011, "The service is currently unavailable.")
-            await asyncio.sleep(0.3)                 # past the 30 nominal seconds
+                assert (closed.code, closed.reason) == (
+                    1011,
+                    "The service is currently unavailable.",
+                )
+            await asyncio.sleep(0.3)  # past the 30 nominal seconds
             ok = await resumed_client(server, client.handle)
             assert ok.handle
+
     run(body)
 
 
@@ -232,24 +265,32 @@ def test_f9_internal_error_in_the_middle_of_the_model_audio():
             assert (closed.code, closed.reason) == (1011, "Internal error occurred.")
             assert sum(1 for m in client.received if "modelTurn" in sc(m)) == 2
             assert server.user_turns[0].dropped == 1 and server.user_turns[0].replies == 0
+
     run(body)
 
 
-@pytest.mark.parametrize("code, reason", [
-    (1008, "Operation is not implemented, or supported, or enabled."),
-    (1007, "The audio content type (CONTENT_TYPE_AUDIO) is not supported for this model "
-           "configuration."),
-])
+@pytest.mark.parametrize(
+    "code, reason",
+    [
+        (1008, "Operation is not implemented, or supported, or enabled."),
+        (
+            1007,
+            "The audio content type (CONTENT_TYPE_AUDIO) is not supported for this model "
+            "configuration.",
+        ),
+    ],
+)
 def test_f10_f11_mid_session_close_of_a_healthy_session(code, reason):
     async def body():
         async with LiveServer(limits=SLOW, voice="synthetic") as server:
             server.faults.close_after(100, code, reason)
             client = await RawClient.open(server.endpoint())
-            await client.setup()                                # a healthy session
+            await client.setup()  # a healthy session
             closed = await client.expect_close(timeout=10)
             assert (closed.code, closed.reason) == (code, reason)
             rec = server.connections[0]
             assert rec.closed_at - rec.setup_completed_at >= 99.9
+
     run(body)
 
 
@@ -260,12 +301,17 @@ def test_f11_expired_key_at_setup():
             client = await RawClient.open(server.endpoint())
             await client.setup(expect_complete=False)
             closed = await client.expect_close()
-            assert (closed.code, closed.reason) == (1007, "API key expired. Please renew the API key.")
-            assert client.received == []             # no setupComplete
+            assert (closed.code, closed.reason) == (
+                1007,
+                "API key expired. Please renew the API key.",
+            )
+            assert client.received == []  # no setupComplete
+
     run(body)
 
 
 # --------------------------------------------------------------------------- F12
+
 
 def test_f12_concurrent_session_cap_per_key_counts_abandoned_sockets():
     async def body():
@@ -281,7 +327,7 @@ def test_f12_concurrent_session_cap_per_key_counts_abandoned_sockets():
             closed = await fourth.expect_close()
             assert (closed.code, closed.reason) == (1011, p.RESOURCE_EXHAUSTED)
             assert closed.reason.startswith("RESOURCE_EXHAUSTED")
-            other = await RawClient.open(url, {"x-goog-api-key": "k2"})   # another key
+            other = await RawClient.open(url, {"x-goog-api-key": "k2"})  # another key
             await other.setup()
             # A clean close frees a slot at once ...
             await clients[0].close()
@@ -295,9 +341,10 @@ def test_f12_concurrent_session_cap_per_key_counts_abandoned_sockets():
             held = await RawClient.open(url, key)
             await held.setup(expect_complete=False)
             assert (await held.expect_close()).code == 1011
-            await asyncio.sleep(0.35)                # 35 nominal seconds: abandoned, forgotten
+            await asyncio.sleep(0.35)  # 35 nominal seconds: abandoned, forgotten
             late = await RawClient.open(url, key)
             await late.setup()
+
     run(body)
 
 
@@ -314,10 +361,12 @@ def test_f12_daily_budget():
             closed = await c.expect_close()
             assert (closed.code, closed.reason) == (1011, p.RESOURCE_EXHAUSTED)
             assert server.connections[-1].faults == ["daily_budget"]
+
     run(body)
 
 
 # --------------------------------------------------------------------------- F13
+
 
 def test_f13_pongs_late_and_never_while_the_session_stays_healthy():
     async def body():
@@ -331,19 +380,21 @@ def test_f13_pongs_late_and_never_while_the_session_stays_healthy():
             assert loop.time() - t0 >= 0.25 * 0.95  # 25 nominal seconds late
             server.faults.pongs(None)
             pong = await client.ws.ping()
-            got = await client.ptt_turn(tone(0.3))   # otherwise healthy
+            got = await client.ptt_turn(tone(0.3))  # otherwise healthy
             assert any(sc(m).get("generationComplete") for m in got)
             await asyncio.sleep(0.5)
             assert not pong.done()
             rec = server.connections[0]
             assert rec.pings_received == 2 and rec.pongs_sent == 1
-            later = await RawClient.open(server.endpoint())   # a mode: new connections too
+            later = await RawClient.open(server.endpoint())  # a mode: new connections too
             await later.setup()
             assert not (await later.ws.ping()).done()
+
     run(body)
 
 
 # --------------------------------------------------------------------------- F14–F18
+
 
 def test_f14_input_transcription_then_nothing():
     async def body():
@@ -356,10 +407,11 @@ def test_f14_input_transcription_then_nothing():
             await client.send(wire.activity_end_message())
             got = await client.recv_until(lambda m: "inputTranscription" in sc(m))
             assert sc(got[-1])["inputTranscription"]["text"].startswith("[0.30 seconds of audio")
-            await no_message(client, 0.3)            # 30 nominal seconds of nothing
+            await no_message(client, 0.3)  # 30 nominal seconds of nothing
             assert server.user_turns[0].misbehaved == "stall_after_activity_end"
-            again = await client.ptt_turn(tone(0.3, freq=440))   # the next turn is answered
+            again = await client.ptt_turn(tone(0.3, freq=440))  # the next turn is answered
             assert any(sc(m).get("generationComplete") for m in again)
+
     run(body)
 
 
@@ -370,13 +422,16 @@ def test_f14_turn_complete_response_rejected_without_audio():
             await client.setup()
             server.faults.misbehave_next_reply("reject_response")
             got = await client.ptt_turn(tone(0.3))
-            assert got[-1]["serverContent"] == {"turnComplete": True,
-                                                "turnCompleteReason": "RESPONSE_REJECTED"}
+            assert got[-1]["serverContent"] == {
+                "turnComplete": True,
+                "turnCompleteReason": "RESPONSE_REJECTED",
+            }
             assert not audio_of(got)
             assert not any(sc(m).get("generationComplete") for m in got)
             assert server.user_turns[0].replies == 0
             events = wire.decode_server_message(json.dumps(got[-1]))
             assert wire.TurnComplete("RESPONSE_REJECTED") in events
+
     run(body)
 
 
@@ -390,6 +445,7 @@ def test_f15_two_chunks_then_turn_complete_without_generation_complete():
             assert sum(1 for m in got if "modelTurn" in sc(m)) == 2
             assert not any(sc(m).get("generationComplete") for m in got)
             assert sc(got[-1]) == {"turnComplete": True}
+
     run(body)
 
 
@@ -403,8 +459,10 @@ def test_f16_interrupted_in_the_same_frame_as_audio():
             both = [m for m in got if sc(m).get("interrupted") and "modelTurn" in sc(m)]
             assert len(both) == 1
             assert sc(got[-1]).get("turnComplete") and not any(
-                sc(m).get("generationComplete") for m in got)
+                sc(m).get("generationComplete") for m in got
+            )
             assert server.user_turns[0].interrupted == 1
+
     run(body)
 
 
@@ -412,7 +470,7 @@ def test_f16_spurious_interrupted_after_the_next_activity_start():
     async def body():
         async with LiveServer(limits=SLOW, voice="synthetic") as server:
             client, _ = await answered_turn(server)
-            await client.recv()                      # the handle after turnComplete
+            await client.recv()  # the handle after turnComplete
             server.faults.spurious_interrupt()
             await client.send(wire.activity_start_message())
             assert sc(await client.recv()) == {"interrupted": True}
@@ -420,7 +478,8 @@ def test_f16_spurious_interrupted_after_the_next_activity_start():
             await client.send(wire.encode_audio(tone(0.3)))
             await client.send(wire.activity_end_message())
             got = await client.until_turn_complete()
-            assert text_of(got).startswith("Turn 2:")   # the real reply follows
+            assert text_of(got).startswith("Turn 2:")  # the real reply follows
+
     run(body)
 
 
@@ -443,6 +502,7 @@ def test_f17_burst_then_a_late_turn_complete():
             rec = server.connections[0]
             assert rec.faults == ["reply:burst"]
             assert server.user_turns[0].replies == 1
+
     run(body)
 
 
@@ -462,6 +522,7 @@ def test_f17_trickle_slower_than_realtime():
             # 0.7x realtime plus a 1.5 s gap per second of audio, at the earliest
             assert seconds > 1
             assert loop.time() - t0 >= (seconds / 0.7 + 1.5 * int(seconds)) / 100 * 0.95
+
     run(body)
 
 
@@ -477,15 +538,20 @@ def test_f18_undeclared_tool_call_then_nothing_until_answered():
             got = await client.recv_until(lambda m: "toolCall" in m)
             call = got[-1]["toolCall"]["functionCalls"][0]
             assert call["name"] == "not_registered" and call["id"]
-            await no_message(client, 0.5)            # 50 nominal seconds of dead air
-            await client.send(wire.tool_response_message([wire.FunctionResponse(
-                call["id"], "not_registered", {"error": "unknown tool"})]))
+            await no_message(client, 0.5)  # 50 nominal seconds of dead air
+            await client.send(
+                wire.tool_response_message(
+                    [wire.FunctionResponse(call["id"], "not_registered", {"error": "unknown tool"})]
+                )
+            )
             spoken = await client.until_turn_complete()
             assert "not_registered returned" in text_of(spoken)
+
     run(body)
 
 
 # --------------------------------------------------------------------------- selection
+
 
 def test_every_field_mode_is_armable_by_name_and_unknown_names_are_refused():
     async def body():
@@ -496,6 +562,7 @@ def test_every_field_mode_is_armable_by_name_and_unknown_names_are_refused():
                 server.faults.arm("nope")
             with pytest.raises(ValueError, match="unknown reply fault"):
                 server.faults.misbehave_next_reply("nope")
+
     run(body)
 
 
@@ -506,6 +573,7 @@ def test_fault_parameters_are_checked_with_a_clear_error():
                 server.faults.arm("session_cap", bogus="1")
             with pytest.raises(ValueError, match=r"fault 'backend_down' .* refused seconds=soon"):
                 server.faults.arm("backend_down", seconds="soon")
+
     run(body)
 
 
@@ -513,21 +581,53 @@ def test_cli_fault_flag_arms_a_mode_and_refuses_unknown_names():
     import os
     import subprocess
     import sys
+
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    listed = subprocess.run([sys.executable, "-m", "daemon", "live-server", "--fault", "list"],
-                            cwd=root, capture_output=True, text=True, timeout=60)
+    listed = subprocess.run(
+        [sys.executable, "-m", "daemon", "live-server", "--fault", "list"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert listed.returncode == 0 and all(name in listed.stdout for name in FIELD_MODES)
-    bad = subprocess.run([sys.executable, "-m", "daemon", "live-server", "--port", "0",
-                          "--fault", "session_cap:sessions=many"],
-                         cwd=root, capture_output=True, text=True, timeout=60)
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "daemon",
+            "live-server",
+            "--port",
+            "0",
+            "--fault",
+            "session_cap:sessions=many",
+        ],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert bad.returncode == 2
-    assert "--fault session_cap: fault 'session_cap'" in bad.stderr and "sessions=many" in bad.stderr
+    assert (
+        "--fault session_cap: fault 'session_cap'" in bad.stderr and "sessions=many" in bad.stderr
+    )
 
 
 def test_cli_armed_fault_reaches_the_clients(server_process):  # noqa: F811 (fixture)
     import time
-    proc = server_process("--port", "0", "--time-scale", "600", "--voice", "synthetic",
-                          "--log-level", "WARNING", "--fault", "key_expired:count=2")
+
+    proc = server_process(
+        "--port",
+        "0",
+        "--time-scale",
+        "600",
+        "--voice",
+        "synthetic",
+        "--log-level",
+        "WARNING",
+        "--fault",
+        "key_expired:count=2",
+    )
     lines: list[str] = []
     deadline = time.monotonic() + 30
     while not any(line.strip().startswith("gemini ") for line in lines):
@@ -541,5 +641,6 @@ def test_cli_armed_fault_reaches_the_clients(server_process):  # noqa: F811 (fix
         await client.setup(expect_complete=False)
         closed = await client.expect_close(timeout=10)
         return closed.code, closed.reason
+
     assert run(connect) == (1007, "API key expired. Please renew the API key.")
     assert run(connect) == (1007, "API key expired. Please renew the API key.")

@@ -24,11 +24,14 @@ def test_gemini_paths_serve_setup(version, constrained):
         async with LiveServer(limits=FAST, voice="synthetic") as server:
             url = server.endpoint(version=version, constrained=constrained)
             method = "BidiGenerateContentConstrained" if constrained else "BidiGenerateContent"
-            assert url.endswith(f"/ws/google.ai.generativelanguage.{version}.GenerativeService.{method}")
+            assert url.endswith(
+                f"/ws/google.ai.generativelanguage.{version}.GenerativeService.{method}"
+            )
             client = await RawClient.open(url)
             await client.setup()
             rec = server.connections[0]
             assert (rec.api, rec.version, rec.method) == ("gemini", version, method)
+
     run(body)
 
 
@@ -37,20 +40,28 @@ def test_vertex_paths_serve_setup(version):
     async def body():
         async with LiveServer(limits=FAST, voice="synthetic") as server:
             url = server.endpoint(api="vertex", version=version)
-            assert url.endswith(f"/ws/google.cloud.aiplatform.{version}.LlmBidiService/BidiGenerateContent")
+            assert url.endswith(
+                f"/ws/google.cloud.aiplatform.{version}.LlmBidiService/BidiGenerateContent"
+            )
             client = await RawClient.open(url, {"Authorization": "Bearer ya29.token"})
-            await client.setup(model="projects/p/locations/global/publishers/google/models/"
-                                     "gemini-live-2.5-flash-native-audio")
+            await client.setup(
+                model="projects/p/locations/global/publishers/google/models/"
+                "gemini-live-2.5-flash-native-audio"
+            )
             assert server.connections[0].auth_source == "authorization-bearer"
+
     run(body)
 
 
-@pytest.mark.parametrize("path", [
-    "/ws/google.ai.generativelanguage.v1.GenerativeService.BidiGenerateContent",
-    "/ws/google.ai.generativelanguage.v1beta.GenerativeService.GenerateContent",
-    "/",
-    "/ws/google.cloud.aiplatform.v1beta1.LlmBidiService/Other",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/ws/google.ai.generativelanguage.v1.GenerativeService.BidiGenerateContent",
+        "/ws/google.ai.generativelanguage.v1beta.GenerativeService.GenerateContent",
+        "/",
+        "/ws/google.cloud.aiplatform.v1beta1.LlmBidiService/Other",
+    ],
+)
 def test_unknown_path_is_http_404(path):
     async def body():
         async with LiveServer(limits=FAST, voice="synthetic") as server:
@@ -58,6 +69,7 @@ def test_unknown_path_is_http_404(path):
                 await connect(server.url + path)
             assert info.value.response.status_code == 404
             assert server.connections == []
+
     run(body)
 
 
@@ -75,28 +87,45 @@ def test_every_credential_form_is_accepted(how):
         headers["Authorization"] = f"Bearer {key}"
     else:
         query = f"?access_token={key}"
-    source = {"header": "x-goog-api-key", "query-key": "key", "token": "authorization-token",
-              "bearer": "authorization-bearer", "query-access-token": "access_token"}[how]
+    source = {
+        "header": "x-goog-api-key",
+        "query-key": "key",
+        "token": "authorization-token",
+        "bearer": "authorization-bearer",
+        "query-access-token": "access_token",
+    }[how]
 
     async def body():
         async with LiveServer(limits=FAST, api_keys={"k1", "k2"}, voice="synthetic") as server:
             client = await RawClient.open(server.endpoint() + query, headers)
             await client.setup()
             assert server.connections[0].auth_source == source
+
     run(body)
 
 
-@pytest.mark.parametrize("headers,query", [({"x-goog-api-key": "wrong"}, ""), ({}, "?key=wrong"),
-                                           ({"Authorization": "Bearer wrong"}, ""), ({}, "")])
+@pytest.mark.parametrize(
+    "headers,query",
+    [
+        ({"x-goog-api-key": "wrong"}, ""),
+        ({}, "?key=wrong"),
+        ({"Authorization": "Bearer wrong"}, ""),
+        ({}, ""),
+    ],
+)
 def test_wrong_or_missing_key_closes_1007(headers, query):
     async def body():
         async with LiveServer(limits=FAST, api_keys={"k1"}, voice="synthetic") as server:
             client = await RawClient.open(server.endpoint() + query, headers)
             await client.setup(expect_complete=False)
             closed = await client.expect_close()
-            assert (closed.code, closed.reason) == (1007, "API key not valid. Please pass a valid API key.")
+            assert (closed.code, closed.reason) == (
+                1007,
+                "API key not valid. Please pass a valid API key.",
+            )
             assert client.received == []
             assert server.sessions == []
+
     run(body)
 
 
@@ -108,10 +137,13 @@ def test_no_keys_configured_accepts_any_key_and_none():
                 await client.setup()
                 await client.close()
             assert [c.auth_source for c in server.connections] == [None, "x-goog-api-key"]
+
     run(body)
 
 
-@pytest.mark.parametrize("model", ["gemini-2.0-flash", "gemini-live-2.5-flash-preview", "gemini-9-nope"])
+@pytest.mark.parametrize(
+    "model", ["gemini-2.0-flash", "gemini-live-2.5-flash-preview", "gemini-9-nope"]
+)
 def test_unknown_or_retired_model_closes_1008(model):
     async def body():
         async with LiveServer(limits=FAST, voice="synthetic") as server:
@@ -120,27 +152,43 @@ def test_unknown_or_retired_model_closes_1008(model):
             closed = await client.expect_close()
             assert closed.code == 1008
             # The real text, cut to the 123 bytes a close frame can carry (RFC 6455 §5.5).
-            full = (f"models/{model} is not found for API version v1beta, or is not supported for "
-                    f"bidiGenerateContent. Call ListModels to see the list of available models and "
-                    f"their supported methods.")
+            full = (
+                f"models/{model} is not found for API version v1beta, or is not supported for "
+                f"bidiGenerateContent. Call ListModels to see the list of available models and "
+                f"their supported methods."
+            )
             assert closed.reason == full.encode()[:123].decode()
+
     run(body)
 
 
-@pytest.mark.parametrize("model", ["gemini-3.8-live", "gemini-3.1-flash-live-preview",
-                                   "gemini-2.5-flash-native-audio-preview-12-2025",
-                                   "models/gemini-2.5-flash-native-audio-preview-09-2025"])
+@pytest.mark.parametrize(
+    "model",
+    [
+        "gemini-3.8-live",
+        "gemini-3.1-flash-live-preview",
+        "gemini-2.5-flash-native-audio-preview-12-2025",
+        "models/gemini-2.5-flash-native-audio-preview-09-2025",
+    ],
+)
 def test_documented_native_audio_models_are_accepted(model):
     async def body():
         async with LiveServer(limits=FAST, voice="synthetic") as server:
             client = await RawClient.open(server.endpoint())
             await client.setup(model=model)
             assert server.sessions[0].model == model.rsplit("/", 1)[-1]
+
     run(body)
 
 
-@pytest.mark.parametrize("first", [wire.activity_start_message(), wire.text_message("hi"),
-                                   {"clientContent": {"turns": [], "turnComplete": True}}])
+@pytest.mark.parametrize(
+    "first",
+    [
+        wire.activity_start_message(),
+        wire.text_message("hi"),
+        {"clientContent": {"turns": [], "turnComplete": True}},
+    ],
+)
 def test_setup_must_come_first(first):
     async def body():
         async with LiveServer(limits=FAST, voice="synthetic") as server:
@@ -148,12 +196,20 @@ def test_setup_must_come_first(first):
             await client.send(first)
             closed = await client.expect_close()
             assert (closed.code, closed.reason) == (1007, "Request contains an invalid argument.")
+
     run(body)
 
 
-@pytest.mark.parametrize("frame", [
-    "not json", "[1, 2]", '{"setup": {"model": "models/gemini-3.8-live"}, "realtimeInput": {}}',
-    '{"setup": {"model": "models/gemini-3.8-live", "noSuchField": 1}}', '{"setup": {}}'])
+@pytest.mark.parametrize(
+    "frame",
+    [
+        "not json",
+        "[1, 2]",
+        '{"setup": {"model": "models/gemini-3.8-live"}, "realtimeInput": {}}',
+        '{"setup": {"model": "models/gemini-3.8-live", "noSuchField": 1}}',
+        '{"setup": {}}',
+    ],
+)
 def test_bad_setup_frames_close_1007(frame):
     async def body():
         async with LiveServer(limits=FAST, voice="synthetic") as server:
@@ -161,6 +217,7 @@ def test_bad_setup_frames_close_1007(frame):
             await client.send(frame)
             closed = await client.expect_close()
             assert closed.code == 1007 and closed.reason
+
     run(body)
 
 
@@ -172,6 +229,7 @@ def test_second_setup_closes_1007():
             await client.setup(expect_complete=False)
             closed = await client.expect_close()
             assert (closed.code, closed.reason) == (1007, "Request contains an invalid argument.")
+
     run(body)
 
 
@@ -183,23 +241,50 @@ def test_snake_case_keys_and_urlsafe_base64_are_accepted():
     async def body():
         async with LiveServer(limits=FAST, voice="synthetic") as server:
             client = await RawClient.open(server.endpoint())
-            await client.send({"setup": {"model": "models/gemini-3.8-live",
-                                         "generation_config": {"response_modalities": ["AUDIO"]},
-                                         "realtime_input_config": {"automatic_activity_detection": {"disabled": True}},
-                                         "session_resumption": {},
-                                         "output_audio_transcription": {}}})
+            await client.send(
+                {
+                    "setup": {
+                        "model": "models/gemini-3.8-live",
+                        "generation_config": {"response_modalities": ["AUDIO"]},
+                        "realtime_input_config": {
+                            "automatic_activity_detection": {"disabled": True}
+                        },
+                        "session_resumption": {},
+                        "output_audio_transcription": {},
+                    }
+                }
+            )
             assert await client.recv() == {"setupComplete": {}}
             await client.send({"realtime_input": {"activity_start": {}}})
             half = len(pcm) // 2
-            await client.send({"realtime_input": {"audio": {
-                "data": base64.urlsafe_b64encode(pcm[:half]).decode().rstrip("="), "mime_type": "audio/pcm;rate=16000"}}})
-            await client.send(json.dumps({"realtimeInput": {"audio": {
-                "data": base64.b64encode(pcm[half:]).decode(), "mimeType": "audio/pcm;rate=16000"}}}))
+            await client.send(
+                {
+                    "realtime_input": {
+                        "audio": {
+                            "data": base64.urlsafe_b64encode(pcm[:half]).decode().rstrip("="),
+                            "mime_type": "audio/pcm;rate=16000",
+                        }
+                    }
+                }
+            )
+            await client.send(
+                json.dumps(
+                    {
+                        "realtimeInput": {
+                            "audio": {
+                                "data": base64.b64encode(pcm[half:]).decode(),
+                                "mimeType": "audio/pcm;rate=16000",
+                            }
+                        }
+                    }
+                )
+            )
             await client.send({"realtime_input": {"activity_end": {}}})
             msgs = await client.until_turn_complete()
             digest = hashlib.sha256(pcm).hexdigest()
             assert server.sessions[0].audio_digest == digest
             assert text_of(msgs).endswith(f"digest {digest[:6]}.")
+
     run(body)
 
 
@@ -208,9 +293,12 @@ def test_bad_base64_closes_1007():
         async with LiveServer(limits=FAST, voice="synthetic") as server:
             client = await RawClient.open(server.endpoint())
             await client.setup()
-            await client.send({"realtimeInput": {"audio": {"data": "!!!", "mimeType": "audio/pcm;rate=16000"}}})
+            await client.send(
+                {"realtimeInput": {"audio": {"data": "!!!", "mimeType": "audio/pcm;rate=16000"}}}
+            )
             closed = await client.expect_close()
             assert (closed.code, closed.reason) == (1007, "Request contains an invalid argument.")
+
     run(body)
 
 
@@ -222,4 +310,5 @@ def test_unknown_top_level_client_key_closes_1007():
             await client.send({"bogusMessage": {}})
             closed = await client.expect_close()
             assert closed.code == 1007 and '"bogusMessage"' in closed.reason
+
     run(body)

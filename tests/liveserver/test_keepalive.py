@@ -37,7 +37,10 @@ class Driven:
         self.events: list = []
         self.conn = Connection(1, Endpoint(url, {}), self.events.append, keepalive=keepalive)
         loop = asyncio.get_running_loop()
-        self.tasks = [loop.create_task(self.conn.run(SETUP)), loop.create_task(self.conn.send_loop())]
+        self.tasks = [
+            loop.create_task(self.conn.run(SETUP)),
+            loop.create_task(self.conn.send_loop()),
+        ]
 
     def ended(self):
         return [e for e in self.events if isinstance(e, (ConnectionClosed, ConnectionFailed))]
@@ -58,15 +61,21 @@ def test_late_or_missing_pongs_never_end_a_healthy_connection(pong_delay):
             server.faults.pongs(pong_delay)
             ours = Driven(server.endpoint(), scaled(Keepalive()))
             strict = Driven(server.endpoint(), scaled(Keepalive(20.0, 20.0, require_pongs=True)))
-            await until(lambda: all(any(isinstance(e, ServerEvents) for e in d.events)
-                                    for d in (ours, strict)))
-            await asyncio.sleep(200 / SCALE)            # 200 nominal s: several pings
+            await until(
+                lambda: all(
+                    any(isinstance(e, ServerEvents) for e in d.events) for d in (ours, strict)
+                )
+            )
+            await asyncio.sleep(200 / SCALE)  # 200 nominal s: several pings
             assert not ours.ended(), f"our keepalive dropped a healthy connection: {ours.ended()}"
             assert server.connections[0].pings_received >= 3
             # websockets' own rule (a pong within 20 s) would have ended it: the fault bites.
             end = strict.ended()
-            assert len(end) == 1 and end[0].code == 1011 and "keepalive ping timeout" in end[0].reason
+            assert (
+                len(end) == 1 and end[0].code == 1011 and "keepalive ping timeout" in end[0].reason
+            )
             await ours.stop()
+
     run(body, timeout=30)
 
 
@@ -82,7 +91,8 @@ def test_a_dead_path_is_still_noticed_through_tcp_user_timeout():
             assert d.conn.tcp_user_timeout_ms == int(keepalive.timeout * 1000)
             strict = Driven(server.endpoint(), scaled(Keepalive(require_pongs=True)))
             await until(lambda: any(isinstance(e, ServerEvents) for e in strict.events))
-            assert strict.conn.tcp_user_timeout_ms == 0      # the OS default: pongs decide
+            assert strict.conn.tcp_user_timeout_ms == 0  # the OS default: pongs decide
             await d.stop()
             await strict.stop()
+
     run(body, timeout=30)

@@ -63,8 +63,11 @@ def test_two_hours_of_turns_across_a_dozen_resumed_connections():
             assert all(c.resumed for c in session.connections[1:])
             assert [t.replies for t in session.user_turns] == [1] * turns
             assert session.audio_digest == session.turn_audio_digest == sent.hexdigest()
-            print(f"\nBENCH long run: {turns} turns over {len(session.connections)} connections, "
-                  f"{server.now() / 3600:.2f} nominal hours in {wall:.1f} s wall")
+            print(
+                f"\nBENCH long run: {turns} turns over {len(session.connections)} connections, "
+                f"{server.now() / 3600:.2f} nominal hours in {wall:.1f} s wall"
+            )
+
     async def main() -> None:
         # Only ends a hang (in the loop's progress time, which a hang still spends).
         async with asyncio.timeout(cap(3 * 7200 / limits.time_scale)):

@@ -28,7 +28,7 @@ def test_vad_finds_start_and_end_offsets():
     pcm = silence(0.3) + tone(1.0) + silence(0.6)
     events = []
     for i in range(0, len(pcm), 1000):  # odd chunk size: windows straddle chunks
-        events += vad.feed(pcm[i:i + 1000])
+        events += vad.feed(pcm[i : i + 1000])
     assert [(e.kind, e.offset) for e in events] == [("start", 9600), ("end", 41600 + 16000)]
 
 
@@ -45,7 +45,9 @@ def test_describe_audio_and_words():
     summary = describe_audio(pcm)
     assert summary.seconds == pytest.approx(1.4)
     assert summary.digest == hashlib.sha256(pcm).hexdigest()
-    assert reply_text(3, summary) == f"Turn 3: I heard 1.40 seconds of audio, digest {summary.short}."
+    assert (
+        reply_text(3, summary) == f"Turn 3: I heard 1.40 seconds of audio, digest {summary.short}."
+    )
     assert input_text(summary) == f"[1.40 seconds of audio, digest {summary.short}]"
     assert reply_text(2, None, "hi  there") == "Turn 2: you wrote \u201chi there\u201d."
     assert reply_text(1, None) == "Turn 1: I heard nothing."
@@ -55,7 +57,7 @@ def speechiness(pcm: bytes, rate: int = 24_000) -> dict:
     x = np.frombuffer(pcm, dtype="<i2").astype(float)
     frame = rate // 50
     frames = x[: len(x) // frame * frame].reshape(-1, frame)
-    energy = np.sqrt((frames ** 2).mean(axis=1))
+    energy = np.sqrt((frames**2).mean(axis=1))
     voiced = energy > energy.max() * 0.1
     spectrum = np.abs(np.fft.rfft(x)) ** 2
     freqs = np.fft.rfftfreq(len(x), 1 / rate)
@@ -96,12 +98,27 @@ def test_voice_rejects_unknown_kind():
 
 
 def test_wav_parser_ignores_espeaks_streaming_length():
-    fmt = (b"fmt " + (16).to_bytes(4, "little") + (1).to_bytes(2, "little") + (1).to_bytes(2, "little")
-           + (22050).to_bytes(4, "little") + (44100).to_bytes(4, "little") + (2).to_bytes(2, "little")
-           + (16).to_bytes(2, "little"))
+    fmt = (
+        b"fmt "
+        + (16).to_bytes(4, "little")
+        + (1).to_bytes(2, "little")
+        + (1).to_bytes(2, "little")
+        + (22050).to_bytes(4, "little")
+        + (44100).to_bytes(4, "little")
+        + (2).to_bytes(2, "little")
+        + (16).to_bytes(2, "little")
+    )
     body = bytes(range(10))
-    wav = b"RIFF" + (0x7FFFFFFF).to_bytes(4, "little") + b"WAVE" + fmt + b"data" + (
-        0x7FFFFFFF).to_bytes(4, "little") + body + b"\x01"
+    wav = (
+        b"RIFF"
+        + (0x7FFFFFFF).to_bytes(4, "little")
+        + b"WAVE"
+        + fmt
+        + b"data"
+        + (0x7FFFFFFF).to_bytes(4, "little")
+        + body
+        + b"\x01"
+    )
     assert _wav_pcm(wav) == (body, 22050)  # odd trailing byte dropped
     with pytest.raises(ValueError):
         _wav_pcm(b"not a wav")
@@ -164,6 +181,7 @@ def test_store_handles_expire_from_last_disconnect():
 
 def test_store_resume_restores_the_state_the_handle_stands_for():
     from daemon.liveserver.store import UserTurn
+
     store = Store(ServerLimits())
     session = store.new_session("m", "gemini", now=0.0)
     session.append("user", "one", 5, user_turn_start=True)

@@ -49,6 +49,7 @@ def test_each_turn_boundary_brings_a_new_handle():
             assert second and second != first
             # One after setupComplete, one per turn boundary.
             assert server.sessions[0].handles[1:] == [first, second]
+
     run(body)
 
 
@@ -57,6 +58,7 @@ def test_unknown_handle_is_refused_like_the_real_api():
         async with LiveServer(limits=FAST, voice="synthetic") as server:
             closed = await resume_refused(server, "h-never-issued")
             assert (closed.code, closed.reason) == NOT_FOUND
+
     run(body)
 
 
@@ -76,6 +78,7 @@ def test_handle_expires_after_ttl_from_last_disconnect():
             await asyncio.sleep(0.2)
             closed = await resume_refused(server, handle)
             assert (closed.code, closed.reason) == NOT_FOUND
+
     run(body)
 
 
@@ -88,6 +91,7 @@ def test_resume_while_previous_socket_open_is_1011():
             # The first connection is unharmed.
             msgs = await client.ptt_turn(tone(0.2))
             assert text_of(msgs).startswith("Turn 2:")
+
     run(body)
 
 
@@ -102,6 +106,7 @@ def test_refuse_next_resume_fault_then_resume_works():
             again = await RawClient.open(server.endpoint())
             await again.setup(handle=handle)
             assert server.connections[-1].resumed
+
     run(body)
 
 
@@ -113,6 +118,7 @@ def test_expire_all_handles_fault():
             assert server.faults.expire_all_handles() == 2  # after setup and after the turn
             closed = await resume_refused(server, handle)
             assert (closed.code, closed.reason) == NOT_FOUND
+
     run(body)
 
 
@@ -123,6 +129,7 @@ def test_model_cannot_change_on_resume():
             await client.close()
             closed = await resume_refused(server, handle, model="gemini-3.1-flash-live-preview")
             assert (closed.code, closed.reason) == (1007, "Request contains an invalid argument.")
+
     run(body)
 
 
@@ -147,6 +154,7 @@ def test_session_cap_without_compression_spans_connections_and_ends_the_session(
             assert session.ended and "session cap 900s" in session.ended_why
             closed = await resume_refused(server, handle)
             assert (closed.code, closed.reason) == NOT_FOUND
+
     run(body)
 
 
@@ -161,6 +169,7 @@ def test_video_shrinks_the_session_cap_to_two_minutes():
             assert (closed.code, closed.reason) == DEADLINE
             assert time.monotonic() - start >= 0.19  # 120 s = 0.2 s wall, not 900 s = 1.5 s
             assert 120 <= session_age(server) < 900
+
     run(body)
 
 
@@ -171,6 +180,7 @@ def test_compression_lifts_the_session_cap():
             await client.setup(compression=wire.Compression())
             await no_message(client, 2.0)  # past 900 nominal seconds: still open
             assert not server.sessions[0].ended
+
     run(body)
 
 
@@ -189,6 +199,7 @@ def test_compression_trims_at_a_user_turn_boundary():
             assert [t.replies for t in session.user_turns] == [1, 1, 1, 1]
             # Context never grows past trigger + one turn; after a trim it starts again low.
             assert max(prompts) <= 200 + 25 and min(prompts[1:]) <= 100 + 25, prompts
+
     run(body)
 
 
@@ -210,6 +221,7 @@ def test_context_overflow_without_compression_ends_the_session():
             session = server.sessions[0]
             assert session.ended and "context window" in session.ended_why
             assert session.tokens > 300
+
     run(body)
 
 
@@ -238,4 +250,5 @@ def test_drop_mid_reply_then_resume_with_the_last_handle_loses_that_turn():
             msgs = await resumed.ptt_turn(tone(0.4))
             assert "I heard 0.40 seconds" in text_of(msgs)
             assert [r for r, _ in session.history] == ["user", "model"]
+
     run(body)

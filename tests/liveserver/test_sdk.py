@@ -31,11 +31,15 @@ def sdk_client(server: LiveServer, vertex: bool = False) -> genai.Client:
 PTT_CONFIG = dict(
     response_modalities=["AUDIO"],
     realtime_input_config=types.RealtimeInputConfig(
-        automatic_activity_detection=types.AutomaticActivityDetection(disabled=True)),
+        automatic_activity_detection=types.AutomaticActivityDetection(disabled=True)
+    ),
     input_audio_transcription=types.AudioTranscriptionConfig(),
     output_audio_transcription=types.AudioTranscriptionConfig(),
-    speech_config=types.SpeechConfig(voice_config=types.VoiceConfig(
-        prebuilt_voice_config=types.PrebuiltVoiceConfig(voice_name="Kore"))),
+    speech_config=types.SpeechConfig(
+        voice_config=types.VoiceConfig(
+            prebuilt_voice_config=types.PrebuiltVoiceConfig(voice_name="Kore")
+        )
+    ),
     system_instruction="You are terse.",
 )
 
@@ -44,8 +48,9 @@ async def sdk_turn(session, pcm: bytes) -> list[types.LiveServerMessage]:
     """A push-to-talk turn through the SDK: activityStart, audio, activityEnd."""
     await session.send_realtime_input(activity_start=types.ActivityStart())
     for i in range(0, len(pcm), 3200):
-        await session.send_realtime_input(audio=types.Blob(data=pcm[i:i + 3200],
-                                                           mime_type="audio/pcm;rate=16000"))
+        await session.send_realtime_input(
+            audio=types.Blob(data=pcm[i : i + 3200], mime_type="audio/pcm;rate=16000")
+        )
     await session.send_realtime_input(activity_end=types.ActivityEnd())
     return [m async for m in session.receive()]  # receive() ends at turnComplete
 
@@ -57,12 +62,21 @@ async def next_message(session) -> types.LiveServerMessage:
 
 
 def summarize(messages: list[types.LiveServerMessage]) -> dict:
-    audio = b"".join(m.server_content.model_turn.parts[0].inline_data.data for m in messages
-                     if m.server_content and m.server_content.model_turn)
-    said = "".join(m.server_content.output_transcription.text for m in messages
-                   if m.server_content and m.server_content.output_transcription)
-    heard = "".join(m.server_content.input_transcription.text for m in messages
-                    if m.server_content and m.server_content.input_transcription)
+    audio = b"".join(
+        m.server_content.model_turn.parts[0].inline_data.data
+        for m in messages
+        if m.server_content and m.server_content.model_turn
+    )
+    said = "".join(
+        m.server_content.output_transcription.text
+        for m in messages
+        if m.server_content and m.server_content.output_transcription
+    )
+    heard = "".join(
+        m.server_content.input_transcription.text
+        for m in messages
+        if m.server_content and m.server_content.input_transcription
+    )
     return {"audio": audio, "said": said, "heard": heard, "last": messages[-1]}
 
 
@@ -73,8 +87,9 @@ def test_sdk_holds_a_full_conversation_with_resumption_goaway_and_close():
     async def body():
         async with LiveServer(limits=limits, voice="synthetic") as server:
             client = sdk_client(server)
-            config = types.LiveConnectConfig(session_resumption=types.SessionResumptionConfig(),
-                                             **PTT_CONFIG)
+            config = types.LiveConnectConfig(
+                session_resumption=types.SessionResumptionConfig(), **PTT_CONFIG
+            )
             first_pcm = tone(1.2)
             async with client.aio.live.connect(model="gemini-3.8-live", config=config) as session:
                 turn = summarize(await sdk_turn(session, first_pcm))
@@ -85,14 +100,17 @@ def test_sdk_holds_a_full_conversation_with_resumption_goaway_and_close():
                 assert turn["last"].server_content.turn_complete is True
                 usage = turn["last"].usage_metadata
                 assert usage.prompt_token_count == 4 + 30  # system instruction + 1.2 s × 25/s
-                assert usage.total_token_count == usage.prompt_token_count + usage.response_token_count
+                assert (
+                    usage.total_token_count == usage.prompt_token_count + usage.response_token_count
+                )
                 update = (await next_message(session)).session_resumption_update
                 assert update.resumable is True and update.new_handle
                 handle = update.new_handle
 
             second_pcm = tone(0.6, freq=330)
             config2 = types.LiveConnectConfig(
-                session_resumption=types.SessionResumptionConfig(handle=handle), **PTT_CONFIG)
+                session_resumption=types.SessionResumptionConfig(handle=handle), **PTT_CONFIG
+            )
             async with client.aio.live.connect(model="gemini-3.8-live", config=config2) as session:
                 turn = summarize(await sdk_turn(session, second_pcm))
                 # Turn 2: the resumed session still has the first turn in its history.
@@ -117,23 +135,27 @@ def test_sdk_holds_a_full_conversation_with_resumption_goaway_and_close():
             conn = record.connections[-1]
             assert conn.close_code == 1011
             assert conn.closed_at - conn.opened_at >= 600 and conn.goaway_at - conn.opened_at < 600
+
     run(body)
 
 
 def test_sdk_connect_surfaces_refusals():
     async def body():
-        async with LiveServer(limits=ServerLimits(time_scale=600), api_keys={"good"},
-                              voice="synthetic") as server:
+        async with LiveServer(
+            limits=ServerLimits(time_scale=600), api_keys={"good"}, voice="synthetic"
+        ) as server:
             client = sdk_client(server)  # presents "FAKE-KEY"
             try:
-                async with client.aio.live.connect(model="gemini-3.8-live",
-                                                   config=types.LiveConnectConfig(**PTT_CONFIG)):
+                async with client.aio.live.connect(
+                    model="gemini-3.8-live", config=types.LiveConnectConfig(**PTT_CONFIG)
+                ):
                     pass
             except errors.APIError as exc:
                 assert exc.code == 1007
                 assert "API key not valid. Please pass a valid API key." in str(exc)
             else:
                 raise AssertionError("wrong key accepted")
+
     run(body)
 
 
@@ -145,8 +167,13 @@ def test_every_server_message_validates_as_LiveServerMessage():
     async def body():
         async with LiveServer(limits=limits, voice="synthetic") as server:
             raw = await RawClient.open(server.endpoint())
-            await raw.setup(wire.SetupConfig(model="gemini-3.8-live", system_instruction="Be brief.",
-                                             compression=wire.Compression(1000, 500)))
+            await raw.setup(
+                wire.SetupConfig(
+                    model="gemini-3.8-live",
+                    system_instruction="Be brief.",
+                    compression=wire.Compression(1000, 500),
+                )
+            )
             await raw.ptt_turn(tone(0.5))
             # Barge in mid-reply: interrupted then turnComplete.
             await raw.send(wire.activity_start_message())
@@ -169,10 +196,20 @@ def test_every_server_message_validates_as_LiveServerMessage():
                 kinds |= {k for k, v in validated.model_dump(exclude_none=True).items()}
                 if validated.server_content:
                     kinds |= set(validated.server_content.model_dump(exclude_none=True))
-            assert {"setup_complete", "server_content", "usage_metadata", "go_away",
-                    "session_resumption_update", "model_turn", "input_transcription",
-                    "output_transcription", "interrupted", "generation_complete",
-                    "turn_complete"} <= kinds, kinds
+            assert {
+                "setup_complete",
+                "server_content",
+                "usage_metadata",
+                "go_away",
+                "session_resumption_update",
+                "model_turn",
+                "input_transcription",
+                "output_transcription",
+                "interrupted",
+                "generation_complete",
+                "turn_complete",
+            } <= kinds, kinds
+
     run(body)
 
 
@@ -180,8 +217,11 @@ def test_vertex_frames_validate_after_the_sdk_vertex_converter():
     async def body():
         async with LiveServer(limits=ServerLimits(time_scale=600.0), voice="synthetic") as server:
             raw = await RawClient.open(server.endpoint(api="vertex"))
-            await raw.setup(wire.SetupConfig(
-                model="projects/p/locations/us-central1/publishers/google/models/gemini-3.8-live"))
+            await raw.setup(
+                wire.SetupConfig(
+                    model="projects/p/locations/us-central1/publishers/google/models/gemini-3.8-live"
+                )
+            )
             msgs = await raw.ptt_turn(tone(0.4))
             usage = msgs[-1]["usageMetadata"]
             assert "candidatesTokenCount" in usage and "responseTokenCount" not in usage
@@ -189,35 +229,50 @@ def test_vertex_frames_validate_after_the_sdk_vertex_converter():
                 converted = live_converters._LiveServerMessage_from_vertex(message)
                 validated = types.LiveServerMessage._from_response(response=converted, kwargs={})
                 if "usageMetadata" in message:
-                    assert validated.usage_metadata.response_token_count == usage["candidatesTokenCount"]
+                    assert (
+                        validated.usage_metadata.response_token_count
+                        == usage["candidatesTokenCount"]
+                    )
             await raw.close()
+
     run(body)
 
 
 def test_sdk_rich_setup_text_client_content_context_update_and_vad():
     """The SDK's full-featured setup (mixed spellings, tools, proactivity, compression)
     is accepted; its send_* calls all land where they should."""
+
     async def body():
         async with LiveServer(limits=ServerLimits(time_scale=600.0), voice="synthetic") as server:
             client = sdk_client(server)
             config = types.LiveConnectConfig(
                 response_modalities=["AUDIO"],
                 system_instruction="You are terse.",
-                tools=[types.Tool(function_declarations=[types.FunctionDeclaration(
-                    name="turn_on_lights", description="x")])],
+                tools=[
+                    types.Tool(
+                        function_declarations=[
+                            types.FunctionDeclaration(name="turn_on_lights", description="x")
+                        ]
+                    )
+                ],
                 proactivity=types.ProactivityConfig(proactive_audio=True),
                 context_window_compression=types.ContextWindowCompressionConfig(
-                    trigger_tokens=25600, sliding_window=types.SlidingWindow(target_tokens=12800)),
+                    trigger_tokens=25600, sliding_window=types.SlidingWindow(target_tokens=12800)
+                ),
                 realtime_input_config=types.RealtimeInputConfig(
-                    activity_handling=types.ActivityHandling.START_OF_ACTIVITY_INTERRUPTS),
+                    activity_handling=types.ActivityHandling.START_OF_ACTIVITY_INTERRUPTS
+                ),
                 session_resumption=types.SessionResumptionConfig(),
                 output_audio_transcription=types.AudioTranscriptionConfig(),
             )
             async with client.aio.live.connect(model="gemini-3.8-live", config=config) as session:
                 await session.send_client_content(
-                    turns=[types.Content(role="user", parts=[types.Part(text="my name is Ada")]),
-                           types.Content(role="model", parts=[types.Part(text="hello Ada")])],
-                    turn_complete=False)
+                    turns=[
+                        types.Content(role="user", parts=[types.Part(text="my name is Ada")]),
+                        types.Content(role="model", parts=[types.Part(text="hello Ada")]),
+                    ],
+                    turn_complete=False,
+                )
                 await session.send_realtime_input(text="what is my name?")
                 said = summarize([msg async for msg in session.receive()])["said"]
                 assert said == "Turn 1: you wrote \u201cwhat is my name?\u201d."
@@ -225,31 +280,39 @@ def test_sdk_rich_setup_text_client_content_context_update_and_vad():
                 pcm = silence(0.2) + tone(0.8)
                 for i in range(0, len(pcm), 3200):
                     await session.send_realtime_input(
-                        audio=types.Blob(data=pcm[i:i + 3200], mime_type="audio/pcm;rate=16000"))
+                        audio=types.Blob(data=pcm[i : i + 3200], mime_type="audio/pcm;rate=16000")
+                    )
                 await session.send_realtime_input(audio_stream_end=True)
                 said = summarize([msg async for msg in session.receive()])["said"]
                 assert said.startswith("Turn 2: I heard 0.80 seconds of audio")
             record = server.sessions[0]
             assert record.system_instruction == "Be verbose."
-            assert record.history[:3] == [("user", "my name is Ada"), ("model", "hello Ada"),
-                                          ("user", "what is my name?")]
+            assert record.history[:3] == [
+                ("user", "my name is Ada"),
+                ("model", "hello Ada"),
+                ("user", "what is my name?"),
+            ]
             assert [t.source for t in record.user_turns] == ["text", "vad"]
+
     run(body)
 
 
 @pytest.mark.filterwarnings("ignore:The SDK's ephemeral token support is experimental")
 def test_sdk_ephemeral_token_uses_the_constrained_v1alpha_endpoint():
     async def body():
-        async with LiveServer(limits=ServerLimits(time_scale=600.0), api_keys={"auth_tokens/t1"},
-                              voice="synthetic") as server:
+        async with LiveServer(
+            limits=ServerLimits(time_scale=600.0), api_keys={"auth_tokens/t1"}, voice="synthetic"
+        ) as server:
             client = genai.Client(api_key="auth_tokens/t1", http_options={"api_version": "v1alpha"})
             client._api_client._websocket_base_url = lambda *a, **k: server.url
             client._api_client._websocket_ssl_ctx = {}
-            async with client.aio.live.connect(model="gemini-3.8-live",
-                                               config=types.LiveConnectConfig(**PTT_CONFIG)) as session:
+            async with client.aio.live.connect(
+                model="gemini-3.8-live", config=types.LiveConnectConfig(**PTT_CONFIG)
+            ) as session:
                 assert session is not None
             rec = server.connections[0]
             assert (rec.version, rec.method) == ("v1alpha", "BidiGenerateContentConstrained")
             assert rec.auth_source in ("x-goog-api-key", "authorization-token")
             assert rec.setup_completed_at is not None
+
     run(body)

@@ -37,7 +37,7 @@ def kinds(messages, usage: bool = False):
 
 async def stream(client: RawClient, pcm: bytes, chunk: int = 640) -> None:
     for i in range(0, len(pcm), chunk):
-        await client.send(wire.encode_audio(pcm[i:i + chunk]))
+        await client.send(wire.encode_audio(pcm[i : i + chunk]))
 
 
 def test_vad_turn_is_cut_by_energy_and_silence():
@@ -50,12 +50,13 @@ def test_vad_turn_is_cut_by_energy_and_silence():
             await stream(client, pcm)
             msgs = await client.until_turn_complete()
             # Speech from 0.3 s; the turn ends after 500 ms of silence (default silenceDurationMs).
-            heard = pcm[int(0.3 * 32000):int(1.8 * 32000)]
+            heard = pcm[int(0.3 * 32000) : int(1.8 * 32000)]
             digest = hashlib.sha256(heard).hexdigest()
             assert text_of(msgs) == f"Turn 1: I heard 1.50 seconds of audio, digest {digest[:6]}."
             turn = server.sessions[0].user_turns[0]
             assert (turn.source, turn.audio_digest) == ("vad", digest)
             assert server.sessions[0].audio_digest == hashlib.sha256(pcm).hexdigest()
+
     run(body)
 
 
@@ -71,6 +72,7 @@ def test_vad_audio_stream_end_ends_the_turn_at_once():
             await client.send(wire.audio_stream_end_message())
             msgs = await client.until_turn_complete()
             assert "I heard 0.60 seconds of audio" in text_of(msgs)
+
     run(body)
 
 
@@ -86,6 +88,7 @@ def test_vad_speech_interrupts_the_reply():
             assert kinds(msgs)[-2:] == ["interrupted", "turnComplete"]
             assert "generationComplete" not in kinds(msgs)
             assert server.sessions[0].user_turns[0].interrupted == 1
+
     run(body)
 
 
@@ -97,6 +100,7 @@ def test_activity_start_with_vad_on_closes_1007():
             await client.send(wire.activity_start_message())
             closed = await client.expect_close()
             assert (closed.code, closed.reason) == (1007, "Request contains an invalid argument.")
+
     run(body)
 
 
@@ -113,8 +117,11 @@ def test_ptt_audio_outside_activity_is_received_but_not_a_turn():
             assert session.audio_bytes_received == int(0.7 * 32000)
             assert len(session.user_turns) == 1
             # Audio outside a turn is in audio_digest only, not in turn_audio_digest.
-            assert session.audio_digest == hashlib.sha256(tone(0.4) + tone(0.3, freq=440)).hexdigest()
+            assert (
+                session.audio_digest == hashlib.sha256(tone(0.4) + tone(0.3, freq=440)).hexdigest()
+            )
             assert session.turn_audio_digest == hashlib.sha256(tone(0.3, freq=440)).hexdigest()
+
     run(body)
 
 
@@ -142,6 +149,7 @@ def test_activity_start_mid_reply_sends_interrupted_then_turn_complete():
             assert "generationComplete" in kinds(msgs) and text_of(msgs).startswith("Turn 2:")
             roles = [r for r, _ in server.sessions[0].history]
             assert roles == ["user", "model", "user", "model"]  # the cut reply is kept, cut
+
     run(body)
 
 
@@ -162,6 +170,7 @@ def test_no_interruption_lets_the_reply_finish_then_answers_the_next_turn():
             assert "interrupted" not in kinds(first + second)
             assert text_of(second).startswith("Turn 2: I heard 0.40")
             assert [t.replies for t in server.sessions[0].user_turns] == [1, 1]
+
     run(body)
 
 
@@ -176,6 +185,7 @@ def test_realtime_text_is_a_turn():
             assert len(audio_of(msgs)) > 0
             assert server.sessions[0].history[0] == ("user", "hello there")
             assert server.sessions[0].user_turns[0].source == "text"
+
     run(body)
 
 
@@ -184,19 +194,26 @@ def test_client_content_without_turn_complete_is_history_only():
         async with LiveServer(limits=FAST, voice="synthetic") as server:
             client = await RawClient.open(server.endpoint())
             await client.setup()
-            await client.send(wire.client_content_message(
-                [wire.Turn("user", "remember 42"), wire.Turn("model", "ok, 42")], turn_complete=False))
+            await client.send(
+                wire.client_content_message(
+                    [wire.Turn("user", "remember 42"), wire.Turn("model", "ok, 42")],
+                    turn_complete=False,
+                )
+            )
             await no_message(client, 0.3)
             session = server.sessions[0]
             assert session.history == [("user", "remember 42"), ("model", "ok, 42")]
             assert session.user_turns == []
             assert session.tokens == 3 + 2
-            await client.send(wire.client_content_message([wire.Turn("user", "which number?")], True))
+            await client.send(
+                wire.client_content_message([wire.Turn("user", "which number?")], True)
+            )
             msgs = await client.until_turn_complete()
             assert text_of(msgs) == "Turn 1: you wrote \u201cwhich number?\u201d."
             assert msgs[-1]["usageMetadata"]["promptTokenCount"] == 5 + 4
             assert [r for r, _ in session.history] == ["user", "model", "user", "model"]
             assert session.user_turns[0].source == "client_content"
+
     run(body)
 
 
@@ -205,10 +222,13 @@ def test_system_role_turns_are_refused_on_the_gemini_api():
         async with LiveServer(limits=FAST, voice="synthetic") as server:
             client = await RawClient.open(server.endpoint())
             await client.setup()
-            await client.send(wire.client_content_message([wire.Turn("system", "Speak French.")], False))
+            await client.send(
+                wire.client_content_message([wire.Turn("system", "Speak French.")], False)
+            )
             closed = await client.expect_close()
             assert (closed.code, closed.reason) == (1007, "Request contains an invalid argument.")
             assert server.sessions[0].history == []
+
     run(body)
 
 
@@ -216,18 +236,31 @@ def test_system_role_turns_are_accepted_on_vertex():
     async def body():
         async with LiveServer(limits=FAST, voice="synthetic") as server:
             client = await RawClient.open(server.endpoint(api="vertex"))
-            await client.setup(model="projects/p/locations/l/publishers/google/models/gemini-3.8-live")
-            await client.send(wire.client_content_message([wire.Turn("system", "Speak French.")], False))
+            await client.setup(
+                model="projects/p/locations/l/publishers/google/models/gemini-3.8-live"
+            )
+            await client.send(
+                wire.client_content_message([wire.Turn("system", "Speak French.")], False)
+            )
             await client.send(wire.text_message("bonjour"))
             await client.until_turn_complete()
-            assert server.sessions[0].history[:2] == [("system", "Speak French."), ("user", "bonjour")]
+            assert server.sessions[0].history[:2] == [
+                ("system", "Speak French."),
+                ("user", "bonjour"),
+            ]
+
     run(body)
 
 
-@pytest.mark.parametrize("model,accepted", [("gemini-3.8-live", True),
-                                            ("gemini-3.8-live-extended-thinking", True),
-                                            ("gemini-2.5-flash-native-audio-preview-12-2025", False),
-                                            ("gemini-3.1-flash-live-preview", False)])
+@pytest.mark.parametrize(
+    "model,accepted",
+    [
+        ("gemini-3.8-live", True),
+        ("gemini-3.8-live-extended-thinking", True),
+        ("gemini-2.5-flash-native-audio-preview-12-2025", False),
+        ("gemini-3.1-flash-live-preview", False),
+    ],
+)
 def test_context_update_only_for_the_38_live_family(model, accepted):
     async def body():
         async with LiveServer(limits=FAST, voice="synthetic") as server:
@@ -240,8 +273,12 @@ def test_context_update_only_for_the_38_live_family(model, accepted):
                 assert server.sessions[0].system_instruction == "Be verbose."
             else:
                 closed = await client.expect_close()
-                assert (closed.code, closed.reason) == (1007, "Request contains an invalid argument.")
+                assert (closed.code, closed.reason) == (
+                    1007,
+                    "Request contains an invalid argument.",
+                )
                 assert server.sessions[0].system_instruction == "Be brief."
+
     run(body)
 
 
@@ -249,11 +286,18 @@ def test_transcriptions_only_when_asked():
     async def body():
         async with LiveServer(limits=FAST, voice="synthetic") as server:
             client = await RawClient.open(server.endpoint())
-            await client.setup(input_transcription=False, output_transcription=False, resumable=False)
+            await client.setup(
+                input_transcription=False, output_transcription=False, resumable=False
+            )
             msgs = await client.ptt_turn(tone(0.3))
-            assert set(kinds(msgs, usage=True)) == {"modelTurn", "generationComplete", "turnComplete",
-                                                   "usageMetadata"}
+            assert set(kinds(msgs, usage=True)) == {
+                "modelTurn",
+                "generationComplete",
+                "turnComplete",
+                "usageMetadata",
+            }
             await no_message(client, 0.2)  # no sessionResumptionUpdate without sessionResumption
+
     run(body)
 
 
@@ -264,6 +308,7 @@ def test_video_frames_are_counted():
             await client.setup()
             await client.send(wire.video_message(b"\xff\xd8\xff\xe0 fake jpeg"))
             await server.wait_for(lambda: server.sessions[0].video_received == 1)
+
     run(body)
 
 
@@ -271,14 +316,21 @@ def test_vertex_transparent_mode_reports_last_consumed_index():
     async def body():
         async with LiveServer(limits=FAST, voice="synthetic") as server:
             client = await RawClient.open(server.endpoint(api="vertex"))
-            await client.send({"setup": {"model": "projects/p/locations/l/publishers/google/models/gemini-3.8-live",
-                                         "realtimeInputConfig": {"automaticActivityDetection": {"disabled": True}},
-                                         "sessionResumption": {"transparent": True}}})
+            await client.send(
+                {
+                    "setup": {
+                        "model": "projects/p/locations/l/publishers/google/models/gemini-3.8-live",
+                        "realtimeInputConfig": {"automaticActivityDetection": {"disabled": True}},
+                        "sessionResumption": {"transparent": True},
+                    }
+                }
+            )
             assert await client.recv() == {"setupComplete": {}}
             msgs = await client.ptt_turn(tone(0.1, freq=300), chunk=1600)  # start, 2 audio, end
             msgs.append(await client.recv())
             last = msgs[-1]["sessionResumptionUpdate"]
             assert last["resumable"] is True and last["lastConsumedClientMessageIndex"] == "4"
+
     run(body)
 
 
@@ -296,8 +348,9 @@ def test_audio_at_another_rate_is_timed_by_its_mime_type():
             await vad.setup(push_to_talk=False)
             audio = tone(0.6, rate=48_000) + silence(0.7, rate=48_000)
             for i in range(0, len(audio), 1920):
-                await vad.send(wire.encode_audio(audio[i:i + 1920], rate=48_000))
+                await vad.send(wire.encode_audio(audio[i : i + 1920], rate=48_000))
             assert "I heard 1.10 seconds" in text_of(await vad.until_turn_complete())
+
     run(body)
 
 
@@ -310,4 +363,5 @@ def test_server_stop_closes_open_connections_with_1001():
         assert closed.code == 1001
         rec = server.connections[0]
         assert (rec.close_code, rec.closed_by) == (1001, "server")
+
     run(body)

@@ -26,8 +26,13 @@ from tests.liveserver.harness import run
 google_credentials = pytest.importorskip("google.oauth2.credentials")
 
 REFRESH_S = 1.5
-SETUP = wire.encode(wire.setup_message(wire.SetupConfig(
-    model="projects/p/locations/us-central1/publishers/google/models/gemini-3.8-live")))
+SETUP = wire.encode(
+    wire.setup_message(
+        wire.SetupConfig(
+            model="projects/p/locations/us-central1/publishers/google/models/gemini-3.8-live"
+        )
+    )
+)
 
 
 class SlowTokenService(BaseHTTPRequestHandler):
@@ -36,13 +41,19 @@ class SlowTokenService(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:  # noqa: N802 (http.server's name)
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        time.sleep(REFRESH_S)                       # the slow HTTPS round trip
+        time.sleep(REFRESH_S)  # the slow HTTPS round trip
         if SlowTokenService.fail:
             body, status = {"error": "invalid_grant", "error_description": "revoked"}, 400
         else:
             SlowTokenService.tokens_issued += 1
-            body, status = {"access_token": f"tok-{SlowTokenService.tokens_issued}",
-                            "expires_in": 3600, "token_type": "Bearer"}, 200
+            body, status = (
+                {
+                    "access_token": f"tok-{SlowTokenService.tokens_issued}",
+                    "expires_in": 3600,
+                    "token_type": "Bearer",
+                },
+                200,
+            )
         data = json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -66,8 +77,9 @@ def token_service():
 
 
 def credentials(token_uri: str):
-    return google_credentials.Credentials(token=None, refresh_token="refresh", client_id="c",
-                                          client_secret="s", token_uri=token_uri)
+    return google_credentials.Credentials(
+        token=None, refresh_token="refresh", client_id="c", client_secret="s", token_uri=token_uri
+    )
 
 
 async def open_while_ticking(url: str, headers: BearerHeaders):
@@ -80,6 +92,7 @@ async def open_while_ticking(url: str, headers: BearerHeaders):
         while True:
             ticks.append(loop.time())
             await asyncio.sleep(0.01)
+
     tick = loop.create_task(ticker())
     reader = loop.create_task(conn.run(SETUP))
     writer = loop.create_task(conn.send_loop())
@@ -101,10 +114,13 @@ def test_token_refresh_blocks_a_worker_thread_not_the_event_loop(token_service):
         async with LiveServer(limits=ServerLimits(time_scale=100.0), voice="synthetic") as server:
             headers = BearerHeaders(credentials(token_service))
             events, opened_after, worst_gap, ticks = await open_while_ticking(
-                server.endpoint(api="vertex"), headers)
-            assert any(isinstance(e, ServerEvents) and isinstance(e.events[0], wire.SetupComplete)
-                       for e in events), events
-            assert opened_after >= REFRESH_S               # the refresh really happened ...
+                server.endpoint(api="vertex"), headers
+            )
+            assert any(
+                isinstance(e, ServerEvents) and isinstance(e.events[0], wire.SetupComplete)
+                for e in events
+            ), events
+            assert opened_after >= REFRESH_S  # the refresh really happened ...
             assert SlowTokenService.tokens_issued == 1
             # ... and the loop kept running through it: on the loop it would have stalled
             # for the whole refresh (the token service alone takes REFRESH_S), and ticked
@@ -115,6 +131,7 @@ def test_token_refresh_blocks_a_worker_thread_not_the_event_loop(token_service):
             # A valid token is not refreshed again.
             await open_while_ticking(server.endpoint(api="vertex"), headers)
             assert SlowTokenService.tokens_issued == 1
+
     run(body, timeout=30)
 
 
@@ -123,10 +140,12 @@ def test_a_failed_refresh_is_one_retryable_connect_failure(token_service):
         SlowTokenService.fail = True
         async with LiveServer(limits=ServerLimits(time_scale=100.0), voice="synthetic") as server:
             events, _, worst_gap, ticks = await open_while_ticking(
-                server.endpoint(api="vertex"), BearerHeaders(credentials(token_service)))
+                server.endpoint(api="vertex"), BearerHeaders(credentials(token_service))
+            )
             failed = [e for e in events if isinstance(e, ConnectionFailed)]
             assert len(failed) == 1 and failed[0].error_kind == "connect", events
             assert "credential refresh failed: RefreshError" in failed[0].detail
-            assert worst_gap < REFRESH_S and ticks >= 5   # the loop ran meanwhile
-            assert not server.connections                  # never dialled
+            assert worst_gap < REFRESH_S and ticks >= 5  # the loop ran meanwhile
+            assert not server.connections  # never dialled
+
     run(body, timeout=30)

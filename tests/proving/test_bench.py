@@ -14,13 +14,28 @@ import pytest
 from bench.common import ROOT
 from tests.timing import cap
 
-FIGURES = ("cpu_ratio_vs_sdk", "cpu_s_per_audio_min", "rss_mb", "rss_ratio_vs_sdk", "ready_s",
-           "resume_gap_p50_ms", "resume_gap_p95_ms", "frames_lost", "ptt_latency_p99_ms",
-           "resampler_alias_db", "resampler_x_realtime",
-           # issue 13
-           "reply_added_latency_p95_ms", "reply_heard_latency_p50_ms", "playback_pipeline_p95_ms",
-           "idle_cpu_ratio_vs_floor", "idle_cpu_s_per_hour", "idle_wakeups_per_s",
-           "send_cpu_ratio_vs_floor", "speaker_resume_p95_ms")
+FIGURES = (
+    "cpu_ratio_vs_sdk",
+    "cpu_s_per_audio_min",
+    "rss_mb",
+    "rss_ratio_vs_sdk",
+    "ready_s",
+    "resume_gap_p50_ms",
+    "resume_gap_p95_ms",
+    "frames_lost",
+    "ptt_latency_p99_ms",
+    "resampler_alias_db",
+    "resampler_x_realtime",
+    # issue 13
+    "reply_added_latency_p95_ms",
+    "reply_heard_latency_p50_ms",
+    "playback_pipeline_p95_ms",
+    "idle_cpu_ratio_vs_floor",
+    "idle_cpu_s_per_hour",
+    "idle_wakeups_per_s",
+    "send_cpu_ratio_vs_floor",
+    "speaker_resume_p95_ms",
+)
 
 
 # Both caps only end a hang: the bench measures, it does not race, but it does a fixed
@@ -28,8 +43,13 @@ FIGURES = ("cpu_ratio_vs_sdk", "cpu_s_per_audio_min", "rss_mb", "rss_ratio_vs_sd
 # default of 300 s before its own 400 s cap.
 @pytest.mark.timeout(cap(1800) + 60)
 def test_bench_quick_prints_a_table_and_one_json_line_with_every_figure() -> None:
-    proc = subprocess.run([sys.executable, "-m", "bench", "--quick", "--json"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=cap(1800))
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=cap(1800),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     *table, last = proc.stdout.strip().splitlines()
     print("\n".join(table))
@@ -55,6 +75,10 @@ def test_bench_quick_prints_a_table_and_one_json_line_with_every_figure() -> Non
     assert figures["idle_wakeups_per_s_floor"] > 0 and figures["idle_threads"]
     # The idle speaker stream is paused, and the next reply started it (real PortAudio).
     assert figures["speaker_resume_p95_ms"] > 0 and figures["speaker_running_p95_ms"] > 0
-    for name in ("idle_cpu_ratio_vs_floor", "reply_added_latency_p95_ms",
-                 "send_cpu_ratio_vs_floor", "speaker_resume_p95_ms"):
+    for name in (
+        "idle_cpu_ratio_vs_floor",
+        "reply_added_latency_p95_ms",
+        "send_cpu_ratio_vs_floor",
+        "speaker_resume_p95_ms",
+    ):
         assert figures["how"][name], name

@@ -18,14 +18,29 @@ from hypothesis import strategies as st
 from daemon.app import config
 from daemon.errors import ConfigError
 
-FUZZ = settings(max_examples=300, deadline=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+FUZZ = settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
 
 # Values TOML can hold (tomllib gives exactly these types).
-scalars = (st.text(max_size=20) | st.integers() | st.floats(allow_nan=True, allow_infinity=True)
-           | st.booleans() | st.datetimes() | st.dates() | st.times())
-toml_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4)
-                           | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=10)
+scalars = (
+    st.text(max_size=20)
+    | st.integers()
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.booleans()
+    | st.datetimes()
+    | st.dates()
+    | st.times()
+)
+toml_values = st.recursive(
+    scalars,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=10,
+)
 
 
 def _known_keys() -> dict[str, list[str]]:
@@ -40,8 +55,10 @@ KNOWN = _known_keys()
 # Sections with their real keys and arbitrary values: this reaches every _coerce branch,
 # every CHECKS predicate and every settings class's __post_init__.
 known_sections = st.sampled_from(sorted(KNOWN)).flatmap(
-    lambda s: st.tuples(st.just(s), st.dictionaries(st.sampled_from(KNOWN[s]), toml_values,
-                                                    max_size=6)))
+    lambda s: st.tuples(
+        st.just(s), st.dictionaries(st.sampled_from(KNOWN[s]), toml_values, max_size=6)
+    )
+)
 shaped = st.lists(known_sections, max_size=4).map(dict)
 anything = st.dictionaries(st.text(max_size=10), toml_values, max_size=4)
 

@@ -76,8 +76,8 @@ def test_process_stopped_or_killed_mid_turn_restarts_into_the_same_session(name:
     assert x["resumed_same_session"] == 1, r
     if name == "sigterm_mid_turn":
         assert x["exit_code"] == 0 and x["stopping_noted"] == 1, r
-        assert x["close_code"] == 1000, r         # we closed the connection, cleanly
-        assert x["refused_over_cap"] == 0, r      # so a 1-session cap lets the restart in
+        assert x["close_code"] == 1000, r  # we closed the connection, cleanly
+        assert x["refused_over_cap"] == 0, r  # so a 1-session cap lets the restart in
     else:
         assert x["exit_code"] == -9 and x["close_code"] == 1006, r
     assert r.answered == 1 and r.frames_captured > 0 and r.frames_lost == 0, r
@@ -88,18 +88,24 @@ def check_specifics(r: FaultResult) -> None:
     """What each fault must show beyond surviving it."""
     x = r.extra
     if r.name in ("close_1000", "close_1006", "close_1011", "huge_frame"):
-        assert r.retries == 1 and r.connections == 1, r      # one reconnect, a resume
+        assert r.retries == 1 and r.connections == 1, r  # one reconnect, a resume
     if r.name == "goaway_silence":
-        assert r.retries == 0 and r.connections == 1, r      # a timer-driven switch, no failure
+        assert r.retries == 0 and r.connections == 1, r  # a timer-driven switch, no failure
     if r.name == "setup_never":
         assert "setupComplete" in r.detail, r
     if r.name == "handle_refused":
-        assert x["sessions"] == 2, r                          # went fresh, with context
+        assert x["sessions"] == 2, r  # went fresh, with context
     if r.name == "tcp_stall":
         assert "stall" in r.detail or "1011" in r.detail, r
-    if r.name in ("malformed_frame", "unknown_frame", "oversized_frame", "mic_overflow_storm",
-                  "mic_vanishes", "speaker_underrun"):
-        assert r.retries == 0 and r.connections == 0, r      # nothing to reconnect for
+    if r.name in (
+        "malformed_frame",
+        "unknown_frame",
+        "oversized_frame",
+        "mic_overflow_storm",
+        "mic_vanishes",
+        "speaker_underrun",
+    ):
+        assert r.retries == 0 and r.connections == 0, r  # nothing to reconnect for
     if r.name == "malformed_frame":
         assert x["bad_frames"] == 1, r
     if r.name == "mic_overflow_storm":
@@ -122,7 +128,7 @@ def check_field(r: FaultResult) -> None:
     if r.name == "f1_cap_no_goaway":
         assert r.retries == 1 and r.connections == 1, r
     if r.name == "f2_goaway_total_silence":
-        assert r.retries == 0 and r.connections == 1, r      # switched on the timer, before T
+        assert r.retries == 0 and r.connections == 1, r  # switched on the timer, before T
     if r.name == "f4_handle_expired":
         assert x["sessions"] == 2, r
     if r.name == "f6_history_dropped":
@@ -139,16 +145,21 @@ def check_field(r: FaultResult) -> None:
     if r.name == "f12_switches_under_cap":
         assert x["refused_over_cap"] == 0 and x["closed_other"] == 0, r
         assert x["rollovers"] >= 1 and x["closed_by_us_1000"] >= 4 and x["sessions"] >= 4, r
-        assert x["exit_close_1000"] == 1, r                   # and on stop
+        assert x["exit_close_1000"] == 1, r  # and on stop
     if r.name in ("f13_pongs_late", "f13_pongs_never"):
         assert r.retries == 0 and x["idle_reconnects"] == 0 and x["pings"] >= 3, r
-    if r.name in ("f15_premature_turn_complete", "f16_interrupted_with_audio",
-                  "f16_spurious_interrupt", "f17_burst", "f17_trickle"):
+    if r.name in (
+        "f15_premature_turn_complete",
+        "f16_interrupted_with_audio",
+        "f16_spurious_interrupt",
+        "f17_burst",
+        "f17_trickle",
+    ):
         assert r.retries == 0 and r.connections == 0, r
     if r.name == "f16_spurious_interrupt":
-        assert x["reply_bytes_played"] > 0, r                 # the real reply was heard
+        assert x["reply_bytes_played"] > 0, r  # the real reply was heard
     if r.name == "f17_burst":
-        assert x["reply_bytes_played"] >= 0.95 * 10 * 24_000 * 2, r   # not a sample dropped
+        assert x["reply_bytes_played"] >= 0.95 * 10 * 24_000 * 2, r  # not a sample dropped
     if r.name == "f18_undeclared_tool_call":
         assert x["tool_responses"] >= 1 and r.retries == 0, f"no error toolResponse: {r}"
     if r.name == "f25_close_1000_idle":

@@ -70,14 +70,15 @@ def test_idle_frames_wake_nothing_and_a_press_brings_exactly_the_pre_roll_first(
         assert loop.threadsafe_calls == base, "idle frames woke the loop"
         assert queue.empty() and inbox.last_frame_at is not None  # the mic is seen moving
         _in_thread(lambda: inbox.post(ButtonPressed()))
-        assert loop.threadsafe_calls == base + 1     # the press: one wakeup
-        assert not inbox.holding                     # ...and the hold is over
+        assert loop.threadsafe_calls == base + 1  # the press: one wakeup
+        assert not inbox.holding  # ...and the hold is over
         got = [await queue.get() for _ in range(16)]
         assert queue.empty()
         # The newest frames making up the pre-roll (the core's own rule), in order, then
         # the press.
         assert [_index(e) for e in got[:15]] == list(range(485, 500))
         assert isinstance(got[15], ButtonPressed)
+
     _run(body, loop)
 
 
@@ -92,15 +93,17 @@ def test_frames_after_a_press_are_delivered_every_one_in_order() -> None:
             for i in range(40):
                 inbox.post(_frame(i))
             inbox.post(ButtonPressed())
-            for i in range(40, 400):          # more than the pre-roll: none may be trimmed
+            for i in range(40, 400):  # more than the pre-roll: none may be trimmed
                 inbox.post(_frame(i))
             inbox.post(ButtonReleased(7.2))
+
         _in_thread(talk)
         got = [await queue.get() for _ in range(15 + 1 + 360 + 1)]
         assert queue.empty()
         assert [_index(e) for e in got[:15]] == list(range(25, 40))
         assert isinstance(got[15], ButtonPressed) and isinstance(got[-1], ButtonReleased)
         assert [_index(e) for e in got[16:-1]] == list(range(40, 400))
+
     _run(body, loop)
 
 
@@ -109,16 +112,17 @@ def test_the_hold_is_refused_while_an_event_is_on_its_way() -> None:
 
     async def body() -> None:
         queue = inbox._bind(asyncio.get_running_loop())
-        _in_thread(lambda: inbox.post(SendText("hello", True)))   # drain not yet run
+        _in_thread(lambda: inbox.post(SendText("hello", True)))  # drain not yet run
         assert not inbox.hold_idle_frames(PRE_ROLL)
         assert isinstance(await queue.get(), SendText)
         assert inbox.hold_idle_frames(PRE_ROLL)
         _in_thread(lambda: [inbox.post(_frame(i)) for i in range(3)])
-        inbox.deliver_every_frame()           # a turn opened: held frames now, in order
+        inbox.deliver_every_frame()  # a turn opened: held frames now, in order
         assert [_index(queue.get_nowait()) for _ in range(3)] == [0, 1, 2]
         assert not inbox.holding
-        inbox.post(_frame(3))                 # from the loop thread, delivered at once
+        inbox.post(_frame(3))  # from the loop thread, delivered at once
         assert _index(queue.get_nowait()) == 3
+
     _run(body, loop)
 
 
@@ -131,14 +135,19 @@ def test_an_idle_supervisor_feeds_no_idle_frames_yet_the_turn_keeps_its_pre_roll
         async with LiveServer(limits=ServerLimits(time_scale=20.0), voice="synthetic") as server:
             inbox = Inbox()
             session = Session(SessionSettings(), wire.SetupConfig(model=MODEL), "gemini")
-            sup = Supervisor(session, Endpoint(server.url + PATH, {"x-goog-api-key": "t"}),
-                             inbox=inbox, time_scale=20.0)
+            sup = Supervisor(
+                session,
+                Endpoint(server.url + PATH, {"x-goog-api-key": "t"}),
+                inbox=inbox,
+                time_scale=20.0,
+            )
             fed: list[str] = []
             handle = session.handle
 
             def counting(event: Any, now: float) -> Any:
                 fed.append(type(event).__name__)
                 return handle(event, now)
+
             session.handle = counting  # type: ignore[method-assign]
             loop = asyncio.get_running_loop()
 
@@ -149,8 +158,10 @@ def test_an_idle_supervisor_feeds_no_idle_frames_yet_the_turn_keeps_its_pre_roll
                     await asyncio.sleep(0.005)
 
             async def drive() -> None:
-                await until(lambda: sup.states() == frozenset({DeviceState.IDLE})
-                            and inbox.holding, "idle with the hold armed")
+                await until(
+                    lambda: sup.states() == frozenset({DeviceState.IDLE}) and inbox.holding,
+                    "idle with the hold armed",
+                )
                 before = len(fed)
                 await asyncio.to_thread(lambda: [inbox.post(_frame(i)) for i in range(300)])
                 await asyncio.sleep(0.05)
@@ -163,12 +174,17 @@ def test_an_idle_supervisor_feeds_no_idle_frames_yet_the_turn_keeps_its_pre_roll
                     for i in said:
                         inbox.post(_frame(i))
                     inbox.post(ButtonReleased(1.2))
+
                 await asyncio.to_thread(talk)
                 audio = b"".join(_frame(i).pcm for i in list(range(285, 300)) + said)
                 digest = hashlib.sha256(audio).hexdigest()
-                await until(lambda: any(t.audio_digest == digest and t.replies
-                                        for t in server.user_turns), "the turn, answered")
+                await until(
+                    lambda: any(t.audio_digest == digest and t.replies for t in server.user_turns),
+                    "the turn, answered",
+                )
                 assert fed.count("MicFrame") == 15 + len(said)
                 sup.stop()
+
             await sup.run(drive())
+
     asyncio.run(asyncio.wait_for(body(), 60))

@@ -16,8 +16,16 @@ from tests.hw.harness import tone
 
 def test_mic_unplugged_mid_turn_and_plugged_back(pulse) -> None:
     def make_mic(post):
-        return Mic(MicSettings(device="vmic", device_rate=48000, stall_timeout=0.5,
-                               reopen_initial=0.1, reopen_max=0.3), post)
+        return Mic(
+            MicSettings(
+                device="vmic",
+                device_rate=48000,
+                stall_timeout=0.5,
+                reopen_initial=0.1,
+                reopen_max=0.3,
+            ),
+            post,
+        )
 
     async def body() -> None:
         async with FaultRig(mic=make_mic) as r:
@@ -26,20 +34,25 @@ def test_mic_unplugged_mid_turn_and_plugged_back(pulse) -> None:
             r.soft_button.press()
             feed = pulse.play_into_mic(tone(440, 48000, 0.6, 0.5), 48000)
             await asyncio.to_thread(feed.wait, 10)
-            module = next(line.split()[0] for line in pulse.pactl("list", "short", "modules")
-                          .splitlines() if "source_name=vmic" in line)
+            module = next(
+                line.split()[0]
+                for line in pulse.pactl("list", "short", "modules").splitlines()
+                if "source_name=vmic" in line
+            )
             pulse.pactl("unload-module", module)
             for line in pulse.pactl("list", "short", "source-outputs").splitlines():
                 pulse.cli(f"kill-source-output {line.split()[0]}")
             await until(lambda: r.led.shown is DeviceState.ERROR, 5, "LED error")
-            pulse.pactl("load-module", "module-remap-source", "source_name=vmic",
-                        "master=micfeed.monitor")
+            pulse.pactl(
+                "load-module", "module-remap-source", "source_name=vmic", "master=micfeed.monitor"
+            )
             await until(lambda: r.led.shown is DeviceState.LISTENING, 10, "LED listening again")
             feed = pulse.play_into_mic(tone(660, 48000, 0.4, 0.5), 48000)
             await asyncio.to_thread(feed.wait, 10)
             r.soft_button.release()
-            await until(lambda: r.server.user_turns and r.server.user_turns[-1].replies, 20,
-                        "the answer")
+            await until(
+                lambda: r.server.user_turns and r.server.user_turns[-1].replies, 20, "the answer"
+            )
             await until(r.is_idle, 20, "IDLE")
             st = r.sup.stats()
             turn = r.server.user_turns[-1]
@@ -51,4 +64,5 @@ def test_mic_unplugged_mid_turn_and_plugged_back(pulse) -> None:
     async def main() -> None:
         async with asyncio.timeout(60):
             await body()
+
     asyncio.run(main())

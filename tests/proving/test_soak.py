@@ -15,9 +15,11 @@ import pytest
 
 from bench.soak import CHAOS, describe, run_soak
 
-DESIGNED_DROPS = {"it went unanswered on two connections",
-                  "the server refused its audio twice (1007)",
-                  "the model rejected it twice (RESPONSE_REJECTED)"}
+DESIGNED_DROPS = {
+    "it went unanswered on two connections",
+    "the server refused its audio twice (1007)",
+    "the model rejected it twice (RESPONSE_REJECTED)",
+}
 """Why the core may give up on a question (README: the designed drops), as it says it."""
 
 
@@ -113,4 +115,6 @@ def test_a_chaos_day_loses_no_audio_silently(chaos_day: dict) -> None:
     # (the turn-level check above counts them with the unanswered ones).
     ends = chaos_day["designed_ends"]
     assert chaos_day["turns_not_received_intact"] <= ends["turns_ended_by_design"], (
-        ends, chaos_day["not_answered_once"])
+        ends,
+        chaos_day["not_answered_once"],
+    )

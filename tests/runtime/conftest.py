@@ -65,14 +65,30 @@ def spawn_child() -> Iterator:
     children: list[subprocess.Popen[str]] = []
 
     def spawn(*args: str, env: dict[str, str] | None = None) -> Child:
-        base = {k: v for k, v in os.environ.items()
-                if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID",
-                             "JOURNAL_STREAM", "INVOCATION_ID", "CREDENTIALS_DIRECTORY")}
+        base = {
+            k: v
+            for k, v in os.environ.items()
+            if k
+            not in (
+                "NOTIFY_SOCKET",
+                "WATCHDOG_USEC",
+                "WATCHDOG_PID",
+                "JOURNAL_STREAM",
+                "INVOCATION_ID",
+                "CREDENTIALS_DIRECTORY",
+            )
+        }
         base["PYTHONPATH"] = str(REPO)
         base.update(env or {})
-        proc = subprocess.Popen([sys.executable, str(CHILD), *args], env=base, cwd=str(REPO),
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, str(CHILD), *args],
+            env=base,
+            cwd=str(REPO),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         children.append(proc)
         return Child(proc)
 

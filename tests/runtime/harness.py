@@ -32,17 +32,36 @@ async def until(pred: Callable[[], Any], timeout: float = 10.0, what: str = "") 
 class Rig:
     """A supervisor with stand-in hardware, connected to a LiveServer."""
 
-    def __init__(self, server: LiveServer, settings: SessionSettings, scale: float,
-                 keepalive: Keepalive = Keepalive(), seed: int = 1, api_key: str = "k1") -> None:
+    def __init__(
+        self,
+        server: LiveServer,
+        settings: SessionSettings,
+        scale: float,
+        keepalive: Keepalive = Keepalive(),
+        seed: int = 1,
+        api_key: str = "k1",
+    ) -> None:
         self.inbox = Inbox()
         self.mic = StandInMic(self.inbox.post, seed)
         self.speaker = StandInSpeaker(self.inbox.post, scale)
         self.led = StandInLed()
-        session = Session(settings, wire.SetupConfig(model=MODEL, system_instruction="Be brief."),
-                          "gemini", 0.0, rng=random.Random(seed).random)
-        self.sup = Supervisor(session, Endpoint(server.endpoint(), {"x-goog-api-key": api_key}),
-                              inbox=self.inbox, mic=self.mic, speaker=self.speaker, led=self.led,
-                              time_scale=scale, keepalive=keepalive)
+        session = Session(
+            settings,
+            wire.SetupConfig(model=MODEL, system_instruction="Be brief."),
+            "gemini",
+            0.0,
+            rng=random.Random(seed).random,
+        )
+        self.sup = Supervisor(
+            session,
+            Endpoint(server.endpoint(), {"x-goog-api-key": api_key}),
+            inbox=self.inbox,
+            mic=self.mic,
+            speaker=self.speaker,
+            led=self.led,
+            time_scale=scale,
+            keepalive=keepalive,
+        )
         self.effects: list[Effect] = []
         self.sup.subscribe(self.effects.append)
         self.task: asyncio.Task[None] | None = None
@@ -65,6 +84,7 @@ class Rig:
         for e in self.effects:
             if isinstance(e, SendFrame) and '"audio"' in e.frame[:40]:
                 import json
+
                 out += wire.b64decode(json.loads(e.frame)["realtimeInput"]["audio"]["data"])
         return bytes(out)
 
@@ -75,8 +95,10 @@ def run(body: Callable[[], Awaitable[None]], timeout: float = 60.0) -> None:
     deadlines (the server's goAway window and caps, the daemon's guards) measure the
     scenario's progress, not the machine's load (they raced it in CI under load).
     ``timeout`` only ends a hang."""
+
     async def main() -> None:
         async with asyncio.timeout(timeout):
             await body()
+
     with asyncio.Runner(loop_factory=ProgressLoop) as runner:
         runner.run(main())

@@ -72,7 +72,7 @@ async def main(loop_limit: float, mic_limit: float) -> int:
             heartbeat.mic_restored(time.monotonic())
         elif name == "leak":
             log.info("the key is %s", key, extra={"REASON": f"bad key {key}"})
-            log.debug("> setup {\"key\": \"%s\"}", key)
+            log.debug('> setup {"key": "%s"}', key)
             try:
                 raise RuntimeError(f"connect failed for key={key}")
             except RuntimeError:
@@ -95,8 +95,10 @@ async def main(loop_limit: float, mic_limit: float) -> int:
     install_signal_handlers(loop, notifier, stop=stop.set, reload=reload)
     threading.Thread(target=read_stdin, daemon=True).start()
     gate = WatchdogGate(started_at=time.monotonic(), loop_limit=loop_limit, mic_limit=mic_limit)
-    tasks = [asyncio.create_task(ticker()),
-             asyncio.create_task(watchdog_loop(notifier, gate, heartbeat))]
+    tasks = [
+        asyncio.create_task(ticker()),
+        asyncio.create_task(watchdog_loop(notifier, gate, heartbeat)),
+    ]
     notifier.ready(status=format_status({"state": "idle", "session_age": 0}))
     await stop.wait()
     for task in tasks:

@@ -91,11 +91,15 @@ def test_keepalive_survives_pongs_25_s_late_where_websockets_defaults_fail() -> 
         server = await slow_pong_server(scale, pong_delay=25.0)
         url = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
         ours = Keepalive()
-        defaults = Keepalive(20.0, 20.0, require_pongs=True)   # websockets' own rule
+        defaults = Keepalive(20.0, 20.0, require_pongs=True)  # websockets' own rule
         a = Driver(url, keepalive=Keepalive(ours.interval / scale, ours.timeout / scale)).start()
-        b = Driver(url, keepalive=Keepalive(defaults.interval / scale,
-                                            defaults.timeout / scale, require_pongs=True)).start()
-        await asyncio.sleep(200 / scale)          # 200 nominal seconds
+        b = Driver(
+            url,
+            keepalive=Keepalive(
+                defaults.interval / scale, defaults.timeout / scale, require_pongs=True
+            ),
+        ).start()
+        await asyncio.sleep(200 / scale)  # 200 nominal seconds
         assert isinstance(a.of(ServerEvents)[0].events[0], wire.SetupComplete)
         assert a.terminal() is None, f"our keepalive dropped a healthy connection: {a.terminal()}"
         end = b.terminal()
@@ -105,6 +109,7 @@ def test_keepalive_survives_pongs_25_s_late_where_websockets_defaults_fail() -> 
         await a.finish()
         server.close()
         await server.wait_closed()
+
     run(body)
 
 
@@ -116,7 +121,7 @@ def test_malformed_and_oversized_frames_never_end_the_connection() -> None:
             assert isinstance(d.of(ServerEvents)[0].events[0], wire.SetupComplete)
             server.faults.send_malformed()
             await until(lambda: d.of(FrameRejected), what="FrameRejected")
-            server.faults.send_oversized(2 * 1024 * 1024)   # > websockets' 1 MiB default
+            server.faults.send_oversized(2 * 1024 * 1024)  # > websockets' 1 MiB default
             await until(lambda: len(d.of(ServerEvents)) >= 2, what="the big frame")
             assert d.terminal() is None
             d.conn.send(wire.encode(wire.text_message("still there?")))
@@ -126,6 +131,7 @@ def test_malformed_and_oversized_frames_never_end_the_connection() -> None:
             end = d.terminal()
             assert isinstance(end, ConnectionClosed) and end.code == 1000
             assert [type(e) for e in d.events[:1]] == [ConnectionOpened]
+
     run(body)
 
 
@@ -142,10 +148,16 @@ def test_failures_to_connect_are_reported_by_kind() -> None:
         await refused.finish()
         await invalid.finish()
         assert bad_path
-        kinds = {name: (d.terminal().error_kind, d.terminal().status)
-                 for name, d in (("refused", refused), ("invalid", invalid), ("http", http))}
-        assert kinds == {"refused": ("connect", None), "invalid": ("invalid", None),
-                         "http": ("http", 404)}
+        kinds = {
+            name: (d.terminal().error_kind, d.terminal().status)
+            for name, d in (("refused", refused), ("invalid", invalid), ("http", http))
+        }
+        assert kinds == {
+            "refused": ("connect", None),
+            "invalid": ("invalid", None),
+            "http": ("http", 404),
+        }
+
     run(body)
 
 
@@ -155,11 +167,12 @@ def test_close_of_a_stalled_server_is_finished_by_abort() -> None:
             d = Driver(server.endpoint(), close_timeout=0.2).start()
             await until(lambda: d.of(ServerEvents))
             server.faults.stall()
-            for _ in range(2000):      # fill the socket buffers: the writer blocks on drain
+            for _ in range(2000):  # fill the socket buffers: the writer blocks on drain
                 d.conn.send(wire.encode_audio(b"\0\0" * 8000))
             await asyncio.sleep(0.1)
             d.conn.close(1000, "leaving")
-            asyncio.get_running_loop().call_later(0.3, d.conn.abort)   # the supervisor's backstop
+            asyncio.get_running_loop().call_later(0.3, d.conn.abort)  # the supervisor's backstop
             await d.finish()
             assert isinstance(d.terminal(), ConnectionClosed)
+
     run(body)

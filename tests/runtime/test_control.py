@@ -68,8 +68,13 @@ def test_commands_reach_the_target_in_order(tmp_path: Path) -> None:
 
     target = run_with_server(tmp_path, body)
     assert replies == [{"ok": True}] * 5
-    assert target.calls == [("say", "what time is it?"), ("context", "I am in the kitchen."),
-                            ("instruct", "Answer in French."), ("ptt", True), ("ptt", False)]
+    assert target.calls == [
+        ("say", "what time is it?"),
+        ("context", "I am in the kitchen."),
+        ("instruct", "Answer in French."),
+        ("ptt", True),
+        ("ptt", False),
+    ]
 
 
 def test_status_and_its_human_format(tmp_path: Path) -> None:
@@ -92,8 +97,14 @@ def test_bad_requests_get_clear_errors_and_the_server_survives(tmp_path: Path) -
     def body(server: control.ControlServer) -> None:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
             s.connect(str(server.path))
-            for line in (b"not json\n", b'{"cmd": 3}\n', b'{"cmd": "fly"}\n', b'{"cmd": "say"}\n',
-                         b'{"cmd": "ptt", "action": "maybe"}\n', b'{"cmd": "new-session"}\n'):
+            for line in (
+                b"not json\n",
+                b'{"cmd": 3}\n',
+                b'{"cmd": "fly"}\n',
+                b'{"cmd": "say"}\n',
+                b'{"cmd": "ptt", "action": "maybe"}\n',
+                b'{"cmd": "new-session"}\n',
+            ):
                 s.sendall(line)
                 replies.append(json.loads(s.makefile().readline()))
         replies.append(ctl.request(tmp_path, "say", text="still there?"))

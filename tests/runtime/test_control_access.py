@@ -56,6 +56,7 @@ def as_nobody(body: Callable[[], int]) -> tuple[int, str]:
             code = body()
         except BaseException as exc:  # show what escaped: that is the bug we look for
             import traceback
+
             traceback.print_exception(exc)
         finally:
             sys.stderr.flush()
@@ -67,7 +68,9 @@ def as_nobody(body: Callable[[], int]) -> tuple[int, str]:
     return os.waitstatus_to_exitcode(status), err
 
 
-def serve(directory: Path, group: str | None, body: Callable[[control.ControlServer], None]) -> None:
+def serve(
+    directory: Path, group: str | None, body: Callable[[control.ControlServer], None]
+) -> None:
     class Target:
         def status(self) -> dict[str, str]:
             return {"state": "idle"}
@@ -92,8 +95,9 @@ def test_a_non_member_gets_exit_4_and_one_line(shared_dir: Path) -> None:
     run = shared_dir / "run"
     run.mkdir(mode=0o750)  # RuntimeDirectoryMode=0750, root:root: nobody is "other"
     results: list[tuple[int, str]] = []
-    serve(run, None, lambda server: results.append(
-        as_nobody(lambda: ctl.main(status_args(str(run))))))
+    serve(
+        run, None, lambda server: results.append(as_nobody(lambda: ctl.main(status_args(str(run)))))
+    )
     code, err = results[0]
     assert code == ctl.EXIT_FORBIDDEN, err
     assert err.strip().count("\n") == 0 and "Traceback" not in err, err
@@ -101,7 +105,8 @@ def test_a_non_member_gets_exit_4_and_one_line(shared_dir: Path) -> None:
 
 
 def test_a_member_of_the_group_reaches_the_socket_through_a_0750_runtime_dir(
-        shared_dir: Path) -> None:
+    shared_dir: Path,
+) -> None:
     # nobody's own group stands for "voiced": the directory and the socket are group-owned.
     nogroup = grp.getgrgid(NOBODY).gr_name
     run = shared_dir / "run"
@@ -109,8 +114,11 @@ def test_a_member_of_the_group_reaches_the_socket_through_a_0750_runtime_dir(
     run.chmod(0o750)
     os.chown(run, 0, NOBODY)
     results: list[tuple[int, str]] = []
-    serve(run, nogroup, lambda server: results.append(
-        as_nobody(lambda: ctl.main(status_args(str(run))))))
+    serve(
+        run,
+        nogroup,
+        lambda server: results.append(as_nobody(lambda: ctl.main(status_args(str(run))))),
+    )
     code, err = results[0]
     assert code == 0, err
 
@@ -126,8 +134,11 @@ def test_status_never_reads_a_configuration_it_may_not_read(shared_dir: Path) ->
     os.environ["VOICED_CONFIG"] = str(secret)
     try:
         code, err = as_nobody(lambda: ctl.main(status_args()))
-        inside, _ = as_nobody(lambda: 0 if config.peek(
-            "service", "runtime_dir", "/run/voiced") == "/run/voiced" else 1)
+        inside, _ = as_nobody(
+            lambda: (
+                0 if config.peek("service", "runtime_dir", "/run/voiced") == "/run/voiced" else 1
+            )
+        )
     finally:
         del os.environ["VOICED_CONFIG"]
     assert "Traceback" not in err and "PermissionError" not in err, err
@@ -136,7 +147,9 @@ def test_status_never_reads_a_configuration_it_may_not_read(shared_dir: Path) ->
     assert "/run/voiced/control.sock" in err and err.strip().count("\n") == 0, err
     assert inside == 0  # peek fell back to the default without raising
     # Root reads the file: the configured directory, and only that key.
-    assert config.peek("service", "runtime_dir", "/run/voiced", secret) == str(shared_dir / "elsewhere")
+    assert config.peek("service", "runtime_dir", "/run/voiced", secret) == str(
+        shared_dir / "elsewhere"
+    )
 
 
 @pytest.mark.parametrize("text", ["not toml [", "[service]\nruntime_dir = 5\n", "\xff"])
@@ -148,7 +161,8 @@ def test_peek_is_tolerant_of_a_broken_file(tmp_path: Path, text: str) -> None:
 
 
 def test_the_socket_is_not_chowned_when_its_group_is_already_right(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """The process's own group (the unit's Group=voiced): the socket is born with it, so no
     chown — which ~@privileged would refuse with a warning on every start."""
     own = grp.getgrgid(os.getegid()).gr_name
@@ -157,14 +171,12 @@ def test_the_socket_is_not_chowned_when_its_group_is_already_right(
     caplog.set_level(logging.WARNING, logger="daemon.runtime.control")
     for group in (own, other):
         directory = tmp_path / group
-        serve(directory, group, lambda server: gids.__setitem__(
-            group, os.stat(server.path).st_gid))
+        serve(directory, group, lambda server: gids.__setitem__(group, os.stat(server.path).st_gid))
     assert gids == {own: os.getegid(), other: NOBODY}
     assert not [r for r in caplog.records if "not applied" in r.getMessage()]
 
 
-def test_a_refused_chown_is_one_warning_without_errno_noise(
-        shared_dir: Path) -> None:
+def test_a_refused_chown_is_one_warning_without_errno_noise(shared_dir: Path) -> None:
     # nobody cannot give its socket to group root: the warning says so in words.
     run = shared_dir / "run"
     run.mkdir()

@@ -51,13 +51,14 @@ def test_events_posted_before_binding_arrive_first_and_in_order() -> None:
 
     async def body() -> list[str]:
         queue = inbox._bind(asyncio.get_running_loop())
-        inbox.post(SendText("late-0", False))            # from the loop thread
+        inbox.post(SendText("late-0", False))  # from the loop thread
         t = threading.Thread(target=inbox.post, args=(SendText("late-1", False),))
         t.start()
         t.join()
         got = await _take(queue, 7)
         assert queue.empty()
         return _tags(got)
+
     assert _run(body) == [f"early-{i}" for i in range(5)] + ["late-0", "late-1"]
 
 
@@ -69,7 +70,7 @@ def test_concurrent_posts_from_several_threads_across_binding_keep_each_threads_
     def poster(k: int) -> None:
         for i in range(per_thread):
             if i == per_thread // 4:
-                bound.wait(10)          # a quarter before the loop binds, the rest after
+                bound.wait(10)  # a quarter before the loop binds, the rest after
             inbox.post(SendText(f"{k}:{i}", False))
 
     workers = [threading.Thread(target=poster, args=(k,)) for k in range(threads)]
@@ -83,9 +84,10 @@ def test_concurrent_posts_from_several_threads_across_binding_keep_each_threads_
         for j in range(threads * per_thread):
             got.append((await queue.get()).text)
             if j % 97 == 0:
-                inbox.post(SendText(f"loop:{j}", False))   # the loop thread posts too
+                inbox.post(SendText(f"loop:{j}", False))  # the loop thread posts too
                 got.append((await queue.get()).text)
         return got
+
     got = _run(body)
     for w in workers:
         w.join()
@@ -109,6 +111,7 @@ def test_a_loop_thread_post_never_overtakes_an_earlier_post_from_another_thread(
             t.join()
             inbox.post(SendText(f"loop-{i}", False))
         return _tags(await _take(queue, 100))
+
     assert _run(body) == [f"{src}-{i}" for i in range(50) for src in ("hw", "loop")]
 
 
@@ -123,9 +126,10 @@ def test_a_burst_from_another_thread_costs_one_wakeup_and_loop_posts_none() -> N
         def burst() -> None:
             for i in range(100):
                 inbox.post(SendText(f"hw-{i}", False))
+
         t = threading.Thread(target=burst)
         t.start()
-        t.join()                                  # the loop is blocked: one drain pending
+        t.join()  # the loop is blocked: one drain pending
         burst_wakeups = loop.threadsafe_calls - base
         got = await _take(queue, 100)
         base = loop.threadsafe_calls
@@ -133,6 +137,7 @@ def test_a_burst_from_another_thread_costs_one_wakeup_and_loop_posts_none() -> N
             inbox.post(SendText(f"loop-{i}", False))
         got += await _take(queue, 100)
         return _tags(got), burst_wakeups, loop.threadsafe_calls - base
+
     tags, burst_wakeups, loop_wakeups = _run(body, loop)
     assert tags == [f"hw-{i}" for i in range(100)] + [f"loop-{i}" for i in range(100)]
     assert burst_wakeups == 1
@@ -148,8 +153,9 @@ def test_events_posted_after_unbinding_wait_for_the_next_binding() -> None:
         got = _tags(await _take(queue, 1))
         inbox._unbind()
         return got
+
     assert _run(first) == ["a"]
-    inbox.post(SendText("b", False))                    # no loop: waits
+    inbox.post(SendText("b", False))  # no loop: waits
     t = threading.Thread(target=inbox.post, args=(SendText("c", False),))
     t.start()
     t.join()
@@ -158,6 +164,7 @@ def test_events_posted_after_unbinding_wait_for_the_next_binding() -> None:
         queue = inbox._bind(asyncio.get_running_loop())
         inbox.post(SendText("d", False))
         return _tags(await _take(queue, 3))
+
     assert _run(second) == ["b", "c", "d"]
 
 
@@ -167,8 +174,9 @@ def test_posting_from_another_thread_to_a_closed_loop_does_not_raise() -> None:
 
     async def bind() -> None:
         inbox._bind(asyncio.get_running_loop())
+
     loop.run_until_complete(bind())
-    loop.close()                   # the daemon is gone without unbinding
+    loop.close()  # the daemon is gone without unbinding
     errors: list[BaseException] = []
 
     def post() -> None:
@@ -176,6 +184,7 @@ def test_posting_from_another_thread_to_a_closed_loop_does_not_raise() -> None:
             inbox.post(SendText("gone", False))
         except BaseException as exc:  # noqa: BLE001 - the assertion below reports it
             errors.append(exc)
+
     t = threading.Thread(target=post)
     t.start()
     t.join()

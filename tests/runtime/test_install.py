@@ -20,20 +20,28 @@ def image(tmp_path: Path) -> Path:
         pytest.fail("install.sh tests need root (they create files owned by root and voiced)")
     root = tmp_path / "img"
     (root / "etc").mkdir(parents=True)
-    (root / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/bash\n"
-                                         "pi:x:1000:1000::/home/pi:/bin/bash\n")
+    (root / "etc" / "passwd").write_text(
+        "root:x:0:0:root:/root:/bin/bash\npi:x:1000:1000::/home/pi:/bin/bash\n"
+    )
     (root / "etc" / "group").write_text("root:x:0:\naudio:x:29:pi\npi:x:1000:\n")
     return root
 
 
 def _install(root: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["bash", str(REPO / "tools" / "install.sh"), "--root", str(root), *args],
-                          input=stdin, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        ["bash", str(REPO / "tools" / "install.sh"), "--root", str(root), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def _ids(root: Path) -> dict[str, int]:
-    return {line.split(":")[0]: int(line.split(":")[2])
-            for line in (root / "etc" / "group").read_text().splitlines()}
+    return {
+        line.split(":")[0]: int(line.split(":")[2])
+        for line in (root / "etc" / "group").read_text().splitlines()
+    }
 
 
 def test_install_uninstall_purge(image: Path, tmp_path: Path):
@@ -115,7 +123,8 @@ def test_the_gpio_udev_rule_is_installed_only_where_no_rule_covers_gpiochip(imag
     os_rules.mkdir(parents=True)
     (os_rules / "99-com.rules").write_text(
         '# a comment mentioning gpiochip and GROUP="gpio" does not count\n'
-        'SUBSYSTEM=="gpio", KERNEL=="gpiochip*", GROUP="gpio", MODE="0660"\n')
+        'SUBSYSTEM=="gpio", KERNEL=="gpiochip*", GROUP="gpio", MODE="0660"\n'
+    )
     result = _install(image, stdin="")
     assert result.returncode == 0, result.stderr
     assert not rule.exists() and "already gives /dev/gpiochip* to group gpio" in result.stdout

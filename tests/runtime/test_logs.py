@@ -46,9 +46,15 @@ def test_redactor_removes_key_from_message_args_exception_stack_and_extras():
     log.info("connect %s?key=%s", "wss://host/ws", KEY)
     log.info(f"f-string with {KEY}")
     log.debug("> %r", {"setup": {"apiKey": KEY}})
-    log.warning("bytes %s", KEY.encode(), extra={"REASON": f"API key {KEY} invalid",
-                                                 "CLOSE_CODE": 1007,
-                                                 "SESSION_ID": ValueError(KEY)})
+    log.warning(
+        "bytes %s",
+        KEY.encode(),
+        extra={
+            "REASON": f"API key {KEY} invalid",
+            "CLOSE_CODE": 1007,
+            "SESSION_ID": ValueError(KEY),
+        },
+    )
     try:
         raise ConnectionError(f"401 for {KEY}")
     except ConnectionError:
@@ -83,8 +89,15 @@ def test_structured_journal_handler_sends_clean_fields():
     handler.addFilter(Redactor([KEY]))
     log = _logger_to(handler)
     log.info("= state %s", "listening", extra={"STATE": "listening", "SESSION_ID": "s-1"})
-    log.warning("x closed", extra={"CLOSE_CODE": 1011, "REASON": "Deadline expired",
-                                   "lowercase": "dropped", "_TRUSTED": "dropped"})
+    log.warning(
+        "x closed",
+        extra={
+            "CLOSE_CODE": 1011,
+            "REASON": "Deadline expired",
+            "lowercase": "dropped",
+            "_TRUSTED": "dropped",
+        },
+    )
     (m1, f1), (m2, f2) = sent
     assert m1 == "= state listening"
     assert f1["STATE"] == "listening" and f1["SESSION_ID"] == "s-1"
@@ -108,8 +121,8 @@ def _parse_native(datagram: bytes) -> dict[str, str]:
             i = nl + 1
         else:
             key = line
-            (size,) = struct.unpack("<Q", datagram[nl + 1:nl + 9])
-            value = datagram[nl + 9:nl + 9 + size]
+            (size,) = struct.unpack("<Q", datagram[nl + 1 : nl + 9])
+            value = datagram[nl + 9 : nl + 9 + size]
             i = nl + 9 + size + 1
         fields[key.decode()] = value.decode("utf-8", "replace")
     return fields
@@ -142,15 +155,23 @@ def test_journal_receives_structured_fields_over_the_real_socket(tmp_path: Path)
     with open(stderr_file, "w") as err:
         st = os.fstat(err.fileno())
         env = {**os.environ, "PYTHONPATH": str(REPO), "JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}
-        script = ("mount -t tmpfs tmpfs /run/systemd 2>/dev/null || mount -t tmpfs tmpfs /run; "
-                  "mkdir -p /run/systemd/journal && "
-                  f"mount --bind {journal_dir} /run/systemd/journal && "
-                  f'exec {sys.executable} -c "$0"')
-        result = subprocess.run(["unshare", "--mount", "sh", "-c", script, JOURNAL_CHILD],
-                                stderr=err, env=env, timeout=30)
+        script = (
+            "mount -t tmpfs tmpfs /run/systemd 2>/dev/null || mount -t tmpfs tmpfs /run; "
+            "mkdir -p /run/systemd/journal && "
+            f"mount --bind {journal_dir} /run/systemd/journal && "
+            f'exec {sys.executable} -c "$0"'
+        )
+        result = subprocess.run(
+            ["unshare", "--mount", "sh", "-c", script, JOURNAL_CHILD],
+            stderr=err,
+            env=env,
+            timeout=30,
+        )
     if result.returncode != 0:
-        pytest.fail("could not run the child in a private mount namespace (needs root and "
-                    f"unshare): {stderr_file.read_text()}")
+        pytest.fail(
+            "could not run the child in a private mount namespace (needs root and "
+            f"unshare): {stderr_file.read_text()}"
+        )
     entries = [_parse_native(sock.recv(65536)) for _ in range(2)]
     sock.close()
     first, second = entries
@@ -175,7 +196,7 @@ def test_stderr_is_journal_matches_dev_and_inode(tmp_path: Path):
         assert stderr_is_journal({}, a) is False
         assert stderr_is_journal(env, io.StringIO()) is False  # no fileno
         assert use_journal(env, a) is True
-        assert use_journal({"INVOCATION_ID": "x"}, b) is True   # systemd, stderr elsewhere
+        assert use_journal({"INVOCATION_ID": "x"}, b) is True  # systemd, stderr elsewhere
         assert use_journal({"INVOCATION_ID": "x", "JOURNAL_STREAM": "1:2"}, b) is False
         assert use_journal({}, b) is False
 
@@ -216,12 +237,19 @@ raise RuntimeError("setup rejected key={KEY}")
 
 
 def test_uncaught_exceptions_go_through_the_redactor():
-    result = subprocess.run([sys.executable, "-c", CRASH_CHILD], capture_output=True, text=True,
-                            env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=30)
+    result = subprocess.run(
+        [sys.executable, "-c", CRASH_CHILD],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=30,
+    )
     assert result.returncode == 1
     assert KEY not in result.stderr
-    assert "CRITICAL voiced.crash: uncaught PermissionError in thread pyaudio-callback" \
+    assert (
+        "CRITICAL voiced.crash: uncaught PermissionError in thread pyaudio-callback"
         in result.stderr
+    )
     assert "PermissionError: 401 for key [redacted]" in result.stderr
     assert "RuntimeError: setup rejected key=[redacted]" in result.stderr
 

@@ -47,8 +47,10 @@ def test_child_sends_ready_status_watchdog_and_stopping(notify_listener, spawn_c
     time.sleep(1.0)
     pings = [t for t in notify_listener.times_of("WATCHDOG=1") if t > ready_at]
     gaps = _gaps(pings)
-    print(f"watchdog: {len(pings)} pings in ~1 s, gaps min {min(gaps):.3f} "
-          f"max {max(gaps):.3f} s (expected {PING} s)")
+    print(
+        f"watchdog: {len(pings)} pings in ~1 s, gaps min {min(gaps):.3f} "
+        f"max {max(gaps):.3f} s (expected {PING} s)"
+    )
     assert len(pings) >= 7
     assert max(gaps) < 3 * PING
 
@@ -108,7 +110,8 @@ def test_watchdog_pings_stop_while_loop_is_wedged(notify_listener, spawn_child):
 
 
 def test_watchdog_pings_stop_when_mic_is_stuck_but_not_when_it_is_lost(
-        notify_listener, spawn_child):
+    notify_listener, spawn_child
+):
     child = spawn_child(env=_env(notify_listener))
     notify_listener.wait_for("WATCHDOG=1")
     stalled_at = time.monotonic()
@@ -130,8 +133,9 @@ def test_watchdog_pings_stop_when_mic_is_stuck_but_not_when_it_is_lost(
     assert "mic lost, adapter reopening it" in err
 
 
-@pytest.mark.parametrize("kind", ["missing", "regular-file", "stream-socket", "abstract-nobody",
-                                  "relative"])
+@pytest.mark.parametrize(
+    "kind", ["missing", "regular-file", "stream-socket", "abstract-nobody", "relative"]
+)
 def test_broken_notify_socket_never_raises(kind, tmp_path: Path, monkeypatch, caplog):
     keep: list[socket.socket] = []
     if kind == "missing":
@@ -152,8 +156,14 @@ def test_broken_notify_socket_never_raises(kind, tmp_path: Path, monkeypatch, ca
     monkeypatch.setenv("NOTIFY_SOCKET", address)
     notifier = Notifier()
     with caplog.at_level(logging.DEBUG, logger="daemon.runtime.service"):
-        results = [notifier.ready("x"), notifier.status("y"), notifier.watchdog(),
-                   notifier.reloading(), notifier.stopping(), notifier.extend_timeout(5)]
+        results = [
+            notifier.ready("x"),
+            notifier.status("y"),
+            notifier.watchdog(),
+            notifier.reloading(),
+            notifier.stopping(),
+            notifier.extend_timeout(5),
+        ]
     assert results == [False] * 6
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1, "the failure is logged once, not per message"
@@ -162,8 +172,9 @@ def test_broken_notify_socket_never_raises(kind, tmp_path: Path, monkeypatch, ca
 
 
 def test_missing_notify_socket_child_keeps_running(spawn_child, tmp_path: Path):
-    child = spawn_child(env={"NOTIFY_SOCKET": str(tmp_path / "gone.sock"),
-                             "WATCHDOG_USEC": WATCHDOG_USEC})
+    child = spawn_child(
+        env={"NOTIFY_SOCKET": str(tmp_path / "gone.sock"), "WATCHDOG_USEC": WATCHDOG_USEC}
+    )
     time.sleep(0.8)  # several watchdog intervals, each a failing send
     assert child.proc.poll() is None
     child.send("exit")
@@ -189,15 +200,18 @@ def test_status_is_one_line_and_redacted(notify_listener, monkeypatch):
     assert notifier.last_status == "error: bad key [redacted] READY=1"
 
 
-@pytest.mark.parametrize("env,pid,expected", [
-    ({}, 1, None),
-    ({"WATCHDOG_USEC": "30000000"}, 1, 15.0),
-    ({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "1"}, 1, 15.0),
-    ({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "2"}, 1, None),
-    ({"WATCHDOG_USEC": "abc"}, 1, None),
-    ({"WATCHDOG_USEC": "0"}, 1, None),
-    ({"WATCHDOG_USEC": "100", "WATCHDOG_PID": "x"}, 1, None),
-])
+@pytest.mark.parametrize(
+    "env,pid,expected",
+    [
+        ({}, 1, None),
+        ({"WATCHDOG_USEC": "30000000"}, 1, 15.0),
+        ({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "1"}, 1, 15.0),
+        ({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "2"}, 1, None),
+        ({"WATCHDOG_USEC": "abc"}, 1, None),
+        ({"WATCHDOG_USEC": "0"}, 1, None),
+        ({"WATCHDOG_USEC": "100", "WATCHDOG_PID": "x"}, 1, None),
+    ],
+)
 def test_watchdog_interval_is_half_the_timeout(env, pid, expected):
     assert watchdog_interval(env, pid) == expected
 
@@ -208,8 +222,11 @@ def test_watchdog_loop_without_a_watchdog_returns_at_once(monkeypatch):
 
     async def body() -> None:
         async with asyncio.timeout(2):
-            await watchdog_loop(Notifier(send=lambda m: sent.append(m) or True),
-                                WatchdogGate(started_at=0.0), PipelineHeartbeat())
+            await watchdog_loop(
+                Notifier(send=lambda m: sent.append(m) or True),
+                WatchdogGate(started_at=0.0),
+                PipelineHeartbeat(),
+            )
 
     asyncio.run(body())
     assert sent == []
@@ -252,8 +269,10 @@ def test_notify_cost(notify_listener, monkeypatch):
             notifier.watchdog()
         spent += time.perf_counter() - t0
         deadline = time.monotonic() + 5
-        while (len(notify_listener.times_of("WATCHDOG=1")) < (i + 1) * batch
-               and time.monotonic() < deadline):
+        while (
+            len(notify_listener.times_of("WATCHDOG=1")) < (i + 1) * batch
+            and time.monotonic() < deadline
+        ):
             time.sleep(0.0005)
     print(f"sd_notify WATCHDOG=1: {spent / (batches * batch) * 1e6:.1f} µs per call")
     assert len(notify_listener.times_of("WATCHDOG=1")) == batches * batch  # none lost
@@ -273,8 +292,9 @@ def test_watchdog_loop_rechecks_soon_after_a_transient_stall():
             # Heartbeat stale (stall) at the first check, fresh from t=11 on.
             heartbeat.tick(-10.0)
             heartbeat.mic_frame(-10.0)
-            task = asyncio.create_task(watchdog_loop(notifier, gate, heartbeat, interval=0.5,
-                                                     clock=lambda: clock_now[0]))
+            task = asyncio.create_task(
+                watchdog_loop(notifier, gate, heartbeat, interval=0.5, clock=lambda: clock_now[0])
+            )
             await asyncio.sleep(0.05)
             assert sent == []  # withheld
             clock_now[0] = 11.0

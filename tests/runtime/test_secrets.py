@@ -12,14 +12,19 @@ KEY = "AIzaSyC-known-test-key_9876543210ZYXWVUT"
 
 
 def test_known_key_never_appears_in_logs_status_env_or_argv(
-        tmp_path: Path, notify_listener, spawn_child):
+    tmp_path: Path, notify_listener, spawn_child
+):
     creds = tmp_path / "credentials"
     creds.mkdir()
     (creds / "api-key").write_text(KEY + "\n")
     os.chmod(creds / "api-key", 0o400)
-    child = spawn_child(env={"NOTIFY_SOCKET": notify_listener.address,
-                             "WATCHDOG_USEC": "200000",
-                             "CREDENTIALS_DIRECTORY": str(creds)})
+    child = spawn_child(
+        env={
+            "NOTIFY_SOCKET": notify_listener.address,
+            "WATCHDOG_USEC": "200000",
+            "CREDENTIALS_DIRECTORY": str(creds),
+        }
+    )
     ready_at = notify_listener.wait_for("READY=1")
     child.send("leak")  # logs the key every way a careless caller could, sets STATUS
     notify_listener.wait_for("STATUS=error; last error: 1007 key [redacted]", after=ready_at)

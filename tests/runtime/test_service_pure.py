@@ -15,8 +15,7 @@ GATE = WatchdogGate(started_at=100.0, loop_limit=5.0, mic_limit=3.0)
 
 
 def test_gate_pings_while_loop_and_mic_move():
-    verdict = GATE.decide(now=200.0, last_loop_tick=199.9, last_mic_frame=199.98,
-                          mic_expected=True)
+    verdict = GATE.decide(now=200.0, last_loop_tick=199.9, last_mic_frame=199.98, mic_expected=True)
     assert verdict.ping and verdict.reason == "loop and mic moving"
 
 
@@ -28,8 +27,7 @@ def test_gate_gives_a_start_up_grace_before_the_first_tick_and_frame():
 
 
 def test_gate_stops_when_the_supervisor_loop_stalls():
-    verdict = GATE.decide(now=200.0, last_loop_tick=194.0, last_mic_frame=199.99,
-                          mic_expected=True)
+    verdict = GATE.decide(now=200.0, last_loop_tick=194.0, last_mic_frame=199.99, mic_expected=True)
     assert not verdict.ping and "supervisor loop stalled for 6.0s" == verdict.reason
     # A stalled loop is unhealthy even when the mic is lost.
     assert not GATE.decide(200.0, 194.0, None, False).ping
@@ -59,30 +57,55 @@ class _State(enum.Enum):
 
 
 def test_format_status_full():
-    text = format_status({
-        "state": _State.IDLE, "session_age": 723.9, "connection_age": 250,
-        "next_rollover_in": 360, "tokens_used": 12_345, "token_window": 128_000,
-        "last_error": "1011 Deadline expired before operation could complete.",
-    })
-    assert text == ("idle; session 12m03s; connection 4m10s; rollover in 6m00s; "
-                    "tokens 12.3k/128.0k; last error: 1011 Deadline expired before operation "
-                    "could complete.")
+    text = format_status(
+        {
+            "state": _State.IDLE,
+            "session_age": 723.9,
+            "connection_age": 250,
+            "next_rollover_in": 360,
+            "tokens_used": 12_345,
+            "token_window": 128_000,
+            "last_error": "1011 Deadline expired before operation could complete.",
+        }
+    )
+    assert text == (
+        "idle; session 12m03s; connection 4m10s; rollover in 6m00s; "
+        "tokens 12.3k/128.0k; last error: 1011 Deadline expired before operation "
+        "could complete."
+    )
 
 
-@pytest.mark.parametrize("stats,expected", [
-    ({}, "starting"),
-    ({"state": "offline", "next_retry_in": 8.2}, "offline; retry in 8s"),
-    ({"state": "connecting", "session_age": 7300, "next_resume_in": 0.4},
-     "connecting; session 2h01m; resume in 0s"),
-    ({"state": "idle", "tokens_used": 999}, "idle; tokens 999"),
-    ({"state": "idle", "tokens_used": 2_500_000, "token_window": 32_000},
-     "idle; tokens 2.5M/32.0k"),
-    # malformed values are left out, not crashed on
-    ({"state": "idle", "session_age": "soon", "connection_age": float("nan"),
-      "tokens_used": True, "last_error": None}, "idle"),
-    ({"state": "error", "last_error": "line one\nline two"},
-     "error; last error: line one line two"),
-])
+@pytest.mark.parametrize(
+    "stats,expected",
+    [
+        ({}, "starting"),
+        ({"state": "offline", "next_retry_in": 8.2}, "offline; retry in 8s"),
+        (
+            {"state": "connecting", "session_age": 7300, "next_resume_in": 0.4},
+            "connecting; session 2h01m; resume in 0s",
+        ),
+        ({"state": "idle", "tokens_used": 999}, "idle; tokens 999"),
+        (
+            {"state": "idle", "tokens_used": 2_500_000, "token_window": 32_000},
+            "idle; tokens 2.5M/32.0k",
+        ),
+        # malformed values are left out, not crashed on
+        (
+            {
+                "state": "idle",
+                "session_age": "soon",
+                "connection_age": float("nan"),
+                "tokens_used": True,
+                "last_error": None,
+            },
+            "idle",
+        ),
+        (
+            {"state": "error", "last_error": "line one\nline two"},
+            "error; last error: line one line two",
+        ),
+    ],
+)
 def test_format_status_cases(stats, expected):
     assert format_status(stats) == expected
 

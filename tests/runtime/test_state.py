@@ -50,18 +50,27 @@ def test_save_replaces_previous_state(tmp_path: Path):
     assert store.load() == {"handle": "two"}
 
 
-@pytest.mark.parametrize("content,problem", [
-    (b"", "empty"),
-    (b'{"format": "voiced-state", "version": 1, "sha2', "not JSON"),
-    (b"\xff\xfe garbage", "not JSON"),
-    (b'["a list"]', "not a voiced state file"),
-    (b'{"format": "voiced-state", "version": 99, "sha256": "", "payload": {}}',
-     "unsupported version 99"),
-    (b'{"format": "voiced-state", "version": 1, "sha256": "00", "payload": {"handle": "x"}}',
-     "checksum mismatch"),
-    (b'{"format": "voiced-state", "version": 1, "sha256": "00", "payload": [1]}',
-     "payload is not an object"),
-])
+@pytest.mark.parametrize(
+    "content,problem",
+    [
+        (b"", "empty"),
+        (b'{"format": "voiced-state", "version": 1, "sha2', "not JSON"),
+        (b"\xff\xfe garbage", "not JSON"),
+        (b'["a list"]', "not a voiced state file"),
+        (
+            b'{"format": "voiced-state", "version": 99, "sha256": "", "payload": {}}',
+            "unsupported version 99",
+        ),
+        (
+            b'{"format": "voiced-state", "version": 1, "sha256": "00", "payload": {"handle": "x"}}',
+            "checksum mismatch",
+        ),
+        (
+            b'{"format": "voiced-state", "version": 1, "sha256": "00", "payload": [1]}',
+            "payload is not an object",
+        ),
+    ],
+)
 def test_corrupt_file_is_set_aside_with_a_warning(tmp_path: Path, caplog, content, problem):
     (tmp_path / "state.json").write_bytes(content)
     with caplog.at_level(logging.WARNING, logger="daemon.runtime.state"):
@@ -69,8 +78,9 @@ def test_corrupt_file_is_set_aside_with_a_warning(tmp_path: Path, caplog, conten
     aside = tmp_path / "state.json.corrupt-20260921T141320Z"
     assert aside.read_bytes() == content
     assert not (tmp_path / "state.json").exists()
-    assert any(problem in r.getMessage() and r.levelno == logging.WARNING
-               for r in caplog.records), [r.getMessage() for r in caplog.records]
+    assert any(
+        problem in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records
+    ), [r.getMessage() for r in caplog.records]
     # Next start is clean and quiet: no crash loop, the bad file stays aside.
     assert _store(tmp_path).load() is None
 
@@ -157,8 +167,10 @@ def test_kill_9_during_saves_never_leaves_a_torn_file(tmp_path: Path):
 def test_save_timing(tmp_path: Path):
     """Benchmark, not an assertion: what a save costs with its two fsyncs."""
     store = _store(tmp_path)
-    history = [["user" if i % 2 else "model", "a sentence of about sixty characters " * 2]
-               for i in range(200)]
+    history = [
+        ["user" if i % 2 else "model", "a sentence of about sixty characters " * 2]
+        for i in range(200)
+    ]
     times = []
     for _ in range(20):
         t0 = time.perf_counter()
@@ -166,6 +178,8 @@ def test_save_timing(tmp_path: Path):
         times.append(time.perf_counter() - t0)
     size = (tmp_path / "state.json").stat().st_size
     times.sort()
-    print(f"state save ({size} bytes, 200 turns): median {times[10] * 1000:.2f} ms, "
-          f"max {times[-1] * 1000:.2f} ms")
+    print(
+        f"state save ({size} bytes, 200 turns): median {times[10] * 1000:.2f} ms, "
+        f"max {times[-1] * 1000:.2f} ms"
+    )
     assert json.loads((tmp_path / "state.json").read_text())["version"] == 1

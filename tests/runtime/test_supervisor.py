@@ -23,8 +23,9 @@ SCALE = 50.0
 
 def test_supervisor_talks_a_turn_through_the_live_server() -> None:
     async def body() -> None:
-        async with LiveServer(limits=ServerLimits(time_scale=SCALE), voice="synthetic",
-                              api_keys={"k1"}) as server:
+        async with LiveServer(
+            limits=ServerLimits(time_scale=SCALE), voice="synthetic", api_keys={"k1"}
+        ) as server:
             async with Rig(server, SessionSettings(pre_roll_ms=300), SCALE) as rig:
                 await until(lambda: rig.phase == "live", what="live")
                 assert DeviceState.IDLE in rig.led.shown[-1]
@@ -33,8 +34,14 @@ def test_supervisor_talks_a_turn_through_the_live_server() -> None:
                 spoken = rig.mic.feed(50)
                 rig.inbox.post(ButtonReleased(1.0))
                 turns = await server.wait_turns(1)
-                await until(lambda: rig.speaker.played and rig.sup.states() >= {DeviceState.IDLE}
-                            or DeviceState.IDLE in rig.sup.states(), what="reply played")
+                await until(
+                    lambda: (
+                        rig.speaker.played
+                        and rig.sup.states() >= {DeviceState.IDLE}
+                        or DeviceState.IDLE in rig.sup.states()
+                    ),
+                    what="reply played",
+                )
                 captured = b"".join(idle[-15:] + spoken)
                 assert turns[0].audio_digest == sha(captured)
                 assert turns[0].replies == 1
@@ -47,6 +54,7 @@ def test_supervisor_talks_a_turn_through_the_live_server() -> None:
             assert rig.mic.closed and rig.phase == "stopped"
             await server.wait_closed(1)
             assert server.connections[0].close_code == 1000
+
     run(body)
 
 
@@ -57,29 +65,33 @@ def test_hardware_posts_from_other_threads_are_delivered_in_order() -> None:
                 await until(lambda: rig.phase == "live")
                 frames: list[bytes] = []
 
-                def thread() -> None:   # as PyAudio's callback thread would
+                def thread() -> None:  # as PyAudio's callback thread would
                     rig.inbox.post(ButtonPressed())
                     frames.extend(rig.mic.feed(40))
                     rig.inbox.post(ButtonReleased(0.8))
+
                 t = threading.Thread(target=thread)
                 t.start()
                 t.join()
                 turns = await server.wait_turns(1)
                 assert turns[0].audio_digest == sha(b"".join(frames))
+
     run(body)
 
 
 def test_wrong_key_is_fatal_and_never_retried() -> None:
     async def body() -> None:
         scale = 1000.0
-        async with LiveServer(limits=ServerLimits(time_scale=scale), voice="synthetic",
-                              api_keys={"right"}) as server:
+        async with LiveServer(
+            limits=ServerLimits(time_scale=scale), voice="synthetic", api_keys={"right"}
+        ) as server:
             async with Rig(server, SessionSettings(), scale, api_key="wrong") as rig:
                 await until(lambda: rig.phase == "failed", what="failed")
                 assert "API key not valid" in (rig.sup.stats().last_error or "")
-                await asyncio.sleep(600 / scale)   # ten nominal minutes
+                await asyncio.sleep(600 / scale)  # ten nominal minutes
                 assert len(server.connections) == 1
                 assert DeviceState.ERROR in rig.led.shown[-1]
+
     run(body)
 
 
@@ -90,19 +102,21 @@ def test_unreachable_server_backs_off_without_a_storm(caplog: Any) -> None:
         rig_server = LiveServer(limits=ServerLimits(time_scale=scale))
         await rig_server.start()
         endpoint_url = rig_server.endpoint()
-        await rig_server.stop()     # nothing listens there any more
+        await rig_server.stop()  # nothing listens there any more
         inbox = Inbox()
-        session = Session(settings, wire.SetupConfig(model=MODEL), "gemini", 0.0,
-                          rng=random.Random(2).random)
+        session = Session(
+            settings, wire.SetupConfig(model=MODEL), "gemini", 0.0, rng=random.Random(2).random
+        )
         sup = Supervisor(session, Endpoint(endpoint_url, {}), inbox=inbox, time_scale=scale)
         task = asyncio.get_running_loop().create_task(sup.run())
-        await asyncio.sleep(300 / scale)   # five nominal minutes
+        await asyncio.sleep(300 / scale)  # five nominal minutes
         st = sup.stats()
         sup.stop()
         await asyncio.wait_for(task, 5)
         print(f"\nretries in 300 nominal s with base 1 s, cap 20 s: {st.retries}")
         assert 3 <= st.retries <= 60, st.retries
         assert st.phase in ("backoff", "connecting")
+
     with caplog.at_level(logging.WARNING):
         run(body)
     assert any("reconnecting in" in r.getMessage() for r in caplog.records)
@@ -112,6 +126,7 @@ def test_typed_input_instruction_and_new_session_through_the_api() -> None:
     """Items 5 and 6 end to end: context (history only), a typed question (answered),
     an instruction change (a rollover on this model, which has no contextUpdate), and a
     new conversation (fresh session, nothing restored)."""
+
     async def body() -> None:
         scale = 200.0
         async with LiveServer(limits=ServerLimits(time_scale=scale), voice="synthetic") as server:
@@ -125,20 +140,29 @@ def test_typed_input_instruction_and_new_session_through_the_api() -> None:
                 assert ("user", "The user's name is Ana.") in first.history
                 await until(lambda: DeviceState.IDLE in rig.sup.states(), what="idle")
                 rig.sup.instruct("Answer in French.")
-                await until(lambda: len(server.sessions) == 2 and rig.phase == "live",
-                            what="rollover for the instruction")
+                await until(
+                    lambda: len(server.sessions) == 2 and rig.phase == "live",
+                    what="rollover for the instruction",
+                )
                 second = server.sessions[1]
                 assert second.system_instruction == "Answer in French."
-                await until(lambda: any("The user's name is Ana." in text and role == "user"
-                                        for role, text in second.history),
-                            what="context restored")
+                await until(
+                    lambda: any(
+                        "The user's name is Ana." in text and role == "user"
+                        for role, text in second.history
+                    ),
+                    what="context restored",
+                )
                 rig.sup.new_session()
-                await until(lambda: len(server.sessions) == 3 and rig.phase == "live",
-                            what="new conversation")
+                await until(
+                    lambda: len(server.sessions) == 3 and rig.phase == "live",
+                    what="new conversation",
+                )
                 await asyncio.sleep(0.05)
                 assert server.sessions[2].history == []
                 assert server.sessions[2].system_instruction == "Answer in French."
                 assert rig.sup.stats().rollovers == 2
+
     run(body)
 
 
@@ -155,4 +179,5 @@ def test_heartbeat_moves_while_idle_and_stops_with_the_loop() -> None:
                 assert rig.sup.heartbeat.last_mic_frame is None
                 rig.mic.feed(1)
                 await until(lambda: rig.sup.heartbeat.last_mic_frame is not None)
+
     run(body)

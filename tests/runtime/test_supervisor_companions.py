@@ -17,7 +17,9 @@ def test_companions_run_beside_the_loop_fail_alone_and_are_cancelled_at_stop() -
 
     async def body() -> None:
         async with asyncio.timeout(20), LiveServer() as server:
-            session = Session(SessionSettings(), SetupConfig(model="gemini-3.8-live"), "gemini", 0.0)
+            session = Session(
+                SessionSettings(), SetupConfig(model="gemini-3.8-live"), "gemini", 0.0
+            )
             sup = Supervisor(session, Endpoint(server.endpoint(), {}))
 
             async def forever() -> None:

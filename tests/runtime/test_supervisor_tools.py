@@ -18,8 +18,11 @@ from daemon.session import Session, SessionSettings, ToolDone
 from tests.core.harness import MODEL
 from tests.runtime.harness import run, until
 
-LIGHTS = {"name": "lights", "description": "Switch the kitchen lights.",
-          "parameters": {"type": "object", "properties": {"on": {"type": "boolean"}}}}
+LIGHTS = {
+    "name": "lights",
+    "description": "Switch the kitchen lights.",
+    "parameters": {"type": "object", "properties": {"on": {"type": "boolean"}}},
+}
 
 
 class TableRunner:
@@ -31,16 +34,18 @@ class TableRunner:
         self.cancelled: list[str] = []
         self.threads: list[threading.Thread] = []
 
-    def start(self, call_id: str, name: str, args: Mapping[str, Any],
-              post: Callable[[Event], None]) -> None:
+    def start(
+        self, call_id: str, name: str, args: Mapping[str, Any], post: Callable[[Event], None]
+    ) -> None:
         self.started.append((call_id, name, dict(args)))
 
         def work() -> None:
             try:
                 response = {"result": self.table[name](**args)}
-            except Exception as exc:   # a failed tool is an answer too (F18)
+            except Exception as exc:  # a failed tool is an answer too (F18)
                 response = {"error": str(exc)}
             post(ToolDone(call_id, name, response))
+
         t = threading.Thread(target=work, name=f"tool-{name}")
         self.threads.append(t)
         t.start()
@@ -56,11 +61,21 @@ def test_a_declared_tool_runs_off_the_loop_and_its_result_is_spoken() -> None:
         runner = TableRunner({"lights": lambda on: switched.append(on) or ("on" if on else "off")})
         async with LiveServer(limits=ServerLimits(time_scale=scale), voice="synthetic") as server:
             settings = SessionSettings(tools=frozenset({"lights"}))
-            session = Session(settings, wire.SetupConfig(model=MODEL, tools=(LIGHTS,)), "gemini",
-                              0.0, rng=random.Random(1).random)
+            session = Session(
+                settings,
+                wire.SetupConfig(model=MODEL, tools=(LIGHTS,)),
+                "gemini",
+                0.0,
+                rng=random.Random(1).random,
+            )
             inbox = Inbox()
-            sup = Supervisor(session, Endpoint(server.endpoint(), {"x-goog-api-key": "k"}),
-                             inbox=inbox, time_scale=scale, tool_runner=runner)
+            sup = Supervisor(
+                session,
+                Endpoint(server.endpoint(), {"x-goog-api-key": "k"}),
+                inbox=inbox,
+                time_scale=scale,
+                tool_runner=runner,
+            )
             seen: list[frozenset[DeviceState]] = []
             sup.subscribe(lambda e: seen.append(e.states) if hasattr(e, "states") else None)
             task = asyncio.get_running_loop().create_task(sup.run())
@@ -73,11 +88,16 @@ def test_a_declared_tool_runs_off_the_loop_and_its_result_is_spoken() -> None:
                 assert switched == [True]
                 assert [s[1] for s in runner.started] == ["lights"]
                 assert any(DeviceState.WORKING in s for s in seen), "WORKING never shown"
-                await until(lambda: session.stats(sup.now()).asks_answered == 1, timeout=30.0, what="answered")
+                await until(
+                    lambda: session.stats(sup.now()).asks_answered == 1,
+                    timeout=30.0,
+                    what="answered",
+                )
                 assert session.stats(sup.now()).tools_run == 1
             finally:
                 sup.stop()
                 await asyncio.wait_for(task, 10)
+
     run(body, timeout=120.0)
 
 
@@ -86,10 +106,16 @@ def test_without_a_runner_a_call_is_answered_with_an_error_not_silence() -> None
         scale = 10.0  # slow enough for a loaded machine: setup timeout 1.5 s wall
         async with LiveServer(limits=ServerLimits(time_scale=scale), voice="synthetic") as server:
             settings = SessionSettings(tools=frozenset({"lights"}))
-            session = Session(settings, wire.SetupConfig(model=MODEL, tools=(LIGHTS,)), "gemini",
-                              0.0, rng=random.Random(1).random)
-            sup = Supervisor(session, Endpoint(server.endpoint(), {"x-goog-api-key": "k"}),
-                             time_scale=scale)
+            session = Session(
+                settings,
+                wire.SetupConfig(model=MODEL, tools=(LIGHTS,)),
+                "gemini",
+                0.0,
+                rng=random.Random(1).random,
+            )
+            sup = Supervisor(
+                session, Endpoint(server.endpoint(), {"x-goog-api-key": "k"}), time_scale=scale
+            )
             task = asyncio.get_running_loop().create_task(sup.run())
             try:
                 await until(lambda: session.phase.value == "live", timeout=30.0, what="live")
@@ -99,4 +125,5 @@ def test_without_a_runner_a_call_is_answered_with_an_error_not_silence() -> None
             finally:
                 sup.stop()
                 await asyncio.wait_for(task, 10)
+
     run(body, timeout=120.0)

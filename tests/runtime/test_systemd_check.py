@@ -16,7 +16,8 @@ import pytest
 
 @pytest.mark.timeout(3600)
 def test_every_service_claim_of_the_readme_holds_under_a_real_systemd(
-        background_systemd_check: Any) -> None:
+    background_systemd_check: Any,
+) -> None:
     # Started at collection (tests/conftest.py): it runs beside the rest of the suite.
     code, stdout, stderr = background_systemd_check.result(timeout=3500)
     print(stdout)
@@ -25,8 +26,21 @@ def test_every_service_claim_of_the_readme_holds_under_a_real_systemd(
     result = json.loads(report.read_text())
     claims = {c["claim"]: c["ok"] for c in result["claims"]}
     # Every claim of README "The service" and "Command line" about the unit is checked.
-    for words in ("READY=1", "group voiced reaches", "exit 4", "embedded server",
-                  "same Live session", "reload", "watchdog", "crash", "API key",
-                  "journal fields", "sandboxed", "exits 78", "starts at boot", "SIGTERM"):
+    for words in (
+        "READY=1",
+        "group voiced reaches",
+        "exit 4",
+        "embedded server",
+        "same Live session",
+        "reload",
+        "watchdog",
+        "crash",
+        "API key",
+        "journal fields",
+        "sandboxed",
+        "exits 78",
+        "starts at boot",
+        "SIGTERM",
+    ):
         assert any(words in claim for claim in claims), f"no claim about {words!r}: {claims}"
     assert all(claims.values()) and result["passed"]

@@ -54,8 +54,12 @@ def verifiable_unit(tmp_path: Path) -> Path:
 
 
 def test_unit_verifies_clean(verifiable_unit: Path):
-    result = subprocess.run([_tool("systemd-analyze"), "verify", str(verifiable_unit)],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [_tool("systemd-analyze"), "verify", str(verifiable_unit)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     # Unknown keys and bad values are only warnings with exit 0: stderr must be empty too.
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
@@ -65,18 +69,27 @@ def test_unit_verify_catches_a_bad_key(verifiable_unit: Path):
     # The check above can fail: a typo'd key prints a warning on stderr.
     text = verifiable_unit.read_text().replace("NotifyAccess=", "NotifyAcess=")
     verifiable_unit.write_text(text)
-    result = subprocess.run([_tool("systemd-analyze"), "verify", str(verifiable_unit)],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [_tool("systemd-analyze"), "verify", str(verifiable_unit)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert "NotifyAcess" in result.stderr
 
 
 def test_unit_security_exposure_at_most_2(tmp_path: Path):
     unit = tmp_path / "voiced.service"
     shutil.copy(UNIT, unit)
-    result = subprocess.run([_tool("systemd-analyze"), "security", "--offline=true", str(unit)],
-                            capture_output=True, text=True, timeout=60)
-    match = re.search(r"Overall exposure level for voiced\.service: (\d+\.\d+) (\w+)",
-                      result.stdout)
+    result = subprocess.run(
+        [_tool("systemd-analyze"), "security", "--offline=true", str(unit)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    match = re.search(
+        r"Overall exposure level for voiced\.service: (\d+\.\d+) (\w+)", result.stdout
+    )
     assert match, result.stdout + result.stderr
     exposure = float(match.group(1))
     print(f"systemd-analyze security: exposure {exposure} {match.group(2)}")
@@ -114,9 +127,12 @@ def test_sysusers_creates_user_and_groups(tmp_path: Path):
     (tmp_path / "etc").mkdir()
     (tmp_path / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/bash\n")
     (tmp_path / "etc" / "group").write_text("root:x:0:\naudio:x:29:\n")
-    result = subprocess.run([_tool("systemd-sysusers"), f"--root={tmp_path}",
-                             str(SYSTEMD / "voiced.sysusers")],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [_tool("systemd-sysusers"), f"--root={tmp_path}", str(SYSTEMD / "voiced.sysusers")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     passwd = (tmp_path / "etc" / "passwd").read_text()
     group = (tmp_path / "etc" / "group").read_text()
@@ -129,11 +145,20 @@ def test_sysusers_creates_user_and_groups(tmp_path: Path):
 def test_tmpfiles_makes_config_dir_readable_by_the_service_only(tmp_path: Path):
     (tmp_path / "etc").mkdir()
     (tmp_path / "etc" / "passwd").write_text(
-        "root:x:0:0::/root:/bin/sh\nvoiced:x:990:990::/var/lib/voiced:/usr/sbin/nologin\n")
+        "root:x:0:0::/root:/bin/sh\nvoiced:x:990:990::/var/lib/voiced:/usr/sbin/nologin\n"
+    )
     (tmp_path / "etc" / "group").write_text("root:x:0:\nvoiced:x:990:\n")
-    result = subprocess.run([_tool("systemd-tmpfiles"), f"--root={tmp_path}", "--create",
-                             str(SYSTEMD / "voiced.tmpfiles")],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [
+            _tool("systemd-tmpfiles"),
+            f"--root={tmp_path}",
+            "--create",
+            str(SYSTEMD / "voiced.tmpfiles"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     st = (tmp_path / "etc" / "voiced").stat()
     assert (oct(st.st_mode & 0o7777), st.st_uid, st.st_gid) == ("0o750", 0, 990)

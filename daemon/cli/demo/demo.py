@@ -37,9 +37,19 @@ from typing import Any, Callable
 
 from daemon.errors import ConfigError, VoicedError
 
-__all__ = ["DEFAULT_TIME_SCALE", "DemoError", "external_target", "passed", "run_demo",
-           "add_arguments", "main", "measure_cpu", "choose_time_scale", "slowness_advice",
-           "REFERENCE_CPU_MS"]
+__all__ = [
+    "DEFAULT_TIME_SCALE",
+    "DemoError",
+    "external_target",
+    "passed",
+    "run_demo",
+    "add_arguments",
+    "main",
+    "measure_cpu",
+    "choose_time_scale",
+    "slowness_advice",
+    "REFERENCE_CPU_MS",
+]
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +74,7 @@ GOAWAY_BEFORE = 100.0
 Real servers say 50–60 s; the daemon starts its own age-based switch 90 s before the
 cap when idle (SessionSettings.connection_switch_window), so a realistic goAway would
 never be seen by an idle demo. 100 s lets the demo show the goAway path."""
+
 
 class DemoError(VoicedError, RuntimeError):
     """The demo cannot run as asked (an unwritable output directory)."""
@@ -102,14 +113,18 @@ async def run_demo(args: argparse.Namespace, out: Callable[[str], None]) -> dict
     wav_path = outdir / "replies.wav"
     voice, speech_kind = _utterances(outdir, args.synthetic_speech)
     inbox = Inbox()
-    tap = Tap(inbox.post)   # sees every mic frame and button edge, in inbox order
+    tap = Tap(inbox.post)  # sees every mic frame and button edge, in inbox order
     hardware = _sim_hardware(conf, tap.post, scale, wav_path)
     server: Any = None
     t_start = time.monotonic()
     try:
         if target is not None and not target.local:
-            endpoint, api, model, where = (target.endpoint, target.api, target.model,
-                                           target.describe())
+            endpoint, api, model, where = (
+                target.endpoint,
+                target.api,
+                target.model,
+                target.describe(),
+            )
         else:
             server = await _embedded_server(scale)
             endpoint, api, model = _endpoint(server.endpoint(), {}), "gemini", conf.live.model
@@ -117,13 +132,27 @@ async def run_demo(args: argparse.Namespace, out: Callable[[str], None]) -> dict
         # The guards are nominal seconds, and at scale S shrink S-fold in wall time: keep
         # wall-clock floors so a slow CPU is not mistaken for a stalled server (issue 14).
         settings = floor_guards(conf.session, scale)
-        sup = Supervisor(Session(settings, _setup(conf, model), api, 0.0), endpoint,
-                         inbox=inbox, mic=hardware.mic, speaker=hardware.speaker,
-                         button=hardware.button, led=hardware.led, time_scale=scale)
+        sup = Supervisor(
+            Session(settings, _setup(conf, model), api, 0.0),
+            endpoint,
+            inbox=inbox,
+            mic=hardware.mic,
+            speaker=hardware.speaker,
+            button=hardware.button,
+            led=hardware.led,
+            time_scale=scale,
+        )
         trace = Trace(sup, out)
         sup.subscribe(trace)
-        _header(out, scale, where, speech_kind, wav_path, embedded=server is not None,
-                chosen=getattr(args, "scale_note", None))
+        _header(
+            out,
+            scale,
+            where,
+            speech_kind,
+            wav_path,
+            embedded=server is not None,
+            chosen=getattr(args, "scale_note", None),
+        )
         script = Script(sup, hardware, trace, voice, scale, lambda: _goaway_at(server, sup))
         budget = (conf.session.session_cap_audio + 400) / scale + 60
         lag = LoopLag()
@@ -133,13 +162,18 @@ async def run_demo(args: argparse.Namespace, out: Callable[[str], None]) -> dict
         except TimeoutError:
             trace.error(f"the demo did not finish within {budget:.0f} s of wall time")
         totals = _totals(sup, trace, tap, server, hardware.mic.settings.frame_bytes)
-        totals.update(speech=speech_kind, reply_wav=str(wav_path),
-                      reply_wav_seconds=_wav_seconds(wav_path), time_scale=scale,
-                      wall_seconds=round(time.monotonic() - t_start, 1),
-                      nominal_seconds=round(sup.now(), 1),
-                      loop_lag_max_s=round(lag.worst, 3), loop_lag_late=lag.late,
-                      cpu_probe_ms=getattr(args, "cpu_probe_ms", None),
-                      endpoint="embedded" if server is not None else where)
+        totals.update(
+            speech=speech_kind,
+            reply_wav=str(wav_path),
+            reply_wav_seconds=_wav_seconds(wav_path),
+            time_scale=scale,
+            wall_seconds=round(time.monotonic() - t_start, 1),
+            nominal_seconds=round(sup.now(), 1),
+            loop_lag_max_s=round(lag.worst, 3),
+            loop_lag_late=lag.late,
+            cpu_probe_ms=getattr(args, "cpu_probe_ms", None),
+            endpoint="embedded" if server is not None else where,
+        )
         _summary(out, trace, totals, fmt_nominal)
         if server is not None:
             # Tools and Home Assistant (issue 11): daemon/cli/demo/tools.py, on the same server.
@@ -189,7 +223,7 @@ def measure_cpu(nominal_seconds: int = 4, rounds: int = 3) -> float:
 
     from hw.resample import Resampler
 
-    frame = bytes(range(256)) * 2 + bytes(128)   # 640 bytes: one 20 ms mic frame
+    frame = bytes(range(256)) * 2 + bytes(128)  # 640 bytes: one 20 ms mic frame
     reply = (np.sin(np.arange(4800) / 7.0) * 8000).astype("<i2").tobytes()  # 200 ms
     best = math.inf
     for _ in range(rounds):
@@ -197,12 +231,34 @@ def measure_cpu(nominal_seconds: int = 4, rounds: int = 3) -> float:
         t0 = time.process_time()
         for _ in range(nominal_seconds):
             for _ in range(50):
-                text = json.dumps({"realtimeInput": {"audio": {
-                    "data": base64.b64encode(frame).decode(), "mimeType": "audio/pcm;rate=16000"}}})
+                text = json.dumps(
+                    {
+                        "realtimeInput": {
+                            "audio": {
+                                "data": base64.b64encode(frame).decode(),
+                                "mimeType": "audio/pcm;rate=16000",
+                            }
+                        }
+                    }
+                )
                 digest.update(base64.b64decode(json.loads(text)["realtimeInput"]["audio"]["data"]))
             for _ in range(5):
-                text = json.dumps({"serverContent": {"modelTurn": {"parts": [{"inlineData": {
-                    "data": base64.b64encode(reply).decode(), "mimeType": "audio/pcm;rate=24000"}}]}}})
+                text = json.dumps(
+                    {
+                        "serverContent": {
+                            "modelTurn": {
+                                "parts": [
+                                    {
+                                        "inlineData": {
+                                            "data": base64.b64encode(reply).decode(),
+                                            "mimeType": "audio/pcm;rate=24000",
+                                        }
+                                    }
+                                ]
+                            }
+                        }
+                    }
+                )
                 part = json.loads(text)["serverContent"]["modelTurn"]["parts"][0]
                 resampler.process(base64.b64decode(part["inlineData"]["data"]))
         best = min(best, (time.process_time() - t0) / nominal_seconds * 1000)
@@ -224,11 +280,16 @@ def slowness_advice(totals: dict[str, Any], scale: float) -> str | None:
     if worst < LAG_SLOW_S and late == 0:
         return None
     lower = next((s for s in SCALE_LADDER if s <= scale / 4), None)
-    what = (f"try --time-scale {lower:g}" if lower is not None and lower < scale
-            else "close other programs, or use a faster machine")
-    return (f"this machine could not keep up with time scale {scale:g} (its event loop "
-            f"fell behind by up to {worst:.2f} s of wall time, {worst * scale:.0f} s "
-            f"real-time; {late} times over {LAG_SLOW_S:g} s): {what}")
+    what = (
+        f"try --time-scale {lower:g}"
+        if lower is not None and lower < scale
+        else "close other programs, or use a faster machine"
+    )
+    return (
+        f"this machine could not keep up with time scale {scale:g} (its event loop "
+        f"fell behind by up to {worst:.2f} s of wall time, {worst * scale:.0f} s "
+        f"real-time; {late} times over {LAG_SLOW_S:g} s): {what}"
+    )
 
 
 def _load_config(path: str | None) -> Any:
@@ -260,17 +321,28 @@ def _sim_hardware(conf: Any, post: Callable[[Any], None], scale: float, wav: Pat
 
     spk = conf.speaker
     spk = replace(spk, drain_ms=max(spk.frame_ms, math.ceil(spk.drain_ms / scale)))
-    return make_sim_hardware(post, mic=conf.mic, speaker=spk, button=conf.button, led=conf.led,
-                             earcons=conf.earcons, speaker_path=wav, speed=scale)
+    return make_sim_hardware(
+        post,
+        mic=conf.mic,
+        speaker=spk,
+        button=conf.button,
+        led=conf.led,
+        earcons=conf.earcons,
+        speaker_path=wav,
+        speed=scale,
+    )
 
 
 def _setup(conf: Any, model: str) -> Any:
     from daemon import wire
 
     live = conf.live
-    return wire.SetupConfig(model=model, voice=live.voice or None,
-                            language=live.language or None,
-                            system_instruction=live.system_instruction or None)
+    return wire.SetupConfig(
+        model=model,
+        voice=live.voice or None,
+        language=live.language or None,
+        system_instruction=live.system_instruction or None,
+    )
 
 
 def _endpoint(url: str, headers: dict[str, str]) -> Any:
@@ -282,8 +354,9 @@ def _endpoint(url: str, headers: dict[str, str]) -> Any:
 async def _embedded_server(scale: float) -> Any:
     from daemon.liveserver import LiveServer, ServerLimits
 
-    server = LiveServer(limits=ServerLimits(time_scale=scale, goaway_before=GOAWAY_BEFORE),
-                        voice="auto")
+    server = LiveServer(
+        limits=ServerLimits(time_scale=scale, goaway_before=GOAWAY_BEFORE), voice="auto"
+    )
     await server.start()
     return server
 
@@ -293,23 +366,37 @@ def _goaway_at(server: Any, sup: Any) -> float | None:
     if server is None or not server.connections:
         return None
     limits = server.limits
-    offset = server.now() - sup.now()   # both nominal; the server started a little earlier
+    offset = server.now() - sup.now()  # both nominal; the server started a little earlier
     return server.connections[0].opened_at + limits.connection_cap - limits.goaway_before - offset
 
 
-def _header(out: Callable[[str], None], scale: float, where: str, speech_kind: str, wav: Path,
-            embedded: bool, chosen: str | None = None) -> None:
+def _header(
+    out: Callable[[str], None],
+    scale: float,
+    where: str,
+    speech_kind: str,
+    wav: Path,
+    embedded: bool,
+    chosen: str | None = None,
+) -> None:
     out(f"voiced demo — time scale {scale:g} (1 wall second = {scale:g} real-time seconds)")
     if chosen:
         out(f"  scale:   {chosen}")
     out(f"  server:  {where.split('?')[0]}")
-    out(f"  speech:  {speech_kind}"
-        + (" (espeak-ng WAV → 16 kHz)" if speech_kind == "espeak-ng"
-           else " (a speech-shaped synthetic signal; install espeak-ng for real speech)"))
+    out(
+        f"  speech:  {speech_kind}"
+        + (
+            " (espeak-ng WAV → 16 kHz)"
+            if speech_kind == "espeak-ng"
+            else " (a speech-shaped synthetic signal; install espeak-ng for real speech)"
+        )
+    )
     out(f"  replies: {wav}")
     if embedded:
-        out(f"  note:    the server sends goAway {GOAWAY_BEFORE:g} s before its 10-minute cap "
-            "(real: 50–60 s), so that the daemon's own switch")
+        out(
+            f"  note:    the server sends goAway {GOAWAY_BEFORE:g} s before its 10-minute cap "
+            "(real: 50–60 s), so that the daemon's own switch"
+        )
         out("           at 8:30 (idle, connection_switch_window) does not come first")
     out(f"{'wall':>7}  {'real-time':>10}  {'what':<8} detail")
 
@@ -345,22 +432,31 @@ def _totals(sup: Any, trace: Any, tap: Any, server: Any, frame_bytes: int) -> di
         turn.digest = hashlib.sha256(audio).hexdigest()
         tap_frames += turn.frames
     if len(captured) != len(voice_turns):
-        trace.error(f"{len(voice_turns)} push-to-talk turns scripted, {len(captured)} seen by the mic tap")
+        trace.error(
+            f"{len(voice_turns)} push-to-talk turns scripted, {len(captured)} seen by the mic tap"
+        )
     if tap_frames != st.frames_captured:
-        trace.error(f"the core counted {st.frames_captured} captured frames, the mic tap "
-                    f"{tap_frames}")
+        trace.error(
+            f"the core counted {st.frames_captured} captured frames, the mic tap {tap_frames}"
+        )
     delivered: int | None = None
     lost: int | None = None
     if server is not None:
-        received = {t.audio_digest for t in server.user_turns
-                    if t.source == "activity" and not t.rolled_back}
+        received = {
+            t.audio_digest
+            for t in server.user_turns
+            if t.source == "activity" and not t.rolled_back
+        }
         delivered = 0
         for turn in voice_turns:
             turn.delivered = turn.digest in received
             delivered += turn.frames if turn.delivered else 0
         lost = tap_frames - delivered
-        unanswered = [t.index for t in server.user_turns
-                      if not t.rolled_back and t.replies + t.interrupted == 0]
+        unanswered = [
+            t.index
+            for t in server.user_turns
+            if not t.rolled_back and t.replies + t.interrupted == 0
+        ]
         if unanswered:
             trace.error(f"the server has user turns with no reply: {unanswered}")
     elif st.frames_dropped:
@@ -381,8 +477,12 @@ def _totals(sup: Any, trace: Any, tap: Any, server: Any, frame_bytes: int) -> di
     }
 
 
-def _summary(out: Callable[[str], None], trace: Any, totals: dict[str, Any],
-             fmt_nominal: Callable[[float], str]) -> None:
+def _summary(
+    out: Callable[[str], None],
+    trace: Any,
+    totals: dict[str, Any],
+    fmt_nominal: Callable[[float], str],
+) -> None:
     out("")
     out("turn  kind   asked at    frames  delivered  answer")
     for t in trace.turns:
@@ -392,13 +492,19 @@ def _summary(out: Callable[[str], None], trace: Any, totals: dict[str, Any],
         answer = (t.reply[:48] + "…" if len(t.reply) > 49 else t.reply) if t.answered else "NONE"
         out(f"{t.number:>4}  {t.kind:<5} {asked:>10}  {t.frames:>6}  {dl:>9}  {answer}{spans}")
     out("")
-    out(f"turns {totals['turns']}, replies {totals['replies']}, goAways {totals['goaways']}, "
+    out(
+        f"turns {totals['turns']}, replies {totals['replies']}, goAways {totals['goaways']}, "
         f"resumes {totals['resumes']}, rollovers {totals['rollovers']}, "
-        f"retries {totals['retries']}")
-    out(f"frames captured {totals['frames_captured']}, delivered {totals['frames_delivered']}, "
-        f"lost {totals['frames_lost']}; LED showed {', '.join(totals['led_states_seen'])}")
-    out(f"reply audio: {totals['reply_wav']} ({totals['reply_wav_seconds']:.1f} s); "
-        f"{totals['wall_seconds']:.1f} s wall for {totals['nominal_seconds']:.0f} s real-time")
+        f"retries {totals['retries']}"
+    )
+    out(
+        f"frames captured {totals['frames_captured']}, delivered {totals['frames_delivered']}, "
+        f"lost {totals['frames_lost']}; LED showed {', '.join(totals['led_states_seen'])}"
+    )
+    out(
+        f"reply audio: {totals['reply_wav']} ({totals['reply_wav_seconds']:.1f} s); "
+        f"{totals['wall_seconds']:.1f} s wall for {totals['nominal_seconds']:.0f} s real-time"
+    )
     for e in trace.errors:
         out(f"error: {e}")
 
@@ -406,9 +512,13 @@ def _summary(out: Callable[[str], None], trace: Any, totals: dict[str, Any],
 def passed(totals: dict[str, Any]) -> bool:
     """The exit rule: every turn answered, nothing lost, nothing failed."""
     # frames_lost is None only against an external server (nothing to inspect).
-    return (totals["turns"] > 0 and totals["replies"] == totals["turns"]
-            and totals["frames_lost"] in (0, None) and totals["errors"] == 0
-            and (totals["frames_lost"] == 0 or totals["endpoint"] != "embedded"))
+    return (
+        totals["turns"] > 0
+        and totals["replies"] == totals["turns"]
+        and totals["frames_lost"] in (0, None)
+        and totals["errors"] == 0
+        and (totals["frames_lost"] == 0 or totals["endpoint"] != "embedded")
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -427,45 +537,70 @@ def _scale(text: str) -> float:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """``voiced demo`` options."""
-    parser.add_argument("--json", action="store_true",
-                        help="end with one JSON line of totals")
-    parser.add_argument("--endpoint", metavar="URL",
-                        help="run against this Live server instead of the embedded one "
-                             "(ws:// only for loopback; the key comes from the config or "
-                             "VOICED_API_KEY)")
-    parser.add_argument("--time-scale", type=_scale, default=None, metavar="F",
-                        help=f"nominal seconds per wall second (default: the fastest of "
-                             f"{', '.join(f'{s:g}' for s in SCALE_LADDER)} this machine keeps, "
-                             "measured; with --endpoint: 1, or the scale that server runs at)")
-    parser.add_argument("--out", metavar="DIR",
-                        help="directory for replies.wav and the speech files (default: a new "
-                             "temporary directory)")
-    parser.add_argument("--config", metavar="FILE",
-                        help="take model, voice, session margins, audio and pin settings from "
-                             "this TOML file (default: built-in defaults)")
-    parser.add_argument("--hw", choices=("sim",), default="sim",
-                        help="hardware backend; the demo always simulates it (default: sim)")
-    parser.add_argument("--synthetic-speech", action="store_true",
-                        help="use the synthetic speech-like signal even if espeak-ng is installed")
+    parser.add_argument("--json", action="store_true", help="end with one JSON line of totals")
+    parser.add_argument(
+        "--endpoint",
+        metavar="URL",
+        help="run against this Live server instead of the embedded one "
+        "(ws:// only for loopback; the key comes from the config or "
+        "VOICED_API_KEY)",
+    )
+    parser.add_argument(
+        "--time-scale",
+        type=_scale,
+        default=None,
+        metavar="F",
+        help=f"nominal seconds per wall second (default: the fastest of "
+        f"{', '.join(f'{s:g}' for s in SCALE_LADDER)} this machine keeps, "
+        "measured; with --endpoint: 1, or the scale that server runs at)",
+    )
+    parser.add_argument(
+        "--out",
+        metavar="DIR",
+        help="directory for replies.wav and the speech files (default: a new temporary directory)",
+    )
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="take model, voice, session margins, audio and pin settings from "
+        "this TOML file (default: built-in defaults)",
+    )
+    parser.add_argument(
+        "--hw",
+        choices=("sim",),
+        default="sim",
+        help="hardware backend; the demo always simulates it (default: sim)",
+    )
+    parser.add_argument(
+        "--synthetic-speech",
+        action="store_true",
+        help="use the synthetic speech-like signal even if espeak-ng is installed",
+    )
     parser.add_argument("--verbose", action="store_true", help="log the daemon's INFO lines too")
 
 
 def main(args: argparse.Namespace) -> int:
     """``voiced demo``: see the module docstring."""
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
     try:
         # Resolve the endpoint before anything starts, so a bad one is a one-line error.
-        target = external_target(args.endpoint, _load_config(args.config)) if args.endpoint \
-            else None
-        if args.time_scale is None:   # a real server runs at 1; the embedded one at ours
+        target = (
+            external_target(args.endpoint, _load_config(args.config)) if args.endpoint else None
+        )
+        if args.time_scale is None:  # a real server runs at 1; the embedded one at ours
             if target is not None and not target.local:
                 args.time_scale = 1.0
             else:
                 args.cpu_probe_ms = round(measure_cpu(), 2)
                 args.time_scale = choose_time_scale(args.cpu_probe_ms)
-                args.scale_note = (f"chosen for this machine (CPU probe {args.cpu_probe_ms:.1f} ms, "
-                                   f"reference {REFERENCE_CPU_MS:g} ms); --time-scale F overrides")
+                args.scale_note = (
+                    f"chosen for this machine (CPU probe {args.cpu_probe_ms:.1f} ms, "
+                    f"reference {REFERENCE_CPU_MS:g} ms); --time-scale F overrides"
+                )
         totals = asyncio.run(run_demo(args, _print))
     except (ConfigError, DemoError) as exc:
         print(f"voiced demo: {exc}", file=sys.stderr)

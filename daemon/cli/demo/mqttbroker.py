@@ -42,28 +42,45 @@ class Broker:
         passwd.write_text("")
         tool = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
         for user in (*DEVICES, "ha"):
-            subprocess.run([tool, "-b", str(passwd), user, PASSWORD], check=True,
-                           capture_output=True)
+            subprocess.run(
+                [tool, "-b", str(passwd), user, PASSWORD], check=True, capture_output=True
+            )
         acl = directory / "acl"
         rules = []
         for dev in DEVICES:
-            rules += [f"user {dev}", f"topic readwrite voiced/{dev}/#",
-                      f"topic write homeassistant/+/voiced_{dev}/#", f"topic write home/{dev}/#", ""]
+            rules += [
+                f"user {dev}",
+                f"topic readwrite voiced/{dev}/#",
+                f"topic write homeassistant/+/voiced_{dev}/#",
+                f"topic write home/{dev}/#",
+                "",
+            ]
         rules += ["user ha", "topic readwrite #", ""]
         acl.write_text("\n".join(rules))
         self.conf = directory / "mosquitto.conf"
-        self.conf.write_text("\n".join([
-            f"listener {self.port} 127.0.0.1", "allow_anonymous false",
-            f"password_file {passwd}", f"acl_file {acl}", "persistence false",
-            f"log_dest file {self.log}", "log_type all",
-            # As root, mosquitto drops to its own user, which may not read pytest's 0700
-            # temp directory; stay who we are.
-            *(["user root"] if os.geteuid() == 0 else []), ""]))
+        self.conf.write_text(
+            "\n".join(
+                [
+                    f"listener {self.port} 127.0.0.1",
+                    "allow_anonymous false",
+                    f"password_file {passwd}",
+                    f"acl_file {acl}",
+                    "persistence false",
+                    f"log_dest file {self.log}",
+                    "log_type all",
+                    # As root, mosquitto drops to its own user, which may not read pytest's 0700
+                    # temp directory; stay who we are.
+                    *(["user root"] if os.geteuid() == 0 else []),
+                    "",
+                ]
+            )
+        )
 
     def start(self) -> Broker:
         binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-        self.proc = subprocess.Popen([binary, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [binary, "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:
@@ -72,7 +89,8 @@ class Broker:
             except OSError:
                 if self.proc.poll() is not None:
                     raise RuntimeError(
-                        f"mosquitto exited {self.proc.returncode}: {self.log_text()}") from None
+                        f"mosquitto exited {self.proc.returncode}: {self.log_text()}"
+                    ) from None
                 time.sleep(0.05)
         raise RuntimeError("mosquitto did not listen")
 

@@ -37,7 +37,7 @@ VOICE_LINES: dict[str, str] = {
     "story": "Please tell me a long story about the sea.",
     "barge": "Sorry, stop. What time is it?",
     "goaway": "Let me tell you about my day. I fixed the bicycle, and then I walked to the "
-              "market to buy some apples.",
+    "market to buy some apples.",
     "resume": "Are you still there?",
     "rollover": "One more thing before I go.",
 }
@@ -79,8 +79,15 @@ class Script:
             known; else the script aims at the core's next planned switch.
     """
 
-    def __init__(self, sup: Any, hardware: Any, trace: Trace, voice: dict[str, Utterance],
-                 time_scale: float, goaway_at: Callable[[], float | None]) -> None:
+    def __init__(
+        self,
+        sup: Any,
+        hardware: Any,
+        trace: Trace,
+        voice: dict[str, Utterance],
+        time_scale: float,
+        goaway_at: Callable[[], float | None],
+    ) -> None:
         self.sup = sup
         self.hw = hardware
         self.trace = trace
@@ -128,13 +135,20 @@ class Script:
         self.hw.soft_button.press()
         self._last_edge = time.monotonic()
         self.hw.mic.feed(utterance.pcm, utterance.rate)
-        self.trace.line("you", f"press; say {utterance.text!r} ({utterance.seconds:.1f} s)"
-                        + (f" [{', '.join(turn.spans)}]" if turn.spans else ""))
+        self.trace.line(
+            "you",
+            f"press; say {utterance.text!r} ({utterance.seconds:.1f} s)"
+            + (f" [{', '.join(turn.spans)}]" if turn.spans else ""),
+        )
 
-    async def _finish_talking(self, turn: TurnRecord, utterance: Utterance,
-                              hold_until: Callable[[], bool] | None = None) -> None:
-        await self.until(lambda: self.hw.mic.pending_bytes == 0, utterance.seconds * 2 + 30,
-                         "the mic to hear the utterance")
+    async def _finish_talking(
+        self, turn: TurnRecord, utterance: Utterance, hold_until: Callable[[], bool] | None = None
+    ) -> None:
+        await self.until(
+            lambda: self.hw.mic.pending_bytes == 0,
+            utterance.seconds * 2 + 30,
+            "the mic to hear the utterance",
+        )
         await self.sleep(0.3)  # a breath after the last word
         if hold_until is not None:
             await self.until(hold_until, 30, "the goAway while talking")
@@ -144,8 +158,9 @@ class Script:
         self.trace.line("you", f"release (turn {turn.number})")
         self.trace.asked(turn)
 
-    async def talk(self, key: str, spans: tuple[str, ...] = (),
-                   hold_until: Callable[[], bool] | None = None) -> TurnRecord:
+    async def talk(
+        self, key: str, spans: tuple[str, ...] = (), hold_until: Callable[[], bool] | None = None
+    ) -> TurnRecord:
         """Push, say ``key``'s line, release."""
         utterance = self.voice[key]
         turn = self.trace.begin_turn("voice", utterance.text)
@@ -169,8 +184,10 @@ class Script:
 
         def done() -> bool:
             states = sup.states()
-            return (sup.session.counts["replies"] > turn.replies_before
-                    and not states & {DeviceState.THINKING, DeviceState.LISTENING})
+            return sup.session.counts["replies"] > turn.replies_before and not states & {
+                DeviceState.THINKING,
+                DeviceState.LISTENING,
+            }
 
         turn.answered = await self.until(done, nominal_timeout, f"the reply to turn {turn.number}")
         return turn.answered
@@ -199,8 +216,9 @@ class Script:
 
     async def finish_armed(self, turn: TurnRecord, nominal_timeout: float) -> bool:
         """Wait for an armed press to fire, then finish the turn and wait for its reply."""
-        if not await self.until(lambda: self._armed is None, nominal_timeout,
-                                f"the switch turn {turn.number} waits for"):
+        if not await self.until(
+            lambda: self._armed is None, nominal_timeout, f"the switch turn {turn.number} waits for"
+        ):
             self._armed = None
             return False
         await self._finish_talking(turn, self.voice_of(turn))
@@ -215,8 +233,9 @@ class Script:
         """The whole script; always stops the supervisor at the end."""
         sup, trace = self.sup, self.trace
         try:
-            if not await self.until(lambda: sup.session.phase.value == "live", 60,
-                                    "the first connection"):
+            if not await self.until(
+                lambda: sup.session.phase.value == "live", 60, "the first connection"
+            ):
                 return
             await self.at(5)
             await self.answered(await self.talk("capital"))
@@ -226,9 +245,11 @@ class Script:
 
             await self.at(max(sup.now() + 5, 45))
             story = await self.talk("story")
-            if await self.until(lambda: story.reply_audio_s > 0
-                                and DeviceState.SPEAKING in sup.states(), 60,
-                                "the story to start playing"):
+            if await self.until(
+                lambda: story.reply_audio_s > 0 and DeviceState.SPEAKING in sup.states(),
+                60,
+                "the story to start playing",
+            ):
                 story.answered = True  # it is answered; the user cuts it short on purpose
                 story.spans.append("reply cut short by the barge-in")
                 await self.sleep(0.5)
@@ -268,13 +289,19 @@ class Script:
     async def _rollover_turns(self) -> None:
         st = self.sup.stats()
         if st.next_rollover_in is None:
-            self.trace.line("demo", "context window compression is on: sessions have no "
-                            "15-minute cap, so there is no rollover to show")
+            self.trace.line(
+                "demo",
+                "context window compression is on: sessions have no "
+                "15-minute cap, so there is no rollover to show",
+            )
             await self.answered(self.ask_typed(TYPED_LINES["final"]))
             return
         wait = st.next_rollover_in + 180
-        turn = self.arm(lambda e: "session cap" in e.reason or "context window" in e.reason,
-                        "rollover", "rollover")
+        turn = self.arm(
+            lambda e: "session cap" in e.reason or "context window" in e.reason,
+            "rollover",
+            "rollover",
+        )
         await self.finish_armed(turn, wait)
         await self.sleep(3)
         await self.answered(self.ask_typed(TYPED_LINES["final"]))

@@ -21,12 +21,12 @@ from typing import Any, Callable
 
 __all__ = ["run_tools_segment"]
 
-_PORCH = {"name": "porch", "description": "Switch the porch light on or off.",
-          "gpio": {"pin": 17}}
+_PORCH = {"name": "porch", "description": "Switch the porch light on or off.", "gpio": {"pin": 17}}
 
 
-async def run_tools_segment(server: Any, model: str, scale: float,
-                            line: Callable[[str, str], None]) -> dict[str, Any]:
+async def run_tools_segment(
+    server: Any, model: str, scale: float, line: Callable[[str, str], None]
+) -> dict[str, Any]:
     """Run the segment; ``line(kind, text)`` prints a timeline line. Returns its totals
     (``tool_turns``, ``pin_went_high``, ``ha_entities``, ``announce_round_trip``,
     ``errors``: a list of what failed)."""
@@ -44,13 +44,21 @@ async def run_tools_segment(server: Any, model: str, scale: float,
     from daemon.session import Session, SessionSettings
     from daemon.vocabulary import RunTool, ShowStates
 
-    totals: dict[str, Any] = {"tool_turns": 0, "pin_went_high": False, "ha_entities": None,
-                              "announce_round_trip": None, "errors": []}
+    totals: dict[str, Any] = {
+        "tool_turns": 0,
+        "pin_went_high": False,
+        "ha_entities": None,
+        "announce_round_trip": None,
+        "errors": [],
+    }
     pins = MockFactory(pin_class=MockPWMPin)
     specs = build_tools(parse_tools([_PORCH]), ToolContext(pin_factory=pins))
     runner = ToolRunner(specs)
-    setup = wire.SetupConfig(model=model, system_instruction="You control the porch light.",
-                             tools=declarations(specs, model))
+    setup = wire.SetupConfig(
+        model=model,
+        system_instruction="You control the porch light.",
+        tools=declarations(specs, model),
+    )
     session = Session(SessionSettings(**session_tools(specs, model)), setup, "gemini", 0.0)
     sup = Supervisor(session, Endpoint(server.endpoint(), {}), time_scale=scale, tool_runner=runner)
     controls = Controls(sup, "demo")
@@ -65,8 +73,14 @@ async def run_tools_segment(server: Any, model: str, scale: float,
     sup.subscribe(on_effect)
 
     def reply_to(needle: str) -> str | None:
-        return next((t.reply_text for t in reversed(server.user_turns)
-                     if needle in (t.text or "") and t.replies), None)
+        return next(
+            (
+                t.reply_text
+                for t in reversed(server.user_turns)
+                if needle in (t.text or "") and t.replies
+            ),
+            None,
+        )
 
     async def wait(pred: Callable[[], Any], nominal: float, what: str) -> Any:
         end = time.monotonic() + nominal / scale + 30  # patient: a busy machine is slow, not wrong
@@ -101,16 +115,26 @@ async def run_tools_segment(server: Any, model: str, scale: float,
     if have_mosquitto():
         broker = Broker(Path(tmp.name)).start()
         dispatch = ControlServer(controls, tmp.name).dispatch
-        home = HomeAssistant(MqttSettings(host="127.0.0.1", port=broker.port, username="dev1",
-                                          topic_prefix="voiced/dev1", reconnect_max=0.5),
-                             password=PASSWORD, device=controls, status=controls.status,
-                             dispatch=lambda req: dispatch(json.dumps(req).encode()))
+        home = HomeAssistant(
+            MqttSettings(
+                host="127.0.0.1",
+                port=broker.port,
+                username="dev1",
+                topic_prefix="voiced/dev1",
+                reconnect_max=0.5,
+            ),
+            password=PASSWORD,
+            device=controls,
+            status=controls.status,
+            dispatch=lambda req: dispatch(json.dumps(req).encode()),
+        )
         companions.append(home.run())
         bridge = home
 
         def feed_state(effect: Any) -> None:  # what daemon/app/wiring.py ToolsAndHome does
             if isinstance(effect, ShowStates):
                 bridge.update("state", top_state(effect.states).value)
+
         sup.subscribe(feed_state)
     else:
         line("HA", "mosquitto is not installed: the Home Assistant part is skipped")
@@ -129,8 +153,16 @@ async def run_tools_segment(server: Any, model: str, scale: float,
     return totals
 
 
-async def _home_part(home: Any, broker: Any, server: Any, wait: Any, line: Any,
-                     totals: dict[str, Any], entities: Any, password: str) -> None:
+async def _home_part(
+    home: Any,
+    broker: Any,
+    server: Any,
+    wait: Any,
+    line: Any,
+    totals: dict[str, Any],
+    entities: Any,
+    password: str,
+) -> None:
     import paho.mqtt.client as mqtt
 
     from daemon.runtime.homeassistant import announce_prompt
@@ -143,14 +175,19 @@ async def _home_part(home: Any, broker: Any, server: Any, wait: Any, line: Any,
     def on_message(client: Any, userdata: Any, msg: Any) -> None:
         with lock:
             seen[msg.topic] = bytes(msg.payload)
+
     ha.on_message = on_message
     ha.on_connect = lambda c, *a: c.subscribe([("homeassistant/#", 1), ("voiced/dev1/#", 1)])
     ha.connect("127.0.0.1", broker.port)
     ha.loop_start()
     try:
+
         def configs() -> list[str]:
             with lock:
-                return sorted(t for t in seen if t.startswith("homeassistant/") and t.endswith("/config"))
+                return sorted(
+                    t for t in seen if t.startswith("homeassistant/") and t.endswith("/config")
+                )
+
         found = await wait(lambda: len(configs()) >= len(entities) and configs(), 60, "discovery")
         if found:
             totals["ha_entities"] = len(found)
@@ -159,9 +196,18 @@ async def _home_part(home: Any, broker: Any, server: Any, wait: Any, line: Any,
         text = "Dinner is ready"
         line("HA", f"announce: '{text}' (text entity, voiced/dev1/announce/set)")
         ha.publish("voiced/dev1/announce/set", text.encode(), qos=1)
-        said = await wait(lambda: next((t.reply_text for t in server.user_turns
-                                        if t.text == announce_prompt(text) and t.replies), None),
-                          60, "announcement reply")
+        said = await wait(
+            lambda: next(
+                (
+                    t.reply_text
+                    for t in server.user_turns
+                    if t.text == announce_prompt(text) and t.replies
+                ),
+                None,
+            ),
+            60,
+            "announcement reply",
+        )
         totals["announce_round_trip"] = bool(said)
         if said:
             line("reply", said)

@@ -64,8 +64,9 @@ def speech(text: str, workdir: Path, use_espeak: bool = True) -> tuple[bytes, in
     if exe is not None:
         path = workdir / f"say-{hashlib.sha256(text.encode()).hexdigest()[:10]}.wav"
         try:
-            subprocess.run([exe, "-w", str(path), text], check=True, capture_output=True,
-                           timeout=30)
+            subprocess.run(
+                [exe, "-w", str(path), text], check=True, capture_output=True, timeout=30
+            )
             pcm, rate = read_wav(path)
             if pcm:
                 return pcm, rate, "espeak-ng"
@@ -90,7 +91,7 @@ class Tap:
     def __init__(self, post: Callable[[Event], None]) -> None:
         self._post = post
         self._lock = threading.Lock()
-        self._log: list[bytes | bool] = []   # frame bytes, True = press, False = release
+        self._log: list[bytes | bool] = []  # frame bytes, True = press, False = release
 
     def post(self, event: Event) -> None:
         """The ``post`` given to the simulated hardware (any thread)."""
@@ -154,11 +155,11 @@ class TurnRecord:
     """One thing the simulated user said or typed, and what became of it."""
 
     number: int
-    kind: str                      # "voice" or "typed"
+    kind: str  # "voice" or "typed"
     text: str
-    spans: list[str] = field(default_factory=list)   # "goAway", "resume", "barge-in", ...
+    spans: list[str] = field(default_factory=list)  # "goAway", "resume", "barge-in", ...
     asked_at: float | None = None  # nominal, at release / send
-    replies_before: int = 0        # the core's reply count when it was asked
+    replies_before: int = 0  # the core's reply count when it was asked
     reply_audio_s: float = 0.0
     answered: bool = False
     heard: str = ""
@@ -185,9 +186,9 @@ class Trace:
         self.states_seen: set[DeviceState] = set()
         self.goaways = 0
         self.errors: list[str] = []
-        self.switches: list[tuple[float, str]] = []   # (nominal, reason) of our closes
+        self.switches: list[tuple[float, str]] = []  # (nominal, reason) of our closes
         self.turns: list[TurnRecord] = []
-        self.current: TurnRecord | None = None        # the turn replies are attributed to
+        self.current: TurnRecord | None = None  # the turn replies are attributed to
         self._replies_seen = 0
         self._turn_frames = 0
 
@@ -222,8 +223,11 @@ class Trace:
         elif isinstance(effect, Notify):
             self._on_notify(effect)
         elif isinstance(effect, OpenConnection):
-            how = "resuming with the last handle" if '"handle"' in effect.setup_frame \
+            how = (
+                "resuming with the last handle"
+                if '"handle"' in effect.setup_frame
                 else "new session"
+            )
             self.line("net", f"opening connection {effect.conn_id} ({how})")
         elif isinstance(effect, CloseConnection):
             self.switches.append((self.sup.now(), effect.reason))
@@ -247,8 +251,9 @@ class Trace:
                 self._turn_frames = 0
                 self.line("sent", "activityStart")
             elif what == "activityEnd":
-                self.line("sent", f"activityEnd ({self._turn_frames} audio frames on this "
-                          "connection)")
+                self.line(
+                    "sent", f"activityEnd ({self._turn_frames} audio frames on this connection)"
+                )
             else:
                 self.line("sent", f"realtimeInput.{what}")
         elif "clientContent" in message:

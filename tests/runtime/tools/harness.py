@@ -28,7 +28,9 @@ class Subscriber:
         self._cond = threading.Condition()
         self._unacked: set[int] = set()
         self.subscribed = threading.Event()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-{user}-{id(self)}")
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-{user}-{id(self)}"
+        )
         self.client.username_pw_set(user, PASSWORD)
         self.topics = topics
         self.client.on_connect = self._on_connect
@@ -41,7 +43,9 @@ class Subscriber:
             self.close()
             raise AssertionError(f"{user}: the broker never acknowledged {topics}")
 
-    def _on_connect(self, client: Any, userdata: Any, flags: Any, rc: Any, props: Any = None) -> None:
+    def _on_connect(
+        self, client: Any, userdata: Any, flags: Any, rc: Any, props: Any = None
+    ) -> None:
         with self._cond:
             self.subscribed.clear()
             self._unacked.clear()
@@ -50,8 +54,9 @@ class Subscriber:
             if not self._unacked:
                 self.subscribed.set()
 
-    def _on_subscribe(self, client: Any, userdata: Any, mid: int, reason_codes: Any,
-                      props: Any = None) -> None:
+    def _on_subscribe(
+        self, client: Any, userdata: Any, mid: int, reason_codes: Any, props: Any = None
+    ) -> None:
         with self._cond:
             self._unacked.discard(mid)
             if not self._unacked:
@@ -62,8 +67,12 @@ class Subscriber:
             self.messages.append((msg.topic, bytes(msg.payload), bool(msg.retain)))
             self._cond.notify_all()
 
-    def wait(self, predicate: Callable[[list[tuple[str, bytes, bool]]], Any], timeout: float = 30.0,
-             what: str = "") -> Any:
+    def wait(
+        self,
+        predicate: Callable[[list[tuple[str, bytes, bool]]], Any],
+        timeout: float = 30.0,
+        what: str = "",
+    ) -> Any:
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:
@@ -72,8 +81,10 @@ class Subscriber:
                     return found
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise AssertionError(f"never saw {what or predicate}; got "
-                                         f"{[(t, p[:60]) for t, p, _ in self.messages[-30:]]}")
+                    raise AssertionError(
+                        f"never saw {what or predicate}; got "
+                        f"{[(t, p[:60]) for t, p, _ in self.messages[-30:]]}"
+                    )
                 self._cond.wait(left)
 
     def last(self, topic: str) -> bytes | None:
@@ -81,8 +92,11 @@ class Subscriber:
             return next((p for t, p, _ in reversed(self.messages) if t == topic), None)
 
     def wait_value(self, topic: str, value: str, timeout: float = 30.0) -> None:
-        self.wait(lambda ms: any(t == topic and p.decode() == value for t, p, _ in ms), timeout,
-                  f"{topic} = {value!r}")
+        self.wait(
+            lambda ms: any(t == topic and p.decode() == value for t, p, _ in ms),
+            timeout,
+            f"{topic} = {value!r}",
+        )
 
     def publish(self, topic: str, payload: str) -> None:
         self.client.publish(topic, payload.encode(), qos=1).wait_for_publish(10)
@@ -98,9 +112,11 @@ PREFIX = "voiced/dev1"
 def mqtt_config(broker: Broker, tmp: Path, user: str = "dev1") -> str:
     pw = tmp / f"mqtt-password-{user}"
     pw.write_text(PASSWORD + "\n")
-    return (f'[mqtt]\nhost = "127.0.0.1"\nport = {broker.port}\nusername = "{user}"\n'
-            f'password_file = "{pw}"\ntopic_prefix = "voiced/{user}"\nreconnect_max = 0.5\n'
-            f'keepalive = 5\n')
+    return (
+        f'[mqtt]\nhost = "127.0.0.1"\nport = {broker.port}\nusername = "{user}"\n'
+        f'password_file = "{pw}"\ntopic_prefix = "voiced/{user}"\nreconnect_max = 0.5\n'
+        f"keepalive = 5\n"
+    )
 
 
 def _until(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "") -> Any:

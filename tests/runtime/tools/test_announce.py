@@ -19,12 +19,8 @@ from daemon.runtime.homeassistant import announce_prompt
 from daemon.runtime.supervisor import Supervisor
 from daemon.session import Announce, ConnectionClosed, Session, SessionSettings, SpeakLocally, Start
 from tests.app.conftest import live_server, write_config
-from tests.core.harness import Harness
-from tests.core.harness import live
-from tests.core.harness import come_back
-from tests.runtime.tools.harness import Broker, Subscriber
-from tests.runtime.tools.harness import _until
-from tests.runtime.tools.harness import PREFIX, mqtt_config
+from tests.core.harness import Harness, come_back, live
+from tests.runtime.tools.harness import PREFIX, Broker, Subscriber, _until, mqtt_config
 
 SPEAKS = SessionSettings(local_speech=True, backoff_base=0.1)
 TEXT = "Dinner is ready"
@@ -128,10 +124,12 @@ def test_the_supervisor_speaks_with_espeak_ng_when_offline() -> None:
     voice = local_voice()
     assert voice is not None
     speaker = _Speaker()
-    session = Session(SessionSettings(local_speech=True),
-                      wire.SetupConfig(model="gemini-3.8-live"), "gemini", 0.0)
-    sup = Supervisor(session, Endpoint("ws://127.0.0.1:9/", {}), speaker=speaker,
-                     time_scale=1.0, speech=voice)
+    session = Session(
+        SessionSettings(local_speech=True), wire.SetupConfig(model="gemini-3.8-live"), "gemini", 0.0
+    )
+    sup = Supervisor(
+        session, Endpoint("ws://127.0.0.1:9/", {}), speaker=speaker, time_scale=1.0, speech=voice
+    )
 
     async def script() -> None:
         sup.announce(TEXT, announce_prompt(TEXT))
@@ -147,7 +145,8 @@ def test_the_supervisor_speaks_with_espeak_ng_when_offline() -> None:
 
 
 def test_home_assistant_announce_offline_is_spoken_on_the_device_then_online_by_the_model(
-        broker: Broker, spawn: Any, tmp_path: Path) -> None:
+    broker: Broker, spawn: Any, tmp_path: Path
+) -> None:
     """The real daemon, a real broker, espeak-ng: Home Assistant announces while the Live
     service is down (every setup refused 1011, F9) → the sim speaker plays it at once and
     the server never hears it; once the service is back an announcement goes through the
@@ -169,17 +168,27 @@ def test_home_assistant_announce_offline_is_spoken_on_the_device_then_online_by_
             d.wait_status(lambda st: st["phase"] == "backoff", timeout=60)
             before = wav.stat().st_size
             sub.publish(f"{PREFIX}/announce/set", "Dinner is ready")
-            _until(lambda: "saying the announcement on the device: 'Dinner is ready'" in d.log(),
-                   what="the offline announcement")
+            _until(
+                lambda: "saying the announcement on the device: 'Dinner is ready'" in d.log(),
+                what="the offline announcement",
+            )
             # espeak-ng's speech reaches the speaker: well over half a second of 24 kHz s16le.
             _until(lambda: wav.stat().st_size - before > 24_000, what="speech in the speaker")
             server.thread.call(server.faults.backend_down, 0.0)  # the service is back
             d.wait_status(lambda st: st["state"] == "idle", timeout=60)
             sub.publish(f"{PREFIX}/announce/set", "Lights out")
-            _until(lambda: any(t.text == announce_prompt("Lights out") and t.replies
-                               for s in server.sessions for t in s.user_turns),
-                   what="the online announcement answered by the model")
-            assert not any(t.text == announce_prompt("Dinner is ready")
-                           for s in server.sessions for t in s.user_turns)
+            _until(
+                lambda: any(
+                    t.text == announce_prompt("Lights out") and t.replies
+                    for s in server.sessions
+                    for t in s.user_turns
+                ),
+                what="the online announcement answered by the model",
+            )
+            assert not any(
+                t.text == announce_prompt("Dinner is ready")
+                for s in server.sessions
+                for t in s.user_turns
+            )
         finally:
             sub.close()

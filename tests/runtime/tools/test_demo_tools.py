@@ -15,9 +15,16 @@ def test_tools_segment() -> None:
 
     async def body() -> dict:
         async with LiveServer(limits=ServerLimits(time_scale=20.0), voice="synthetic") as server:
-            return await run_tools_segment(server, "gemini-3.8-live", 20.0,
-                                           lambda kind, text: lines.append((kind, text)))
+            return await run_tools_segment(
+                server, "gemini-3.8-live", 20.0, lambda kind, text: lines.append((kind, text))
+            )
+
     totals = asyncio.run(body())
-    assert totals == {"tool_turns": 1, "pin_went_high": True, "ha_entities": 11,
-                      "announce_round_trip": True, "errors": []}, lines
+    assert totals == {
+        "tool_turns": 1,
+        "pin_went_high": True,
+        "ha_entities": 11,
+        "announce_round_trip": True,
+        "errors": [],
+    }, lines
     assert ("GPIO", "pin 17 low → high (porch light on)") in lines

@@ -15,7 +15,7 @@ import textwrap
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import pytest
 
@@ -56,8 +56,10 @@ def http_url() -> Iterator[str]:
 def tools_config(tmp: Path, http_url: str, broker: Broker) -> str:
     record = tmp / "argv.json"
     prog = tmp / "note.py"
-    prog.write_text(f"#!{sys.executable}\nimport json, sys\n"
-                    f"json.dump(sys.argv[1:], open({str(record)!r}, 'w'))\nprint('noted')\n")
+    prog.write_text(
+        f"#!{sys.executable}\nimport json, sys\n"
+        f"json.dump(sys.argv[1:], open({str(record)!r}, 'w'))\nprint('noted')\n"
+    )
     prog.chmod(prog.stat().st_mode | stat.S_IXUSR)
     pw = tmp / "mqtt-password"
     pw.write_text(PASSWORD)
@@ -102,8 +104,9 @@ def tools_config(tmp: Path, http_url: str, broker: Broker) -> str:
 def test_every_action_end_to_end(broker: Broker, spawn: Any, tmp_path: Path, http_url: str) -> None:
     sub = Subscriber(broker)
     with live_server() as server:
-        cfg = write_config(tmp_path / "voiced.toml", tmp_path,
-                           extra=tools_config(tmp_path, http_url, broker))
+        cfg = write_config(
+            tmp_path / "voiced.toml", tmp_path, extra=tools_config(tmp_path, http_url, broker)
+        )
         d = spawn(cfg, server.endpoint())
         try:
             d.wait_control(timeout=60)
@@ -115,7 +118,9 @@ def test_every_action_end_to_end(broker: Broker, spawn: Any, tmp_path: Path, htt
             assert d.control("ptt", action="start")["ok"]
             time.sleep(0.3)
             assert d.control("ptt", action="stop")["ok"]
-            said = _until(lambda: [r for r in replies(server) if "porch returned" in r], what="porch")
+            said = _until(
+                lambda: [r for r in replies(server) if "porch returned" in r], what="porch"
+            )
             assert said == ['Turn 1: porch returned {"on":true,"pin":17}.']
             assert server.tool_script.issued[0][1:] == ("porch", {"on": True})
 
@@ -130,8 +135,14 @@ def test_every_action_end_to_end(broker: Broker, spawn: Any, tmp_path: Path, htt
             d.control("say", text='call scene {"scene": "scene.evening"}')
             _until(lambda: _Recorder.bodies, what="the HTTP request")
             assert _Recorder.bodies == [("/scene", {"entity_id": "scene.evening"})]
-            _until(lambda: [r for r in replies(server) if 'scene returned {"body":{"ok":true},"status":200}' in r],
-                   what="scene spoken")
+            _until(
+                lambda: [
+                    r
+                    for r in replies(server)
+                    if 'scene returned {"body":{"ok":true},"status":200}' in r
+                ],
+                what="scene spoken",
+            )
 
             # mqtt: the subscriber sees the publish
             d.control("say", text='call fan {"on": false}')
@@ -140,8 +151,12 @@ def test_every_action_end_to_end(broker: Broker, spawn: Any, tmp_path: Path, htt
 
             # built-in: volume, kept in the state directory
             d.control("say", text='call set_volume {"percent": 25}')
-            _until(lambda: [r for r in replies(server) if 'set_volume returned {"volume_percent":25}' in r],
-                   what="volume spoken")
+            _until(
+                lambda: [
+                    r for r in replies(server) if 'set_volume returned {"volume_percent":25}' in r
+                ],
+                what="volume spoken",
+            )
             assert json.loads((tmp_path / "state" / "volume.json").read_text()) == {"volume": 0.25}
             sub.wait_value("voiced/dev1/volume", "25")
 
@@ -149,8 +164,13 @@ def test_every_action_end_to_end(broker: Broker, spawn: Any, tmp_path: Path, htt
             assert st["tools_run"] == 5 and st["tools_running"] == 0
             # gemini-3.8-live (the default model): every result carries its scheduling.
             sent = [(r[1], r[2]) for c in server.connections for r in c.tool_responses]
-            assert sent == [("porch", "INTERRUPT"), ("note", "INTERRUPT"), ("scene", "INTERRUPT"),
-                            ("fan", "WHEN_IDLE"), ("set_volume", "INTERRUPT")]
+            assert sent == [
+                ("porch", "INTERRUPT"),
+                ("note", "INTERRUPT"),
+                ("scene", "INTERRUPT"),
+                ("fan", "WHEN_IDLE"),
+                ("set_volume", "INTERRUPT"),
+            ]
             assert "1008" not in str(st.get("last_error"))
         finally:
             sub.close()
@@ -159,7 +179,10 @@ def test_every_action_end_to_end(broker: Broker, spawn: Any, tmp_path: Path, htt
 def test_bad_arguments_and_a_hanging_tool_are_answered(spawn: Any, tmp_path: Path) -> None:
     """The model always gets an answer: schema errors and timeouts are spoken results (F18)."""
     with live_server() as server:
-        cfg = write_config(tmp_path / "voiced.toml", tmp_path, extra=textwrap.dedent('''
+        cfg = write_config(
+            tmp_path / "voiced.toml",
+            tmp_path,
+            extra=textwrap.dedent("""
             [[tools]]
             name = "hang"
             description = "Never finishes."
@@ -168,14 +191,24 @@ def test_bad_arguments_and_a_hanging_tool_are_answered(spawn: Any, tmp_path: Pat
 
             [[tools]]
             builtin = "set_volume"
-        '''))
+        """),
+        )
         d = spawn(cfg, server.endpoint())
         d.wait_control(timeout=60)
         d.control("say", text="call hang")
-        _until(lambda: [r for r in replies(server) if 'hang returned {"error":"hang timed out after 0.5 s"}' in r],
-               what="timeout spoken")
+        _until(
+            lambda: [
+                r
+                for r in replies(server)
+                if 'hang returned {"error":"hang timed out after 0.5 s"}' in r
+            ],
+            what="timeout spoken",
+        )
         d.control("say", text='call set_volume {"percent": "loud"}')
-        _until(lambda: [r for r in replies(server) if "percent must be an integer" in r], what="bad args")
+        _until(
+            lambda: [r for r in replies(server) if "percent must be an integer" in r],
+            what="bad args",
+        )
 
 
 def test_press_during_a_blocking_call_is_held_not_refused(spawn: Any, tmp_path: Path) -> None:
@@ -183,7 +216,10 @@ def test_press_during_a_blocking_call_is_held_not_refused(spawn: Any, tmp_path: 
     pending would be closed 1008 "The operation was aborted." (F10). The press is held
     and sent after the toolResponse; nothing is lost, the connection survives."""
     with live_server() as server:
-        cfg = write_config(tmp_path / "voiced.toml", tmp_path, extra=textwrap.dedent('''
+        cfg = write_config(
+            tmp_path / "voiced.toml",
+            tmp_path,
+            extra=textwrap.dedent("""
             [live]
             model = "gemini-3.1-flash-live-preview"
 
@@ -192,7 +228,8 @@ def test_press_during_a_blocking_call_is_held_not_refused(spawn: Any, tmp_path: 
             description = "Takes a while."
             timeout = 20
             command = { argv = ["/bin/sleep", "1.5"] }
-        '''))
+        """),
+        )
         d = spawn(cfg, server.endpoint())
         d.wait_control(timeout=60)
         d.control("say", text="call slow")
@@ -202,7 +239,10 @@ def test_press_during_a_blocking_call_is_held_not_refused(spawn: Any, tmp_path: 
         assert d.control("ptt", action="stop")["ok"]
         assert d.control("status")["status"]["tools_running"] == 1  # still pending: audio held
         _until(lambda: [r for r in replies(server) if "slow returned" in r], what="slow spoken")
-        _until(lambda: [r for r in replies(server) if "seconds of audio" in r], what="held press answered")
+        _until(
+            lambda: [r for r in replies(server) if "seconds of audio" in r],
+            what="held press answered",
+        )
         assert len(server.sessions) == 1 and len(server.sessions[0].connections) == 1
         # Synchronous only: nothing to schedule, so no scheduling on the wire.
         assert [r[1:] for c in server.connections for r in c.tool_responses] == [("slow", "")]
@@ -213,9 +253,21 @@ def test_builtins_end_to_end(spawn: Any, tmp_path: Path) -> None:
     """The device's own tools through the real daemon: volume (kept), mute (presses
     refused while muted), new conversation, and a timer that comes back spoken."""
     with live_server() as server:
-        cfg = write_config(tmp_path / "voiced.toml", tmp_path, extra="".join(
-            f'[[tools]]\nbuiltin = "{b}"\n' for b in
-            ("set_volume", "get_volume", "stop", "mute", "new_conversation", "set_timer")))
+        cfg = write_config(
+            tmp_path / "voiced.toml",
+            tmp_path,
+            extra="".join(
+                f'[[tools]]\nbuiltin = "{b}"\n'
+                for b in (
+                    "set_volume",
+                    "get_volume",
+                    "stop",
+                    "mute",
+                    "new_conversation",
+                    "set_timer",
+                )
+            ),
+        )
         d = spawn(cfg, server.endpoint())
         d.wait_control(timeout=60)
 
@@ -228,15 +280,24 @@ def test_builtins_end_to_end(spawn: Any, tmp_path: Path) -> None:
         assert json.loads((tmp_path / "state" / "volume.json").read_text()) == {"volume": 0.4}
         ask('call mute {"muted": true}', 'mute returned {"muted":true}')
         d.wait_status(lambda st: st["muted"] and st["state"] == "muted")
-        assert d.control("ptt", action="start")["ok"] is False   # presses are ignored
+        assert d.control("ptt", action="start")["ok"] is False  # presses are ignored
         ask('call mute {"muted": false}', 'mute returned {"muted":false}')
         d.wait_status(lambda st: not st["muted"] and st["state"] == "idle")
         ask("call stop", 'stop returned {"stopped":true}')
-        ask('call set_timer {"seconds": 8, "label": "tea"}', 'set_timer returned {"due_in_seconds":8,"timer":"tea"}')
+        ask(
+            'call set_timer {"seconds": 8, "label": "tea"}',
+            'set_timer returned {"due_in_seconds":8,"timer":"tea"}',
+        )
         # Due 8 nominal seconds later (2 wall seconds at the test's time scale): the model is
         # told to say it.
-        _until(lambda: any("Your timer tea is done." in (t.text or "") and t.replies
-                           for s in server.sessions for t in s.user_turns), what="the timer spoken")
+        _until(
+            lambda: any(
+                "Your timer tea is done." in (t.text or "") and t.replies
+                for s in server.sessions
+                for t in s.user_turns
+            ),
+            what="the timer spoken",
+        )
         sessions = len(server.sessions)
         # The call's own session is the one forgotten: its result goes to the next one as
         # context, nothing is spoken about it.

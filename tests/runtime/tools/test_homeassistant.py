@@ -19,21 +19,26 @@ from daemon.runtime.homeassistant import ENTITIES, HomeAssistant, MqttSettings, 
 from daemon.runtime.tools import ToolRunner
 from daemon.vocabulary import ToolDone
 from tests.app.conftest import write_config
-from tests.runtime.tools.harness import PASSWORD, Broker, Subscriber, PREFIX, mqtt_config
+from tests.runtime.tools.harness import PASSWORD, PREFIX, Broker, Subscriber, mqtt_config
 
 NODE = "voiced_dev1"
 
 
 def discovery(sub: Subscriber) -> dict[str, dict[str, Any]]:
     def configs(ms: list[tuple[str, bytes, bool]]) -> dict[str, dict[str, Any]] | None:
-        found = {t: json.loads(p) for t, p, _ in ms
-                 if t.startswith("homeassistant/") and t.endswith("/config") and NODE in t}
+        found = {
+            t: json.loads(p)
+            for t, p, _ in ms
+            if t.startswith("homeassistant/") and t.endswith("/config") and NODE in t
+        }
         return found if len(found) == len(ENTITIES) else None
+
     return sub.wait(configs, what="every discovery config")
 
 
-def test_discovery_state_and_every_command_entity(broker: Broker, live: Any, spawn: Any,
-                                                  tmp_path: Path) -> None:
+def test_discovery_state_and_every_command_entity(
+    broker: Broker, live: Any, spawn: Any, tmp_path: Path
+) -> None:
     sub = Subscriber(broker)
     cfg = write_config(tmp_path / "voiced.toml", tmp_path, extra=mqtt_config(broker, tmp_path))
     d = spawn(cfg, live.endpoint())
@@ -55,18 +60,34 @@ def test_discovery_state_and_every_command_entity(broker: Broker, live: Any, spa
                 assert "command_topic" in c
             else:
                 assert "state_topic" in c
-        assert configs[f"homeassistant/sensor/{NODE}/connection_age/config"]["entity_category"] == "diagnostic"
+        assert (
+            configs[f"homeassistant/sensor/{NODE}/connection_age/config"]["entity_category"]
+            == "diagnostic"
+        )
         # Retained, so Home Assistant sees them whenever it (re)starts: a late subscriber
         # gets every one with the retain flag.
         late = Subscriber(broker, topics=("homeassistant/#",))
         try:
-            late.wait(lambda ms: {t for t, _, r in ms if r} >= set(configs), what="retained configs")
+            late.wait(
+                lambda ms: {t for t, _, r in ms if r} >= set(configs), what="retained configs"
+            )
         finally:
             late.close()
         sub.wait_value(f"{PREFIX}/availability", "online")
         sub.wait_value(f"{PREFIX}/state", "idle")
-        diag = json.loads(sub.wait(lambda ms: next((p for t, p, _ in ms if t == f"{PREFIX}/diagnostics"
-                                                    and json.loads(p)["connection_age"] is not None), None)))
+        diag = json.loads(
+            sub.wait(
+                lambda ms: next(
+                    (
+                        p
+                        for t, p, _ in ms
+                        if t == f"{PREFIX}/diagnostics"
+                        and json.loads(p)["connection_age"] is not None
+                    ),
+                    None,
+                )
+            )
+        )
         assert diag["session_age"] is not None
 
         # volume (number): applied, reported back, kept in the state directory
@@ -80,7 +101,7 @@ def test_discovery_state_and_every_command_entity(broker: Broker, live: Any, spa
         sub.wait_value(f"{PREFIX}/state", "muted")
         assert d.control("status")["status"]["muted"] is True
         assert d.control("ptt", action="start")["ok"] is False  # the control socket agrees
-        sub.publish(f"{PREFIX}/talk/set", "ON")                 # and so does the talk switch
+        sub.publish(f"{PREFIX}/talk/set", "ON")  # and so does the talk switch
         sub.wait_value(f"{PREFIX}/talk", "OFF")
         sub.publish(f"{PREFIX}/mute/set", "OFF")
         sub.wait_value(f"{PREFIX}/mute", "OFF")
@@ -93,16 +114,25 @@ def test_discovery_state_and_every_command_entity(broker: Broker, live: Any, spa
         time.sleep(0.3)  # some audio from the simulated mic
         sub.publish(f"{PREFIX}/talk/set", "OFF")
         sub.wait_value(f"{PREFIX}/talk", "OFF")
-        sub.wait(lambda ms: any(t == f"{PREFIX}/transcript_out" and p.startswith(b"Turn ")
-                                for t, p, _ in ms), what="the reply's transcript")
+        sub.wait(
+            lambda ms: any(
+                t == f"{PREFIX}/transcript_out" and p.startswith(b"Turn ") for t, p, _ in ms
+            ),
+            what="the reply's transcript",
+        )
         assert len(live.sessions[-1].user_turns) == turns_before + 1
         assert live.sessions[-1].user_turns[-1].source == "activity"
 
         # announce (text): the model is asked to say it verbatim
         sub.publish(f"{PREFIX}/announce/set", "Dinner is ready")
         sub.wait_value(f"{PREFIX}/announce", "Dinner is ready")
-        _until(lambda: any(t.text == announce_prompt("Dinner is ready") for s in live.sessions
-                           for t in s.user_turns))
+        _until(
+            lambda: any(
+                t.text == announce_prompt("Dinner is ready")
+                for s in live.sessions
+                for t in s.user_turns
+            )
+        )
 
         # instruct (text): the system instruction is replaced mid-conversation
         sub.publish(f"{PREFIX}/instruct/set", "Answer like a pirate.")
@@ -133,8 +163,9 @@ def _until(predicate: Callable[[], Any], timeout: float = 15.0) -> None:
         time.sleep(0.05)
 
 
-def test_broker_down_and_back_never_touches_the_voice_path(broker: Broker, live: Any, spawn: Any,
-                                                          tmp_path: Path) -> None:
+def test_broker_down_and_back_never_touches_the_voice_path(
+    broker: Broker, live: Any, spawn: Any, tmp_path: Path
+) -> None:
     cfg = write_config(tmp_path / "voiced.toml", tmp_path, extra=mqtt_config(broker, tmp_path))
     d = spawn(cfg, live.endpoint())
     sub = Subscriber(broker)
@@ -182,19 +213,40 @@ def test_mqtt_tool_publishes_through_the_bridge(broker: Broker, tmp_path: Path) 
     subscriber sees it (the same bridge the daemon runs; the press that asks for it is in
     test_e2e)."""
     (tmp_path / "pw").write_text(PASSWORD)
-    settings = MqttSettings(host="127.0.0.1", port=broker.port, username="dev1",
-                            password_file=str(tmp_path / "pw"), topic_prefix=PREFIX,
-                            reconnect_max=0.5)
-    specs = parse_tools([{"name": "fan", "description": "fan", "parameters": {
-        "type": "object", "properties": {"on": {"type": "boolean"}}, "required": ["on"]},
-        "mqtt": {"topic": "home/dev1/fan/set", "payload": "{on}"}}])
+    settings = MqttSettings(
+        host="127.0.0.1",
+        port=broker.port,
+        username="dev1",
+        password_file=str(tmp_path / "pw"),
+        topic_prefix=PREFIX,
+        reconnect_max=0.5,
+    )
+    specs = parse_tools(
+        [
+            {
+                "name": "fan",
+                "description": "fan",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"on": {"type": "boolean"}},
+                    "required": ["on"],
+                },
+                "mqtt": {"topic": "home/dev1/fan/set", "payload": "{on}"},
+            }
+        ]
+    )
     sub = Subscriber(broker)
     done: list[ToolDone] = []
     got = threading.Event()
 
     async def body() -> None:
-        home = HomeAssistant(settings, password=PASSWORD, dispatch=lambda r: {"ok": True},
-                             device=None, status=lambda: {})
+        home = HomeAssistant(
+            settings,
+            password=PASSWORD,
+            dispatch=lambda r: {"ok": True},
+            device=None,
+            status=lambda: {},
+        )
         runner = ToolRunner(build_tools(specs, ToolContext(publish=home.publish_threadsafe)))
         task = asyncio.get_running_loop().create_task(home.run())
         try:
@@ -203,9 +255,12 @@ def test_mqtt_tool_publishes_through_the_bridge(broker: Broker, tmp_path: Path) 
             await asyncio.to_thread(got.wait, 15)
         finally:
             task.cancel()
+
     asyncio.run(body())
     try:
-        assert done == [ToolDone("c1", "fan", {"published": "home/dev1/fan/set", "payload": "true"})]
+        assert done == [
+            ToolDone("c1", "fan", {"published": "home/dev1/fan/set", "payload": "true"})
+        ]
         sub.wait_value("home/dev1/fan/set", "true")
     finally:
         sub.close()
@@ -222,17 +277,22 @@ def test_a_stop_while_announcing_still_says_offline(broker: Broker, tmp_path: Pa
         async def _on_connect(self, client: Any) -> None:
             await client.publish(self.topic("availability"), b"online", qos=1, retain=True)
             announcing.set()
-            await asyncio.Event().wait()   # still subscribing when the stop comes
+            await asyncio.Event().wait()  # still subscribing when the stop comes
 
     async def body() -> None:
-        home = Slow(MqttSettings(host="127.0.0.1", port=broker.port, username="dev1",
-                                 topic_prefix=PREFIX), password=PASSWORD,
-                    dispatch=lambda r: {"ok": True}, device=None, status=lambda: {})
+        home = Slow(
+            MqttSettings(host="127.0.0.1", port=broker.port, username="dev1", topic_prefix=PREFIX),
+            password=PASSWORD,
+            dispatch=lambda r: {"ok": True},
+            device=None,
+            status=lambda: {},
+        )
         task = asyncio.get_running_loop().create_task(home.run())
         await asyncio.to_thread(announcing.wait, 15)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+
     try:
         asyncio.run(body())
         sub.wait_value(f"{PREFIX}/availability", "online")
@@ -242,34 +302,47 @@ def test_a_stop_while_announcing_still_says_offline(broker: Broker, tmp_path: Pa
         sub.close()
 
 
-def test_state_updates_and_tool_messages_make_no_tasks_of_their_own(broker: Broker,
-                                                                    tmp_path: Path) -> None:
+def test_state_updates_and_tool_messages_make_no_tasks_of_their_own(
+    broker: Broker, tmp_path: Path
+) -> None:
     """One supervisor owns every task: the bridge is one companion, and what it publishes
     goes out through its own publisher — a burst of state changes or tool messages starts
     no task per message (it used to: ``loop.create_task`` for every update)."""
     (tmp_path / "pw").write_text(PASSWORD)
-    settings = MqttSettings(host="127.0.0.1", port=broker.port, username="dev1",
-                            password_file=str(tmp_path / "pw"), topic_prefix=PREFIX,
-                            reconnect_max=0.5)
+    settings = MqttSettings(
+        host="127.0.0.1",
+        port=broker.port,
+        username="dev1",
+        password_file=str(tmp_path / "pw"),
+        topic_prefix=PREFIX,
+        reconnect_max=0.5,
+    )
     sub = Subscriber(broker)
     counts: list[int] = []
 
     async def body() -> None:
-        home = HomeAssistant(settings, password=PASSWORD, dispatch=lambda r: {"ok": True},
-                             device=None, status=lambda: {})
+        home = HomeAssistant(
+            settings,
+            password=PASSWORD,
+            dispatch=lambda r: {"ok": True},
+            device=None,
+            status=lambda: {},
+        )
         task = asyncio.get_running_loop().create_task(home.run())
         try:
             await asyncio.wait_for(home.connected.wait(), 15)
             counts.append(len(asyncio.all_tasks()))
             for i in range(50):
                 home.update("state", f"s{i}")
-            tool = asyncio.to_thread(home.publish_threadsafe, "home/dev1/fan/set", b"on", 1,
-                                     False, 10.0)
+            tool = asyncio.to_thread(
+                home.publish_threadsafe, "home/dev1/fan/set", b"on", 1, False, 10.0
+            )
             counts.append(len(asyncio.all_tasks()))
             await tool
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+
     asyncio.run(body())
     try:
         # Before: this test's task, the bridge, its publisher and ticker; after the burst:

@@ -13,9 +13,7 @@ from daemon.liveserver import LiveServer, ServerLimits
 from daemon.runtime.actions import parse_tools
 from daemon.runtime.tools import declarations, session_tools
 from daemon.session import ConnectionClosed, SessionSettings, ToolDone
-from tests.core.harness import live, talk
-from tests.core.harness import come_back
-from tests.core.harness import call, responses
+from tests.core.harness import call, come_back, live, responses, talk
 from tests.liveserver.harness import RawClient, run, text_of
 
 FAST = ServerLimits(time_scale=600.0)
@@ -38,8 +36,12 @@ def settings(model: str) -> SessionSettings:
 def test_the_core_sends_each_tools_scheduling_on_a_non_blocking_model() -> None:
     h = live(settings("gemini-3.8-live"), model="gemini-3.8-live")
     talk(h)
-    call(h, ("c1", "lights", {"on": True}), ("c2", "note", {"on": True}),
-         ("c3", "door", {"on": True}))
+    call(
+        h,
+        ("c1", "lights", {"on": True}),
+        ("c2", "note", {"on": True}),
+        ("c3", "door", {"on": True}),
+    )
     for call_id, name in (("c1", "lights"), ("c2", "note"), ("c3", "door")):
         h.feed(ToolDone(call_id, name, {"ok": True}))
     sent = {r["id"]: r.get("scheduling") for r in responses(h)}
@@ -63,8 +65,9 @@ def test_a_result_delivered_on_the_resumed_session_keeps_its_scheduling() -> Non
     h.feed(ConnectionClosed(h.conn, 1006, ""))
     h.feed(ToolDone("c1", "note", {"ok": True}))
     conn = come_back(h)
-    assert responses(h, conn) == [{"id": "c1", "name": "note", "response": {"ok": True},
-                                   "scheduling": "SILENT"}]
+    assert responses(h, conn) == [
+        {"id": "c1", "name": "note", "response": {"ok": True}, "scheduling": "SILENT"}
+    ]
 
 
 def test_never_on_the_blocking_only_model() -> None:
@@ -111,6 +114,7 @@ def test_the_local_server_takes_a_valid_scheduling_and_records_it() -> None:
             got = [r[1:] for r in server.connections[0].tool_responses]
             assert got == [("lights", "WHEN_IDLE")]
             await client.close()
+
     run(body)
 
 
@@ -122,4 +126,5 @@ def test_the_local_server_refuses_a_scheduling_outside_the_enum_1007(bad: object
             closed = await client.expect_close()
             assert closed.code == 1007
             assert closed.reason == "Request contains an invalid argument."
+
     run(body)

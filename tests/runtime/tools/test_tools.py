@@ -64,37 +64,68 @@ def pins() -> Iterator[MockFactory]:
 
 # -- configuration ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("snippet, key", [
-    ('name = "x"\ndescription = "d"\n', "tools[0]"),                                   # no action
-    ('name = "x"\ndescription = "d"\ngpio = {pin = 40}\n', "tools[0].gpio.pin"),
-    ('name = "x y"\ndescription = "d"\ngpio = {pin = 4}\n', "tools[0].name"),
-    ('name = "x"\ndescription = ""\ngpio = {pin = 4}\n', "tools[0].description"),
-    ('name = "x"\ndescription = "d"\n'
-     'parameters = {type = "object", properties = {a = {type = "date"}}}\n'
-     'command = {argv = ["/bin/true"]}\n', "tools[0].parameters.properties.a.type"),
-    ('name = "x"\ndescription = "d"\n'
-     ''
-     'parameters = {type = "object", properties = {a = {type = "string", pattern = "x"}}}\n'
-     'command = {argv = ["/bin/true"]}\n', "tools[0].parameters.properties.a.pattern"),
-    ('name = "x"\ndescription = "d"\n'
-     ''
-     'parameters = {type = "object", properties = {a = {type = "string", minimum = 1}}}\n'
-     'command = {argv = ["/bin/true"]}\n', "tools[0].parameters.properties.a.minimum"),
-    ('name = "x"\ndescription = "d"\nparameters = {type = "object", required = ["b"]}\n'
-     'command = {argv = ["/bin/true"]}\n', "tools[0].parameters.required"),
-    ('name = "x"\ndescription = "d"\ncommand = {argv = "rm -rf /"}\n', "tools[0].command.argv"),
-    ('name = "x"\ndescription = "d"\n'
-     'parameters = {type = "object", properties = {a = {type = "string"}}}\n'
-     'command = {argv = ["/bin/echo", "--a={a}"]}\n', "tools[0].command.argv[1]"),
-    ('name = "x"\ndescription = "d"\ncommand = {argv = ["/bin/echo", "{nope}"]}\n', "tools[0].command.argv[1]"),
-    ('name = "x"\ndescription = "d"\nparameters = {type = "object", properties = {a = {type = "string"}}}\n'
-     'command = {argv = ["{a}"]}\n', "tools[0].command.argv[0]"),
-    ('name = "x"\ndescription = "d"\nhttp = {url = "file:///etc/passwd"}\n', "tools[0].http.url"),
-    ('name = "x"\ndescription = "d"\nmqtt = {topic = "home/#"}\n', "tools[0].mqtt.topic"),
-    ('name = "x"\ndescription = "d"\ntimeout = 0\ngpio = {pin = 4}\n', "tools[0].timeout"),
-    ('name = "x"\ndescription = "d"\nscheduling = "LATER"\ngpio = {pin = 4}\n', "tools[0].scheduling"),
-    ('builtin = "self_destruct"\n', "tools[0].builtin"),
-])
+
+@pytest.mark.parametrize(
+    "snippet, key",
+    [
+        ('name = "x"\ndescription = "d"\n', "tools[0]"),  # no action
+        ('name = "x"\ndescription = "d"\ngpio = {pin = 40}\n', "tools[0].gpio.pin"),
+        ('name = "x y"\ndescription = "d"\ngpio = {pin = 4}\n', "tools[0].name"),
+        ('name = "x"\ndescription = ""\ngpio = {pin = 4}\n', "tools[0].description"),
+        (
+            'name = "x"\ndescription = "d"\n'
+            'parameters = {type = "object", properties = {a = {type = "date"}}}\n'
+            'command = {argv = ["/bin/true"]}\n',
+            "tools[0].parameters.properties.a.type",
+        ),
+        (
+            'name = "x"\ndescription = "d"\n'
+            ""
+            'parameters = {type = "object", properties = {a = {type = "string", pattern = "x"}}}\n'
+            'command = {argv = ["/bin/true"]}\n',
+            "tools[0].parameters.properties.a.pattern",
+        ),
+        (
+            'name = "x"\ndescription = "d"\n'
+            ""
+            'parameters = {type = "object", properties = {a = {type = "string", minimum = 1}}}\n'
+            'command = {argv = ["/bin/true"]}\n',
+            "tools[0].parameters.properties.a.minimum",
+        ),
+        (
+            'name = "x"\ndescription = "d"\nparameters = {type = "object", required = ["b"]}\n'
+            'command = {argv = ["/bin/true"]}\n',
+            "tools[0].parameters.required",
+        ),
+        ('name = "x"\ndescription = "d"\ncommand = {argv = "rm -rf /"}\n', "tools[0].command.argv"),
+        (
+            'name = "x"\ndescription = "d"\n'
+            'parameters = {type = "object", properties = {a = {type = "string"}}}\n'
+            'command = {argv = ["/bin/echo", "--a={a}"]}\n',
+            "tools[0].command.argv[1]",
+        ),
+        (
+            'name = "x"\ndescription = "d"\ncommand = {argv = ["/bin/echo", "{nope}"]}\n',
+            "tools[0].command.argv[1]",
+        ),
+        (
+            'name = "x"\ndescription = "d"\nparameters = {type = "object", properties = {a = {type = "string"}}}\n'
+            'command = {argv = ["{a}"]}\n',
+            "tools[0].command.argv[0]",
+        ),
+        (
+            'name = "x"\ndescription = "d"\nhttp = {url = "file:///etc/passwd"}\n',
+            "tools[0].http.url",
+        ),
+        ('name = "x"\ndescription = "d"\nmqtt = {topic = "home/#"}\n', "tools[0].mqtt.topic"),
+        ('name = "x"\ndescription = "d"\ntimeout = 0\ngpio = {pin = 4}\n', "tools[0].timeout"),
+        (
+            'name = "x"\ndescription = "d"\nscheduling = "LATER"\ngpio = {pin = 4}\n',
+            "tools[0].scheduling",
+        ),
+        ('builtin = "self_destruct"\n', "tools[0].builtin"),
+    ],
+)
 def test_config_error_names_the_key(snippet: str, key: str) -> None:
     with pytest.raises(ConfigError) as err:
         tools_from("[[tools]]\n" + snippet)
@@ -103,7 +134,8 @@ def test_config_error_names_the_key(snippet: str, key: str) -> None:
 
 def test_config_file_with_tools_and_mqtt_loads(tmp_path: Path) -> None:
     path = tmp_path / "voiced.toml"
-    path.write_text(textwrap.dedent('''
+    path.write_text(
+        textwrap.dedent("""
         [[tools]]
         name = "porch"
         description = "Porch light"
@@ -115,7 +147,8 @@ def test_config_file_with_tools_and_mqtt_loads(tmp_path: Path) -> None:
         [mqtt]
         host = "127.0.0.1"
         topic_prefix = "voiced/kitchen"
-    '''))
+    """)
+    )
     cfg = config.load(path, environ={})
     assert [t.name for t in cfg.tools] == ["porch", "set_timer"]
     assert cfg.mqtt.enabled and cfg.mqtt.topic_prefix == "voiced/kitchen"
@@ -127,8 +160,12 @@ def test_a_gpio_tool_on_a_pin_in_use_is_refused() -> None:
         config.parse(tomllib.loads('[[tools]]\nname = "x"\ndescription = "d"\ngpio = {pin = 25}\n'))
     assert err.value.key == "tools[0].gpio.pin" and "led.pin" in str(err.value)
     with pytest.raises(ConfigError) as err:
-        config.parse(tomllib.loads('[button]\npin = 5\n[[tools]]\nname = "x"\ndescription = "d"\n'
-                                   'gpio = {pin = 6}\n[[tools]]\nname = "y"\ndescription = "d"\ngpio = {pin = 6}\n'))
+        config.parse(
+            tomllib.loads(
+                '[button]\npin = 5\n[[tools]]\nname = "x"\ndescription = "d"\n'
+                'gpio = {pin = 6}\n[[tools]]\nname = "y"\ndescription = "d"\ngpio = {pin = 6}\n'
+            )
+        )
     assert err.value.key == "tools[1].gpio.pin" and "tools[0] (x)" in str(err.value)
 
 
@@ -138,8 +175,10 @@ def test_duplicate_names_are_refused() -> None:
 
 
 def test_declarations_follow_the_model_capabilities() -> None:
-    specs = tools_from('[[tools]]\nname = "a"\ndescription = "d"\ngpio = {pin = 4}\n'
-                       '[[tools]]\nname = "b"\ndescription = "d"\nbehavior = "BLOCKING"\ngpio = {pin = 5}\n')
+    specs = tools_from(
+        '[[tools]]\nname = "a"\ndescription = "d"\ngpio = {pin = 4}\n'
+        '[[tools]]\nname = "b"\ndescription = "d"\nbehavior = "BLOCKING"\ngpio = {pin = 5}\n'
+    )
     new = declarations(specs, "gemini-3.8-live")
     assert [d["behavior"] for d in new] == ["NON_BLOCKING", "BLOCKING"]
     assert new[0]["parameters"]["required"] == ["on"]
@@ -152,30 +191,46 @@ def test_declarations_follow_the_model_capabilities() -> None:
     assert ToolRunner(specs).scheduling("a", "gemini-3.1-flash-live-preview") is None
 
 
-@pytest.mark.parametrize("args, problem", [
-    ({}, "'n' is required"),
-    ({"n": True}, "n must be an integer"),
-    ({"n": 11}, "n must be <= 10"),
-    ({"n": 3, "s": "x" * 6}, "s is longer than 5"),
-    ({"n": 3, "e": "c"}, "e must be one of"),
-    ({"n": 3, "zz": 1}, "unknown parameter 'zz'"),
-    ({"n": 3, "s": "a\x00b"}, "NUL"),
-    ({"n": 3, "s": "ok", "e": "a"}, None),
-])
-def test_arguments_are_checked_against_the_schema(args: dict[str, Any], problem: str | None) -> None:
-    schema = {"type": "object", "required": ["n"], "properties": {
-        "n": {"type": "integer", "minimum": 0, "maximum": 10},
-        "s": {"type": "string", "maxLength": 5}, "e": {"type": "string", "enum": ["a", "b"]}}}
+@pytest.mark.parametrize(
+    "args, problem",
+    [
+        ({}, "'n' is required"),
+        ({"n": True}, "n must be an integer"),
+        ({"n": 11}, "n must be <= 10"),
+        ({"n": 3, "s": "x" * 6}, "s is longer than 5"),
+        ({"n": 3, "e": "c"}, "e must be one of"),
+        ({"n": 3, "zz": 1}, "unknown parameter 'zz'"),
+        ({"n": 3, "s": "a\x00b"}, "NUL"),
+        ({"n": 3, "s": "ok", "e": "a"}, None),
+    ],
+)
+def test_arguments_are_checked_against_the_schema(
+    args: dict[str, Any], problem: str | None
+) -> None:
+    schema = {
+        "type": "object",
+        "required": ["n"],
+        "properties": {
+            "n": {"type": "integer", "minimum": 0, "maximum": 10},
+            "s": {"type": "string", "maxLength": 5},
+            "e": {"type": "string", "enum": ["a", "b"]},
+        },
+    }
     found = check_args(schema, args)
     assert (found is None) if problem is None else (problem in (found or "")), found
 
 
 # -- the runner -------------------------------------------------------------------------------
 
+
 def test_gpio_tool_drives_a_mock_pin(pins: MockFactory) -> None:
-    specs = build_tools(tools_from('[[tools]]\nname = "porch"\ndescription = "d"\ngpio = {pin = 17}\n'
-                                   '[[tools]]\nname = "dimmer"\ndescription = "d"\ngpio = {pin = 18, pwm = true}\n'),
-                        ToolContext(pin_factory=pins))
+    specs = build_tools(
+        tools_from(
+            '[[tools]]\nname = "porch"\ndescription = "d"\ngpio = {pin = 17}\n'
+            '[[tools]]\nname = "dimmer"\ndescription = "d"\ngpio = {pin = 18, pwm = true}\n'
+        ),
+        ToolContext(pin_factory=pins),
+    )
     runner, inbox = ToolRunner(specs), Inbox()
     try:
         pin = pins.pin(17)
@@ -203,11 +258,14 @@ def script(tmp_path: Path, body: str) -> Path:
 
 def test_command_arguments_never_reach_a_shell(tmp_path: Path) -> None:
     record = tmp_path / "argv.json"
-    prog = script(tmp_path, f"""
+    prog = script(
+        tmp_path,
+        f"""
         import json, sys
         json.dump(sys.argv[1:], open({str(record)!r}, "w"))
         print("ok")
-    """)
+    """,
+    )
     specs = tools_from(f'''
         [[tools]]
         name = "note"
@@ -217,9 +275,18 @@ def test_command_arguments_never_reach_a_shell(tmp_path: Path) -> None:
     ''')
     runner, inbox = ToolRunner(specs), Inbox()
     side_effect = tmp_path / "pwned"
-    for i, evil in enumerate([f"; touch {side_effect}", f"$(touch {side_effect})", f"`touch {side_effect}`",
-                              f"a && touch {side_effect}", "../../etc/passwd", "| cat /etc/shadow",
-                              "--text=$HOME", "'\"\\"]):
+    for i, evil in enumerate(
+        [
+            f"; touch {side_effect}",
+            f"$(touch {side_effect})",
+            f"`touch {side_effect}`",
+            f"a && touch {side_effect}",
+            "../../etc/passwd",
+            "| cat /etc/shadow",
+            "--text=$HOME",
+            "'\"\\",
+        ]
+    ):
         runner.start(f"c{i}", "note", {"text": evil}, inbox.post)
         done = inbox.get()
         assert done.response == {"exit_code": 0, "output": "ok"}, done
@@ -231,15 +298,20 @@ def test_command_arguments_never_reach_a_shell(tmp_path: Path) -> None:
 
 
 def test_command_output_is_truncated_and_failures_are_results(tmp_path: Path) -> None:
-    prog = script(tmp_path, """
+    prog = script(
+        tmp_path,
+        """
         import sys
         print("x" * 5000)
         sys.exit(3)
-    """)
-    specs = tools_from(f'[[tools]]\nname = "loud"\ndescription = "d"\n'
-                       f'command = {{ argv = ["{prog}"], max_output = 100 }}\n'
-                       f'[[tools]]\nname = "missing"\ndescription = "d"\n'
-                       f'command = {{ argv = ["{tmp_path}/no-such-program"] }}\n')
+    """,
+    )
+    specs = tools_from(
+        f'[[tools]]\nname = "loud"\ndescription = "d"\n'
+        f'command = {{ argv = ["{prog}"], max_output = 100 }}\n'
+        f'[[tools]]\nname = "missing"\ndescription = "d"\n'
+        f'command = {{ argv = ["{tmp_path}/no-such-program"] }}\n'
+    )
     runner, inbox = ToolRunner(specs), Inbox()
     runner.start("c1", "loud", {}, inbox.post)
     r = inbox.get().response
@@ -260,8 +332,10 @@ def sleeper(tmp_path: Path) -> Path:
 
 def test_a_hanging_tool_times_out_and_its_process_is_killed(tmp_path: Path) -> None:
     prog = sleeper(tmp_path)
-    specs = tools_from(f'[[tools]]\nname = "hang"\ndescription = "d"\ntimeout = 1\n'
-                       f'command = {{ argv = ["{prog}", "600"] }}\n')
+    specs = tools_from(
+        f'[[tools]]\nname = "hang"\ndescription = "d"\ntimeout = 1\n'
+        f'command = {{ argv = ["{prog}", "600"] }}\n'
+    )
     runner, inbox = ToolRunner(specs), Inbox()
     runner.start("c1", "hang", {}, inbox.post)
     assert inbox.get() == ToolDone("c1", "hang", {"error": "hang timed out after 1 s"})
@@ -273,8 +347,10 @@ def test_a_hanging_tool_times_out_and_its_process_is_killed(tmp_path: Path) -> N
 def test_a_cancelled_call_posts_nothing_and_is_stopped(tmp_path: Path) -> None:
     prog = sleeper(tmp_path)
     changes: list[int] = []
-    specs = tools_from(f'[[tools]]\nname = "slow"\ndescription = "d"\ntimeout = 60\n'
-                       f'command = {{ argv = ["{prog}", "600"] }}\n')
+    specs = tools_from(
+        f'[[tools]]\nname = "slow"\ndescription = "d"\ntimeout = 60\n'
+        f'command = {{ argv = ["{prog}", "600"] }}\n'
+    )
     runner, inbox = ToolRunner(specs, on_change=changes.append), Inbox()
     runner.start("c1", "slow", {}, inbox.post)
     assert _wait_for(lambda: _running(prog))
@@ -300,8 +376,10 @@ def _running(prog: Path) -> bool:
         if not entry.name.isdigit():
             continue
         try:
-            if str(prog).encode() in (entry / "cmdline").read_bytes() and \
-                    (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+            if (
+                str(prog).encode() in (entry / "cmdline").read_bytes()
+                and (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+            ):
                 return True
         except OSError:
             continue
@@ -311,7 +389,9 @@ def _running(prog: Path) -> bool:
 def test_an_unknown_tool_and_a_raising_action_are_answered_with_errors(pins: MockFactory) -> None:
     runner, inbox = ToolRunner(()), Inbox()
     runner.start("c1", "not_registered", {}, inbox.post)
-    assert inbox.get() == ToolDone("c1", "not_registered", {"error": "there is no tool called 'not_registered'"})
+    assert inbox.get() == ToolDone(
+        "c1", "not_registered", {"error": "there is no tool called 'not_registered'"}
+    )
     specs = tools_from('[[tools]]\nname = "fan"\ndescription = "d"\nmqtt = {topic = "home/fan"}\n')
     runner = ToolRunner(build_tools(specs, ToolContext()))  # no broker configured
     runner.start("c2", "fan", {}, inbox.post)
@@ -319,6 +399,7 @@ def test_an_unknown_tool_and_a_raising_action_are_answered_with_errors(pins: Moc
 
     def publish(*a: Any) -> None:
         raise RuntimeError("the MQTT broker is not connected")
+
     runner = ToolRunner(build_tools(specs, ToolContext(publish=publish)))
     runner.start("c3", "fan", {}, inbox.post)
     assert inbox.get().response == {"error": "fan failed: the MQTT broker is not connected"}
@@ -378,8 +459,10 @@ def test_http_tool_sends_the_filled_template(http_server: str, tmp_path: Path) -
 
 
 def test_http_tool_to_nowhere_is_an_error_result() -> None:
-    specs = tools_from('[[tools]]\nname = "x"\ndescription = "d"\ntimeout = 2\n'
-                       'http = { method = "GET", url = "http://127.0.0.1:9/nothing" }\n')
+    specs = tools_from(
+        '[[tools]]\nname = "x"\ndescription = "d"\ntimeout = 2\n'
+        'http = { method = "GET", url = "http://127.0.0.1:9/nothing" }\n'
+    )
     runner, inbox = ToolRunner(specs), Inbox()
     runner.start("c1", "x", {}, inbox.post)
     assert inbox.get().response["error"].startswith("request failed")
@@ -406,14 +489,44 @@ def test_volume_store_round_trip(tmp_path: Path) -> None:
     assert store.load() is None
 
 
-_KEYS = ["name", "description", "parameters", "gpio", "command", "http", "mqtt", "builtin", "type",
-         "properties", "required", "enum", "pin", "argv", "url", "topic", "payload", "a", "timeout",
-         "body", "minimum", "maxLength", "pwm"]
-_LEAF = st.one_of(st.none(), st.booleans(), st.integers(-5, 50), st.floats(allow_nan=False),
-                  st.text(max_size=8), st.sampled_from(["gpio", "set_volume", "{a}", "object", "string",
-                                                        "http://x/{a}", "/bin/true"]))
-_VALUE = st.recursive(_LEAF, lambda c: st.lists(c, max_size=3)
-                      | st.dictionaries(st.sampled_from(_KEYS), c, max_size=5), max_leaves=20)
+_KEYS = [
+    "name",
+    "description",
+    "parameters",
+    "gpio",
+    "command",
+    "http",
+    "mqtt",
+    "builtin",
+    "type",
+    "properties",
+    "required",
+    "enum",
+    "pin",
+    "argv",
+    "url",
+    "topic",
+    "payload",
+    "a",
+    "timeout",
+    "body",
+    "minimum",
+    "maxLength",
+    "pwm",
+]
+_LEAF = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 50),
+    st.floats(allow_nan=False),
+    st.text(max_size=8),
+    st.sampled_from(["gpio", "set_volume", "{a}", "object", "string", "http://x/{a}", "/bin/true"]),
+)
+_VALUE = st.recursive(
+    _LEAF,
+    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.sampled_from(_KEYS), c, max_size=5),
+    max_leaves=20,
+)
 
 
 @settings(max_examples=1500, deadline=None)

@@ -28,7 +28,7 @@ def test_mute_is_the_cores_decision_and_the_gate_only_reports() -> None:
     h.feed(SetMuted(True))
     assert DeviceState.MUTED in h.session.states()
     assert top_state(h.session.states()) is DeviceState.MUTED
-    h.mic(20)                       # heard while muted: not kept, not even as pre-roll
+    h.mic(20)  # heard while muted: not kept, not even as pre-roll
     h.clear()
     h.feed(ButtonPressed())
     h.mic(5)
@@ -78,8 +78,14 @@ def test_password_from_credential_then_file(tmp_path: Path) -> None:
 
 
 def test_topic_prefix_and_node_from_the_machine_id() -> None:
-    home = HomeAssistant(MqttSettings(host="x"), password=None, dispatch=lambda r: {"ok": True},
-                         device=None, status=lambda: {}, node="0123abcd4567")
+    home = HomeAssistant(
+        MqttSettings(host="x"),
+        password=None,
+        dispatch=lambda r: {"ok": True},
+        device=None,
+        status=lambda: {},
+        node="0123abcd4567",
+    )
     assert home.prefix == "voiced/0123abcd4567" and home.node == "voiced_0123abcd4567"
     topics = list(home.discovery())
     assert "homeassistant/switch/voiced_0123abcd4567/mute/config" in topics
