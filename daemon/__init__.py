@@ -20,7 +20,7 @@ module              what it is
 ``runtime/``        the asyncio shell: supervisor, connection, control socket,
                     systemd, logs, state file, tools, Home Assistant
 ``app/``            the composition root of ``voiced run``: config, endpoints,
-                    wiring, the App
+                    controls, state keeper, tools and Home Assistant, the App
 ``cli/``            one module per ``voiced`` sub-command (``cli/main.py`` lists
                     them); the demo in ``cli/demo/``
 ``liveserver/``     the local Live API server

@@ -24,7 +24,7 @@ a changed system instruction is applied mid-conversation (``supervisor.instruct`
 READY=1. Other changes need a restart (logged).
 
 Test-only: with ``[service] debug_commands = true`` the control socket also takes
-``debug-wedge-loop`` and ``debug-stall-mic`` (daemon/app/wiring.py) to prove the watchdog.
+``debug-wedge-loop`` and ``debug-stall-mic`` (daemon/app/debugcommands.py) to prove the watchdog.
 """
 
 from __future__ import annotations
@@ -42,17 +42,13 @@ from typing import Any, Mapping
 
 from daemon.app import config as config_mod
 from daemon.app.config import Config
+from daemon.app.controls import Controls, MuteGate, top_state
+from daemon.app.debugcommands import AppControlServer
 from daemon.app.endpoints import Target, resolve
-from daemon.app.wiring import (
-    AppControlServer,
-    Controls,
-    MuteGate,
-    Pulse,
-    StateKeeper,
-    ToolsAndHome,
-    local_voice,
-    top_state,
-)
+from daemon.app.localvoice import local_voice
+from daemon.app.pulse import Pulse
+from daemon.app.statekeeper import StateKeeper
+from daemon.app.toolsandhome import ToolsAndHome
 from daemon.errors import ConfigError, DeviceError
 from daemon.events import DeviceState
 from daemon.health import floor_guards
@@ -411,7 +407,8 @@ class App:
         # The supervisor closes the parts when it stops; this also covers a failure before
         # it runs (every close is idempotent) and closes the mock pin factory of --hw sim.
         cleanup.callback(hardware.close)
-        # [[tools]] and [mqtt] (daemon/app/wiring.py): GPIO tools share the button's pin factory.
+        # [[tools]] and [mqtt] (daemon/app/toolsandhome.py): GPIO tools share the button's pin
+        # factory.
         extras = ToolsAndHome(
             cfg,
             self.environ,

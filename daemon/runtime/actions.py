@@ -72,7 +72,7 @@ _ACTION_KEYS = ("gpio", "command", "http", "mqtt", "builtin")
 
 
 class Device(Protocol):
-    """What the built-ins act on (daemon/app/wiring.py ``Controls`` implements it)."""
+    """What the built-ins act on (daemon/app/controls.py ``Controls`` implements it)."""
 
     def get_volume(self) -> float: ...
     def set_volume(self, level: float) -> None: ...
@@ -404,7 +404,7 @@ class BuiltinAction:
 
     def build(self, ctx: ToolContext) -> BuiltinAction:
         # The context, not its device: the device controls exist only once the supervisor
-        # does, after the pins were opened (daemon/app/wiring.py binds them then).
+        # does, after the pins were opened (daemon/app/toolsandhome.py binds them then).
         return replace(self, _ctx=ctx)
 
     def run(self, args: Mapping[str, Any], cancelled: threading.Event) -> Mapping[str, Any]:

@@ -17,7 +17,7 @@ How it behaves (FIELD_REPORTS Part 2 rows 3, 4, 5, 11):
   ``ptt``, new conversation ``new-session``, instruct ``instruct``, announce ``announce``
   with the text wrapped so the model says it verbatim (the core speaks it on the device
   instead while offline: ``Announce``). Volume and mute go to the device controls
-  (daemon/app/wiring.py), the same ones the built-in tools use.
+  (daemon/app/controls.py), the same ones the built-in tools use.
 * A broker that is down or refuses never touches the voice path: the bridge only reads
   snapshots the supervisor hands it; it reconnects with full-jitter backoff
   (daemon/backoff.py) and republishes everything when it is back.
@@ -288,7 +288,7 @@ class HomeAssistant:
         password: from :func:`resolve_password`.
         dispatch: the control socket's dispatcher, ``dispatch(request) -> reply`` (the
             same validation and actions as ``voiced say`` / ``ptt`` / …).
-        device: volume and mute (daemon/app/wiring.py ``Controls``).
+        device: volume and mute (daemon/app/controls.py ``Controls``).
         status: the status mapping (``Controls.status``) for the diagnostics.
         node: this machine's id (:func:`machine_node`); the prefix, and so the node id of
             the discovery topics and unique ids, comes from it unless ``topic_prefix`` is set.

@@ -1,5 +1,5 @@
 """The control commands, as child processes, against a running core: Supervisor + Session
-on simulated hardware (hw/sim.py), the daemon's own control target (daemon/app/wiring.py
+on simulated hardware (hw/sim.py), the daemon's own control target (daemon/app/controls.py
 ``Controls``) behind the real ControlServer, and the local Live server that shows what
 each command changed. (tests/app runs the whole `voiced run`; this is about the CLI.)"""
 
@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from daemon import wire
-from daemon.app.wiring import Controls
+from daemon.app.controls import Controls
 from daemon.liveserver import LiveServer, ServerLimits
 from daemon.liveserver.model import OUTPUT_RATE, synthetic_speech
 from daemon.runtime.connection import Endpoint

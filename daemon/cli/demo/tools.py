@@ -33,7 +33,7 @@ async def run_tools_segment(
     from gpiozero.pins.mock import MockFactory, MockPWMPin
 
     from daemon import wire
-    from daemon.app.wiring import Controls, top_state
+    from daemon.app.controls import Controls, top_state
     from daemon.cli.demo.mqttbroker import PASSWORD, Broker, have_mosquitto
     from daemon.runtime.actions import ToolContext, build_tools, close_tools, parse_tools
     from daemon.runtime.connection import Endpoint
@@ -131,7 +131,7 @@ async def run_tools_segment(
         companions.append(home.run())
         bridge = home
 
-        def feed_state(effect: Any) -> None:  # what daemon/app/wiring.py ToolsAndHome does
+        def feed_state(effect: Any) -> None:  # what daemon/app/toolsandhome.py ToolsAndHome does
             if isinstance(effect, ShowStates):
                 bridge.update("state", top_state(effect.states).value)
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from daemon import wire
-from daemon.app.wiring import local_voice
+from daemon.app.localvoice import local_voice
 from daemon.liveserver.protocol import UNAVAILABLE
 from daemon.runtime.connection import Endpoint
 from daemon.runtime.homeassistant import announce_prompt

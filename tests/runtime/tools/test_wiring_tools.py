@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.app.wiring import MuteGate, top_state
+from daemon.app.controls import MuteGate, top_state
 from daemon.errors import ConfigError
 from daemon.events import ButtonPressed, ButtonReleased, DeviceState
 from daemon.runtime.homeassistant import HomeAssistant, MqttSettings, resolve_password
