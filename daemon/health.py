@@ -28,7 +28,6 @@ from typing import Any, Mapping, Protocol, Sequence
 __all__ = [
     "LostDeviceFacts",
     "Heartbeat",
-    "PipelineHeartbeat",
     "WatchdogGate",
     "WatchdogVerdict",
     "format_status",
@@ -66,34 +65,6 @@ class Heartbeat(Protocol):
     def last_mic_frame(self) -> float | None: ...
     @property
     def mic_expected(self) -> bool: ...
-
-
-@dataclass
-class PipelineHeartbeat:
-    """A ready-made :class:`Heartbeat` the supervisor can own and update.
-
-    Call :meth:`tick` once per supervisor loop iteration, :meth:`mic_frame` per
-    mic frame, :meth:`mic_lost` / :meth:`mic_restored` on DeviceLost /
-    DeviceRestored for the mic.
-    """
-
-    last_loop_tick: float | None = None
-    last_mic_frame: float | None = None
-    mic_expected: bool = True
-
-    def tick(self, now: float) -> None:
-        self.last_loop_tick = now
-
-    def mic_frame(self, now: float) -> None:
-        self.last_mic_frame = now
-
-    def mic_lost(self) -> None:
-        self.mic_expected = False
-
-    def mic_restored(self, now: float) -> None:
-        # The restored stream gets a fresh grace period before its first frame.
-        self.mic_expected = True
-        self.last_mic_frame = now
 
 
 @dataclass(frozen=True)

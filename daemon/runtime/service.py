@@ -18,8 +18,8 @@ Theory of operation (issue 5, PITFALLS.md "Device side"):
   is unplugged — unless its retry loop is stuck, or it has been missing for 10
   minutes (daemon/health.py). A mic that is open but delivers no frames, with
   nobody saying it is lost, is a wedge: pings stop and systemd restarts us.
-* The pure parts (the gate, :class:`PipelineHeartbeat`, :func:`format_status`)
-  live in daemon/health.py and are re-exported here.
+* The pure parts (the gate, the ``Heartbeat`` protocol, :func:`format_status`) live in
+  daemon/health.py and are re-exported here.
 * Exit codes: :data:`EXIT_CONFIG` (78, ``EX_CONFIG``) is listed in the unit's
   ``RestartPreventExitStatus=``; every other failure is restarted.
 
@@ -43,7 +43,6 @@ from daemon.health import (
     STATUS_MAX,
     Heartbeat,
     LostDeviceFacts,
-    PipelineHeartbeat,
     WatchdogGate,
     WatchdogVerdict,
     format_status,
@@ -59,7 +58,6 @@ __all__ = [
     "Notifier",
     "watchdog_interval",
     "Heartbeat",
-    "PipelineHeartbeat",
     "WatchdogGate",
     "WatchdogVerdict",
     "watchdog_loop",

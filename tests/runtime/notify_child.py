@@ -1,5 +1,6 @@
 """A small daemon for the service tests: the real Notifier, watchdog_loop, logging
-setup and credential reading, wired the way the supervisor will wire them.
+setup and credential reading, wired the way the App wires them (the supervisor's
+Heartbeat seen through the App's Pulse).
 
 Run: python notify_child.py [loop_limit] [mic_limit]. Commands on stdin, one per line:
   status <text> | wedge <seconds> | stall-mic | lose-mic | restore-mic | leak | exit
@@ -16,16 +17,18 @@ import threading
 import time
 
 from daemon.app.config import LiveSettings, resolve_api_key
+from daemon.app.pulse import Pulse
+from daemon.events import DeviceLost, DeviceRestored
 from daemon.runtime.logs import setup_logging
 from daemon.runtime.service import (
     EXIT_OK,
     Notifier,
-    PipelineHeartbeat,
     WatchdogGate,
     format_status,
     install_signal_handlers,
     watchdog_loop,
 )
+from daemon.runtime.supervisor import Heartbeat
 
 log = logging.getLogger("voiced.child")
 
@@ -43,16 +46,17 @@ async def main(loop_limit: float, mic_limit: float) -> int:
     notifier = Notifier(redact=redactor.redact)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    heartbeat = PipelineHeartbeat()
+    heartbeat = Heartbeat()
+    pulse = Pulse(heartbeat)
     mic_moving = True
 
     async def ticker() -> None:
         # Stands in for the supervisor's inbox loop fed by 20 ms mic frames.
         while True:
             now = time.monotonic()
-            heartbeat.tick(now)
+            heartbeat.last_iteration = now
             if mic_moving:
-                heartbeat.mic_frame(now)
+                heartbeat.last_mic_frame = now
             await asyncio.sleep(0.02)
 
     def command(line: str) -> None:
@@ -66,10 +70,10 @@ async def main(loop_limit: float, mic_limit: float) -> int:
         elif name == "stall-mic":
             mic_moving = False
         elif name == "lose-mic":
-            heartbeat.mic_lost()
+            pulse.observe(DeviceLost("mic", "vmic", "unplugged"))
         elif name == "restore-mic":
             mic_moving = True
-            heartbeat.mic_restored(time.monotonic())
+            pulse.observe(DeviceRestored("mic", "vmic"))
         elif name == "leak":
             log.info("the key is %s", key, extra={"REASON": f"bad key {key}"})
             log.debug('> setup {"key": "%s"}', key)
@@ -97,7 +101,7 @@ async def main(loop_limit: float, mic_limit: float) -> int:
     gate = WatchdogGate(started_at=time.monotonic(), loop_limit=loop_limit, mic_limit=mic_limit)
     tasks = [
         asyncio.create_task(ticker()),
-        asyncio.create_task(watchdog_loop(notifier, gate, heartbeat)),
+        asyncio.create_task(watchdog_loop(notifier, gate, pulse)),
     ]
     notifier.ready(status=format_status({"state": "idle", "session_age": 0}))
     await stop.wait()

@@ -13,14 +13,15 @@ from pathlib import Path
 
 import pytest
 
+from daemon.app.pulse import Pulse
 from daemon.runtime.service import (
     Notifier,
-    PipelineHeartbeat,
     WatchdogGate,
     status_loop,
     watchdog_interval,
     watchdog_loop,
 )
+from daemon.runtime.supervisor import Heartbeat
 
 # WATCHDOG_USEC=200 ms -> a ping every 100 ms (half the timeout).
 WATCHDOG_USEC = "200000"
@@ -225,7 +226,7 @@ def test_watchdog_loop_without_a_watchdog_returns_at_once(monkeypatch):
             await watchdog_loop(
                 Notifier(send=lambda m: sent.append(m) or True),
                 WatchdogGate(started_at=0.0),
-                PipelineHeartbeat(),
+                Pulse(Heartbeat()),
             )
 
     asyncio.run(body())
@@ -283,23 +284,23 @@ def test_watchdog_loop_rechecks_soon_after_a_transient_stall():
     within interval/5, not a whole interval later (which is systemd's deadline)."""
     sent: list[float] = []
     clock_now = [0.0]
-    heartbeat = PipelineHeartbeat()
+    heartbeat = Heartbeat()  # the supervisor's, seen through the App's Pulse
     gate = WatchdogGate(started_at=0.0, loop_limit=5.0, mic_limit=5.0)
 
     async def body() -> None:
         async with asyncio.timeout(5):
             notifier = Notifier(send=lambda m: sent.append(clock_now[0]) or True)
             # Heartbeat stale (stall) at the first check, fresh from t=11 on.
-            heartbeat.tick(-10.0)
-            heartbeat.mic_frame(-10.0)
+            heartbeat.last_iteration = heartbeat.last_mic_frame = -10.0
             task = asyncio.create_task(
-                watchdog_loop(notifier, gate, heartbeat, interval=0.5, clock=lambda: clock_now[0])
+                watchdog_loop(
+                    notifier, gate, Pulse(heartbeat), interval=0.5, clock=lambda: clock_now[0]
+                )
             )
             await asyncio.sleep(0.05)
             assert sent == []  # withheld
             clock_now[0] = 11.0
-            heartbeat.tick(11.0)
-            heartbeat.mic_frame(11.0)
+            heartbeat.last_iteration = heartbeat.last_mic_frame = 11.0
             await asyncio.sleep(0.2)  # < interval, > interval / 5
             assert sent == [11.0]
             task.cancel()

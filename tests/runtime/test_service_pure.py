@@ -8,7 +8,7 @@ import enum
 import pytest
 
 from daemon.errors import ConfigError, DeviceError
-from daemon.health import STATUS_MAX, PipelineHeartbeat, WatchdogGate, format_status
+from daemon.health import STATUS_MAX, WatchdogGate, format_status
 from daemon.runtime.service import EXIT_CONFIG, EXIT_SOFTWARE, exit_code_for
 
 GATE = WatchdogGate(started_at=100.0, loop_limit=5.0, mic_limit=3.0)
@@ -37,19 +37,6 @@ def test_gate_stops_when_mic_frames_stop_but_not_when_the_mic_is_reported_lost()
     assert not GATE.decide(200.0, 199.9, 196.5, True).ping
     verdict = GATE.decide(200.0, 199.9, 150.0, False)
     assert verdict.ping and "mic lost" in verdict.reason
-
-
-def test_heartbeat_restored_mic_gets_a_fresh_grace():
-    hb = PipelineHeartbeat()
-    hb.tick(10.0)
-    hb.mic_frame(10.0)
-    hb.mic_lost()
-    assert not hb.mic_expected
-    hb.mic_restored(50.0)
-    hb.tick(51.0)
-    gate = WatchdogGate(started_at=0.0, loop_limit=5.0, mic_limit=3.0)
-    assert gate.decide(52.0, hb.last_loop_tick, hb.last_mic_frame, hb.mic_expected).ping
-    assert not gate.decide(53.5, 53.4, hb.last_mic_frame, hb.mic_expected).ping
 
 
 class _State(enum.Enum):
