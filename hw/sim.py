@@ -246,7 +246,6 @@ class SimSpeaker(ReplyControls):
         """What was played while a reply or earcon was sounding (device rate, s16le): the
         newest ``RECORD_SECONDS`` of it, so a simulated device left running stays small.
         The WAV file, when there is one, has everything."""
-        self._frames_written = 0
         self._stop = threading.Event()
         self._wake = threading.Event()  # set by play()/earcon(): the clock has work
         self._thread: threading.Thread | None = None
@@ -267,11 +266,6 @@ class SimSpeaker(ReplyControls):
     def device_rate(self) -> int:
         """The simulated device rate (``settings.device_rate`` or 24 kHz)."""
         return self._rate
-
-    @property
-    def frames_written(self) -> int:
-        """Sample frames "played" so far (reply, earcons and silence)."""
-        return self._frames_written
 
     def start(self) -> None:
         """Open the WAV file (if any) and start the playback clock."""
@@ -305,18 +299,12 @@ class SimSpeaker(ReplyControls):
             if self._idle(queue):
                 # Nothing to sound: block until play()/earcon() instead of pulling
                 # silence 50 times a second (issue 13: the idle device must not poll).
-                # The device clock kept running meanwhile: count that silence.
-                slept_from = time.monotonic()
                 self._wake.wait()
                 if self._stop.is_set():
                     return
                 next_at = time.monotonic()
-                self._frames_written += int(
-                    (next_at - slept_from) * (self.speed or 1.0) * self._rate
-                )
             sounding = queue.phase is not Phase.IDLE or queue.earcon_pending
             out = queue.pull(frames * 2)
-            self._frames_written += frames
             if sounding:
                 self.recorded += out
                 excess = len(self.recorded) - self.RECORD_SECONDS * self._rate * 2

@@ -230,7 +230,6 @@ class Speaker(ReplyControls, KeptStream):
     ) -> None:
         self.settings = settings
         self._reply = ReplyPath(settings, post, settings.device_rate or REPLY_RATE, earcons=earcons)
-        self._frames_written = 0
         self._keeper = StreamKeeper(
             "speaker",
             "output",
@@ -247,12 +246,6 @@ class Speaker(ReplyControls, KeptStream):
             wanted=self._wanted,
             pause_after=PAUSE_AFTER_IDLE,
         )
-
-    # -- properties ----------------------------------------------------------
-    @property
-    def frames_written(self) -> int:
-        """Sample frames handed to the device so far (reply, earcons and silence)."""
-        return self._frames_written
 
     # -- commands --------------------------------------------------------------
     def start(self) -> None:
@@ -316,5 +309,4 @@ class Speaker(ReplyControls, KeptStream):
         except Exception:  # a bug must not kill the PortAudio thread: play silence
             log.exception("speaker buffer handling failed")
             out = bytes(frame_count * 2)
-        self._frames_written += frame_count
         return out, pyaudio.paContinue

@@ -106,9 +106,6 @@ class ReadyQueue:
     def empty(self) -> bool:
         return not self._items
 
-    def qsize(self) -> int:
-        return len(self._items)
-
     def get_nowait(self) -> Event:
         if not self._items:
             raise asyncio.QueueEmpty
