@@ -181,8 +181,6 @@ class StreamKeeper:
         self.pause_after = pause_after
         self._paused = False
         self._unwanted_since: float | None = None
-        self.pauses = 0
-        """Times the idle stream was stopped (each later start is one resume)."""
         self._fallback = fallback_to_default
         self.stall_timeout = stall_timeout
         self.reopen_initial = reopen_initial
@@ -195,7 +193,6 @@ class StreamKeeper:
         self._last_beat = 0.0
         self._opened_at = 0.0
         self._lost: LostDevice | None = None
-        self.losses = 0
         self.reminders = 0
 
     # -- properties --------------------------------------------------------
@@ -381,7 +378,6 @@ class StreamKeeper:
             except Exception as exc:  # found dead while pausing: the usual recovery
                 raise DeviceError(f"cannot pause {self.kind} {self.device_name!r}: {exc}") from exc
             self._paused = True
-            self.pauses += 1
             log.debug("%s paused (idle %.1f s)", self.kind, now - self._unwanted_since)
 
     @property
@@ -394,7 +390,6 @@ class StreamKeeper:
         self.close_stream()
         now = time.monotonic()
         if self._lost is None:
-            self.losses += 1
             self.reminders = 0
             self._lost = LostDevice(
                 self.kind, self.device_name, reason, now, now, 0, self.reopen_max

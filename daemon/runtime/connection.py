@@ -118,7 +118,6 @@ class Connection:
         self._opened = asyncio.Event()  # set once the handshake succeeded or failed
         self._terminal_posted = False
         self.frames_sent = 0
-        self.frames_received = 0
 
     # -- obeying (never blocks)
 
@@ -154,7 +153,6 @@ class Connection:
             return
         try:
             async for message in ws:
-                self.frames_received += 1
                 try:
                     events = decode_server_message(message)
                 except ProtocolError as exc:

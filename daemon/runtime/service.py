@@ -185,10 +185,6 @@ class Notifier:
             monotonic_usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
         return self.notify(f"RELOADING=1\nMONOTONIC_USEC={monotonic_usec}")
 
-    def extend_timeout(self, seconds: float) -> bool:
-        """EXTEND_TIMEOUT_USEC: ask for more time during a slow start or stop."""
-        return self.notify(f"EXTEND_TIMEOUT_USEC={max(0, int(seconds * 1_000_000))}")
-
     def _with_status(self, head: str | None, status: str | None) -> str:
         lines = [head] if head else []
         if status is not None:

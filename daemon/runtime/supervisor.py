@@ -43,7 +43,6 @@ from daemon.session import (
     NewConversation,
     Notify,
     OpenConnection,
-    Persist,
     Play,
     PttStart,
     PttStop,
@@ -57,7 +56,6 @@ from daemon.session import (
     SetInstruction,
     ShowStates,
     Shutdown,
-    Snapshot,
     SpeakLocally,
     Start,
     TimerFired,
@@ -374,7 +372,6 @@ class Supervisor:
         self._listening = False  # the core's LISTENING state: a turn is open
         self._wake_handle: asyncio.TimerHandle | None = None
         self._wake_at = 0.0
-        self.last_snapshot: Snapshot | None = None
         self._listeners: list[Callable[[Effect], None]] = []
         self._connections: dict[int, Connection] = {}
         self._readers: dict[int, asyncio.Task[None]] = {}
@@ -592,8 +589,6 @@ class Supervisor:
                 self.inbox.deliver_every_frame()  # a turn is open: every frame counts
             if self.led is not None:
                 self.led.show(effect.states)
-        elif isinstance(effect, Persist):
-            self.last_snapshot = effect.snapshot
         elif isinstance(effect, Notify):
             # Logged under the core's name: it is the core's decision being reported.
             # SESSION_ID: the ordinal of the Live session in this run (journal field, logs.py).

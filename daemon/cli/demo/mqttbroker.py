@@ -34,7 +34,6 @@ def _free_port() -> int:
 
 class Broker:
     def __init__(self, directory: Path) -> None:
-        self.dir = directory
         self.port = _free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = directory / "mosquitto.log"

@@ -183,7 +183,6 @@ class Trace:
         self.t0 = time.monotonic()
         self.led: DeviceState | None = None
         self.led_states_seen: list[str] = []
-        self.states_seen: set[DeviceState] = set()
         self.goaways = 0
         self.errors: list[str] = []
         self.switches: list[tuple[float, str]] = []  # (nominal, reason) of our closes
@@ -268,7 +267,6 @@ class Trace:
     def _on_states(self, states: frozenset[DeviceState]) -> None:
         from hw.led import pick_state
 
-        self.states_seen |= states
         shown = pick_state(states)
         if shown is not self.led:
             before = self.led.value if self.led is not None else "-"
