@@ -19,6 +19,9 @@ module              what it is
 ``button``, ``led`` gpiozero Button (own debounce, hold, toggle) / PWMLED|RGBLED
 ``earcons``         generated press/release/error tones
 ``sim``             ``--hw sim``: mock pins, WAV mic, WAV speaker, soft button
+``gpio``            ``Gpio``: the button and the LED through the configured pin
+                    factory, retried while GPIO is missing
+``factory``         ``make_hardware("pi" | "sim", ...)``: one bundle per backend
 ==================  ===========================================================
 
 Wiring a bare button and LED on a breadboard (defaults match the Google AIY

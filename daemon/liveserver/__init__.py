@@ -5,6 +5,26 @@ It stands in for the Gemini Live API (BidiGenerateContent) offline and in every
 test; LIVE_PROTOCOL.md is its spec and §8 its checklist. The official
 google-genai SDK referees it (tests/liveserver/).
 
+==============  ===============================================================
+module          what it is
+==============  ===============================================================
+``server``      ``LiveServer``: websockets I/O, routing, auth, inspection
+``connection``  one client connection: setup, timers, faults, close
+``handshake``   which paths exist, where credentials come from, which models
+                serve (pure)
+``protocol``    what clients send, parsed (pure, sans-I/O)
+``messages``    what the server sends, built as dicts (pure)
+``turns``       turn taking and replies on one connection
+``field``       replies the way the real service sometimes gives them (F7, F9,
+                F14–F18)
+``model``       the fake "model": voice activity, what it hears and says
+``store``       sessions, resumption handles, history, token accounting (pure)
+``limits``      the limits and the time scale that shrinks them (pure)
+``faults``      fault injection: misbehave the ways the real API does
+``cli``         ``voiced live-server``
+``demo``        ``voiced live-server --demo``: a short scripted conversation
+==============  ===============================================================
+
 Public API::
 
     from daemon.liveserver import LiveServer, ServerLimits
