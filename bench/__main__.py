@@ -41,7 +41,8 @@ HOW = {
     "idle_cpu_s_per_hour": "utime+stime (/proc/PID/stat) of `voiced run --hw pi` at rest "
     "(state idle, connected to a local Live server in another "
     "process): real PortAudio mic on a private PulseAudio opened at "
-    "48 kHz and resampled, speaker stream open (stopped 2 s after "
+    "48 kHz (resampled to 16 kHz while a turn is open; at rest only the "
+    "pre-roll a press takes, then: hw/mic.py), speaker stream open (stopped 2 s after "
     "the last reply: hw/speaker.py), mock pins, control "
     "socket, STATUS and watchdog loops; {idle_rounds} × "
     "{idle_seconds:g} s, median",

@@ -7,7 +7,8 @@ what that costs, side by side with the least any Python program capturing the sa
 device can cost:
 
 * **voiced**: ``voiced run --hw pi`` — the real PortAudio mic (``vmic``, a private
-  PulseAudio, VIRTUAL_AUDIO.md) opened at 48 kHz and resampled to 16 kHz, the real
+  PulseAudio, VIRTUAL_AUDIO.md) opened at 48 kHz (at rest the mic keeps the raw
+  pre-roll and resamples to 16 kHz only what a press takes: hw/mic.py), the real
   speaker stream (``vspk``), gpiozero mock pins (``GPIOZERO_PIN_FACTORY=mock``),
   connected to a local Live server (its own process here, so its work is not
   counted), control socket, STATUS and watchdog loops — at rest (state ``idle``);

@@ -20,6 +20,9 @@ to send). PITFALLS.md "Device side" items handled here:
 from __future__ import annotations
 
 import logging
+import threading
+import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -35,6 +38,12 @@ from .resample import Resampler
 __all__ = ["Mic", "MicSettings", "CaptureFramer", "MIC_RATE"]
 
 log = logging.getLogger(__name__)
+
+_monotonic = time.monotonic
+# portaudio.h's paInputOverflow and paContinue (pyaudio re-exports them): constants here,
+# so the callback, run 50 times a second all day, does no import lookup.
+_PA_INPUT_OVERFLOW = 0x2
+_PA_CONTINUE = 0
 
 MIC_RATE = 16000
 """The Live API's input rate (LIVE_PROTOCOL.md: audio/pcm;rate=16000)."""
@@ -89,7 +98,19 @@ class MicSettings:
 class CaptureFramer:
     """Device audio → one channel → 16 kHz → fixed-size ``MicFrame`` posts.
 
-    Thread-confined: called from one capture thread at a time.
+    ``feed`` is thread-confined (one capture thread at a time); ``hold``/``release``
+    may come from any thread (the inbox calls them under its lock).
+
+    Idle hold (issue 13): while the inbox holds idle frames (nobody talks; the
+    supervisor decides, from the core's states) the only frames anybody will use are
+    the newest ones of the pre-roll, and resampling every 20 ms of device audio for
+    them was most of the device's idle CPU. So between :meth:`hold` and
+    :meth:`release` the framer only keeps the raw device audio those frames need —
+    and the filter's history before it — and resamples it when released (a press).
+    An FIR resampler's state is nothing but its recent input
+    (:meth:`Resampler.position`), so the released frames and every frame after them
+    are bit for bit the frames resampling all along would have posted: no click at
+    the pre-roll/live boundary (tests/hw/test_mic_hold.py compares them).
     """
 
     def __init__(self, post: Callable[[Event], None], frame_bytes: int) -> None:
@@ -100,12 +121,30 @@ class CaptureFramer:
         self._channels = 1
         self._channel = 0
         self.frames_posted = 0
+        """Frames of audio captured so far (the ones dropped while holding included)."""
+        self.last_frame_at: float | None = None
+        """``time.monotonic()`` of the newest device audio taken while holding."""
+        # The hold. ``_lock`` guards it against the inbox's hold/release (other threads).
+        self._lock = threading.Lock()
+        self._holding = False
+        self._seeded = False  # the capture thread handed its resampler's state over
+        self._keep = 0  # frames the pre-roll takes
+        self._raw: deque[bytes] = deque()  # mono s16le from input sample _raw_start on
+        self._raw_skip = 0  # bytes of _raw[0] before _raw_start
+        self._raw_start = 0
+        self._raw_end = 0
+        self._made = 0  # the output sample the resampler restarts at (a period boundary)
+        self._carry = b""  # outputs from _next_frame's first sample up to _made
+        self._next_frame = 0  # the first frame still wanted
 
     def configure(self, rate: int, channels: int, channel: int) -> None:
         """Set the device format (on open and reopen); restarts the resampler."""
-        self._resampler = Resampler(rate, MIC_RATE)
-        self._channels, self._channel = channels, channel
-        self._pending.clear()
+        with self._lock:
+            self._resampler = Resampler(rate, MIC_RATE)
+            self._channels, self._channel = channels, channel
+            self._pending.clear()
+            self._seeded = False  # a new stream: what was held is of another one
+            self._raw.clear()
 
     def feed(self, data: bytes) -> None:
         """Take interleaved s16le device audio; post every complete frame."""
@@ -113,6 +152,11 @@ class CaptureFramer:
             usable = len(data) // (2 * self._channels) * 2 * self._channels
             samples = np.frombuffer(data[:usable], dtype="<i2").reshape(-1, self._channels)
             data = samples[:, self._channel].tobytes()
+        if self._holding:  # read without the lock: only a hint, checked again under it
+            with self._lock:
+                if self._holding:
+                    self._keep_raw(data)
+                    return
         self._pending += self._resampler.process(data)
         size = self._frame_bytes
         while len(self._pending) >= size:
@@ -120,6 +164,80 @@ class CaptureFramer:
             del self._pending[:size]
             self.frames_posted += 1
             self._post(MicFrame(frame))
+
+    # -- the idle hold (the inbox's IdleFrameSource) -----------------------------
+    def hold(self, limit_bytes: int) -> None:
+        """From the next device audio on, keep only what the newest ``limit_bytes`` of
+        frames (the core's pre-roll) need, unresampled, and post nothing."""
+        with self._lock:
+            if not self._holding:  # (armed again while holding: keep what is held)
+                self._holding, self._seeded = True, False
+            self._keep = -(-max(0, limit_bytes) // self._frame_bytes)
+
+    def release(self) -> list[MicFrame]:
+        """End the hold: the held pre-roll's frames, oldest first (resampled now); the
+        frames after them are posted as they come, continuing the same stream."""
+        with self._lock:
+            if not self._holding:
+                return []
+            self._holding = False
+            if not self._seeded:
+                return []  # no device audio came: the capture side never stopped
+            self._seeded = False
+            rs, size = self._resampler, self._frame_bytes
+            raw = b"".join(self._raw)[self._raw_skip :]
+            self._raw.clear()
+            rs.resume_at(self._made)
+            out = self._carry + rs.process(raw)
+            lead = 2 * (self._next_frame * size // 2 - self._made)
+            if lead > 0:
+                out = out[lead:]  # outputs before the first wanted frame
+            count = len(out) // size
+            first = max(0, count - self._keep)
+            frames = [MicFrame(out[i * size : (i + 1) * size]) for i in range(first, count)]
+            self._pending = bytearray(out[count * size :])
+            self.frames_posted = self._next_frame + count
+            return frames
+
+    def _keep_raw(self, data: bytes) -> None:
+        # Capture thread, lock held. Append; drop what the pre-roll no longer needs.
+        self.last_frame_at = _monotonic()
+        rs = self._resampler
+        if not self._seeded:
+            # The stream so far went through the resampler: continue from its state.
+            self._seeded = True
+            made, held = rs.position()
+            self._made, self._carry = made, bytes(self._pending)
+            self._pending.clear()
+            self._next_frame = self.frames_posted
+            self._raw_start = made // rs.period_out * rs.period_in - rs.history
+            self._raw_end = self._raw_start + len(held) // 2
+            self._raw_skip = 0
+            self._raw.clear()
+            if held:
+                self._raw.append(held)
+        self._raw.append(data)
+        self._raw_end += len(data) // 2
+        samples = self._frame_bytes // 2
+        frames_ready = rs.outputs_ready(self._raw_end) // samples
+        first = frames_ready - self._keep
+        if first <= self._next_frame:
+            return
+        # Restart at the period holding the first frame still wanted.
+        made = first * samples // rs.period_out * rs.period_out
+        if made < self._made:  # that period was resampled before the hold: keep its output
+            self._carry = self._carry[(first - self._next_frame) * self._frame_bytes :]
+        else:
+            self._carry, self._made = b"", made
+            self._drop_raw_before(made // rs.period_out * rs.period_in - rs.history)
+        self._next_frame = first
+
+    def _drop_raw_before(self, start: int) -> None:
+        raw = self._raw
+        skip = self._raw_skip + 2 * (start - self._raw_start)
+        while raw and skip >= len(raw[0]):
+            skip -= len(raw.popleft())
+        self._raw_skip, self._raw_start = skip, start
 
 
 class Mic(KeptStream):
@@ -156,8 +274,14 @@ class Mic(KeptStream):
 
     @property
     def frames_posted(self) -> int:
-        """``MicFrame`` events posted so far."""
+        """Frames captured so far (posted, or dropped from an idle hold's pre-roll)."""
         return self._framer.frames_posted
+
+    @property
+    def idle_source(self) -> CaptureFramer:
+        """What the supervisor's inbox tells to hold idle audio (its IdleFrameSource):
+        the inbox must be where this mic posts."""
+        return self._framer
 
     def start(self) -> None:
         """Open the device and start posting frames.
@@ -207,10 +331,8 @@ class Mic(KeptStream):
         self, in_data: bytes | None, frame_count: int, time_info: Any, status_flags: int
     ) -> tuple[None, int]:
         """The PortAudio stream callback (PortAudio's thread): count, frame, post."""
-        import pyaudio
-
         self._keeper.heartbeat()
-        if status_flags & pyaudio.paInputOverflow:
+        if status_flags & _PA_INPUT_OVERFLOW:
             # Count, report, carry on (Picovoice/porcupine#10: -9981 killed naive loops).
             self._overflows += 1
             self._post(MicOverflow(self._overflows))
@@ -219,4 +341,4 @@ class Mic(KeptStream):
                 self._framer.feed(in_data)
             except Exception:  # never let a bug kill the PortAudio thread silently
                 log.exception("mic frame handling failed")
-        return None, pyaudio.paContinue
+        return None, _PA_CONTINUE

@@ -97,6 +97,7 @@ class Resampler:
         self._up, self._down = rate_out // g, rate_in // g
         self.passthrough = rate_in == rate_out
         if self.passthrough:
+            self.reset()
             return
         up, down = self._up, self._down
         h, taps = kaiser_lowpass(up, rate_in, rate_out)
@@ -131,6 +132,54 @@ class Resampler:
             return 0.0
         return (self.taps_per_phase * self._up - 1) / 2.0 / self._down
 
+    @property
+    def period_in(self) -> int:
+        """Input samples per period (the output is made in whole periods)."""
+        return 1 if self.passthrough else self._period_in
+
+    @property
+    def period_out(self) -> int:
+        """Output samples per period."""
+        return 1 if self.passthrough else self._period_out
+
+    @property
+    def history(self) -> int:
+        """Input samples before a period's first one that its outputs depend on."""
+        return 0 if self.passthrough else self.taps_per_phase - 1
+
+    def outputs_ready(self, fed: int) -> int:
+        """Outputs a stream yields, since reset, once ``fed`` input samples were given."""
+        if self.passthrough:
+            return max(0, fed)
+        periods = (fed + self.history - self._span) // self._period_in + 1
+        return max(0, periods) * self._period_out
+
+    def position(self) -> tuple[int, bytes]:
+        """The whole state, as ``(outputs made since reset, input held as s16le)``.
+
+        An FIR filter remembers nothing but its input: the held input starts at input
+        sample ``made // period_out * period_in - history`` (negative: the zeros of a
+        fresh stream), so :meth:`resume_at` with the same input continues bit for bit."""
+        if self.passthrough:
+            return self._fed, b""
+        return self._made, np.rint(self._buf).astype("<i2").tobytes()
+
+    def resume_at(self, made: int, held: bytes = b"") -> None:
+        """Continue a stream as if it had made ``made`` outputs (a multiple of
+        :attr:`period_out`) and held ``held``: the input from sample
+        ``made // period_out * period_in - history`` on (see :meth:`position`). Input
+        given to :meth:`process` then follows ``held``. Raises ValueError on a ``made``
+        that is not a period boundary."""
+        self._odd = b""
+        if self.passthrough:
+            self._fed = made
+            return
+        if made < 0 or made % self._period_out:
+            raise ValueError(f"resume_at: {made} outputs is not a whole number of periods")
+        self._made = made
+        self._buf = np.frombuffer(held, dtype="<i2").astype(np.float32)
+        self._fed = made // self._period_out * self._period_in - self.history + len(self._buf)
+
     def reset(self) -> None:
         """Forget all history (start a new stream)."""
         self._odd = b""
@@ -147,6 +196,7 @@ class Resampler:
         if len(pcm) % 2:
             pcm, self._odd = pcm[:-1], pcm[-1:]
         if self.passthrough:
+            self._fed += len(pcm) // 2
             return pcm
         new = np.frombuffer(pcm, dtype="<i2").astype(np.float32)
         self._fed += len(new)

@@ -127,6 +127,19 @@ class ReadyQueue:
         return self._items.popleft()
 
 
+class IdleFrameSource(Protocol):
+    """A mic that can hold idle audio itself (hw.mic.CaptureFramer): between ``hold`` and
+    ``release`` it posts no ``MicFrame``; ``release`` returns the frames the newest
+    ``limit_bytes`` of the pre-roll take, oldest first, and later frames are posted as
+    usual. Both are called under the inbox's lock, from any thread."""
+
+    last_frame_at: float | None
+
+    def hold(self, limit_bytes: int) -> None: ...
+
+    def release(self) -> list[MicFrame]: ...
+
+
 class Inbox:
     """The single event inbox. ``post`` may be called from any thread, before or after
     the supervisor's loop runs; events arrive in the order their ``post`` calls took
@@ -151,6 +164,13 @@ class Inbox:
     supervisor arms it again (frames that follow a press belong to the turn and must
     never be trimmed). ``last_frame_at`` says the mic is moving (the watchdog gate)
     without any frame reaching the loop.
+
+    A mic may do better than post idle frames into the ring: an attached
+    :class:`IdleFrameSource` (hw.mic's framer) is told to hold when the ring is armed,
+    keeps only the raw device audio of the pre-roll, and is released — its frames
+    resampled then, and placed after the ring's own — wherever the ring is released,
+    under the same lock, so the order above holds (issue 13: resampling every idle
+    frame was most of the idle CPU).
     """
 
     def __init__(self) -> None:
@@ -163,8 +183,25 @@ class Inbox:
         self._held: deque[MicFrame] = deque()
         self._held_bytes = 0
         self._hold_limit: int | None = None  # None: every frame is delivered
-        self.last_frame_at: float | None = None
-        """``time.monotonic()`` of the newest ``MicFrame`` post (any thread), held or not."""
+        self._sources: tuple[IdleFrameSource, ...] = ()
+        self._last_frame_at: float | None = None
+
+    @property
+    def last_frame_at(self) -> float | None:
+        """``time.monotonic()`` of the newest ``MicFrame`` post (any thread), held or not,
+        or of the newest audio an attached source held."""
+        newest = self._last_frame_at
+        for source in self._sources:
+            held = source.last_frame_at
+            if held is not None and (newest is None or held > newest):
+                newest = held
+        return newest
+
+    def attach_idle_source(self, source: IdleFrameSource) -> None:
+        """Let ``source`` (whose frames are posted to this inbox) hold idle audio itself
+        whenever the idle ring is armed. Before the loop binds."""
+        with self._lock:
+            self._sources += (source,)
 
     @property
     def holding(self) -> bool:
@@ -176,7 +213,7 @@ class Inbox:
         frame = type(event) is MicFrame
         with self._lock:
             if frame:
-                self.last_frame_at = _monotonic()
+                self._last_frame_at = _monotonic()
                 if self._hold_limit is not None:
                     self._hold_locked(event)  # type: ignore[arg-type]
                     return
@@ -210,6 +247,8 @@ class Inbox:
             ):
                 return False
             self._hold_limit = max(0, limit_bytes)
+            for source in self._sources:
+                source.hold(self._hold_limit)
             return True
 
     def deliver_every_frame(self) -> None:
@@ -238,6 +277,9 @@ class Inbox:
             self._pending.extend(self._held)
             self._held.clear()
             self._held_bytes = 0
+        for source in self._sources:
+            # After the ring's own frames: the source held what came after them.
+            self._pending.extend(source.release())
 
     def _drain(self, loop: asyncio.AbstractEventLoop) -> None:
         # Runs on ``loop``'s thread. A drain left over from a loop since unbound does
@@ -366,6 +408,9 @@ class Supervisor:
         self.tool_runner = tool_runner
         self.speech = speech
         self.heartbeat = Heartbeat(inbox=self.inbox)
+        idle_source = getattr(mic, "idle_source", None)
+        if idle_source is not None:  # the mic holds idle audio unresampled (Inbox doc)
+            self.inbox.attach_idle_source(idle_source)
         # Idle frames wait in the inbox's ring, bounded by the core's pre-roll (s16le
         # 16 kHz mono: 32 bytes per ms, as session._on_mic_frame counts them).
         self._pre_roll_bytes = session.settings.pre_roll_ms * 32
