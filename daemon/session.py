@@ -591,15 +591,23 @@ class Session:
         """
         if now > self._now:
             self._now = now
-        if (
-            type(event) is MicFrame
-            and self._turn is None
-            and (self._deadline is None or self._now < self._deadline)
-        ):
-            # The hot path, 50 times a second while idle: into the pre-roll ring and out,
-            # no state can change (nobody is talking, no timer is due).
-            self._ring(event.pcm)
-            return _NO_EFFECTS
+        if type(event) is MicFrame and (self._deadline is None or self._now < self._deadline):
+            # The hot paths, 50 times a second (issue 13): no timer is due, and a frame
+            # changes nothing that states(), deadline() or the turn machine read
+            # ("MicFrame" is no cause in TURN_TABLE; _tick's _pump waits while the user
+            # talks on this connection), so the full step would add nothing.
+            # tests/core/test_hot_path.py checks it against the full step, effect by effect.
+            turn = self._turn
+            if turn is None:  # idle: into the pre-roll ring and out, nothing allocated
+                self._ring(event.pcm)
+                return _NO_EFFECTS
+            if turn.conn == self._conn and self.phase is LIVE:  # talking: straight out
+                return [self._live_frame(turn, event.pcm)]
+        return self._step(event)
+
+    def _step(self, event: Event) -> list[Effect]:
+        """The full step: the event's handler, then the turn machine, the timers, the
+        states and the deadline."""
         self._effects = []
         conn_id = getattr(event, "conn_id", None)
         if conn_id is not None and conn_id != self._conn:
@@ -1691,19 +1699,10 @@ class Session:
         if turn is None:
             self._ring(pcm)
             return
-        self.counts["frames_captured"] += 1
-        live = turn.conn == self._conn and self.phase is LIVE
-        if live:
-            self._effects.append(SendFrame(self._conn, wire.encode_audio(pcm)))
-            self.counts["frames_sent"] += 1
-            if turn.clipped or turn.nbytes + len(pcm) > self._buffer_limit:
-                # An endless live turn keeps at most buffer_seconds for a replay.
-                turn.clipped = True
-                return
-            turn.frames.append(pcm)
-            turn.nbytes += len(pcm)
-            turn.counted = len(turn.frames)
+        if turn.conn == self._conn and self.phase is LIVE:
+            self._effects.append(self._live_frame(turn, pcm))
             return
+        self.counts["frames_captured"] += 1
         if self._buffered_bytes() + len(pcm) > self._buffer_limit:
             self.counts["frames_dropped"] += 1
             self._incomplete(turn)
@@ -1715,6 +1714,20 @@ class Session:
             return
         turn.frames.append(pcm)
         turn.nbytes += len(pcm)
+
+    def _live_frame(self, turn: _UserTurn, pcm: bytes) -> SendFrame:
+        """A frame of a turn live on this connection: counted, kept for a replay, sent."""
+        counts = self.counts
+        counts["frames_captured"] += 1
+        counts["frames_sent"] += 1
+        if turn.clipped or turn.nbytes + len(pcm) > self._buffer_limit:
+            # An endless live turn keeps at most buffer_seconds for a replay.
+            turn.clipped = True
+        else:
+            turn.frames.append(pcm)
+            turn.nbytes += len(pcm)
+            turn.counted = len(turn.frames)
+        return SendFrame(self._conn, wire.encode_audio(pcm))
 
     def _incomplete(self, turn: _UserTurn) -> None:
         """``turn`` will be asked without part of its audio (a designed drop: buffer full

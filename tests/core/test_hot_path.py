@@ -4,9 +4,30 @@ per-frame shortcut the core takes must keep both)."""
 
 from __future__ import annotations
 
-from daemon.events import ButtonPressed, ButtonReleased, MicFrame
-from daemon.session import Earcon, SendFrame
-from tests.core.harness import audio_sent, frame, kinds, live
+import os
+import random
+from typing import Sequence
+
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from daemon import wire
+from daemon.events import ButtonPressed, ButtonReleased, Event, MicFrame, PlaybackDrained
+from daemon.session import (
+    CloseConnection,
+    ConnectionClosed,
+    ConnectionOpened,
+    Earcon,
+    Effect,
+    OpenConnection,
+    SendFrame,
+    ServerEvents,
+    Session,
+    SessionSettings,
+    Start,
+    TimerFired,
+)
+from tests.core.harness import MODEL, audio_sent, frame, kinds, live
 
 
 def test_live_frames_are_sent_in_order_and_kept_for_a_replay() -> None:
@@ -35,3 +56,143 @@ def test_a_frame_past_max_turn_seconds_ends_the_turn_without_a_timer() -> None:
     audio = [e for e in h.effects if isinstance(e, SendFrame)]
     assert len(audio_sent(h.sent())) <= frames and audio
     assert h.session.handle(MicFrame(frame(0)), h.now) == ()  # idle again: ring only
+
+
+class FullStep(Session):
+    """The reference: every event, mic frames included, takes the full step (the handler,
+    the turn machine, every timer, the states, the deadline) — the core before issue 13's
+    shortcuts."""
+
+    def handle(self, event: Event, now: float) -> Sequence[Effect]:
+        if now > self._now:
+            self._now = now
+        return self._step(event)
+
+
+def _pair(seed: int) -> tuple[Session, Session]:
+    s = SessionSettings(
+        connection_cap=300,
+        session_cap_audio=500,
+        rollover_window=60,
+        reply_timeout=20,
+        setup_timeout=10,
+        buffer_seconds=3,
+        max_turn_seconds=4,
+        pre_roll_ms=100,
+    )
+    setup = wire.SetupConfig(model=MODEL)
+    return (
+        Session(s, setup, "gemini", 0.0, rng=random.Random(seed).random),
+        FullStep(s, setup, "gemini", 0.0, rng=random.Random(seed).random),
+    )
+
+
+ACTIONS = st.lists(
+    st.one_of(
+        st.tuples(st.just("frames"), st.integers(1, 120)),
+        st.sampled_from(
+            [("press",), ("release",), ("ready",), ("reply",), ("handle",), ("drained",)]
+        ),
+        st.tuples(st.just("advance"), st.floats(0.01, 120.0)),
+        st.tuples(st.just("goaway"), st.floats(0.0, 60.0)),
+        st.tuples(st.just("close"), st.sampled_from([1000, 1006, 1011])),
+        st.just(("closed",)),
+    ),
+    min_size=1,
+    max_size=40,
+)
+
+
+@settings(
+    max_examples=int(os.environ.get("VOICED_HYPOTHESIS_EXAMPLES", "300")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(ACTIONS, st.integers(0, 1000))
+# A turn pressed while the first connection is still opening, held, then live once it is
+# ready, and spoken across a goAway and the switch it brings (the soak day's first turn).
+@example(
+    [
+        ("press",),
+        ("frames", 30),
+        ("ready",),
+        ("frames", 120),
+        ("goaway", 1.0),
+        ("frames", 120),
+        ("release",),
+        ("closed",),
+        ("ready",),
+        ("reply",),
+    ],
+    0,
+)
+def test_mic_frames_do_exactly_what_the_full_step_does(actions: list[tuple], seed: int) -> None:
+    """Whatever happened before, a mic frame through the shortcuts gives the same effects,
+    counts, turn state and deadline as the full step: a frame the shortcut sent that the
+    full step would have held, a timer it skipped, a turn it left unopened shows here."""
+    fast, full = _pair(seed)
+    now = 0.0
+    conn: int | None = None
+    ready: set[int] = set()
+    closing: set[int] = set()
+    mic = 0
+
+    def feed(event: Event) -> None:
+        nonlocal conn
+        got, want = list(fast.handle(event, now)), list(full.handle(event, now))
+        where = f"{type(event).__name__} at {now:.2f}"
+        assert got == want, where
+        assert fast.counts == full.counts, where
+        assert fast.turn_state is full.turn_state, where
+        assert fast.deadline() == full.deadline(), where
+        for e in got:
+            if isinstance(e, OpenConnection):
+                conn = e.conn_id
+            elif isinstance(e, CloseConnection):
+                closing.add(e.conn_id)
+
+    feed(Start())
+    for action in actions:
+        kind = action[0]
+        if kind == "frames":
+            for _ in range(action[1]):
+                mic += 1
+                feed(MicFrame(frame(mic)))
+                now += 0.02
+        elif kind == "press":
+            feed(ButtonPressed())
+        elif kind == "release":
+            feed(ButtonReleased(1.0))
+        elif kind == "drained":
+            feed(PlaybackDrained())
+        elif kind == "advance":
+            target = now + action[1]
+            while (d := fast.deadline()) is not None and d <= target:
+                now = d
+                feed(TimerFired())
+            now = target
+        elif conn is None or conn in closing and kind != "closed":
+            continue
+        elif kind == "ready" and conn not in ready:
+            ready.add(conn)
+            feed(ConnectionOpened(conn))
+            feed(ServerEvents(conn, (wire.SetupComplete(),)))
+        elif kind == "closed" and conn in closing:
+            closing.discard(conn)
+            feed(ConnectionClosed(conn, 1000, ""))
+        elif kind == "close" and conn in ready:
+            ready.discard(conn)
+            feed(ConnectionClosed(conn, action[1], "x"))
+        elif conn in ready:
+            events: tuple[wire.ServerEventT, ...] = {
+                "reply": (
+                    wire.ModelAudio(b"\0\0" * 480),
+                    wire.GenerationComplete(),
+                    wire.TurnComplete(),
+                ),
+                "handle": (wire.ResumptionUpdate(f"h{mic}", True),),
+                "goaway": (wire.GoAway(action[-1]),),
+            }.get(kind, ())
+            if events:
+                feed(ServerEvents(conn, events))
+    assert fast.stats(now) == full.stats(now)
