@@ -18,6 +18,13 @@ ROOT = Path(__file__).resolve().parent.parent
 CORE = (
     "daemon.wire",
     "daemon.session",
+    "daemon.session_state",
+    "daemon.session_connections",
+    "daemon.session_failures",
+    "daemon.session_asks",
+    "daemon.session_tools",
+    "daemon.session_capture",
+    "daemon.session_controls",
     "daemon.turns",
     "daemon.vocabulary",
     "daemon.context",
