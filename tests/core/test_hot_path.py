@@ -12,20 +12,32 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from daemon import wire
-from daemon.events import ButtonPressed, ButtonReleased, Event, MicFrame, PlaybackDrained
+from daemon.events import (
+    ButtonHeld,
+    ButtonPressed,
+    ButtonReleased,
+    Event,
+    MicFrame,
+    PlaybackDrained,
+)
 from daemon.session import (
     CloseConnection,
     ConnectionClosed,
     ConnectionOpened,
     Earcon,
     Effect,
+    NewConversation,
     OpenConnection,
+    RunTool,
     SendFrame,
+    SendText,
     ServerEvents,
     Session,
     SessionSettings,
+    SetMuted,
     Start,
     TimerFired,
+    ToolDone,
 )
 from tests.core.harness import MODEL, audio_sent, frame, kinds, live
 
@@ -79,6 +91,8 @@ def _pair(seed: int) -> tuple[Session, Session]:
         buffer_seconds=3,
         max_turn_seconds=4,
         pre_roll_ms=100,
+        tools=frozenset({"lights"}),
+        long_hold_action="new_conversation",
     )
     setup = wire.SetupConfig(model=MODEL)
     return (
@@ -91,8 +105,26 @@ ACTIONS = st.lists(
     st.one_of(
         st.tuples(st.just("frames"), st.integers(1, 120)),
         st.sampled_from(
-            [("press",), ("release",), ("ready",), ("reply",), ("handle",), ("drained",)]
+            [
+                ("press",),
+                ("release",),
+                ("ready",),
+                ("reply",),
+                ("handle",),
+                ("drained",),
+                ("start",),
+                ("question",),
+                ("tool",),
+                ("tooldone",),
+                ("held",),
+                ("mute",),
+                ("unmute",),
+                ("new",),
+                ("interrupted",),
+                ("partial",),
+            ]
         ),
+        st.tuples(st.just("usage"), st.integers(0, 140_000)),
         st.tuples(st.just("advance"), st.floats(0.01, 120.0)),
         st.tuples(st.just("goaway"), st.floats(0.0, 60.0)),
         st.tuples(st.just("close"), st.sampled_from([1000, 1006, 1011])),
@@ -108,7 +140,7 @@ ACTIONS = st.lists(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
-@given(ACTIONS, st.integers(0, 1000))
+@given(ACTIONS, st.integers(0, 1000), st.booleans())
 # A turn pressed while the first connection is still opening, held, then live once it is
 # ready, and spoken across a goAway and the switch it brings (the soak day's first turn).
 @example(
@@ -125,8 +157,15 @@ ACTIONS = st.lists(
         ("reply",),
     ],
     0,
+    False,
 )
-def test_mic_frames_do_exactly_what_the_full_step_does(actions: list[tuple], seed: int) -> None:
+# The same, pressed before the core was started (a press at boot).
+@example(
+    [("frames", 40), ("start",), ("frames", 20), ("ready",), ("frames", 60), ("release",)], 0, True
+)
+def test_mic_frames_do_exactly_what_the_full_step_does(
+    actions: list[tuple], seed: int, press_at_boot: bool
+) -> None:
     """Whatever happened before, a mic frame through the shortcuts gives the same effects,
     counts, turn state and deadline as the full step: a frame the shortcut sent that the
     full step would have held, a timer it skipped, a turn it left unopened shows here."""
@@ -136,6 +175,7 @@ def test_mic_frames_do_exactly_what_the_full_step_does(actions: list[tuple], see
     ready: set[int] = set()
     closing: set[int] = set()
     mic = 0
+    calls: list[RunTool] = []
 
     def feed(event: Event) -> None:
         nonlocal conn
@@ -146,15 +186,22 @@ def test_mic_frames_do_exactly_what_the_full_step_does(actions: list[tuple], see
         assert fast.turn_state is full.turn_state, where
         assert fast.deadline() == full.deadline(), where
         for e in got:
-            if isinstance(e, OpenConnection):
+            if isinstance(e, RunTool):
+                calls.append(e)
+            elif isinstance(e, OpenConnection):
                 conn = e.conn_id
             elif isinstance(e, CloseConnection):
                 closing.add(e.conn_id)
 
-    feed(Start())
+    # The first event is a full step either way (the supervisor feeds Start first): it
+    # shows the first states, which a frame never does.
+    feed(ButtonPressed() if press_at_boot else Start())
     for action in actions:
         kind = action[0]
-        if kind == "frames":
+        if kind == "start":
+            if fast.phase.value in ("new", "failed"):
+                feed(Start())
+        elif kind == "frames":
             for _ in range(action[1]):
                 mic += 1
                 feed(MicFrame(frame(mic)))
@@ -165,6 +212,18 @@ def test_mic_frames_do_exactly_what_the_full_step_does(actions: list[tuple], see
             feed(ButtonReleased(1.0))
         elif kind == "drained":
             feed(PlaybackDrained())
+        elif kind == "question":
+            feed(SendText("what?", True))
+        elif kind == "held":
+            feed(ButtonHeld())
+        elif kind in ("mute", "unmute"):
+            feed(SetMuted(kind == "mute"))
+        elif kind == "new":
+            feed(NewConversation())
+        elif kind == "tooldone":
+            if calls:
+                call = calls.pop(0)
+                feed(ToolDone(call.call_id, call.name, {"ok": True}))
         elif kind == "advance":
             target = now + action[1]
             while (d := fast.deadline()) is not None and d <= target:
@@ -192,6 +251,10 @@ def test_mic_frames_do_exactly_what_the_full_step_does(actions: list[tuple], see
                 ),
                 "handle": (wire.ResumptionUpdate(f"h{mic}", True),),
                 "goaway": (wire.GoAway(action[-1]),),
+                "usage": (wire.Usage(action[-1], 0, action[-1]),),
+                "tool": (wire.ToolCall((wire.FunctionCall(f"c{mic}", "lights", {}),)),),
+                "interrupted": (wire.Interrupted(), wire.TurnComplete()),
+                "partial": (wire.ModelAudio(b"\0\0" * 480),),
             }.get(kind, ())
             if events:
                 feed(ServerEvents(conn, events))
