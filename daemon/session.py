@@ -123,11 +123,16 @@ Rule: everything that decides a transition lives in this file and its parts, the
 ``daemon/session_*.py`` modules :class:`Session` is assembled from (``session_state``:
 the state and data types; ``session_connections``, ``session_failures``,
 ``session_asks``, ``session_tools``, ``session_capture``, ``session_controls``: the
-handlers). ``TRANSITIONS`` says
-which handler runs for each (phase, event type); an event a phase does not expect
-raises :class:`SessionStateError` (our bug, not the peer's). ``_EDGES`` lists the legal
-phase changes and ``_go`` enforces them. Events with a stale ``conn_id`` are ignored:
-such races are normal.
+handlers). ``TRANSITIONS`` says which handler runs for each (phase, event type); an
+event a phase does not expect raises :class:`SessionStateError` (our bug, not the
+peer's). ``_EDGES`` lists the legal phase changes and ``_go`` enforces them. Events with a
+stale ``conn_id`` are ignored: such races are normal.
+
+Mic frames take a shortcut (issue 13): while no timer is due, a frame of nobody's turn
+goes into the pre-roll ring and a frame of a turn live on this connection is counted,
+kept and sent, without the full step (the turn machine, the timers, the states and the
+deadline), which it could not change. tests/core/test_hot_path.py drives random days
+through both and requires the same effects, counts, turn state and deadline.
 """
 
 from __future__ import annotations
@@ -318,7 +323,8 @@ TRANSITIONS: dict[Phase, dict[type, str]] = {
 
 
 class Session(Connections, Failures, AsksAndReplies, ToolCalls, Capture, Controls):
-    """The lifecycle core. See the module docstring for the rules.
+    """The lifecycle core. See the module docstring for the rules. Its state and
+    constructor are :class:`SessionCore`'s; its handlers come from the parts it is made of.
 
     Args:
         settings: margins, budgets and timeouts.

@@ -1,6 +1,10 @@
 """Mic frames through the core (issue 13): a live turn's frames go out in order and are kept
 for a replay, and a frame that arrives once a deadline has passed runs every timer (any
-per-frame shortcut the core takes must keep both)."""
+per-frame shortcut the core takes must keep both). And the shortcut against the full step:
+random days (hypothesis) fed to a Session and to one that takes the full step on every
+frame must give the same effects, counts, turn state and deadline after every event — the
+check the reverted first attempt lacked (perf 0894586, reverted in 1323f6d after a soak lost
+a turn; that attempt's core passes this check too, so the loss was not the core's)."""
 
 from __future__ import annotations
 
