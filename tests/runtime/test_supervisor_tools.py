@@ -18,7 +18,7 @@ from daemon.runtime.actions import parse_tools
 from daemon.runtime.connection import Endpoint
 from daemon.runtime.supervisor import Inbox, Supervisor, ToolPool
 from daemon.runtime.tools import ToolRunner, declarations, session_tools
-from daemon.session import Session, SessionSettings, ToolDone
+from daemon.session import Play, Session, SessionSettings, ToolDone
 from tests.core.harness import MODEL
 from tests.runtime.harness import run, until
 
@@ -199,5 +199,66 @@ def test_no_tool_thread_or_process_outlives_the_supervisors_stop(tmp_path: Path)
             assert _tool_threads() == []
             assert not _alive(prog)
             assert runner.running == 0 and runner.cancelled == 1
+
+    run(body, timeout=120.0)
+
+
+def test_a_silent_tools_result_is_not_spoken_and_a_default_ones_is() -> None:
+    """A tool declared ``scheduling = "SILENT"``: the daemon sends its result with that
+    scheduling, the server adds it to the context, and nothing plays; the same question of
+    a tool with the default (INTERRUPT) is answered aloud (FIELD_REPORTS Part 3)."""
+    specs = parse_tools(
+        [
+            {
+                "name": "note",
+                "description": "Take a note.",
+                "scheduling": "SILENT",
+                "command": {"argv": ["/bin/echo", "noted"]},
+            },
+            {"name": "lights", "description": "Lights.", "command": {"argv": ["/bin/true"]}},
+        ]
+    )
+
+    async def body() -> None:
+        scale = 10.0  # slow enough for a loaded machine: setup timeout 1.5 s wall
+        async with LiveServer(limits=ServerLimits(time_scale=scale), voice="synthetic") as server:
+            session = Session(
+                SessionSettings(**session_tools(specs, MODEL)),
+                wire.SetupConfig(model=MODEL, tools=declarations(specs, MODEL)),
+                "gemini",
+                0.0,
+                rng=random.Random(1).random,
+            )
+            sup = Supervisor(
+                session,
+                Endpoint(server.endpoint(), {"x-goog-api-key": "k"}),
+                time_scale=scale,
+                tool_runner=ToolRunner(specs),
+            )
+            played: list[int] = []
+            sup.subscribe(lambda e: played.append(len(e.pcm)) if isinstance(e, Play) else None)
+            task = asyncio.get_running_loop().create_task(sup.run())
+            try:
+                await until(lambda: session.phase.value == "live", timeout=30.0, what="live")
+                sup.send_text("call note")
+                turns = await server.wait_turns(1, timeout=30.0)
+                await until(
+                    lambda: session.stats(sup.now()).asks_answered == 1,
+                    timeout=30.0,
+                    what="the silent ask answered",
+                )
+                assert (turns[0].silent_results, turns[0].reply_text) == (1, "")
+                assert [r[1:] for r in server.connections[0].tool_responses] == [("note", "SILENT")]
+                entries = [e.text for e in server.sessions[0].entries]
+                assert any(t.startswith("[note returned") and "noted" in t for t in entries)
+                assert played == []
+                sup.send_text("call lights")
+                turns = await server.wait_turns(2, timeout=30.0)
+                assert "lights returned" in turns[1].reply_text
+                await until(lambda: sum(played) > 0, timeout=30.0, what="the reply played")
+                assert server.connections[0].tool_responses[1][1:] == ("lights", "INTERRUPT")
+            finally:
+                sup.stop()
+                await asyncio.wait_for(task, 30)
 
     run(body, timeout=120.0)
