@@ -86,8 +86,10 @@ What happens in LIVE, on top of the phase:
   of a fresh one.
 * **Announcements and mute.** An :class:`Announce` is asked of the model (say it
   verbatim) while the model is reachable — LIVE, or a planned switch since — and said on
-  the device (:class:`SpeakLocally`, espeak-ng) while offline. :class:`SetMuted`: presses
-  and long holds are ignored, no pre-roll is kept, the state MUTED is shown.
+  the device (:class:`SpeakLocally`, espeak-ng) while offline; while a connection is
+  being opened (boot, a retry) it waits up to ``announce_wait`` for it first.
+  :class:`SetMuted`: presses and long holds are ignored, no pre-roll is kept, the state
+  MUTED is shown.
 * **Switches.** Candidates have a *soft* time (from then on, switch at the next safe
   point) and a *hard* time (switch even mid-turn): goAway (soft: on arrival, hard:
   ``timeLeft - resume_margin``), connection age (backstop for caps without notice),
@@ -508,6 +510,8 @@ class Session:
         self._spurious_interrupt = False  # an interrupted we did not provoke (F16)
         self._unasked = False  # model content nobody asked for is arriving (F7)
         self._tool_grace_until: float | None = None  # a NON_BLOCKING result may be spoken
+        # Announcements made while a connection is being opened: (event, say-it-locally-at).
+        self._held_announcements: list[tuple[Announce, float]] = []
         self._pending: deque[_Pending] = deque()
         self._in_text: list[str] = []
         self._out_text: list[str] = []
@@ -636,6 +640,7 @@ class Session:
             times.append(self._turn.started_at + self.settings.max_turn_seconds)
         if self._tool_grace_until is not None:
             times.append(self._tool_grace_until)
+        times.extend(until for _, until in self._held_announcements[:1])
         return min(times) if times else None
 
     def states(self) -> frozenset[DeviceState]:
@@ -758,6 +763,8 @@ class Session:
             self._reachable = True
         elif phase in (BACKOFF, FAILED, STOPPED):
             self._reachable = False  # until a connection is ready again
+            if phase is not STOPPED:
+                self._say_held_announcements("the connection failed")
 
     def _emit(self, *effects: Effect) -> None:
         self._effects.extend(effects)
@@ -824,6 +831,8 @@ class Session:
             self._playing = False  # the speaker never said "drained": trust the clock
         if self._tool_grace_until is not None and now >= self._tool_grace_until:
             self._tool_grace_until = None
+        if self._held_announcements and now >= self._held_announcements[0][1]:
+            self._say_held_announcements("the connection was not ready in time")
         turn = self._turn
         if turn is not None and now >= turn.started_at + self.settings.max_turn_seconds:
             # A stuck button, a toggle left on, `ptt start` with no stop: end it, audibly.
@@ -1021,6 +1030,11 @@ class Session:
                 self._tool_grace_until = now + self.settings.reply_timeout
         else:
             self._start_fresh_session()
+        # Announcements that waited for this connection: the model says them after what
+        # was asked before them.
+        held, self._held_announcements = self._held_announcements, []
+        for announcement, _ in held:
+            self._on_send_text(SendText(announcement.prompt, True))
         # What the user said that has no answer yet goes out again, oldest first (_pump).
 
     def _start_fresh_session(self) -> None:
@@ -1905,8 +1919,25 @@ class Session:
             # question while a switch is under way, or offline without local speech).
             self._on_send_text(SendText(event.prompt, True))
             return
+        if self.phase in (NEW, CONNECTING) and self.settings.announce_wait > 0:
+            # A connection is on its way (boot, or a retry): the model's voice is likely a
+            # moment away, so espeak-ng is the fallback of a bounded wait, not the first
+            # choice: held until the connection is ready (then asked of the model), fails,
+            # or announce_wait passes (then said here).
+            until = self._now + self.settings.announce_wait
+            self._held_announcements.append((event, until))
+            self._notify("info", "connecting: the announcement waits for the connection")
+            return
         self._notify("info", f"offline: saying the announcement on the device: {event.text!r}")
         self._emit(SpeakLocally(event.text))
+
+    def _say_held_announcements(self, why: str) -> None:
+        held, self._held_announcements = self._held_announcements, []
+        for announcement, _ in held:
+            self._notify(
+                "info", f"{why}: saying the announcement on the device: {announcement.text!r}"
+            )
+            self._emit(SpeakLocally(announcement.text))
 
     def _on_set_instruction(self, event: SetInstruction) -> None:
         self.setup = replace(self.setup, system_instruction=event.text)
