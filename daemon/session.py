@@ -86,8 +86,10 @@ What happens in LIVE, on top of the phase:
   of a fresh one.
 * **Announcements and mute.** An :class:`Announce` is asked of the model (say it
   verbatim) while the model is reachable — LIVE, or a planned switch since — and said on
-  the device (:class:`SpeakLocally`, espeak-ng) while offline. :class:`SetMuted`: presses
-  and long holds are ignored, no pre-roll is kept, the state MUTED is shown.
+  the device (:class:`SpeakLocally`, espeak-ng) while offline; while a connection is
+  being opened (boot, a retry) it waits up to ``announce_wait`` for it first.
+  :class:`SetMuted`: presses and long holds are ignored, no pre-roll is kept, the state
+  MUTED is shown.
 * **Switches.** Candidates have a *soft* time (from then on, switch at the next safe
   point) and a *hard* time (switch even mid-turn): goAway (soft: on arrival, hard:
   ``timeLeft - resume_margin``), connection age (backstop for caps without notice),
@@ -425,6 +427,7 @@ class Session(Connections, Failures, AsksAndReplies, ToolCalls, Capture, Control
             times.append(self._turn.started_at + self.settings.max_turn_seconds)
         if self._tool_grace_until is not None:
             times.append(self._tool_grace_until)
+        times.extend(until for _, until in self._held_announcements[:1])
         return min(times) if times else None
 
     def states(self) -> frozenset[DeviceState]:
@@ -590,6 +593,8 @@ class Session(Connections, Failures, AsksAndReplies, ToolCalls, Capture, Control
             self._playing = False  # the speaker never said "drained": trust the clock
         if self._tool_grace_until is not None and now >= self._tool_grace_until:
             self._tool_grace_until = None
+        if self._held_announcements and now >= self._held_announcements[0][1]:
+            self._say_held_announcements("the connection was not ready in time")
         turn = self._turn
         if turn is not None and now >= turn.started_at + self.settings.max_turn_seconds:
             # A stuck button, a toggle left on, `ptt start` with no stop: end it, audibly.

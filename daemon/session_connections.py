@@ -20,6 +20,7 @@ from daemon.vocabulary import (
     ConnectionFailed,
     Failure,
     OpenConnection,
+    SendText,
     ServerEvents,
     Start,
 )
@@ -165,6 +166,11 @@ class Connections(SessionCore):
                 self._tool_grace_until = now + self.settings.reply_timeout
         else:
             self._start_fresh_session()
+        # Announcements that waited for this connection: the model says them after what
+        # was asked before them.
+        held, self._held_announcements = self._held_announcements, []
+        for announcement, _ in held:
+            self._on_send_text(SendText(announcement.prompt, True))
 
     def _start_fresh_session(self) -> None:
         now = self._now

@@ -19,6 +19,7 @@ from daemon.session_state import (
     CONNECTING,
     FAILED,
     LIVE,
+    NEW,
     STOPPED,
     SessionCore,
     _Due,
@@ -90,8 +91,25 @@ class Controls(SessionCore):
             # question while a switch is under way, or offline without local speech).
             self._on_send_text(SendText(event.prompt, True))
             return
+        if self.phase in (NEW, CONNECTING) and self.settings.announce_wait > 0:
+            # A connection is on its way (boot, or a retry): the model's voice is likely a
+            # moment away, so espeak-ng is the fallback of a bounded wait, not the first
+            # choice: held until the connection is ready (then asked of the model), fails,
+            # or announce_wait passes (then said here).
+            until = self._now + self.settings.announce_wait
+            self._held_announcements.append((event, until))
+            self._notify("info", "connecting: the announcement waits for the connection")
+            return
         self._notify("info", f"offline: saying the announcement on the device: {event.text!r}")
         self._emit(SpeakLocally(event.text))
+
+    def _say_held_announcements(self, why: str) -> None:
+        held, self._held_announcements = self._held_announcements, []
+        for announcement, _ in held:
+            self._notify(
+                "info", f"{why}: saying the announcement on the device: {announcement.text!r}"
+            )
+            self._emit(SpeakLocally(announcement.text))
 
     def _on_set_instruction(self, event: SetInstruction) -> None:
         self.setup = replace(self.setup, system_instruction=event.text)

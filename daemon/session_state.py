@@ -21,10 +21,12 @@ from daemon.events import (
 )
 from daemon.turns import AskEnd, TurnState
 from daemon.vocabulary import (
+    Announce,
     Effect,
     Failure,
     Notify,
     SendFrame,
+    SendText,
     SessionSettings,
 )
 
@@ -190,6 +192,8 @@ class SessionCore:
         def _flush_pending(self) -> None: ...
         def _new_conversation(self) -> None: ...
         def _queue_instruction(self) -> None: ...
+        def _say_held_announcements(self, why: str) -> None: ...
+        def _on_send_text(self, event: SendText) -> None: ...
         # session_failures.py
         def _act_on_failure(self, failure: Failure, refused_by_server: bool = False) -> None: ...
         def _connection_gone(self) -> None: ...
@@ -279,6 +283,8 @@ class SessionCore:
         self._spurious_interrupt = False  # an interrupted we did not provoke (F16)
         self._unasked = False  # model content nobody asked for is arriving (F7)
         self._tool_grace_until: float | None = None  # a NON_BLOCKING result may be spoken
+        # Announcements made while a connection is being opened: (event, say-it-locally-at).
+        self._held_announcements: list[tuple[Announce, float]] = []
         self._pending: deque[_Pending] = deque()
         self._in_text: list[str] = []
         self._out_text: list[str] = []
@@ -332,6 +338,8 @@ class SessionCore:
             self._reachable = True
         elif phase in (BACKOFF, FAILED, STOPPED):
             self._reachable = False  # until a connection is ready again
+            if phase is not STOPPED:
+                self._say_held_announcements("the connection failed")
 
     def _emit(self, *effects: Effect) -> None:
         self._effects.extend(effects)

@@ -175,6 +175,10 @@ class SessionSettings:
     local_speech: bool = False
     """The device can speak by itself (espeak-ng is installed): an announcement made while
     offline is spoken at once (:class:`SpeakLocally`) instead of waiting for the model."""
+    announce_wait: float = 5.0
+    """Seconds an announcement made while a connection is being opened (at boot, or a
+    retry) waits for it before the device says it itself: a connection that is ready in
+    time has the model say it; one that fails, or is not ready by then, falls back at once."""
     tool_scheduling: tuple[tuple[str, str], ...] = ()
     """``(name, scheduling)`` of the tools whose results carry a ``scheduling`` (SILENT,
     WHEN_IDLE, INTERRUPT) in the toolResponse: NON_BLOCKING tools on models that take it

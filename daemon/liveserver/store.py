@@ -59,6 +59,8 @@ class UserTurn:
     reply_text: str = ""
     replies: int = 0
     """Replies that completed (``generationComplete``) for this turn."""
+    silent_results: int = 0
+    """Tool results of this turn sent with scheduling SILENT: in the context, not spoken."""
     interrupted: int = 0
     """Replies to this turn cut short by ``interrupted`` (a barge-in)."""
     dropped: int = 0

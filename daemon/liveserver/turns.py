@@ -19,8 +19,9 @@ cuts the reply: ``interrupted`` then ``turnComplete``, no generationComplete
 (and ``toolCallCancellation`` first for a pending tool call). A user turn
 "call NAME {json args}" naming a declared function makes a ``toolCall``; so does
 a pressed (audio) turn when a test scripted it (``server.tool_script``, a
-:class:`ToolScript`). The ``toolResponse`` is then spoken. Tool rules, after
-FIELD_REPORTS F10/F18 and Part 3:
+:class:`ToolScript`). The ``toolResponse`` is then spoken — unless it was the result of
+a NON_BLOCKING call sent with ``scheduling`` SILENT: then it only joins the context and
+the turn ends with no audio. Tool rules, after FIELD_REPORTS F10/F18 and Part 3:
 
 * blocking or not: ``behavior`` of the declaration; gemini-3.8-live defaults to
   NON_BLOCKING, gemini-3.1-flash-live is synchronous only (a NON_BLOCKING declaration
@@ -211,7 +212,7 @@ class Conversation:
                 session.set_system_instruction(item.system_instruction, self.limits)
             self.conn.server.changed()
         elif isinstance(item, p.ToolResponse):
-            for call_id, name, response in item.responses:
+            for (call_id, name, response), scheduling in zip(item.responses, item.scheduling):
                 match = self.pending_calls.get(call_id) or next(
                     (c for c in self.pending_calls.values() if not call_id and c[0] == name), None
                 )
@@ -220,7 +221,7 @@ class Conversation:
                     raise p.ClientRefused(
                         1008, UNKNOWN_CALL, f"toolResponse for unknown id {call_id!r}"
                     )
-                match[2].set_result(response)
+                match[2].set_result((response, scheduling))
 
     async def _ptt_audio(self, pcm: bytes) -> None:
         # Only audio inside activityStart…activityEnd is part of a turn
@@ -372,9 +373,11 @@ class Conversation:
             text = await self._maybe_call_tool(turn, text)
             words = text.split()
             turn.reply_text = text
-            pcm = await asyncio.to_thread(self.conn.server.voice.speak, text, params.voice)
-            chunk = 24_000 * 2 * limits.reply_chunk_ms // 1000
-            chunks = [pcm[i : i + chunk] for i in range(0, len(pcm), chunk)] or [b""]
+            chunks: list[bytes] = []
+            if text:  # "" only after a SILENT tool result: the turn ends with no audio
+                pcm = await asyncio.to_thread(self.conn.server.voice.speak, text, params.voice)
+                chunk = 24_000 * 2 * limits.reply_chunk_ms // 1000
+                chunks = [pcm[i : i + chunk] for i in range(0, len(pcm), chunk)] or [b""]
             loop = asyncio.get_running_loop()
             start = loop.time()
             for i, piece in enumerate(chunks):
@@ -485,10 +488,19 @@ class Conversation:
         self.pending_calls[call_id] = (name, blocking, future)
         await self.conn.send(m.tool_call(call_id, name, args))
         self.conn.server.changed()
-        response = await future
+        response, scheduling = await future
         del self.pending_calls[call_id]
         result = json.dumps(response, sort_keys=True, separators=(",", ":"))
         self.session.append("user", f"[{name} returned {result}]", text_tokens(result, self.limits))
+        if not blocking and scheduling == "SILENT":
+            # SILENT: the result joins the context and the model says nothing about it
+            # (FIELD_REPORTS Part 3; LIVE_PROTOCOL.md §3). Scheduling only applies to a
+            # NON_BLOCKING call: a blocking one is awaited and answered aloud whatever it says.
+            turn.silent_results += 1
+            return ""
+        # WHEN_IDLE ("when the model is idle") and INTERRUPT ("at once, interrupting"): this
+        # model's turn waits for the result with nothing else to say, so it is idle when
+        # the result comes and both are spoken now; unspecified behaves as WHEN_IDLE.
         return f"Turn {turn.index}: {name} returned {result}."
 
     async def turn_boundary(self) -> None:

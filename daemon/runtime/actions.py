@@ -12,8 +12,9 @@ Each ``[[tools]]`` table has exactly one action key (README "Tools"):
   argument can add an element, an option or a shell word. A timeout kills it; its
   output is truncated.
 * ``http = {method = "POST", url = "http://…/{room}", body = {…}, headers = {…}}`` —
-  urllib on the call's thread. ``{param}`` in the URL is percent-encoded; a body string
-  that is exactly ``"{param}"`` becomes the typed value; the body goes as JSON.
+  urllib on an executor thread, bounded by the tool's timeout. ``{param}`` in the URL is
+  percent-encoded; a body string that is exactly ``"{param}"`` becomes the typed value;
+  the body goes as JSON.
 * ``mqtt = {topic = "home/porch/set", payload = "{on}", qos = 0, retain = false}`` —
   (no payload: the arguments as JSON) published through the ``[mqtt]`` broker
   connection (daemon/runtime/homeassistant.py).
@@ -28,12 +29,13 @@ device later (:func:`build_tools`), once the pins and the broker exist.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import re
+import signal
 import subprocess
-import threading
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -42,7 +44,13 @@ from pathlib import Path
 from typing import AbstractSet, Any, Callable, Mapping, Protocol
 
 from daemon.errors import ConfigError
-from daemon.runtime.tools import DEFAULT_TIMEOUT, SCHEDULING, ToolSpec, check_schema
+from daemon.runtime.tools import (
+    DEFAULT_TIMEOUT,
+    SCHEDULING,
+    CallControl,
+    ToolSpec,
+    check_schema,
+)
 
 __all__ = [
     "ToolContext",
@@ -202,7 +210,7 @@ class GpioAction:
         )
         return replace(self, _device=device)
 
-    def run(self, args: Mapping[str, Any], cancelled: threading.Event) -> Mapping[str, Any]:
+    def run(self, args: Mapping[str, Any], control: CallControl) -> Mapping[str, Any]:
         if self.pwm and "level" in args:
             self._device.value = float(args["level"])
             return {"pin": self.pin, "level": self._device.value}
@@ -236,7 +244,7 @@ class CommandAction:
                 out.append(_as_text(args[m.group(1)]))
         return out
 
-    def run(self, args: Mapping[str, Any], cancelled: threading.Event) -> Mapping[str, Any]:
+    def run(self, args: Mapping[str, Any], control: CallControl) -> Mapping[str, Any]:
         argv = self.command_line(args)
         # No shell, no stdin, a minimal environment, its own process group (killed whole).
         proc = subprocess.Popen(
@@ -248,24 +256,41 @@ class CommandAction:
             start_new_session=True,
             env={"PATH": _PATH, "LANG": "C.UTF-8"},
         )
-        watcher = threading.Thread(target=self._kill_when, args=(cancelled, proc), daemon=True)
-        watcher.start()
-        output, _ = proc.communicate()
-        cancelled.set()  # stops the watcher
-        text = _truncate(output.decode("utf-8", "replace").strip(), self.max_output)
-        result: dict[str, Any] = {"exit_code": proc.returncode, "output": text}
-        if proc.returncode != 0:
-            result["error"] = f"{Path(argv[0]).name} exited with {proc.returncode}"
+        # Cancel or deadline: the runner kills the group from the loop (no watcher thread);
+        # this executor thread then sees the pipe close and reaps the process.
+        control.on_stop(functools.partial(_kill_group, proc))
+        assert proc.stdout is not None
+        kept, dropped, tail = bytearray(), 0, b""
+        limit = self.max_output * 4  # bytes; the text is truncated to max_output below
+        with proc.stdout:
+            # Keep the head, count the rest: a chatty program never blocks on a full pipe
+            # nor fills the daemon's memory.
+            while chunk := os.read(proc.stdout.fileno(), 65536):
+                room = max(0, limit - len(kept))
+                kept += chunk[:room]
+                dropped += len(chunk) - min(room, len(chunk))
+                tail = chunk
+        returncode = proc.wait()
+        if dropped:  # as the text is stripped, so is what was dropped of it
+            dropped = max(0, dropped - (len(tail) - len(tail.rstrip())))
+        text = kept.decode("utf-8", "replace").strip()
+        more = len(text) - self.max_output + dropped
+        if more > 0:
+            text = text[: self.max_output] + f"… ({more} more characters)"
+        result: dict[str, Any] = {"exit_code": returncode, "output": text}
+        if returncode != 0:
+            result["error"] = f"{Path(argv[0]).name} exited with {returncode}"
         return result
 
-    @staticmethod
-    def _kill_when(cancelled: threading.Event, proc: subprocess.Popen[bytes]) -> None:
-        cancelled.wait()
-        if proc.poll() is None:
-            try:
-                os.killpg(proc.pid, 9)
-            except ProcessLookupError:
-                pass
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the process group of ``proc`` unless it was already reaped (loop thread; a
+    signal never blocks)."""
+    if proc.returncode is None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 @dataclass(frozen=True)
@@ -296,7 +321,7 @@ class HttpAction:
             headers["Authorization"] = f"Bearer {token}"
         return urllib.request.Request(url, data=data, headers=headers, method=self.method)
 
-    def run(self, args: Mapping[str, Any], cancelled: threading.Event) -> Mapping[str, Any]:
+    def run(self, args: Mapping[str, Any], control: CallControl) -> Mapping[str, Any]:
         try:
             with urllib.request.urlopen(self.request(args), timeout=self.timeout) as resp:
                 status, raw = resp.status, resp.read(self.max_output * 4)
@@ -335,7 +360,7 @@ class MqttAction:
         filled = dict(args) if self.payload is None else _fill(self.payload, args)
         return (filled if isinstance(filled, str) else json.dumps(filled)).encode()
 
-    def run(self, args: Mapping[str, Any], cancelled: threading.Event) -> Mapping[str, Any]:
+    def run(self, args: Mapping[str, Any], control: CallControl) -> Mapping[str, Any]:
         if self._publish is None:
             return {"error": "no MQTT broker is configured"}
         payload = self.message(args)
@@ -407,7 +432,7 @@ class BuiltinAction:
         # does, after the pins were opened (daemon/app/toolsandhome.py binds them then).
         return replace(self, _ctx=ctx)
 
-    def run(self, args: Mapping[str, Any], cancelled: threading.Event) -> Mapping[str, Any]:
+    def run(self, args: Mapping[str, Any], control: CallControl) -> Mapping[str, Any]:
         device = self._ctx.device if self._ctx is not None else None
         if device is None:
             return {"error": f"{self.which} is not available on this device"}

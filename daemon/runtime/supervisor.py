@@ -27,6 +27,7 @@ import asyncio
 import logging
 import threading
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from time import monotonic as _monotonic
 from typing import Any, Awaitable, Callable, Mapping, Protocol
 
@@ -62,7 +63,7 @@ from daemon.session import (
     ToolDone,
 )
 
-__all__ = ["Inbox", "Heartbeat", "Supervisor", "ToolRunner"]
+__all__ = ["Inbox", "Heartbeat", "Supervisor", "ToolRunner", "ToolPool", "TOOL_WORKERS"]
 
 log = logging.getLogger(__name__)
 _session_log = logging.getLogger("daemon.session")
@@ -320,17 +321,87 @@ class ToolRunner(Protocol):
     """What the supervisor needs from whoever runs the model's tools (the core decides
     *whether* a call runs: :class:`~daemon.session.RunTool`; the runner only runs it).
 
-    ``start`` must return at once (run the tool on a thread or a task of its own) and,
-    when the tool is done or has failed, call ``post(ToolDone(call_id, name, response))``
-    exactly once; ``post`` is the inbox's thread-safe post, callable from any thread.
-    ``cancel`` is best effort: the core drops a late ``ToolDone`` of a cancelled call.
+    ``start`` must return at once: the tool runs on ``host`` — the supervisor's
+    :class:`ToolPool`, its executor and its timers — never on a thread or task of the
+    runner's own; when it is done, has failed or timed out, the runner calls
+    ``host.post(ToolDone(call_id, name, response))`` exactly once. ``cancel`` is best
+    effort (the core drops a late ``ToolDone`` of a cancelled call); ``close`` (optional)
+    stops every call when the supervisor stops. All on the loop thread.
     """
 
-    def start(
-        self, call_id: str, name: str, args: Mapping[str, Any], post: Callable[[Event], None]
-    ) -> None: ...
+    def start(self, call_id: str, name: str, args: Mapping[str, Any], host: ToolPool) -> None: ...
 
     def cancel(self, call_id: str) -> None: ...
+
+
+TOOL_STOP_GRACE = 5.0
+"""Wall seconds a stopping supervisor waits for tool threads whose calls were stopped."""
+
+TOOL_WORKERS = 4
+"""Threads of the tool executor: calls beyond it queue (their deadlines still run)."""
+
+
+class ToolPool:
+    """The supervisor's threads and timers for tools (daemon/runtime/tools.py ToolHost): a
+    bounded ``ThreadPoolExecutor`` it creates with its loop and shuts down when it stops,
+    timers on its loop (a tool's deadline) and the inbox's post. Loop thread only, except
+    ``post``. Nothing it starts outlives :meth:`shutdown` — a command is killed, not waited
+    for (issue 11: one supervisor owns every task and every thread hop)."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        post: Callable[[Event], None],
+        workers: int = TOOL_WORKERS,
+    ) -> None:
+        self.loop = loop
+        self.post = post
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="voiced-tool")
+        self._futures: set[asyncio.Future[Any]] = set()
+        self._timers: set[asyncio.TimerHandle] = set()
+
+    def run_in_thread(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+        future = self.loop.run_in_executor(self._executor, fn, *args)
+        self._futures.add(future)
+        future.add_done_callback(self._futures.discard)
+        return future
+
+    def call_later(
+        self, seconds: float, fn: Callable[..., None], *args: Any
+    ) -> asyncio.TimerHandle:
+        self._timers = {t for t in self._timers if not t.cancelled()}
+
+        def fire() -> None:
+            self._timers.discard(handle)
+            fn(*args)
+
+        handle = self.loop.call_later(seconds, fire)
+        self._timers.add(handle)
+        return handle
+
+    @property
+    def busy(self) -> int:
+        """Calls submitted and not finished (queued or running on a worker)."""
+        return len(self._futures)
+
+    async def shutdown(self, grace: float) -> bool:
+        """Cancel the timers, refuse new work, let running calls end (the runner's close
+        has stopped them: a command's process is killed) for up to ``grace`` wall seconds,
+        then join the workers. False, with a warning, when one is still busy: it is left
+        behind rather than hang the stop (only an action that ignores its stop can)."""
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        running = [f for f in self._futures if not f.done()]
+        if running:
+            await asyncio.wait(running, timeout=grace)
+        if any(not f.done() for f in running):
+            log.warning("! %d tool call(s) still running at stop; not waiting", self.busy)
+            return False
+        # Every worker is idle and has its exit sentinel: joining them is immediate.
+        self._executor.shutdown(wait=True)
+        return True
 
 
 class Heartbeat:
@@ -424,6 +495,7 @@ class Supervisor:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._t0 = 0.0
         self._stopping = False
+        self._tool_pool: ToolPool | None = None
 
     # -- the API other parts call (thread-safe: each only posts an event)
 
@@ -502,6 +574,8 @@ class Supervisor:
         self._loop, self._t0 = loop, loop.time()
         queue = self.inbox._bind(loop)
         helpers: list[asyncio.Task[Any]] = []
+        if self.tool_runner is not None:
+            self._tool_pool = ToolPool(loop, self.inbox.post)
         try:
             self._start_hardware()
             for i, coro in enumerate(companions):
@@ -523,6 +597,7 @@ class Supervisor:
                 self._wake_handle.cancel()
                 self._wake_handle = None
             await self._wind_down()
+            await self._stop_tools()
             for task in helpers:
                 task.cancel()
             if helpers:
@@ -653,7 +728,9 @@ class Supervisor:
             )
             return
         try:
-            self.tool_runner.start(effect.call_id, effect.name, effect.args, self.inbox.post)
+            if self._tool_pool is None:
+                raise RuntimeError("the supervisor is not running")
+            self.tool_runner.start(effect.call_id, effect.name, effect.args, self._tool_pool)
         except Exception as exc:
             log.exception("! tool runner failed to start %s", effect.name)
             self.inbox.post(
@@ -743,6 +820,21 @@ class Supervisor:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=1.0)
+
+    async def _stop_tools(self) -> None:
+        # Calls still running get no result (the session is over; the core persisted what
+        # it must answer after a restart); their processes are killed and the executor's
+        # threads joined, so none outlives the stop.
+        pool, self._tool_pool = self._tool_pool, None
+        if pool is None:
+            return
+        close = getattr(self.tool_runner, "close", None)
+        if close is not None:
+            try:
+                close()
+            except Exception:
+                log.exception("! tool runner failed to close")
+        await pool.shutdown(grace=TOOL_STOP_GRACE)
 
     def _start_hardware(self) -> None:
         for device in (self.speaker, self.mic):

@@ -13,11 +13,12 @@ Rules the runner keeps (FIELD_REPORTS F10, F18, Part 4 §5):
 
 * every failure is a *result* the model can speak, ``{"error": "…"}``: bad arguments,
   an action that raised, a timeout, an unknown name. Never an exception that ends a turn.
-* each call runs on its own thread, so a tool that hangs never blocks the event loop
-  nor another call; a per-tool timeout answers ``{"error": "… timed out …"}`` and the
-  late result, if it ever comes, is dropped.
+* each call runs on the supervisor's bounded executor (it owns every thread and timer,
+  STYLE.md; the runner is lent them as a :class:`ToolHost`), so a tool that hangs never
+  blocks the event loop; a per-tool deadline, a timer on the supervisor's loop, answers
+  ``{"error": "… timed out …"}`` and the late result, if it ever comes, is dropped.
 * :meth:`ToolRunner.cancel` (``toolCallCancellation``) stops what can be stopped (a
-  command's process is killed) and guarantees that no result is posted for that id.
+  command's process group is killed) and guarantees that no result is posted for that id.
 
 The JSON-schema subset we accept (anything else is a configuration error naming the
 key): ``type`` (object, string, integer, number, boolean), ``properties``,
@@ -28,6 +29,8 @@ ever reach an action (a command's argv, a URL, a topic).
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import threading
 from dataclasses import dataclass
@@ -40,6 +43,8 @@ __all__ = [
     "ToolSpec",
     "Action",
     "ToolRunner",
+    "ToolHost",
+    "CallControl",
     "ModelTools",
     "model_tools",
     "declarations",
@@ -227,14 +232,15 @@ def check_args(schema: Mapping[str, Any], args: Any, where: str = "arguments") -
 
 
 class Action(Protocol):
-    """What a tool does (daemon/runtime/actions.py). ``run`` is called on the call's own thread;
-    it returns the JSON object the model gets, or raises (the runner turns an exception
-    into ``{"error": …}``). ``cancelled`` is set when the call was cancelled or timed out:
-    an action that can stop early (a running process) watches it."""
+    """What a tool does (daemon/runtime/actions.py). ``run`` is called on a thread of the
+    supervisor's executor; it returns the JSON object the model gets, or raises (the runner
+    turns an exception into ``{"error": …}``). ``control`` says when the call was cancelled
+    or timed out; an action that starts something it can stop (a process) registers the
+    stop with :meth:`CallControl.on_stop`."""
 
     kind: str
 
-    def run(self, args: Mapping[str, Any], cancelled: threading.Event) -> Mapping[str, Any]: ...
+    def run(self, args: Mapping[str, Any], control: CallControl) -> Mapping[str, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -299,22 +305,84 @@ def scheduling_of(spec: ToolSpec, model: str) -> str | None:
 # -- the runner -----------------------------------------------------------------------------
 
 
+class ToolHost(Protocol):
+    """What the runner borrows from the supervisor (daemon/runtime/supervisor.py ToolPool):
+    the design rule is that the supervisor owns every task, timer and thread, so the runner
+    makes none of its own. All three are called on the supervisor's loop thread."""
+
+    def post(self, event: Any) -> None:
+        """The inbox's post: a ``ToolDone`` goes to the core."""
+        ...
+
+    def run_in_thread(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+        """Run ``fn(*args)`` on the supervisor's bounded executor; the future resolves on
+        the loop. Cancelling it before it started means it never starts."""
+        ...
+
+    def call_later(
+        self, seconds: float, fn: Callable[..., None], *args: Any
+    ) -> asyncio.TimerHandle:
+        """A timer on the supervisor's loop, in wall seconds, cancelled at its stop."""
+        ...
+
+
+class CallControl:
+    """Given to :meth:`Action.run` (on an executor thread): whether the call was stopped
+    (cancelled, timed out, shutting down), and a way to register how to stop what the
+    action started — a command's process group is killed from the loop at the deadline,
+    so no thread of its own waits to do it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._stopped = False
+        self._stoppers: list[Callable[[], None]] = []
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopped
+
+    def on_stop(self, stopper: Callable[[], None]) -> None:
+        """Call ``stopper()`` when the call is stopped — at once if it already was. Any
+        thread; ``stopper`` must not block (it runs on the loop)."""
+        with self._lock:
+            if not self._stopped:
+                self._stoppers.append(stopper)
+                return
+        stopper()
+
+    def stop(self) -> None:
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+            stoppers, self._stoppers = self._stoppers, []
+        for stopper in stoppers:
+            try:
+                stopper()
+            except Exception:
+                log.exception("! stopping a tool call failed")
+
+
 class _Call:
-    def __init__(self, call_id: str, name: str) -> None:
-        self.call_id, self.name = call_id, name
-        self.cancelled = threading.Event()
-        self.answered = False
+    def __init__(self, call_id: str, name: str, spec: ToolSpec) -> None:
+        self.call_id, self.name, self.spec = call_id, name, spec
+        self.control = CallControl()
+        self.future: asyncio.Future[Any] | None = None
+        self.deadline: asyncio.TimerHandle | None = None
 
 
 class ToolRunner:
-    """Runs tool calls on threads and posts their ``ToolDone``.
+    """Runs tool calls on the supervisor's executor and posts their ``ToolDone``.
 
-    The supervisor calls :meth:`start` for ``RunTool`` and :meth:`cancel` for
-    ``CancelTool``, both from the event loop; ``post`` is the inbox's thread-safe post.
+    The supervisor calls :meth:`start` for ``RunTool``, :meth:`cancel` for ``CancelTool``
+    and :meth:`close` when it stops, all on its loop thread, with the :class:`ToolHost` it
+    owns (its inbox post, its bounded executor, its timers). The runner keeps no thread
+    and no task: each call's deadline is one of the host's timers, and whichever of
+    (result, deadline, cancel) comes first decides, on the loop, with nothing to lock.
 
     Args:
         specs: the configured tools.
-        on_change: called (any thread) with the number of running calls when it changes
+        on_change: called (loop thread) with the number of running calls when it changes
             (the Home Assistant "working" state; the LED comes from the core).
     """
 
@@ -323,7 +391,6 @@ class ToolRunner:
     ) -> None:
         self.specs = {s.name: s for s in specs}
         self.on_change = on_change
-        self._lock = threading.Lock()
         self._calls: dict[str, _Call] = {}
         self.started = 0
         self.timeouts = 0
@@ -331,8 +398,7 @@ class ToolRunner:
 
     @property
     def running(self) -> int:
-        with self._lock:
-            return len(self._calls)
+        return len(self._calls)
 
     def scheduling(self, name: str, model: str) -> str | None:
         """The ``scheduling`` the result of ``name`` carries on ``model`` (None: none); the
@@ -342,92 +408,86 @@ class ToolRunner:
             return model_tools(model).default_scheduling
         return scheduling_of(spec, model)
 
-    def start(
-        self, call_id: str, name: str, args: Mapping[str, Any], post: Callable[[Any], None]
-    ) -> None:
-        """Run ``name(args)``; post ``ToolDone(call_id, name, response)`` when done.
-        Returns at once."""
+    def start(self, call_id: str, name: str, args: Mapping[str, Any], host: ToolHost) -> None:
+        """Run ``name(args)`` on ``host``'s executor; post ``ToolDone(call_id, name,
+        response)`` when it is done or at its deadline. Returns at once."""
         spec = self.specs.get(name)
         if spec is None:
             # The core answers unknown names itself; this is the belt to its braces (F18).
-            post(ToolDone(call_id, name, {"error": f"there is no tool called {name!r}"}))
+            host.post(ToolDone(call_id, name, {"error": f"there is no tool called {name!r}"}))
             return
         problem = check_args(spec.parameters, dict(args) if isinstance(args, Mapping) else args)
         if problem:
-            post(ToolDone(call_id, name, {"error": f"bad arguments: {problem}"}))
+            host.post(ToolDone(call_id, name, {"error": f"bad arguments: {problem}"}))
             return
-        call = _Call(call_id, name)
-        with self._lock:
-            self._calls[call_id] = call
-            self.started += 1
+        call = _Call(call_id, name, spec)
+        call.future = host.run_in_thread(spec.action.run, dict(args), call.control)
+        call.future.add_done_callback(functools.partial(self._finished, call, host))
+        # The deadline is the supervisor's timer, not the worker's: a hung action (or one
+        # still queued behind busy workers) is answered at its deadline all the same.
+        call.deadline = host.call_later(spec.timeout, self._timed_out, call, host)
+        self._calls[call_id] = call
+        self.started += 1
         self._changed()
-        timer = threading.Timer(spec.timeout, self._timed_out, (call, spec, post))
-        timer.daemon = True
-        worker = threading.Thread(
-            target=self._work,
-            args=(call, spec, dict(args), post, timer),
-            name=f"tool-{name}",
-            daemon=True,
-        )
-        timer.start()
-        worker.start()
         log.info("tool %s(%s) started (call %s)", name, _brief(args), call_id)
 
     def cancel(self, call_id: str) -> None:
         """The server cancelled ``call_id``: stop it if possible; no result will be posted."""
-        with self._lock:
-            call = self._calls.pop(call_id, None)
-            if call is not None:
-                call.answered = True
-                self.cancelled += 1
-        if call is not None:
-            call.cancelled.set()
-            log.info("tool %s cancelled (call %s)", call.name, call_id)
-            self._changed()
+        call = self._calls.pop(call_id, None)
+        if call is None:
+            return
+        self.cancelled += 1
+        self._stop(call)
+        log.info("tool %s cancelled (call %s)", call.name, call_id)
+        self._changed()
 
     def close(self) -> None:
-        """Shutting down: cancel everything still running (no results are posted)."""
+        """Shutting down: stop everything still running (no results are posted)."""
         for call_id in list(self._calls):
             self.cancel(call_id)
 
-    # -- internals
+    # -- internals (loop thread)
 
-    def _work(
-        self,
-        call: _Call,
-        spec: ToolSpec,
-        args: dict[str, Any],
-        post: Callable[[Any], None],
-        timer: threading.Timer,
-    ) -> None:
-        try:
-            result = spec.action.run(args, call.cancelled)
+    @staticmethod
+    def _stop(call: _Call) -> None:
+        if call.deadline is not None:
+            call.deadline.cancel()
+        call.control.stop()  # kills what the action registered (a command's processes)
+        if call.future is not None:
+            call.future.cancel()  # a call still queued never starts; a late result is dropped
+
+    def _finished(self, call: _Call, host: ToolHost, future: asyncio.Future[Any]) -> None:
+        if self._calls.get(call.call_id) is not call or future.cancelled():
+            return  # cancelled or timed out first: answered already, or never to be
+        del self._calls[call.call_id]
+        if call.deadline is not None:
+            call.deadline.cancel()
+        exc = future.exception()
+        if exc is not None:  # the model hears what went wrong; the daemon carries on
+            log.warning("tool %s failed: %s", call.name, exc)
+            response: dict[str, Any] = {"error": f"{call.name} failed: {exc}"}
+        else:
+            result = future.result()
             response = dict(result) if isinstance(result, Mapping) else {"result": result}
-        except Exception as exc:  # the model hears what went wrong; the daemon carries on
-            log.warning("tool %s failed: %s", spec.name, exc)
-            response = {"error": f"{spec.name} failed: {exc}"}
-        timer.cancel()
-        self._answer(call, response, post)
-
-    def _timed_out(self, call: _Call, spec: ToolSpec, post: Callable[[Any], None]) -> None:
-        if self._answer(call, {"error": f"{spec.name} timed out after {spec.timeout:g} s"}, post):
-            self.timeouts += 1
-            call.cancelled.set()  # let the action stop early if it can
-            log.warning(
-                "tool %s timed out after %g s (call %s)", spec.name, spec.timeout, call.call_id
-            )
-
-    def _answer(
-        self, call: _Call, response: Mapping[str, Any], post: Callable[[Any], None]
-    ) -> bool:
-        with self._lock:
-            if call.answered:
-                return False  # cancelled, or the other of (result, timeout) came first
-            call.answered = True
-            self._calls.pop(call.call_id, None)
-        post(ToolDone(call.call_id, call.name, response))
+        host.post(ToolDone(call.call_id, call.name, response))
         self._changed()
-        return True
+
+    def _timed_out(self, call: _Call, host: ToolHost) -> None:
+        if self._calls.get(call.call_id) is not call:
+            return
+        del self._calls[call.call_id]
+        self.timeouts += 1
+        spec = call.spec
+        log.warning("tool %s timed out after %g s (call %s)", spec.name, spec.timeout, call.call_id)
+        self._stop(call)
+        host.post(
+            ToolDone(
+                call.call_id,
+                call.name,
+                {"error": f"{spec.name} timed out after {spec.timeout:g} s"},
+            )
+        )
+        self._changed()
 
     def _changed(self) -> None:
         if self.on_change is not None:

@@ -5,12 +5,27 @@ Mosquitto broker (tests/runtime/tools/harness.py)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
 
+from daemon.runtime.tools import ToolRunner
 from tests.app.conftest import live, manager, spawn  # noqa: F401  (fixtures, re-used)
-from tests.runtime.tools.harness import Broker, have_mosquitto
+from tests.runtime.tools.harness import Broker, ToolBench, have_mosquitto
+
+
+@pytest.fixture
+def bench() -> Iterator[Callable[[ToolRunner], ToolBench]]:
+    """``bench(runner)``: a :class:`ToolBench`, closed (threads joined) after the test."""
+    made: list[ToolBench] = []
+
+    def make(runner: ToolRunner) -> ToolBench:
+        made.append(ToolBench(runner))
+        return made[-1]
+
+    yield make
+    for b in made:
+        b.close()
 
 
 @pytest.fixture

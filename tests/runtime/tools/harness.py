@@ -3,16 +3,76 @@ the broker is daemon/cli/demo/mqttbroker.py."""
 
 from __future__ import annotations
 
+import asyncio
+import queue
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import paho.mqtt.client as mqtt
 
 from daemon.cli.demo.mqttbroker import DEVICES, PASSWORD, Broker, have_mosquitto
+from daemon.runtime.supervisor import ToolPool
+from daemon.runtime.tools import ToolRunner
+from daemon.vocabulary import ToolDone
 
-__all__ = ["Broker", "Subscriber", "have_mosquitto", "DEVICES", "PASSWORD"]
+__all__ = ["Broker", "Subscriber", "ToolBench", "have_mosquitto", "DEVICES", "PASSWORD"]
+
+
+class ToolBench:
+    """A :class:`ToolRunner` on the supervisor's real :class:`ToolPool` (its executor and
+    loop timers), on an event loop of its own thread, driven from the test's thread:
+    ``start``/``cancel`` hop to the loop as the supervisor's calls do, and every
+    ``ToolDone`` the runner posts lands in :meth:`get`."""
+
+    WAIT = 10.0  # generous wall bound for a result on a loaded machine; results come in ms
+
+    def __init__(self, runner: ToolRunner) -> None:
+        self.runner = runner
+        self.posted: queue.Queue[ToolDone] = queue.Queue()
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="tool-bench-loop")
+        self.thread.start()
+        self.pool = self._on_loop(lambda: ToolPool(self.loop, self.posted.put))
+        self.clean_stop: bool | None = None
+
+    def _on_loop(self, fn: Callable[[], Any]) -> Any:
+        async def call() -> Any:
+            return fn()
+
+        return asyncio.run_coroutine_threadsafe(call(), self.loop).result(self.WAIT)
+
+    def start(self, call_id: str, name: str, args: Mapping[str, Any]) -> None:
+        self._on_loop(lambda: self.runner.start(call_id, name, args, self.pool))
+
+    def cancel(self, call_id: str) -> None:
+        self._on_loop(lambda: self.runner.cancel(call_id))
+
+    def get(self, timeout: float = WAIT) -> ToolDone:
+        return self.posted.get(timeout=timeout)
+
+    def empty_after(self, seconds: float) -> bool:
+        try:
+            self.posted.get(timeout=seconds)
+        except queue.Empty:
+            return True
+        return False
+
+    def close(self) -> None:
+        """What the supervisor's stop does: the runner stops every call, the pool joins
+        its threads; then this loop ends."""
+        if not self.thread.is_alive():
+            return
+
+        async def stop() -> bool:
+            self.runner.close()
+            return await self.pool.shutdown(grace=self.WAIT)
+
+        self.clean_stop = asyncio.run_coroutine_threadsafe(stop(), self.loop).result(self.WAIT * 2)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(self.WAIT)
+        self.loop.close()
 
 
 class Subscriber:

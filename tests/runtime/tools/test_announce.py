@@ -79,11 +79,43 @@ def test_a_due_timer_rings_first_whichever_voice_says_it() -> None:
     assert h.of(SpeakLocally, effects) == [SpeakLocally("Your timer tea is done.")]
 
 
-def test_before_the_first_connection_is_ready_it_is_offline_too() -> None:
+def test_at_boot_it_waits_for_the_first_connection_and_the_model_says_it() -> None:
+    """The first seconds after boot, the network fine: the connection is a moment away, so
+    espeak-ng is not needed — the model says it once the connection is ready."""
     h = Harness(SPEAKS)
     h.feed(Start())  # opening, no setupComplete yet
     assert h.session.phase.value == "connecting"
-    assert h.of(SpeakLocally, announce(h)) == [SpeakLocally(TEXT)]
+    assert h.of(SpeakLocally, announce(h)) == []
+    h.advance(SPEAKS.announce_wait / 2)
+    assert announce_prompt(TEXT) not in asked(h)
+    come_back(h)  # ready within announce_wait
+    h.advance(SPEAKS.announce_wait)
+    assert announce_prompt(TEXT) in asked(h)
+    assert h.of(SpeakLocally, h.effects) == []
+
+
+def test_at_boot_it_is_said_on_the_device_when_the_connection_is_not_ready_in_time() -> None:
+    h = Harness(SPEAKS)
+    h.feed(Start())
+    announce(h)
+    assert h.session.deadline() == pytest.approx(SPEAKS.announce_wait)
+    h.clear()
+    h.advance(SPEAKS.announce_wait)  # still connecting: the wait is bounded
+    assert h.session.phase.value == "connecting"
+    assert h.of(SpeakLocally, h.effects) == [SpeakLocally(TEXT)]
+    come_back(h)
+    h.advance(1.0)
+    assert announce_prompt(TEXT) not in asked(h)  # said once, not twice
+
+
+def test_at_boot_it_is_said_on_the_device_at_once_when_the_connection_fails() -> None:
+    h = Harness(SPEAKS)
+    h.feed(Start())
+    announce(h)
+    h.clear()
+    h.feed(ConnectionClosed(h.conn, 1011, UNAVAILABLE))
+    assert h.session.phase.value == "backoff"
+    assert h.of(SpeakLocally, h.effects) == [SpeakLocally(TEXT)]
 
 
 def test_during_a_planned_switch_it_waits_for_the_model() -> None:

@@ -16,6 +16,7 @@ import pytest
 
 from daemon.runtime.actions import ToolContext, build_tools, parse_tools
 from daemon.runtime.homeassistant import ENTITIES, HomeAssistant, MqttSettings, announce_prompt
+from daemon.runtime.supervisor import ToolPool
 from daemon.runtime.tools import ToolRunner
 from daemon.vocabulary import ToolDone
 from tests.app.conftest import write_config
@@ -248,13 +249,16 @@ def test_mqtt_tool_publishes_through_the_bridge(broker: Broker, tmp_path: Path) 
             status=lambda: {},
         )
         runner = ToolRunner(build_tools(specs, ToolContext(publish=home.publish_threadsafe)))
-        task = asyncio.get_running_loop().create_task(home.run())
+        loop = asyncio.get_running_loop()
+        pool = ToolPool(loop, lambda e: (done.append(e), got.set()))  # the supervisor's
+        task = loop.create_task(home.run())
         try:
             await asyncio.wait_for(home.connected.wait(), 15)
-            runner.start("c1", "fan", {"on": True}, lambda e: (done.append(e), got.set()))
+            runner.start("c1", "fan", {"on": True}, pool)
             await asyncio.to_thread(got.wait, 15)
         finally:
             task.cancel()
+            assert await pool.shutdown(grace=15)
 
     asyncio.run(body())
     try:

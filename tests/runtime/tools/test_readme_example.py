@@ -10,7 +10,7 @@ from pathlib import Path
 from daemon.app import config
 from daemon.runtime.tools import declarations
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+README = Path(__file__).resolve().parents[3] / "README.md"
 
 
 def section(title: str) -> str:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import queue
 import shutil
 import stat
 import sys
@@ -15,7 +14,7 @@ import threading
 import time
 import tomllib
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 from gpiozero.pins.mock import MockFactory, MockPWMPin
@@ -25,34 +24,18 @@ from hypothesis import strategies as st
 from daemon.app import config
 from daemon.errors import ConfigError
 from daemon.runtime.actions import ToolContext, VolumeStore, build_tools, close_tools, parse_tools
-from daemon.runtime.tools import ToolRunner, check_args, declarations, model_tools
+from daemon.runtime.supervisor import TOOL_WORKERS
+from daemon.runtime.tools import ToolRunner, ToolSpec, check_args, declarations, model_tools
 from daemon.vocabulary import ToolDone
+from tests.runtime.tools.harness import ToolBench
+
+Bench = Callable[[ToolRunner], ToolBench]
 
 WAIT = 10.0  # generous wall bound for a result on a loaded machine; results come in ms
 
 
 def tools_from(text: str) -> tuple[Any, ...]:
     return parse_tools(tomllib.loads(textwrap.dedent(text))["tools"])
-
-
-class Inbox:
-    """What the supervisor's inbox sees: ToolDone posts from any thread."""
-
-    def __init__(self) -> None:
-        self.q: queue.Queue[ToolDone] = queue.Queue()
-
-    def post(self, event: Any) -> None:
-        self.q.put(event)
-
-    def get(self, timeout: float = WAIT) -> ToolDone:
-        return self.q.get(timeout=timeout)
-
-    def empty_after(self, seconds: float) -> bool:
-        try:
-            self.q.get(timeout=seconds)
-        except queue.Empty:
-            return True
-        return False
 
 
 @pytest.fixture
@@ -223,7 +206,7 @@ def test_arguments_are_checked_against_the_schema(
 # -- the runner -------------------------------------------------------------------------------
 
 
-def test_gpio_tool_drives_a_mock_pin(pins: MockFactory) -> None:
+def test_gpio_tool_drives_a_mock_pin(pins: MockFactory, bench: Bench) -> None:
     specs = build_tools(
         tools_from(
             '[[tools]]\nname = "porch"\ndescription = "d"\ngpio = {pin = 17}\n'
@@ -231,17 +214,18 @@ def test_gpio_tool_drives_a_mock_pin(pins: MockFactory) -> None:
         ),
         ToolContext(pin_factory=pins),
     )
-    runner, inbox = ToolRunner(specs), Inbox()
+    runner = ToolRunner(specs)
+    inbox = bench(runner)
     try:
         pin = pins.pin(17)
         assert pin.state == 0
-        runner.start("c1", "porch", {"on": True}, inbox.post)
+        inbox.start("c1", "porch", {"on": True})
         assert inbox.get() == ToolDone("c1", "porch", {"pin": 17, "on": True})
         assert pin.state == 1
-        runner.start("c2", "dimmer", {"level": 0.25}, inbox.post)
+        inbox.start("c2", "dimmer", {"level": 0.25})
         assert inbox.get().response == {"pin": 18, "level": 0.25}
         assert pins.pin(18).state == pytest.approx(0.25)
-        runner.start("c3", "porch", {"on": "yes"}, inbox.post)  # refused before the pin moves
+        inbox.start("c3", "porch", {"on": "yes"})  # refused before the pin moves
         done = inbox.get()
         assert done.call_id == "c3" and "on must be a boolean" in done.response["error"]
         assert pin.state == 1
@@ -256,7 +240,7 @@ def script(tmp_path: Path, body: str) -> Path:
     return path
 
 
-def test_command_arguments_never_reach_a_shell(tmp_path: Path) -> None:
+def test_command_arguments_never_reach_a_shell(tmp_path: Path, bench: Bench) -> None:
     record = tmp_path / "argv.json"
     prog = script(
         tmp_path,
@@ -273,7 +257,8 @@ def test_command_arguments_never_reach_a_shell(tmp_path: Path) -> None:
         parameters = {{ type = "object", properties = {{ text = {{ type = "string", maxLength = 200 }}, n = {{ type = "integer" }} }}, required = ["text"] }}
         command = {{ argv = ["{prog}", "--text", "{{text}}", "{{n}}", "fixed"] }}
     ''')
-    runner, inbox = ToolRunner(specs), Inbox()
+    runner = ToolRunner(specs)
+    inbox = bench(runner)
     side_effect = tmp_path / "pwned"
     for i, evil in enumerate(
         [
@@ -287,17 +272,17 @@ def test_command_arguments_never_reach_a_shell(tmp_path: Path) -> None:
             "'\"\\",
         ]
     ):
-        runner.start(f"c{i}", "note", {"text": evil}, inbox.post)
+        inbox.start(f"c{i}", "note", {"text": evil})
         done = inbox.get()
         assert done.response == {"exit_code": 0, "output": "ok"}, done
         assert json.loads(record.read_text()) == ["--text", evil, "fixed"]  # one element, verbatim
-    runner.start("n", "note", {"text": "x", "n": 7}, inbox.post)
+    inbox.start("n", "note", {"text": "x", "n": 7})
     inbox.get()
     assert json.loads(record.read_text()) == ["--text", "x", "7", "fixed"]
     assert not side_effect.exists()
 
 
-def test_command_output_is_truncated_and_failures_are_results(tmp_path: Path) -> None:
+def test_command_output_is_truncated_and_failures_are_results(tmp_path: Path, bench: Bench) -> None:
     prog = script(
         tmp_path,
         """
@@ -312,12 +297,13 @@ def test_command_output_is_truncated_and_failures_are_results(tmp_path: Path) ->
         f'[[tools]]\nname = "missing"\ndescription = "d"\n'
         f'command = {{ argv = ["{tmp_path}/no-such-program"] }}\n'
     )
-    runner, inbox = ToolRunner(specs), Inbox()
-    runner.start("c1", "loud", {}, inbox.post)
+    runner = ToolRunner(specs)
+    inbox = bench(runner)
+    inbox.start("c1", "loud", {})
     r = inbox.get().response
     assert r["exit_code"] == 3 and r["error"] == "tool.py exited with 3"
     assert r["output"].startswith("x" * 100) and "4900 more characters" in r["output"]
-    runner.start("c2", "missing", {}, inbox.post)
+    inbox.start("c2", "missing", {})
     r = inbox.get().response
     assert "missing failed" in r["error"] and "No such file" in r["error"]
 
@@ -330,32 +316,34 @@ def sleeper(tmp_path: Path) -> Path:
     return prog
 
 
-def test_a_hanging_tool_times_out_and_its_process_is_killed(tmp_path: Path) -> None:
+def test_a_hanging_tool_times_out_and_its_process_is_killed(tmp_path: Path, bench: Bench) -> None:
     prog = sleeper(tmp_path)
     specs = tools_from(
         f'[[tools]]\nname = "hang"\ndescription = "d"\ntimeout = 1\n'
         f'command = {{ argv = ["{prog}", "600"] }}\n'
     )
-    runner, inbox = ToolRunner(specs), Inbox()
-    runner.start("c1", "hang", {}, inbox.post)
+    runner = ToolRunner(specs)
+    inbox = bench(runner)
+    inbox.start("c1", "hang", {})
     assert inbox.get() == ToolDone("c1", "hang", {"error": "hang timed out after 1 s"})
     assert runner.timeouts == 1 and runner.running == 0
     assert _wait_for(lambda: not _running(prog))
     assert inbox.empty_after(0.3)  # the killed process's own result is never posted
 
 
-def test_a_cancelled_call_posts_nothing_and_is_stopped(tmp_path: Path) -> None:
+def test_a_cancelled_call_posts_nothing_and_is_stopped(tmp_path: Path, bench: Bench) -> None:
     prog = sleeper(tmp_path)
     changes: list[int] = []
     specs = tools_from(
         f'[[tools]]\nname = "slow"\ndescription = "d"\ntimeout = 60\n'
         f'command = {{ argv = ["{prog}", "600"] }}\n'
     )
-    runner, inbox = ToolRunner(specs, on_change=changes.append), Inbox()
-    runner.start("c1", "slow", {}, inbox.post)
+    runner = ToolRunner(specs, on_change=changes.append)
+    inbox = bench(runner)
+    inbox.start("c1", "slow", {})
     assert _wait_for(lambda: _running(prog))
-    runner.cancel("c1")
-    runner.cancel("c1")  # twice is harmless
+    inbox.cancel("c1")
+    inbox.cancel("c1")  # twice is harmless
     assert _wait_for(lambda: not _running(prog))
     assert inbox.empty_after(0.5)
     assert runner.cancelled == 1 and changes == [1, 0]
@@ -386,22 +374,27 @@ def _running(prog: Path) -> bool:
     return False
 
 
-def test_an_unknown_tool_and_a_raising_action_are_answered_with_errors(pins: MockFactory) -> None:
-    runner, inbox = ToolRunner(()), Inbox()
-    runner.start("c1", "not_registered", {}, inbox.post)
+def test_an_unknown_tool_and_a_raising_action_are_answered_with_errors(
+    pins: MockFactory, bench: Bench
+) -> None:
+    runner = ToolRunner(())
+    inbox = bench(runner)
+    inbox.start("c1", "not_registered", {})
     assert inbox.get() == ToolDone(
         "c1", "not_registered", {"error": "there is no tool called 'not_registered'"}
     )
     specs = tools_from('[[tools]]\nname = "fan"\ndescription = "d"\nmqtt = {topic = "home/fan"}\n')
     runner = ToolRunner(build_tools(specs, ToolContext()))  # no broker configured
-    runner.start("c2", "fan", {}, inbox.post)
+    inbox = bench(runner)
+    inbox.start("c2", "fan", {})
     assert inbox.get().response == {"error": "no MQTT broker is configured"}
 
     def publish(*a: Any) -> None:
         raise RuntimeError("the MQTT broker is not connected")
 
     runner = ToolRunner(build_tools(specs, ToolContext(publish=publish)))
-    runner.start("c3", "fan", {}, inbox.post)
+    inbox = bench(runner)
+    inbox.start("c3", "fan", {})
     assert inbox.get().response == {"error": "fan failed: the MQTT broker is not connected"}
 
 
@@ -437,7 +430,9 @@ def http_server() -> Iterator[str]:
     server.server_close()
 
 
-def test_http_tool_sends_the_filled_template(http_server: str, tmp_path: Path) -> None:
+def test_http_tool_sends_the_filled_template(
+    http_server: str, tmp_path: Path, bench: Bench
+) -> None:
     token = tmp_path / "token"
     token.write_text("s3cret\n")
     specs = tools_from(f'''
@@ -447,36 +442,39 @@ def test_http_tool_sends_the_filled_template(http_server: str, tmp_path: Path) -
         parameters = {{ type = "object", properties = {{ room = {{ type = "string" }}, level = {{ type = "integer" }} }}, required = ["room"] }}
         http = {{ url = "{http_server}/api/{{room}}", body = {{ entity = "{{room}}", brightness = "{{level}}", fixed = [1, "{{level}}"] }}, token_file = "{token}" }}
     ''')
-    runner, inbox = ToolRunner(specs), Inbox()
-    runner.start("c1", "scene", {"room": "hall/../x y", "level": 40}, inbox.post)
+    runner = ToolRunner(specs)
+    inbox = bench(runner)
+    inbox.start("c1", "scene", {"room": "hall/../x y", "level": 40})
     assert inbox.get().response == {"status": 200, "body": {"result": "fine"}}
     method, path, headers, body = _Handler.seen[-1]
     assert (method, path) == ("POST", "/api/hall%2F..%2Fx%20y")  # one path segment, encoded
     assert body == {"entity": "hall/../x y", "brightness": 40, "fixed": [1, 40]}
     assert headers["Authorization"] == "Bearer s3cret"
-    runner.start("c2", "scene", {"room": "broken"}, inbox.post)
+    inbox.start("c2", "scene", {"room": "broken"})
     assert inbox.get().response == {"status": 500, "body": {"result": "bad"}, "error": "HTTP 500"}
 
 
-def test_http_tool_to_nowhere_is_an_error_result() -> None:
+def test_http_tool_to_nowhere_is_an_error_result(bench: Bench) -> None:
     specs = tools_from(
         '[[tools]]\nname = "x"\ndescription = "d"\ntimeout = 2\n'
         'http = { method = "GET", url = "http://127.0.0.1:9/nothing" }\n'
     )
-    runner, inbox = ToolRunner(specs), Inbox()
-    runner.start("c1", "x", {}, inbox.post)
+    runner = ToolRunner(specs)
+    inbox = bench(runner)
+    inbox.start("c1", "x", {})
     assert inbox.get().response["error"].startswith("request failed")
 
 
-def test_builtins_check_arguments_before_touching_the_device() -> None:
+def test_builtins_check_arguments_before_touching_the_device(bench: Bench) -> None:
     """(The built-ins on the real device are in test_e2e.py.)"""
     text = "".join(f'[[tools]]\nbuiltin = "{b}"\n' for b in ("set_volume", "set_timer"))
-    runner, inbox = ToolRunner(build_tools(tools_from(text), ToolContext())), Inbox()
-    runner.start("1", "set_volume", {"percent": 101}, inbox.post)
+    runner = ToolRunner(build_tools(tools_from(text), ToolContext()))
+    inbox = bench(runner)
+    inbox.start("1", "set_volume", {"percent": 101})
     assert "percent must be <= 100" in inbox.get().response["error"]
-    runner.start("2", "set_timer", {"seconds": 0}, inbox.post)
+    inbox.start("2", "set_timer", {"seconds": 0})
     assert "seconds must be >= 1" in inbox.get().response["error"]
-    runner.start("3", "set_volume", {"percent": 50}, inbox.post)  # no device bound (yet)
+    inbox.start("3", "set_volume", {"percent": 50})  # no device bound (yet)
     assert inbox.get().response == {"error": "set_volume is not available on this device"}
 
 
@@ -536,3 +534,59 @@ def test_any_tools_value_is_accepted_or_one_config_error(raw: Any) -> None:
         parse_tools(raw)
     except ConfigError:
         pass
+
+
+class Hang:
+    """An action that blocks its executor thread until released (a Python tool stuck in a
+    call that knows nothing of cancellation), then returns a result."""
+
+    kind = "hang"
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.entered: list[str] = []
+
+    def run(self, args: Any, control: Any) -> dict[str, Any]:
+        self.entered.append(args.get("tag", ""))
+        self.release.wait(60)
+        return {"late": True}
+
+
+def test_a_hung_action_is_answered_at_its_deadline_and_its_late_result_dropped(
+    bench: Bench,
+) -> None:
+    hang = Hang()
+    params = {"type": "object", "properties": {"tag": {"type": "string"}}}
+    spec = ToolSpec("stuck", "d", params, hang, timeout=0.5)
+    runner = ToolRunner((spec,))
+    inbox = bench(runner)
+    try:
+        inbox.start("c1", "stuck", {"tag": "a"})
+        # The deadline is the supervisor's loop timer: answered while the thread still hangs.
+        assert inbox.get() == ToolDone("c1", "stuck", {"error": "stuck timed out after 0.5 s"})
+        assert runner.timeouts == 1 and runner.running == 0 and hang.entered == ["a"]
+    finally:
+        hang.release.set()
+    assert inbox.empty_after(0.5)  # the result that came after the deadline is dropped
+
+
+def test_calls_queued_behind_busy_workers_keep_their_deadlines(bench: Bench) -> None:
+    hang = Hang()
+    params = {"type": "object", "properties": {"tag": {"type": "string"}}}
+    spec = ToolSpec("stuck", "d", params, hang, timeout=1.0)
+    runner = ToolRunner((spec,))
+    inbox = bench(runner)
+    try:
+        # More calls than the pool has workers: the last ones wait for a thread, and are
+        # answered at their deadline anyway; one cancelled while queued never starts.
+        ids = [f"c{i}" for i in range(TOOL_WORKERS + 2)]
+        for call_id in ids:
+            inbox.start(call_id, "stuck", {"tag": call_id})
+        inbox.cancel(ids[-1])
+        answered = {inbox.get().call_id for _ in ids[:-1]}
+        assert answered == set(ids[:-1])
+        assert len(hang.entered) == TOOL_WORKERS
+    finally:
+        hang.release.set()
+    assert inbox.empty_after(0.5)
+    assert ids[-1] not in hang.entered
