@@ -186,8 +186,10 @@ class Pulse:
         proc.stdin.close()
         return proc
 
-    def record_speaker(self, rate: int) -> "Recorder":
-        """Start recording ``vspk.monitor`` as s16le mono at ``rate``."""
+    def record_speaker(self, rate: int, timeout: float = 10.0) -> "Recorder":
+        """Record ``vspk.monitor`` as s16le mono at ``rate``; returns once the recording
+        runs (its first bytes arrived), so a sound played next is heard from its start.
+        ``timeout`` (wall seconds) only ends a hang."""
         proc = self.spawn(
             _need("pacat"),
             "-r",
@@ -199,7 +201,12 @@ class Pulse:
             "--channels=1",
             "--latency-msec=10",
         )
-        return Recorder(proc)
+        recorder = Recorder(proc)
+        # pacat connects in its own time: under a busy CPU it took longer than the 0.2 s
+        # the tests used to sleep, and a tone played meanwhile was heard short.
+        if not recorder.started.wait(timeout):
+            raise RuntimeError(f"pacat recording vspk.monitor sent nothing in {timeout:g} s")
+        return recorder
 
 
 class Recorder:
@@ -208,6 +215,8 @@ class Recorder:
     def __init__(self, proc: subprocess.Popen[bytes]) -> None:
         self.proc = proc
         self.data = bytearray()
+        self.started = threading.Event()
+        """Set at the first bytes: the monitor stream is connected and running."""
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
 
@@ -215,6 +224,7 @@ class Recorder:
         assert self.proc.stdout is not None
         while chunk := self.proc.stdout.read1(65536):
             self.data += chunk
+            self.started.set()
 
     def stop(self) -> bytes:
         """Kill the recorder (by PID) and return everything recorded."""
