@@ -222,23 +222,12 @@ def measure_idle(
 ) -> dict[str, Any]:
     """Run both side by side; ``rounds`` spans of ``seconds`` each; return the figures.
     With ``profile_s``, then py-spy samples voiced at rest that long (``idle_profile``)."""
-    from testing.pulse import ASOUNDRC, Pulse
+    from testing.pulse import Pulse
 
     with tempfile.TemporaryDirectory(prefix="voiced-idle-") as tmpdir:
         tmp = Path(tmpdir)
         root = tmp / "pulse"
-        (root / "xdg" / "alsa").mkdir(parents=True)
-        (root / "xdg" / "alsa" / "asoundrc").write_text(ASOUNDRC)
-        (root / "runtime").mkdir(mode=0o700)
-        overrides = {
-            "PULSE_SERVER": f"unix:{root / 'native'}",
-            "XDG_CONFIG_HOME": str(root / "xdg"),
-            "XDG_RUNTIME_DIR": str(root / "runtime"),
-            "HOME": str(root),
-            "JACK_NO_START_SERVER": "1",
-            "PULSE_STATE_PATH": str(root / "state"),
-        }
-        pulse = Pulse(root=root, env={**os.environ, **overrides}, overrides=overrides)
+        pulse = Pulse.at(root)
         procs: list[subprocess.Popen[Any]] = []
         logs: list[Any] = []
         try:

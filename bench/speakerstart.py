@@ -38,24 +38,13 @@ def _wait(pred: Callable[[], Any], timeout: float, what: str) -> None:
 
 def measure_speaker_start(count: int = 10) -> dict[str, Any]:
     """``count`` rounds of (paused → first reply callback, running → first callback)."""
-    from testing.pulse import ASOUNDRC, Pulse
+    from testing.pulse import Pulse
 
     with tempfile.TemporaryDirectory(prefix="voiced-spkstart-") as tmpdir:
         root = Path(tmpdir) / "pulse"
-        (root / "xdg" / "alsa").mkdir(parents=True)
-        (root / "xdg" / "alsa" / "asoundrc").write_text(ASOUNDRC)
-        (root / "runtime").mkdir(mode=0o700)
-        overrides = {
-            "PULSE_SERVER": f"unix:{root / 'native'}",
-            "XDG_CONFIG_HOME": str(root / "xdg"),
-            "XDG_RUNTIME_DIR": str(root / "runtime"),
-            "HOME": str(root),
-            "JACK_NO_START_SERVER": "1",
-            "PULSE_STATE_PATH": str(root / "state"),
-        }
-        pulse = Pulse(root=root, env={**os.environ, **overrides}, overrides=overrides)
-        saved = {k: os.environ.get(k) for k in overrides}
-        os.environ.update(overrides)  # PortAudio (in this process) reads them at init
+        pulse = Pulse.at(root)
+        saved = {k: os.environ.get(k) for k in pulse.overrides}
+        os.environ.update(pulse.overrides)  # PortAudio (in this process) reads them at init
         pulse.start_server()
         try:
             return _rounds(count)

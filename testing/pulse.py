@@ -67,6 +67,24 @@ class Pulse:
     proc: subprocess.Popen[bytes] | None = None
     children: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
+    @classmethod
+    def at(cls, root: Path) -> "Pulse":
+        """A server to be run in ``root`` (made here): its asoundrc, runtime directory and
+        the environment that points PulseAudio clients and PortAudio at it (``overrides``;
+        ``env`` is this process's environment with them, for the children)."""
+        (root / "xdg" / "alsa").mkdir(parents=True)
+        (root / "xdg" / "alsa" / "asoundrc").write_text(ASOUNDRC)
+        (root / "runtime").mkdir(mode=0o700)
+        overrides = {
+            "PULSE_SERVER": f"unix:{root / 'native'}",
+            "XDG_CONFIG_HOME": str(root / "xdg"),
+            "XDG_RUNTIME_DIR": str(root / "runtime"),
+            "HOME": str(root),
+            "JACK_NO_START_SERVER": "1",
+            "PULSE_STATE_PATH": str(root / "state"),
+        }
+        return cls(root=root, env={**os.environ, **overrides}, overrides=overrides)
+
     def pactl(self, *args: str) -> str:
         """Run pactl against our server; return stdout."""
         out = subprocess.run([_need("pactl"), *args], env=self.env, capture_output=True, timeout=10)

@@ -24,13 +24,12 @@ after it.
 
 from __future__ import annotations
 
-import os
 import subprocess
 from typing import Iterator
 
 import pytest
 
-from testing.pulse import ASOUNDRC, RUNNING, Pulse, _need, stop_unused  # noqa: F401
+from testing.pulse import RUNNING, Pulse, _need, stop_unused  # noqa: F401
 
 
 @pytest.fixture(scope="session")
@@ -39,20 +38,9 @@ def pulse_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pulse]:
     itself is started by :func:`pulse_server` when a test needs it and stopped by
     tests/conftest.py between the test directories that use it."""
     root = tmp_path_factory.mktemp("pulse")
-    (root / "xdg" / "alsa").mkdir(parents=True)
-    (root / "xdg" / "alsa" / "asoundrc").write_text(ASOUNDRC)
-    (root / "runtime").mkdir(mode=0o700)
-    overrides = {
-        "PULSE_SERVER": f"unix:{root / 'native'}",
-        "XDG_CONFIG_HOME": str(root / "xdg"),
-        "XDG_RUNTIME_DIR": str(root / "runtime"),
-        "HOME": str(root),
-        "JACK_NO_START_SERVER": "1",
-        "PULSE_STATE_PATH": str(root / "state"),
-    }
     # Children get the env directly; os.environ is only changed per test (``pulse``),
     # so tests elsewhere in the same pytest run never see our HOME or PULSE_SERVER.
-    server = Pulse(root=root, env={**os.environ, **overrides}, overrides=overrides)
+    server = Pulse.at(root)
     RUNNING.append(server)
     try:
         yield server
