@@ -416,6 +416,7 @@ class HomeAssistant:
         tls = aiomqtt.TLSParameters(ca_certs=s.ca_file or None) if s.tls else None
         base = min(0.5, s.reconnect_max)
         backoff = delays(base, s.reconnect_max)
+        stopping = False
         while True:
             try:
                 async with aiomqtt.Client(
@@ -437,6 +438,7 @@ class HomeAssistant:
                         )  # a connection that worked resets it
                         await self._serve(client)
                     except asyncio.CancelledError:
+                        stopping = True
                         # A clean stop sends no last will: say "offline" ourselves (QoS 0:
                         # written before our DISCONNECT, no acknowledgement to wait for while
                         # the supervisor winds down). Also when the stop comes while we are
@@ -450,6 +452,13 @@ class HomeAssistant:
                             )
                         raise
             except aiomqtt.MqttError as exc:
+                task = asyncio.current_task()
+                if stopping or (task is not None and task.cancelling()):
+                    # Stopped while the broker is gone: the client's DISCONNECT (or its
+                    # connect) failed and replaced our CancelledError with an MqttError.
+                    # Retrying here would swallow the stop and keep this task alive for
+                    # ever (the supervisor, or asyncio.Runner, waits on it: seen as a hang).
+                    raise asyncio.CancelledError() from exc
                 log.warning("MQTT broker %s:%d: %s; retrying", s.host, s.port, exc)
             finally:
                 self._client = None
