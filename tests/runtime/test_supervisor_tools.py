@@ -152,6 +152,21 @@ def _alive(prog: Path) -> bool:
     return False
 
 
+def _tool_supervisor(
+    server: LiveServer, specs: Any, scale: float, runner: ToolRunner
+) -> Supervisor:
+    """A supervisor with no hardware whose session declares ``specs`` to ``server``."""
+    session = Session(
+        SessionSettings(**session_tools(specs, MODEL)),
+        wire.SetupConfig(model=MODEL, tools=declarations(specs, MODEL)),
+        "gemini",
+        0.0,
+        rng=random.Random(1).random,
+    )
+    endpoint = Endpoint(server.endpoint(), {"x-goog-api-key": "k"})
+    return Supervisor(session, endpoint, time_scale=scale, tool_runner=runner)
+
+
 def test_no_tool_thread_or_process_outlives_the_supervisors_stop(tmp_path: Path) -> None:
     """A command still running when the daemon stops: its process group is killed, the
     pool's threads are joined, and none of them is left once run() returned (issue 11:
@@ -173,19 +188,8 @@ def test_no_tool_thread_or_process_outlives_the_supervisors_stop(tmp_path: Path)
     async def body() -> None:
         scale = 10.0  # slow enough for a loaded machine: setup timeout 1.5 s wall
         async with LiveServer(limits=ServerLimits(time_scale=scale), voice="synthetic") as server:
-            session = Session(
-                SessionSettings(**session_tools(specs, MODEL)),
-                wire.SetupConfig(model=MODEL, tools=declarations(specs, MODEL)),
-                "gemini",
-                0.0,
-                rng=random.Random(1).random,
-            )
-            sup = Supervisor(
-                session,
-                Endpoint(server.endpoint(), {"x-goog-api-key": "k"}),
-                time_scale=scale,
-                tool_runner=runner,
-            )
+            sup = _tool_supervisor(server, specs, scale, runner)
+            session = sup.session
             task = asyncio.get_running_loop().create_task(sup.run())
             try:
                 await until(lambda: session.phase.value == "live", timeout=30.0, what="live")
@@ -222,19 +226,8 @@ def test_a_silent_tools_result_is_not_spoken_and_a_default_ones_is() -> None:
     async def body() -> None:
         scale = 10.0  # slow enough for a loaded machine: setup timeout 1.5 s wall
         async with LiveServer(limits=ServerLimits(time_scale=scale), voice="synthetic") as server:
-            session = Session(
-                SessionSettings(**session_tools(specs, MODEL)),
-                wire.SetupConfig(model=MODEL, tools=declarations(specs, MODEL)),
-                "gemini",
-                0.0,
-                rng=random.Random(1).random,
-            )
-            sup = Supervisor(
-                session,
-                Endpoint(server.endpoint(), {"x-goog-api-key": "k"}),
-                time_scale=scale,
-                tool_runner=ToolRunner(specs),
-            )
+            sup = _tool_supervisor(server, specs, scale, ToolRunner(specs))
+            session = sup.session
             played: list[int] = []
             sup.subscribe(lambda e: played.append(len(e.pcm)) if isinstance(e, Play) else None)
             task = asyncio.get_running_loop().create_task(sup.run())
