@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
-import time
 import wave
 from pathlib import Path
 
@@ -16,6 +14,7 @@ import pytest
 from daemon.app import config
 from daemon.cli.demo.demo import external_target
 from daemon.errors import ConfigError
+from tests.cli.harness import free_port, wait_listening
 from tests.timing import cap, scaled
 
 
@@ -116,9 +115,7 @@ def test_demo_refuses_a_remote_plain_ws_endpoint_before_starting() -> None:
 def test_demo_against_an_external_live_server(tmp_path: Path) -> None:
     """--endpoint: the same script against `voiced live-server` in another process (no
     inspection there: replies are checked, delivery is reported as unknown)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     # Two processes on their own clocks: ×50 lowered by the measured slowdown
     # (tests/timing.py), so neither's deadlines race the CPU on a busy machine.
     scale = str(round(scaled(50.0), 2))
@@ -139,12 +136,7 @@ def test_demo_against_an_external_live_server(tmp_path: Path) -> None:
         stderr=subprocess.PIPE,
     )
     try:
-        for _ in range(100):  # until it listens (at most 10 s)
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-                break
-            except OSError:
-                time.sleep(0.1)
+        wait_listening(port, timeout=10.0)
         proc = subprocess.run(
             [
                 sys.executable,

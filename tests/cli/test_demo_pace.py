@@ -15,10 +15,8 @@ import json
 import math
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -26,6 +24,7 @@ import pytest
 from daemon.cli.demo.demo import REFERENCE_CPU_MS, choose_time_scale, measure_cpu, slowness_advice
 from daemon.health import GUARD_WALL_FLOORS, floor_guards
 from daemon.vocabulary import SessionSettings
+from tests.cli.harness import free_port, wait_listening
 from tests.timing import cap, scaled
 
 
@@ -66,23 +65,6 @@ def test_a_slow_run_says_so_and_what_to_try():
     assert "faster machine" in slowness_advice(slow, 1)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_listening(port: int, timeout: float = 20.0) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise AssertionError(f"live-server did not listen on {port} within {timeout} s")
-
-
 @pytest.mark.timeout(3600)  # only ends a hang: at a measured slowdown of 3, S=20 runs at 6.7
 @pytest.mark.parametrize("written_for, runs", [(20, 3), (60, 3)])
 def test_demo_against_a_separate_live_server_passes_every_time(
@@ -95,7 +77,7 @@ def test_demo_against_a_separate_live_server_passes_every_time(
         # neither's deadlines race the CPU; the reply-while-switching race this guards
         # against is a matter of order, not of speed, and is still there at any scale.
         scale = round(scaled(written_for), 2)
-        port = _free_port()
+        port = free_port()
         server = subprocess.Popen(
             [
                 sys.executable,
@@ -115,7 +97,7 @@ def test_demo_against_a_separate_live_server_passes_every_time(
             stderr=subprocess.DEVNULL,
         )
         try:
-            _wait_listening(port)
+            wait_listening(port)
             proc = subprocess.run(
                 [
                     sys.executable,
