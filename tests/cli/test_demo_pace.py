@@ -63,6 +63,10 @@ def test_a_slow_run_says_so_and_what_to_try():
     assert "30 s real-time" in advice
     assert slowness_advice(slow, 60).endswith("try --time-scale 10")
     assert "faster machine" in slowness_advice(slow, 1)
+    # A lag that is fine at scale 20 (4 s nominal) is half a minute at scale 150.
+    behind = {"loop_lag_max_s": 0.2, "loop_lag_late": 0}
+    assert slowness_advice(behind, 20) is None
+    assert slowness_advice(behind, 150).endswith("try --time-scale 20")
 
 
 @pytest.mark.timeout(3600)  # only ends a hang: at a measured slowdown of 3, S=20 runs at 6.7

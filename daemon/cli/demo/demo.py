@@ -69,6 +69,17 @@ as much again for the embedded server and the simulated hardware)."""
 LAG_SLOW_S = 0.25
 """Event-loop lag (wall seconds) that means the machine did not keep up."""
 
+LAG_SLOW_NOMINAL_S = 5.0
+"""The same in nominal seconds: at a high time scale a quarter second of wall time is
+half a minute of the device's life (37 s at scale 150), far more than any guard
+allows, so the wall threshold shrinks with the scale (:func:`slow_lag_s`)."""
+
+
+def slow_lag_s(scale: float) -> float:
+    """Loop lag (wall seconds) that counts as falling behind at ``scale``."""
+    return min(LAG_SLOW_S, LAG_SLOW_NOMINAL_S / max(scale, 1e-9))
+
+
 GOAWAY_BEFORE = 100.0
 """The embedded server's goAway comes this long (nominal) before its 10-minute cap.
 Real servers say 50–60 s; the daemon starts its own age-based switch 90 s before the
@@ -155,7 +166,7 @@ async def run_demo(args: argparse.Namespace, out: Callable[[str], None]) -> dict
         )
         script = Script(sup, hardware, trace, voice, scale, lambda: _goaway_at(server, sup))
         budget = (conf.session.session_cap_audio + 400) / scale + 60
-        lag = LoopLag()
+        lag = LoopLag(slow_s=slow_lag_s(scale))
         try:
             async with asyncio.timeout(budget):
                 await sup.run(script.run(), lag.watch())
@@ -194,11 +205,12 @@ class LoopLag:
     """How far the event loop falls behind (wall seconds): a loop that wakes late
     everywhere is a machine that cannot keep up with the time scale."""
 
-    def __init__(self, period: float = 0.05) -> None:
+    def __init__(self, period: float = 0.05, slow_s: float = LAG_SLOW_S) -> None:
         self.period = period
+        self.slow_s = slow_s
         self.worst = 0.0
         self.late = 0
-        """Wake-ups later than :data:`LAG_SLOW_S`."""
+        """Wake-ups later than ``slow_s``."""
 
     async def watch(self) -> None:
         loop = asyncio.get_running_loop()
@@ -207,7 +219,7 @@ class LoopLag:
             await asyncio.sleep(self.period)
             lag = loop.time() - asked
             self.worst = max(self.worst, lag)
-            self.late += lag > LAG_SLOW_S
+            self.late += lag > self.slow_s
 
 
 def measure_cpu(nominal_seconds: int = 4, rounds: int = 3) -> float:
@@ -277,7 +289,8 @@ def choose_time_scale(cpu_ms: float) -> float:
 def slowness_advice(totals: dict[str, Any], scale: float) -> str | None:
     """One line saying the machine could not keep up, and what to do, or None."""
     worst, late = totals.get("loop_lag_max_s") or 0.0, totals.get("loop_lag_late") or 0
-    if worst < LAG_SLOW_S and late == 0:
+    slow = slow_lag_s(scale)
+    if worst < slow and late == 0:
         return None
     lower = next((s for s in SCALE_LADDER if s <= scale / 4), None)
     what = (
@@ -288,7 +301,7 @@ def slowness_advice(totals: dict[str, Any], scale: float) -> str | None:
     return (
         f"this machine could not keep up with time scale {scale:g} (its event loop "
         f"fell behind by up to {worst:.2f} s of wall time, {worst * scale:.0f} s "
-        f"real-time; {late} times over {LAG_SLOW_S:g} s): {what}"
+        f"real-time; {late} times over {slow:.2g} s): {what}"
     )
 
 
