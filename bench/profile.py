@@ -26,8 +26,8 @@ __all__ = ["profile_send_path"]
 
 PARTS = [  # (label, path fragments of a frame's file), first match wins, innermost first
     (
-        "the session core (daemon/session.py, vocabulary.py)",
-        ("daemon/session.py", "daemon/vocabulary.py"),
+        "the session core (daemon/session*.py, vocabulary.py, turns.py)",
+        ("daemon/session", "daemon/vocabulary.py", "daemon/turns.py"),
     ),
     ("wire encoding (daemon/wire.py, base64, json)", ("daemon/wire.py", "base64.py", "json/")),
     ("the supervisor and inbox (daemon/runtime/supervisor.py)", ("daemon/runtime/supervisor.py",)),
