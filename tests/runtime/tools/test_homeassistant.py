@@ -26,6 +26,20 @@ from tests.runtime.tools.harness import PASSWORD, PREFIX, Broker, Subscriber, mq
 NODE = "voiced_dev1"
 
 
+def bridge(broker: Broker, cls: type[HomeAssistant] = HomeAssistant, **settings: Any) -> Any:
+    """A bridge of ``cls`` for device dev1 on ``broker`` (password given, commands
+    answered ok, no device, empty status); ``settings`` go to :class:`MqttSettings`."""
+    return cls(
+        MqttSettings(
+            host="127.0.0.1", port=broker.port, username="dev1", topic_prefix=PREFIX, **settings
+        ),
+        password=PASSWORD,
+        dispatch=lambda r: {"ok": True},
+        device=None,
+        status=lambda: {},
+    )
+
+
 def discovery(sub: Subscriber) -> dict[str, dict[str, Any]]:
     def configs(ms: list[tuple[str, bytes, bool]]) -> dict[str, dict[str, Any]] | None:
         found = {
@@ -215,14 +229,6 @@ def test_mqtt_tool_publishes_through_the_bridge(broker: Broker, tmp_path: Path) 
     subscriber sees it (the same bridge the daemon runs; the press that asks for it is in
     test_e2e)."""
     (tmp_path / "pw").write_text(PASSWORD)
-    settings = MqttSettings(
-        host="127.0.0.1",
-        port=broker.port,
-        username="dev1",
-        password_file=str(tmp_path / "pw"),
-        topic_prefix=PREFIX,
-        reconnect_max=0.5,
-    )
     specs = parse_tools(
         [
             {
@@ -242,13 +248,7 @@ def test_mqtt_tool_publishes_through_the_bridge(broker: Broker, tmp_path: Path) 
     got = threading.Event()
 
     async def body() -> None:
-        home = HomeAssistant(
-            settings,
-            password=PASSWORD,
-            dispatch=lambda r: {"ok": True},
-            device=None,
-            status=lambda: {},
-        )
+        home = bridge(broker, password_file=str(tmp_path / "pw"), reconnect_max=0.5)
         runner = ToolRunner(build_tools(specs, ToolContext(publish=home.publish_threadsafe)))
         loop = asyncio.get_running_loop()
         pool = ToolPool(loop, lambda e: (done.append(e), got.set()))  # the supervisor's
@@ -285,13 +285,7 @@ def test_a_stop_while_announcing_still_says_offline(broker: Broker, tmp_path: Pa
             await asyncio.Event().wait()  # still subscribing when the stop comes
 
     async def body() -> None:
-        home = Slow(
-            MqttSettings(host="127.0.0.1", port=broker.port, username="dev1", topic_prefix=PREFIX),
-            password=PASSWORD,
-            dispatch=lambda r: {"ok": True},
-            device=None,
-            status=lambda: {},
-        )
+        home = bridge(broker, Slow)
         task = asyncio.get_running_loop().create_task(home.run())
         await asyncio.to_thread(announcing.wait, 15)
         task.cancel()
@@ -314,25 +308,11 @@ def test_state_updates_and_tool_messages_make_no_tasks_of_their_own(
     goes out through its own publisher — a burst of state changes or tool messages starts
     no task per message (it used to: ``loop.create_task`` for every update)."""
     (tmp_path / "pw").write_text(PASSWORD)
-    settings = MqttSettings(
-        host="127.0.0.1",
-        port=broker.port,
-        username="dev1",
-        password_file=str(tmp_path / "pw"),
-        topic_prefix=PREFIX,
-        reconnect_max=0.5,
-    )
     sub = Subscriber(broker)
     counts: list[int] = []
 
     async def body() -> None:
-        home = HomeAssistant(
-            settings,
-            password=PASSWORD,
-            dispatch=lambda r: {"ok": True},
-            device=None,
-            status=lambda: {},
-        )
+        home = bridge(broker, password_file=str(tmp_path / "pw"), reconnect_max=0.5)
         task = asyncio.get_running_loop().create_task(home.run())
         try:
             await asyncio.wait_for(home.connected.wait(), 15)
@@ -371,33 +351,23 @@ def test_a_stop_while_the_broker_is_gone_ends_the_bridge(broker: Broker, how: st
     behaviour: cancelled, and ended, within 30 s."""
 
     async def body() -> None:
-        home = HomeAssistant(
-            MqttSettings(
-                host="127.0.0.1",
-                port=broker.port,
-                username="dev1",
-                topic_prefix=PREFIX,
-                reconnect_max=0.2,
-            ),
-            password=PASSWORD,
-            dispatch=lambda r: {"ok": True},
-            device=None,
-            status=lambda: {},
-        )
+        home = bridge(broker, reconnect_max=0.2)
         task = asyncio.get_running_loop().create_task(home.run())
         await asyncio.wait_for(home.connected.wait(), 30)
-        assert broker.proc is not None
+        proc = broker.proc
+        assert proc is not None
         if how == "frozen":
-            os.kill(broker.proc.pid, signal.SIGSTOP)
+            os.kill(proc.pid, signal.SIGSTOP)
             task.cancel()
         else:
             task.cancel()
             await asyncio.sleep(0)  # the stop has begun: offline is being published
-            broker.proc.kill()
+            proc.kill()
         try:
             done, _ = await asyncio.wait({task}, timeout=30)
         finally:
-            os.kill(broker.proc.pid, signal.SIGCONT)
+            if how == "frozen":
+                os.kill(proc.pid, signal.SIGCONT)  # the fixture's stop needs it running
         assert done, "the bridge ran on after the stop"
         assert task.cancelled()
 
