@@ -11,6 +11,7 @@ from daemon.errors import ConfigError, DeviceError
 from daemon.events import DeviceLost, DeviceRestored, MicFrame, MicOverflow
 from hw.mic import CaptureFramer, Mic, MicSettings
 from tests.hw.harness import Inbox, best_correlation, loud_span, samples, spectrum_db, tone
+from tests.timing import wait_until
 
 
 def _pcm(inbox: Inbox) -> bytes:
@@ -18,13 +19,20 @@ def _pcm(inbox: Inbox) -> bytes:
 
 
 def _capture(pulse, settings: MicSettings, pcm: bytes, rate: int) -> tuple[Mic, Inbox]:
+    """Capture ``pcm`` played into the virtual mic, with silence around it. Waits for
+    frames, not for fixed times: on a busy machine the stream may start, and the capture
+    catch up with the player, later than on an idle one."""
     inbox = Inbox()
     mic = Mic(settings, inbox)
     mic.start()
+    frames = lambda: len(inbox.of(MicFrame))  # noqa: E731
     try:
-        time.sleep(0.2)
+        wait_until(lambda: frames() >= 10, 20, "the mic stream running (200 ms captured)")
         pulse.play_into_mic(pcm, rate).wait(timeout=20)
-        time.sleep(0.3)
+        # The player has handed its audio to the server; the capture may lag behind it by
+        # the server's buffering (250 ms) plus scheduling: wait for that much more.
+        played = frames() + len(pcm) // 2 * 50 // rate + 25
+        wait_until(lambda: frames() >= played, 20, "the capture to catch up with the player")
     finally:
         mic.close()
     return mic, inbox
